@@ -1,0 +1,13 @@
+// visitcal._core: private glue between the C++ core and the Python package. Docstrings live in
+// Python (visitcal.*), not here.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void bind_chebyshev(py::module_& m);
+void bind_mask(py::module_& m);
+
+PYBIND11_MODULE(_core, m) {
+    bind_chebyshev(m);
+    bind_mask(m);
+}
