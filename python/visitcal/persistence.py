@@ -97,7 +97,7 @@ def component_from_table(table: Table, *, where: str = "table") -> Any:
         )
     try:
         return cls.from_table(table)
-    except PersistenceError:
-        raise
+    except PersistenceError as err:
+        raise PersistenceError(f"{where}: malformed {kind} table: {err}") from err
     except (KeyError, ValueError, TypeError, IndexError) as err:
         raise PersistenceError(f"{where}: malformed {kind} table: {err}") from err

@@ -53,11 +53,17 @@ def has_celestial_wcs(header: fits.Header) -> bool:
 
 
 def wcs_to_header(wcs: WCS) -> fits.Header:
-    """Header cards of ``wcs``, keeping SIP (``A_*``/``B_*``) and TPV (``PVi_j``) terms."""
+    """Header cards of ``wcs``, keeping SIP (``A_*``/``B_*``) and TPV (``PVi_j``) terms.
+
+    Values are written with 17 significant digits (WCSLIB's ``WCSHDO_P17``; astropy's default is
+    14), so a header round trip reproduces pixel->sky bit for bit.
+    """
+    from astropy.wcs import WCSHDO_P17, WCSHDO_all
+    from astropy.wcs.wcs import WCSHDO_SIP
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        header = wcs.to_header(relax=True)
-    # astropy drops "-SIP" from CTYPE when it writes SIP separately only if sip is None; keep as is.
+        header = wcs.to_header(relax=WCSHDO_all | WCSHDO_P17 | WCSHDO_SIP)
     for key in ("DATEREF", "MJDREF", "MJDREFI", "MJDREFF"):
         header.remove(key, ignore_missing=True, remove_all=True)
     return header
