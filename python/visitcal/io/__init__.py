@@ -1,0 +1,52 @@
+"""Reading and writing exposures: visitcal's own FITS layout, LSST calexps and DECam CP triplets.
+
+Every reading error is a `FitsReadError` (an `OSError` and a `ValueError`) whose message names the
+file and the HDU or header field at fault; writes are atomic (`atomic_write`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "VisitcalIOError",
+    "FitsReadError",
+    "FitsWriteError",
+    "atomic_write",
+    "atomic_write_fits",
+    "read_exposure",
+    "write_exposure",
+    "read_lsst_calexp",
+    "read_decam_cp",
+]
+
+
+def _rebuild(cls, message, path, hdu):
+    return cls(message, path=path, hdu=hdu)
+
+
+class VisitcalIOError(OSError):
+    """A file cannot be read or written. ``path`` and ``hdu`` (when known) name what is at fault."""
+
+    def __init__(self, message: str, *, path=None, hdu=None):
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+        self.hdu = hdu
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.args[0], self.path, self.hdu))
+
+
+class FitsReadError(VisitcalIOError, ValueError):
+    """A FITS file is missing, truncated or malformed (missing HDU, wrong shape, bad card …)."""
+
+
+class FitsWriteError(VisitcalIOError):
+    """An exposure cannot be written (a component cannot be persisted, a header card is invalid)."""
+
+
+from .atomic import atomic_write, atomic_write_fits  # noqa: E402
+from .decam import read_decam_cp  # noqa: E402
+from .fits import read_exposure, write_exposure  # noqa: E402
+from .lsst import read_lsst_calexp  # noqa: E402
