@@ -16,3 +16,17 @@ def realdata_dir() -> Path:
     if not (REALDATA / "README.md").is_file():
         pytest.skip(f"real data not found at {REALDATA} (expected <repo>/../shared/realdata)")
     return REALDATA
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="also run tests marked slow (long integration runs)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)

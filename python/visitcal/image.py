@@ -272,6 +272,10 @@ class MaskedImage:
 
     __getitem__ = subimage
 
+    def clone(self) -> "MaskedImage":
+        """A deep copy: new pixel arrays (contiguous), the same planes dictionary copied."""
+        return copy.deepcopy(self)
+
     def __repr__(self) -> str:
         return f"MaskedImage(shape={self.shape}, xy0={self.xy0})"
 

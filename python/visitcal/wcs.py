@@ -158,8 +158,11 @@ def shift_wcs(wcs: WCS, dx: float, dy: float) -> WCS:
     """A copy of ``wcs`` for pixel coordinates shifted by ``(dx, dy)``: ``new(x + dx, y + dy) == old(x, y)``.
 
     Moves CRPIX (SIP polynomials are relative to CRPIX, so they move with it; TPV acts on
-    intermediate coordinates, after CRPIX, so it is unaffected).
+    intermediate coordinates, after CRPIX, so it is unaffected). Lookup-table distortions
+    (``cpdis``/``det2im``) are indexed by pixel and cannot be shifted: `NotImplementedError`.
     """
+    if getattr(wcs, "cpdis1", None) is not None or getattr(wcs, "det2im1", None) is not None:
+        raise NotImplementedError("cannot shift a WCS with lookup-table distortions")
     new = wcs.deepcopy()
     new.wcs.crpix = [wcs.wcs.crpix[0] + dx, wcs.wcs.crpix[1] + dy]
     if new.sip is not None:

@@ -1,4 +1,5 @@
-"""Reading and writing exposures: visitcal's own FITS layout, LSST calexps and DECam CP triplets.
+"""Reading and writing exposures (visitcal's own FITS layout, LSST calexps, DECam CP triplets) and
+catalogs (Parquet, FITS tables).
 
 Every reading error is a `FitsReadError` (an `OSError` and a `ValueError`) whose message names the
 file and the HDU or header field at fault; writes are atomic (`atomic_write`).
@@ -16,6 +17,9 @@ __all__ = [
     "write_exposure",
     "read_lsst_calexp",
     "read_decam_cp",
+    "CatalogIOError",
+    "read_catalog",
+    "write_catalog",
 ]
 
 
@@ -47,6 +51,7 @@ class FitsWriteError(VisitcalIOError):
 
 
 from .atomic import atomic_write, atomic_write_fits  # noqa: E402
+from .catalog import CatalogIOError, read_catalog, write_catalog  # noqa: E402
 from .decam import read_decam_cp  # noqa: E402
 from .fits import read_exposure, write_exposure  # noqa: E402
 from .lsst import read_lsst_calexp  # noqa: E402

@@ -40,7 +40,8 @@ from astropy.time import Time, TimeDelta
 from ..geom import Box2I
 from ..image import Detector, Exposure, Mask, MaskedImage, VisitInfo
 from . import FitsReadError
-from .fits import RESERVED_PRIMARY_KEYS, copy_cards, float_plane, open_fits, shift_wcs, wcs_from_header
+from ..wcs import shift_wcs
+from .fits import RESERVED_PRIMARY_KEYS, copy_cards, float_plane, open_fits, wcs_from_header
 
 __all__ = ["read_decam_cp", "DQ_CODES", "DQ_BITS", "DECAM_PIXEL_SIZE_MM"]
 

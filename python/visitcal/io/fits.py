@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS, FITSFixedWarning, Sip
+from astropy.wcs import WCS
+
+from ..wcs import read_wcs, shift_wcs, wcs_to_header
 
 from ..image import _same, Detector, Exposure, Mask, MaskedImage, MaskPlanes, VisitInfo
 from ..persistence import component_from_table, component_to_table, persistable
@@ -156,7 +158,7 @@ def _image_header(exposure: Exposure) -> fits.Header:
     if exposure.wcs is not None:
         x0, y0 = exposure.xy0
         array_wcs = shift_wcs(exposure.wcs, -x0, -y0)
-        header.extend(array_wcs.to_header(relax=True).cards)
+        header.extend(wcs_to_header(array_wcs).cards)
     return header
 
 
@@ -189,25 +191,6 @@ def _component_hdu(exposure: Exposure, attr: str, extname: str, where: str) -> f
                                  path=where, hdu=extname)
     hdu.name = extname
     return hdu
-
-
-def shift_wcs(wcs: WCS, dx: float, dy: float) -> WCS:
-    """A copy of ``wcs`` whose pixel ``(x + dx, y + dy)`` maps where ``wcs``'s ``(x, y)`` does.
-
-    Exact for linear + TAN/TPV/SIP WCSs (the distortions are expressed relative to CRPIX).
-    Lookup-table distortions (``cpdis``/``det2im``) are pixel-indexed and cannot be shifted.
-    """
-    if getattr(wcs, "cpdis1", None) is not None or getattr(wcs, "det2im1", None) is not None:
-        raise NotImplementedError("cannot shift a WCS with lookup-table distortions")
-    new = wcs.deepcopy()
-    if dx == 0 and dy == 0:
-        return new
-    new.wcs.crpix = new.wcs.crpix + np.array([dx, dy], dtype=float)
-    if new.sip is not None:
-        s = new.sip
-        new.sip = Sip(s.a, s.b, s.ap, s.bp, new.wcs.crpix)
-    new.wcs.set()
-    return new
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -356,15 +339,11 @@ def read_xy0(header: fits.Header, where: str) -> tuple[int, int]:
 def wcs_from_header(header: fits.Header, xy0, where: str) -> WCS | None:
     """The celestial WCS of an image header written in the array frame, shifted to the parent frame by
     ``xy0``; None when the header has no celestial WCS. FITS "fix" notices are silenced on purpose."""
-    if "CTYPE1" not in header:
-        return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header, naxis=2)
-    except Exception as err:
-        raise FitsReadError(f"{where}: unreadable WCS: {err}") from err
-    if not wcs.has_celestial:
+        wcs = read_wcs(header, where=where)
+    except ValueError as err:
+        raise FitsReadError(str(err)) from err
+    if wcs is None:
         return None
     return shift_wcs(wcs, *xy0)
 

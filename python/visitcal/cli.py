@@ -1,0 +1,148 @@
+"""The ``visitcal`` command line.
+
+Subcommands available now:
+
+``visitcal convert-decam IMAGE WEIGHT DQ OUT``
+    Read a DECam Community Pipeline triplet (ooi image, oow inverse variance, ood data quality)
+    into an `Exposure` and write it in visitcal's FITS layout (IMAGE/MASK/VARIANCE + components).
+``visitcal info FILE``
+    Summarise an exposure FITS file (ours or an LSST calexp) or a catalog (Parquet/FITS table).
+
+Exit codes: 0 success, 1 a file could not be read or written, 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+
+__all__ = ["main"]
+
+
+def _describe_exposure(exp) -> list[str]:
+    lines = [f"shape (ny, nx): {exp.shape}, xy0: {exp.xy0}, bbox: {exp.bbox!r}"]
+    if exp.visit_info is not None:
+        vi = exp.visit_info
+        lines.append(f"visit {vi.id}, band {vi.band!r}, exposure time {vi.exposure_time} s, "
+                     f"date {vi.date}, airmass {vi.airmass}")
+    if exp.detector is not None:
+        lines.append(f"detector {exp.detector.id} ({exp.detector.name})")
+    finite = np.isfinite(exp.image)
+    if finite.any():
+        lines.append(f"image: median {np.median(exp.image[finite]):.6g}, {int((~finite).sum())} non-finite pixels")
+    var = exp.variance
+    good = np.isfinite(var) & (var > 0)
+    if good.any():
+        lines.append(f"variance: median {np.median(var[good]):.6g}, {int((~np.isfinite(var)).sum())} infinite")
+    planes = []
+    for name, bit in exp.mask.planes.items():
+        n = int(np.count_nonzero(exp.mask.array & np.int32(1 << bit) if bit < 31 else exp.mask.array < 0))
+        if n:
+            planes.append(f"{name}={n}")
+    lines.append("mask planes set (pixels): " + (", ".join(planes) or "none"))
+    if exp.wcs is not None:
+        from .wcs import pixel_scale_arcsec, pixel_to_sky, wcs_to_header
+
+        cx, cy = exp.bbox.center
+        ra, dec = pixel_to_sky(exp.wcs, cx, cy)
+        kind = "/".join(exp.wcs.wcs.ctype)
+        if exp.wcs.sip is not None:
+            kind += " (SIP)"
+        elif any(key.startswith("PV1_") for key in wcs_to_header(exp.wcs)):
+            kind += " (TPV distortion)"  # WCSLIB holds TPV as TAN plus a distortion
+        lines.append(f"wcs: {kind}, centre (ra, dec) = ({float(ra):.6f}, {float(dec):.6f}) deg, "
+                     f"scale {float(pixel_scale_arcsec(exp.wcs, cx, cy)):.4f} arcsec/px")
+    comps = [k for k, v in exp.components().items() if v is not None and k not in ("wcs", "visit_info", "detector")]
+    lines.append("components: " + (", ".join(comps) or "none"))
+    if exp.photo_calib is not None:
+        lines.append(f"photo_calib: {exp.photo_calib!r}")
+    return lines
+
+
+def _cmd_info(args) -> int:
+    path = Path(args.file)
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        from .io import read_catalog
+
+        table = read_catalog(path)
+        print(f"{path}: catalog, {len(table)} rows, {len(table.colnames)} columns")
+        for col in table.colnames:
+            unit = f" [{table[col].unit}]" if table[col].unit is not None else ""
+            print(f"  {col}: {table[col].dtype}{unit}")
+        return 0
+    from .io import read_exposure, read_lsst_calexp
+    from .io.fits import open_fits
+
+    with open_fits(path) as hdul:
+        names = [h.name for h in hdul]
+        ours = hdul[0].header.get("VCFORMAT") == "visitcal-exposure"
+    if "IMAGE" not in names:
+        from .io import read_catalog
+
+        table = read_catalog(path, format="fits")
+        print(f"{path}: catalog, {len(table)} rows, {len(table.colnames)} columns")
+        return 0
+    exp = read_exposure(path) if ours else read_lsst_calexp(path)
+    print(f"{path}: {'visitcal' if ours else 'LSST-style'} exposure")
+    for line in _describe_exposure(exp):
+        print("  " + line)
+    return 0
+
+
+def _cmd_convert_decam(args) -> int:
+    from .io import read_decam_cp, write_exposure
+
+    exp = read_decam_cp(args.image, args.weight, args.dq, hdu=args.hdu)
+    write_exposure(exp, args.out, overwrite=args.overwrite)
+    print(f"wrote {args.out}")
+    for line in _describe_exposure(exp):
+        print("  " + line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visitcal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"visitcal {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="summarise an exposure FITS file or a catalog")
+    info.add_argument("file")
+    info.set_defaults(func=_cmd_info)
+
+    conv = sub.add_parser("convert-decam", help="DECam CP image/weight/dq triplet -> visitcal exposure FITS")
+    conv.add_argument("image", help="ooi image file")
+    conv.add_argument("weight", help="oow inverse-variance file")
+    conv.add_argument("dq", help="ood data-quality file")
+    conv.add_argument("out", help="output FITS path")
+    conv.add_argument("--hdu", default=None, help="extension name or index (default: the first image extension)")
+    conv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    conv.set_defaults(func=_cmd_convert_decam)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("file", "image", "weight", "dq"):
+        value = getattr(args, name, None)
+        if value is not None and not Path(value).is_file():
+            parser.error(f"{name} {value!r}: no such file")
+    if getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
+        parser.error(f"out {args.out!r} exists; pass --overwrite to replace it")
+    from .io import VisitcalIOError
+
+    try:
+        return args.func(args)
+    except (VisitcalIOError, OSError, ValueError) as err:
+        print(f"visitcal {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
