@@ -1,6 +1,8 @@
 // ChebyshevBoundedField: see chebyshev.hpp; the definition follows lsst-spec §2.3.
 #include "visitcal/chebyshev.hpp"
 
+#include "chebyshev_row.hpp"
+
 #include <Eigen/QR>
 #include <algorithm>
 #include <cmath>
@@ -30,57 +32,6 @@ void check_finite(const double* v, std::size_t n, const char* name) {
             throw std::invalid_argument(std::string(name) + " has a non-finite value at index " +
                                         std::to_string(k));
         }
-    }
-}
-
-// One output row: out[c] = sum_{i<=order} g[i] * table[i * n + c].
-template <int Order, typename T>
-void grid_row_fixed(const double* g, const double* table, std::size_t n, T* out) {
-    double gl[Order + 1];
-    const double* rows[Order + 1];
-    for (int i = 0; i <= Order; ++i) {
-        gl[i] = g[i];
-        rows[i] = table + i * n;
-    }
-    for (std::size_t c = 0; c < n; ++c) {
-        double acc = gl[0];
-#pragma GCC unroll 16
-        for (int i = 1; i <= Order; ++i) acc += gl[i] * rows[i][c];
-        out[c] = static_cast<T>(acc);
-    }
-}
-
-template <typename T>
-void grid_row_generic(int order, const double* g, const double* table, std::size_t n, T* out) {
-    constexpr std::size_t kBlock = 512;
-    double acc[kBlock];
-    for (std::size_t c0 = 0; c0 < n; c0 += kBlock) {
-        const std::size_t len = std::min(kBlock, n - c0);
-        for (std::size_t c = 0; c < len; ++c) acc[c] = g[0];
-        for (int i = 1; i <= order; ++i) {
-            const double gi = g[i];
-            const double* ti = table + i * n + c0;
-            for (std::size_t c = 0; c < len; ++c) acc[c] += gi * ti[c];
-        }
-        for (std::size_t c = 0; c < len; ++c) out[c0 + c] = static_cast<T>(acc[c]);
-    }
-}
-
-template <typename T>
-void grid_row(int order, const double* g, const double* table, std::size_t n, T* out) {
-    switch (order) {
-        case 0: return grid_row_fixed<0>(g, table, n, out);
-        case 1: return grid_row_fixed<1>(g, table, n, out);
-        case 2: return grid_row_fixed<2>(g, table, n, out);
-        case 3: return grid_row_fixed<3>(g, table, n, out);
-        case 4: return grid_row_fixed<4>(g, table, n, out);
-        case 5: return grid_row_fixed<5>(g, table, n, out);
-        case 6: return grid_row_fixed<6>(g, table, n, out);
-        case 7: return grid_row_fixed<7>(g, table, n, out);
-        case 8: return grid_row_fixed<8>(g, table, n, out);
-        case 9: return grid_row_fixed<9>(g, table, n, out);
-        case 10: return grid_row_fixed<10>(g, table, n, out);
-        default: return grid_row_generic(order, g, table, n, out);
     }
 }
 
@@ -221,6 +172,7 @@ void ChebyshevBoundedField::evaluate_grid(const double* xs, std::size_t nx, cons
     // 7 x 4072 doubles = 228 kB at order 6) and writes each output once; with the order a
     // compile-time constant (orders 0-10) the inner sum is fully unrolled and vectorised.
     std::vector<double> g(ox + 1);
+    const bool avx2 = cpu_has_avx2();
     for (std::size_t r = 0; r < ny; ++r) {
         for (int i = 0; i <= ox; ++i) {
             double s = 0.0;
@@ -228,7 +180,11 @@ void ChebyshevBoundedField::evaluate_grid(const double* xs, std::size_t nx, cons
             g[i] = s;
         }
         T* out_row = out + static_cast<std::ptrdiff_t>(r) * out_stride;
-        grid_row(ox, g.data(), tx.data(), nx, out_row);
+        if (avx2) {
+            grid_row_avx2(ox, g.data(), tx.data(), nx, out_row);
+        } else {
+            grid_row(ox, g.data(), tx.data(), nx, out_row);
+        }
     }
 }
 

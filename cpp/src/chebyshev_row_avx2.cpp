@@ -1,0 +1,32 @@
+// The grid row kernel compiled for AVX2 (4 doubles per instruction instead of SSE2's 2), chosen at
+// run time by evaluate_grid when the CPU has it. Deliberately without FMA (and with contraction
+// off): every output is the same sequence of IEEE multiplies and adds as the baseline build, so
+// results are bit-identical whichever path runs. At orders >= 4 the baseline kernel is bound by
+// arithmetic, not memory (bench/README.md), which is what this doubles.
+#include "chebyshev_row.hpp"
+
+namespace visitcal {
+
+#if defined(VISITCAL_X86_DISPATCH)
+void grid_row_avx2(int order, const double* g, const double* table, std::size_t n, double* out) {
+    grid_row(order, g, table, n, out);
+}
+void grid_row_avx2(int order, const double* g, const double* table, std::size_t n, float* out) {
+    grid_row(order, g, table, n, out);
+}
+bool cpu_has_avx2() {
+    // Evaluated once (thread-safe static initialisation); a read-only fact about the machine.
+    static const bool has = __builtin_cpu_supports("avx2");
+    return has;
+}
+#else
+void grid_row_avx2(int order, const double* g, const double* table, std::size_t n, double* out) {
+    grid_row(order, g, table, n, out);
+}
+void grid_row_avx2(int order, const double* g, const double* table, std::size_t n, float* out) {
+    grid_row(order, g, table, n, out);
+}
+bool cpu_has_avx2() { return false; }
+#endif
+
+}  // namespace visitcal
