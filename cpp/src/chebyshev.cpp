@@ -78,6 +78,11 @@ ChebyshevBoundedField::ChebyshevBoundedField(const Box2I& bbox, RowMajorArrayXXd
     : bbox_(bbox), coefficients_(std::move(coefficients)) {
     if (bbox_.empty()) throw std::invalid_argument("bbox is empty: " + bbox_.to_string());
     if (coefficients_.size() == 0) throw std::invalid_argument("coefficients array is empty");
+    if (coefficients_.rows() > 65 || coefficients_.cols() > 65) {
+        throw std::invalid_argument("Chebyshev orders above 64 are not supported (coefficients shape " +
+                                    std::to_string(coefficients_.rows()) + " x " +
+                                    std::to_string(coefficients_.cols()) + ")");
+    }
     check_finite(coefficients_.data(), static_cast<std::size_t>(coefficients_.size()), "coefficients");
     x_sum_ = bbox_.min_x_edge() + bbox_.max_x_edge();
     y_sum_ = bbox_.min_y_edge() + bbox_.max_y_edge();
@@ -146,7 +151,7 @@ double ChebyshevBoundedField::evaluate(double x, double y) const {
     const double ux = map_x(x), uy = map_y(y);
     const int ox = order_x(), oy = order_y();
     // Collapse x for each y order (coefficients are row-major [j, i]), then sum over y.
-    double row_values[65];
+    double row_values[65];  // order_y <= 64, checked in the constructor
     for (int j = 0; j <= oy; ++j) row_values[j] = clenshaw(coefficients_.data() + j * (ox + 1), 1, ox, ux);
     return clenshaw(row_values, 1, oy, uy);
 }

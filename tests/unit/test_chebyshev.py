@@ -241,6 +241,10 @@ class TestBadInput:
         with pytest.raises(ValueError, match="empty"):
             ChebyshevBoundedField(Box2I(0, 0, -1, 5), [[1.0]])
 
+    def test_orders_above_64_are_refused(self):
+        with pytest.raises(ValueError, match="orders above 64"):
+            ChebyshevBoundedField(self.box, np.ones((66, 2)))
+
     def test_empty_fit(self):
         with pytest.raises(ValueError, match="zero points"):
             ChebyshevBoundedField.fit(self.box, [], [], [])
