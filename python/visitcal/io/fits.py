@@ -163,10 +163,8 @@ def _image_header(exposure: Exposure) -> fits.Header:
 
 
 def _mask_header(planes: MaskPlanes) -> fits.Header:
-    header = _plane_header("MASK", (0, 0))
-    for key in list(header):  # MASK carries no xy0 of its own beyond IMAGE's; keep only EXTTYPE
-        if key != "EXTTYPE":
-            del header[key]
+    header = fits.Header()
+    header["EXTTYPE"] = "MASK"  # xy0 lives in the IMAGE and VARIANCE headers
     for name, bit in sorted(planes.items(), key=lambda kv: kv[1]):
         key = f"MP_{name}"
         header[key if len(key) <= 8 else f"HIERARCH {key}"] = (bit, planes.description(name)[:40])
