@@ -7,6 +7,8 @@ Subcommands available now:
     into an `Exposure` and write it in visitcal's FITS layout (IMAGE/MASK/VARIANCE + components).
 ``visitcal info FILE``
     Summarise an exposure FITS file (ours or an LSST calexp) or a catalog (Parquet/FITS table).
+``visitcal sim OUT [--visits N] [--detectors M] [--preset small|lsst] [--band r] [--snaps 1|2] [--seed S]``
+    Simulate a repository of post-ISR images with their truth (needs the ``sim`` extra, GalSim).
 
 Exit codes: 0 success, 1 a file could not be read or written, 2 bad arguments.
 """
@@ -106,6 +108,58 @@ def _cmd_convert_decam(args) -> int:
     return 0
 
 
+class _Progress:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise)."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.last_decile = -1
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        filled = int(self.width * done / max(total, 1))
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} images  {label}"
+        if self.tty:
+            self.stream.write("\r" + line + ("\n" if done == total else ""))
+        else:
+            decile = 10 * done // max(total, 1)
+            if decile == self.last_decile and done != total:
+                return
+            self.last_decile = decile
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _cmd_sim(args) -> int:
+    from .sim import simulate
+
+    summary = simulate(args.config, args.out, overwrite=args.overwrite, progress=_Progress())
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def _sim_config(parser, args):
+    """The SimConfig of ``visitcal sim`` arguments; a bad value is a usage error (exit 2)."""
+    from pydantic import ValidationError
+
+    try:
+        from .sim.config import SimConfig
+    except ImportError as err:  # pragma: no cover - galsim is imported lazily; this is pydantic
+        parser.error(str(err))
+    try:
+        return SimConfig(preset=args.preset, n_visits=args.visits, n_detectors=args.detectors, band=args.band,
+                         n_snaps=args.snaps, seed=args.seed)
+    except ValidationError as err:
+        option = {"n_visits": "--visits", "n_detectors": "--detectors", "n_snaps": "--snaps"}
+        problems = []
+        for e in err.errors():
+            field = str(e["loc"][0]) if e["loc"] else "config"
+            problems.append(f"{option.get(field, '--' + field)}: {e['msg']}")
+        parser.error("; ".join(problems))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visitcal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"visitcal {__version__}")
@@ -123,6 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--hdu", default=None, help="extension name or index (default: the first image extension)")
     conv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     conv.set_defaults(func=_cmd_convert_decam)
+
+    sim = sub.add_parser("sim", help="simulate post-ISR images of dithered visits with their truth (GalSim)",
+                         description="Render a data repository of post-ISR images with truth into OUT "
+                                     "(layout: visitcal.sim.repository). The same seed gives the same bytes.")
+    sim.add_argument("out", help="output directory (created; must be empty or absent unless --overwrite)")
+    sim.add_argument("--visits", type=int, default=2, help="number of visits (default 2)")
+    sim.add_argument("--detectors", type=int, default=4, help="number of detectors (default 4)")
+    sim.add_argument("--preset", default="small", help="camera: small (2048x2048 px) or lsst (4072x4000 px)")
+    sim.add_argument("--band", default="r", help="band of the visits: u, g, r, i, z or y (default r)")
+    sim.add_argument("--snaps", type=int, default=1, help="snaps per visit, 1 or 2 (default 1)")
+    sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    sim.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+    sim.set_defaults(func=_cmd_sim)
     return parser
 
 
@@ -133,7 +200,16 @@ def main(argv=None) -> int:
         value = getattr(args, name, None)
         if value is not None and not Path(value).is_file():
             parser.error(f"{name} {value!r}: no such file")
-    if getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
+    if args.command == "sim":
+        args.config = _sim_config(parser, args)
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            parser.error(f"out {args.out!r} exists and is not a directory")
+        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+            parser.error(f"out {args.out!r} exists and is not empty; pass --overwrite to replace it")
+        if not out.absolute().parent.is_dir():
+            parser.error(f"out {args.out!r}: its parent directory does not exist")
+    elif getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
         parser.error(f"out {args.out!r} exists; pass --overwrite to replace it")
     from .io import VisitcalIOError
 
