@@ -101,6 +101,11 @@ def atomic_write_fits(hdulist, path, *, overwrite: bool = False, checksum: bool 
     """Write an ``astropy.io.fits.HDUList`` to ``path`` atomically (see `atomic_write`).
 
     ``checksum`` adds CHECKSUM/DATASUM cards to every HDU, which `visitcal.io.read_exposure` verifies.
+    Their comments are fixed text (astropy's default is the current time), so the same HDUs always
+    give the same bytes.
     """
+    if checksum:
+        for hdu in hdulist:
+            hdu.add_checksum(when="checksum of this HDU")
     with atomic_write(path, "wb", overwrite=overwrite) as f:
-        hdulist.writeto(f, checksum=checksum)
+        hdulist.writeto(f, checksum=False)

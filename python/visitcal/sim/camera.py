@@ -8,7 +8,7 @@ Geometry (all positions in mm on the focal plane, whose origin is the optical ax
   ``u' = u (1 + k |u|^2)`` (``u`` in pixels from the optical axis), then a linear map of scale
   ``pixel_scale`` rotated by the visit's rotation angle, with east to the left of north
   (parity -1, as a sky image). ``k`` gives `CameraConfig.distortion_at_edge_arcsec` at the field
-  edge (the farthest detector corner).
+  edge (the farthest detector corner), capped at 0.5% of the field radius.
 
 Because a radial cubic is a SIP polynomial of order 3 about the optical axis, every detector's
 true WCS is *exactly* TAN-SIP (``A_3_0 = A_1_2 = B_2_1 = B_0_3 = k``); the inverse ``AP/BP``
@@ -31,6 +31,7 @@ from .config import CameraConfig
 __all__ = ["SimDetector", "SimCamera", "perturb_wcs"]
 
 SIP_INVERSE_ORDER = 5
+MAX_DISTORTION_FRACTION = 0.005
 
 
 def _rotation(deg: float) -> np.ndarray:
@@ -117,8 +118,13 @@ class SimCamera:
         #: Distance of the farthest detector corner from the optical axis, mm.
         self.field_radius_mm = float(np.max(np.hypot(corners[:, 0], corners[:, 1])))
         radius_px = self.field_radius_mm / p
+        # At most 0.5% of the field radius, so that a camera of a few small detectors (tests) keeps a
+        # gentle, invertible distortion: the small preset with 4 detectors gets 2.9" at its edge.
+        edge_px = min(config.distortion_at_edge_arcsec / config.pixel_scale, MAX_DISTORTION_FRACTION * radius_px)
+        #: Radial distortion at the field edge, arcsec.
+        self.distortion_at_edge_arcsec = edge_px * config.pixel_scale
         #: Radial distortion coefficient, px^-2: ``u' = u (1 + k |u|^2)``.
-        self.distortion_k = config.distortion_at_edge_arcsec / config.pixel_scale / radius_px**3
+        self.distortion_k = edge_px / radius_px**3
 
     # --- geometry -----------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -97,7 +97,8 @@ class SimConfig(BaseModel):
     galaxy_density: float = Field(40000.0, ge=0, description="Galaxies per deg^2 brighter than galaxy_mag_range[1].")
     galaxy_slope: float = Field(0.35, ge=0, description="d log10 N(<m) / dm of the galaxy counts.")
     galaxy_mag_range: tuple[float, float] = Field((18.0, 24.0), description="Magnitudes (in `band`) of galaxies.")
-    cosmic_ray_rate: float = Field(0.05, ge=0, description="Cosmic rays per cm^2 per second.")
+    cosmic_ray_rate: float = Field(
+        0.1, ge=0, description="Cosmic rays per cm^2 per second (~50 per LSST CCD in 30 s).")
     preliminary_wcs_max_offset: float = Field(
         2.0, gt=0, description="Largest offset of the preliminary WCS from the truth over a detector, arcsec.")
 

@@ -28,7 +28,7 @@ from astropy.table import Table
 from ..chebyshev import ChebyshevBoundedField, ChebyshevBoundedFieldControl
 from ..image import Exposure, Mask, MaskedImage, VisitInfo
 from ..photocalib import AB_REFERENCE_NJY
-from ..wcs import pixel_to_sky, sky_to_pixel
+from ..wcs import local_cd_matrix, pixel_to_sky, sky_to_pixel
 from .camera import perturb_wcs
 from .psf import TruePsf, import_galsim
 from .scene import STREAM_COSMIC_RAYS, STREAM_NOISE, STREAM_PRELIM_WCS, mag_to_njy, rng_for
@@ -106,9 +106,13 @@ def preliminary_wcs(config, plan, detector, true_wcs):
                              *pixel_to_sky(prelim, gx.ravel(), gy.ravel()))
     cx, cy = bbox.center
     center = float(_separation_arcsec(*pixel_to_sky(true_wcs, cx, cy), *pixel_to_sky(prelim, cx, cy)))
-    info = {"prelim_shift_east": shift[0], "prelim_shift_north": shift[1], "prelim_rotation": rotation,
-            "prelim_scale_error": scale_error, "prelim_center_offset": center,
-            "prelim_max_offset": float(np.max(sep))}
+    # The rotation and scale stated are those of the local linear maps at the centre: moving CRVAL
+    # to place the centre turns the local north by ~1e-6 rad relative to the drawn rotation.
+    ratio = local_cd_matrix(prelim, cx, cy) @ np.linalg.inv(local_cd_matrix(true_wcs, cx, cy))
+    info = {"prelim_shift_east": shift[0], "prelim_shift_north": shift[1],
+            "prelim_rotation": math.atan2(ratio[1, 0] - ratio[0, 1], ratio[0, 0] + ratio[1, 1]),
+            "prelim_scale_error": math.sqrt(abs(np.linalg.det(ratio))) - 1.0,
+            "prelim_center_offset": center, "prelim_max_offset": float(np.max(sep))}
     return prelim, info
 
 
