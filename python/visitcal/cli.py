@@ -6,7 +6,8 @@ Subcommands available now:
     Read a DECam Community Pipeline triplet (ooi image, oow inverse variance, ood data quality)
     into an `Exposure` and write it in visitcal's FITS layout (IMAGE/MASK/VARIANCE + components).
 ``visitcal info FILE``
-    Summarise an exposure FITS file (ours or an LSST calexp) or a catalog (Parquet/FITS table).
+    Summarise an exposure FITS file (ours or an LSST calexp), a catalog (Parquet/FITS table) or a
+    repository written by ``visitcal sim``.
 ``visitcal sim OUT [--visits N] [--detectors M] [--preset small|lsst] [--band r] [--snaps 1|2] [--seed S]``
     Simulate a repository of post-ISR images with their truth (needs the ``sim`` extra, GalSim).
 
@@ -68,6 +69,22 @@ def _describe_exposure(exp) -> list[str]:
 
 def _cmd_info(args) -> int:
     path = Path(args.file)
+    if path.is_dir():
+        from .sim import SimRepository
+
+        repo = SimRepository(path)
+        counts = repo.manifest["counts"]
+        print(f"{path}: visitcal.sim repository, {len(repo.visits)} visits x {len(repo.detectors)} detectors x "
+              f"{repo.manifest['n_snaps']} snaps, band {repo.band!r}, preset {repo.config.preset!r}, "
+              f"seed {repo.config.seed}")
+        print(f"  visits {repo.visits}; detectors {repo.detectors}; {repo.camera!r}")
+        print(f"  reference catalog: {counts['refcat']} stars; truth: {counts['stars']} stars, "
+              f"{counts['galaxies']} galaxies, {counts['cosmic_ray_pixels']} cosmic-ray pixels")
+        for visit in repo.visits:
+            plan = repo.plans[visit]
+            print(f"  visit {visit}: seeing {plan.atmosphere.seeing_fwhm:.3f}\", airmass {plan.airmass:.3f}, "
+                  f"boresight ({plan.boresight_ra:.5f}, {plan.boresight_dec:.5f}), rotation {plan.rotation_deg:+.2f} deg")
+        return 0
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         from .io import read_catalog
@@ -165,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"visitcal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="summarise an exposure FITS file or a catalog")
+    info = sub.add_parser("info", help="summarise an exposure FITS file, a catalog or a simulated repository")
     info.add_argument("file")
     info.set_defaults(func=_cmd_info)
 
@@ -198,6 +215,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     for name in ("file", "image", "weight", "dq"):
         value = getattr(args, name, None)
+        if name == "file" and value is not None and (Path(value) / "repo.json").is_file():
+            continue  # a simulated repository
         if value is not None and not Path(value).is_file():
             parser.error(f"{name} {value!r}: no such file")
     if args.command == "sim":

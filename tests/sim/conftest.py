@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("galsim", reason="visitcal.sim needs GalSim (pip install 'visitcal[sim]')")
 
-from visitcal.sim import SimConfig, SimRepository, simulate  # noqa: E402
+from visitcal.sim import SimConfig, SimRepository, simulate
 
 #: Two visits of two 1024 x 1024 detectors with two snaps: every effect, an eighth of the default's
 #: pixels, with 4x the default star density (so each test has a few dozen bright stars) and 5x the

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from visitcal.photocalib import AB_REFERENCE_NJY
 from visitcal.sim import CAMERA_PRESETS, SimCamera, SimConfig, simulate
 from visitcal.wcs import local_cd_matrix, pixel_to_sky, sky_to_pixel
@@ -54,7 +53,7 @@ def test_true_psf_has_unit_sum_and_the_tabulated_moments(sim_repo):
             assert 0.999 < psf.draw(s["x"], s["y"], size=201, normalize=False)[0].sum() < 1.0 + 1e-6
             # the table's moments (GalSim HSM) against an independent numpy adaptive-moments fit
             kernel = psf.compute_kernel_image(s["x"], s["y"])
-            cx, cy, ixx, iyy, ixy = adaptive_moments(kernel)
+            _, _, ixx, iyy, ixy = adaptive_moments(kernel)
             assert ixx == pytest.approx(s["psf_ixx"], rel=2e-4)
             assert iyy == pytest.approx(s["psf_iyy"], rel=2e-4)
             assert ixy == pytest.approx(s["psf_ixy"], abs=2e-4 * s["psf_ixx"])
@@ -314,7 +313,6 @@ def test_saturated_stars_bleed_along_columns():
     config = SimConfig(n_visits=1, n_detectors=1, detector_width=256, detector_height=256, seed=3,
                        star_density=0.0, galaxy_density=0.0, cosmic_ray_rate=0.0)
     from astropy.table import Table
-
     from visitcal.sim.camera import SimCamera
     from visitcal.sim.render import render_detector
     from visitcal.sim.scene import make_visit_plans
@@ -377,3 +375,12 @@ def test_simulate_refuses_a_non_empty_output_and_leaves_it_alone(tmp_path):
     simulate(config, out, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "repo.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no staging directory left behind
+
+
+def test_true_psf_pickles_to_the_same_pixels(sim_repo):
+    import pickle
+
+    psf = sim_repo.true_psf(sim_repo.visits[0], sim_repo.detectors[1])
+    clone = pickle.loads(pickle.dumps(psf))
+    np.testing.assert_array_equal(clone.compute_image(300.25, 700.6), psf.compute_image(300.25, 700.6))
+    assert "TruePsf(detector=1" in repr(clone)

@@ -22,5 +22,18 @@ from .config import BANDS, CAMERA_PRESETS, CameraConfig, SimConfig
 from .psf import OpticsDesign, TruePsf, VisitAtmosphere
 from .repository import SimRepository, SimSummary, post_isr_image_path, simulate
 
-__all__ = ["SimConfig", "CameraConfig", "CAMERA_PRESETS", "BANDS", "SimCamera", "SimDetector", "OpticsDesign",
-           "TruePsf", "VisitAtmosphere", "simulate", "SimRepository", "SimSummary", "post_isr_image_path"]
+__all__ = [
+           "BANDS",
+           "CAMERA_PRESETS",
+           "CameraConfig",
+           "OpticsDesign",
+           "SimCamera",
+           "SimConfig",
+           "SimDetector",
+           "SimRepository",
+           "SimSummary",
+           "TruePsf",
+           "VisitAtmosphere",
+           "post_isr_image_path",
+           "simulate",
+]

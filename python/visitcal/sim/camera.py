@@ -28,7 +28,7 @@ from ..image import Detector
 from ..wcs import make_tan_sip_wcs, pixel_to_sky
 from .config import CameraConfig
 
-__all__ = ["SimDetector", "SimCamera", "perturb_wcs"]
+__all__ = ["SimCamera", "SimDetector", "perturb_wcs"]
 
 SIP_INVERSE_ORDER = 5
 MAX_DISTORTION_FRACTION = 0.005
@@ -69,7 +69,7 @@ class SimDetector:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SimDetector":
+    def from_dict(cls, d: dict) -> SimDetector:
         d = dict(d)
         extra = {k: d.pop(k) for k in ("gain", "read_noise", "full_well", "qe_offset_mag", "bad_columns")}
         extra["bad_columns"] = tuple(tuple(int(v) for v in b) for b in extra["bad_columns"])
@@ -213,7 +213,7 @@ class SimCamera:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SimCamera":
+    def from_dict(cls, d: dict) -> SimCamera:
         camera = cls(CameraConfig(**d["config"]), int(d["n_detectors"]))
         stored = tuple(SimDetector.from_dict(x) for x in d["detectors"])
         if stored != camera.detectors:

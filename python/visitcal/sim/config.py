@@ -12,8 +12,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["BANDS", "BAND_WAVELENGTH_NM", "FIDUCIAL_ZERO_POINT", "FIDUCIAL_SKY", "EXTINCTION",
-           "CameraConfig", "CAMERA_PRESETS", "SimConfig"]
+__all__ = [
+    "BANDS",
+    "BAND_WAVELENGTH_NM",
+    "CAMERA_PRESETS",
+    "EXTINCTION",
+    "FIDUCIAL_SKY",
+    "FIDUCIAL_ZERO_POINT",
+    "CameraConfig",
+    "SimConfig",
+]
 
 BANDS = ("u", "g", "r", "i", "z", "y")
 

@@ -32,7 +32,7 @@ import numpy as np
 from ..geom import Box2I
 from ..wcs import local_cd_matrix
 
-__all__ = ["OpticsDesign", "VisitAtmosphere", "TruePsf", "import_galsim"]
+__all__ = ["OpticsDesign", "TruePsf", "VisitAtmosphere", "import_galsim"]
 
 OPTICAL_FIELD_ARCSEC = 1.2
 
@@ -134,7 +134,7 @@ class TruePsf:
                 diam=cfg.diameter_m, lam=self.wavelength_nm, obscuration=cfg.obscuration,
                 pupil_plane_size=2.0 * cfg.diameter_m,
                 pupil_plane_scale=lam_m / math.radians(OPTICAL_FIELD_ARCSEC / 3600.0))
-            self._aperture.illuminated  # evaluated lazily by GalSim; the check that warns runs here
+            _ = self._aperture.illuminated  # evaluated lazily by GalSim; the check that warns runs here
         # The optical image's Fourier extent is known exactly (the pupil cutoff D / lambda) and its
         # real-space field is the 1.2" computed: giving both saves GalSim a search per object (20%).
         arcsec = math.radians(1.0 / 3600.0)
@@ -146,6 +146,14 @@ class TruePsf:
         c, s = math.cos(math.radians(atmosphere.rotation_deg)), math.sin(math.radians(atmosphere.rotation_deg))
         self._fp_to_sky = np.diag([-1.0, 1.0]) @ np.array([[c, -s], [s, c]])
         self._tilt_matrix = _tilt_compensation(cfg.diameter_m, cfg.obscuration)
+
+    def __reduce__(self):
+        # Rebuilt from its arguments, the WCS as 17-digit header text: astropy pickles a WCS through a
+        # header of fewer digits, which moves the PSF's local Jacobian in the last bits.
+        from ..wcs import wcs_to_header
+
+        return (_make_true_psf, (self.camera, self.detector_id, self.atmosphere,
+                                 wcs_to_header(self.wcs).tostring(), self.band, self.optics, self.size))
 
     # --- the profile --------------------------------------------------------------------------------
     def aberrations(self, x, y) -> np.ndarray:
@@ -223,6 +231,15 @@ class TruePsf:
         a = self.atmosphere
         return (f"TruePsf(detector={self.detector_id}, band={self.band!r}, seeing={a.seeing_fwhm:.3f}\", "
                 f"g=({a.g1:+.4f}, {a.g2:+.4f}))")
+
+
+def _make_true_psf(camera, detector_id, atmosphere, wcs_header: str, band, optics, size):
+    from astropy.io import fits
+
+    from ..wcs import read_wcs
+
+    wcs = read_wcs(fits.Header.fromstring(wcs_header), where="pickled TruePsf")
+    return TruePsf(camera, detector_id, atmosphere, wcs, band, optics=optics, size=size)
 
 
 def _tilt_compensation(diameter: float, obscuration: float) -> np.ndarray:

@@ -31,9 +31,15 @@ from ..photocalib import AB_REFERENCE_NJY
 from ..wcs import local_cd_matrix, pixel_to_sky, sky_to_pixel
 from .camera import perturb_wcs
 from .psf import TruePsf, import_galsim
-from .scene import STREAM_COSMIC_RAYS, STREAM_NOISE, STREAM_PRELIM_WCS, mag_to_njy, rng_for
+from .scene import (
+    STREAM_COSMIC_RAYS,
+    STREAM_NOISE,
+    STREAM_PRELIM_WCS,
+    mag_to_njy,
+    rng_for,
+)
 
-__all__ = ["DetectorTruth", "SnapImage", "render_detector", "LSST_OBSERVATORY"]
+__all__ = ["LSST_OBSERVATORY", "DetectorTruth", "SnapImage", "render_detector"]
 
 #: Rubin Observatory: east longitude (deg), latitude (deg), elevation (m).
 LSST_OBSERVATORY = (-70.749417, -30.244639, 2663.0)

@@ -29,8 +29,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from astropy.io import fits
@@ -47,9 +47,15 @@ from .camera import SimCamera
 from .config import SimConfig
 from .psf import OpticsDesign, TruePsf, import_galsim
 from .render import render_detector
-from .scene import VisitPlan, make_galaxies, make_stars, make_visit_plans, reference_catalog
+from .scene import (
+    VisitPlan,
+    make_galaxies,
+    make_stars,
+    make_visit_plans,
+    reference_catalog,
+)
 
-__all__ = ["simulate", "SimRepository", "SimSummary", "post_isr_image_path", "FORMAT_NAME", "FORMAT_VERSION"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SimRepository", "SimSummary", "post_isr_image_path", "simulate"]
 
 FORMAT_NAME = "visitcal-sim"
 FORMAT_VERSION = 1

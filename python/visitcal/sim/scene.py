@@ -26,8 +26,16 @@ from ..photocalib import AB_REFERENCE_NJY
 from .config import BANDS, EXTINCTION, FIDUCIAL_SKY, FIDUCIAL_ZERO_POINT, SimConfig
 from .psf import VisitAtmosphere
 
-__all__ = ["rng_for", "VisitPlan", "make_visit_plans", "make_stars", "make_galaxies", "reference_catalog",
-           "mag_to_njy", "GALAXY_ID_OFFSET"]
+__all__ = [
+    "GALAXY_ID_OFFSET",
+    "VisitPlan",
+    "mag_to_njy",
+    "make_galaxies",
+    "make_stars",
+    "make_visit_plans",
+    "reference_catalog",
+    "rng_for",
+]
 
 # Purposes of the random streams (part of each stream's key; never renumber).
 (STREAM_STARS, STREAM_GALAXIES, STREAM_VISIT, STREAM_NOISE, STREAM_COSMIC_RAYS, STREAM_REFCAT,
@@ -204,8 +212,8 @@ class VisitPlan:
         return row
 
     @classmethod
-    def from_row(cls, row) -> "VisitPlan":
-        g = lambda k: row[k]  # noqa: E731
+    def from_row(cls, row) -> VisitPlan:
+        g = lambda k: row[k]
         atm = VisitAtmosphere(float(g("seeing_fwhm")), float(g("atm_g1")), float(g("atm_g2")),
                               tuple(float(g(f"z{k}_offset_nm")) for k in (4, 5, 6, 7, 8)),
                               float(g("rotation_deg")))
