@@ -84,12 +84,12 @@ class SimSummary:
 
     def lines(self) -> list[str]:
         return [
-            f"wrote {self.path}: {self.n_images} post_isr_image files "
+            (f"wrote {self.path}: {self.n_images} post_isr_image files "
             f"({self.n_visits} visits x {self.n_detectors} detectors x {self.n_snaps} snaps), "
-            f"{self.n_bytes / 1e6:.1f} MB in {self.seconds:.1f} s",
+            f"{self.n_bytes / 1e6:.1f} MB in {self.seconds:.1f} s"),
             f"  reference catalog: {self.n_refcat} stars (refcat.parquet)",
-            f"  truth: {self.n_stars} stars and {self.n_galaxies} galaxies on the sky; "
-            f"{self.n_objects_rendered} renderings on detectors; {self.n_cosmic_ray_pixels} cosmic-ray pixels",
+            (f"  truth: {self.n_stars} stars and {self.n_galaxies} galaxies on the sky; "
+            f"{self.n_objects_rendered} renderings on detectors; {self.n_cosmic_ray_pixels} cosmic-ray pixels"),
             "  layout: repo.json, camera.json, refcat.parquet, post_isr_image/<visit>/..., truth/*.parquet",
         ]
 
