@@ -221,6 +221,12 @@ def main(argv=None) -> int:
             parser.error(f"{name} {value!r}: no such file")
     if args.command == "sim":
         args.config = _sim_config(parser, args)
+        try:
+            from .sim.psf import import_galsim
+
+            import_galsim()
+        except ImportError as err:
+            parser.error(str(err))
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             parser.error(f"out {args.out!r} exists and is not a directory")

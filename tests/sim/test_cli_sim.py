@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from visitcal.cli import main
 from visitcal.sim import SimRepository
@@ -66,3 +67,15 @@ def test_sim_writes_a_repository_with_progress_and_summary(tmp_path, capsys):
         main(["sim", str(out), "--visits", "1", "--detectors", "1"])
     assert main(["info", str(out)]) == 0
     assert "1 visits x 1 detectors x 2 snaps" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_default_command_renders_the_readme_repository(tmp_path, capsys):
+    """``visitcal sim OUT`` alone: 2 visits x 4 small detectors (the README's main command, ~35 s)."""
+    out = tmp_path / "visitcal_sim"
+    assert main(["sim", str(out)]) == 0
+    repo = SimRepository(out)
+    assert len(repo.data_ids) == 8 and repo.config == repo.config.model_copy()
+    objects = repo.objects()
+    assert np.sum(objects["is_star"] & objects["inside"]) > 200
+    assert np.sum(~objects["is_star"] & objects["inside"]) > 1000
