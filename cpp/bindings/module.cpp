@@ -6,8 +6,10 @@ namespace py = pybind11;
 
 void bind_chebyshev(py::module_& m);
 void bind_mask(py::module_& m);
+void bind_convolve(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     bind_chebyshev(m);
     bind_mask(m);
+    bind_convolve(m);
 }

@@ -1,0 +1,65 @@
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "visitcal/convolve.hpp"
+
+namespace py = pybind11;
+using visitcal::ImageView;
+
+namespace {
+
+using DArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+template <typename T>
+ImageView<const T> view_of(const py::array_t<T, 0>& a, const char* name) {
+    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D (y, x)");
+    if (a.shape(1) > 0 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T))) {
+        throw std::invalid_argument(std::string(name) + " must be contiguous along x (its last axis)");
+    }
+    if (a.strides(0) % static_cast<py::ssize_t>(sizeof(T)) != 0) {
+        throw std::invalid_argument(std::string(name) + " has a row stride that is not a whole number of pixels");
+    }
+    return {a.data(), static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
+            a.strides(0) / static_cast<py::ssize_t>(sizeof(T))};
+}
+
+template <typename T>
+py::array_t<T> separable(const py::array_t<T, 0>& image, const std::vector<double>& kx, const std::vector<double>& ky) {
+    ImageView<const T> in = view_of(image, "image");
+    py::array_t<T> result({static_cast<py::ssize_t>(in.ny), static_cast<py::ssize_t>(in.nx)});
+    ImageView<T> out{result.mutable_data(), in.ny, in.nx, static_cast<std::ptrdiff_t>(in.nx)};
+    {
+        py::gil_scoped_release release;
+        visitcal::convolve_separable<T>(in, out, kx, ky);
+    }
+    return result;
+}
+
+template <typename T>
+py::array_t<T> direct(const py::array_t<T, 0>& image, const DArray& kernel) {
+    ImageView<const T> in = view_of(image, "image");
+    if (kernel.ndim() != 2) throw std::invalid_argument("kernel must be 2-D");
+    py::array_t<T> result({static_cast<py::ssize_t>(in.ny), static_cast<py::ssize_t>(in.nx)});
+    ImageView<T> out{result.mutable_data(), in.ny, in.nx, static_cast<std::ptrdiff_t>(in.nx)};
+    const int kny = static_cast<int>(kernel.shape(0)), knx = static_cast<int>(kernel.shape(1));
+    {
+        py::gil_scoped_release release;
+        visitcal::convolve_direct<T>(in, out, kernel.data(), kny, knx);
+    }
+    return result;
+}
+
+}  // namespace
+
+void bind_convolve(py::module_& m) {
+    m.def("gaussian_kernel_1d", &visitcal::gaussian_kernel_1d, py::arg("sigma"), py::arg("half_width"));
+    m.def("convolve_separable", &separable<float>, py::arg("image").noconvert(), py::arg("kx"), py::arg("ky"));
+    m.def("convolve_separable", &separable<double>, py::arg("image").noconvert(), py::arg("kx"), py::arg("ky"));
+    m.def("convolve_direct", &direct<float>, py::arg("image").noconvert(), py::arg("kernel"));
+    m.def("convolve_direct", &direct<double>, py::arg("image").noconvert(), py::arg("kernel"));
+}
