@@ -161,10 +161,8 @@ def _sim_config(parser, args):
     """The SimConfig of ``visitcal sim`` arguments; a bad value is a usage error (exit 2)."""
     from pydantic import ValidationError
 
-    try:
-        from .sim.config import SimConfig
-    except ImportError as err:  # pragma: no cover - galsim is imported lazily; this is pydantic
-        parser.error(str(err))
+    from .sim.config import SimConfig
+
     try:
         return SimConfig(preset=args.preset, n_visits=args.visits, n_detectors=args.detectors, band=args.band,
                          n_snaps=args.snaps, seed=args.seed)
@@ -221,19 +219,14 @@ def main(argv=None) -> int:
             parser.error(f"{name} {value!r}: no such file")
     if args.command == "sim":
         args.config = _sim_config(parser, args)
-        try:
-            from .sim.psf import import_galsim
+        from .sim.psf import import_galsim
+        from .sim.repository import check_output_dir
 
+        try:
             import_galsim()
-        except ImportError as err:
-            parser.error(str(err))
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            parser.error(f"out {args.out!r} exists and is not a directory")
-        if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-            parser.error(f"out {args.out!r} exists and is not empty; pass --overwrite to replace it")
-        if not out.absolute().parent.is_dir():
-            parser.error(f"out {args.out!r}: its parent directory does not exist")
+            check_output_dir(args.out, args.overwrite)
+        except (ImportError, OSError) as err:
+            parser.error(f"out {args.out!r}: {err}" if isinstance(err, OSError) else str(err))
     elif getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
         parser.error(f"out {args.out!r} exists; pass --overwrite to replace it")
     from .io import VisitcalIOError

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from visitcal.cli import main
-from visitcal.sim import SimRepository
+from visitcal.sim import SimConfig, SimRepository
 
 
 @pytest.mark.parametrize("args, message", [
@@ -75,7 +75,7 @@ def test_default_command_renders_the_readme_repository(tmp_path, capsys):
     out = tmp_path / "visitcal_sim"
     assert main(["sim", str(out)]) == 0
     repo = SimRepository(out)
-    assert len(repo.data_ids) == 8 and repo.config == repo.config.model_copy()
+    assert len(repo.data_ids) == 8 and repo.config == SimConfig()
     objects = repo.objects()
     assert np.sum(objects["is_star"] & objects["inside"]) > 200
     assert np.sum(~objects["is_star"] & objects["inside"]) > 1000

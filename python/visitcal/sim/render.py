@@ -313,15 +313,20 @@ def render_detector(config, camera, plan, detector_id: int, stars: Table, galaxi
     objects["psf_ixx"], objects["psf_iyy"], objects["psf_ixy"] = moments.T
     objects["saturated"] = np.zeros(n_obj, dtype=bool)
 
-    # --- the snaps ---
+    # --- the snaps: same sky, defects and edge; own noise and cosmic rays ---
     snap_time = plan.exposure_time / plan.n_snaps
+    sky = _sky_field(camera, plan, detector_id, 1.0 / sim_det.gain, snap_time)
+    mean_electrons = sky.evaluate_image() * sim_det.gain + scene * (1.0 / plan.n_snaps)
+    bad = np.zeros((ny, nx), dtype=bool)
+    for x, y0, y1 in sim_det.bad_columns:
+        bad[y0:y1 + 1, x] = True
+    edge = np.ones((ny, nx), dtype=bool)
+    e = cam.edge_width
+    edge[e:ny - e, e:nx - e] = False
     snaps = []
-    planes = None
     for snap in range(plan.n_snaps):
-        sky = _sky_field(camera, plan, detector_id, 1.0 / sim_det.gain, snap_time)
-        model = sky.evaluate_image() * sim_det.gain + scene * (1.0 / plan.n_snaps)
         rng = rng_for(config.seed, STREAM_NOISE, plan.visit, det.id, snap)
-        electrons = rng.poisson(model).astype(np.float64)
+        electrons = rng.poisson(mean_electrons).astype(np.float64)
         cr_index, cr_e = _cosmic_rays(rng_for(config.seed, STREAM_COSMIC_RAYS, plan.visit, det.id, snap),
                                       (ny, nx), cam.pixel_size_mm, config.cosmic_ray_rate, snap_time)
         electrons.ravel()[cr_index] += cr_e
@@ -329,20 +334,12 @@ def render_detector(config, camera, plan, detector_id: int, stars: Table, galaxi
         saturated = electrons >= sim_det.full_well
         electrons += rng.normal(0.0, sim_det.read_noise, size=electrons.shape)
         adu = electrons / sim_det.gain
-        bad = np.zeros((ny, nx), dtype=bool)
-        for x, y0, y1 in sim_det.bad_columns:
-            bad[y0:y1 + 1, x] = True
         _interpolate_rows(adu, bad | saturated)
-        mask = Mask(shape=(ny, nx)) if planes is None else Mask(shape=(ny, nx), planes=planes)
-        planes = mask.planes
+        mask = Mask(shape=(ny, nx))
         mask.set("SAT", saturated)
         mask.set("BAD", bad)
         mask.set("INTRP", bad | saturated)
-        e = cam.edge_width
-        if e:
-            edge = np.ones((ny, nx), dtype=bool)
-            edge[e:-e, e:-e] = False
-            mask.set("EDGE", edge)
+        mask.set("EDGE", edge)
         rn_adu = sim_det.read_noise / sim_det.gain
         variance = np.maximum(adu, 0.0) / sim_det.gain + rn_adu * rn_adu
         visit_info = VisitInfo(

@@ -55,7 +55,8 @@ from .scene import (
     reference_catalog,
 )
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SimRepository", "SimSummary", "post_isr_image_path", "simulate"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SimRepository", "SimSummary", "check_output_dir", "post_isr_image_path",
+           "simulate"]
 
 FORMAT_NAME = "visitcal-sim"
 FORMAT_VERSION = 1
@@ -103,7 +104,10 @@ def _write_json(path: Path, obj) -> None:
         fh.write(_json_bytes(obj))
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_output_dir(out, overwrite: bool) -> None:
+    """Raise if ``out`` cannot receive a repository: a file, a non-empty folder without
+    ``overwrite`` (`FileExistsError`), or a missing parent (`FileNotFoundError`)."""
+    out = Path(out)
     if out.exists():
         if not out.is_dir():
             raise FileExistsError(f"{out} exists and is not a directory")
@@ -136,7 +140,7 @@ def simulate(config: SimConfig, out, *, overwrite: bool = False,
     import_galsim()
     t0 = time.perf_counter()
     out = Path(out)
-    _check_out(out, overwrite)
+    check_output_dir(out, overwrite)
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
     if stage.exists():
         shutil.rmtree(stage)
@@ -179,8 +183,7 @@ def _simulate_into(config: SimConfig, root: Path, progress) -> SimSummary:
 
     total = config.n_visits * config.n_detectors * config.n_snaps
     done = 0
-    objects, exposures, backgrounds, cosmic_rays, data_ids = [], [], {}, [], []
-    bg_keys = []
+    objects, exposures, backgrounds, cosmic_rays, data_ids = [], [], [], [], []
     for plan in plans:
         for det in camera.detectors:
             truth = render_detector(config, camera, plan, det.id, stars, galaxies, optics=optics)
@@ -188,9 +191,7 @@ def _simulate_into(config: SimConfig, root: Path, progress) -> SimSummary:
                 path = post_isr_image_path(root, plan.visit, det.id, snap.snap)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_exposure(snap.exposure, path)
-                name = f"{plan.visit}/{det.id}/{snap.snap}"
-                backgrounds[name] = snap.background
-                bg_keys.append((plan.visit, det.id, snap.snap))
+                backgrounds.append((plan.visit, det.id, snap.snap, snap.background))
                 cr = snap.cosmic_rays
                 cr_full = Table()
                 cr_full["visit"] = np.full(len(cr), plan.visit, dtype=np.int64)
@@ -220,10 +221,10 @@ def _simulate_into(config: SimConfig, root: Path, progress) -> SimSummary:
     write_catalog(objects_table, root / "truth" / "objects.parquet")
     exp_table = Table(rows=exposures)
     write_catalog(exp_table, root / "truth" / "exposures.parquet")
-    bg = fields_to_table(backgrounds)
-    bg["visit"] = np.array([k[0] for k in bg_keys], dtype=np.int64)
-    bg["detector"] = np.array([k[1] for k in bg_keys], dtype=np.int32)
-    bg["snap"] = np.array([k[2] for k in bg_keys], dtype=np.int16)
+    bg = fields_to_table({f"{v}/{d}/{s}": field for v, d, s, field in backgrounds})
+    bg["visit"] = np.array([b[0] for b in backgrounds], dtype=np.int64)
+    bg["detector"] = np.array([b[1] for b in backgrounds], dtype=np.int32)
+    bg["snap"] = np.array([b[2] for b in backgrounds], dtype=np.int16)
     write_catalog(bg, root / "truth" / "background.parquet")
     cr_table = vstack(cosmic_rays) if cosmic_rays else Table()
     write_catalog(cr_table, root / "truth" / "cosmic_rays.parquet")
@@ -299,7 +300,13 @@ class SimRepository:
         visits = read_catalog(self.path / "truth" / "visits.parquet")
         self.plans = {int(row["visit"]): VisitPlan.from_row(row) for row in visits}
         self._exposures = read_catalog(self.path / "truth" / "exposures.parquet")
-        self._objects = None
+        self._tables: dict[str, Table] = {}
+
+    def _truth_table(self, name: str) -> Table:
+        """``truth/<name>.parquet``, read once."""
+        if name not in self._tables:
+            self._tables[name] = read_catalog(self.path / "truth" / f"{name}.parquet")
+        return self._tables[name]
 
     # --- ids ------------------------------------------------------------------------------------------
     @property
@@ -339,9 +346,7 @@ class SimRepository:
     # --- truth --------------------------------------------------------------------------------------
     def objects(self, visit: int | None = None, detector: int | None = None) -> Table:
         """True objects (all, or of one visit / detector); columns described in the table's metadata."""
-        if self._objects is None:
-            self._objects = read_catalog(self.path / "truth" / "objects.parquet")
-        t = self._objects
+        t = self._truth_table("objects")
         sel = np.ones(len(t), dtype=bool)
         if visit is not None:
             sel &= t["visit"] == visit
@@ -375,14 +380,14 @@ class SimRepository:
 
     def true_background(self, visit: int, detector: int, snap: int = 0):
         """The true sky of a snap in ADU per pixel, a `ChebyshevBoundedField`."""
-        table = read_catalog(self.path / "truth" / "background.parquet")
+        table = self._truth_table("background")
         sel = (table["visit"] == visit) & (table["detector"] == detector) & (table["snap"] == snap)
         if not np.any(sel):
             raise KeyError(f"{self.path}: no background for (visit={visit}, detector={detector}, snap={snap})")
         return next(iter(fields_from_table(table[sel]).values()))
 
     def cosmic_rays(self, visit: int, detector: int, snap: int = 0) -> Table:
-        table = read_catalog(self.path / "truth" / "cosmic_rays.parquet")
+        table = self._truth_table("cosmic_rays")
         sel = (table["visit"] == visit) & (table["detector"] == detector) & (table["snap"] == snap)
         return table[sel]
 

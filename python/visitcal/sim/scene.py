@@ -87,9 +87,15 @@ def _power_law_mags(rng, n: int, lo: float, hi: float, slope: float):
     return hi + np.log10(rng.uniform(umin, 1.0, size=n)) / slope
 
 
-def _count(rng, density: float, lo: float, hi: float, slope: float, area: float) -> int:
+def _population(rng, config: SimConfig, camera, density: float, mag_range, slope: float):
+    """Positions (uniform over the simulated sky cap) and power-law magnitudes of a Poisson number
+    of objects: ``density`` per deg^2 brighter than ``mag_range[1]``."""
+    radius = sky_radius_deg(config, camera)
+    lo, hi = mag_range
     frac = 1.0 - 10.0 ** (slope * (lo - hi)) if slope > 0 else 1.0
-    return int(rng.poisson(density * frac * area))
+    n = int(rng.poisson(density * frac * cap_area_deg2(radius)))
+    ra, dec = _uniform_in_cap(rng, n, config.field_ra, config.field_dec, radius)
+    return ra, dec, _power_law_mags(rng, n, lo, hi, slope)
 
 
 # --- stars ---------------------------------------------------------------------------------------------
@@ -109,11 +115,8 @@ def _stellar_colours(rng, n: int) -> dict[str, np.ndarray]:
 def make_stars(config: SimConfig, camera) -> Table:
     """The true stars: ``id, ra, dec`` (deg) and ``<band>_mag`` (AB) for ugrizy."""
     rng = rng_for(config.seed, STREAM_STARS)
-    radius = sky_radius_deg(config, camera)
-    lo, hi = config.star_mag_range
-    n = _count(rng, config.star_density, lo, hi, config.star_slope, cap_area_deg2(radius))
-    ra, dec = _uniform_in_cap(rng, n, config.field_ra, config.field_dec, radius)
-    r = _power_law_mags(rng, n, lo, hi, config.star_slope)
+    ra, dec, r = _population(rng, config, camera, config.star_density, config.star_mag_range, config.star_slope)
+    n = r.size
     colours = _stellar_colours(rng, n)
     table = Table()
     table["id"] = np.arange(1, n + 1, dtype=np.int64)
@@ -155,11 +158,9 @@ def make_galaxies(config: SimConfig, camera) -> Table:
     ``g1, g2`` the reduced shear of the shape on the sky (east, north axes).
     """
     rng = rng_for(config.seed, STREAM_GALAXIES)
-    radius = sky_radius_deg(config, camera)
-    lo, hi = config.galaxy_mag_range
-    n = _count(rng, config.galaxy_density, lo, hi, config.galaxy_slope, cap_area_deg2(radius))
-    ra, dec = _uniform_in_cap(rng, n, config.field_ra, config.field_dec, radius)
-    mag = _power_law_mags(rng, n, lo, hi, config.galaxy_slope)
+    ra, dec, mag = _population(rng, config, camera, config.galaxy_density, config.galaxy_mag_range,
+                               config.galaxy_slope)
+    n = mag.size
     disc = rng.uniform(size=n) < 0.65
     # n on a 0.5 grid: GalSim tabulates each Sersic index once (a new n costs ~10 ms).
     sersic_n = np.where(disc, 1.0, rng.choice([1.5, 2.0, 2.5, 3.0, 3.5, 4.0], n))
