@@ -7,9 +7,17 @@ namespace py = pybind11;
 void bind_chebyshev(py::module_& m);
 void bind_mask(py::module_& m);
 void bind_convolve(py::module_& m);
+void bind_background(py::module_& m);
+void bind_footprint(py::module_& m);
+void bind_detection(py::module_& m);
+void bind_cosmic_rays(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     bind_chebyshev(m);
     bind_mask(m);
     bind_convolve(m);
+    bind_background(m);
+    bind_footprint(m);
+    bind_detection(m);
+    bind_cosmic_rays(m);
 }

@@ -49,3 +49,11 @@ def convolve_separable(image: npt.NDArray[np.float64], kx: Sequence[float], ky: 
 def convolve_direct(image: npt.NDArray[np.float32], kernel: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
 @overload
 def convolve_direct(image: npt.NDArray[np.float64], kernel: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
+
+# background.hpp
+
+# footprint.hpp
+
+# detection.hpp
+
+# cosmic_rays.hpp

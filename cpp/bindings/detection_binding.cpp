@@ -1,0 +1,6 @@
+// Bindings for detection.hpp (issue 4): placeholder registered in module.cpp, filled in with the kernel.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void bind_detection(py::module_& /*m*/) {}
