@@ -1,6 +1,60 @@
-// Bindings for detection.hpp (issue 4): placeholder registered in module.cpp, filled in with the kernel.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "footprint_list.hpp"
+#include "visitcal/detection.hpp"
 
 namespace py = pybind11;
+using visitcal::ImageView;
 
-void bind_detection(py::module_& /*m*/) {}
+namespace {
+
+template <typename T>
+ImageView<const T> cview_of(const py::array_t<T, 0>& a, const char* name) {
+    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D (y, x)");
+    if (a.shape(1) > 0 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T))) {
+        throw std::invalid_argument(std::string(name) + " must be contiguous along x (its last axis)");
+    }
+    return {a.data(), static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
+            a.strides(0) / static_cast<py::ssize_t>(sizeof(T))};
+}
+
+template <typename T>
+py::tuple find(const py::array_t<T, 0>& image, const std::optional<py::array_t<T, 0>>& noise_variance, int border_x,
+               int border_y, double value, int polarity, double include_multiplier, int min_pixels,
+               double constant_sigma) {
+    auto in = cview_of(image, "image");
+    ImageView<const T> var{nullptr, 0, 0, 0};
+    if (noise_variance) var = cview_of(*noise_variance, "noise_variance");
+    visitcal::ThresholdControl ctrl;
+    ctrl.value = value;
+    ctrl.polarity = polarity;
+    ctrl.include_multiplier = include_multiplier;
+    ctrl.min_pixels = min_pixels;
+    ctrl.constant_sigma = constant_sigma;
+    visitcal::FootprintList out;
+    {
+        py::gil_scoped_release release;
+        out = visitcal::find_footprints<T>(in, var, border_x, border_y, ctrl);
+    }
+    return visitcal_bind::list_to(out);
+}
+
+template <typename T>
+void bind_find(py::module_& m) {
+    m.def("find_footprints", &find<T>, py::arg("image").noconvert(), py::arg("noise_variance").noconvert(),
+          py::arg("border_x"), py::arg("border_y"), py::arg("value"), py::arg("polarity"),
+          py::arg("include_multiplier"), py::arg("min_pixels"), py::arg("constant_sigma"));
+}
+
+}  // namespace
+
+void bind_detection(py::module_& m) {
+    bind_find<float>(m);
+    bind_find<double>(m);
+}

@@ -20,6 +20,8 @@ __all__ = [
     "CatalogIOError",
     "read_catalog",
     "write_catalog",
+    "read_footprints",
+    "write_footprints",
 ]
 
 
@@ -54,4 +56,5 @@ from .atomic import atomic_write, atomic_write_fits  # noqa: E402
 from .catalog import CatalogIOError, read_catalog, write_catalog  # noqa: E402
 from .decam import read_decam_cp  # noqa: E402
 from .fits import read_exposure, write_exposure  # noqa: E402
+from .footprints import read_footprints, write_footprints  # noqa: E402
 from .lsst import read_lsst_calexp  # noqa: E402
