@@ -32,7 +32,7 @@ from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import _core
-from .convolve import gaussian_smooth
+from .convolve import convolve, gaussian_smooth
 from .footprint import FootprintSet
 from .geom import Box2I
 from .image import Exposure, MaskedImage
@@ -182,11 +182,29 @@ def _sanitize(mi: MaskedImage) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detect_footprints(masked_image: MaskedImage, sigma: float, config: SourceDetectionConfig | None = None, *,
-                      do_smooth: bool = True, clear_mask: bool = True) -> tuple[FootprintSet | None, FootprintSet | None]:
+                      do_smooth: bool = True, clear_mask: bool = True,
+                      smoothing_kernel=None) -> tuple[FootprintSet | None, FootprintSet | None]:
     """Steps 1 and 3-6 of the module docstring on ``masked_image`` (its mask is updated in place).
 
-    Returns ``(positive, negative)`` footprint sets (None for a polarity not asked for), in the
-    parent frame of ``masked_image``.
+    Parameters
+    ----------
+    masked_image : `MaskedImage`
+        Background-subtracted.
+    sigma : float
+        PSF sigma, px: sets the Gaussian smoothing kernel and the growth radius.
+    config : `SourceDetectionConfig`, optional
+    do_smooth : bool
+        Smooth first (otherwise threshold the image itself; no EDGE border).
+    clear_mask : bool
+        Clear DETECTED / DETECTED_NEGATIVE first.
+    smoothing_kernel : array_like, optional
+        An odd 2-D kernel to correlate with in place of the Gaussian (e.g. SExtractor's 3x3 filter);
+        it is normalized to unit sum, and the variance is propagated with its square.
+
+    Returns
+    -------
+    positive, negative : `FootprintSet` or None
+        None for a polarity not asked for; coordinates in the parent frame of ``masked_image``.
     """
     config = config or SourceDetectionConfig()
     if not (sigma > 0 and math.isfinite(sigma)):
@@ -196,12 +214,22 @@ def detect_footprints(masked_image: MaskedImage, sigma: float, config: SourceDet
         mask.clear(["DETECTED", "DETECTED_NEGATIVE"])
     image, variance = _sanitize(masked_image)
     if do_smooth:
-        h = detection_kernel_half_width(sigma, config.n_sigma_for_kernel)
         ny, nx = image.shape
-        if 2 * h + 1 > min(nx, ny):
-            raise ValueError(f"the detection kernel ({2 * h + 1} px for sigma={sigma:.3g}) is larger than the image "
-                             f"({nx} x {ny})")
-        conv = gaussian_smooth(image, sigma, variance=variance, half_width=h)
+        if smoothing_kernel is None:
+            h = detection_kernel_half_width(sigma, config.n_sigma_for_kernel)
+            if 2 * h + 1 > min(nx, ny):
+                raise ValueError(f"the detection kernel ({2 * h + 1} px for sigma={sigma:.3g}) is larger than the "
+                                 f"image ({nx} x {ny})")
+            conv = gaussian_smooth(image, sigma, variance=variance, half_width=h)
+        else:
+            k = np.asarray(smoothing_kernel, dtype=np.float64)
+            if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0 or not np.isfinite(k).all() or k.sum() <= 0:
+                raise ValueError(f"smoothing_kernel must be a finite 2-D array of odd sizes with a positive sum, "
+                                 f"got shape {k.shape}")
+            if k.shape[0] > ny or k.shape[1] > nx:
+                raise ValueError(f"smoothing_kernel {k.shape} is larger than the image {image.shape}")
+            # Correlation, as LSST's detection: flip the kernel for convolve().
+            conv = convolve(image, (k / k.sum())[::-1, ::-1], variance=variance)
         smoothed, smoothed_var = conv.image, conv.variance
         hx, hy = conv.border
         edge = _core_bits(mask, "EDGE")
