@@ -1,7 +1,7 @@
 # Type stubs for the private C++ module visitcal._core (pybind11). Public API and docs live in
 # visitcal.geom, visitcal.chebyshev and visitcal.image.
 from collections.abc import Sequence
-from typing import overload
+from typing import Any, TypeAlias, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -53,7 +53,25 @@ def convolve_direct(image: npt.NDArray[np.float64], kernel: npt.ArrayLike) -> np
 # background.hpp
 
 # footprint.hpp
+_FootprintArrays: TypeAlias = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int32],
+                         npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64]]
+def normalize_spans(spans: npt.ArrayLike) -> npt.NDArray[np.int32]: ...
+def dilate_spans(spans: npt.ArrayLike, radius: int) -> npt.NDArray[np.int32]: ...
+def clip_spans(spans: npt.ArrayLike, x_min: int, y_min: int, x_max: int, y_max: int) -> npt.NDArray[np.int32]: ...
+def label_span_components(spans: npt.ArrayLike) -> tuple[npt.NDArray[np.int32], int]: ...
+def grow_footprints(spans: npt.ArrayLike, span_offsets: npt.ArrayLike, peak_xy: npt.ArrayLike,
+                    peak_value: npt.ArrayLike, peak_significance: npt.ArrayLike, peak_offsets: npt.ArrayLike,
+                    radius: int, combined: bool, width: int, height: int) -> _FootprintArrays: ...
+def set_mask_over_spans(mask: npt.NDArray[np.int32], spans: npt.ArrayLike, bits: int, x0: int, y0: int) -> None: ...
+def gather_spans(image: npt.NDArray[Any], spans: npt.ArrayLike, x0: int, y0: int) -> npt.NDArray[Any]: ...
+def scatter_spans(image: npt.NDArray[Any], spans: npt.ArrayLike, values: npt.NDArray[Any], x0: int, y0: int) -> None: ...
 
 # detection.hpp
+def find_footprints(image: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+                    noise_variance: npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
+                    border_x: int, border_y: int, value: float, polarity: int, include_multiplier: float,
+                    min_pixels: int, constant_sigma: float) -> _FootprintArrays: ...
+def count_invalid_pixels(image: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+                         variance: npt.NDArray[np.float32] | npt.NDArray[np.float64]) -> tuple[int, int]: ...
 
 # cosmic_rays.hpp

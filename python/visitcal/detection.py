@@ -38,9 +38,9 @@ from .geom import Box2I
 from .image import Exposure, MaskedImage
 
 __all__ = [
+    "DetectionResult",
     "SourceDetectionConfig",
     "SourceDetectionTask",
-    "DetectionResult",
     "detect_footprints",
     "detection_kernel_half_width",
     "psf_sigma",
@@ -163,7 +163,10 @@ def _sanitize(mi: MaskedImage) -> tuple[np.ndarray, np.ndarray]:
     image, variance = mi.image, mi.variance
     if image.size == 0:
         raise ValueError("cannot detect on an empty image")
-    if np.isfinite(image).all() and np.isfinite(variance).all() and (variance > 0).all():
+    if variance.dtype != image.dtype:
+        variance = variance.astype(image.dtype)
+    n_invalid, _ = _core.count_invalid_pixels(np.ascontiguousarray(image), np.ascontiguousarray(variance))
+    if n_invalid == 0:
         return image, variance
     bad = ~np.isfinite(image) | ~np.isfinite(variance) | ~(variance > 0)
     allowed = mi.mask.test([p for p in _MAY_BE_INVALID if p in mi.mask.planes])

@@ -31,13 +31,13 @@ from .geom import Box2I
 from .image import Mask, MaskedImage, MaskPlanes
 
 __all__ = [
-    "PEAK_DTYPE",
     "FOOTPRINT_SCHEMA_VERSION",
+    "PEAK_DTYPE",
     "Footprint",
-    "HeavyFootprint",
     "FootprintSet",
-    "footprints_to_hdus",
+    "HeavyFootprint",
     "footprints_from_hdus",
+    "footprints_to_hdus",
 ]
 
 #: afw's PeakRecord fields.
@@ -105,7 +105,7 @@ class Footprint:
     peaks : structured array (`PEAK_DTYPE` fields), optional
     """
 
-    __slots__ = ("_spans", "_peaks")
+    __slots__ = ("_peaks", "_spans")
 
     def __init__(self, spans, peaks=None):
         spans = _as_spans(spans)
@@ -113,14 +113,14 @@ class Footprint:
         self._peaks = _as_peaks(peaks)
 
     @classmethod
-    def _from_normalized(cls, spans: np.ndarray, peaks: np.ndarray) -> "Footprint":
+    def _from_normalized(cls, spans: np.ndarray, peaks: np.ndarray) -> Footprint:
         fp = cls.__new__(cls)
         fp._spans = _readonly(spans)
         fp._peaks = peaks
         return fp
 
     @classmethod
-    def from_mask(cls, array, xy0=(0, 0)) -> "Footprint":
+    def from_mask(cls, array, xy0=(0, 0)) -> Footprint:
         """The footprint of the True pixels of a boolean (y, x) array whose ``[0, 0]`` sits at ``xy0``."""
         a = np.asarray(array, dtype=bool)
         if a.ndim != 2:
@@ -185,13 +185,13 @@ class Footprint:
         result = ok & (s[i, 0] == y) & (s[i, 1] <= x) & (x <= s[i, 2])
         return bool(result) if result.ndim == 0 else result
 
-    def dilated(self, radius: int) -> "Footprint":
+    def dilated(self, radius: int) -> Footprint:
         """The footprint grown by a disc of ``radius`` px (``dx^2 + dy^2 <= radius^2``), peaks kept."""
         if int(radius) != radius or radius < 0:
             raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
         return Footprint._from_normalized(_core.dilate_spans(self._spans, int(radius)), self._peaks.copy())
 
-    def clipped_to(self, bbox: Box2I) -> "Footprint":
+    def clipped_to(self, bbox: Box2I) -> Footprint:
         """The part of the footprint inside ``bbox``; peaks outside it are dropped."""
         spans = _core.clip_spans(self._spans, bbox.min_x, bbox.min_y, bbox.max_x, bbox.max_y)
         p = self._peaks
@@ -205,7 +205,7 @@ class Footprint:
         _core.set_mask_over_spans(out, clipped, 1, bbox.min_x, bbox.min_y)
         return out.astype(bool)
 
-    def make_heavy(self, masked_image: MaskedImage) -> "HeavyFootprint":
+    def make_heavy(self, masked_image: MaskedImage) -> HeavyFootprint:
         """A `HeavyFootprint` carrying ``masked_image``'s pixels under this footprint."""
         return HeavyFootprint.from_masked_image(self, masked_image)
 
@@ -238,7 +238,7 @@ class HeavyFootprint(Footprint):
     deblended child into an image (`insert`).
     """
 
-    __slots__ = ("_image", "_mask", "_variance", "_planes")
+    __slots__ = ("_image", "_mask", "_planes", "_variance")
 
     def __init__(self, footprint: Footprint, image, mask=None, variance=None, planes: MaskPlanes | None = None):
         self._spans = footprint.spans
@@ -258,7 +258,7 @@ class HeavyFootprint(Footprint):
         return a
 
     @classmethod
-    def from_masked_image(cls, footprint: Footprint, masked_image: MaskedImage) -> "HeavyFootprint":
+    def from_masked_image(cls, footprint: Footprint, masked_image: MaskedImage) -> HeavyFootprint:
         """Gather ``masked_image``'s pixels under ``footprint`` (which must lie inside it)."""
         x0, y0 = _xy0(masked_image)
         spans = footprint.spans
@@ -341,7 +341,7 @@ class FootprintSet(Sequence):
         self.bbox = bbox
 
     @classmethod
-    def _from_core(cls, result, bbox: Box2I, *, shift=(0, 0), first_peak_id: int = 1) -> "FootprintSet":
+    def _from_core(cls, result, bbox: Box2I, *, shift=(0, 0), first_peak_id: int = 1) -> FootprintSet:
         spans, span_offsets, xy, value, sig, peak_offsets = result
         if shift != (0, 0):
             spans = spans + np.array([shift[1], shift[0], shift[0]], dtype=np.int32)
@@ -350,7 +350,7 @@ class FootprintSet(Sequence):
         return cls(spans, span_offsets, peaks, peak_offsets, bbox)
 
     @classmethod
-    def from_footprints(cls, footprints: Sequence[Footprint], bbox: Box2I) -> "FootprintSet":
+    def from_footprints(cls, footprints: Sequence[Footprint], bbox: Box2I) -> FootprintSet:
         spans = [fp.spans for fp in footprints]
         peaks = [fp.peaks for fp in footprints]
         so = np.concatenate([[0], np.cumsum([len(s) for s in spans], dtype=np.int64)])
@@ -402,7 +402,7 @@ class FootprintSet(Sequence):
     def n_peaks(self) -> np.ndarray:
         return np.diff(self._peak_offsets)
 
-    def grown(self, radius: int, *, combined: bool = True) -> "FootprintSet":
+    def grown(self, radius: int, *, combined: bool = True) -> FootprintSet:
         """Every footprint grown by a disc of ``radius`` px and clipped to `bbox`.
 
         With ``combined`` (afw's combinedGrow) footprints whose grown pixels touch merge into one,

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
-
 from visitcal.detection import SourceDetectionConfig, detect_footprints
 from visitcal.image import MaskedImage
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from visitcal.detection import SourceDetectionTask, psf_sigma
 from visitcal.geom import Box2I
 
@@ -92,7 +91,7 @@ def test_false_detections_below_half_a_percent(sim_repo, detections):
 
 
 def test_detected_plane_is_the_footprints(sim_repo, detections):
-    for (v, d), (exp, psf, result, _) in detections.items():
+    for (exp, psf, result, _) in detections.values():
         mask = exp.masked_image.mask
         detected = mask.test("DETECTED")
         union = np.zeros_like(detected)

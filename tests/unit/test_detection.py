@@ -11,9 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from scipy import ndimage
-
-from visitcal.detection import (SourceDetectionConfig, SourceDetectionTask, detect_footprints,
-                                detection_kernel_half_width, psf_sigma)
+from visitcal.detection import (
+    SourceDetectionConfig,
+    SourceDetectionTask,
+    detect_footprints,
+    detection_kernel_half_width,
+    psf_sigma,
+)
 from visitcal.footprint import Footprint
 from visitcal.geom import Box2I
 from visitcal.image import Exposure, MaskedImage

@@ -10,9 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
-
 from visitcal import _core
-from visitcal.footprint import PEAK_DTYPE, Footprint, FootprintSet, HeavyFootprint, footprints_from_hdus, footprints_to_hdus
+from visitcal.footprint import (
+    PEAK_DTYPE,
+    Footprint,
+    FootprintSet,
+    HeavyFootprint,
+    footprints_from_hdus,
+    footprints_to_hdus,
+)
 from visitcal.geom import Box2I
 from visitcal.image import MaskedImage
 from visitcal.io import FitsReadError, read_footprints, write_footprints
@@ -110,7 +116,7 @@ def test_combined_grow_merges_touching_footprints_like_scipy():
     fs = _set_from_masks(parts, bbox)
     grown = fs.grown(3, combined=True)
     union = ndimage.binary_dilation(labels > 0, structure=disc(3))
-    ref, n_ref = ndimage.label(union, structure=EIGHT)
+    _ref, n_ref = ndimage.label(union, structure=EIGHT)
     assert len(grown) == n_ref
     total = np.zeros(bbox.shape, dtype=int)
     for fp in grown:

@@ -14,7 +14,7 @@ from ..footprint import footprints_from_hdus, footprints_to_hdus
 from . import FitsReadError
 from .atomic import atomic_write_fits
 
-__all__ = ["write_footprints", "read_footprints"]
+__all__ = ["read_footprints", "write_footprints"]
 
 
 def write_footprints(path, footprints, ids=None, *, overwrite: bool = False) -> Path:
