@@ -24,7 +24,7 @@
 #include "visitcal/convolve.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors by value in the baseline TU: all inlined
+#pragma GCC diagnostic ignored "-Wpsabi"  // vectors by value in internal functions: all inlined
 #endif
 
 namespace visitcal {
@@ -43,17 +43,25 @@ bool conv_cpu_has_avx2();                // ditto; false unless built with VISIT
 
 namespace {
 
+// Vector width of this build: one native register (32 bytes with AVX2, 16 with SSE2; a 32-byte
+// vector type in an SSE2 build is lowered poorly by gcc, ~5x slower). The width changes only how
+// many independent outputs one instruction computes, never an output's value.
+#if defined(__AVX2__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
 template <typename T>
 struct Simd;
 template <>
 struct Simd<float> {
-    typedef float V __attribute__((vector_size(32)));
-    static constexpr int L = 8;
+    typedef float V __attribute__((vector_size(kVecBytes)));
+    static constexpr int L = kVecBytes / 4;
 };
 template <>
 struct Simd<double> {
-    typedef double V __attribute__((vector_size(32)));
-    static constexpr int L = 4;
+    typedef double V __attribute__((vector_size(kVecBytes)));
+    static constexpr int L = kVecBytes / 8;
 };
 
 template <typename V, typename T>
