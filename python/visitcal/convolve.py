@@ -123,15 +123,17 @@ def gaussian_smooth(image, sigma: float, *, variance=None, half_width: int | Non
     return Convolved(out, var_out, (h, h), "separable")
 
 
-# Cost model of the automatic choice (seconds per unit, float32, one AVX2 core of an AMD EPYC,
-# 4072 x 4000 image, bench/bench_convolve.py). direct: ~4.5e-11 s per output pixel and tap, plus
-# ~1e-9 s per pixel of memory traffic; FFT: ~6e-10 s per tile unit N^2 log2 N (the tile N from
-# _core.fft_tile_size). Measured: 11 x 11 direct 0.090 s vs FFT 0.096 s, 13 x 13 direct 0.118 s vs
-# FFT 0.091 s, 41 x 41 FFT 0.11 s (direct ~1.5 s); so the crossover is ~12 x 12 = 144 taps. float64
-# scales both by ~2, which leaves the crossover where it is.
-_DIRECT_S_PER_TAP = 4.5e-11
-_DIRECT_S_PER_PIXEL = 1.0e-9
-_FFT_S_PER_UNIT = 6.0e-10
+# Cost model of the automatic choice, measured on one AVX2 core of an AMD EPYC with a 4072 x 4000
+# float32 image (seconds): direct ~4.4e-11 per valid output pixel and tap plus ~5e-10 per pixel
+# (memory traffic; 3 x 3 takes 0.016 s); FFT ~5.5e-10 per tile unit N^2 (log2 N + 2) with the tile
+# N of _core.fft_tile_size (the unit the tile choice minimises). Measured pairs (direct / FFT):
+# 9 x 9 0.068 / 0.095, 11 x 11 0.093 / 0.097, 13 x 13 0.119 / 0.098, 15 x 15 0.160 / 0.107,
+# 21 x 21 0.29 / 0.10, 41 x 41 ~1.5 / 0.11. So the crossover lies between 11 x 11 and 13 x 13
+# (~140 taps). float64 roughly doubles both, and the SSE2 fallback slows both by ~1.5-2x, which
+# leaves the crossover about where it is.
+_DIRECT_S_PER_TAP = 4.4e-11
+_DIRECT_S_PER_PIXEL = 5.0e-10
+_FFT_S_PER_UNIT = 5.5e-10
 
 
 def _method_costs(shape: tuple[int, int], kshape: tuple[int, int]) -> dict[str, float]:
@@ -142,7 +144,7 @@ def _method_costs(shape: tuple[int, int], kshape: tuple[int, int]) -> dict[str, 
     direct = nvalid * (kny * knx * _DIRECT_S_PER_TAP + _DIRECT_S_PER_PIXEL)
     n = _core.fft_tile_size(ny, nx, kny, knx)
     tiles = math.ceil((ny - kny + 1) / (n - kny + 1)) * math.ceil((nx - knx + 1) / (n - knx + 1))
-    fft = tiles * n * n * math.log2(n) * _FFT_S_PER_UNIT
+    fft = tiles * n * n * (math.log2(n) + 2.0) * _FFT_S_PER_UNIT
     return {"direct": direct, "fft": fft}
 
 
@@ -172,9 +174,9 @@ def convolve(image, kernel, *, variance=None, method: str = "auto") -> Convolved
     method : {"auto", "direct", "fft"}
         ``"auto"`` takes the separable path for a rank-1 kernel (SVD, second singular value
         <= 1e-12 of the first), otherwise the cheaper of direct and FFT by a cost model measured on
-        this library's kernels: direct up to ~11 x 11 (121 taps) on a detector-sized image, FFT
-        from ~13 x 13 (a 41 x 41 kernel: FFT ~0.11 s vs direct ~1.5 s on a 4072 x 4000 float32
-        image, one core).
+        this library's kernels (see ``_method_costs``): direct up to 11 x 11 (121 taps) on a
+        detector-sized image, FFT from 13 x 13 (a 41 x 41 kernel: FFT ~0.11 s vs direct ~1.5 s on
+        a 4072 x 4000 float32 image, one core).
 
     Returns
     -------

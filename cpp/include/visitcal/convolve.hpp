@@ -45,15 +45,15 @@ template <typename T>
 void convolve_direct(ImageView<const T> in, ImageView<T> out, const double* kernel, int kny, int knx,
                      bool baseline_only = false);
 
-/// FFT convolution (overlap-save with tile x tile tiles, tile a power of two >= the kernel's larger
-/// side; 0 picks fft_tile_size()). Same output as convolve_direct to rounding (~1e-7 relative to
+/// FFT convolution (overlap-save with tile x tile tiles, tile a power of two in [16, 8192] and >= the
+/// kernel's larger side; 0 picks fft_tile_size()). Same output as convolve_direct to rounding (~1e-7 relative to
 /// the output's scale in float, ~1e-15 in double).
 template <typename T>
 void convolve_fft(ImageView<const T> in, ImageView<T> out, const double* kernel, int kny, int knx, int tile = 0,
                   bool baseline_only = false);
 
-/// The overlap-save tile size minimising (number of tiles) x N^2 log2 N over powers of two N
-/// (16 .. 4096, N >= max(kny, knx)).
+/// The overlap-save tile size minimising (number of tiles) x N^2 (log2 N + 2) (x 1.15 above 256)
+/// over powers of two N (32 .. 4096, N >= max(kny, knx)); see convolve.cpp for the measurements.
 int fft_tile_size(int ny, int nx, int kny, int knx);
 
 }  // namespace visitcal
