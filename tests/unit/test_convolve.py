@@ -12,9 +12,14 @@ import scipy.ndimage as ndi
 import scipy.signal as sig
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from visitcal import _core
-from visitcal.convolve import Convolved, _method_costs, convolve, gaussian_kernel_1d, gaussian_smooth
+from visitcal.convolve import (
+    Convolved,
+    _method_costs,
+    convolve,
+    gaussian_kernel_1d,
+    gaussian_smooth,
+)
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 
