@@ -170,7 +170,9 @@ def convolve(image, kernel, *, variance=None, method: str = "auto") -> Convolved
         Odd sides, finite, no larger than the image; used in float64 (rounded to the image's dtype
         by the direct and separable methods).
     variance : array_like, optional
-        Per-pixel variance of independent pixels, propagated exactly (convolved with ``kernel**2``).
+        Per-pixel variance of independent pixels, propagated exactly (convolved with ``kernel**2``,
+        by the same method). The FFT's rounding (~1e-7 of the largest output in float32) can
+        leave values within that of zero slightly negative where the variance is ~0.
     method : {"auto", "direct", "fft"}
         ``"auto"`` takes the separable path for a rank-1 kernel (SVD, second singular value
         <= 1e-12 of the first), otherwise the cheaper of direct and FFT by a cost model measured on
