@@ -46,7 +46,20 @@ py::tuple find(const py::array_t<T, 0>& image, const std::optional<py::array_t<T
 }
 
 template <typename T>
+py::tuple count_invalid(const py::array_t<T, 0>& image, const py::array_t<T, 0>& variance) {
+    auto a = cview_of(image, "image");
+    auto v = cview_of(variance, "variance");
+    std::int64_t first = -1, n = 0;
+    {
+        py::gil_scoped_release release;
+        n = visitcal::count_invalid_pixels<T>(a, v, first);
+    }
+    return py::make_tuple(n, first);
+}
+
+template <typename T>
 void bind_find(py::module_& m) {
+    m.def("count_invalid_pixels", &count_invalid<T>, py::arg("image").noconvert(), py::arg("variance").noconvert());
     m.def("find_footprints", &find<T>, py::arg("image").noconvert(), py::arg("noise_variance").noconvert(),
           py::arg("border_x"), py::arg("border_y"), py::arg("value"), py::arg("polarity"),
           py::arg("include_multiplier"), py::arg("min_pixels"), py::arg("constant_sigma"));

@@ -145,6 +145,37 @@ FootprintList find_footprints(ImageView<const T> image, ImageView<const T> noise
     return out;
 }
 
+template <typename T>
+std::int64_t count_invalid_pixels(ImageView<const T> image, ImageView<const T> variance, std::int64_t& first) {
+    if (variance.nx != image.nx || variance.ny != image.ny) throw std::invalid_argument("variance and image differ in shape");
+    std::int64_t n = 0;
+    first = -1;
+    const T big = std::numeric_limits<T>::max();
+    for (int y = 0; y < image.ny; ++y) {
+        const T* a = image.row(y);
+        const T* v = variance.row(y);
+        // Branch-free count per row (vectorizes): |a| <= max is false for NaN and inf; v > 0 && v <= max
+        // is false for NaN, inf and non-positive values.
+        int row_bad = 0;
+        for (int x = 0; x < image.nx; ++x) {
+            row_bad += static_cast<int>(!((std::fabs(a[x]) <= big) & (v[x] > T(0)) & (v[x] <= big)));
+        }
+        if (row_bad && first < 0) {
+            for (int x = 0; x < image.nx; ++x) {
+                if (!((std::fabs(a[x]) <= big) && v[x] > T(0) && v[x] <= big)) {
+                    first = static_cast<std::int64_t>(y) * image.nx + x;
+                    break;
+                }
+            }
+        }
+        n += row_bad;
+    }
+    return n;
+}
+
+template std::int64_t count_invalid_pixels<float>(ImageView<const float>, ImageView<const float>, std::int64_t&);
+template std::int64_t count_invalid_pixels<double>(ImageView<const double>, ImageView<const double>, std::int64_t&);
+
 template FootprintList find_footprints<float>(ImageView<const float>, ImageView<const float>, int, int,
                                               const ThresholdControl&);
 template FootprintList find_footprints<double>(ImageView<const double>, ImageView<const double>, int, int,

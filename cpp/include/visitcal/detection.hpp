@@ -2,6 +2,8 @@
 // The caller smooths the image (convolve.hpp) and grows the result (footprint.hpp).
 #pragma once
 
+#include <cstdint>
+
 #include "visitcal/convolve.hpp"
 #include "visitcal/footprint.hpp"
 
@@ -27,5 +29,10 @@ struct ThresholdControl {
 template <typename T>
 FootprintList find_footprints(ImageView<const T> image, ImageView<const T> noise_variance, int border_x, int border_y,
                               const ThresholdControl& ctrl);
+
+/// Count the pixels whose value is not finite or whose variance is not finite and > 0 (one pass, for
+/// the input check before smoothing); `first` receives the row-major index of the first (or -1).
+template <typename T>
+std::int64_t count_invalid_pixels(ImageView<const T> image, ImageView<const T> variance, std::int64_t& first);
 
 }  // namespace visitcal
