@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -114,7 +113,8 @@ class BackgroundConfig(BaseModel):
     n_iter: int = Field(3, ge=0, description="MEANCLIP: number of clipping passes.")
     median_filter_size: int = Field(
         1, ge=1, description="Odd size of a median filter applied to the finite bins of the stats grid before "
-        "evaluation (1 = none; SExtractor's BACK_FILTERSIZE, 3 there). Windows are cut at the grid's edges.")
+        "evaluation (1 = none; SExtractor's BACK_FILTERSIZE, 3 there). As SExtractor, the window shrinks "
+        "symmetrically near the grid's edges (a corner bin keeps its value).")
     algorithm: Literal["CONSTANT", "LINEAR", "NATURAL_SPLINE", "CUBIC_SPLINE", "AKIMA_SPLINE"] = Field(
         "AKIMA_SPLINE", description="Interpolation style when use_approximate is False (CUBIC_SPLINE = "
         "NATURAL_SPLINE, afw's name).")
@@ -170,15 +170,22 @@ SubtractBackgroundConfig = BackgroundConfig
 
 
 def _median_filter(stats: np.ndarray, size: int) -> np.ndarray:
-    """Median of the finite bins in a ``size x size`` window (cut at the edges); NaN if none."""
+    """SExtractor's mesh filter: median of a window centred on each bin, its half-width shrunk near
+    the grid's edges so it stays centred (half-width min(size // 2, distance to the edge) on each
+    axis: a corner bin keeps its value). NaN bins are left out; a window of NaNs stays NaN."""
     if size == 1:
         return stats.copy()
     h = size // 2
-    padded = np.pad(stats, h, mode="constant", constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows stay NaN
-        return np.nanmedian(windows, axis=(2, 3))
+    ny, nx = stats.shape
+    out = np.empty_like(stats)
+    for j in range(ny):
+        hy = min(h, j, ny - 1 - j)
+        for i in range(nx):
+            hx = min(h, i, nx - 1 - i)
+            w = stats[j - hy:j + hy + 1, i - hx:i + hx + 1]
+            w = w[np.isfinite(w)]
+            out[j, i] = np.median(w) if w.size else np.nan
+    return out
 
 
 class Background:

@@ -375,8 +375,11 @@ def test_median_filter_matches_brute_force():
     want = np.empty_like(raw)
     for j in range(raw.shape[0]):
         for i in range(raw.shape[1]):
-            w = raw[max(j - 1, 0):j + 2, max(i - 1, 0):i + 2]
-            want[j, i] = np.median(w[np.isfinite(w)])
+            hy, hx = min(1, j, raw.shape[0] - 1 - j), min(1, i, raw.shape[1] - 1 - i)  # centred windows
+            w = raw[j - hy:j + hy + 1, i - hx:i + hx + 1]
+            w = w[np.isfinite(w)]
+            want[j, i] = np.median(w) if w.size else np.nan
+    assert np.isnan(filt[0, 0])  # the empty corner bin: a 1 x 1 window
     np.testing.assert_array_equal(filt, want)
 
 
