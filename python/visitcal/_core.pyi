@@ -56,6 +56,24 @@ def convolve_fft(image: npt.NDArray[np.float64], kernel: npt.ArrayLike, tile: in
 def fft_tile_size(ny: int, nx: int, kny: int, knx: int) -> int: ...
 
 # background.hpp
+class BackgroundControl:
+    bin_size_x: int
+    bin_size_y: int
+    statistic: int  # 0 MEANCLIP, 1 MEAN, 2 MEDIAN, 3 MODE_SEXTRACTOR
+    ignored_mask: int
+    n_sigma_clip: float
+    n_iter: int
+    def __init__(self) -> None: ...
+    def validate(self) -> None: ...
+
+def background_stats(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32] | None,
+                     variance: npt.NDArray[np.float32] | None, ctrl: BackgroundControl) -> dict[str, np.ndarray]: ...
+def bin_statistic(values: npt.ArrayLike, ctrl: BackgroundControl) -> tuple[float, float]: ...
+def interpolate_1d(x: npt.ArrayLike, y: npt.ArrayLike, style: int, undersample: int, extrapolation: int,
+                   xs: npt.ArrayLike) -> tuple[npt.NDArray[np.float64], int]: ...
+def interpolate_background_into(stats: npt.ArrayLike, xcen: npt.ArrayLike, ycen: npt.ArrayLike, style: int,
+                                undersample: int, extrapolation: int, x: npt.ArrayLike, y: npt.ArrayLike,
+                                out: npt.NDArray[np.float64] | npt.NDArray[np.float32]) -> None: ...
 
 # footprint.hpp
 _FootprintArrays: TypeAlias = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int32],
