@@ -189,6 +189,8 @@ def psf_kernel_image(psf, position: tuple[float, float] | None = None) -> np.nda
             if not hasattr(psf, "average_position"):
                 raise ValueError("a position is needed for a PSF object without average_position")
             position = psf.average_position
+        if callable(position):  # a method in visitcal.sim.psf.TruePsf, a property elsewhere
+            position = position()
         psf = psf.compute_kernel_image(float(position[0]), float(position[1]))
     return _psf_array(psf)
 
@@ -274,6 +276,8 @@ def find_cosmic_rays(masked_image, psf, config: FindCosmicRaysConfig | None = No
     mi = _planes_of(masked_image)
     if not isinstance(psf, np.ndarray) and hasattr(psf, "compute_kernel_image"):
         position = getattr(psf, "average_position", None)
+        if callable(position):
+            position = position()
         if position is None:
             bbox = mi.bbox
             position = (0.5 * (bbox.min_x + bbox.max_x), 0.5 * (bbox.min_y + bbox.max_y))
