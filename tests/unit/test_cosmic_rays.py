@@ -418,3 +418,18 @@ def test_repair_task_on_exposure_with_psf_object():
     np.testing.assert_array_equal(exposure2.image, kept)
     with pytest.raises(NotImplementedError):
         RepairTask().run(exposure2, gaussian_psf(), defects=[1])
+
+
+def test_subimage_view_is_repaired_in_place_and_results_pickle():
+    mi, _ = scene((64, 64), seed=18)
+    mi.image[40, 30] += 3000.0
+    from visitcal.geom import Box2I
+
+    sub = mi.subimage(Box2I(20, 30, 49, 59))  # a strided view: rows of the parent
+    result = find_cosmic_rays(sub, gaussian_psf())
+    assert mi.mask.test("CR")[40, 30] and abs(mi.image[40, 30]) < 40.0
+    assert (result.cosmic_rays["min_x"][0], result.cosmic_rays["min_y"][0]) == (30, 40)
+    again = pickle.loads(pickle.dumps(result))
+    assert again.n_pixels == result.n_pixels and list(again.cosmic_rays["flux"]) == list(result.cosmic_rays["flux"])
+    task = pickle.loads(pickle.dumps(RepairTask(RepairConfig(do_interpolate=False))))
+    assert task.config.do_interpolate is False
