@@ -16,15 +16,13 @@ Run from the repository root: ``python bench/bench_cosmic_rays.py``.
 
 from __future__ import annotations
 
-import _common  # first: sets the BLAS/OpenMP thread counts before numpy loads
+import argparse
+import time
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from visitcal.cosmic_rays import FindCosmicRaysConfig, find_cosmic_rays  # noqa: E402
-from visitcal.image import MaskedImage  # noqa: E402
+import _common  # before numpy: sets the BLAS/OpenMP thread counts
+import numpy as np
+from visitcal.cosmic_rays import FindCosmicRaysConfig, find_cosmic_rays
+from visitcal.image import MaskedImage
 
 SIGMA_PSF = 1.5
 READ_NOISE = 5.0

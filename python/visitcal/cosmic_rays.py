@@ -48,16 +48,16 @@ from . import _core
 from .image import Exposure, MaskedImage
 
 __all__ = [
-    "TooManyCosmicRaysError",
     "FindCosmicRaysConfig",
     "FindCosmicRaysResult",
-    "find_cosmic_rays",
-    "cond3_thresholds",
-    "cosmic_ray_candidates",
-    "psf_kernel_image",
     "RepairConfig",
     "RepairResult",
     "RepairTask",
+    "TooManyCosmicRaysError",
+    "cond3_thresholds",
+    "cosmic_ray_candidates",
+    "find_cosmic_rays",
+    "psf_kernel_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class FindCosmicRaysConfig(BaseModel):
     def _planes(cls, v):
         return (v,) if isinstance(v, str) else tuple(v)
 
-    def to_core(self) -> "_core.FindCosmicRaysControl":
+    def to_core(self) -> _core.FindCosmicRaysControl:
         ctrl = _core.FindCosmicRaysControl()
         for name in ("min_sigma", "min_dn", "cond3_fac", "cond3_fac2", "niteration", "n_cr_pixel_max",
                      "keep_crs", "grow"):

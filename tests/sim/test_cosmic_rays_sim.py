@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from visitcal.cosmic_rays import RepairTask, find_cosmic_rays
 
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
 from visitcal import _core
 from visitcal.cosmic_rays import (
     FindCosmicRaysConfig,
@@ -275,7 +274,7 @@ def test_deterministic_and_xy0_in_table():
         mi = MaskedImage(mi.image, mi.mask, mi.variance, xy0=(100, 200))
         return mi, find_cosmic_rays(mi, gaussian_psf())
 
-    (a, ra), (b, rb) = run(), run()
+    (a, ra), (b, _) = run(), run()
     assert a.image.tobytes() == b.image.tobytes() and a.mask.array.tobytes() == b.mask.array.tobytes()
     assert (ra.cosmic_rays["min_x"][0], ra.cosmic_rays["min_y"][0]) == (107, 205)
 
@@ -290,7 +289,7 @@ def reference_candidates(image, variance, bad, background, psf, min_sigma, cond3
     pairs = [((0, -1), (0, 1)), ((-1, 0), (1, 0)), ((-1, -1), (1, 1)), ((1, -1), (-1, 1))]  # (dy, dx)
     thresh = [cond3_fac2 * 0.5 * (p[c + a[0], c + a[1]] + p[c + b[0], c + b[1]]) / p[c, c] for a, b in pairs]
     ny, nx = image.shape
-    ok = lambda y, x: 0 <= y < ny and 0 <= x < nx and not bad[y, x]  # noqa: E731
+    ok = lambda y, x: 0 <= y < ny and 0 <= x < nx and not bad[y, x]
     out = np.zeros((ny, nx), bool)
     for y in range(ny):
         for x in range(nx):
