@@ -98,3 +98,25 @@ def count_invalid_pixels(image: npt.NDArray[np.float32] | npt.NDArray[np.float64
                          variance: npt.NDArray[np.float32] | npt.NDArray[np.float64]) -> tuple[int, int]: ...
 
 # cosmic_rays.hpp
+class FindCosmicRaysControl:
+    min_sigma: float
+    min_dn: float
+    cond3_fac: float
+    cond3_fac2: float
+    niteration: int
+    n_cr_pixel_max: int
+    keep_crs: bool
+    grow: bool
+    def __init__(self) -> None: ...
+
+class TooManyCosmicRays(RuntimeError): ...  # args: (message, n_pixels, limit)
+
+def cond3_thresholds(psf: npt.ArrayLike, cond3_fac2: float) -> list[float]: ...
+def find_cosmic_rays(image: npt.NDArray[np.float32], variance: npt.NDArray[np.float32],
+                     mask: npt.NDArray[np.int32], background: float,
+                     background_image: npt.NDArray[np.float32] | None, thresholds: Sequence[float],
+                     ctrl: FindCosmicRaysControl, bad_bits: int, cr_bits: int) -> dict[str, object]: ...
+def cosmic_ray_candidates(image: npt.NDArray[np.float32], variance: npt.NDArray[np.float32],
+                          mask: npt.NDArray[np.int32], background: float,
+                          background_image: npt.NDArray[np.float32] | None, thresholds: Sequence[float],
+                          min_sigma: float, cond3_fac: float, bad_bits: int) -> npt.NDArray[np.uint8]: ...
