@@ -276,7 +276,8 @@ def test_property_linearity(seed, method, a, b):
     lhs = convolve(a * u + b * v, kernel, method=method).image
     rhs = a * convolve(u, kernel, method=method).image + b * convolve(v, kernel, method=method).image
     scale = (abs(a) + abs(b)) * np.abs(kernel).sum() * max(np.abs(u).max(), np.abs(v).max())
-    assert np.abs(lhs - rhs).max() <= 1e-12 * scale
+    # absolute floor: subnormal factors (hypothesis tries 5e-324) lose relative precision by definition
+    assert np.abs(lhs - rhs).max() <= 1e-12 * scale + 1e-300
 
 
 @settings(max_examples=30, deadline=None)
