@@ -15,6 +15,7 @@ knows, naming the file and HDU, instead of guessing.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from astropy.table import Table
@@ -61,8 +62,21 @@ def persistable(name: str, version: int):
     return decorate
 
 
+#: Where each built-in kind is defined, so a file can be read in a process that has not imported
+#: the module yet (a fresh ``read_exposure`` of an exposure with a BACKGROUND HDU, say).
+_PROVIDERS = {
+    "ApCorrMap": "visitcal.apcorr",
+    "PhotoCalib": "visitcal.photocalib",
+    "BackgroundList": "visitcal.background",
+    "ChebyshevBoundedField": "visitcal.chebyshev",
+    "SummaryMapping": "visitcal.io.fits",
+}
+
+
 def get_persistable(name: str) -> type:
     """The class registered under ``name``; `PersistenceError` if there is none."""
+    if name not in _REGISTRY and name in _PROVIDERS:
+        importlib.import_module(_PROVIDERS[name])
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -455,3 +455,20 @@ def test_subtract_background_task():
     assert exp.metadata["BGVAR"] == pytest.approx(model.astype(np.float64).var(ddof=1), rel=1e-4)
     with pytest.raises(TypeError):
         SubtractBackgroundTask().run(img)
+
+
+def test_exposure_background_reads_back_in_a_fresh_process(tmp_path):
+    """read_exposure must find the BackgroundList kind without the caller importing visitcal.background."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(2)
+    exposure = Exposure.from_arrays(rng.normal(100, 1, (200, 200)).astype(np.float32),
+                                    variance=np.ones((200, 200), np.float32))
+    exposure.background = SubtractBackgroundTask().run(exposure).background
+    path = tmp_path / "exp.fits"
+    write_exposure(exposure, path)
+    code = ("import sys; from visitcal.io import read_exposure; e = read_exposure(sys.argv[1]); "
+            "print(type(e.background).__name__, len(e.background))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["BackgroundList", "1"]
