@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "image_view.hpp"
 #include "visitcal/convolve.hpp"
 
 namespace py = pybind11;
@@ -16,22 +17,9 @@ namespace {
 using DArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 template <typename T>
-ImageView<const T> view_of(const py::array_t<T, 0>& a, const char* name) {
-    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D (y, x)");
-    if (a.shape(1) > 0 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T))) {
-        throw std::invalid_argument(std::string(name) + " must be contiguous along x (its last axis)");
-    }
-    if (a.strides(0) % static_cast<py::ssize_t>(sizeof(T)) != 0) {
-        throw std::invalid_argument(std::string(name) + " has a row stride that is not a whole number of pixels");
-    }
-    return {a.data(), static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
-            a.strides(0) / static_cast<py::ssize_t>(sizeof(T))};
-}
-
-template <typename T>
 py::array_t<T> separable(const py::array_t<T, 0>& image, const std::vector<double>& kx, const std::vector<double>& ky,
                          bool baseline_only) {
-    ImageView<const T> in = view_of(image, "image");
+    ImageView<const T> in = visitcal_bind::image_view<const T>(image, "image");
     py::array_t<T> result({static_cast<py::ssize_t>(in.ny), static_cast<py::ssize_t>(in.nx)});
     ImageView<T> out{result.mutable_data(), in.ny, in.nx, static_cast<std::ptrdiff_t>(in.nx)};
     {
@@ -44,7 +32,7 @@ py::array_t<T> separable(const py::array_t<T, 0>& image, const std::vector<doubl
 template <typename T>
 py::array_t<T> direct_or_fft(const py::array_t<T, 0>& image, const DArray& kernel, bool fft, int tile,
                              bool baseline_only) {
-    ImageView<const T> in = view_of(image, "image");
+    ImageView<const T> in = visitcal_bind::image_view<const T>(image, "image");
     if (kernel.ndim() != 2) throw std::invalid_argument("kernel must be 2-D");
     py::array_t<T> result({static_cast<py::ssize_t>(in.ny), static_cast<py::ssize_t>(in.nx)});
     ImageView<T> out{result.mutable_data(), in.ny, in.nx, static_cast<std::ptrdiff_t>(in.nx)};

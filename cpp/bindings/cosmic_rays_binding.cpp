@@ -10,6 +10,7 @@
 #include <string>
 #include <type_traits>
 
+#include "image_view.hpp"
 #include "visitcal/cosmic_rays.hpp"
 
 namespace py = pybind11;
@@ -21,32 +22,11 @@ namespace {
 
 using DArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
-template <typename T>
-ImageView<T> view_of(const py::array_t<std::remove_const_t<T>, 0>& a, const char* name) {
-    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D (y, x)");
-    using U = std::remove_const_t<T>;
-    if (a.shape(1) > 1 && a.strides(1) != static_cast<py::ssize_t>(sizeof(U))) {
-        throw std::invalid_argument(std::string(name) + " must be contiguous along x (its last axis)");
-    }
-    if (a.strides(0) % static_cast<py::ssize_t>(sizeof(U)) != 0) {
-        throw std::invalid_argument(std::string(name) + " has a row stride that is not a whole number of pixels");
-    }
-    T* data;
-    if constexpr (std::is_const_v<T>) {
-        data = a.data();
-    } else {
-        if (!a.writeable()) throw std::invalid_argument(std::string(name) + " is read-only");
-        data = const_cast<py::array_t<U, 0>&>(a).mutable_data();
-    }
-    return {data, static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
-            a.strides(0) / static_cast<py::ssize_t>(sizeof(U))};
-}
-
 Cond3Thresholds to_thresholds(const std::array<double, 4>& t) { return {t[0], t[1], t[2], t[3]}; }
 
 ImageView<const float> optional_view(const std::optional<py::array_t<float, 0>>& a) {
     if (!a) return {nullptr, 0, 0, 0};
-    return view_of<const float>(*a, "background");
+    return visitcal_bind::image_view<const float>(*a, "background");
 }
 
 }  // namespace
@@ -82,9 +62,9 @@ void bind_cosmic_rays(py::module_& m) {
                      const std::optional<py::array_t<float, 0>>& background_image,
                      const std::array<double, 4>& thresholds, const FindCosmicRaysControl& ctrl,
                      std::int32_t bad_bits, std::int32_t cr_bits) {
-              auto im = view_of<float>(image, "image");
-              auto va = view_of<float>(variance, "variance");
-              auto ma = view_of<std::int32_t>(mask, "mask");
+              auto im = visitcal_bind::image_view<float>(image, "image");
+              auto va = visitcal_bind::image_view<float>(variance, "variance");
+              auto ma = visitcal_bind::image_view<std::int32_t>(mask, "mask");
               auto bi = optional_view(background_image);
               const Cond3Thresholds th = to_thresholds(thresholds);
               visitcal::FindCosmicRaysResult r;
@@ -137,9 +117,9 @@ void bind_cosmic_rays(py::module_& m) {
              const py::array_t<std::int32_t, 0>& mask, double background,
              const std::optional<py::array_t<float, 0>>& background_image, const std::array<double, 4>& thresholds,
              double min_sigma, double cond3_fac, std::int32_t bad_bits) {
-              auto im = view_of<const float>(image, "image");
-              auto va = view_of<const float>(variance, "variance");
-              auto ma = view_of<const std::int32_t>(mask, "mask");
+              auto im = visitcal_bind::image_view<const float>(image, "image");
+              auto va = visitcal_bind::image_view<const float>(variance, "variance");
+              auto ma = visitcal_bind::image_view<const std::int32_t>(mask, "mask");
               auto bi = optional_view(background_image);
               py::array_t<std::uint8_t> out({static_cast<py::ssize_t>(im.ny), static_cast<py::ssize_t>(im.nx)});
               ImageView<std::uint8_t> ov{out.mutable_data(), im.ny, im.nx, static_cast<std::ptrdiff_t>(im.nx)};

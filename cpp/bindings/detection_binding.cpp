@@ -7,6 +7,7 @@
 #include <string>
 
 #include "footprint_list.hpp"
+#include "image_view.hpp"
 #include "visitcal/detection.hpp"
 
 namespace py = pybind11;
@@ -15,22 +16,12 @@ using visitcal::ImageView;
 namespace {
 
 template <typename T>
-ImageView<const T> cview_of(const py::array_t<T, 0>& a, const char* name) {
-    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D (y, x)");
-    if (a.shape(1) > 0 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T))) {
-        throw std::invalid_argument(std::string(name) + " must be contiguous along x (its last axis)");
-    }
-    return {a.data(), static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
-            a.strides(0) / static_cast<py::ssize_t>(sizeof(T))};
-}
-
-template <typename T>
 py::tuple find(const py::array_t<T, 0>& image, const std::optional<py::array_t<T, 0>>& noise_variance, int border_x,
                int border_y, double value, int polarity, double include_multiplier, int min_pixels,
                double constant_sigma) {
-    auto in = cview_of(image, "image");
+    auto in = visitcal_bind::image_view<const T>(image, "image");
     ImageView<const T> var{nullptr, 0, 0, 0};
-    if (noise_variance) var = cview_of(*noise_variance, "noise_variance");
+    if (noise_variance) var = visitcal_bind::image_view<const T>(*noise_variance, "noise_variance");
     visitcal::ThresholdControl ctrl;
     ctrl.value = value;
     ctrl.polarity = polarity;
@@ -47,8 +38,8 @@ py::tuple find(const py::array_t<T, 0>& image, const std::optional<py::array_t<T
 
 template <typename T>
 py::tuple count_invalid(const py::array_t<T, 0>& image, const py::array_t<T, 0>& variance) {
-    auto a = cview_of(image, "image");
-    auto v = cview_of(variance, "variance");
+    auto a = visitcal_bind::image_view<const T>(image, "image");
+    auto v = visitcal_bind::image_view<const T>(variance, "variance");
     std::int64_t first = -1, n = 0;
     {
         py::gil_scoped_release release;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "footprint_list.hpp"
+#include "image_view.hpp"
 #include "visitcal/footprint.hpp"
 
 namespace py = pybind11;
@@ -15,28 +16,8 @@ using visitcal::ImageView;
 namespace {
 
 template <typename T>
-ImageView<T> view_of(py::array_t<T, 0>& a, const char* name) {
-    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D (y, x)");
-    if (a.shape(1) > 0 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T))) {
-        throw std::invalid_argument(std::string(name) + " must be contiguous along x (its last axis)");
-    }
-    return {a.mutable_data(), static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
-            a.strides(0) / static_cast<py::ssize_t>(sizeof(T))};
-}
-
-template <typename T>
-ImageView<const T> cview_of(const py::array_t<T, 0>& a, const char* name) {
-    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D (y, x)");
-    if (a.shape(1) > 0 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T))) {
-        throw std::invalid_argument(std::string(name) + " must be contiguous along x (its last axis)");
-    }
-    return {a.data(), static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
-            a.strides(0) / static_cast<py::ssize_t>(sizeof(T))};
-}
-
-template <typename T>
 py::array_t<T> gather(const py::array_t<T, 0>& image, const SpanArray& spans, int x0, int y0) {
-    auto view = cview_of(image, "image");
+    auto view = image_view<const T>(image, "image");
     auto s = spans_from(spans);
     py::array_t<T> out(static_cast<py::ssize_t>(visitcal::span_area(s)));
     T* dst = out.mutable_data();
@@ -49,7 +30,7 @@ py::array_t<T> gather(const py::array_t<T, 0>& image, const SpanArray& spans, in
 
 template <typename T>
 void scatter(py::array_t<T, 0>& image, const SpanArray& spans, const py::array_t<T, 0>& values, int x0, int y0) {
-    auto view = view_of(image, "image");
+    auto view = image_view<T>(image, "image");
     auto s = spans_from(spans);
     if (values.ndim() != 1 || values.shape(0) != visitcal::span_area(s) || (values.shape(0) > 1 && values.strides(0) != sizeof(T))) {
         throw std::invalid_argument("values must be a contiguous 1-D array with one value per footprint pixel");
@@ -105,7 +86,7 @@ void bind_footprint(py::module_& m) {
        py::arg("peak_offsets"), py::arg("radius"), py::arg("combined"), py::arg("width"), py::arg("height"));
     m.def("set_mask_over_spans", [](py::array_t<std::int32_t, 0>& mask, const SpanArray& spans, std::int32_t bits, int x0,
                                     int y0) {
-        auto view = view_of(mask, "mask");
+        auto view = image_view<std::int32_t>(mask, "mask");
         auto s = spans_from(spans);
         py::gil_scoped_release release;
         visitcal::set_mask_over_spans(view, s, bits, x0, y0);

@@ -2,6 +2,7 @@
 #include "visitcal/chebyshev.hpp"
 
 #include "chebyshev_row.hpp"
+#include "cpu_features.hpp"
 
 #include <Eigen/QR>
 #include <algorithm>

@@ -66,6 +66,5 @@ void grid_row(int order, const double* g, const double* table, std::size_t n, T*
 // AVX2 versions (defined in chebyshev_row_avx2.cpp when the build targets x86-64).
 void grid_row_avx2(int order, const double* g, const double* table, std::size_t n, double* out);
 void grid_row_avx2(int order, const double* g, const double* table, std::size_t n, float* out);
-bool cpu_has_avx2();
 
 }  // namespace visitcal

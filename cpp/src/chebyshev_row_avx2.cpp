@@ -8,22 +8,12 @@
 namespace visitcal {
 
 // Without VISITCAL_X86_DISPATCH this file is compiled for the baseline ISA and never called, since
-// cpu_has_avx2() is false.
+// cpu_has_avx2() (cpu_features.cpp) is false.
 void grid_row_avx2(int order, const double* g, const double* table, std::size_t n, double* out) {
     grid_row(order, g, table, n, out);
 }
 void grid_row_avx2(int order, const double* g, const double* table, std::size_t n, float* out) {
     grid_row(order, g, table, n, out);
-}
-
-bool cpu_has_avx2() {
-#if defined(VISITCAL_X86_DISPATCH)
-    // Evaluated once (thread-safe static initialisation); a read-only fact about the machine.
-    static const bool has = __builtin_cpu_supports("avx2");
-    return has;
-#else
-    return false;
-#endif
 }
 
 }  // namespace visitcal

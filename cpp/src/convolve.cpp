@@ -5,6 +5,7 @@
 #include <string>
 
 #include "convolve_kernels.hpp"
+#include "cpu_features.hpp"
 
 namespace visitcal {
 
@@ -25,7 +26,7 @@ std::vector<double> gaussian_kernel_1d(double sigma, int half_width) {
 namespace {
 
 const ConvKernels& kernels(bool baseline_only) {
-    if (!baseline_only && conv_cpu_has_avx2()) return conv_kernels_avx2();
+    if (!baseline_only && cpu_has_avx2()) return conv_kernels_avx2();
     return make_kernels();  // this translation unit's (baseline ISA) instances
 }
 

@@ -3,21 +3,11 @@
 // Deliberately without FMA and with contraction off: every output is the same sequence of IEEE
 // multiplies and adds as the baseline build, so results are bit-identical whichever path runs
 // (tests/unit/test_convolve.py checks it). Without VISITCAL_X86_DISPATCH this file is compiled for
-// the baseline ISA and never called, since conv_cpu_has_avx2() is false.
+// the baseline ISA and never called, since cpu_has_avx2() is false.
 #include "convolve_kernels.hpp"
 
 namespace visitcal {
 
 const ConvKernels& conv_kernels_avx2() { return make_kernels(); }
-
-bool conv_cpu_has_avx2() {
-#if defined(VISITCAL_X86_DISPATCH)
-    // Evaluated once (thread-safe static initialisation); a read-only fact about the machine.
-    static const bool has = __builtin_cpu_supports("avx2");
-    return has;
-#else
-    return false;
-#endif
-}
 
 }  // namespace visitcal

@@ -39,7 +39,6 @@ struct ConvKernels {
     bool (*fft_d)(ImageView<const double>, ImageView<double>, const double*, int, int, int);
 };
 const ConvKernels& conv_kernels_avx2();  // defined in convolve_avx2.cpp
-bool conv_cpu_has_avx2();                // ditto; false unless built with VISITCAL_X86_DISPATCH
 
 namespace {
 

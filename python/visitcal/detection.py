@@ -35,7 +35,7 @@ from . import _core
 from .convolve import convolve, gaussian_smooth
 from .footprint import FootprintSet
 from .geom import Box2I
-from .image import Exposure, MaskedImage
+from .image import Exposure, MaskedImage, _to_int32
 
 __all__ = [
     "DetectionResult",
@@ -235,7 +235,7 @@ def detect_footprints(masked_image: MaskedImage, sigma: float, config: SourceDet
             conv = convolve(image, (k / k.sum())[::-1, ::-1], variance=variance)
         smoothed, smoothed_var = conv.image, conv.variance
         hx, hy = conv.border
-        edge = _core_bits(mask, "EDGE")
+        edge = _to_int32(mask.get_plane_bitmask("EDGE"))
         arr = mask.array
         arr[:hy, :] |= edge
         arr[ny - hy:, :] |= edge
@@ -271,11 +271,6 @@ def detect_footprints(masked_image: MaskedImage, sigma: float, config: SourceDet
         grown.set_mask(mask, "DETECTED" if pol > 0 else "DETECTED_NEGATIVE")
         sets[pol] = found if config.return_original_footprints else grown
     return sets.get(1), sets.get(-1)
-
-
-def _core_bits(mask, plane: str) -> np.int32:
-    bits = mask.get_plane_bitmask(plane)
-    return np.int32(bits - (1 << 32) if bits >= 1 << 31 else bits)
 
 
 class SourceDetectionTask:

@@ -28,7 +28,7 @@ from astropy.io import fits
 
 from . import _core
 from .geom import Box2I
-from .image import Mask, MaskedImage, MaskPlanes
+from .image import Mask, MaskedImage, MaskPlanes, _to_int32
 
 __all__ = [
     "FOOTPRINT_SCHEMA_VERSION",
@@ -430,8 +430,7 @@ class FootprintSet(Sequence):
         if mask.shape != self.bbox.shape:
             raise ValueError(f"mask shape {mask.shape} differs from the footprints' bbox {self.bbox.shape}")
         x0, y0 = self.bbox.xy0
-        bits = mask.get_plane_bitmask(plane)
-        _core.set_mask_over_spans(mask.array, self._spans, bits - (1 << 32) if bits >= 1 << 31 else bits, x0, y0)
+        _core.set_mask_over_spans(mask.array, self._spans, int(_to_int32(mask.get_plane_bitmask(plane))), x0, y0)
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, FootprintSet):
