@@ -74,8 +74,9 @@ void bind_footprint(py::module_& m) {
         return py::make_tuple(a, n);
     }, py::arg("spans"));
     m.def("grow_footprints", [](const SpanArray& spans, const OffsetArray& so, const SpanArray& pxy, const F32Array& pv,
-                                const F32Array& ps, const OffsetArray& po, int radius, bool combined, int width, int height) {
-        auto in = list_from(spans, so, pxy, pv, ps, po);
+                                const F32Array& ps, const OffsetArray& po, const OffsetArray& pid, int radius, bool combined,
+                                int width, int height) {
+        auto in = list_from(spans, so, pxy, pv, ps, po, pid);
         visitcal::FootprintList out;
         {
             py::gil_scoped_release release;
@@ -83,7 +84,7 @@ void bind_footprint(py::module_& m) {
         }
         return list_to(out);
     }, py::arg("spans"), py::arg("span_offsets"), py::arg("peak_xy"), py::arg("peak_value"), py::arg("peak_significance"),
-       py::arg("peak_offsets"), py::arg("radius"), py::arg("combined"), py::arg("width"), py::arg("height"));
+       py::arg("peak_offsets"), py::arg("peak_id"), py::arg("radius"), py::arg("combined"), py::arg("width"), py::arg("height"));
     m.def("set_mask_over_spans", [](py::array_t<std::int32_t, 0>& mask, const SpanArray& spans, std::int32_t bits, int x0,
                                     int y0) {
         auto view = image_view<std::int32_t>(mask, "mask");

@@ -1,6 +1,6 @@
 // Conversions between visitcal::FootprintList and the flat numpy arrays visitcal.footprint uses:
 // spans (n, 3) int32 [y, x0, x1], span_offsets (k + 1) int64, peak_xy (m, 2) int32 [x, y],
-// peak_value (m) float32, peak_significance (m) float32, peak_offsets (k + 1) int64.
+// peak_value (m) float32, peak_significance (m) float32, peak_offsets (k + 1) int64, peak_id (m) int64.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -44,6 +44,8 @@ inline py::tuple list_to(const visitcal::FootprintList& f) {
     const auto m = static_cast<py::ssize_t>(f.peaks.size());
     py::array_t<std::int32_t> xy({m, static_cast<py::ssize_t>(2)});
     py::array_t<float> value(m), sig(m);
+    py::array_t<std::int64_t> ids(m);
+    auto pid = ids.mutable_unchecked<1>();
     auto pxy = xy.mutable_unchecked<2>();
     auto pv = value.mutable_unchecked<1>();
     auto ps = sig.mutable_unchecked<1>();
@@ -53,17 +55,18 @@ inline py::tuple list_to(const visitcal::FootprintList& f) {
         pxy(i, 1) = p.y;
         pv(i) = p.value;
         ps(i) = p.significance;
+        pid(i) = p.id;
     }
     py::array_t<std::int64_t> so(static_cast<py::ssize_t>(f.span_offsets.size()));
     py::array_t<std::int64_t> po(static_cast<py::ssize_t>(f.peak_offsets.size()));
     std::memcpy(so.mutable_data(), f.span_offsets.data(), f.span_offsets.size() * sizeof(std::int64_t));
     std::memcpy(po.mutable_data(), f.peak_offsets.data(), f.peak_offsets.size() * sizeof(std::int64_t));
-    return py::make_tuple(spans_to(f.spans), so, xy, value, sig, po);
+    return py::make_tuple(spans_to(f.spans), so, xy, value, sig, po, ids);
 }
 
 inline visitcal::FootprintList list_from(const SpanArray& spans, const OffsetArray& span_offsets, const SpanArray& peak_xy,
                                          const F32Array& peak_value, const F32Array& peak_sig,
-                                         const OffsetArray& peak_offsets) {
+                                         const OffsetArray& peak_offsets, const OffsetArray& peak_id) {
     visitcal::FootprintList f;
     f.spans = spans_from(spans);
     const py::ssize_t k = span_offsets.size();
@@ -71,7 +74,8 @@ inline visitcal::FootprintList list_from(const SpanArray& spans, const OffsetArr
     f.span_offsets.assign(span_offsets.data(), span_offsets.data() + k);
     f.peak_offsets.assign(peak_offsets.data(), peak_offsets.data() + k);
     const py::ssize_t m = peak_value.size();
-    if (peak_xy.ndim() != 2 || peak_xy.shape(0) != m || peak_xy.shape(1) != 2 || peak_sig.size() != m) {
+    if (peak_xy.ndim() != 2 || peak_xy.shape(0) != m || peak_xy.shape(1) != 2 || peak_sig.size() != m ||
+        peak_id.size() != m) {
         throw std::invalid_argument("peak arrays disagree in length");
     }
     if (f.span_offsets.front() != 0 || f.span_offsets.back() != static_cast<std::int64_t>(f.spans.size()) ||
@@ -85,7 +89,8 @@ inline visitcal::FootprintList list_from(const SpanArray& spans, const OffsetArr
     }
     f.peaks.resize(static_cast<std::size_t>(m));
     for (py::ssize_t i = 0; i < m; ++i) {
-        f.peaks[static_cast<std::size_t>(i)] = {peak_xy.at(i, 0), peak_xy.at(i, 1), peak_value.at(i), peak_sig.at(i)};
+        f.peaks[static_cast<std::size_t>(i)] = {peak_xy.at(i, 0), peak_xy.at(i, 1), peak_value.at(i), peak_sig.at(i),
+                                                peak_id.at(i)};
     }
     return f;
 }

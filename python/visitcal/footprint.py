@@ -341,12 +341,15 @@ class FootprintSet(Sequence):
         self.bbox = bbox
 
     @classmethod
-    def _from_core(cls, result, bbox: Box2I, *, shift=(0, 0), first_peak_id: int = 1) -> FootprintSet:
-        spans, span_offsets, xy, value, sig, peak_offsets = result
+    def _from_core(cls, result, bbox: Box2I, *, shift=(0, 0), first_peak_id: int | None = None) -> FootprintSet:
+        """From the C++ arrays; peaks are numbered from ``first_peak_id`` if given, else keep the core's ids."""
+        spans, span_offsets, xy, value, sig, peak_offsets, ids = result
         if shift != (0, 0):
             spans = spans + np.array([shift[1], shift[0], shift[0]], dtype=np.int32)
             xy = xy + np.array(shift, dtype=np.int32)
-        peaks = make_peaks(xy, value, sig, ids=np.arange(first_peak_id, first_peak_id + len(value)))
+        if first_peak_id is not None:
+            ids = np.arange(first_peak_id, first_peak_id + len(value))
+        peaks = make_peaks(xy, value, sig, ids=ids)
         return cls(spans, span_offsets, peaks, peak_offsets, bbox)
 
     @classmethod
@@ -413,17 +416,10 @@ class FootprintSet(Sequence):
         x0, y0 = self.bbox.xy0
         local = self._spans - np.array([y0, x0, x0], dtype=np.int32)
         xy = np.stack([self._peaks["i_x"] - x0, self._peaks["i_y"] - y0], axis=1).astype(np.int32)
-        # The C++ grow re-sorts merged peaks and does not carry ids: match them back by position
-        # (every pixel belongs to one footprint, so positions are unique).
         out = _core.grow_footprints(local, self._span_offsets, xy, self._peaks["peak_value"],
-                                    self._peaks["significance"], self._peak_offsets, int(radius), bool(combined),
-                                    self.bbox.width, self.bbox.height)
-        result = FootprintSet._from_core(out, self.bbox, shift=(x0, y0))
-        order = np.lexsort((self._peaks["i_x"], self._peaks["i_y"]))
-        key_old = self._peaks["i_y"].astype(np.int64)[order] * (1 << 32) + self._peaks["i_x"][order]
-        key_new = result._peaks["i_y"].astype(np.int64) * (1 << 32) + result._peaks["i_x"]
-        result._peaks["id"] = self._peaks["id"][order][np.searchsorted(key_old, key_new)]
-        return result
+                                    self._peaks["significance"], self._peak_offsets, self._peaks["id"], int(radius),
+                                    bool(combined), self.bbox.width, self.bbox.height)
+        return FootprintSet._from_core(out, self.bbox, shift=(x0, y0))
 
     def set_mask(self, mask: Mask, plane: str) -> None:
         """OR the bit of ``plane`` into ``mask`` (whose ``[0, 0]`` is `bbox`'s corner) on every footprint pixel."""

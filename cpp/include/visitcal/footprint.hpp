@@ -24,12 +24,14 @@ struct Span {
 };
 
 /// A peak of a footprint: the integer pixel of a local maximum, its value in the image that was
-/// thresholded (smoothed, signed as the image), and its significance in sigma (always >= 0).
+/// thresholded (smoothed, signed as the image), its significance in sigma (always >= 0), and an id
+/// that growing and merging carry along (0 until the caller numbers the peaks).
 struct Peak {
     int x;
     int y;
     float value;
     float significance;
+    std::int64_t id = 0;
 };
 
 /// Footprints stored flat: footprint k owns spans[span_offsets[k] .. span_offsets[k + 1]) and
