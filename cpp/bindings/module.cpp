@@ -11,6 +11,13 @@ void bind_background(py::module_& m);
 void bind_footprint(py::module_& m);
 void bind_detection(py::module_& m);
 void bind_cosmic_rays(py::module_& m);
+void bind_psf(py::module_& m);
+void bind_measure_centroid_shape(py::module_& m);
+void bind_measure_photometry(py::module_& m);
+void bind_noise_replacer(py::module_& m);
+void bind_sky_sources(py::module_& m);
+void bind_deblend(py::module_& m);
+void bind_single_frame_measurement(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     bind_chebyshev(m);
@@ -20,4 +27,11 @@ PYBIND11_MODULE(_core, m) {
     bind_footprint(m);
     bind_detection(m);
     bind_cosmic_rays(m);
+    bind_psf(m);
+    bind_measure_centroid_shape(m);
+    bind_measure_photometry(m);
+    bind_noise_replacer(m);
+    bind_sky_sources(m);
+    bind_deblend(m);
+    bind_single_frame_measurement(m);
 }

@@ -121,3 +121,18 @@ def cosmic_ray_candidates(image: npt.NDArray[np.float32], variance: npt.NDArray[
                           mask: npt.NDArray[np.int32], background: float,
                           background_image: npt.NDArray[np.float32] | None, thresholds: Sequence[float],
                           min_sigma: float, cond3_fac: float, bad_bits: int) -> npt.NDArray[np.uint8]: ...
+
+# psf.hpp
+
+# measure (centroid, shape).hpp
+
+# measure (photometry).hpp
+
+# noise_replacer.hpp
+
+# sky_sources.hpp
+
+# deblend.hpp
+
+# single_frame_measurement.hpp
+
