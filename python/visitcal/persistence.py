@@ -70,6 +70,8 @@ _PROVIDERS = {
     "BackgroundList": "visitcal.background",
     "ChebyshevBoundedField": "visitcal.chebyshev",
     "SummaryMapping": "visitcal.io.fits",
+    "GaussianPsf": "visitcal.psf",
+    "FixedImagePsf": "visitcal.psf",
 }
 
 

@@ -2,10 +2,14 @@
 // [min, max] (inclusive) covers the continuous box [min - 0.5, max + 0.5].
 #pragma once
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
 namespace visitcal {
+
+/// Index of the pixel holding continuous coordinate c (afw positionToIndex): floor(c + 0.5).
+inline int position_to_index(double c) { return static_cast<int>(std::floor(c + 0.5)); }
 
 struct Box2I {
     int min_x = 0;

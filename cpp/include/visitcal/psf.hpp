@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "visitcal/convolve.hpp"  // ImageView
+#include "visitcal/geom.hpp"      // position_to_index
 
 namespace visitcal {
 

@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 
 from ..geom import Box2I
+from ..psf import Psf
 from ..wcs import local_cd_matrix
 
 __all__ = ["OpticsDesign", "TruePsf", "VisitAtmosphere", "import_galsim"]
@@ -87,7 +88,7 @@ class VisitAtmosphere:
     rotation_deg: float           # the camera's rotation on the sky
 
 
-class TruePsf:
+class TruePsf(Psf):
     """The true PSF of one (visit, detector), drawable at any pixel position.
 
     Parameters
@@ -224,6 +225,7 @@ class TruePsf:
         kernel = self.compute_kernel_image(x, y, size)
         return moments_of(galsim.ImageD(kernel))
 
+    @property
     def average_position(self) -> tuple[float, float]:
         return self.camera[self.detector_id].detector.bbox.center
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "visitcal/convolve.hpp"  // ImageView
+#include "visitcal/geom.hpp"      // position_to_index
 
 namespace visitcal {
 
@@ -27,8 +28,5 @@ struct ExposureView {
     float var(int x, int y) const { return variance.row(y - y0)[x - x0]; }
     std::int32_t msk(int x, int y) const { return mask.row(y - y0)[x - x0]; }
 };
-
-/// Parent pixel index holding coordinate c (lsst-spec §2.1: positionToIndex).
-inline int position_to_index(double c) { return static_cast<int>(std::floor(c + 0.5)); }
 
 }  // namespace visitcal

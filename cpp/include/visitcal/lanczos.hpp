@@ -1,0 +1,22 @@
+// Lanczos interpolation: the kernel L_n(x) = sinc(x) sinc(x / n) for |x| < n, and sub-pixel shifts of
+// small images with it (afw's offsetImage with "lanczos5"; Piff's PixelGrid renders with Lanczos(11)).
+// The 2n weights of one offset are renormalised to unit sum, so a constant image stays constant and a
+// shift conserves the sum wherever the kernel's support is inside the image.
+#pragma once
+
+#include <vector>
+
+namespace visitcal {
+
+/// L_n(x): sinc(x) sinc(x / n) for |x| < n, else 0 (sinc(x) = sin(pi x) / (pi x)).
+double lanczos_kernel(double x, int n);
+
+/// The 2n weights w[k] = L_n(k - (n - 1) - frac), k = 0..2n-1, for taps at offsets -(n-1)..n relative
+/// to floor(position), renormalised to unit sum; frac in [0, 1).
+void lanczos_weights(double frac, int n, double* w);
+
+/// Shift a (height, width) row-major image by (dx, dy) pixels (the light moves by +dx, +dy):
+/// out(x, y) = sum_k in(x - dx + k, y - dy + l) L L, separably, with zero outside the image.
+void shift_image_lanczos(const double* in, int width, int height, double dx, double dy, int n, double* out);
+
+}  // namespace visitcal
