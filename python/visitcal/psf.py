@@ -264,8 +264,8 @@ class FixedImagePsf(_CorePsf):
     -----
     `compute_image` moves the kernel to the sub-pixel position with a Lanczos-5 interpolant and
     renormalises it (afw's ``offsetImage``). The windowed sinc is not exact: for a Gaussian of
-    sigma 2 px shifted by 0.3 px the light centroid lands 0.01 px short and pixels differ by
-    1.5e-3 of the peak (Lanczos-11: 0.005 px). `compute_shape` measures the kernel's adaptive moments.
+    sigma 2 px shifted by 0.3 px the light centroid lands 0.01 px short, and pixels differ by up to
+    2.2e-3 of the peak (Lanczos-11: 0.005 px). `compute_shape` measures the kernel's adaptive moments.
     """
 
     def __init__(self, kernel, *, average_position=(0.0, 0.0)):
