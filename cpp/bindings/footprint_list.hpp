@@ -95,4 +95,16 @@ inline visitcal::FootprintList list_from(const SpanArray& spans, const OffsetArr
     return f;
 }
 
+/// A FootprintList from the 7-tuple `list_to` makes (spans, span_offsets, peak_xy, peak_value,
+/// peak_significance, peak_offsets, peak_id), as visitcal.footprint.FootprintSet holds it.
+inline visitcal::FootprintList list_from_tuple(const py::tuple& t, const char* name = "footprints") {
+    if (t.size() != 7) {
+        throw std::invalid_argument(std::string(name) +
+                                    " must be (spans, span_offsets, peak_xy, peak_value, peak_significance, "
+                                    "peak_offsets, peak_id)");
+    }
+    return list_from(t[0].cast<SpanArray>(), t[1].cast<OffsetArray>(), t[2].cast<SpanArray>(), t[3].cast<F32Array>(),
+                     t[4].cast<F32Array>(), t[5].cast<OffsetArray>(), t[6].cast<OffsetArray>());
+}
+
 }  // namespace visitcal_bind

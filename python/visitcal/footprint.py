@@ -421,6 +421,13 @@ class FootprintSet(Sequence):
                                     bool(combined), self.bbox.width, self.bbox.height)
         return FootprintSet._from_core(out, self.bbox, shift=(x0, y0))
 
+    def _core_tuple(self) -> tuple:
+        """The 7-tuple of flat arrays the C++ bindings take (parent frame)."""
+        xy = np.stack([self._peaks["i_x"], self._peaks["i_y"]], axis=1).astype(np.int32)
+        return (self._spans, self._span_offsets, xy, np.ascontiguousarray(self._peaks["peak_value"], np.float32),
+                np.ascontiguousarray(self._peaks["significance"], np.float32), self._peak_offsets,
+                np.ascontiguousarray(self._peaks["id"], np.int64))
+
     def set_mask(self, mask: Mask, plane: str) -> None:
         """OR the bit of ``plane`` into ``mask`` (whose ``[0, 0]`` is `bbox`'s corner) on every footprint pixel."""
         if mask.shape != self.bbox.shape:
