@@ -155,6 +155,7 @@ void bind_single_frame_measurement(py::module_& m) {
         .def_readwrite("centroid", &SingleFrameMeasurementControl::centroid)
         .def_readwrite("shape", &SingleFrameMeasurementControl::shape)
         .def_readwrite("psf_flux", &SingleFrameMeasurementControl::psf_flux)
+        .def_readwrite("gaussian_flux", &SingleFrameMeasurementControl::gaussian_flux)
         .def_readwrite("aperture_radii", &SingleFrameMeasurementControl::aperture_radii)
         .def_readwrite("compensated_tophat", &SingleFrameMeasurementControl::compensated_tophat)
         .def_readwrite("local_background", &SingleFrameMeasurementControl::local_background)

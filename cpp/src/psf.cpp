@@ -4,6 +4,8 @@
 #include <stdexcept>
 
 #include "visitcal/lanczos.hpp"
+#include "visitcal/measure/aperture_flux.hpp"
+#include "visitcal/measure/sdss_shape.hpp"
 
 namespace visitcal {
 
@@ -18,13 +20,14 @@ PsfImage centred_stamp(int size, double x, double y) {
 }  // namespace
 
 Moments Psf::compute_shape(double x, double y) const {
-    (void)x; (void)y;
-    throw std::logic_error("Psf::compute_shape default: wired at merge (PENDING)");
+    const PsfImage k = compute_kernel_image(x, y);
+    const SdssShapeResult r = adaptive_moments(k.view(), k.x0, k.y0, 0.0, 0.0, SdssShapeControl{});
+    return Moments{r.xx, r.yy, r.xy};
 }
 
 double Psf::compute_aperture_flux(double radius, double x, double y) const {
-    (void)x; (void)y; (void)radius;
-    throw std::logic_error("Psf::compute_aperture_flux default: wired at merge (PENDING)");
+    const PsfImage k = compute_kernel_image(x, y);
+    return circular_aperture_sum<double>(k.view(), k.x0, k.y0, 0.0, 0.0, radius);
 }
 
 // --- GaussianPsf ---------------------------------------------------------------------------------

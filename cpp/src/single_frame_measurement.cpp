@@ -131,7 +131,7 @@ MeasurementOutput measure_sources(ImageView<float> image, ImageView<const std::i
         }
         if (ctrl.do_gaussian_flux) {
             auto& g = out.gaussian_flux[i];
-            if (std::isfinite(cx)) g = measure_gaussian_flux(ev, cx, cy, shape);
+            if (std::isfinite(cx)) g = measure_gaussian_flux(ev, cx, cy, shape, ctrl.gaussian_flux);
             else g.flags |= 1u;
         }
         if (ctrl.do_apertures && n_radii > 0) {

@@ -46,13 +46,13 @@ from .footprint import Footprint, FootprintSet, HeavyFootprint
 from .geom import Box2I
 from .image import Exposure, _to_int32
 from .measure import catalog_plugins
+from .noise_replacer import NoiseReplacerConfig, noise_seed, noise_statistics
 
 __all__ = [
     "DEFAULT_PLUGINS",
     "SlotsConfig",
     "SingleFrameMeasurementConfig",
     "SingleFrameMeasurementTask",
-    "measurement_noise_statistics",
 ]
 
 #: LSST's default single-frame plugin list (lsst-spec §5.7, Blendedness aside), with the catalog
@@ -143,10 +143,12 @@ class SingleFrameMeasurementConfig(BaseModel):
     plugins: tuple[str, ...] = Field(DEFAULT_PLUGINS, description="plugins to run, by LSST name")
     slots: SlotsConfig = Field(default_factory=SlotsConfig, description="slot aliases")
     do_replace_with_noise: bool = Field(True, description="replace other sources by noise while measuring one")
-    noise_seed_multiplier: int = Field(1, description="noise seed = exposure_id * this (1 without an id)")
+    noise_replacer: NoiseReplacerConfig = Field(default_factory=NoiseReplacerConfig,
+                                                description="noise source, offset and seed multiplier")
     noise_mask_planes: tuple[str, ...] = Field(
         ("DETECTED", "DETECTED_NEGATIVE", "BAD", "SAT", "NO_DATA", "EDGE"),
-        description="pixels ignored by the noise's clipped mean and sigma")
+        description="pixels left out of the noise's clipped mean and sigma (LSST clips the whole image; "
+                    "leaving sources out makes the noise level independent of how crowded the field is)")
     aperture_radii: tuple[float, ...] = Field((3.0, 4.5, 6.0, 9.0, 12.0, 17.0, 25.0, 35.0, 50.0, 70.0),
                                               description="base_CircularApertureFlux radii, px")
     compensated_tophat_apertures: tuple[int, ...] = Field((12,), description="top-hat radii a, px")
@@ -182,14 +184,6 @@ class SingleFrameMeasurementConfig(BaseModel):
         if any(not (r > 0 and math.isfinite(r)) for r in radii):
             raise ValueError(f"aperture_radii must be positive, got {radii}")
         return tuple(float(r) for r in radii)
-
-
-def measurement_noise_statistics(masked_image, mask_planes) -> tuple[float, float]:
-    """Clipped mean and standard deviation (3 sigma, 3 passes; afw MEANCLIP / STDEVCLIP) of the finite
-    pixels outside ``mask_planes``: the noise that replaces footprints (lsst-spec §2.9)."""
-    bits = int(_to_int32(masked_image.mask.get_plane_bitmask(*mask_planes)))
-    stats = _core.clipped_mean_stdev(masked_image.image, masked_image.mask.array, bits)
-    return float(stats[0]), float(stats[1])
 
 
 class SingleFrameMeasurementTask:
@@ -307,12 +301,11 @@ class SingleFrameMeasurementTask:
 
         ctrl = self._control(mi.mask.planes)
         if cfg.do_replace_with_noise:
-            mean, sigma = measurement_noise_statistics(mi, cfg.noise_mask_planes)
+            mean, sigma = noise_statistics(mi, ignored_mask_planes=cfg.noise_mask_planes)
             if not (math.isfinite(mean) and math.isfinite(sigma)):
                 mean, sigma = 0.0, 0.0  # nothing to estimate from: the footprints become flat
-            ctrl.noise_mean, ctrl.noise_sigma = mean, sigma
-            seed = 1 if exposure_id is None else int(exposure_id) * cfg.noise_seed_multiplier
-            ctrl.noise_seed = seed % (1 << 64)
+            ctrl.noise_mean, ctrl.noise_sigma = mean + cfg.noise_replacer.noise_offset, sigma
+            ctrl.noise_seed = noise_seed(exposure_id, cfg.noise_replacer)
 
         psf = exposure.psf
         core_psf = psf.core if psf is not None else _core.GaussianPsf(3, 1.0, (0.0, 0.0))

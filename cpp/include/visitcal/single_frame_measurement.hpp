@@ -46,6 +46,7 @@ struct SingleFrameMeasurementControl {
     SdssCentroidControl centroid;
     SdssShapeControl shape;
     PsfFluxControl psf_flux;
+    GaussianFluxControl gaussian_flux;
     std::vector<double> aperture_radii{3.0, 4.5, 6.0, 9.0, 12.0, 17.0, 25.0, 35.0, 50.0, 70.0};
     CompensatedTophatControl compensated_tophat;
     LocalBackgroundControl local_background;
