@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -21,17 +22,54 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // sigma of a Gaussian / its interquartile range: 1 / (2 * 0.6744897501960817), as background.cpp.
 constexpr double kIqrToSigma = 0.7413011092528009;
 
-// Order statistics of v[lo, hi) at the sorted, distinct ranks ks[a, b): nth_element on the middle
-// rank splits the range, each half then holds its own ranks (cost ~ n log(#ranks)).
-void multi_select(std::vector<float>& v, std::size_t lo, std::size_t hi, const std::size_t* ks, std::size_t a,
-                  std::size_t b) {
-    if (a >= b || lo >= hi) return;
-    const std::size_t m = a + (b - a) / 2;
-    const std::size_t k = ks[m];
-    std::nth_element(v.begin() + static_cast<std::ptrdiff_t>(lo), v.begin() + static_cast<std::ptrdiff_t>(k),
-                     v.begin() + static_cast<std::ptrdiff_t>(hi));
-    multi_select(v, lo, k, ks, a, m);
-    multi_select(v, k + 1, hi, ks, m + 1, b);
+// Order statistics of the n finite values v at the 0-based ranks ks[0..m), exactly, by radix
+// selection: floats map to unsigned keys in the same order (flip all bits of negatives, the sign
+// bit of the rest); one pass histograms the top 16 key bits, a second gathers the values of the
+// few buckets holding the wanted ranks, and nth_element finishes inside those (a bucket spans
+// 2^16 ulps, ~0.5 for values near 100, so ~4% of a sky-noise image near the median). Two
+// streaming passes: ~40 ms for 16 M values, where nth_element over all of them takes ~0.4 s.
+std::uint32_t order_key(float f) {
+    std::uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+void order_stats(const std::vector<float>& v, const std::size_t* ks, int m, double* out) {
+    const std::size_t n = v.size();
+    if (n < 4096) {
+        std::vector<float> c(v);
+        std::sort(c.begin(), c.end());
+        for (int i = 0; i < m; ++i) out[i] = c[ks[i]];
+        return;
+    }
+    std::vector<std::uint32_t> hist(65536, 0);
+    for (float f : v) ++hist[order_key(f) >> 16];
+    std::vector<int> bucket(m);
+    std::vector<std::size_t> rank(m);
+    std::vector<int> slot(65536, -1);
+    std::vector<int> buckets;
+    for (int i = 0; i < m; ++i) {
+        std::size_t cum = 0;
+        int b = 0;
+        while (cum + hist[b] <= ks[i]) cum += hist[b++];
+        bucket[i] = b;
+        rank[i] = ks[i] - cum;
+        if (slot[b] < 0) {
+            slot[b] = static_cast<int>(buckets.size());
+            buckets.push_back(b);
+        }
+    }
+    std::vector<std::vector<float>> lists(buckets.size());
+    for (std::size_t s = 0; s < buckets.size(); ++s) lists[s].reserve(hist[buckets[s]]);
+    for (float f : v) {
+        const int s = slot[order_key(f) >> 16];
+        if (s >= 0) lists[static_cast<std::size_t>(s)].push_back(f);
+    }
+    for (int i = 0; i < m; ++i) {
+        auto& l = lists[static_cast<std::size_t>(slot[bucket[i]])];
+        std::nth_element(l.begin(), l.begin() + static_cast<std::ptrdiff_t>(rank[i]), l.end());
+        out[i] = l[rank[i]];
+    }
 }
 
 }  // namespace
@@ -45,15 +83,25 @@ ClippedStats clipped_mean_stdev(ImageView<const float> image, ImageView<const st
     if (mask.data && (mask.nx != image.nx || mask.ny != image.ny)) {
         throw std::invalid_argument("mask and image differ in shape");
     }
-    std::vector<float> v;
-    v.reserve(static_cast<std::size_t>(image.nx) * static_cast<std::size_t>(std::max(image.ny, 0)));
+    std::vector<float> v(static_cast<std::size_t>(std::max(image.nx, 0)) * static_cast<std::size_t>(std::max(image.ny, 0)));
+    std::size_t used = 0;
     for (int y = 0; y < image.ny; ++y) {
+        // Branch-free append: write every pixel, advance only over usable ones.
         const float* img = image.row(y);
-        const std::int32_t* msk = mask.data ? mask.row(y) : nullptr;
-        for (int x = 0; x < image.nx; ++x) {
-            if (std::isfinite(img[x]) && (!msk || (msk[x] & ignored_mask) == 0)) v.push_back(img[x]);
+        if (mask.data) {
+            const std::int32_t* msk = mask.row(y);
+            for (int x = 0; x < image.nx; ++x) {
+                v[used] = img[x];
+                used += (std::isfinite(img[x]) & ((msk[x] & ignored_mask) == 0)) ? 1 : 0;
+            }
+        } else {
+            for (int x = 0; x < image.nx; ++x) {
+                v[used] = img[x];
+                used += std::isfinite(img[x]) ? 1 : 0;
+            }
         }
     }
+    v.resize(used);
     ClippedStats out{kNaN, kNaN, static_cast<std::int64_t>(v.size()), 0};
     const std::size_t n = v.size();
     if (n == 0) return out;
@@ -66,15 +114,13 @@ ClippedStats clipped_mean_stdev(ImageView<const float> image, ImageView<const st
         ks.push_back(k);
         ks.push_back(std::min(k + 1, n - 1));
     }
-    std::vector<std::size_t> uniq = ks;
-    std::sort(uniq.begin(), uniq.end());
-    uniq.erase(std::unique(uniq.begin(), uniq.end()), uniq.end());
-    multi_select(v, 0, n, uniq.data(), 0, uniq.size());
+    double vals[6];
+    order_stats(v, ks.data(), 6, vals);
     double q[3];
     for (int i = 0; i < 3; ++i) {
         const double idx = ps[i] * static_cast<double>(n - 1);
         const double frac = idx - std::floor(idx);
-        const double a = v[ks[2 * i]], b = v[ks[2 * i + 1]];
+        const double a = vals[2 * i], b = vals[2 * i + 1];
         q[i] = frac > 0.0 ? a + frac * (b - a) : a;
     }
 

@@ -221,7 +221,7 @@ class NoiseReplacer:
             raise IndexError(f"footprint index {k} out of range for {n} footprints")
         return k % n
 
-    def __enter__(self) -> NoiseReplacer:
+    def __enter__(self) -> NoiseReplacer:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from visitcal import _core
 from visitcal.footprint import Footprint, FootprintSet, HeavyFootprint
 from visitcal.image import MaskedImage
-from visitcal.noise_replacer import NoiseReplacer, NoiseReplacerConfig, noise_seed, noise_statistics
+from visitcal.noise_replacer import (
+    NoiseReplacer,
+    NoiseReplacerConfig,
+    noise_seed,
+    noise_statistics,
+)
 
 # ---------------------------------------------------------------------------------------------------
 # numpy references
@@ -324,9 +328,9 @@ def test_subimage_origin_and_errors_leave_the_image_untouched():
     x0, y0 = 1000, -50
     sub = MaskedImage(mi.image.copy(), xy0=(x0, y0))
     shifted = [Footprint(fp.spans + np.array([y0, x0, x0], np.int32)) for fp in fps]
-    with NoiseReplacer(sub, shifted, exposure_id=9) as nr:
-        with NoiseReplacer(mi, fps, exposure_id=9, noise_mean_var=(nr.noise_mean, nr.noise_std**2)):
-            assert sub.image.tobytes() == mi.image.tobytes()
+    with (NoiseReplacer(sub, shifted, exposure_id=9) as nr,
+          NoiseReplacer(mi, fps, exposure_id=9, noise_mean_var=(nr.noise_mean, nr.noise_std**2))):
+        assert sub.image.tobytes() == mi.image.tobytes()
     before = sub.image.copy()
     bad = shifted + [Footprint(np.array([[y0 - 1, x0, x0 + 3]]))]
     with pytest.raises(ValueError, match="outside the image"):
