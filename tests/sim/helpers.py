@@ -34,3 +34,24 @@ def adaptive_moments(image: np.ndarray, *, x0: float | None = None, y0: float | 
     else:
         raise RuntimeError("adaptive moments did not converge")
     return cx, cy, m[0, 0], m[1, 1], m[0, 1]
+
+
+def combined_snaps(sim_repo, visit, detector, *, mask_cosmic_rays: bool = False):
+    """The snap-summed exposure minus the summed true background (as reprocessing's snap combine and
+    background subtraction give), and the true cosmic-ray pixels ``(x, y)`` of all snaps; with
+    ``mask_cosmic_rays`` those pixels get the CR plane (a perfect repair's mask)."""
+    n_snaps = sim_repo.manifest["n_snaps"]
+    exp = sim_repo.post_isr_image(visit, detector, 0)
+    mi = exp.masked_image
+    image = mi.image.astype(np.float64) - sim_repo.true_background(visit, detector, 0).evaluate_image()
+    for snap in range(1, n_snaps):
+        other = sim_repo.post_isr_image(visit, detector, snap).masked_image
+        image += other.image - sim_repo.true_background(visit, detector, snap).evaluate_image()
+        mi.variance[:] += other.variance
+        mi.mask.array[:] |= other.mask.array
+    mi.image[:] = image.astype(np.float32)
+    crs = [sim_repo.cosmic_rays(visit, detector, snap) for snap in range(n_snaps)]
+    cr_xy = (np.concatenate([np.asarray(c["x"]) for c in crs]), np.concatenate([np.asarray(c["y"]) for c in crs]))
+    if mask_cosmic_rays and len(cr_xy[0]):
+        mi.mask.set("CR", (np.asarray(cr_xy[1], int), np.asarray(cr_xy[0], int)))
+    return exp, cr_xy

@@ -18,26 +18,11 @@ import pytest
 from visitcal.detection import SourceDetectionTask, psf_sigma
 from visitcal.geom import Box2I
 
-
-def _combined_snaps(sim_repo, visit, detector):
-    """Snap-summed exposure minus the summed true background, and the true CR pixels of all snaps."""
-    n_snaps = sim_repo.manifest["n_snaps"]
-    exp = sim_repo.post_isr_image(visit, detector, 0)
-    mi = exp.masked_image
-    image = mi.image.astype(np.float64) - sim_repo.true_background(visit, detector, 0).evaluate_image()
-    for snap in range(1, n_snaps):
-        other = sim_repo.post_isr_image(visit, detector, snap).masked_image
-        image += other.image - sim_repo.true_background(visit, detector, snap).evaluate_image()
-        mi.variance[:] += other.variance
-        mi.mask.array[:] |= other.mask.array
-    mi.image[:] = image.astype(np.float32)
-    crs = [sim_repo.cosmic_rays(visit, detector, snap) for snap in range(n_snaps)]
-    cr_xy = (np.concatenate([np.asarray(c["x"]) for c in crs]), np.concatenate([np.asarray(c["y"]) for c in crs]))
-    return exp, cr_xy
+from .helpers import combined_snaps
 
 
 def _detect(sim_repo, visit, detector):
-    exp, cr_xy = _combined_snaps(sim_repo, visit, detector)
+    exp, cr_xy = combined_snaps(sim_repo, visit, detector)
     mi = exp.masked_image
     psf = sim_repo.true_psf(visit, detector)
     bbox = Box2I.from_shape(mi.image.shape)
