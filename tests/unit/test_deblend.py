@@ -11,7 +11,12 @@ from astropy.table import Table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from visitcal import _core
-from visitcal.deblend import DEBLEND_COLUMNS, SourceDeblendConfig, SourceDeblendTask, deblend_sigma1
+from visitcal.deblend import (
+    DEBLEND_COLUMNS,
+    SourceDeblendConfig,
+    SourceDeblendTask,
+    deblend_sigma1,
+)
 from visitcal.detection import SourceDetectionTask
 from visitcal.footprint import Footprint, HeavyFootprint, make_peaks
 from visitcal.image import Exposure
@@ -61,7 +66,7 @@ def assert_conserved(exp, res, parent_row):
         assigned[y, x] |= res.footprints[k].image != 0
     np.testing.assert_allclose(total[assigned], exp.image[assigned], rtol=1e-5, atol=1e-3)
     assert assigned.sum() >= 0.97 * covered.sum()
-    py, px = res.footprints[parent_row].indices()
+    _py, _px = res.footprints[parent_row].indices()
     union = Footprint.from_mask(covered)
     assert np.array_equal(res.footprints[parent_row].spans, union.spans)
     return kids
@@ -124,7 +129,7 @@ def psf_fit_flux(fp: HeavyFootprint, x, y):
     2.5, 3.0])
 def test_two_stars_recover_true_flux(sep_fwhm, ratio, noise):
     exp, truth = two_stars(sep_fwhm, ratio, noise)
-    det, res = detect_and_deblend(exp)
+    _det, res = detect_and_deblend(exp)
     t = res.sources
     parents = np.flatnonzero((t["parent"] == 0) & (t["deblend_nChild"] > 0))
     assert len(parents) == 1
@@ -160,7 +165,7 @@ def test_point_sources_are_deblended_as_psf():
     kids = child_rows(res)
     assert all(res.sources["deblend_deblendedAsPsf"][k] for k in kids)
     for k in kids:
-        x, y, flux = min(truth, key=lambda s: (s[0] - res.sources["deblend_psfCenter_x"][k]) ** 2
+        _x, _y, flux = min(truth, key=lambda s: (s[0] - res.sources["deblend_psfCenter_x"][k]) ** 2
                          + (s[1] - res.sources["deblend_psfCenter_y"][k]) ** 2)
         assert res.sources["deblend_psf_instFlux"][k] == pytest.approx(flux, rel=0.01)
         assert abs(res.footprints[k].image.sum() / flux - 1) < 0.02
@@ -281,7 +286,7 @@ def test_deterministic():
 
 @pytest.mark.parametrize("rule", ["r-to-peak", "r-to-footprint", "nearest-footprint"])
 def test_assigned_stray_flux_conserves_the_whole_parent(rule):
-    exp, truth = two_stars(2.0, 1.0, True, seed=5)
+    exp, _truth = two_stars(2.0, 1.0, True, seed=5)
     det = SourceDetectionTask().run(exp)
     cfg = SourceDeblendConfig(stray_flux_rule=rule, edge_handling="clip")
     res = SourceDeblendTask(cfg).run(exp, det.sources, det.footprints)
@@ -294,7 +299,7 @@ def test_assigned_stray_flux_conserves_the_whole_parent(rule):
 
 
 def test_weight_and_degenerate_options_run():
-    exp, truth = two_stars(2.5, 1.0, False)
+    exp, _truth = two_stars(2.5, 1.0, False)
     for cfg in (SourceDeblendConfig(weight_templates=True), SourceDeblendConfig(remove_degenerate_templates=True)):
         _, res = detect_and_deblend(exp.copy(), cfg)
         kids = child_rows(res)
