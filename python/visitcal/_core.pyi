@@ -158,6 +158,38 @@ def select_sky_sources(mask: npt.NDArray[np.int32], avoid_bits: int, grow_mask: 
                        y0: int = 0) -> npt.NDArray[np.int64]: ...
 
 # deblend.hpp
+class DeblendControl:
+    edge_handling: int  # 0 ramp, 1 clip
+    stray_flux_to_point_sources: int  # 0 never, 1 necessary, 2 always
+    stray_flux_rule: int  # 0 r-to-peak, 1 r-to-footprint, 2 nearest-footprint, 3 trim
+    assign_stray_flux: bool
+    clip_stray_flux_fraction: float
+    psf_chisq_1: float
+    psf_chisq_2: float
+    psf_chisq_2b: float
+    max_number_of_peaks: int
+    max_footprint_area: int
+    max_footprint_size: int
+    min_footprint_axis_ratio: float
+    tiny_footprint_size: int
+    propagate_all_peaks: bool
+    catch_failures: bool
+    sigma1_bad_bits: int
+    mask_limits: list[tuple[int, float]]
+    weight_templates: bool
+    remove_degenerate_templates: bool
+    max_temp_dot_prod: float
+    median_smooth_template: bool
+    def __init__(self) -> None: ...
+
+def deblend_footprints(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32],
+                       x0: int, y0: int, spans: npt.NDArray[np.int32], span_offsets: npt.NDArray[np.int64],
+                       peak_xy: npt.NDArray[np.int32], peak_value: npt.NDArray[np.float32],
+                       peak_significance: npt.NDArray[np.float32], peak_offsets: npt.NDArray[np.int64],
+                       peak_id: npt.NDArray[np.int64], skip: npt.NDArray[np.uint8], psf: Any, sigma1: float,
+                       control: DeblendControl, not_deblended_bits: int) -> dict[str, Any]: ...
+def deblend_sigma1(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32],
+                   x0: int, y0: int, bad_bits: int, spans: npt.NDArray[np.int32] | None = None) -> float: ...
 
 # single_frame_measurement.hpp
 
