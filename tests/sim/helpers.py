@@ -53,5 +53,7 @@ def combined_snaps(sim_repo, visit, detector, *, mask_cosmic_rays: bool = False)
     crs = [sim_repo.cosmic_rays(visit, detector, snap) for snap in range(n_snaps)]
     cr_xy = (np.concatenate([np.asarray(c["x"]) for c in crs]), np.concatenate([np.asarray(c["y"]) for c in crs]))
     if mask_cosmic_rays and len(cr_xy[0]):
-        mi.mask.set("CR", (np.asarray(cr_xy[1], int), np.asarray(cr_xy[0], int)))
+        hit = np.zeros(mi.image.shape, bool)
+        hit[np.asarray(cr_xy[1], int), np.asarray(cr_xy[0], int)] = True
+        mi.mask.set("CR", hit)
     return exp, cr_xy

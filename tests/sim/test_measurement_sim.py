@@ -118,6 +118,7 @@ def test_centroid_scatter_is_near_the_cramer_rao_bound(sim_repo, measured):
             rx, ry = ref["x"][0], ref["y"][0]
             pulls += [(sources["base_SdssCentroid_x"][k] - rx) / sx, (sources["base_SdssCentroid_y"][k] - ry) / sy]
     pulls = np.asarray(pulls)
+    print("PULLS", np.std(pulls), 1.4826 * np.median(np.abs(pulls)), np.sort(np.abs(pulls))[-10:])
     assert len(pulls) >= 80
     assert np.std(pulls) < 1.2, f"centroid scatter {np.std(pulls):.3f} x the Cramer-Rao bound ({len(pulls)} axes)"
 

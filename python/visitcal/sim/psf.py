@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 
 from ..geom import Box2I
-from ..psf import Psf
+from ..psf import Moments, Psf
 from ..wcs import local_cd_matrix
 
 __all__ = ["OpticsDesign", "TruePsf", "VisitAtmosphere", "import_galsim"]
@@ -219,11 +219,11 @@ class TruePsf(Psf):
         n = self.size if size is None else int(size)
         return self.draw(x, y, center=(float(n // 2), float(n // 2)), size=n)[0]
 
-    def compute_shape(self, x: float, y: float, size: int | None = None) -> tuple[float, float, float]:
-        """Adaptive second moments ``(ixx, iyy, ixy)`` in pixel^2 of the kernel image (HSM)."""
+    def compute_shape(self, x: float, y: float, size: int | None = None) -> Moments:
+        """Adaptive second moments ``(xx, yy, xy)`` in pixel^2 of the kernel image (HSM)."""
         galsim = import_galsim()
         kernel = self.compute_kernel_image(x, y, size)
-        return moments_of(galsim.ImageD(kernel))
+        return Moments(*moments_of(galsim.ImageD(kernel)))
 
     @property
     def average_position(self) -> tuple[float, float]:
