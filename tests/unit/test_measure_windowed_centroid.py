@@ -97,7 +97,7 @@ def test_gaussian_fixed_point_is_the_centre():
 def test_flags():
     img = gaussian((40, 40), 2.0, 20.0, 2.0, 1e4)
     img[:, 10:] = 0.0
-    img += gaussian((40, 40), 30.0, 32.0, 2.0, 1e4) * (np.arange(40) >= 22)[:, None]
+    img += gaussian((40, 40), 30.0, 32.0, 2.0, 1e4) * (np.arange(40) >= 29)[:, None]
     mi = masked(img)
     where = np.zeros(img.shape, bool)
     where[30, 30] = True
