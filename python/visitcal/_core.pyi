@@ -125,6 +125,50 @@ def cosmic_ray_candidates(image: npt.NDArray[np.float32], variance: npt.NDArray[
 # psf.hpp
 
 # measure (centroid, shape).hpp
+class SdssCentroidControl:
+    binmax: int
+    peak_min: float
+    wfac: float
+    do_footprint_check: bool
+    max_dist_to_peak: float
+    def __init__(self) -> None: ...
+
+def sdss_centroid_flag_names() -> list[str]: ...
+def sdss_centroid_batch(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32],
+                        x0: int, y0: int, peak_x: npt.NDArray[np.float64], peak_y: npt.NDArray[np.float64],
+                        psf_sigma: npt.NDArray[np.float64], spans: npt.NDArray[np.int32] | None,
+                        span_offsets: npt.NDArray[np.int64] | None,
+                        ctrl: SdssCentroidControl) -> dict[str, np.ndarray]: ...  # x, y, x_err, y_err, flags
+
+class SdssShapeControl:
+    max_iter: int
+    tol1: float
+    tol2: float
+    max_shift: float
+    do_measure_psf: bool
+    def __init__(self) -> None: ...
+
+def sdss_shape_flag_names() -> list[str]: ...
+def sdss_shape_batch(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32],
+                     x0: int, y0: int, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64],
+                     ctrl: SdssShapeControl) -> dict[str, np.ndarray]: ...
+def adaptive_moments(image: npt.NDArray[np.float64], x0: int, y0: int, x: float, y: float,
+                     ctrl: SdssShapeControl) -> dict[str, float | int]: ...
+
+class WindowedCentroidControl:
+    max_iter: int
+    step_min: float
+    n_sigma: float
+    oversample: int
+    min_sigma: float
+    bad_mask_bits: int
+    def __init__(self) -> None: ...
+
+def windowed_centroid_flag_names() -> list[str]: ...
+def windowed_centroid_batch(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32],
+                            variance: npt.NDArray[np.float32], x0: int, y0: int, x: npt.NDArray[np.float64],
+                            y: npt.NDArray[np.float64], sigma: npt.NDArray[np.float64],
+                            ctrl: WindowedCentroidControl) -> dict[str, np.ndarray]: ...  # x, y, n_iter, flags
 
 # measure (photometry).hpp
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "visitcal/mask.hpp"
 
@@ -83,15 +84,28 @@ Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2&
     const Sym2 wi = w.inv();
     const bool sub = w.min_eigen() < 1.0;  // narrow weight: average it over 4 x 4 sub-pixels
     Sums s;
+    // Without sub-pixels the weight factorises as exp(-a dx^2 / 2) exp(-c dy^2 / 2) r^dx with
+    // r = exp(-b dy): one exp per column and two per row instead of one per pixel (the box is
+    // +-5 sigma, so no factor over- or underflows; the recurrence costs ~1e-14 relative).
+    const int nx = b.x1 - b.x0 + 1;
+    std::vector<double> colw(sub ? 0 : static_cast<std::size_t>(nx));
+    if (!sub)
+        for (int i = 0; i < nx; ++i) {
+            const double dx = b.x0 + i - xc;
+            colw[static_cast<std::size_t>(i)] = std::exp(-0.5 * wi.xx * dx * dx);
+        }
     for (int y = b.y0; y <= b.y1; ++y) {
         const double dy = y - yc;
-        for (int x = b.x0; x <= b.x1; ++x) {
+        const double rowf = sub ? 0.0 : std::exp(-0.5 * wi.yy * dy * dy);
+        const double ratio = sub ? 0.0 : std::exp(-wi.xy * dy);
+        double cross = sub ? 0.0 : std::exp(-wi.xy * dy * (b.x0 - xc));
+        for (int x = b.x0; x <= b.x1; ++x, cross *= ratio) {
             double v, var;
             if (!a.get(x, y, v, var)) continue;
             const double dx = x - xc;
             double wt, wx, wy, wxx, wyy, wxy;
             if (!sub) {
-                wt = std::exp(-0.5 * (wi.xx * dx * dx + 2.0 * wi.xy * dx * dy + wi.yy * dy * dy));
+                wt = rowf * colw[static_cast<std::size_t>(x - b.x0)] * cross;
                 wx = wt * dx;
                 wy = wt * dy;
                 wxx = wt * dx * dx;
