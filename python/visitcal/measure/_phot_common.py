@@ -30,9 +30,10 @@ def mask_of(masked_image):
 
 def as_positions(name: str, values, n: int | None = None) -> np.ndarray:
     """A 1-D float64 array (of length ``n`` when given); ValueError naming the argument otherwise."""
-    a = np.ascontiguousarray(values, dtype=np.float64)
+    a = np.asarray(values, dtype=np.float64)
     if a.ndim == 0 and n is not None:
         a = np.full(n, float(a))
+    a = np.ascontiguousarray(a)
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
     if n is not None and a.shape[0] != n:
