@@ -107,6 +107,8 @@ def test_centroid_scatter_is_near_the_cramer_rao_bound(sim_repo, measured):
         sigma = exp.psf.compute_shape(*exp.psf.average_position).determinant_radius
         for k, star in zip(rows[:40], stars[:40]):
             x, y, flux = float(star["x"]), float(star["y"]), float(star["flux_adu"])
+            if max(abs(x - round(x)), abs(y - round(y))) > 0.48:
+                continue  # the +-0.01 px derivative stamps would straddle a pixel boundary
             sx, sy, img, box = _cramer_rao(exp.psf, x, y, flux, variance)
             # where the algorithm puts the noise-free star (the PSF's asymmetry moves its peak)
             peak = result.footprints[k].peaks[0]
@@ -118,7 +120,6 @@ def test_centroid_scatter_is_near_the_cramer_rao_bound(sim_repo, measured):
             rx, ry = ref["x"][0], ref["y"][0]
             pulls += [(sources["base_SdssCentroid_x"][k] - rx) / sx, (sources["base_SdssCentroid_y"][k] - ry) / sy]
     pulls = np.asarray(pulls)
-    print("PULLS", np.std(pulls), 1.4826 * np.median(np.abs(pulls)), np.sort(np.abs(pulls))[-10:])
     assert len(pulls) >= 80
     assert np.std(pulls) < 1.2, f"centroid scatter {np.std(pulls):.3f} x the Cramer-Rao bound ({len(pulls)} axes)"
 
