@@ -132,7 +132,7 @@ def test_sky_sources_avoid_every_detection_and_each_other(measured):
         detected = exp.mask.test("DETECTED")
         covered = np.zeros_like(detected)
         for k in sky:
-            ys, xs = footprints[k].indices
+            ys, xs = footprints[k].indices()
             assert not detected[ys, xs].any()
             assert not covered[ys, xs].any()
             covered[ys, xs] = True
