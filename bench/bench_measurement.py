@@ -36,7 +36,10 @@ def main() -> None:
     from visitcal.deblend import SourceDeblendTask
     from visitcal.detection import SourceDetectionTask
     from visitcal.image import Exposure, Mask
-    from visitcal.measure.aperture_flux import ApertureFluxConfig, circular_aperture_flux
+    from visitcal.measure.aperture_flux import (
+        ApertureFluxConfig,
+        circular_aperture_flux,
+    )
     from visitcal.psf import GaussianPsf
     from visitcal.single_frame_measurement import SingleFrameMeasurementTask
     from visitcal.wcs import make_tan_sip_wcs

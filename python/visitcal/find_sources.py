@@ -15,7 +15,10 @@ from .deblend import SourceDeblendConfig, SourceDeblendTask
 from .detection import DetectionResult, SourceDetectionConfig, SourceDetectionTask
 from .image import Exposure
 from .primary_flags import set_primary_flags
-from .single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask
+from .single_frame_measurement import (
+    SingleFrameMeasurementConfig,
+    SingleFrameMeasurementTask,
+)
 from .sky_sources import SkyObjectsConfig, SkyObjectsTask
 from .table import DetectorVisitIdGenerator
 

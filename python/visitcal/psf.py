@@ -35,7 +35,7 @@ from . import _core
 from .geom import Box2I
 from .persistence import persistable
 
-__all__ = ["Moments", "Psf", "GaussianPsf", "FixedImagePsf"]
+__all__ = ["FixedImagePsf", "GaussianPsf", "Moments", "Psf"]
 
 
 class Moments(NamedTuple):

@@ -50,9 +50,9 @@ from .noise_replacer import NoiseReplacerConfig, noise_seed, noise_statistics
 
 __all__ = [
     "DEFAULT_PLUGINS",
-    "SlotsConfig",
     "SingleFrameMeasurementConfig",
     "SingleFrameMeasurementTask",
+    "SlotsConfig",
 ]
 
 #: LSST's default single-frame plugin list (lsst-spec §5.7, Blendedness aside), with the catalog

@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-
 from visitcal import _core
 from visitcal.geom import Box2I
 from visitcal.image import Exposure

@@ -4,11 +4,13 @@ out flagged with NaN values, one row each, never as an exception (issue 5)."""
 import numpy as np
 import pytest
 from astropy.table import Table
-
 from visitcal.footprint import Footprint, make_peaks
 from visitcal.image import Exposure
 from visitcal.psf import GaussianPsf
-from visitcal.single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask
+from visitcal.single_frame_measurement import (
+    SingleFrameMeasurementConfig,
+    SingleFrameMeasurementTask,
+)
 
 SIGMA = 2.0
 

@@ -14,12 +14,12 @@ import numpy as np
 from ..wcs import local_cd_matrix, pixel_to_sky
 
 __all__ = [
-    "sky_coord",
+    "NOMINAL_PIXEL_SCALE_ARCSEC",
+    "classification_extendedness",
+    "classification_size_extendedness",
     "fp_position",
     "jacobian",
-    "classification_size_extendedness",
-    "classification_extendedness",
-    "NOMINAL_PIXEL_SCALE_ARCSEC",
+    "sky_coord",
 ]
 
 #: base_Jacobian's reference pixel scale (lsst-spec §5.7: pixelScale 0.2").
