@@ -301,6 +301,40 @@ double sextractor_mode(const float* v, std::size_t n, double* var_out) {
 
 namespace {
 
+ClippedMeanVar clipped_mean_var_of(const float* v, std::size_t n, double n_sigma_clip, int n_iter, OrderStats& os) {
+    // afw's MEANCLIP: start from the median with sigma = 0.7413 IQR, then n_iter passes of mean and
+    // standard deviation over |x - centre| <= n_sigma_clip * sigma (inclusive, so a constant sample
+    // keeps its values), each pass re-centring on the new mean.
+    ClippedMeanVar out{kNaN, kNaN, kNaN, 0};
+    if (n == 0) return out;
+    static constexpr double kQuartiles[3] = {0.25, 0.5, 0.75};
+    double q[3];
+    os.quantiles(v, n, kQuartiles, 3, q);
+    double center = q[1];
+    double hwidth = n_sigma_clip * kIqrToSigma * (q[2] - q[0]);
+    double last_var = kNaN;
+    std::size_t last_n = 0;
+    for (int it = 0; it < n_iter; ++it) {
+        const MeanVar mv = mean_var(v, n, center - hwidth, center + hwidth, center);
+        if (mv.n == 0) break;  // only if the window is empty (a median between two far values)
+        center = mv.mean;
+        last_var = mv.var;
+        last_n = mv.n;
+        hwidth = std::isfinite(mv.var) ? n_sigma_clip * std::sqrt(mv.var) : 0.0;
+    }
+    out.mean = center;
+    if (last_n == 0) {
+        out.sigma = kIqrToSigma * (q[2] - q[0]);
+        out.var = out.sigma * out.sigma;
+        out.n_clip = n;
+    } else {
+        out.var = last_var;
+        out.sigma = std::sqrt(last_var);
+        out.n_clip = last_n;
+    }
+    return out;
+}
+
 double statistic_of(const float* v, std::size_t n, const BackgroundControl& ctrl, double* var_out, OrderStats& os) {
     double var = kNaN;
     double result = kNaN;
@@ -326,30 +360,9 @@ double statistic_of(const float* v, std::size_t n, const BackgroundControl& ctrl
             break;
         }
         case BackgroundStatistic::MEANCLIP: {
-            // afw's MEANCLIP: start from the median with sigma = 0.7413 IQR, then n_iter passes of
-            // mean and standard deviation over |x - centre| <= n_sigma_clip * sigma (inclusive, so
-            // a constant bin keeps its pixels), each pass re-centring on the new mean.
-            double q[3];
-            os.quantiles(v, n, kQuartiles, 3, q);
-            double center = q[1];
-            double hwidth = ctrl.n_sigma_clip * kIqrToSigma * (q[2] - q[0]);
-            double last_var = kNaN;
-            std::size_t last_n = 0;
-            for (int it = 0; it < ctrl.n_iter; ++it) {
-                const MeanVar mv = mean_var(v, n, center - hwidth, center + hwidth, center);
-                if (mv.n == 0) break;  // only if the window is empty (a median between two far values)
-                center = mv.mean;
-                last_var = mv.var;
-                last_n = mv.n;
-                hwidth = std::isfinite(mv.var) ? ctrl.n_sigma_clip * std::sqrt(mv.var) : 0.0;
-            }
-            result = center;
-            if (last_n == 0) {
-                const double s = kIqrToSigma * (q[2] - q[0]);
-                var = n > 1 ? s * s / static_cast<double>(n) : kNaN;
-            } else {
-                var = last_n > 1 ? last_var / static_cast<double>(last_n) : kNaN;
-            }
+            const ClippedMeanVar c = clipped_mean_var_of(v, n, ctrl.n_sigma_clip, ctrl.n_iter, os);
+            result = c.mean;
+            var = c.n_clip > 1 ? c.var / static_cast<double>(c.n_clip) : kNaN;
             break;
         }
         case BackgroundStatistic::MODE_SEXTRACTOR:
@@ -361,6 +374,11 @@ double statistic_of(const float* v, std::size_t n, const BackgroundControl& ctrl
 }
 
 }  // namespace
+
+ClippedMeanVar clipped_mean_var(const float* values, std::size_t n, double n_sigma_clip, int n_iter) {
+    OrderStats os;
+    return clipped_mean_var_of(values, n, n_sigma_clip, n_iter, os);
+}
 
 double bin_statistic(std::vector<float>& values, const BackgroundControl& ctrl, double* var_out) {
     OrderStats os;

@@ -1,6 +1,8 @@
 // Noise replacement and its clipped statistics (lsst-spec §2.9); see noise_replacer.hpp.
 #include "visitcal/noise_replacer.hpp"
 
+#include "visitcal/background.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -19,58 +21,6 @@ namespace visitcal {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-// sigma of a Gaussian / its interquartile range: 1 / (2 * 0.6744897501960817), as background.cpp.
-constexpr double kIqrToSigma = 0.7413011092528009;
-
-// Order statistics of the n finite values v at the 0-based ranks ks[0..m), exactly, by radix
-// selection: floats map to unsigned keys in the same order (flip all bits of negatives, the sign
-// bit of the rest); one pass histograms the top 16 key bits, a second gathers the values of the
-// few buckets holding the wanted ranks, and nth_element finishes inside those (a bucket spans
-// 2^16 ulps, ~0.5 for values near 100, so ~4% of a sky-noise image near the median). Two
-// streaming passes: ~40 ms for 16 M values, where nth_element over all of them takes ~0.4 s.
-std::uint32_t order_key(float f) {
-    std::uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-void order_stats(const std::vector<float>& v, const std::size_t* ks, int m, double* out) {
-    const std::size_t n = v.size();
-    if (n < 4096) {
-        std::vector<float> c(v);
-        std::sort(c.begin(), c.end());
-        for (int i = 0; i < m; ++i) out[i] = c[ks[i]];
-        return;
-    }
-    std::vector<std::uint32_t> hist(65536, 0);
-    for (float f : v) ++hist[order_key(f) >> 16];
-    std::vector<int> bucket(m);
-    std::vector<std::size_t> rank(m);
-    std::vector<int> slot(65536, -1);
-    std::vector<int> buckets;
-    for (int i = 0; i < m; ++i) {
-        std::size_t cum = 0;
-        int b = 0;
-        while (cum + hist[b] <= ks[i]) cum += hist[b++];
-        bucket[i] = b;
-        rank[i] = ks[i] - cum;
-        if (slot[b] < 0) {
-            slot[b] = static_cast<int>(buckets.size());
-            buckets.push_back(b);
-        }
-    }
-    std::vector<std::vector<float>> lists(buckets.size());
-    for (std::size_t s = 0; s < buckets.size(); ++s) lists[s].reserve(hist[buckets[s]]);
-    for (float f : v) {
-        const int s = slot[order_key(f) >> 16];
-        if (s >= 0) lists[static_cast<std::size_t>(s)].push_back(f);
-    }
-    for (int i = 0; i < m; ++i) {
-        auto& l = lists[static_cast<std::size_t>(slot[bucket[i]])];
-        std::nth_element(l.begin(), l.begin() + static_cast<std::ptrdiff_t>(rank[i]), l.end());
-        out[i] = l[rank[i]];
-    }
-}
 
 }  // namespace
 
@@ -103,78 +53,12 @@ ClippedStats clipped_mean_stdev(ImageView<const float> image, ImageView<const st
     }
     v.resize(used);
     ClippedStats out{kNaN, kNaN, static_cast<std::int64_t>(v.size()), 0};
-    const std::size_t n = v.size();
-    if (n == 0) return out;
-
-    // numpy-"linear" quartiles: index p (n - 1), interpolated between its two neighbours.
-    const double ps[3] = {0.25, 0.5, 0.75};
-    std::vector<std::size_t> ks;
-    for (double p : ps) {
-        const auto k = static_cast<std::size_t>(std::floor(p * static_cast<double>(n - 1)));
-        ks.push_back(k);
-        ks.push_back(std::min(k + 1, n - 1));
-    }
-    double vals[6];
-    order_stats(v, ks.data(), 6, vals);
-    double q[3];
-    for (int i = 0; i < 3; ++i) {
-        const double idx = ps[i] * static_cast<double>(n - 1);
-        const double frac = idx - std::floor(idx);
-        const double a = vals[2 * i], b = vals[2 * i + 1];
-        q[i] = frac > 0.0 ? a + frac * (b - a) : a;
-    }
-
-    double center = q[1];
-    double hwidth = n_sigma_clip * kIqrToSigma * (q[2] - q[0]);
-    double var = kNaN;
-    std::int64_t n_clip = 0;
-    for (int it = 0; it < n_iter; ++it) {
-        // Sums of d = x - centre (the shift keeps precision for large offsets), in eight lanes
-        // combined in a fixed order so the result does not depend on the compiler's vectorisation.
-        constexpr std::size_t L = 8;
-        double c[L] = {}, s[L] = {}, s2[L] = {};
-        const double lo = center - hwidth, hi = center + hwidth;
-        std::size_t i = 0;
-        for (; i + L <= n; i += L) {
-            for (std::size_t j = 0; j < L; ++j) {
-                const double x = v[i + j];
-                const bool in = (x >= lo) & (x <= hi);
-                const double d = in ? x - center : 0.0;
-                c[j] += in ? 1.0 : 0.0;
-                s[j] += d;
-                s2[j] += d * d;
-            }
-        }
-        for (std::size_t j = 0; i < n; ++i, ++j) {
-            const double x = v[i];
-            const bool in = (x >= lo) & (x <= hi);
-            const double d = in ? x - center : 0.0;
-            c[j] += in ? 1.0 : 0.0;
-            s[j] += d;
-            s2[j] += d * d;
-        }
-        double cnt = 0, sum = 0, sum2 = 0;
-        for (std::size_t j = 0; j < L; ++j) {
-            cnt += c[j];
-            sum += s[j];
-            sum2 += s2[j];
-        }
-        if (cnt == 0.0) break;  // an empty window (a median between two far-apart values)
-        const double md = sum / cnt;
-        center += md;
-        var = cnt > 1.0 ? std::max(0.0, (sum2 - sum * md) / (cnt - 1.0)) : kNaN;
-        n_clip = static_cast<std::int64_t>(cnt);
-        hwidth = std::isfinite(var) ? n_sigma_clip * std::sqrt(var) : 0.0;
-    }
-    out.mean = center;
-    out.n_clip = n_clip;
-    if (n_iter == 0 || n_clip == 0) {
-        // afw's clipped sigma with no pass is the IQR estimate.
-        out.stdev = kIqrToSigma * (q[2] - q[0]);
-        out.n_clip = static_cast<std::int64_t>(n);
-    } else {
-        out.stdev = std::sqrt(var);
-    }
+    if (v.empty()) return out;
+    // The same MEANCLIP the background's bins use (background.hpp).
+    const ClippedMeanVar c = clipped_mean_var(v.data(), v.size(), n_sigma_clip, n_iter);
+    out.mean = c.mean;
+    out.stdev = c.sigma;
+    out.n_clip = static_cast<std::int64_t>(c.n_clip);
     return out;
 }
 

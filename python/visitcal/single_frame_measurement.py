@@ -44,8 +44,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from . import _core
 from .footprint import Footprint, FootprintSet, HeavyFootprint
 from .geom import Box2I
-from .image import Exposure, _to_int32
+from .image import Exposure
 from .measure import catalog_plugins
+from .measure._phot_common import flag_columns
+from .measure.aperture_flux import ApertureFluxConfig
+from .measure.compensated_tophat import CompensatedTophatConfig
+from .measure.gaussian_flux import GaussianFluxConfig
+from .measure.local_background import LocalBackgroundConfig
+from .measure.psf_flux import PsfFluxConfig
+from .measure.sdss_centroid import SdssCentroidConfig
+from .measure.sdss_shape import SdssShapeConfig
+from .measure.variance import VarianceConfig
 from .noise_replacer import NoiseReplacerConfig, noise_seed, noise_statistics
 
 __all__ = [
@@ -149,21 +158,17 @@ class SingleFrameMeasurementConfig(BaseModel):
         ("DETECTED", "DETECTED_NEGATIVE", "BAD", "SAT", "NO_DATA", "EDGE"),
         description="pixels left out of the noise's clipped mean and sigma (LSST clips the whole image; "
                     "leaving sources out makes the noise level independent of how crowded the field is)")
-    aperture_radii: tuple[float, ...] = Field((3.0, 4.5, 6.0, 9.0, 12.0, 17.0, 25.0, 35.0, 50.0, 70.0),
-                                              description="base_CircularApertureFlux radii, px")
-    compensated_tophat_apertures: tuple[int, ...] = Field((12,), description="top-hat radii a, px")
-    compensated_tophat_inner_scale: float = Field(1.0, description="A1 radius / a")
-    compensated_tophat_outer_scale: float = Field(1.7, description="A2 radius / a")
-    psf_flux_bad_mask_planes: tuple[str, ...] = Field((), description="pixels PsfFlux leaves out")
-    local_background_annulus_inner: float = Field(7.0, description="inner radius, PSF sigmas")
-    local_background_annulus_outer: float = Field(15.0, description="outer radius, PSF sigmas")
-    local_background_bad_mask_planes: tuple[str, ...] = Field(("BAD", "SAT", "NO_DATA"),
-                                                              description="pixels ignored in the annulus")
-    local_background_bg_rej: float = Field(3.0, description="clipping half-width, sigmas")
-    local_background_bg_iter: int = Field(3, description="clipping passes")
-    variance_scale: float = Field(5.0, description="base_Variance ellipse scale")
-    variance_mask_planes: tuple[str, ...] = Field(("DETECTED", "DETECTED_NEGATIVE", "BAD", "SAT"),
-                                                  description="pixels base_Variance ignores")
+    sdss_centroid: SdssCentroidConfig = Field(default_factory=SdssCentroidConfig, description="base_SdssCentroid")
+    sdss_shape: SdssShapeConfig = Field(default_factory=SdssShapeConfig, description="base_SdssShape")
+    psf_flux: PsfFluxConfig = Field(default_factory=PsfFluxConfig, description="base_PsfFlux")
+    gaussian_flux: GaussianFluxConfig = Field(default_factory=GaussianFluxConfig, description="base_GaussianFlux")
+    circular_aperture_flux: ApertureFluxConfig = Field(default_factory=ApertureFluxConfig,
+                                                       description="base_CircularApertureFlux (radii)")
+    compensated_tophat: CompensatedTophatConfig = Field(default_factory=CompensatedTophatConfig,
+                                                        description="base_CompensatedTophatFlux")
+    local_background: LocalBackgroundConfig = Field(default_factory=LocalBackgroundConfig,
+                                                    description="base_LocalBackground")
+    variance: VarianceConfig = Field(default_factory=VarianceConfig, description="base_Variance")
     extendedness_flux_ratio: float = Field(0.95, description="base_ClassificationExtendedness fluxRatio")
 
     @field_validator("plugins")
@@ -177,13 +182,6 @@ class SingleFrameMeasurementConfig(BaseModel):
                 if need not in plugins:
                     raise ValueError(f"plugin {name} needs {need} in the plugin list")
         return tuple(plugins)
-
-    @field_validator("aperture_radii")
-    @classmethod
-    def _radii(cls, radii):
-        if any(not (r > 0 and math.isfinite(r)) for r in radii):
-            raise ValueError(f"aperture_radii must be positive, got {radii}")
-        return tuple(float(r) for r in radii)
 
 
 class SingleFrameMeasurementTask:
@@ -200,33 +198,20 @@ class SingleFrameMeasurementTask:
     def __init__(self, config: SingleFrameMeasurementConfig | None = None):
         self.config = config if config is not None else SingleFrameMeasurementConfig()
 
-    def _control(self, planes) -> _core.SingleFrameMeasurementControl:
+    def _control(self, masked_image) -> _core.SingleFrameMeasurementControl:
         c = self.config
         ctrl = _core.SingleFrameMeasurementControl()
         for name, switch in _PIXEL_PLUGINS.items():
             setattr(ctrl, switch, name in c.plugins)
         ctrl.replace_with_noise = c.do_replace_with_noise
-        ctrl.aperture_radii = list(c.aperture_radii)
-        tophat = ctrl.compensated_tophat
-        tophat.apertures = list(c.compensated_tophat_apertures)
-        tophat.inner_scale = c.compensated_tophat_inner_scale
-        tophat.outer_scale = c.compensated_tophat_outer_scale
-        ctrl.compensated_tophat = tophat
-        pf = ctrl.psf_flux
-        pf.bad_mask = int(_to_int32(planes.get_plane_bitmask(*c.psf_flux_bad_mask_planes))) \
-            if c.psf_flux_bad_mask_planes else 0
-        ctrl.psf_flux = pf
-        lb = ctrl.local_background
-        lb.annulus_inner = c.local_background_annulus_inner
-        lb.annulus_outer = c.local_background_annulus_outer
-        lb.bad_mask = int(_to_int32(planes.get_plane_bitmask(*c.local_background_bad_mask_planes)))
-        lb.bg_rej = c.local_background_bg_rej
-        lb.bg_iter = c.local_background_bg_iter
-        ctrl.local_background = lb
-        var = ctrl.variance
-        var.scale = c.variance_scale
-        var.mask = int(_to_int32(planes.get_plane_bitmask(*c.variance_mask_planes)))
-        ctrl.variance = var
+        ctrl.centroid = c.sdss_centroid.to_core()
+        ctrl.shape = c.sdss_shape.to_core()
+        ctrl.psf_flux = c.psf_flux.to_control(masked_image)
+        ctrl.gaussian_flux = c.gaussian_flux.to_control()
+        ctrl.aperture_radii = list(c.circular_aperture_flux.radii)
+        ctrl.compensated_tophat = c.compensated_tophat.to_control()
+        ctrl.local_background = c.local_background.to_control(masked_image)
+        ctrl.variance = c.variance.to_control(masked_image)
         return ctrl
 
     def run(self, sources: Table, exposure: Exposure, footprints, *, exposure_id: int | None = None) -> Table:
@@ -259,9 +244,10 @@ class SingleFrameMeasurementTask:
         for col in ("id", "parent"):
             if col not in sources.colnames:
                 raise ValueError(f"sources lacks the column {col!r}")
-        if exposure.psf is None and any(p in cfg.plugins for p in
-                                        ("base_SdssCentroid", "base_SdssShape", "base_PsfFlux")):
-            raise ValueError("exposure has no PSF; the centroid, shape and PSF-flux plugins need one")
+        needs_psf = [p for p in ("base_SdssCentroid", "base_SdssShape", "base_PsfFlux", "base_LocalBackground")
+                     if p in cfg.plugins]
+        if exposure.psf is None and needs_psf:
+            raise ValueError(f"exposure has no PSF; {', '.join(needs_psf)} need one")
         mi = exposure.masked_image
         bbox = Box2I.from_shape(mi.image.shape, mi.xy0)
         x0, y0 = mi.xy0
@@ -299,7 +285,7 @@ class SingleFrameMeasurementTask:
         record_set = FootprintSet.from_footprints(fps, bbox)
         parent_set = FootprintSet.from_footprints([fps[k] for k in top_rows], bbox)
 
-        ctrl = self._control(mi.mask.planes)
+        ctrl = self._control(mi)
         if cfg.do_replace_with_noise:
             mean, sigma = noise_statistics(mi, ignored_mask_planes=cfg.noise_mask_planes)
             if not (math.isfinite(mean) and math.isfinite(sigma)):
@@ -308,6 +294,7 @@ class SingleFrameMeasurementTask:
             ctrl.noise_seed = noise_seed(exposure_id, cfg.noise_replacer)
 
         psf = exposure.psf
+        # Without a PSF no enabled plugin reads it (checked above); the driver still asks for its shape.
         core_psf = psf.core if psf is not None else _core.GaussianPsf(3, 1.0, (0.0, 0.0))
         image = mi.image
         if not image.flags.writeable or image.dtype != np.float32:
@@ -329,13 +316,10 @@ class SingleFrameMeasurementTask:
                 continue
             if key.endswith("__flags"):
                 prefix = key[: -len("__flags")]
-                plugin = prefix if prefix in flag_names else prefix.rsplit("_", 2)[0]
-                if plugin not in flag_names:
-                    plugin = "base_CircularApertureFlux" if prefix.startswith("base_CircularApertureFlux") \
-                        else "base_CompensatedTophatFlux"
-                words = np.asarray(values, dtype=np.uint32)
-                for bit, name in enumerate(flag_names[plugin]):
-                    sources[f"{prefix}_{name}"] = (words >> np.uint32(bit)) & np.uint32(1) == 1
+                plugin = next(p for p in flag_names if prefix == p or prefix.startswith(p + "_"))
+                for name, column in flag_columns(prefix, flag_names[plugin],
+                                                 np.asarray(values, dtype=np.uint32)).items():
+                    sources[name] = column
                 continue
             sources[key] = values
             suffix = key.rsplit("_", 1)[-1]

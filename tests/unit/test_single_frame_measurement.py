@@ -6,6 +6,7 @@ import pytest
 from astropy.table import Table
 from visitcal.footprint import Footprint, make_peaks
 from visitcal.image import Exposure
+from visitcal.measure.aperture_flux import ApertureFluxConfig
 from visitcal.psf import GaussianPsf
 from visitcal.single_frame_measurement import (
     SingleFrameMeasurementConfig,
@@ -106,7 +107,7 @@ def test_results_are_deterministic_and_seeded():
 def test_plugin_list_is_configurable_and_checked():
     exp, _, fps = _scene()
     cfg = SingleFrameMeasurementConfig(plugins=("base_SdssCentroid", "base_CircularApertureFlux"),
-                                       aperture_radii=(5.0,))
+                                       circular_aperture_flux=ApertureFluxConfig(radii=(5.0,)))
     cat = SingleFrameMeasurementTask(cfg).run(_table(5), exp, fps)
     assert "base_CircularApertureFlux_5_0_instFlux" in cat.colnames
     assert "base_PsfFlux_instFlux" not in cat.colnames and "base_SdssShape_xx" not in cat.colnames

@@ -93,6 +93,18 @@ BackgroundStats compute_background_stats(const float* image, std::ptrdiff_t imag
 // numpy reference; `var_out` receives the variance of the statistic.
 double bin_statistic(std::vector<float>& values, const BackgroundControl& ctrl, double* var_out);
 
+/// afw's MEANCLIP / STDEVCLIP of n finite values: start from the median with sigma = 0.7413 IQR
+/// (numpy-"linear" quartiles), then n_iter passes of mean and unbiased (n - 1) variance over
+/// |x - centre| <= n_sigma_clip * sigma, each re-centred on the previous mean. With no pass (or an
+/// empty window) the centre is the median, sigma the IQR estimate and n_clip = n. n = 0: NaNs.
+struct ClippedMeanVar {
+    double mean;
+    double var;    // of the values (IQR-based when no pass ran)
+    double sigma;  // sqrt(var), or the IQR estimate itself when no pass ran
+    std::size_t n_clip;
+};
+ClippedMeanVar clipped_mean_var(const float* values, std::size_t n, double n_sigma_clip, int n_iter);
+
 // A 1-D interpolant through (x, y), x strictly increasing.
 class Interpolant1D {
 public:
