@@ -85,7 +85,8 @@ void bind_noise_replacer(py::module_& m) {
 
     m.def(
         "clipped_mean_stdev",
-        [](const F32& image, const std::optional<I32>& mask, std::int64_t ignored_mask, double n_sigma_clip, int n_iter) {
+        [](const F32& image, const std::optional<I32>& mask, std::int64_t ignored_mask, double n_sigma_clip, int n_iter,
+           int sample_step) {
             auto img = image_view<const float>(image, "image");
             ImageView<const std::int32_t> msk{nullptr, 0, 0, 0};
             if (mask) {
@@ -96,12 +97,12 @@ void bind_noise_replacer(py::module_& m) {
             visitcal::ClippedStats st{};
             {
                 py::gil_scoped_release release;
-                st = visitcal::clipped_mean_stdev(img, msk, bits, n_sigma_clip, n_iter);
+                st = visitcal::clipped_mean_stdev(img, msk, bits, n_sigma_clip, n_iter, sample_step);
             }
             return py::make_tuple(st.mean, st.stdev, st.n_used, st.n_clip);
         },
         py::arg("image").noconvert(), py::arg("mask").noconvert(), py::arg("ignored_mask"),
-        py::arg("n_sigma_clip") = 3.0, py::arg("n_iter") = 3);
+        py::arg("n_sigma_clip") = 3.0, py::arg("n_iter") = 3, py::arg("sample_step") = 1);
     m.def("noise_stats_mask", []() { return static_cast<std::int64_t>(visitcal::kNoiseStatsMask); });
     m.def("portable_log", [](const py::array_t<double, py::array::c_style | py::array::forcecast>& x) {
         py::array_t<double> out(x.size());

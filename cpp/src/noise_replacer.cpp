@@ -25,27 +25,31 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 }  // namespace
 
 ClippedStats clipped_mean_stdev(ImageView<const float> image, ImageView<const std::int32_t> mask,
-                                std::int32_t ignored_mask, double n_sigma_clip, int n_iter) {
+                                std::int32_t ignored_mask, double n_sigma_clip, int n_iter, int sample_step) {
     if (!(n_sigma_clip > 0.0) || !std::isfinite(n_sigma_clip)) {
         throw std::invalid_argument("n_sigma_clip must be a finite number > 0");
     }
     if (n_iter < 0) throw std::invalid_argument("n_iter must be >= 0");
+    if (sample_step < 1) throw std::invalid_argument("sample_step must be >= 1");
     if (mask.data && (mask.nx != image.nx || mask.ny != image.ny)) {
         throw std::invalid_argument("mask and image differ in shape");
     }
-    std::vector<float> v(static_cast<std::size_t>(std::max(image.nx, 0)) * static_cast<std::size_t>(std::max(image.ny, 0)));
+    const int step = sample_step;
+    const std::size_t nxs = static_cast<std::size_t>(std::max(image.nx + step - 1, 0) / step);
+    const std::size_t nys = static_cast<std::size_t>(std::max(image.ny + step - 1, 0) / step);
+    std::vector<float> v(nxs * nys);
     std::size_t used = 0;
-    for (int y = 0; y < image.ny; ++y) {
+    for (int y = 0; y < image.ny; y += step) {
         // Branch-free append: write every pixel, advance only over usable ones.
         const float* img = image.row(y);
         if (mask.data) {
             const std::int32_t* msk = mask.row(y);
-            for (int x = 0; x < image.nx; ++x) {
+            for (int x = 0; x < image.nx; x += step) {
                 v[used] = img[x];
                 used += (std::isfinite(img[x]) & ((msk[x] & ignored_mask) == 0)) ? 1 : 0;
             }
         } else {
-            for (int x = 0; x < image.nx; ++x) {
+            for (int x = 0; x < image.nx; x += step) {
                 v[used] = img[x];
                 used += std::isfinite(img[x]) ? 1 : 0;
             }

@@ -40,6 +40,10 @@ class NoiseReplacerConfig(BaseModel):
         "measure", description="How to choose the noise mean and sigma: 'measure' = the image-wide clipped mean "
         "and standard deviation (LSST's default; its 'meta' and 'variance' choices are not implemented).")
     noise_offset: float = Field(0.0, description="Added to the measured mean of the noise (image units).")
+    statistics_sample_step: int = Field(
+        2, ge=1, description="The clipped mean and sigma are measured on the pixels whose x and y are multiples of "
+        "this step (a regular lattice of 1/step^2 of the image; LSST uses every pixel, i.e. 1). On a 4k x 4k "
+        "detector 2 leaves 4 million pixels, which fix sigma to ~5e-4 of itself, and takes 0.04 s instead of 0.16 s.")
     noise_seed_multiplier: int = Field(
         1, ge=1, description="The RNG seed is exposure_id * noise_seed_multiplier, or noise_seed_multiplier without "
         "an exposure id (LSST's 0 = unseeded is not allowed: results must be reproducible).")
@@ -54,7 +58,7 @@ def _masked_image(image) -> MaskedImage:
 
 
 def noise_statistics(image, *, ignored_mask_planes: Sequence[str] = (), n_sigma_clip: float = 3.0,
-                     n_iter: int = 3) -> tuple[float, float]:
+                     n_iter: int = 3, sample_step: int = 1) -> tuple[float, float]:
     """Image-wide clipped mean and standard deviation (afw MEANCLIP / STDEVCLIP).
 
     Parameters
@@ -66,6 +70,8 @@ def noise_statistics(image, *, ignored_mask_planes: Sequence[str] = (), n_sigma_
         "DETECTED_NEGATIVE", "BAD", "SAT", "NO_DATA", "EDGE")`` leaves out sources and bad pixels.
     n_sigma_clip, n_iter : keyword-only
         Clipping half-width (sigma) and number of passes (afw's StatisticsControl defaults).
+    sample_step : int, keyword-only
+        Use only the pixels (x, y) with x and y multiples of this step (1: all of them, as afw).
 
     Returns
     -------
@@ -87,13 +93,15 @@ def noise_statistics(image, *, ignored_mask_planes: Sequence[str] = (), n_sigma_
         raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
     if not (np.isfinite(n_sigma_clip) and n_sigma_clip > 0):
         raise ValueError(f"n_sigma_clip must be a finite number > 0, got {n_sigma_clip!r}")
+    if int(sample_step) != sample_step or sample_step < 1:
+        raise ValueError(f"sample_step must be a positive integer, got {sample_step!r}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if ignored_mask_planes:
         bits = mask.get_plane_bitmask(*ignored_mask_planes)
         mean, std, _, _ = _core.clipped_mean_stdev(arr, np.ascontiguousarray(mask.array), bits, float(n_sigma_clip),
-                                                   int(n_iter))
+                                                   int(n_iter), int(sample_step))
     else:
-        mean, std, _, _ = _core.clipped_mean_stdev(arr, None, 0, float(n_sigma_clip), int(n_iter))
+        mean, std, _, _ = _core.clipped_mean_stdev(arr, None, 0, float(n_sigma_clip), int(n_iter), int(sample_step))
     return float(mean), float(std)
 
 

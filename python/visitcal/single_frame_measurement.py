@@ -287,7 +287,8 @@ class SingleFrameMeasurementTask:
 
         ctrl = self._control(mi)
         if cfg.do_replace_with_noise:
-            mean, sigma = noise_statistics(mi, ignored_mask_planes=cfg.noise_mask_planes)
+            mean, sigma = noise_statistics(mi, ignored_mask_planes=cfg.noise_mask_planes,
+                                           sample_step=cfg.noise_replacer.statistics_sample_step)
             if not (math.isfinite(mean) and math.isfinite(sigma)):
                 mean, sigma = 0.0, 0.0  # nothing to estimate from: the footprints become flat
             ctrl.noise_mean, ctrl.noise_sigma = mean + cfg.noise_replacer.noise_offset, sigma

@@ -151,6 +151,26 @@ def test_clipped_stats_match_numpy_reference_with_outliers_and_nans():
     assert mean == pytest.approx(50.0, abs=0.05) and std == pytest.approx(3.0 * 0.9865, rel=0.02)
 
 
+@pytest.mark.parametrize("step", [2, 3])
+def test_clipped_stats_on_a_sample_lattice(step):
+    """sample_step uses the pixels with x and y multiples of the step, and lands on the full-image truth."""
+    rng = np.random.default_rng(5)
+    v = rng.normal(10.0, 2.0, (301, 297)).astype(np.float32)
+    idx = rng.integers(0, v.size, 3000)
+    v.flat[idx] = rng.uniform(100, 1e4, idx.size)
+    mi, _ = blob_image()
+    mean, std = noise_statistics(v, sample_step=step)
+    assert (mean, std) == pytest.approx(reference_clipped(v[::step, ::step]), rel=1e-12)
+    assert (mean, std) == pytest.approx(reference_clipped(v), rel=0.01)
+    mi.mask.array[:] = 0
+    mi.mask.array[:40] |= mi.mask.get_plane_bitmask("SAT")
+    got = noise_statistics(mi, ignored_mask_planes=("SAT",), sample_step=step)
+    lattice = mi.image[::step, ::step][(mi.mask.array[::step, ::step] & mi.mask.get_plane_bitmask("SAT")) == 0]
+    assert got == pytest.approx(reference_clipped(lattice), rel=1e-12)
+    with pytest.raises(ValueError, match="sample_step"):
+        noise_statistics(v, sample_step=0)
+
+
 def test_clipped_mean_agrees_with_background_meanclip():
     """Two implementations of afw's MEANCLIP in the core: the noise replacer's and the background's."""
     rng = np.random.default_rng(11)

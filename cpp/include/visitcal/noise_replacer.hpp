@@ -44,9 +44,11 @@ struct ClippedStats {
 /// the Image alone (no mask: ignored_mask = 0 or a null mask); kNoiseStatsMask is the stricter
 /// choice that also leaves out detections and bad pixels. Copies the usable pixels once (4 bytes
 /// each, 65 MB transient for a 4072 x 4000 detector), finds the quartiles by radix selection and
-/// makes n_iter passes over the copy: ~0.2 s for such a detector (2-core machine under load).
+/// makes n_iter passes over the copy: ~0.16 s for such a detector. sample_step > 1 uses only the
+/// pixels with x and y multiples of it (a regular lattice of 1 / step^2 of them, ~0.04 s at 2).
 ClippedStats clipped_mean_stdev(ImageView<const float> image, ImageView<const std::int32_t> mask,
-                                std::int32_t ignored_mask, double n_sigma_clip = 3.0, int n_iter = 3);
+                                std::int32_t ignored_mask, double n_sigma_clip = 3.0, int n_iter = 3,
+                                int sample_step = 1);
 
 inline constexpr std::int32_t kNoiseStatsMask = mask_bits::DETECTED | mask_bits::DETECTED_NEGATIVE |
                                                 mask_bits::BAD | mask_bits::SAT | mask_bits::NO_DATA |

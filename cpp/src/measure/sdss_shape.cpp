@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+#include <cstring>
 
 #include "visitcal/mask.hpp"
 
@@ -28,6 +29,24 @@ struct ExposureAccess {
         if (ev.mask.data && (ev.msk(x, y) & mask_bits::NO_DATA)) return false;
         return std::isfinite(v) && std::isfinite(var);
     }
+    // Row y, columns x0 .. x0 + n - 1: values, variances and use (1 or 0); unusable pixels get 0.
+    // Finiteness is tested on the exponent bits, branch-free, so the loop vectorises.
+    void load_row(int y, int x0, int n, double* v, double* var, double* use) const {
+        const float* ip = ev.image.row(y - ev.y0) + (x0 - ev.x0);
+        const float* vp = ev.variance.row(y - ev.y0) + (x0 - ev.x0);
+        const std::int32_t* mp = ev.mask.data ? ev.mask.row(y - ev.y0) + (x0 - ev.x0) : nullptr;
+        constexpr std::uint32_t kExp = 0x7f800000u;
+        for (int i = 0; i < n; ++i) {
+            std::uint32_t ia, ib;
+            std::memcpy(&ia, ip + i, 4);
+            std::memcpy(&ib, vp + i, 4);
+            const bool ok = ((ia & kExp) != kExp) & ((ib & kExp) != kExp) &
+                            !(mp != nullptr && (mp[i] & mask_bits::NO_DATA));
+            v[i] = ok ? static_cast<double>(ip[i]) : 0.0;
+            var[i] = ok ? static_cast<double>(vp[i]) : 0.0;
+            use[i] = ok ? 1.0 : 0.0;
+        }
+    }
 };
 
 struct ImageAccess {
@@ -42,6 +61,15 @@ struct ImageAccess {
         v = im.row(y - y0)[x - x0];
         var = 0.0;
         return std::isfinite(v);
+    }
+    void load_row(int y, int xs, int n, double* v, double* var, double* use) const {
+        const double* ip = im.row(y - y0) + (xs - x0);
+        for (int i = 0; i < n; ++i) {
+            const bool ok = std::isfinite(ip[i]);
+            v[i] = ok ? ip[i] : 0.0;
+            var[i] = 0.0;
+            use[i] = ok ? 1.0 : 0.0;
+        }
     }
 };
 
@@ -79,61 +107,136 @@ struct Sums {
     double vw2 = 0, w2 = 0;  // for the w^2-weighted mean variance
 };
 
-template <class Acc>
-Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2& w) {
-    const Sym2 wi = w.inv();
-    const bool sub = w.min_eigen() < 1.0;  // narrow weight: average it over 4 x 4 sub-pixels
-    Sums s;
-    // Without sub-pixels the weight factorises as exp(-a dx^2 / 2) exp(-c dy^2 / 2) r^dx with
-    // r = exp(-b dy): one exp per column and two per row instead of one per pixel (the box is
-    // +-5 sigma, so no factor over- or underflows; the recurrence costs ~1e-14 relative).
-    const int nx = b.x1 - b.x0 + 1;
-    std::vector<double> colw(sub ? 0 : static_cast<std::size_t>(nx));
-    if (!sub)
-        for (int i = 0; i < nx; ++i) {
-            const double dx = b.x0 + i - xc;
-            colw[static_cast<std::size_t>(i)] = std::exp(-0.5 * wi.xx * dx * dx);
+// g[k] = exp(-1/2 (a ex_k^2 + 2 b ex_k ey + c ey^2)) for ex_k = ex0 + k h, k < n (a, b, c: the
+// inverse weight covariance). Completing the square, the row is exp(-1/2 (c - b^2/a) ey^2) times a
+// 1-D Gaussian in ex centred on m = -b ey / a, which is evaluated by the ratio recurrence
+// g_{k+1} = g_k r_k, r_{k+1} = r_k exp(-a h^2), walking outwards from the sample nearest m. Every
+// factor is then <= 1 (nothing overflows, however elongated the weight; the exp(-b ex ey) factor of
+// a plain separation overflows past axis ratios of ~10), it costs 4 exp per row instead of one per
+// sample, and the recurrence drifts by ~n ulp. Samples below 1e-250 of the row's peak are set to 0
+// (and are so small that denormal arithmetic would only slow the loop down).
+void gaussian_row(double a, double b, double c, double ey, double ex0, double h, int n, double* g) {
+    const double m = -b * ey / a;
+    const double row = std::exp(-0.5 * (c - b * b / a) * ey * ey);
+    const double q = std::exp(-a * h * h);
+    int p = static_cast<int>(std::lround((m - ex0) / h));
+    p = std::min(std::max(p, 0), n - 1);
+    const double dp = ex0 + p * h - m;
+    const double gp = row * std::exp(-0.5 * a * dp * dp);
+    constexpr double kTiny = 1e-250;
+    const double floor = gp * kTiny;
+    g[p] = gp;
+    double gk = gp, r = std::exp(-a * h * dp - 0.5 * a * h * h);
+    int k = p + 1;
+    for (; k < n && gk > floor; ++k) {
+        gk *= r;
+        r *= q;
+        g[k] = gk;
+    }
+    for (; k < n; ++k) g[k] = 0.0;
+    gk = gp;
+    r = std::exp(a * h * dp - 0.5 * a * h * h);
+    k = p - 1;
+    for (; k >= 0 && gk > floor; --k) {
+        gk *= r;
+        r *= q;
+        g[k] = gk;
+    }
+    for (; k >= 0; --k) g[k] = 0.0;
+}
+
+// Scratch buffers reused across the iterations of one source.
+struct Workspace {
+    std::vector<double> g, w, wx, wy, wxx, wyy, wxy, v, var, use;
+    void resize(std::size_t nsub, std::size_t nx) {
+        if (g.size() < nsub) g.resize(nsub);
+        if (w.size() < nx) {
+            for (auto* b : {&w, &wx, &wy, &wxx, &wyy, &wxy, &v, &var, &use}) b->resize(nx);
         }
+    }
+};
+
+// The weighted sums over the box, the weight averaged over ns x ns sub-pixels of each pixel.
+template <class Acc>
+Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2& w, int ns, Workspace& ws) {
+    const Sym2 wi = w.inv();
+    const double h = 1.0 / ns, o0 = -0.5 + 0.5 * h, norm = h * h;
+    const int nx = b.x1 - b.x0 + 1;
+    const int nsub = nx * ns;
+    ws.resize(static_cast<std::size_t>(nsub), static_cast<std::size_t>(nx));
+    double* g = ws.g.data();
+    Sums s;
+    double* pv = ws.v.data();
+    double* pvar = ws.var.data();
+    double* puse = ws.use.data();
+    const double ex0 = b.x0 - xc + o0;
     for (int y = b.y0; y <= b.y1; ++y) {
         const double dy = y - yc;
-        const double rowf = sub ? 0.0 : std::exp(-0.5 * wi.yy * dy * dy);
-        const double ratio = sub ? 0.0 : std::exp(-wi.xy * dy);
-        double cross = sub ? 0.0 : std::exp(-wi.xy * dy * (b.x0 - xc));
-        for (int x = b.x0; x <= b.x1; ++x, cross *= ratio) {
-            double v, var;
-            if (!a.get(x, y, v, var)) continue;
-            const double dx = x - xc;
-            double wt, wx, wy, wxx, wyy, wxy;
-            if (!sub) {
-                wt = rowf * colw[static_cast<std::size_t>(x - b.x0)] * cross;
-                wx = wt * dx;
-                wy = wt * dy;
-                wxx = wt * dx * dx;
-                wyy = wt * dy * dy;
-                wxy = wt * dx * dy;
-            } else {
-                wt = wx = wy = wxx = wyy = wxy = 0.0;
-                for (int sj = 0; sj < 4; ++sj) {
-                    const double ey = dy + (sj - 1.5) * 0.25;
-                    for (int si = 0; si < 4; ++si) {
-                        const double ex = dx + (si - 1.5) * 0.25;
-                        const double e = std::exp(-0.5 * (wi.xx * ex * ex + 2.0 * wi.xy * ex * ey + wi.yy * ey * ey)) / 16.0;
-                        wt += e;
-                        wx += e * ex;
-                        wy += e * ey;
-                        wxx += e * ex * ex;
-                        wyy += e * ey * ey;
-                        wxy += e * ex * ey;
-                    }
+        a.load_row(y, b.x0, nx, pv, pvar, puse);
+        if (ns == 1) {
+            // One sample per pixel: the weight row and the sums in one pass.
+            gaussian_row(wi.xx, wi.xy, wi.yy, dy, ex0, 1.0, nx, g);
+            // Two interleaved sets of partial sums (even and odd pixels): twice the additions in flight.
+            double i0[2] = {0, 0}, ix[2] = {0, 0}, ixx[2] = {0, 0}, w2v[2] = {0, 0}, w2[2] = {0, 0};
+            int i = 0;
+            for (; i + 1 < nx; i += 2) {
+                for (int u = 0; u < 2; ++u) {
+                    const double wt = g[i + u] * puse[i + u], ex = ex0 + (i + u);
+                    const double wv = wt * pv[i + u], wvx = wv * ex;
+                    i0[u] += wv;
+                    ix[u] += wvx;
+                    ixx[u] += wvx * ex;
+                    w2v[u] += wt * wt * pvar[i + u];
+                    w2[u] += wt * wt;
                 }
             }
+            if (i < nx) {
+                const double wt = g[i] * puse[i], ex = ex0 + i;
+                const double wv = wt * pv[i], wvx = wv * ex;
+                i0[0] += wv;
+                ix[0] += wvx;
+                ixx[0] += wvx * ex;
+                w2v[0] += wt * wt * pvar[i];
+                w2[0] += wt * wt;
+            }
+            const double r0 = i0[0] + i0[1], rx = ix[0] + ix[1];
+            s.i0 += r0;
+            s.ix += rx;
+            s.iy += r0 * dy;
+            s.ixx += ixx[0] + ixx[1];
+            s.iyy += r0 * dy * dy;
+            s.ixy += rx * dy;
+            s.vw2 += w2v[0] + w2v[1];
+            s.w2 += w2[0] + w2[1];
+            continue;
+        }
+        // Per pixel of the row: the weight and its first and second moments about (xc, yc), each
+        // averaged over the pixel's ns x ns sub-samples.
+        for (auto* buf : {&ws.w, &ws.wx, &ws.wy, &ws.wxx, &ws.wyy, &ws.wxy}) std::fill_n(buf->data(), nx, 0.0);
+        for (int j = 0; j < ns; ++j) {
+            const double ey = dy + o0 + j * h;
+            gaussian_row(wi.xx, wi.xy, wi.yy, ey, ex0, h, nsub, g);
+            for (int k = 0; k < nsub; ++k) {
+                const double e = g[k] * norm;
+                const double ex = ex0 + k * h;
+                const int i = k / ns;
+                ws.w[i] += e;
+                ws.wx[i] += e * ex;
+                ws.wy[i] += e * ey;
+                ws.wxx[i] += e * ex * ex;
+                ws.wyy[i] += e * ey * ey;
+                ws.wxy[i] += e * ex * ey;
+            }
+        }
+        for (int i = 0; i < nx; ++i) {
+            const double wt = ws.w[i] * puse[i], v = pv[i];
             s.i0 += wt * v;
-            s.ix += wx * v;
-            s.iy += wy * v;
-            s.ixx += wxx * v;
-            s.iyy += wyy * v;
-            s.ixy += wxy * v;
-            s.vw2 += wt * wt * var;
+            s.ix += ws.wx[i] * v;
+            s.iy += ws.wy[i] * v;
+            s.ixx += ws.wxx[i] * v;
+            s.iyy += ws.wyy[i] * v;
+            s.ixy += ws.wxy[i] * v;
+            s.vw2 += wt * wt * pvar[i];
             s.w2 += wt * wt;
         }
     }
@@ -168,23 +271,40 @@ void unweighted(const Acc& a, const Box& b, double xc, double yc, SdssShapeResul
 }
 
 // Inverse Fisher matrix of (F, xx, yy, xy) for F N(r; 0, C) sampled on the box, noise variance v.
-void fisher_errors(const Box& b, double xc, double yc, const Sym2& c, double flux, double v, SdssShapeResult& r) {
+void fisher_errors(const Box& b, double xc, double yc, const Sym2& c, double flux, double v, SdssShapeResult& r,
+                   Workspace& ws) {
     if (!(v > 0.0) || !std::isfinite(v) || !(flux > 0.0)) return;
     const Sym2 ci = c.inv();
     const double norm = 1.0 / (2.0 * M_PI * std::sqrt(c.det()));
-    Eigen::Matrix4d fm = Eigen::Matrix4d::Zero();
+    const int nx = b.x1 - b.x0 + 1;
+    ws.resize(static_cast<std::size_t>(nx), static_cast<std::size_t>(nx));
+    double* g = ws.g.data();
+    // Upper triangle of the 4 x 4 Fisher matrix, summed as scalars (a rank-1 update per pixel).
+    double f[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int y = b.y0; y <= b.y1; ++y) {
         const double dy = y - yc;
-        for (int x = b.x0; x <= b.x1; ++x) {
-            const double dx = x - xc;
-            const double n = norm * std::exp(-0.5 * (ci.xx * dx * dx + 2.0 * ci.xy * dx * dy + ci.yy * dy * dy));
+        gaussian_row(ci.xx, ci.xy, ci.yy, dy, b.x0 - xc, 1.0, nx, g);
+        for (int i = 0; i < nx; ++i) {
+            const double dx = b.x0 + i - xc;
+            const double n = norm * g[i];
             const double gx = ci.xx * dx + ci.xy * dy, gy = ci.xy * dx + ci.yy * dy;  // C^-1 r
             // d ln N / dC = 1/2 (g g^T - C^-1); the off-diagonal parameter appears twice.
-            Eigen::Vector4d d(n, flux * n * 0.5 * (gx * gx - ci.xx), flux * n * 0.5 * (gy * gy - ci.yy),
-                              flux * n * (gx * gy - ci.xy));
-            fm.noalias() += d * d.transpose();
+            const double d0 = n, d1 = flux * n * 0.5 * (gx * gx - ci.xx), d2 = flux * n * 0.5 * (gy * gy - ci.yy),
+                         d3 = flux * n * (gx * gy - ci.xy);
+            f[0] += d0 * d0;
+            f[1] += d0 * d1;
+            f[2] += d0 * d2;
+            f[3] += d0 * d3;
+            f[4] += d1 * d1;
+            f[5] += d1 * d2;
+            f[6] += d1 * d3;
+            f[7] += d2 * d2;
+            f[8] += d2 * d3;
+            f[9] += d3 * d3;
         }
     }
+    Eigen::Matrix4d fm;
+    fm << f[0], f[1], f[2], f[3], f[1], f[4], f[5], f[6], f[2], f[5], f[7], f[8], f[3], f[6], f[8], f[9];
     fm /= v;
     Eigen::FullPivLU<Eigen::Matrix4d> lu(fm);
     if (!lu.isInvertible()) return;
@@ -219,11 +339,18 @@ SdssShapeResult adaptive(const Acc& a, double x, double y, const SdssShapeContro
     };
     if (box.empty()) return fail(0);
     const int max_iter = std::max(1, ctrl.max_iter);
+    Workspace ws;
+    // A narrow weight (smallest eigenvalue of W below 1 px^2) is averaged over 4 x 4 sub-pixels. The
+    // choice latches: once on, it stays on for this source. Otherwise a source whose moments sit near
+    // the threshold flips between the two samplings, whose answers differ by ~pixel^2/12, and
+    // cycles between two estimates until max_iter (seen on undersampled stars, sigma ~ 1 px).
+    int ns = 1;
     for (int it = 1; it <= max_iter; ++it) {
         r.n_iter = it;
         box = weight_box(a, xc, yc, w);
         if (box.empty()) return fail(0);
-        const Sums s = weighted_sums(a, box, xc, yc, w);
+        if (w.min_eigen() < 1.0) ns = 4;
+        const Sums s = weighted_sums(a, box, xc, yc, w, ns, ws);
         if (!(s.i0 > 0.0) || !std::isfinite(s.i0)) return fail(0);
         const double mx = s.ix / s.i0, my = s.iy / s.i0;
         const Sym2 m{s.ixx / s.i0 - mx * mx, s.iyy / s.i0 - my * my, s.ixy / s.i0 - mx * my};
@@ -258,7 +385,7 @@ SdssShapeResult adaptive(const Acc& a, double x, double y, const SdssShapeContro
             if (!converged) r.flags |= F::FAILURE | F::MAXITER;
             if constexpr (Acc::kHasVariance) {
                 const Box fb = weight_box(a, xc, yc, c);
-                fisher_errors(fb, xc, yc, c, r.inst_flux, s.w2 > 0.0 ? s.vw2 / s.w2 : NAN, r);
+                fisher_errors(fb, xc, yc, c, r.inst_flux, s.w2 > 0.0 ? s.vw2 / s.w2 : NAN, r, ws);
             }
             return r;
         }
