@@ -120,13 +120,7 @@ def psf_fit_flux(fp: HeavyFootprint, x, y):
 
 @pytest.mark.parametrize("noise", [False, True])
 @pytest.mark.parametrize("ratio", [1.0, 3.0])
-@pytest.mark.parametrize("sep_fwhm", [
-    # At 2 FWHM with sub-pixel offsets of ~0.3 px neither peak passes the PSF chi^2 cut (the neighbour
-    # enters the fit at its peak pixel) and the symmetric templates, centred on integer peak pixels,
-    # split the flux 2-3.5% wrong: a property of the SDSS algorithm, recorded as xfail.
-    pytest.param(2.0, marks=pytest.mark.xfail(reason="symmetric templates about integer peaks: 2-3.5% at 2 FWHM",
-                                              strict=False)),
-    2.5, 3.0])
+@pytest.mark.parametrize("sep_fwhm", [2.0, 2.5, 3.0])
 def test_two_stars_recover_true_flux(sep_fwhm, ratio, noise):
     exp, truth = two_stars(sep_fwhm, ratio, noise)
     _det, res = detect_and_deblend(exp)
@@ -153,6 +147,42 @@ def test_two_stars_recover_true_flux(sep_fwhm, ratio, noise):
             assert np.hypot(t["deblend_psfCenter_x"][k] - x, t["deblend_psfCenter_y"][k] - y) < 1.0
         else:
             assert np.isnan(t["deblend_psf_instFlux"][k])
+
+
+@pytest.mark.parametrize("noise", [False, True])
+@pytest.mark.parametrize("ratio", [1.0, 3.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_stars_at_2_fwhm_random_geometry(seed, ratio, noise):
+    """2 FWHM apart at a random position angle with random sub-pixel offsets (neither star on a pixel
+    centre): both are deblended as PSF (the position-free fit converges and each neighbour's PSF sits
+    at its fitted centre), their PSF centres and fluxes match the truth, and the children's fluxes are
+    within 2%."""
+    rng = np.random.default_rng(100 + seed)
+    shape = (72, 72)
+    x1, y1 = 30 + rng.uniform(0.2, 0.8), 34 + rng.uniform(0.2, 0.8)
+    pa = rng.uniform(0, np.pi)
+    x2, y2 = x1 + 2.0 * FWHM * np.cos(pa), y1 + 2.0 * FWHM * np.sin(pa)
+    truth = [(x1, y1, 2e4), (x2, y2, 2e4 * ratio)]
+    img = gauss(shape, *truth[0]) + gauss(shape, *truth[1])
+    if noise:
+        img = img + rng.normal(0.0, 5.0, shape)
+    exp = Exposure.from_arrays(img.astype(np.float32), None, np.full(shape, 25.0, np.float32), psf=GaussianPsf(SIGMA))
+    _, res = detect_and_deblend(exp)
+    t = res.sources
+    parents = np.flatnonzero((t["parent"] == 0) & (t["deblend_nChild"] > 0))
+    assert len(parents) == 1
+    kids = assert_conserved(exp, res, parents[0])
+    assert len(kids) == 2
+    for k in kids:
+        fp = res.footprints[k]
+        px, py = int(fp.peaks["i_x"][0]), int(fp.peaks["i_y"][0])
+        x, y, flux = min(truth, key=lambda s: (s[0] - px) ** 2 + (s[1] - py) ** 2)
+        assert abs(fp.image.sum() / flux - 1) < 0.02, (fp.image.sum(), flux)
+        assert abs(psf_fit_flux(fp, x, y) / flux - 1) < 0.02
+        assert t["deblend_deblendedAsPsf"][k]
+        tol_xy, tol_f = (0.01, 1e-3) if not noise else (0.05, 0.01)
+        assert np.hypot(t["deblend_psfCenter_x"][k] - x, t["deblend_psfCenter_y"][k] - y) < tol_xy
+        assert t["deblend_psf_instFlux"][k] == pytest.approx(flux, rel=tol_f)
 
 
 def test_point_sources_are_deblended_as_psf():
