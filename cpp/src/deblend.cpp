@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <stdexcept>
@@ -663,21 +664,108 @@ void run_deblend(const ExposureView& ev, const std::vector<Span>& fp_spans, cons
 
 }  // namespace
 
-double deblend_sigma1(const ExposureView& ev, std::int32_t bad_bits, const Span* spans, std::size_t n_spans) {
-    std::vector<float> v;
-    auto take = [&](int x, int y) {
-        const float var = ev.var(x, y);
-        if ((ev.msk(x, y) & bad_bits) == 0 && std::isfinite(var)) v.push_back(var);
-    };
-    if (n_spans > 0) {
-        for (std::size_t i = 0; i < n_spans; ++i)
-            for (int x = spans[i].x0; x <= spans[i].x1; ++x)
-                if (ev.contains(x, spans[i].y)) take(x, spans[i].y);
-    } else {
-        v.reserve(static_cast<std::size_t>(ev.width()) * ev.height());
-        for (int y = ev.y0; y < ev.y0 + ev.height(); ++y)
-            for (int x = ev.x0; x < ev.x0 + ev.width(); ++x) take(x, y);
+namespace {
+
+// Order-preserving map of a finite float to uint32 (IEEE bits; negatives reversed).
+inline std::uint32_t float_key(float f) {
+    std::uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+inline float key_float(std::uint32_t k) {
+    const std::uint32_t u = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+// Exact median of the whole image's good variance pixels without copying them: two radix passes
+// (histogram of the keys' high 16 bits picks the bin holding the middle rank, a histogram of the low
+// 16 bits within that bin picks the exact value). ~10x faster than nth_element on a 16 Mpx copy and
+// bit-identical to it. An even count takes the mean of the two middle values (afw's MEDIAN).
+double whole_image_median_variance(const ExposureView& ev, std::int32_t bad_bits) {
+    const int nx = ev.width(), ny = ev.height();
+    // Pass 1: four interleaved histograms (summed after) so that runs of equal keys, the common case
+    // on a sky-dominated variance plane, do not serialize on one counter.
+    std::vector<std::uint32_t> h4(4 * 65536, 0);
+    for (int j = 0; j < ny; ++j) {
+        const float* v = ev.variance.row(j);
+        const std::int32_t* m = ev.mask.row(j);
+        for (int i = 0; i < nx; ++i) {
+            std::uint32_t u;
+            std::memcpy(&u, &v[i], sizeof u);
+            const bool good = (m[i] & bad_bits) == 0 && (u & 0x7f800000u) != 0x7f800000u;  // finite
+            const std::uint32_t k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+            h4[static_cast<std::size_t>(i & 3) * 65536 + (k >> 16)] += good;
+        }
     }
+    std::vector<std::uint64_t> hist(65536);
+    std::uint64_t n = 0;
+    for (std::size_t b = 0; b < 65536; ++b) {
+        hist[b] = std::uint64_t(h4[b]) + h4[65536 + b] + h4[2 * 65536 + b] + h4[3 * 65536 + b];
+        n += hist[b];
+    }
+    auto for_good = [&](auto&& fn) {
+        for (int j = 0; j < ny; ++j) {
+            const float* v = ev.variance.row(j);
+            const std::int32_t* m = ev.mask.row(j);
+            for (int i = 0; i < nx; ++i)
+                if ((m[i] & bad_bits) == 0 && std::isfinite(v[i])) fn(float_key(v[i]));
+        }
+    };
+    if (n == 0) return NAN;
+    const std::uint64_t h = n / 2;  // rank of the upper middle value (0-based)
+    std::uint32_t bin = 0;
+    std::uint64_t below = 0;
+    while (below + hist[bin] <= h) below += hist[bin++];
+    const std::uint64_t r = h - below;  // rank within the bin
+    std::vector<std::uint64_t> low(65536, 0);
+    std::uint32_t max_below = 0;  // largest key in the bins under `bin` (for an even count, r == 0)
+    bool any_below = false;
+    for_good([&](std::uint32_t k) {
+        const std::uint32_t hi = k >> 16;
+        if (hi == bin) {
+            ++low[k & 0xffffu];
+        } else if (hi < bin) {
+            if (!any_below || k > max_below) max_below = k;
+            any_below = true;
+        }
+    });
+    std::uint32_t lo = 0;
+    std::uint64_t acc = 0;
+    while (acc + low[lo] <= r) acc += low[lo++];
+    const float upper = key_float((bin << 16) | lo);
+    double med = upper;
+    if (n % 2 == 0) {
+        float lower;
+        if (r > acc) {
+            lower = upper;  // rank h - 1 has the same value
+        } else if (r > 0) {
+            std::uint32_t l2 = lo;
+            do { --l2; } while (low[l2] == 0);
+            lower = key_float((bin << 16) | l2);
+        } else {
+            lower = key_float(max_below);
+        }
+        med = 0.5 * (med + lower);
+    }
+    return med;
+}
+
+}  // namespace
+
+double deblend_sigma1(const ExposureView& ev, std::int32_t bad_bits, const Span* spans, std::size_t n_spans) {
+    if (n_spans == 0) {
+        const double med = whole_image_median_variance(ev, bad_bits);
+        return std::isfinite(med) ? std::sqrt(med) : NAN;
+    }
+    std::vector<float> v;
+    for (std::size_t i = 0; i < n_spans; ++i)
+        for (int x = spans[i].x0; x <= spans[i].x1; ++x)
+            if (ev.contains(x, spans[i].y)) {
+                const float var = ev.var(x, spans[i].y);
+                if ((ev.msk(x, spans[i].y) & bad_bits) == 0 && std::isfinite(var)) v.push_back(var);
+            }
     if (v.empty()) return NAN;
     // afw's MEDIAN of an even count: the mean of the two middle values.
     const std::size_t h = v.size() / 2;
