@@ -131,6 +131,33 @@ def test_sigma1_whole_image_radix_median_matches_numpy(ny, nx, seed, ties, frac_
             np.testing.assert_equal(got, np.sqrt(np.median(good)))
 
 
+@pytest.mark.parametrize("kind", ["lognormal", "plateau", "even_ties", "rows_differ", "all_bad_but_few"])
+@pytest.mark.parametrize("shape", [(256, 190), (257, 33)])
+def test_sigma1_whole_image_large_matches_numpy(kind, shape):
+    # the whole-image radix median on larger images: plateaus, ties, nearly all masked, odd / even counts
+    rng = np.random.default_rng(len(kind) + shape[0])
+    var = np.exp(rng.normal(3, 0.3, shape))
+    bad = rng.random(shape) < 0.1
+    if kind == "plateau":
+        var[rng.random(shape) < 0.7] = 20.0
+    elif kind == "even_ties":
+        var = rng.choice([1.0, 2.0, 3.0, 4.0], shape)
+    elif kind == "rows_differ":  # a block of equal values straddling the median
+        var[::3] = np.float32(np.median(var))
+    elif kind == "all_bad_but_few":
+        bad = rng.random(shape) < 0.995
+    var = var.astype(np.float32)
+    for drop in (0, 1):  # odd and even counts of good pixels
+        b = bad.copy()
+        idx = np.flatnonzero(~b.ravel())
+        if drop and idx.size:
+            b.ravel()[idx[0]] = True
+        exp = Exposure.from_arrays(np.zeros(shape, np.float32), None, var)
+        exp.mask.set("SAT", b)
+        good = var[~b].astype(np.float64)
+        np.testing.assert_equal(deblend_sigma1(exp), np.sqrt(np.median(good)))
+
+
 # --- the acceptance test: two stars ---------------------------------------------------------------
 
 def psf_fit_flux(fp: HeavyFootprint, x, y):
@@ -334,6 +361,50 @@ def test_deterministic():
     assert all(np.array_equal(a.sources[c], b.sources[c], equal_nan=a.sources[c].dtype.kind == "f")
                for c in a.sources.colnames)
     assert all(fa == fb for fa, fb in zip(a.footprints, b.footprints))
+
+
+def test_batch_built_footprints_equal_checked_construction():
+    # the children are built in one batch from the flat C++ output (HeavyFootprint._batch_from_flat):
+    # each equals the footprint built and validated one by one, owns its mask planes, and the parents'
+    # footprints are normalized Footprints with the input peaks
+    exp, _ = two_stars(2.0, 3.0, True)
+    exp.mask.array[30:40, 30:33] |= exp.mask.get_plane_bitmask("BAD")
+    det, res = detect_and_deblend(exp)
+    kids = child_rows(res)
+    assert len(kids) == 2
+    for k in kids:
+        hf = res.footprints[k]
+        ref = HeavyFootprint.from_masked_image(Footprint(hf.spans, hf.peaks), exp.masked_image)
+        ref = HeavyFootprint(ref, hf.image, ref.mask, ref.variance, exp.mask.planes)
+        assert type(hf) is HeavyFootprint and hf == ref
+        assert hf.image.dtype == np.float32 and hf.mask.dtype == np.int32 and hf.variance.dtype == np.float32
+        assert hf.mask.any() and hf.planes == exp.mask.planes and hf.planes is not exp.mask.planes
+        assert not hf.spans.flags.writeable
+        assert pickle.loads(pickle.dumps(hf)) == hf
+    res.footprints[kids[0]].planes.add_plane("EXTRA")
+    assert "EXTRA" not in res.footprints[kids[1]].planes and "EXTRA" not in exp.mask.planes
+    for k in range(len(det.sources)):
+        fp = res.footprints[k]
+        assert type(fp) is Footprint and fp == Footprint(fp.spans, det.footprints[k].peaks)
+        assert np.array_equal(fp.peaks, det.footprints[k].peaks) and not fp.spans.flags.writeable
+    # a FootprintSet and a list of footprints give the same result
+    from visitcal.footprint import FootprintSet
+    from visitcal.geom import Box2I
+    fs = FootprintSet.from_footprints(det.footprints, Box2I.from_shape(exp.shape))
+    res2 = SourceDeblendTask().run(exp, det.sources, fs)
+    assert all(a == b for a, b in zip(res.footprints, res2.footprints))
+    assert all(np.array_equal(res.sources[c], res2.sources[c], equal_nan=res.sources[c].dtype.kind == "f")
+               for c in res.sources.colnames)
+
+
+def test_no_sources_and_no_children():
+    exp, fp, _ = built_blend()
+    empty = Table({"id": np.zeros(0, np.int64), "parent": np.zeros(0, np.int64)})
+    res = SourceDeblendTask().run(exp, empty, [])
+    assert len(res.sources) == 0 and res.footprints == []
+    single = Footprint(fp.spans, fp.peaks[:1])
+    res = SourceDeblendTask().run(exp, Table({"id": [5], "parent": [0]}), [single])
+    assert len(res.sources) == 1 and len(res.footprints) == 1 and res.footprints[0] == single
 
 
 @pytest.mark.parametrize("rule", ["r-to-peak", "r-to-footprint", "nearest-footprint"])
