@@ -35,6 +35,7 @@ per-parent loop runs in C++ (``visitcal._core.deblend_footprints``) with the GIL
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -42,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
-from astropy.table import Table, vstack
+from astropy.table import Column, Table, vstack
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import _core
@@ -218,6 +219,17 @@ def _flat_footprints(footprints, shape, xy0):
     return np.ascontiguousarray(all_spans), so, all_peaks, po
 
 
+def _stack(parents: Table, children: Table) -> Table:
+    """``vstack([parents, children], join_type="exact")`` for plain columns, without its per-column
+    metadata merging (children have the parents' columns and no metadata of their own)."""
+    if parents.masked or children.colnames != parents.colnames or any(
+            type(parents[c]) is not Column for c in parents.colnames):
+        return vstack([parents, children], join_type="exact")
+    cols = [parents[c].copy(data=np.concatenate([parents[c].data, np.asarray(children[c])]), copy_data=False)
+            for c in parents.colnames]
+    return Table(cols, meta=copy.deepcopy(parents.meta), copy=False)
+
+
 def _next_ids(sources: Table, n: int, id_generator) -> np.ndarray:
     if n == 0:
         return np.zeros(0, np.int64)
@@ -381,7 +393,7 @@ class SourceDeblendTask:
         var = _core.gather_spans(np.ascontiguousarray(variance), child_spans, x0, y0)
         out_fps.extend(HeavyFootprint._batch_from_flat(child_spans, so, child_peaks, np.arange(m + 1), r["child_values"],
                                                        msk, var, vo, exposure.masked_image.mask.planes))
-        table = vstack([parents, children], join_type="exact") if m else parents
+        table = _stack(parents, children) if m else parents
         n_deb = int(np.count_nonzero(r["deblended"]))
         _log.info("Deblended: of %d sources, %d were deblended, creating %d children, total %d sources",
                   n, n_deb, m, n + m)
