@@ -250,6 +250,41 @@ class HeavyFootprint(Footprint):
             else np.zeros(n, self._image.dtype)
         self._planes = planes.copy() if planes is not None else MaskPlanes()
 
+    @classmethod
+    def _batch_from_flat(cls, spans: np.ndarray, span_offsets: np.ndarray, peaks: np.ndarray,
+                         peak_offsets: np.ndarray, image: np.ndarray, mask: np.ndarray, variance: np.ndarray,
+                         value_offsets: np.ndarray, planes: MaskPlanes) -> list[HeavyFootprint]:
+        """Many heavy footprints from flat arrays (as C++ returns them), without per-object checks.
+
+        Footprint ``i`` has the (already normalized) spans ``spans[span_offsets[i]:span_offsets[i + 1]]``,
+        the peaks ``peaks[peak_offsets[i]:peak_offsets[i + 1]]`` (`PEAK_DTYPE`) and the pixel values
+        ``image/mask/variance[value_offsets[i]:value_offsets[i + 1]]`` (span order; ``mask`` int32).
+        The footprints hold views of these arrays (the caller hands them over), each its own copy of
+        ``planes``. The caller guarantees consistency (values counts = span areas); this is the fast
+        path for deblender output, equal to building each with ``HeavyFootprint(Footprint(...), ...)``.
+        """
+        if len(value_offsets) < 2:
+            return []
+
+        def cuts(off):
+            return np.asarray(off, dtype=np.int64)[1:-1]
+
+        sp = np.split(spans, cuts(span_offsets))
+        pk = np.split(peaks, cuts(peak_offsets))
+        im, mk, va = (np.split(a, cuts(value_offsets)) for a in (image, mask, variance))
+        bits, docs = planes._bits, planes._descriptions
+        out = []
+        new = cls.__new__
+        for s, p, i, m, v in zip(sp, pk, im, mk, va):
+            hf = new(cls)
+            s.setflags(write=False)
+            hf._spans, hf._peaks, hf._image, hf._mask, hf._variance = s, p, i, m, v
+            pl = MaskPlanes.__new__(MaskPlanes)  # a copy of a valid MaskPlanes: no re-validation
+            pl._bits, pl._descriptions = dict(bits), dict(docs)
+            hf._planes = pl
+            out.append(hf)
+        return out
+
     @staticmethod
     def _values(a, n, name, dtype):
         a = np.ascontiguousarray(a if dtype is None else np.asarray(a, dtype=dtype))
