@@ -141,12 +141,12 @@ py::dict deblend_all(const py::array_t<float, 0>& image, py::array_t<std::int32_
 
 double sigma1(const py::array_t<float, 0>& image, const py::array_t<std::int32_t, 0>& mask,
               const py::array_t<float, 0>& variance, int x0, int y0, std::int32_t bad_bits,
-              const std::optional<visitcal_bind::SpanArray>& spans) {
+              const std::optional<visitcal_bind::SpanArray>& spans, int sample_step) {
     auto ev = exposure_view(image, mask, variance, x0, y0);
     std::vector<visitcal::Span> s;
     if (spans) s = visitcal_bind::spans_from(*spans);
     py::gil_scoped_release release;
-    return visitcal::deblend_sigma1(ev, bad_bits, s.data(), s.size());
+    return visitcal::deblend_sigma1(ev, bad_bits, s.data(), s.size(), sample_step);
 }
 
 }  // namespace
@@ -187,5 +187,6 @@ void bind_deblend(py::module_& m) {
           py::arg("peak_id"), py::arg("skip"), py::arg("psf"), py::arg("sigma1"), py::arg("control"),
           py::arg("not_deblended_bits"));
     m.def("deblend_sigma1", &sigma1, py::arg("image").noconvert(), py::arg("mask").noconvert(),
-          py::arg("variance").noconvert(), py::arg("x0"), py::arg("y0"), py::arg("bad_bits"), py::arg("spans") = py::none());
+          py::arg("variance").noconvert(), py::arg("x0"), py::arg("y0"), py::arg("bad_bits"), py::arg("spans") = py::none(),
+          py::arg("sample_step") = 1);
 }

@@ -310,7 +310,8 @@ def deblend_footprints(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int3
                        peak_id: npt.NDArray[np.int64], skip: npt.NDArray[np.uint8], psf: Any, sigma1: float,
                        control: DeblendControl, not_deblended_bits: int) -> dict[str, Any]: ...
 def deblend_sigma1(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32],
-                   x0: int, y0: int, bad_bits: int, spans: npt.NDArray[np.int32] | None = None) -> float: ...
+                   x0: int, y0: int, bad_bits: int, spans: npt.NDArray[np.int32] | None = None,
+                   sample_step: int = 1) -> float: ...
 
 # single_frame_measurement.hpp
 

@@ -107,6 +107,12 @@ def test_sigma1_matches_numpy():
     y, x = fp.indices()
     sel = var[y, x][var[y, x] <= 4.0]
     assert deblend_sigma1(exp, footprint=fp) == pytest.approx(np.sqrt(np.median(sel)), rel=1e-6)
+    # the whole-image median on a sample lattice (the task's default sigma1_sample_step = 2)
+    for step in (2, 3):
+        lat, good = var[::step, ::step], var[::step, ::step] <= 4.0
+        assert deblend_sigma1(exp, sample_step=step) == pytest.approx(np.sqrt(np.median(lat[good])), rel=1e-6)
+    with pytest.raises(ValueError, match="sample_step"):
+        deblend_sigma1(exp, sample_step=0)
 
 
 @settings(max_examples=30, deadline=None)

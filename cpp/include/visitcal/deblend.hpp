@@ -103,8 +103,9 @@ struct DeblendResult {
 
 /// sqrt(median variance) over the image pixels without any of `bad_bits` (lsst-spec §5.6 step 2; LSST
 /// takes the whole image), or over the given spans only when n_spans > 0. NaN when no pixel qualifies.
+/// On the whole image, sample_step > 1 takes only the pixels whose x and y are multiples of it.
 double deblend_sigma1(const ExposureView& ev, std::int32_t bad_bits, const Span* spans = nullptr,
-                      std::size_t n_spans = 0);
+                      std::size_t n_spans = 0, int sample_step = 1);
 
 /// Deblend one parent footprint (normalized spans in the parent frame, inside the image; peaks sorted
 /// as detection sorts them). Never throws for data problems when ctrl.catch_failures: they set `failed`.

@@ -112,21 +112,21 @@ struct Sums {
 // 1-D Gaussian in ex centred on m = -b ey / a, which is evaluated by the ratio recurrence
 // g_{k+1} = g_k r_k, r_{k+1} = r_k exp(-a h^2), walking outwards from the sample nearest m. Every
 // factor is then <= 1 (nothing overflows, however elongated the weight; the exp(-b ex ey) factor of
-// a plain separation overflows past axis ratios of ~10), it costs 4 exp per row instead of one per
+// a plain separation overflows past axis ratios of ~10), it costs 3 exp per row instead of one per
 // sample, and the recurrence drifts by ~n ulp. Samples below 1e-250 of the row's peak are set to 0
 // (and are so small that denormal arithmetic would only slow the loop down).
 void gaussian_row(double a, double b, double c, double ey, double ex0, double h, int n, double* g) {
     const double m = -b * ey / a;
-    const double row = std::exp(-0.5 * (c - b * b / a) * ey * ey);
     const double q = std::exp(-a * h * h);
     int p = static_cast<int>(std::lround((m - ex0) / h));
     p = std::min(std::max(p, 0), n - 1);
     const double dp = ex0 + p * h - m;
-    const double gp = row * std::exp(-0.5 * a * dp * dp);
+    const double gp = std::exp(-0.5 * ((c - b * b / a) * ey * ey + a * dp * dp));
     constexpr double kTiny = 1e-250;
     const double floor = gp * kTiny;
     g[p] = gp;
-    double gk = gp, r = std::exp(-a * h * dp - 0.5 * a * h * h);
+    const double r_fwd = std::exp(-a * h * dp - 0.5 * a * h * h);  // g[p + 1] / g[p]
+    double gk = gp, r = r_fwd;
     int k = p + 1;
     for (; k < n && gk > floor; ++k) {
         gk *= r;
@@ -135,7 +135,7 @@ void gaussian_row(double a, double b, double c, double ey, double ex0, double h,
     }
     for (; k < n; ++k) g[k] = 0.0;
     gk = gp;
-    r = std::exp(a * h * dp - 0.5 * a * h * h);
+    r = q / r_fwd;  // g[p - 1] / g[p] = exp(a h dp - a h^2 / 2)
     k = p - 1;
     for (; k >= 0 && gk > floor; --k) {
         gk *= r;
