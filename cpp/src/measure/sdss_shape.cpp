@@ -210,32 +210,39 @@ Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2&
             s.w2 += w2[0] + w2[1];
             continue;
         }
-        // Per pixel of the row: the weight and its first and second moments about (xc, yc), each
-        // averaged over the pixel's ns x ns sub-samples.
-        for (auto* buf : {&ws.w, &ws.wx, &ws.wy, &ws.wxx, &ws.wyy, &ws.wxy}) std::fill_n(buf->data(), nx, 0.0);
+        // ns x ns sub-samples per pixel. Per sub-row (ey fixed): each pixel's sums of e, e ex and
+        // e ex^2 over its ns sub-columns, times the pixel value, give every moment (the ey factors
+        // come out of the pixel sums); the pixel's total weight is kept for the variance terms.
+        double* wsum = ws.w.data();
+        std::fill_n(wsum, nx, 0.0);
         for (int j = 0; j < ns; ++j) {
             const double ey = dy + o0 + j * h;
             gaussian_row(wi.xx, wi.xy, wi.yy, ey, ex0, h, nsub, g);
-            for (int k = 0; k < nsub; ++k) {
-                const double e = g[k] * norm;
-                const double ex = ex0 + k * h;
-                const int i = k / ns;
-                ws.w[i] += e;
-                ws.wx[i] += e * ex;
-                ws.wy[i] += e * ey;
-                ws.wxx[i] += e * ex * ex;
-                ws.wyy[i] += e * ey * ey;
-                ws.wxy[i] += e * ex * ey;
+            double a0 = 0.0, ax = 0.0, axx = 0.0;
+            for (int i = 0; i < nx; ++i) {
+                const double* gi = g + static_cast<std::ptrdiff_t>(ns) * i;
+                double ex = ex0 + ns * i * h, sw = 0.0, swx = 0.0, swxx = 0.0;
+                for (int u = 0; u < ns; ++u, ex += h) {
+                    const double e = gi[u], ee = e * ex;
+                    sw += e;
+                    swx += ee;
+                    swxx += ee * ex;
+                }
+                wsum[i] += sw;
+                const double v = pv[i];  // 0 for unusable pixels
+                a0 += v * sw;
+                ax += v * swx;
+                axx += v * swxx;
             }
+            s.i0 += norm * a0;
+            s.ix += norm * ax;
+            s.iy += norm * ey * a0;
+            s.ixx += norm * axx;
+            s.iyy += norm * ey * ey * a0;
+            s.ixy += norm * ey * ax;
         }
         for (int i = 0; i < nx; ++i) {
-            const double wt = ws.w[i] * puse[i], v = pv[i];
-            s.i0 += wt * v;
-            s.ix += ws.wx[i] * v;
-            s.iy += ws.wy[i] * v;
-            s.ixx += ws.wxx[i] * v;
-            s.iyy += ws.wyy[i] * v;
-            s.ixy += ws.wxy[i] * v;
+            const double wt = norm * wsum[i] * puse[i];
             s.vw2 += wt * wt * pvar[i];
             s.w2 += wt * wt;
         }

@@ -9,7 +9,9 @@
 // the centre moves by 2 m (exact at W = C, as SExtractor's windowed centroid). Then W <- C. It has
 // converged when e1 = (xx - yy) / (xx + yy) and e2 = 2 xy / (xx + yy) change by < tol1, the trace by
 // a fraction < tol2 and the centre by < 1e-4 px (ours: re-centring needs a stop too). When the weight
-// is narrower than 1 px (smallest eigenvalue of W < 1 px^2) it is averaged over 4 x 4 sub-pixels.
+// is narrower than 1 px (smallest eigenvalue of W < 1 px^2) it is averaged over 4 x 4 sub-pixels, and
+// stays so for the rest of that source's iterations (switching back and forth cycles forever on
+// undersampled stars). The weight is evaluated by an overflow-free ratio recurrence along each row.
 //
 // Reported: the object moments C (= W at convergence), the centre, and inst_flux, the flux of the
 // best-fit elliptical Gaussian: F = I0 sqrt(det C / det M) exp(1/2 s^T (C + W)^-1 s) with I0 the
