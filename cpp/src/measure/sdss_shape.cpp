@@ -112,12 +112,12 @@ struct Sums {
 // 1-D Gaussian in ex centred on m = -b ey / a, which is evaluated by the ratio recurrence
 // g_{k+1} = g_k r_k, r_{k+1} = r_k exp(-a h^2), walking outwards from the sample nearest m. Every
 // factor is then <= 1 (nothing overflows, however elongated the weight; the exp(-b ex ey) factor of
-// a plain separation overflows past axis ratios of ~10), it costs 3 exp per row instead of one per
+// a plain separation overflows past axis ratios of ~10), it costs 2 exp per row instead of one per
 // sample, and the recurrence drifts by ~n ulp. Samples below 1e-250 of the row's peak are set to 0
 // (and are so small that denormal arithmetic would only slow the loop down).
-void gaussian_row(double a, double b, double c, double ey, double ex0, double h, int n, double* g) {
+// q = exp(-a h^2), the same for every row of a box, is passed in.
+void gaussian_row(double a, double b, double c, double ey, double ex0, double h, double q, int n, double* g) {
     const double m = -b * ey / a;
-    const double q = std::exp(-a * h * h);
     int p = static_cast<int>(std::lround((m - ex0) / h));
     p = std::min(std::max(p, 0), n - 1);
     const double dp = ex0 + p * h - m;
@@ -161,6 +161,7 @@ template <class Acc>
 Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2& w, int ns, Workspace& ws) {
     const Sym2 wi = w.inv();
     const double h = 1.0 / ns, o0 = -0.5 + 0.5 * h, norm = h * h;
+    const double q = std::exp(-wi.xx * h * h);
     const int nx = b.x1 - b.x0 + 1;
     const int nsub = nx * ns;
     ws.resize(static_cast<std::size_t>(nsub), static_cast<std::size_t>(nx));
@@ -175,7 +176,7 @@ Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2&
         a.load_row(y, b.x0, nx, pv, pvar, puse);
         if (ns == 1) {
             // One sample per pixel: the weight row and the sums in one pass.
-            gaussian_row(wi.xx, wi.xy, wi.yy, dy, ex0, 1.0, nx, g);
+            gaussian_row(wi.xx, wi.xy, wi.yy, dy, ex0, 1.0, q, nx, g);
             // Two interleaved sets of partial sums (even and odd pixels): twice the additions in flight.
             double i0[2] = {0, 0}, ix[2] = {0, 0}, ixx[2] = {0, 0}, w2v[2] = {0, 0}, w2[2] = {0, 0};
             int i = 0;
@@ -217,7 +218,7 @@ Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2&
         std::fill_n(wsum, nx, 0.0);
         for (int j = 0; j < ns; ++j) {
             const double ey = dy + o0 + j * h;
-            gaussian_row(wi.xx, wi.xy, wi.yy, ey, ex0, h, nsub, g);
+            gaussian_row(wi.xx, wi.xy, wi.yy, ey, ex0, h, q, nsub, g);
             double a0 = 0.0, ax = 0.0, axx = 0.0;
             for (int i = 0; i < nx; ++i) {
                 const double* gi = g + static_cast<std::ptrdiff_t>(ns) * i;
@@ -283,6 +284,7 @@ void fisher_errors(const Box& b, double xc, double yc, const Sym2& c, double flu
     if (!(v > 0.0) || !std::isfinite(v) || !(flux > 0.0)) return;
     const Sym2 ci = c.inv();
     const double norm = 1.0 / (2.0 * M_PI * std::sqrt(c.det()));
+    const double q = std::exp(-ci.xx);
     const int nx = b.x1 - b.x0 + 1;
     ws.resize(static_cast<std::size_t>(nx), static_cast<std::size_t>(nx));
     double* g = ws.g.data();
@@ -290,7 +292,7 @@ void fisher_errors(const Box& b, double xc, double yc, const Sym2& c, double flu
     double f[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int y = b.y0; y <= b.y1; ++y) {
         const double dy = y - yc;
-        gaussian_row(ci.xx, ci.xy, ci.yy, dy, b.x0 - xc, 1.0, nx, g);
+        gaussian_row(ci.xx, ci.xy, ci.yy, dy, b.x0 - xc, 1.0, q, nx, g);
         for (int i = 0; i < nx; ++i) {
             const double dx = b.x0 + i - xc;
             const double n = norm * g[i];
