@@ -100,9 +100,9 @@ def main() -> None:
         print("photutils is not installed: peer skipped")
     else:
         def photutils_run():
-            segm = detect_sources(image, 5.0 * err, npixels=5)
+            segm = detect_sources(image, 5.0 * err, n_pixels=5)
             cat = SourceCatalog(image, segm, error=err)
-            xy = np.column_stack([cat.xcentroid, cat.ycentroid])
+            xy = np.column_stack([cat.x_centroid, cat.y_centroid])
             _ = cat.to_table()
             for r in radii:
                 aperture_photometry(image, CircularAperture(xy, r), error=err, method="exact")

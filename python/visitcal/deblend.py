@@ -47,7 +47,7 @@ from astropy.table import Column, Table, vstack
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import _core
-from .footprint import PEAK_DTYPE, Footprint, FootprintSet, HeavyFootprint
+from .footprint import _PEAK_VOID, PEAK_DTYPE, Footprint, FootprintSet, HeavyFootprint
 from .geom import Box2I
 from .image import Exposure, MaskPlanes, _to_int32
 from .table import DetectorVisitIdGenerator
@@ -202,7 +202,6 @@ def deblend_sigma1(exposure: Exposure, mask_planes: Sequence[str] = ("SAT", "INT
     return float(_core.deblend_sigma1(image, mask, variance, x0, y0, bits, spans, int(sample_step)))
 
 
-_PEAK_VOID = np.dtype((np.void, PEAK_DTYPE.itemsize))
 
 
 def _flat_footprints(footprints, shape, xy0):

@@ -280,7 +280,7 @@ class SingleFrameMeasurementTask:
             if isinstance(fp, HeavyFootprint) and not is_top[k]:
                 heavy_offsets[k] = offset
                 chunks.append(np.asarray(fp.image, dtype=np.float32))
-                offset += fp.area
+                offset += len(chunks[-1])  # one value per pixel (checked when the heavy footprint was made)
         heavy_values = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         record_set = FootprintSet.from_footprints(fps, bbox)
         parent_set = FootprintSet.from_footprints([fps[k] for k in top_rows], bbox)
@@ -305,7 +305,7 @@ class SingleFrameMeasurementTask:
                                         np.ascontiguousarray(heavy_values, np.float32), heavy_offsets,
                                         core_psf, ctrl)
         self._add_columns(sources, columns, _flag_names())
-        self._catalog_plugins(sources, exposure, fps, columns)
+        self._catalog_plugins(sources, exposure, record_set, columns)
         sources.meta["slots"] = cfg.slots.as_meta()
         return sources
 
@@ -327,7 +327,7 @@ class SingleFrameMeasurementTask:
             if suffix in units:
                 sources[key].unit = units[suffix]
 
-    def _catalog_plugins(self, sources: Table, exposure: Exposure, fps, columns) -> None:
+    def _catalog_plugins(self, sources: Table, exposure: Exposure, record_set: FootprintSet, columns) -> None:
         cfg = self.config
         slot_x = columns.get("base_SdssCentroid_x", columns["peak_x"])
         slot_y = columns.get("base_SdssCentroid_y", columns["peak_y"])
@@ -346,7 +346,9 @@ class SingleFrameMeasurementTask:
             for k, v in catalog_plugins.jacobian(exposure.wcs, x, y).items():
                 sources[k] = v
         if "base_FootprintArea" in plugins:
-            sources["base_FootprintArea_value"] = np.array([fp.area for fp in fps], dtype=np.int32)
+            widths = (record_set.spans[:, 2].astype(np.int64) - record_set.spans[:, 1] + 1).cumsum()
+            ends = np.concatenate([[0], widths])[record_set.span_offsets]  # pixels before each record's spans
+            sources["base_FootprintArea_value"] = np.diff(ends).astype(np.int32)
         if "base_ClassificationSizeExtendedness" in plugins:
             out = catalog_plugins.classification_size_extendedness(
                 sources["base_SdssShape_xx"], sources["base_SdssShape_yy"],
