@@ -273,16 +273,13 @@ class HeavyFootprint(Footprint):
         sp = np.split(spans, cuts(span_offsets))
         pk = np.split(peaks, cuts(peak_offsets))
         im, mk, va = (np.split(a, cuts(value_offsets)) for a in (image, mask, variance))
-        bits, docs = planes._bits, planes._descriptions
         out = []
         new = cls.__new__
         for s, p, i, m, v in zip(sp, pk, im, mk, va):
             hf = new(cls)
             s.setflags(write=False)
             hf._spans, hf._peaks, hf._image, hf._mask, hf._variance = s, p, i, m, v
-            pl = MaskPlanes.__new__(MaskPlanes)  # a copy of a valid MaskPlanes: no re-validation
-            pl._bits, pl._descriptions = dict(bits), dict(docs)
-            hf._planes = pl
+            hf._planes = planes.copy()
             out.append(hf)
         return out
 
