@@ -28,6 +28,16 @@ def test_standard_planes_come_from_core_registry():
     assert planes.description("CR") == dict((n, d) for n, _, d in _core.mask_planes())["CR"]
 
 
+def test_mask_planes_copy_is_equal_and_independent():
+    planes = MaskPlanes()
+    planes.add_plane("MY_PLANE", "a user plane")
+    other = planes.copy()
+    assert other == planes and dict(other) == dict(planes)
+    assert other.description("MY_PLANE") == "a user plane"
+    other.add_plane("ONLY_IN_COPY")
+    assert "ONLY_IN_COPY" not in dict(planes) and "ONLY_IN_COPY" in dict(other)
+
+
 def test_get_plane_bitmask_and_unknown_plane_message():
     planes = MaskPlanes()
     assert planes.get_plane_bitmask("BAD", "SAT", "NO_DATA") == 1 | 2 | 256
