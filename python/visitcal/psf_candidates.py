@@ -23,17 +23,16 @@ Steps 1-4 run in C++ in one call with the GIL released.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import _core
 from .footprint import FootprintSet
 from .image import Exposure, MaskedImage
 
-__all__ = ["PsfCandidatesConfig", "PsfCandidates", "make_psf_candidates", "footprint_index_of", "SKIP_REASONS"]
+__all__ = ["SKIP_REASONS", "PsfCandidates", "PsfCandidatesConfig", "footprint_index_of", "make_psf_candidates"]
 
 #: Reason strings by the C++ status code; "" means a candidate. "over_cap" is added by the cap.
 SKIP_REASONS = ("", "bad_centroid", "off_edge", "nonfinite_max")
@@ -55,9 +54,12 @@ class PsfCandidatesConfig(BaseModel):
     centroid_name: str = Field("base_SdssCentroid", description="Column prefix of the centroid: "
                                "<centroid_name>_x and _y are read from the source table (parent-frame pixels).")
 
-    def model_post_init(self, __context) -> None:
-        if self.stamp_size % 2 == 0:
-            raise ValueError(f"stamp_size must be odd, got {self.stamp_size}")
+    @field_validator("stamp_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"stamp_size must be odd, got {v}")
+        return v
 
 
 @dataclass(frozen=True)

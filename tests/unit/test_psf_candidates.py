@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 from scipy import ndimage
-
 from visitcal.footprint import Footprint, FootprintSet, make_peaks
 from visitcal.image import MaskedImage
-from visitcal.psf_candidates import PsfCandidatesConfig, footprint_index_of, make_psf_candidates
+from visitcal.psf_candidates import (
+    PsfCandidatesConfig,
+    footprint_index_of,
+    make_psf_candidates,
+)
 
 INTRP = 1 << 2
 DETECTED = 1 << 5
