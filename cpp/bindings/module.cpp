@@ -18,6 +18,7 @@ void bind_noise_replacer(py::module_& m);
 void bind_sky_sources(py::module_& m);
 void bind_deblend(py::module_& m);
 void bind_single_frame_measurement(py::module_& m);
+void bind_psf_candidates(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     bind_chebyshev(m);
@@ -34,4 +35,5 @@ PYBIND11_MODULE(_core, m) {
     bind_sky_sources(m);
     bind_deblend(m);
     bind_single_frame_measurement(m);
+    bind_psf_candidates(m);
 }

@@ -315,3 +315,10 @@ def deblend_sigma1(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], 
 
 # single_frame_measurement.hpp
 
+
+# psf_candidates.hpp
+def make_psf_candidates(
+    image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32], x0: int, y0: int,
+    x: npt.ArrayLike, y: npt.ArrayLike, footprint_index: npt.ArrayLike, footprints: tuple, stamp_size: int,
+    do_mask_blends: bool, neighbour_grow: int,
+) -> dict[str, np.ndarray]: ...
