@@ -6,29 +6,9 @@
 #include <stdexcept>
 #include <vector>
 
+#include "visitcal/background.hpp"  // clipped_mean_var
+
 namespace visitcal {
-
-namespace {
-
-constexpr double kIqrToSigma = 0.7413011092528009;  // 1 / (2 * 0.6744897...), afw's IQ_TO_STDEV
-
-// numpy's default ("linear") quantile at fraction q of the n values in v[0, n), with v already
-// partitioned about nothing in particular; only v[lo_bound, hi_bound) is searched, which must hold
-// the ranks floor(q (n - 1)) and the one after it (reorders that range).
-double quantile_in(std::vector<float>& v, std::size_t n, double q, std::size_t lo_bound, std::size_t hi_bound) {
-    const double pos = q * static_cast<double>(n - 1);
-    const auto lo = static_cast<std::size_t>(std::floor(pos));
-    const double frac = pos - static_cast<double>(lo);
-    auto first = v.begin() + static_cast<std::ptrdiff_t>(lo_bound);
-    auto last = v.begin() + static_cast<std::ptrdiff_t>(hi_bound);
-    std::nth_element(first, v.begin() + static_cast<std::ptrdiff_t>(lo), last);
-    const double a = v[lo];
-    if (frac == 0.0 || lo + 1 >= n) return a;
-    const double b = *std::min_element(v.begin() + static_cast<std::ptrdiff_t>(lo) + 1, last);
-    return a + frac * (b - a);
-}
-
-}  // namespace
 
 void LocalBackgroundControl::validate() const {
     if (!(annulus_inner >= 0.0) || !std::isfinite(annulus_inner)) throw std::invalid_argument("annulus_inner must be >= 0");
@@ -80,45 +60,10 @@ LocalBackgroundResult measure_local_background(const ExposureView& ev, double x,
         res.flags = FAILURE | NO_GOOD_PIXELS;
         return res;
     }
-    // Quartiles with one full selection: after the median's nth_element the lower quartile's ranks
-    // lie in front of it and the upper quartile's behind it (the work copy keeps v for the clipping).
-    std::vector<float> work(v);
-    const std::size_t nv = work.size();
-    const auto rank = [nv](double q) { return static_cast<std::size_t>(std::floor(q * static_cast<double>(nv - 1))); };
-    const std::size_t mid = rank(0.5);
-    const double med = quantile_in(work, nv, 0.5, 0, nv);
-    // Ranks r and r + 1 of q1 within [0, mid] and of q3 within [mid + 1, nv); else the whole range
-    // (tiny samples).
-    const double q1 = quantile_in(work, nv, 0.25, 0, rank(0.25) + 1 <= mid ? mid + 1 : nv);
-    const double q3 = quantile_in(work, nv, 0.75, rank(0.75) >= mid + 1 ? mid + 1 : 0, nv);
-    double centre = med, hwidth = ctrl.bg_rej * kIqrToSigma * (q3 - q1);
-    double mean = NAN, sd = NAN;
-    for (int it = 0; it < ctrl.bg_iter; ++it) {
-        // Two passes (mean, then squared deviations) for accuracy with large offsets.
-        double s = 0.0;
-        std::size_t n = 0;
-        for (const float f : v) {
-            const double u = f;
-            if (std::fabs(u - centre) <= hwidth) {
-                s += u;
-                ++n;
-            }
-        }
-        if (n == 0) {
-            mean = sd = NAN;
-            break;
-        }
-        const double m = s / static_cast<double>(n);
-        double ss = 0.0;
-        for (const float f : v) {
-            const double u = f;
-            if (std::fabs(u - centre) <= hwidth) ss += (u - m) * (u - m);
-        }
-        mean = m;
-        sd = n > 1 ? std::sqrt(ss / static_cast<double>(n - 1)) : NAN;
-        centre = mean;
-        hwidth = std::isfinite(sd) ? ctrl.bg_rej * sd : 0.0;
-    }
+    // afw's MEANCLIP / STDEVCLIP with bgRej and bgIter (lsst-spec §5.7), the one the background
+    // bins and the noise replacer use.
+    const ClippedMeanVar c = clipped_mean_var(v.data(), v.size(), ctrl.bg_rej, ctrl.bg_iter);
+    const double mean = c.mean, sd = c.sigma;
     res.instFlux = mean;
     res.instFluxErr = sd;
     if (!std::isfinite(mean)) res.flags |= FAILURE | NO_GOOD_PIXELS;
