@@ -47,7 +47,7 @@ from astropy.table import Column, Table, vstack
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import _core
-from .footprint import _PEAK_VOID, PEAK_DTYPE, Footprint, FootprintSet, HeavyFootprint
+from .footprint import Footprint, FootprintSet, HeavyFootprint
 from .geom import Box2I
 from .image import Exposure, MaskPlanes, _to_int32
 from .table import DetectorVisitIdGenerator
@@ -202,27 +202,11 @@ def deblend_sigma1(exposure: Exposure, mask_planes: Sequence[str] = ("SAT", "INT
     return float(_core.deblend_sigma1(image, mask, variance, x0, y0, bits, spans, int(sample_step)))
 
 
-
-
 def _flat_footprints(footprints, shape, xy0):
     """(spans, span_offsets, peaks, peak_offsets) of a `FootprintSet` or a sequence of footprints."""
-    if isinstance(footprints, FootprintSet):
-        return footprints.spans, footprints.span_offsets, footprints.peaks, footprints.peak_offsets
-    fps = list(footprints)
-    spans = [fp.spans for fp in fps]
-    peaks = [fp.peaks for fp in fps]
-    if not all(p.dtype == PEAK_DTYPE for p in peaks):
-        fs = FootprintSet.from_footprints(fps, Box2I.from_shape(shape, xy0))
-        return fs.spans, fs.span_offsets, fs.peaks, fs.peak_offsets
-    so = np.zeros(len(fps) + 1, np.int64)
-    po = np.zeros(len(fps) + 1, np.int64)
-    np.cumsum([len(s) for s in spans], out=so[1:])
-    np.cumsum([len(p) for p in peaks], out=po[1:])
-    # Concatenating structured arrays promotes their fields pair by pair (slow): join raw records.
-    all_spans = np.concatenate(spans).astype(np.int32, copy=False) if fps else np.zeros((0, 3), np.int32)
-    all_peaks = np.concatenate([p.view(_PEAK_VOID) for p in peaks]).view(PEAK_DTYPE) if fps \
-        else np.zeros(0, PEAK_DTYPE)
-    return np.ascontiguousarray(all_spans), so, all_peaks, po
+    if not isinstance(footprints, FootprintSet):
+        footprints = FootprintSet.from_footprints(list(footprints), Box2I.from_shape(shape, xy0))
+    return footprints.spans, footprints.span_offsets, footprints.peaks, footprints.peak_offsets
 
 
 def _stack(parents: Table, children: Table) -> Table:
