@@ -19,6 +19,8 @@ void bind_sky_sources(py::module_& m);
 void bind_deblend(py::module_& m);
 void bind_single_frame_measurement(py::module_& m);
 void bind_psf_candidates(py::module_& m);
+void bind_pixel_grid(py::module_& m);
+void bind_pca(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     bind_chebyshev(m);
@@ -36,4 +38,6 @@ PYBIND11_MODULE(_core, m) {
     bind_deblend(m);
     bind_single_frame_measurement(m);
     bind_psf_candidates(m);
+    bind_pixel_grid(m);
+    bind_pca(m);
 }

@@ -322,3 +322,7 @@ def make_psf_candidates(
     x: npt.ArrayLike, y: npt.ArrayLike, footprint_index: npt.ArrayLike, footprints: tuple, stamp_size: int,
     do_mask_blends: bool, neighbour_grow: int,
 ) -> dict[str, np.ndarray]: ...
+
+# psf/pixel_grid.hpp
+
+# psf/pca.hpp
