@@ -324,8 +324,6 @@ def make_psf_candidates(
 ) -> dict[str, np.ndarray]: ...
 
 # psf/pixel_grid.hpp
-
-# psf/pca.hpp
 class PixelGridControl:
     model_size: int
     sampling_size: float
@@ -367,3 +365,5 @@ def fit_pixel_grid_psf(
     reserved: npt.NDArray[np.uint8], box: tuple[float, float, float, float], control: PixelGridControl,
 ) -> dict: ...
 def chi2_isf(p: float, dof: float) -> float: ...
+
+# psf/pca.hpp
