@@ -25,6 +25,10 @@ The fit (all in C++, one call, the GIL released), as Piff's ``SimplePSF.fit``:
        ``max(1, chi2 / dof)`` (at most ``outlier_max_remove`` of the stars per iteration, the worst
        first). Stop when nothing was rejected and the total chi-square improved by less than
        ``0.1 * dof``, after at least 2 iterations.
+    From the second iteration on, the solve is a Gauss-Newton step for the grid and every star's
+    flux and centre together (each star's parameters profiled out of its chi-square, "variable
+    projection"), not a solve with them held: Piff's alternation converges only linearly (on exact
+    data its fluxes are still 1e-4 off after 15 iterations); the joint step reaches 1e-8 in two.
     The joint system is never formed: it is solved by conjugate gradients with a Kronecker
     preconditioner (see ``cpp/include/visitcal/psf/pixel_grid.hpp``). The model's normalisation and,
     with ``fit_center``, its centroid are exact linear constraints on every polynomial term.
@@ -35,8 +39,8 @@ reported, which is what the reserve is for.
 Known limit: Lanczos(11) is not an exact interpolant. A sampled Gaussian of sigma 2 px, shifted
 by a fraction of a pixel with it, is off by up to 3.0e-4 of its peak (1-D; sigma 1.5-4 px alike). A
 fitted model cannot beat its interpolant: with the default it reproduces a noise-free constant
-Gaussian to ~3e-4 of the peak at sub-pixel positions (Piff, with the same kernel, has the same limit).
-``interpolant="Lanczos(15)"`` brings this to 6e-5, Lanczos(20) to 2e-5.
+Gaussian (sigma 2 px, order 2) to 6e-4 of the peak at sub-pixel positions (Piff, with the same
+kernel, has the same limit). ``interpolant="Lanczos(15)"`` gives 5e-5, Lanczos(20) 2e-8.
 """
 
 from __future__ import annotations
