@@ -87,7 +87,7 @@ def _errors(fitted):
         de2.append(e2m - e2t)
         worst.append(np.abs(model - truth).max() / truth.max())
     dsize, de1, de2 = map(np.asarray, (dsize, de1, de2))
-    rms = lambda a: float(np.sqrt(np.mean(a**2)))  # noqa: E731
+    rms = lambda a: float(np.sqrt(np.mean(a**2)))
     out = {"size_rms": rms(dsize), "e1_mean": float(de1.mean()), "e1_rms": rms(de1), "e2_rms": rms(de2),
            "worst_median": float(np.median(worst))}
     print("\n" + " ".join(f"{k} {v:.2e}" for k, v in out.items()))

@@ -16,7 +16,11 @@ from scipy import stats
 from visitcal import _core
 from visitcal.geom import Box2I
 from visitcal.persistence import component_from_table, component_to_table
-from visitcal.pixel_grid_psf import PixelGridPsf, PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
+from visitcal.pixel_grid_psf import (
+    PixelGridPsf,
+    PixelGridPsfDeterminer,
+    PixelGridPsfDeterminerConfig,
+)
 from visitcal.psf_candidates import PsfCandidates
 from visitcal.psf_determiner import PsfTooFewStarsError
 
@@ -301,7 +305,7 @@ def test_too_few_stars_is_a_typed_error_or_falls_back_to_order_0():
 
 
 def test_outliers_are_rejected():
-    cands, flux = constant_gaussian_candidates(m=120, seed=14)
+    cands, _ = constant_gaussian_candidates(m=120, seed=14)
     img = cands.image.copy()
     bad = [3, 50, 77]
     rng = np.random.default_rng(0)
