@@ -60,6 +60,7 @@ void bind_pixel_grid(py::module_& m) {
         .def_readwrite("minimum_unmasked_fraction", &PixelGridControl::minimum_unmasked_fraction)
         .def_readwrite("zeroth_order_fallback", &PixelGridControl::zeroth_order_fallback)
         .def_readwrite("cg_tolerance", &PixelGridControl::cg_tolerance)
+        .def_readwrite("cg_chi2_tolerance", &PixelGridControl::cg_chi2_tolerance)
         .def_readwrite("cg_max_iter", &PixelGridControl::cg_max_iter);
 
     py::class_<PixelGridPsf, Psf, std::shared_ptr<PixelGridPsf>>(m, "PixelGridPsf")

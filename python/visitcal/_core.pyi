@@ -342,6 +342,7 @@ class PixelGridControl:
     minimum_unmasked_fraction: float
     zeroth_order_fallback: bool
     cg_tolerance: float
+    cg_chi2_tolerance: float
     cg_max_iter: int
     def __init__(self) -> None: ...
 

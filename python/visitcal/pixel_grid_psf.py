@@ -220,6 +220,10 @@ class PixelGridPsfDeterminerConfig(BaseModel):
                                                        "order 0 (one iteration) instead of failing.")
     cg_tolerance: float = Field(1e-10, gt=0, lt=1, description="Relative residual at which the conjugate-gradient "
                                 "solves stop.")
+    cg_chi2_tolerance: float = Field(0.01, ge=0, description="The conjugate-gradient solves also stop when a step "
+                                     "lowers the total chi-square by less than this (0: off). At 0.01 the model moves "
+                                     "by ~3e-4 of its peak along directions the data do not constrain (a change of "
+                                     "0.05 in a chi-square of 1e5) and the fit is 2-3x faster.")
 
     @field_validator("stamp_size")
     @classmethod
@@ -282,6 +286,7 @@ class PixelGridPsfDeterminer:
         ctl.minimum_unmasked_fraction = cfg.minimum_unmasked_fraction
         ctl.zeroth_order_fallback = cfg.zeroth_order_interp_not_enough_stars
         ctl.cg_tolerance = cfg.cg_tolerance
+        ctl.cg_chi2_tolerance = cfg.cg_chi2_tolerance
         return ctl
 
     def determine_psf(self, candidates: PsfCandidates, bbox: Box2I, *, reserved=None, band: str | None = None,

@@ -298,8 +298,15 @@ public:
             const double pap = (P.array() * AP.array()).sum();
             if (!(pap > 0)) break;
             const double alpha = rz / pap;
+            // The step lowers the total chi2 by alpha * rz (exactly, for this quadratic). When that is
+            // below cg_chi2_tolerance the remaining gain is statistically irrelevant: stop.
+            const bool negligible = alpha * rz < ctl_.cg_chi2_tolerance;
             X.noalias() += alpha * P;
             R.noalias() -= alpha * AP;
+            if (negligible) {
+                ++it;
+                break;
+            }
             precondition(R, Z);
             project(Z);
             const double rz_new = (R.array() * Z.array()).sum();

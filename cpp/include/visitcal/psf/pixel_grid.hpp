@@ -86,6 +86,7 @@ struct PixelGridControl {
     double minimum_unmasked_fraction = 0.5;
     bool zeroth_order_fallback = false;      // too few stars: order 0 (max_iter 1) instead of failing
     double cg_tolerance = 1e-10;             // relative residual of the conjugate-gradient solves
+    double cg_chi2_tolerance = 0.0;          // ... or stop when a step lowers the chi2 by less than this
     int cg_max_iter = 1000;
 };
 
