@@ -292,23 +292,41 @@ std::vector<double> PcaFitter::build_basis(const std::vector<Star*>& used, bool 
     const int n2 = n_ * n_;
     const int m = static_cast<int>(used.size());
     MatrixXd D(n2, m);
+    double noise_sum = 0.0, noise_max = 0.0;
     for (int j = 0; j < m; ++j) {
-        const std::vector<double> cs = centred_star(*used[j], use_model);
+        const Star& s = *used[j];
+        const std::vector<double> cs = centred_star(s, use_model);
         // constant_weight: every star counts the same; else by its S/N^2 (inverse variance of its
         // normalised image), relative to the first star so the scale is O(1).
-        const double w = ctl_.constant_weight ? 1.0 : std::sqrt(used[j]->snr2 / used[0]->snr2);
+        const double w2 = ctl_.constant_weight ? 1.0 : s.snr2 / used[0]->snr2;
+        const double w = std::sqrt(w2);
         for (int p = 0; p < n2; ++p) D(p, j) = cs[p] * w;
+        // Expected noise energy of this column: sum of its pixel variances over flux0^2 (bad pixels are
+        // filled, so counted at the mean variance).
+        double sv = 0.0;
+        for (int p = 0; p < n2; ++p) sv += s.crop_var[p];
+        const double noise = w2 * sv * n2 / s.n_good / (s.flux0 * s.flux0);
+        noise_sum += noise;
+        noise_max = std::max(noise_max, noise);
     }
     const MatrixXd G = D.transpose() * D;
     Eigen::SelfAdjointEigenSolver<MatrixXd> es(G);
     const VectorXd& ev = es.eigenvalues();  // ascending
     const double lmax = ev[m - 1];
+    // Components beyond the first are kept only above the noise: rounding noise (an exactly constant PSF
+    // has rank 1) and the largest eigenvalue pure pixel noise would give. For white noise of column
+    // energies e_s we take (sqrt(max_s e_s) + sqrt(sum_s e_s / n^2))^2: the Marchenko-Pastur edge
+    // e (1 + sqrt(m / n^2))^2 when all e_s are equal, the noisiest star's energy when it dominates.
+    // Eigen-images below it are mostly the noise of a few faint stars, which would then fit their own
+    // noise and be rejected by the spatial test.
+    const double noise_edge = std::pow(std::sqrt(noise_max) + std::sqrt(noise_sum / n2), 2);
     int K = std::min(ctl_.n_eigen_components, m);
-    // Drop components that are rounding noise (an exactly constant PSF has rank 1).
-    int rank = 0;
-    for (int j = m - 1; j >= 0; --j)
-        if (ev[j] > 1e-14 * lmax) ++rank;
-    K = std::max(1, std::min(K, rank));
+    int keep = 1;
+    for (int j = m - 2; j >= 0 && keep < K; --j) {
+        if (ev[j] > 1e-14 * lmax && ev[j] > noise_edge) ++keep;
+        else break;
+    }
+    K = keep;
     std::vector<double> basis(static_cast<std::size_t>(K) * n2);
     for (int k = 0; k < K; ++k) {
         VectorXd u = D * es.eigenvectors().col(m - 1 - k) / std::sqrt(ev[m - 1 - k]);
@@ -344,26 +362,37 @@ std::vector<double> PcaFitter::shifted_basis(const Star& s) const {
     return pk;
 }
 
-// The star's own amplitudes: data ~ sum_k c_k P_k over its good pixels, weighted by 1 / (var + (lam
-// flux0 P_0)^2); flux = c_0 (P_0 sums to ~1, the others to ~0), a_k = c_k / c_0 with variances from
-// (A^-1)_kk / c_0^2 scaled by the fit's reduced chi2 when it exceeds 1.
+// The star's own amplitudes: data ~ sum_k c_k P_k over its good pixels, flux = c_0 (P_0 sums to ~1, the
+// others to ~0), a_k = c_k / c_0. The pixels are weighted exactly as in the spatial fit (constant_weight:
+// uniformly; else 1 / v with v = var + (lam flux0 P_0)^2), so where the basis cannot represent the star
+// exactly, the star's own amplitudes and the spatial fit's still estimate the same thing and only noise
+// separates them. Their variances come from the sandwich A^-1 (sum w^2 v P P^T) A^-1 / c_0^2, scaled by
+// the fit's reduced chi2 when it exceeds 1.
 void PcaFitter::fit_star_coefficients(Star& s, const std::vector<double>& pk) const {
     const int n2 = n_ * n_;
-    MatrixXd A = MatrixXd::Zero(K_, K_);
+    MatrixXd A = MatrixXd::Zero(K_, K_), B = MatrixXd::Zero(K_, K_);
     VectorXd b = VectorXd::Zero(K_);
-    std::vector<double> w(n2, 0.0);
+    std::vector<double> v(n2, 0.0);
     for (int p = 0; p < n2; ++p) {
         if (!s.crop_good[p]) continue;
         const double me = ctl_.lam * s.flux0 * pk[p];
-        w[p] = 1.0 / (s.crop_var[p] + me * me);
+        v[p] = s.crop_var[p] + me * me;
+        const double w = ctl_.constant_weight ? 1.0 : 1.0 / v[p];
         for (int k = 0; k < K_; ++k) {
-            const double wk = w[p] * pk[static_cast<std::size_t>(k) * n2 + p];
-            b[k] += wk * s.crop_d[p];
-            for (int l = 0; l <= k; ++l) A(k, l) += wk * pk[static_cast<std::size_t>(l) * n2 + p];
+            const double pkp = pk[static_cast<std::size_t>(k) * n2 + p];
+            b[k] += w * pkp * s.crop_d[p];
+            for (int l = 0; l <= k; ++l) {
+                const double pl = pk[static_cast<std::size_t>(l) * n2 + p];
+                A(k, l) += w * pkp * pl;
+                B(k, l) += w * w * v[p] * pkp * pl;
+            }
         }
     }
     for (int k = 0; k < K_; ++k)
-        for (int l = k + 1; l < K_; ++l) A(k, l) = A(l, k);
+        for (int l = k + 1; l < K_; ++l) {
+            A(k, l) = A(l, k);
+            B(k, l) = B(l, k);
+        }
     const MatrixXd Ai = pinv_symmetric(A);
     const VectorXd cvec = Ai * b;
     s.coef_flux = cvec[0];
@@ -375,12 +404,13 @@ void PcaFitter::fit_star_coefficients(Star& s, const std::vector<double>& pk) co
         if (!s.crop_good[p]) continue;
         double m = 0.0;
         for (int k = 0; k < K_; ++k) m += cvec[k] * pk[static_cast<std::size_t>(k) * n2 + p];
-        chi2 += w[p] * (s.crop_d[p] - m) * (s.crop_d[p] - m);
+        chi2 += (s.crop_d[p] - m) * (s.crop_d[p] - m) / v[p];
     }
     const double red = std::max(1.0, chi2 / std::max(1, s.n_good - K_));
+    const MatrixXd cov = Ai * B * Ai;
     for (int k = 1; k < K_; ++k) {
         s.a[k - 1] = cvec[k] / s.coef_flux;
-        s.a_var[k - 1] = Ai(k, k) / (s.coef_flux * s.coef_flux) * red;
+        s.a_var[k - 1] = cov(k, k) / (s.coef_flux * s.coef_flux) * red;
     }
 }
 
