@@ -87,6 +87,7 @@ struct Star {
     int index = 0;
     bool reserved = false;
     bool fittable = false;  // has a kernel-sized crop with enough good pixels and positive flux
+    bool has_bad = false;   // some stamp pixel is bad (filled before centring)
     PcaStatus status = PcaStatus::used;
     double x = 0.0, y = 0.0;
     double dx = 0.0, dy = 0.0;  // centroid minus centre pixel, in [-0.5, 0.5)
@@ -168,6 +169,7 @@ private:
     std::vector<double> fit_spatial(const std::vector<Star*>& used, const std::vector<std::vector<double>>& pks,
                                     const SpatialPolynomial& poly) const;
     void evaluate_star(Star& s, const PcaPsf& psf) const;
+    std::shared_ptr<PcaPsf> fit_once(std::vector<Star*>& used, bool use_model, int order);
 
     const PcaPsfCandidates& c_;
     const PcaPsfControl& ctl_;
@@ -225,6 +227,9 @@ void PcaFitter::prepare() {
                 }
             }
         }
+        for (std::size_t sp = 0; sp < S2 && !s.has_bad; ++sp)
+            s.has_bad = !(std::isfinite(im[sp]) && std::isfinite(va[sp]) && va[sp] > 0.0 &&
+                          (mk[sp] & ctl_.bad_mask_bits) == 0);
         if (s.n_good < ctl_.min_unmasked_fraction * n2 || s.n_good < 2) {
             if (!s.reserved) s.status = PcaStatus::too_few_pixels;
             continue;
@@ -505,6 +510,41 @@ void PcaFitter::evaluate_star(Star& s, const PcaPsf& psf) const {
     s.dof = s.n_good - 1;
 }
 
+// One fit on the used stars: basis, each star's amplitudes, the spatial fit, the model; then every
+// fittable star's flux and chi2 against it. Used stars whose basis fit has no positive flux leave.
+std::shared_ptr<PcaPsf> PcaFitter::fit_once(std::vector<Star*>& used, bool use_model, int order) {
+    basis_ = build_basis(used, use_model);
+    std::vector<std::vector<double>> pks;
+    std::vector<Star*> kept;
+    for (Star* s : used) {
+        std::vector<double> pk = shifted_basis(*s);
+        fit_star_coefficients(*s, pk);
+        if (s->coef_flux > 0.0) {
+            kept.push_back(s);
+            pks.push_back(std::move(pk));
+        } else {
+            s->status = PcaStatus::bad_flux;
+        }
+    }
+    used.swap(kept);
+    if (used.empty()) return nullptr;
+    for (Star& s : stars_)
+        if (s.fittable && s.status != PcaStatus::used) fit_star_coefficients(s, shifted_basis(s));
+    const SpatialPolynomial poly(order, xmin_, xmax_, ymin_, ymax_);
+    const std::vector<double> coefficients = fit_spatial(used, pks, poly);
+    double ax = 0.0, ay = 0.0;
+    for (const Star* s : used) {
+        ax += s->x;
+        ay += s->y;
+    }
+    auto psf = std::make_shared<PcaPsf>(basis_, K_, n_, coefficients, poly,
+                                        std::array<double, 2>{ax / used.size(), ay / used.size()},
+                                        ctl_.interpolant_order);
+    for (Star& s : stars_)
+        if (s.fittable) evaluate_star(s, *psf);
+    return psf;
+}
+
 PcaPsfFit PcaFitter::run() {
     if (ctl_.kernel_size < 1 || ctl_.kernel_size % 2 == 0) throw std::invalid_argument("kernel_size must be odd and positive");
     if (ctl_.kernel_size > S_) throw std::invalid_argument("kernel_size is larger than the candidate stamps");
@@ -515,12 +555,6 @@ PcaPsfFit PcaFitter::run() {
     PcaPsfFit out;
     int order = ctl_.spatial_order;
     for (const Star& s : stars_) out.n_available += !s.reserved;
-    auto used_stars = [&]() {
-        std::vector<Star*> u;
-        for (Star& s : stars_)
-            if (s.fittable && s.status == PcaStatus::used) u.push_back(&s);
-        return u;
-    };
     // lsst-spec §4.7 step 6: fewer stars than spatial terms -> order 0 (when allowed) or a typed failure.
     auto enough = [&](int n_used) {
         if (n_used >= SpatialPolynomial::n_terms(order) && n_used >= 1) return true;
@@ -533,103 +567,96 @@ PcaPsfFit PcaFitter::run() {
         out.n_required = std::max(1, SpatialPolynomial::n_terms(order));
         return false;
     };
-    std::vector<Star*> used = used_stars();
+    auto no_stars_left = [&]() {
+        enough(0);
+        return out;
+    };
+    std::vector<Star*> used;
+    for (Star& s : stars_)
+        if (s.fittable && s.status == PcaStatus::used) used.push_back(&s);
     if (!enough(static_cast<int>(used.size()))) return out;
 
     std::shared_ptr<PcaPsf> psf;
     double prev_chi2 = NAN;
     for (int it = 0; it < ctl_.n_iter_for_psf; ++it) {
-        basis_ = build_basis(used, it > 0);
-        std::vector<std::vector<double>> pks(used.size());
-        for (Star& s : stars_) {
-            if (!s.fittable) continue;
-            std::vector<double> pk = shifted_basis(s);
-            fit_star_coefficients(s, pk);
-            if (s.status == PcaStatus::used && !(s.coef_flux > 0.0)) s.status = PcaStatus::bad_flux;
-            if (s.status == PcaStatus::used) {
-                const auto pos = std::find(used.begin(), used.end(), &s) - used.begin();
-                pks[pos] = std::move(pk);
-            }
+        // First fit: bad pixels are filled by mirroring, which fails where the mirror pixel is bad too (a
+        // cosmic ray across the core); a preliminary fit gives a model to fill them with before any
+        // star is judged.
+        bool any_bad = false;
+        for (const Star* s : used) any_bad = any_bad || s->has_bad;
+        if (it == 0 && any_bad) {
+            std::vector<Star*> pre = used;
+            if (!fit_once(pre, false, order)) return no_stars_left();
+            for (Star& s : stars_)
+                if (s.status == PcaStatus::bad_flux && s.fittable && !s.reserved) s.status = PcaStatus::used;
         }
-        // Stars whose basis fit gave no positive flux leave the fit.
-        {
-            std::vector<Star*> u2;
-            std::vector<std::vector<double>> p2;
-            for (std::size_t j = 0; j < used.size(); ++j)
-                if (used[j]->status == PcaStatus::used) {
-                    u2.push_back(used[j]);
-                    p2.push_back(std::move(pks[j]));
-                }
-            used.swap(u2);
-            pks.swap(p2);
-            if (!enough(static_cast<int>(used.size()))) return out;
+        psf = fit_once(used, it > 0 || any_bad, order);
+        if (!psf) return no_stars_left();
+        if (!enough(static_cast<int>(used.size()))) return out;
+        if (order != psf->spatial().order()) {  // fell back to order 0 after losing stars: refit
+            psf = fit_once(used, true, order);
+            if (!psf) return no_stars_left();
         }
-        const SpatialPolynomial poly2(order, xmin_, xmax_, ymin_, ymax_);
-        const std::vector<double> coefficients = fit_spatial(used, pks, poly2);
-        double ax = 0.0, ay = 0.0;
-        for (const Star* s : used) {
-            ax += s->x;
-            ay += s->y;
-        }
-        ax /= used.size();
-        ay /= used.size();
-        psf = std::make_shared<PcaPsf>(basis_, K_, n_, coefficients, poly2, std::array<double, 2>{ax, ay},
-                                       ctl_.interpolant_order);
-        for (Star& s : stars_)
-            if (s.fittable) evaluate_star(s, *psf);
         double chi2 = 0.0;
         for (const Star* s : used) chi2 += s->chi2;
         out.n_iter = it + 1;
         out.spatial_fit_chi2 = chi2;
-        out.avg_x = ax;
-        out.avg_y = ay;
+        out.avg_x = psf->average_position()[0];
+        out.avg_y = psf->average_position()[1];
         out.spatial_order = order;
         out.n_components = K_;
         if (it == ctl_.n_iter_for_psf - 1) break;
 
-        // Rejection among the used stars, both tests on the same fit.
-        const int T = poly2.n_terms();
-        std::vector<char> reject(used.size(), 0);
-        for (std::size_t j = 0; j < used.size(); ++j)
-            if (!(used[j]->chi2 / used[j]->dof <= ctl_.reduced_chi2_for_psf_candidates)) reject[j] = 1;
+        // Judge every candidate of the pool (not reserved, fittable, not bad_flux) against this fit, the
+        // used ones and those rejected earlier alike: a star rejected by an early, poorer model comes back
+        // once the model is good. Both tests on the same fit.
+        std::vector<Star*> pool;
+        for (Star& s : stars_)
+            if (s.fittable && (s.status == PcaStatus::used || s.status == PcaStatus::outlier)) pool.push_back(&s);
+        const SpatialPolynomial& poly = psf->spatial();
+        const int T = poly.n_terms();
+        const std::vector<double>& coefficients = psf->coefficients();
+        std::vector<char> reject(pool.size(), 0);
+        for (std::size_t j = 0; j < pool.size(); ++j)
+            if (!(pool[j]->chi2 / pool[j]->dof <= ctl_.reduced_chi2_for_psf_candidates)) reject[j] = 1;
         if (K_ > 1 && static_cast<int>(used.size()) > T) {
             std::vector<double> f(T);
-            std::vector<std::vector<double>> res(used.size(), std::vector<double>(K_ - 1));
-            for (std::size_t j = 0; j < used.size(); ++j) {
-                poly2.evaluate(used[j]->x, used[j]->y, f.data());
+            std::vector<std::vector<double>> res(pool.size(), std::vector<double>(K_ - 1));
+            for (std::size_t j = 0; j < pool.size(); ++j) {
+                poly.evaluate(pool[j]->x, pool[j]->y, f.data());
                 for (int k = 1; k < K_; ++k) {
                     double pred = 0.0;
                     for (int t = 0; t < T; ++t) pred += coefficients[static_cast<std::size_t>(k) * T + t] * f[t];
-                    res[j][k - 1] = used[j]->a[k - 1] - pred;
+                    res[j][k - 1] = pool[j]->a[k - 1] - pred;
                 }
             }
             for (int k = 0; k < K_ - 1; ++k) {
-                // Robust scatter of the deviations (1.4826 MAD) plus each star's own coefficient error.
-                std::vector<double> dev(used.size());
-                for (std::size_t j = 0; j < used.size(); ++j) dev[j] = res[j][k];
+                // Robust scatter (1.4826 MAD) of the used stars' deviations, plus each star's own error.
+                std::vector<double> dev;
+                for (std::size_t j = 0; j < pool.size(); ++j)
+                    if (pool[j]->status == PcaStatus::used) dev.push_back(res[j][k]);
                 const double med = median_inplace(dev);
-                for (std::size_t j = 0; j < used.size(); ++j) dev[j] = std::fabs(res[j][k] - med);
+                dev.clear();
+                for (std::size_t j = 0; j < pool.size(); ++j)
+                    if (pool[j]->status == PcaStatus::used) dev.push_back(std::fabs(res[j][k] - med));
                 const double mad = 1.4826 * median_inplace(dev);
-                for (std::size_t j = 0; j < used.size(); ++j) {
-                    const double sig = std::sqrt(used[j]->a_var[k] + mad * mad);
+                for (std::size_t j = 0; j < pool.size(); ++j) {
+                    const double sig = std::sqrt(pool[j]->a_var[k] + mad * mad);
                     if (!(std::fabs(res[j][k]) <= ctl_.spatial_reject * sig)) reject[j] = 1;
                 }
             }
         }
-        int n_rej = 0;
-        std::vector<Star*> u2;
-        for (std::size_t j = 0; j < used.size(); ++j) {
-            if (reject[j]) {
-                used[j]->status = PcaStatus::outlier;
-                ++n_rej;
-            } else {
-                u2.push_back(used[j]);
-            }
+        int n_changed = 0;
+        used.clear();
+        for (std::size_t j = 0; j < pool.size(); ++j) {
+            const PcaStatus st = reject[j] ? PcaStatus::outlier : PcaStatus::used;
+            n_changed += st != pool[j]->status;
+            pool[j]->status = st;
+            if (!reject[j]) used.push_back(pool[j]);
         }
-        used.swap(u2);
-        const bool converged = n_rej == 0 && std::isfinite(prev_chi2) &&
+        const bool converged = n_changed == 0 && std::isfinite(prev_chi2) &&
                                std::fabs(chi2 - prev_chi2) <= ctl_.tolerance * std::max(chi2, 1e-300);
-        prev_chi2 = n_rej == 0 ? chi2 : NAN;
+        prev_chi2 = n_changed == 0 ? chi2 : NAN;
         if (converged) break;
         if (!enough(static_cast<int>(used.size()))) return out;
     }
