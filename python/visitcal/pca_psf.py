@@ -44,7 +44,7 @@ from .psf import _check_average_position, _CorePsf
 from .psf_candidates import PsfCandidates
 from .psf_determiner import PsfDeterminerResult, PsfTooFewStarsError
 
-__all__ = ["PcaPsf", "PcaPsfDeterminer", "PcaPsfDeterminerConfig", "STATUS_NAMES"]
+__all__ = ["STATUS_NAMES", "PcaPsf", "PcaPsfDeterminer", "PcaPsfDeterminerConfig"]
 
 #: Candidate status strings, by the C++ code.
 STATUS_NAMES = tuple(_core.pca_status_names())

@@ -10,7 +10,6 @@ import pytest
 from astropy.table import Table
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from visitcal import _core
 from visitcal.geom import Box2I
 from visitcal.image import Exposure, MaskPlanes
