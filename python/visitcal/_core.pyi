@@ -368,3 +368,43 @@ def fit_pixel_grid_psf(
 def chi2_isf(p: float, dof: float) -> float: ...
 
 # psf/pca.hpp
+class PcaPsf:  # derives from _core.Psf (psf.hpp has no stub yet)
+    def __init__(self, basis: npt.NDArray[np.float64], coefficients: npt.NDArray[np.float64], spatial_order: int,
+                 box: tuple[float, float, float, float], average_position: tuple[float, float],
+                 interpolant_order: int) -> None: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def n_components(self) -> int: ...
+    @property
+    def interpolant_order(self) -> int: ...
+    @property
+    def spatial_order(self) -> int: ...
+    @property
+    def box(self) -> tuple[float, float, float, float]: ...
+    @property
+    def basis(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def coefficients(self) -> npt.NDArray[np.float64]: ...
+
+class PcaPsfControl:
+    n_eigen_components: int
+    spatial_order: int
+    kernel_size: int
+    n_iter_for_psf: int
+    reduced_chi2_for_psf_candidates: float
+    spatial_reject: float
+    constant_weight: bool
+    lam: float
+    tolerance: float
+    bad_mask_bits: int
+    interpolant_order: int
+    zeroth_order_interp_not_enough_stars: bool
+    min_unmasked_fraction: float
+    def __init__(self) -> None: ...
+
+def pca_status_names() -> list[str]: ...
+def fit_pca_psf(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32],
+                xy0: npt.NDArray[np.int32], x: npt.NDArray[np.float64], y: npt.NDArray[np.float64],
+                reserved: npt.NDArray[np.uint8], control: PcaPsfControl,
+                box: tuple[float, float, float, float]) -> dict[str, Any]: ...
