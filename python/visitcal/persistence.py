@@ -72,6 +72,8 @@ _PROVIDERS = {
     "SummaryMapping": "visitcal.io.fits",
     "GaussianPsf": "visitcal.psf",
     "FixedImagePsf": "visitcal.psf",
+    "PixelGridPsf": "visitcal.pixel_grid_psf",
+    "PcaPsf": "visitcal.pca_psf",
 }
 
 
