@@ -51,6 +51,30 @@ void lanczos_weights(double frac, int n, double* w) {
     for (int k = 0; k < 2 * n; ++k) w[k] /= sum;
 }
 
+void lanczos_weights_derivative(double frac, int n, double* w, double* dw) {
+    if (n < 1) throw std::invalid_argument("Lanczos order must be >= 1");
+    // L(x) = sinc(x) sinc(x/n); L'(x) = sinc'(x) sinc(x/n) + sinc(x) sinc'(x/n) / n with
+    // sinc'(x) = (cos(pi x) - sinc(x)) / x (0 at x = 0). x_k = k - (n - 1) - frac, so dL_k/dfrac = -L'(x_k).
+    auto dsinc = [](double x) { return std::fabs(x) < 1e-8 ? 0.0 : (std::cos(kPi * x) - sinc(x)) / x; };
+    double sum = 0.0, dsum = 0.0;
+    for (int k = 0; k < 2 * n; ++k) {
+        const double x = k - (n - 1) - frac;
+        if (std::fabs(x) >= n) {
+            w[k] = dw[k] = 0.0;
+            continue;
+        }
+        const double a = sinc(x), b = sinc(x / n);
+        w[k] = a * b;
+        dw[k] = -(dsinc(x) * b + a * dsinc(x / n) / n);
+        sum += w[k];
+        dsum += dw[k];
+    }
+    for (int k = 0; k < 2 * n; ++k) {
+        dw[k] = (dw[k] * sum - w[k] * dsum) / (sum * sum);
+        w[k] /= sum;
+    }
+}
+
 void shift_image_lanczos(const double* in, int width, int height, double dx, double dy, int n, double* out) {
     std::vector<double> tmp(static_cast<std::size_t>(width) * height);
     for (int y = 0; y < height; ++y) {

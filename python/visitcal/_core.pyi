@@ -324,5 +324,46 @@ def make_psf_candidates(
 ) -> dict[str, np.ndarray]: ...
 
 # psf/pixel_grid.hpp
+class PixelGridControl:
+    model_size: int
+    sampling_size: float
+    interpolant_order: int
+    spatial_order: int
+    fit_center: bool
+    stamp_size: int
+    draw_size: int
+    max_snr: float
+    outlier_n_sigma: float
+    outlier_max_remove: float
+    max_iter: int
+    min_iter: int
+    chisq_thresh: float
+    zero_weight_mask: int
+    minimum_unmasked_fraction: float
+    zeroth_order_fallback: bool
+    cg_tolerance: float
+    cg_max_iter: int
+    def __init__(self) -> None: ...
+
+class PixelGridPsf(Psf):
+    def __init__(
+        self, coefficients: npt.NDArray[np.float64], sampling_size: float, interpolant_order: int, spatial_order: int,
+        box: tuple[float, float, float, float], draw_size: int, average_position: tuple[float, float],
+    ) -> None: ...
+    coefficients: npt.NDArray[np.float64]
+    model_size: int
+    sampling_size: float
+    interpolant_order: int
+    spatial_order: int
+    box: tuple[float, float, float, float]
+    draw_size: int
+    def grid_at(self, x: float, y: float) -> npt.NDArray[np.float64]: ...
+
+def fit_pixel_grid_psf(
+    image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32],
+    xy0: npt.NDArray[np.int32], x: npt.NDArray[np.float64], y: npt.NDArray[np.float64],
+    reserved: npt.NDArray[np.uint8], box: tuple[float, float, float, float], control: PixelGridControl,
+) -> dict: ...
+def chi2_isf(p: float, dof: float) -> float: ...
 
 # psf/pca.hpp

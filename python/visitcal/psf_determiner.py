@@ -67,6 +67,8 @@ class PsfDeterminerResult:
     metadata : dict
         LSST's ``spatialFitChi2``, ``numAvailStars``, ``numGoodStars``, ``avgX``, ``avgY``, plus
         ``n_iter``.
+    x, y : (m,) float64 or None
+        Each candidate's centre as fitted (a determiner that refits centres), else None.
     """
 
     psf: Psf
@@ -77,3 +79,5 @@ class PsfDeterminerResult:
     dof: np.ndarray
     status: np.ndarray
     metadata: dict = field(default_factory=dict)
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None

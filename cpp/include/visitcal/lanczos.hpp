@@ -15,6 +15,10 @@ double lanczos_kernel(double x, int n);
 /// to floor(position), renormalised to unit sum; frac in [0, 1).
 void lanczos_weights(double frac, int n, double* w);
 
+/// The weights of `lanczos_weights` and their derivatives dw[k] = d w[k] / d frac (quotient rule through
+/// the renormalisation), for fitting sub-pixel positions (the pixel-grid PSF's centre fit).
+void lanczos_weights_derivative(double frac, int n, double* w, double* dw);
+
 /// Shift a (height, width) row-major image by (dx, dy) pixels (the light moves by +dx, +dy):
 /// out(x, y) = sum_k in(x - dx + k, y - dy + l) L L, separably, with zero outside the image.
 void shift_image_lanczos(const double* in, int width, int height, double dx, double dy, int n, double* out);

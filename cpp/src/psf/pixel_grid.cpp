@@ -1,0 +1,664 @@
+#include "visitcal/psf/pixel_grid.hpp"
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "visitcal/lanczos.hpp"
+
+namespace visitcal {
+
+namespace {
+
+using RMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Eigen::MatrixXd;
+using Eigen::VectorXd;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// The interpolation matrix of one axis: L[c][g] is the weight of grid index g in the pixel c of a line
+// of `n_px` pixels whose first pixel sits at offset u0 (px) from the star's centre; dL its derivative
+// with respect to the star's centre (d/dxc = -(1/s) d/dt). `in` marks pixels inside the grid's support.
+struct AxisInterp {
+    RMat L, dL;
+    std::vector<char> in;
+};
+
+void axis_interp(double u0, int n_px, int G, double s, int order, bool with_derivative, AxisInterp& a) {
+    a.L.setZero(n_px, G);
+    if (with_derivative) a.dL.setZero(n_px, G);
+    a.in.assign(static_cast<std::size_t>(n_px), 0);
+    const double origin = 0.5 * (G - 1);
+    std::vector<double> w(2 * static_cast<std::size_t>(order)), dw(w.size());
+    // With sampling 1 every pixel has the same fractional grid position: one set of weights serves all.
+    double last_frac = kNaN;
+    for (int c = 0; c < n_px; ++c) {
+        const double t = (u0 + c) / s + origin;
+        if (!(t >= -1e-9 && t <= G - 1 + 1e-9)) continue;
+        a.in[c] = 1;
+        const double base = std::floor(t);
+        const double frac = t - base;
+        if (frac != last_frac) {
+            if (with_derivative)
+                lanczos_weights_derivative(frac, order, w.data(), dw.data());
+            else
+                lanczos_weights(frac, order, w.data());
+            last_frac = frac;
+        }
+        const int first = static_cast<int>(base) - (order - 1);
+        for (int k = 0; k < 2 * order; ++k) {
+            const int g = first + k;
+            if (g < 0 || g >= G) continue;
+            a.L(c, g) = w[k];
+            if (with_derivative) a.dL(c, g) = -dw[k] / s;
+        }
+    }
+}
+
+// Regularized upper incomplete gamma Q(a, x), by the power series of P for x < a + 1 and the
+// continued fraction of Q (modified Lentz) otherwise (Abramowitz & Stegun 6.5.29, 6.5.31).
+double gamma_q(double a, double x) {
+    if (x <= 0.0) return 1.0;
+    const double lead = std::exp(-x + a * std::log(x) - std::lgamma(a));
+    if (x < a + 1.0) {
+        double ap = a, term = 1.0 / a, sum = term;
+        for (int i = 0; i < 10000; ++i) {
+            ap += 1.0;
+            term *= x / ap;
+            sum += term;
+            if (std::fabs(term) < std::fabs(sum) * 1e-16) break;
+        }
+        return std::max(0.0, 1.0 - sum * lead);
+    }
+    const double tiny = 1e-300;
+    double b = x + 1.0 - a, c = 1.0 / tiny, d = 1.0 / b, h = d;
+    for (int i = 1; i < 10000; ++i) {
+        const double an = -i * (i - a);
+        b += 2.0;
+        d = an * d + b;
+        if (std::fabs(d) < tiny) d = tiny;
+        c = b + an / c;
+        if (std::fabs(c) < tiny) c = tiny;
+        d = 1.0 / d;
+        const double del = d * c;
+        h *= del;
+        if (std::fabs(del - 1.0) < 1e-16) break;
+    }
+    return lead * h;
+}
+
+// One star in the fit.
+struct Star {
+    int index = 0;
+    int sx0 = 0, sy0 = 0;     // parent origin of the fitted stamp
+    double xc = 0, yc = 0;    // current centre
+    double x_in = 0, y_in = 0;
+    double flux = 0;
+    RMat d, w, weff;           // data, weight, weight inside the model's support
+    AxisInterp ax, ay;
+    std::vector<double> basis;
+    int n_eff = 0;             // pixels with weff > 0
+    double mean_w = 0;
+    PixelGridStarStatus status = PixelGridStarStatus::used;
+    double chi2 = kNaN;
+    std::int64_t dof = 0;
+};
+
+class Fitter {
+public:
+    Fitter(const PixelGridControl& ctl, const SpatialPolynomial& poly)
+        : ctl_(ctl), poly_(poly), G_(ctl.model_size), G2_(ctl.model_size * ctl.model_size), T_(poly.n_terms()), S_(ctl.stamp_size) {
+        norm_ = 1.0 / (ctl.sampling_size * ctl.sampling_size);
+        const double origin = 0.5 * (G_ - 1);
+        Q_.setZero(G2_, ctl.fit_center ? 3 : 1);
+        for (int gy = 0; gy < G_; ++gy)
+            for (int gx = 0; gx < G_; ++gx) {
+                const int j = gy * G_ + gx;
+                Q_(j, 0) = 1.0;
+                if (ctl.fit_center) {
+                    Q_(j, 1) = gx - origin;
+                    Q_(j, 2) = gy - origin;
+                }
+            }
+        for (int k = 0; k < Q_.cols(); ++k) Q_.col(k).normalize();  // already mutually orthogonal
+    }
+
+    void set_geometry(Star& s) const {
+        axis_interp(s.sx0 - s.xc, S_, G_, ctl_.sampling_size, ctl_.interpolant_order, ctl_.fit_center, s.ax);
+        axis_interp(s.sy0 - s.yc, S_, G_, ctl_.sampling_size, ctl_.interpolant_order, ctl_.fit_center, s.ay);
+        s.weff.resize(S_, S_);
+        s.n_eff = 0;
+        for (int r = 0; r < S_; ++r)
+            for (int c = 0; c < S_; ++c) {
+                const double v = (s.ax.in[c] && s.ay.in[r]) ? s.w(r, c) : 0.0;
+                s.weff(r, c) = v;
+                s.n_eff += v > 0;
+            }
+    }
+
+    // grid of star s under coefficients X (G2 x T), as a (G, G) row-major matrix
+    RMat grid(const MatrixXd& X, const Star& s) const {
+        VectorXd p = X * Eigen::Map<const VectorXd>(s.basis.data(), T_);
+        return Eigen::Map<RMat>(p.data(), G_, G_);
+    }
+
+    // Y = A X for the normal equations of the stars in `active`.
+    void apply(const MatrixXd& X, const std::vector<Star*>& active, MatrixXd& Y) {
+        Y.setZero(G2_, T_);
+        for (const Star* s : active) {
+            const RMat P = grid(X, *s);
+            tmp_sg_.noalias() = s->ay.L * P;
+            img_.noalias() = tmp_sg_ * s->ax.L.transpose();
+            img_.array() *= s->weff.array() * (s->flux * s->flux);
+            tmp_gs_.noalias() = s->ay.L.transpose() * img_;
+            back_.noalias() = tmp_gs_ * s->ax.L;
+            Eigen::Map<const VectorXd> r(back_.data(), G2_);
+            for (int t = 0; t < T_; ++t) Y.col(t) += s->basis[t] * r;
+        }
+    }
+
+    void rhs(const std::vector<Star*>& active, MatrixXd& B) {
+        B.setZero(G2_, T_);
+        for (const Star* s : active) {
+            img_ = s->d.cwiseProduct(s->weff) * s->flux;
+            tmp_gs_.noalias() = s->ay.L.transpose() * img_;
+            back_.noalias() = tmp_gs_ * s->ax.L;
+            Eigen::Map<const VectorXd> r(back_.data(), G2_);
+            for (int t = 0; t < T_; ++t) B.col(t) += s->basis[t] * r;
+        }
+    }
+
+    void project(MatrixXd& X) const { X -= Q_ * (Q_.transpose() * X); }
+
+    // The Kronecker preconditioner (see the header) for the current stars.
+    void build_preconditioner(const std::vector<Star*>& active) {
+        RMat tx = RMat::Zero(G_, G_), ty = RMat::Zero(G_, G_);
+        MatrixXd gm = MatrixXd::Zero(T_, T_);
+        double ssum = 0.0;
+        for (const Star* s : active) {
+            const double si = s->flux * s->flux * s->mean_w;
+            if (!(si > 0)) continue;
+            RMat lx = s->ax.L, ly = s->ay.L;
+            for (int c = 0; c < S_; ++c)
+                if (!s->ax.in[c]) lx.row(c).setZero();
+            for (int r = 0; r < S_; ++r)
+                if (!s->ay.in[r]) ly.row(r).setZero();
+            tx.noalias() += si * (lx.transpose() * lx);
+            ty.noalias() += si * (ly.transpose() * ly);
+            Eigen::Map<const VectorXd> b(s->basis.data(), T_);
+            gm.noalias() += si * (b * b.transpose());
+            ssum += si;
+        }
+        if (!(ssum > 0)) ssum = 1.0;
+        tx /= ssum;
+        ty /= ssum;
+        auto ridge = [](auto& m, double rel) {
+            const double r = rel * m.trace() / m.rows() + 1e-300;
+            m.diagonal().array() += r;
+        };
+        ridge(tx, 1e-8);
+        ridge(ty, 1e-8);
+        ridge(gm, 1e-10);
+        txi_ = Eigen::MatrixXd(tx).ldlt().solve(MatrixXd::Identity(G_, G_));
+        tyi_ = Eigen::MatrixXd(ty).ldlt().solve(MatrixXd::Identity(G_, G_));
+        gmi_ = gm.ldlt().solve(MatrixXd::Identity(T_, T_));
+    }
+
+    void precondition(const MatrixXd& R, MatrixXd& Z) const {
+        Z.resize(G2_, T_);
+        for (int t = 0; t < T_; ++t) {
+            Eigen::Map<const RMat> r(R.col(t).data(), G_, G_);
+            Eigen::Map<RMat> z(Z.col(t).data(), G_, G_);
+            z.noalias() = tyi_ * r * txi_;
+        }
+        Z = Z * gmi_;
+    }
+
+    // Solve the constrained normal equations by projected preconditioned CG, starting from X.
+    int solve(const std::vector<Star*>& active, MatrixXd& X) {
+        MatrixXd X0 = MatrixXd::Zero(G2_, T_);
+        X0.col(0).setConstant(norm_ / G2_);
+        if (X.rows() != G2_ || X.cols() != T_) X = X0;
+        // Put the starting point on the constraint surface.
+        MatrixXd D = X - X0;
+        project(D);
+        X = X0 + D;
+        build_preconditioner(active);
+        MatrixXd B, AX, R, Z, P, AP;
+        rhs(active, B);
+        apply(X, active, AX);
+        R = B - AX;
+        project(R);
+        MatrixXd PB = B;
+        project(PB);
+        const double bnorm = PB.norm();
+        if (!(bnorm > 0)) return 0;
+        precondition(R, Z);
+        project(Z);
+        P = Z;
+        double rz = (R.array() * Z.array()).sum();
+        int it = 0;
+        for (; it < ctl_.cg_max_iter; ++it) {
+            if (R.norm() <= ctl_.cg_tolerance * bnorm) break;
+            apply(P, active, AP);
+            project(AP);
+            const double pap = (P.array() * AP.array()).sum();
+            if (!(pap > 0)) break;
+            const double alpha = rz / pap;
+            X.noalias() += alpha * P;
+            R.noalias() -= alpha * AP;
+            precondition(R, Z);
+            project(Z);
+            const double rz_new = (R.array() * Z.array()).sum();
+            P = Z + (rz_new / rz) * P;
+            rz = rz_new;
+        }
+        return it;
+    }
+
+    // Refit the flux (and centre) of star s under X; then its chi2 and dof.
+    void reflux(const MatrixXd& X, Star& s) {
+        const RMat P = grid(X, s);
+        auto render = [&](const RMat& ly, const RMat& lx) {
+            tmp_sg_.noalias() = ly * P;
+            RMat m = tmp_sg_ * lx.transpose();
+            return m;
+        };
+        RMat m = render(s.ay.L, s.ax.L);
+        if (ctl_.fit_center) {
+            const RMat mx = render(s.ay.L, s.ax.dL);
+            const RMat my = render(s.ay.dL, s.ax.L);
+            Eigen::Matrix3d a = Eigen::Matrix3d::Zero();
+            Eigen::Vector3d b = Eigen::Vector3d::Zero();
+            for (int r = 0; r < S_; ++r)
+                for (int c = 0; c < S_; ++c) {
+                    const double w = s.weff(r, c);
+                    if (w == 0.0) continue;
+                    const Eigen::Vector3d v(m(r, c), mx(r, c), my(r, c));
+                    a.noalias() += w * v * v.transpose();
+                    b.noalias() += w * s.d(r, c) * v;
+                }
+            const Eigen::Vector3d sol = a.ldlt().solve(b);
+            if (sol.allFinite() && sol[0] > 0) {
+                // One linearised step, as Piff's reflux; bounded so a bad star cannot run away.
+                const double dx = std::clamp(sol[1] / sol[0], -0.5, 0.5);
+                const double dy = std::clamp(sol[2] / sol[0], -0.5, 0.5);
+                const double nx = s.xc + dx, ny = s.yc + dy;
+                if (std::fabs(nx - s.x_in) <= 2.0 && std::fabs(ny - s.y_in) <= 2.0) {
+                    s.xc = nx;
+                    s.yc = ny;
+                    set_geometry(s);
+                    m = render(s.ay.L, s.ax.L);
+                }
+            }
+        }
+        const double mm = (s.weff.array() * m.array() * m.array()).sum();
+        const double dm = (s.weff.array() * s.d.array() * m.array()).sum();
+        const int npar = ctl_.fit_center ? 3 : 1;
+        if (!(mm > 0) || !std::isfinite(dm) || s.n_eff <= npar) {
+            s.flux = kNaN;
+            s.chi2 = kNaN;
+            s.dof = 0;
+            return;
+        }
+        s.flux = dm / mm;
+        s.chi2 = (s.weff.array() * (s.d - s.flux * m).array().square()).sum();
+        s.dof = s.n_eff - npar;
+    }
+
+    double chi2_threshold(std::int64_t dof) {
+        auto it = isf_cache_.find(dof);
+        if (it != isf_cache_.end()) return it->second;
+        const double p = std::erfc(ctl_.outlier_n_sigma / std::sqrt(2.0));
+        const double v = chi2_isf(p, static_cast<double>(dof));
+        isf_cache_.emplace(dof, v);
+        return v;
+    }
+
+private:
+    const PixelGridControl& ctl_;
+    const SpatialPolynomial& poly_;
+    int G_, G2_, T_, S_;
+    double norm_;
+    MatrixXd Q_;
+    MatrixXd txi_, tyi_, gmi_;
+    RMat tmp_sg_, img_, tmp_gs_, back_;
+    std::map<std::int64_t, double> isf_cache_;
+};
+
+// The too-few-stars rule (lsst-spec §4.7 step 6).
+bool too_few(int n, const SpatialPolynomial& poly) { return n < poly.n_terms(); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------
+// PixelGridPsf
+
+PixelGridPsf::PixelGridPsf(std::vector<double> coefficients, int model_size, double sampling_size, int interpolant_order,
+                           SpatialPolynomial spatial, int draw_size, std::array<double, 2> average_position)
+    : coefficients_(std::move(coefficients)),
+      model_size_(model_size),
+      sampling_size_(sampling_size),
+      interpolant_order_(interpolant_order),
+      spatial_(spatial),
+      draw_size_(draw_size),
+      average_position_(average_position) {
+    if (model_size < 1) throw std::invalid_argument("model_size must be >= 1");
+    if (!(sampling_size > 0) || !std::isfinite(sampling_size)) throw std::invalid_argument("sampling_size must be positive");
+    if (interpolant_order < 1) throw std::invalid_argument("interpolant_order must be >= 1");
+    if (draw_size < 1 || draw_size % 2 == 0) throw std::invalid_argument("draw_size must be odd and positive");
+    const std::size_t want = static_cast<std::size_t>(spatial.n_terms()) * model_size * model_size;
+    if (coefficients_.size() != want)
+        throw std::invalid_argument("coefficients must hold n_terms * model_size^2 = " + std::to_string(want) + " values, got " +
+                                    std::to_string(coefficients_.size()));
+}
+
+void PixelGridPsf::grid_at(double x, double y, double* out) const {
+    const int G2 = model_size_ * model_size_;
+    const int T = spatial_.n_terms();
+    double b[136];
+    spatial_.evaluate(x, y, b);
+    std::fill(out, out + G2, 0.0);
+    for (int t = 0; t < T; ++t) {
+        const double* c = coefficients_.data() + static_cast<std::size_t>(t) * G2;
+        const double bt = b[t];
+        for (int j = 0; j < G2; ++j) out[j] += bt * c[j];
+    }
+}
+
+void PixelGridPsf::render(const double* grid, double u0, double v0, int width, int height, double* out) const {
+    AxisInterp ax, ay;
+    axis_interp(u0, width, model_size_, sampling_size_, interpolant_order_, false, ax);
+    axis_interp(v0, height, model_size_, sampling_size_, interpolant_order_, false, ay);
+    Eigen::Map<const RMat> P(grid, model_size_, model_size_);
+    Eigen::Map<RMat> o(out, height, width);
+    o.noalias() = ay.L * P * ax.L.transpose();
+}
+
+PsfImage PixelGridPsf::draw(double x, double y, double u0, double v0, int x0, int y0) const {
+    std::vector<double> g(static_cast<std::size_t>(model_size_) * model_size_);
+    grid_at(x, y, g.data());
+    PsfImage im(draw_size_, draw_size_, x0, y0);
+    render(g.data(), u0, v0, draw_size_, draw_size_, im.data.data());
+    double sum = 0.0;
+    for (double v : im.data) sum += v;
+    if (sum != 0.0 && std::isfinite(sum))
+        for (double& v : im.data) v /= sum;
+    return im;
+}
+
+PsfImage PixelGridPsf::compute_image(double x, double y) const {
+    const int h = draw_size_ / 2;
+    const int ix = position_to_index(x), iy = position_to_index(y);
+    return draw(x, y, (ix - h) - x, (iy - h) - y, ix - h, iy - h);
+}
+
+PsfImage PixelGridPsf::compute_kernel_image(double x, double y) const {
+    const int h = draw_size_ / 2;
+    return draw(x, y, -h, -h, -h, -h);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// chi2_isf
+
+double chi2_isf(double p, double dof) {
+    if (!(p > 0 && p < 1)) throw std::invalid_argument("chi2_isf: p must be in (0, 1)");
+    if (!(dof > 0)) throw std::invalid_argument("chi2_isf: dof must be positive");
+    const double a = 0.5 * dof;
+    // Bracket, then Newton on log Q with bisection as a safeguard (log Q(a, x/2) is decreasing in x).
+    double lo = 0.0, hi = dof + 10.0 * std::sqrt(2.0 * dof) + 50.0;
+    while (gamma_q(a, 0.5 * hi) > p) hi *= 2.0;
+    // Wilson-Hilferty start with a normal quantile from a crude inversion of erfc.
+    double x = std::clamp(dof + std::sqrt(2.0 * dof) * std::sqrt(-2.0 * std::log(p)), lo + 1e-12, hi);
+    const double lp = std::log(p);
+    for (int it = 0; it < 200; ++it) {
+        const double q = gamma_q(a, 0.5 * x);
+        if (q > p) lo = x; else hi = x;
+        if (q <= 0) {
+            x = 0.5 * (lo + hi);
+            continue;
+        }
+        // d log Q / dx = -pdf(x) / Q with pdf the chi2 density.
+        const double lpdf = (a - 1.0) * std::log(0.5 * x) - 0.5 * x - std::lgamma(a) - std::log(2.0);
+        const double g = std::log(q) - lp;
+        const double dg = -std::exp(lpdf) / q;
+        double xn = x - g / dg;
+        if (!(xn > lo && xn < hi) || !std::isfinite(xn)) xn = 0.5 * (lo + hi);
+        if (std::fabs(xn - x) <= 1e-12 * x) return xn;
+        x = xn;
+        if (hi - lo <= 1e-12 * hi) break;
+    }
+    return x;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// fit_pixel_grid_psf
+
+PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* mask, const float* variance, int m,
+                                      int stamp_side, const std::int32_t* xy0, const double* x, const double* y,
+                                      const std::uint8_t* reserved, std::array<double, 4> box,
+                                      const PixelGridControl& ctl_in) {
+    PixelGridControl ctl = ctl_in;
+    if (m < 0) throw std::invalid_argument("number of candidates must be >= 0");
+    if (ctl.stamp_size < 1 || ctl.stamp_size % 2 == 0) throw std::invalid_argument("stamp_size must be odd and positive");
+    if (ctl.stamp_size > stamp_side)
+        throw std::invalid_argument("stamp_size " + std::to_string(ctl.stamp_size) + " exceeds the candidates' stamps (" +
+                                    std::to_string(stamp_side) + ")");
+    if (ctl.model_size < 1) throw std::invalid_argument("model_size must be >= 1");
+    if (!(ctl.sampling_size > 0)) throw std::invalid_argument("sampling_size must be positive");
+    if (ctl.interpolant_order < 1) throw std::invalid_argument("interpolant_order must be >= 1");
+    if (ctl.max_iter < 1) throw std::invalid_argument("max_iter must be >= 1");
+
+    PixelGridFitResult res;
+    res.status.assign(static_cast<std::size_t>(m), static_cast<std::uint8_t>(PixelGridStarStatus::used));
+    res.flux.assign(static_cast<std::size_t>(m), kNaN);
+    res.chi2.assign(static_cast<std::size_t>(m), kNaN);
+    res.x.assign(x, x + m);
+    res.y.assign(y, y + m);
+    res.dof.assign(static_cast<std::size_t>(m), 0);
+
+    const int S = ctl.stamp_size;
+    const int off = stamp_side / 2 - S / 2;
+    const std::size_t plane = static_cast<std::size_t>(stamp_side) * stamp_side;
+
+    // Stars: pixels, weights (lsst-spec §4.7 step 4), in candidate order.
+    std::vector<Star> stars;
+    stars.reserve(static_cast<std::size_t>(m));
+    for (int i = 0; i < m; ++i) {
+        Star s;
+        s.index = i;
+        s.sx0 = xy0[2 * i] + off;
+        s.sy0 = xy0[2 * i + 1] + off;
+        s.xc = s.x_in = x[i];
+        s.yc = s.y_in = y[i];
+        s.d.resize(S, S);
+        s.w.resize(S, S);
+        const float* im = image + plane * i;
+        const std::int32_t* mk = mask + plane * i;
+        const float* va = variance + plane * i;
+        int n_good = 0;
+        double sx = 0, sy = 0, sxx = 0, sxy = 0;
+        for (int r = 0; r < S; ++r)
+            for (int c = 0; c < S; ++c) {
+                const std::size_t k = static_cast<std::size_t>(r + off) * stamp_side + (c + off);
+                const double v = va[k], d = im[k];
+                const bool good = v != 0.0 && std::isfinite(v) && std::isfinite(d) && (mk[k] & ctl.zero_weight_mask) == 0;
+                s.d(r, c) = good ? d : 0.0;
+                s.w(r, c) = good ? 1.0 : 0.0;
+                if (good) {
+                    ++n_good;
+                    sx += d;
+                    sy += v;
+                    sxx += d * d;
+                    sxy += d * v;
+                }
+            }
+        if (!std::isfinite(x[i]) || !std::isfinite(y[i]) ||
+            n_good < ctl.minimum_unmasked_fraction * static_cast<double>(S) * S || n_good < 2) {
+            res.status[i] = static_cast<std::uint8_t>(PixelGridStarStatus::too_few_pixels);
+            continue;
+        }
+        // var = a * img + b by least squares; b is the sky-only variance, so the star's own Poisson
+        // noise is left out of the weights on purpose (LSST's piffPsfDeterminer).
+        const double n = n_good;
+        const double det = n * sxx - sx * sx;
+        const double b = det != 0.0 ? (sxx * sy - sx * sxy) / det : sy / n;
+        if (!(b > 0) || !std::isfinite(b)) {
+            res.status[i] = static_cast<std::uint8_t>(PixelGridStarStatus::bad_variance);
+            continue;
+        }
+        double wv = 1.0 / b;
+        // S/N cap: F = sum w I^2, SNR = (F - Npix) / sqrt(F).
+        const double F = wv * sxx;
+        const double snr = F > n ? (F - n) / std::sqrt(F) : 0.0;
+        if (snr > ctl.max_snr) wv *= (ctl.max_snr / snr) * (ctl.max_snr / snr);
+        s.w *= wv;
+        s.mean_w = wv;
+        if (reserved && reserved[i]) {
+            s.status = PixelGridStarStatus::reserved;
+            res.status[i] = static_cast<std::uint8_t>(PixelGridStarStatus::reserved);
+        }
+        stars.push_back(std::move(s));
+    }
+
+    auto n_fit_candidates = [&]() {
+        int n = 0;
+        for (const Star& s : stars) n += s.status == PixelGridStarStatus::used;
+        return n;
+    };
+    res.n_available = n_fit_candidates();
+
+    int order = ctl.spatial_order;
+    int max_iter = ctl.max_iter;
+    if (too_few(res.n_available, SpatialPolynomial(order, 0, 1, 0, 1))) {
+        if (ctl.zeroth_order_fallback && res.n_available >= 1) {
+            order = 0;
+            max_iter = 1;
+        } else {
+            res.too_few_n_stars = res.n_available;
+            res.too_few_n_required = SpatialPolynomial::n_terms(order);
+            return res;
+        }
+    }
+
+    std::vector<Star> initial = stars;  // for a refit at order 0
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        const SpatialPolynomial poly(order, box[0], box[1], box[2], box[3]);
+        Fitter fitter(ctl, poly);
+        for (Star& s : stars) {
+            s.basis = poly.evaluate(s.xc, s.yc);
+            fitter.set_geometry(s);
+            // Initial flux: the sum of the usable pixels inside the model's support.
+            s.flux = (s.d.array() * (s.weff.array() > 0).cast<double>()).sum();
+            if (!(s.flux > 0)) s.flux = s.d.sum();
+        }
+        MatrixXd X;
+        double old_chi2 = std::numeric_limits<double>::infinity();
+        res.converged = false;
+        res.cg_iterations = 0;
+        int iter = 0;
+        for (; iter < max_iter; ++iter) {
+            std::vector<Star*> active;
+            for (Star& s : stars)
+                if (s.status == PixelGridStarStatus::used && s.flux > 0 && std::isfinite(s.flux)) active.push_back(&s);
+            res.cg_iterations += fitter.solve(active, X);
+            for (Star& s : stars) {
+                if (s.status == PixelGridStarStatus::too_few_pixels || s.status == PixelGridStarStatus::bad_variance) continue;
+                fitter.reflux(X, s);
+                if (s.status == PixelGridStarStatus::used && !std::isfinite(s.chi2)) s.status = PixelGridStarStatus::fit_failed;
+                // The basis follows the refitted centre.
+                s.basis = poly.evaluate(s.xc, s.yc);
+            }
+            double chi2 = 0.0;
+            std::int64_t dof = 0;
+            std::vector<Star*> used;
+            for (Star& s : stars)
+                if (s.status == PixelGridStarStatus::used) {
+                    used.push_back(&s);
+                    chi2 += s.chi2;
+                    dof += s.dof;
+                }
+            // Chisq outliers (Piff), from the second iteration on: the first one's fluxes are rough.
+            int n_removed = 0;
+            if (iter >= 1 && !used.empty() && dof > 0) {
+                const double factor = std::max(1.0, chi2 / static_cast<double>(dof));
+                std::vector<std::pair<double, Star*>> over;
+                for (Star* s : used) {
+                    const double th = fitter.chi2_threshold(s->dof) * factor;
+                    if (s->chi2 > th) over.emplace_back(s->chi2 - th, s);
+                }
+                const std::size_t n_max =
+                    static_cast<std::size_t>(std::ceil(ctl.outlier_max_remove * static_cast<double>(used.size())));
+                if (over.size() > n_max) {
+                    // Largest excess first; ties by candidate index, so the choice is deterministic.
+                    std::stable_sort(over.begin(), over.end(), [](const auto& a, const auto& b) {
+                        return a.first > b.first || (a.first == b.first && a.second->index < b.second->index);
+                    });
+                    over.resize(n_max);
+                }
+                for (auto& o : over) {
+                    o.second->status = PixelGridStarStatus::outlier;
+                    chi2 -= o.second->chi2;
+                    dof -= o.second->dof;
+                }
+                n_removed = static_cast<int>(over.size());
+            }
+            res.chi2_total = chi2;
+            res.dof_total = dof;
+            const bool settled = n_removed == 0 && old_chi2 - chi2 < ctl.chisq_thresh * static_cast<double>(dof);
+            old_chi2 = chi2;
+            if (iter + 1 >= std::min(ctl.min_iter, max_iter) && settled) {
+                res.converged = true;
+                ++iter;
+                break;
+            }
+        }
+        res.n_iter = iter;
+        res.spatial_order = order;
+        res.n_used = n_fit_candidates();
+        if (too_few(res.n_used, poly)) {
+            if (ctl.zeroth_order_fallback && order > 0 && attempt == 0 && res.n_used >= 1) {
+                // Redo the fit at order 0 (lsst-spec §4.7 step 6), from the initial stars.
+                stars = initial;
+                order = 0;
+                max_iter = 1;
+                continue;
+            }
+            res.too_few_n_stars = res.n_used;
+            res.too_few_n_required = poly.n_terms();
+            return res;
+        }
+        // Outputs.
+        double ax = 0, ay = 0;
+        int nu = 0;
+        for (const Star& s : stars) {
+            res.status[s.index] = static_cast<std::uint8_t>(s.status);
+            res.flux[s.index] = s.flux;
+            res.chi2[s.index] = s.chi2;
+            res.dof[s.index] = s.dof;
+            res.x[s.index] = s.xc;
+            res.y[s.index] = s.yc;
+            if (s.status == PixelGridStarStatus::used) {
+                ax += s.xc;
+                ay += s.yc;
+                ++nu;
+            }
+        }
+        // Coefficients as (term, grid pixel).
+        std::vector<double> coeffs(static_cast<std::size_t>(poly.n_terms()) * ctl.model_size * ctl.model_size);
+        const int G2 = ctl.model_size * ctl.model_size;
+        for (int t = 0; t < poly.n_terms(); ++t)
+            for (int j = 0; j < G2; ++j) coeffs[static_cast<std::size_t>(t) * G2 + j] = X(j, t);
+        res.psf = std::make_shared<PixelGridPsf>(std::move(coeffs), ctl.model_size, ctl.sampling_size, ctl.interpolant_order,
+                                                 poly, ctl.draw_size, std::array<double, 2>{ax / nu, ay / nu});
+        return res;
+    }
+    return res;
+}
+
+}  // namespace visitcal
