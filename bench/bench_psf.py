@@ -107,7 +107,6 @@ def piff_stars(image, mask, variance, xy0, x, y):
     """Piff StarData/Star per stamp as LSST's piffPsfDeterminer builds them (lsst-spec §4.7 step 4)."""
     import galsim
     import piff
-
     from visitcal.image import MaskPlanes
 
     planes = MaskPlanes()
@@ -122,7 +121,7 @@ def piff_stars(image, mask, variance, xy0, x, y):
         good = (var != 0) & np.isfinite(var) & np.isfinite(img) & ((mask[k] & bad) == 0)
         if good.sum() / good.size < 0.5:
             continue
-        a, b = np.polyfit(img[good], var[good], 1)
+        _a, b = np.polyfit(img[good], var[good], 1)
         w = np.where(good, 1.0 / b, 0.0)
         f = float(np.sum(w * img * img))
         npix = float(good.sum())
@@ -214,7 +213,7 @@ def sim_metrics(models: np.ndarray, truth: np.ndarray) -> dict:
         st, e1t, e2t, xt, yt = hsm(t)
         rows.append((sm / st - 1.0, e1m - e1t, e2m - e2t, np.abs(m - t).max() / t.max(), xm - xt, ym - yt))
     a = np.array(rows)
-    rms = lambda v: float(np.sqrt(np.mean(v * v)))  # noqa: E731
+    rms = lambda v: float(np.sqrt(np.mean(v * v)))
     return {"size_err_mean": float(a[:, 0].mean()), "size_err_rms": rms(a[:, 0]),
             "e1_err_mean": float(a[:, 1].mean()), "e1_err_rms": rms(a[:, 1]),
             "e2_err_mean": float(a[:, 2].mean()), "e2_err_rms": rms(a[:, 2]),
@@ -259,7 +258,7 @@ def des_data():
     header, table = read_ldac(DES_DIR / DES_CAT)
     cand = candidates_from_vignets(table, header, stamp_size=DES_STAMP)
     n = len(cand)
-    pick = np.random.RandomState(DES_RESERVE_SEED).choice(n, int(round(DES_RESERVE_FRACTION * n)), replace=False)
+    pick = np.random.RandomState(DES_RESERVE_SEED).choice(n, round(DES_RESERVE_FRACTION * n), replace=False)
     reserved = np.zeros(n, bool)
     reserved[pick] = True
     return header, cand, reserved
@@ -332,11 +331,16 @@ def run_worker(fitter: str, case: str, cpu: int | None, tmp: Path) -> dict | Non
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", fitter, "--case", case, "--out", str(out),
            "--cpu", str(-1 if cpu is None else cpu)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
-        print(f"  {case} {fitter}: failed ({tail[0]})", flush=True)
-        return {"fitter": fitter, "case": case, "error": tail[0]}
+        if proc.returncode < 0:
+            import signal
+
+            why = f"killed by {signal.Signals(-proc.returncode).name}"
+        else:
+            why = ((proc.stderr or proc.stdout).strip().splitlines() or ["?"])[-1]
+        print(f"  {case} {fitter}: failed after {time.perf_counter() - t0:.0f} s ({why})", flush=True)
+        return {"fitter": fitter, "case": case, "error": why}
     with np.load(out) as z:
         res = json.loads(str(z["result"]))
         res["arrays"] = {k: z[k] for k in z.files if k != "result"}
@@ -456,7 +460,7 @@ def main() -> None:
                          f"{len(psfex)}/117", float(np.median(psfex_chi2)), float(np.mean(psfex_chi2)), ""])
             payload["des"]["psfex"] = {"n_kept": len(psfex), "chi2_median": float(np.median(psfex_chi2)),
                                        "chi2_mean": float(np.mean(psfex_chi2))}
-            n_res = int(round(DES_RESERVE_FRACTION * 117))
+            n_res = round(DES_RESERVE_FRACTION * 117)
             print()
             print(f"DES Y1 (117 real DECam stars, {n_res} reserved, seed {DES_RESERVE_SEED}): grid {DES_MODEL} at "
                   f"{DES_SAMPLING:.4f} px (0.15\"), order 2, {DES_STAMP} px stamps; reserve chi2/dof over the "
