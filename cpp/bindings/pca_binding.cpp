@@ -2,6 +2,8 @@
 // fit as one call with the GIL released for all of it.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include "array_out.hpp"
 #include <pybind11/stl.h>
 
 #include <cstdint>
@@ -12,6 +14,7 @@
 #include "visitcal/psf/pca.hpp"
 
 namespace py = pybind11;
+using visitcal_bind::vec;
 using visitcal::PcaPsf;
 using visitcal::PcaPsfControl;
 using visitcal::SpatialPolynomial;
@@ -19,14 +22,6 @@ using visitcal::SpatialPolynomial;
 namespace {
 
 using F64C = py::array_t<double, py::array::c_style>;
-
-template <typename T, typename U = T>
-py::array_t<T> vec(const std::vector<U>& v) {
-    py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
-    auto p = a.mutable_data();
-    for (std::size_t i = 0; i < v.size(); ++i) p[i] = static_cast<T>(v[i]);
-    return a;
-}
 
 std::shared_ptr<PcaPsf> make_pca_psf(const F64C& basis, const F64C& coefficients, int spatial_order,
                                      std::array<double, 4> box, std::array<double, 2> average_position,

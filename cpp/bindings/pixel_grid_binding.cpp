@@ -1,6 +1,8 @@
 // Binding of visitcal/psf/pixel_grid.hpp: the fitted PixelGridPsf and the one fit call (GIL released).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+
+#include "array_out.hpp"
 #include <pybind11/stl.h>
 
 #include <cstdint>
@@ -11,20 +13,13 @@
 #include "visitcal/psf/pixel_grid.hpp"
 
 namespace py = pybind11;
+using visitcal_bind::vec;
 using visitcal::PixelGridControl;
 using visitcal::PixelGridPsf;
 using visitcal::Psf;
 using visitcal::SpatialPolynomial;
 
 namespace {
-
-template <typename T, typename U = T>
-py::array_t<T> vec(const std::vector<U>& v) {
-    py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
-    auto p = a.mutable_data();
-    for (std::size_t i = 0; i < v.size(); ++i) p[i] = static_cast<T>(v[i]);
-    return a;
-}
 
 py::array_t<double> coefficients_array(const PixelGridPsf& p) {
     const py::ssize_t t = p.spatial().n_terms(), g = p.model_size();

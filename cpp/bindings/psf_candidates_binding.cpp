@@ -2,6 +2,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include "array_out.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
@@ -22,14 +24,6 @@ template <typename T>
 py::array_t<T> stack(const std::vector<T>& v, py::ssize_t n, py::ssize_t s) {
     py::array_t<T> a({n, s, s});
     if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
-    return a;
-}
-
-template <typename T, typename U = T>
-py::array_t<T> vec(const std::vector<U>& v) {
-    py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
-    auto p = a.mutable_data();
-    for (std::size_t i = 0; i < v.size(); ++i) p[i] = static_cast<T>(v[i]);
     return a;
 }
 

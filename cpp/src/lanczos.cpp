@@ -14,26 +14,6 @@ double sinc(double x) {
     return std::sin(px) / px;
 }
 
-// One axis: out[i] = sum_k in[i - shift + k] w, reading `in` with a stride; zero outside [0, n).
-void shift_line(const double* in, std::ptrdiff_t in_stride, int n_px, double shift, int order, double* out,
-                std::ptrdiff_t out_stride) {
-    // out[i] samples the input at position i - shift = base + frac, base = floor(i - shift).
-    const double s = -shift;
-    const double fl = std::floor(s);
-    const int base_off = static_cast<int>(fl);
-    const double frac = s - fl;
-    std::vector<double> w(2 * static_cast<std::size_t>(order));
-    lanczos_weights(frac, order, w.data());
-    for (int i = 0; i < n_px; ++i) {
-        double acc = 0.0;
-        const int first = i + base_off - (order - 1);
-        for (int k = 0; k < 2 * order; ++k) {
-            const int j = first + k;
-            if (j >= 0 && j < n_px) acc += w[k] * in[j * in_stride];
-        }
-        out[i * out_stride] = acc;
-    }
-}
 }  // namespace
 
 double lanczos_kernel(double x, int n) {
@@ -76,11 +56,38 @@ void lanczos_weights_derivative(double frac, int n, double* w, double* dw) {
 }
 
 void shift_image_lanczos(const double* in, int width, int height, double dx, double dy, int n, double* out) {
+    // Output pixel i samples the input at i - shift = floor(-shift) + i + frac: every pixel of an axis has
+    // the same fractional position, so each axis's 2n weights are computed once (the sines dominate).
+    // Taps are summed in ascending order and taps off the image are skipped.
+    std::vector<double> wx(2 * static_cast<std::size_t>(n)), wy(wx.size());
     std::vector<double> tmp(static_cast<std::size_t>(width) * height);
-    for (int y = 0; y < height; ++y) {
-        shift_line(in + static_cast<std::ptrdiff_t>(y) * width, 1, width, dx, n, tmp.data() + static_cast<std::ptrdiff_t>(y) * width, 1);
+    const double sx = std::floor(-dx), sy = std::floor(-dy);
+    lanczos_weights(-dx - sx, n, wx.data());
+    lanczos_weights(-dy - sy, n, wy.data());
+    const int bx = static_cast<int>(sx) - (n - 1), by = static_cast<int>(sy) - (n - 1);
+    for (int r = 0; r < height; ++r) {
+        const double* row = in + static_cast<std::ptrdiff_t>(r) * width;
+        double* t = tmp.data() + static_cast<std::ptrdiff_t>(r) * width;
+        for (int i = 0; i < width; ++i) {
+            double acc = 0.0;
+            for (int k = 0; k < 2 * n; ++k) {
+                const int j = i + bx + k;
+                if (j >= 0 && j < width) acc += wx[k] * row[j];
+            }
+            t[i] = acc;
+        }
     }
-    for (int x = 0; x < width; ++x) shift_line(tmp.data() + x, width, height, dy, n, out + x, width);
+    for (int i = 0; i < height; ++i) {
+        double* o = out + static_cast<std::ptrdiff_t>(i) * width;
+        for (int q = 0; q < width; ++q) o[q] = 0.0;
+        for (int k = 0; k < 2 * n; ++k) {
+            const int j = i + by + k;
+            if (j < 0 || j >= height) continue;
+            const double w = wy[k];
+            const double* t = tmp.data() + static_cast<std::ptrdiff_t>(j) * width;
+            for (int q = 0; q < width; ++q) o[q] += w * t[q];
+        }
+    }
 }
 
 }  // namespace visitcal

@@ -11,41 +11,6 @@
 
 namespace visitcal {
 
-namespace {
-// shift_image_lanczos for a square image, with each axis's 2n weights computed once instead of once per
-// line (the sines dominated: 30 us -> ~5 us for a 25 x 25 stamp). Same weights, same summation order
-// (taps ascending, out-of-image taps skipped), so the result is bit-identical to lanczos.hpp's.
-void shift_square(const double* in, int n, double dx, double dy, int order, double* out) {
-    std::vector<double> wx(2 * static_cast<std::size_t>(order)), wy(wx.size()), tmp(static_cast<std::size_t>(n) * n);
-    const double sx = std::floor(-dx), sy = std::floor(-dy);
-    lanczos_weights(-dx - sx, order, wx.data());
-    lanczos_weights(-dy - sy, order, wy.data());
-    const int bx = static_cast<int>(sx) - (order - 1), by = static_cast<int>(sy) - (order - 1);
-    for (int r = 0; r < n; ++r) {
-        const double* row = in + static_cast<std::ptrdiff_t>(r) * n;
-        for (int i = 0; i < n; ++i) {
-            double acc = 0.0;
-            for (int k = 0; k < 2 * order; ++k) {
-                const int j = i + bx + k;
-                if (j >= 0 && j < n) acc += wx[k] * row[j];
-            }
-            tmp[static_cast<std::size_t>(r) * n + i] = acc;
-        }
-    }
-    for (int i = 0; i < n; ++i) {
-        double* o = out + static_cast<std::ptrdiff_t>(i) * n;
-        for (int q = 0; q < n; ++q) o[q] = 0.0;
-        for (int k = 0; k < 2 * order; ++k) {
-            const int j = i + by + k;
-            if (j < 0 || j >= n) continue;
-            const double w = wy[k];
-            const double* t = tmp.data() + static_cast<std::size_t>(j) * n;
-            for (int q = 0; q < n; ++q) o[q] += w * t[q];
-        }
-    }
-}
-}  // namespace
-
 // --- PcaPsf ----------------------------------------------------------------------------------------
 PcaPsf::PcaPsf(std::vector<double> basis, int n_components, int size, std::vector<double> coefficients,
                SpatialPolynomial spatial, std::array<double, 2> average_position, int interpolant_order)
@@ -99,7 +64,7 @@ PsfImage PcaPsf::compute_image(double x, double y) const {
         img.data = k.data;
         return img;
     }
-    shift_square(k.data.data(), size_, dx, dy, interpolant_order_, img.data.data());
+    shift_image_lanczos(k.data.data(), size_, size_, dx, dy, interpolant_order_, img.data.data());
     // Unit sum over the stamp, as computeImage promises (the shift moves a little light off the edge).
     double sum = 0.0;
     for (double v : img.data) sum += v;
@@ -310,7 +275,7 @@ std::vector<double> PcaFitter::centred_star(const Star& s, bool use_model) const
         }
     }
     std::vector<double> shifted(S2);
-    shift_square(stamp.data(), S_, -s.dx, -s.dy, ctl_.interpolant_order, shifted.data());
+    shift_image_lanczos(stamp.data(), S_, S_, -s.dx, -s.dy, ctl_.interpolant_order, shifted.data());
     std::vector<double> out(static_cast<std::size_t>(n_) * n_);
     double sum = 0.0;
     for (int r = 0; r < n_; ++r)
@@ -398,7 +363,7 @@ std::vector<double> PcaFitter::shifted_basis(const Star& s) const {
     const std::size_t n2 = static_cast<std::size_t>(n_) * n_;
     std::vector<double> pk(K_ * n2);
     for (int k = 0; k < K_; ++k)
-        shift_square(basis_.data() + k * n2, n_, s.dx, s.dy, ctl_.interpolant_order, pk.data() + k * n2);
+        shift_image_lanczos(basis_.data() + k * n2, n_, n_, s.dx, s.dy, ctl_.interpolant_order, pk.data() + k * n2);
     return pk;
 }
 

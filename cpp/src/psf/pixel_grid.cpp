@@ -403,9 +403,6 @@ private:
     double first_bnorm_ = 0.0;
 };
 
-// The too-few-stars rule (lsst-spec §4.7 step 6).
-bool too_few(int n, const SpatialPolynomial& poly) { return n < poly.n_terms(); }
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------
@@ -607,7 +604,8 @@ PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* ma
 
     int order = ctl.spatial_order;
     int max_iter = ctl.max_iter;
-    if (too_few(res.n_available, SpatialPolynomial(order, 0, 1, 0, 1))) {
+    // The too-few-stars rule (lsst-spec §4.7 step 6): fewer stars than polynomial terms.
+    if (res.n_available < SpatialPolynomial::n_terms(order)) {
         if (ctl.zeroth_order_fallback && res.n_available >= 1) {
             order = 0;
             max_iter = 1;
@@ -693,7 +691,7 @@ PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* ma
         res.n_iter = iter;
         res.spatial_order = order;
         res.n_used = n_fit_candidates();
-        if (too_few(res.n_used, poly)) {
+        if (res.n_used < poly.n_terms()) {
             if (ctl.zeroth_order_fallback && order > 0 && attempt == 0 && res.n_used >= 1) {
                 // Redo the fit at order 0 (lsst-spec §4.7 step 6), from the initial stars.
                 stars = initial;
