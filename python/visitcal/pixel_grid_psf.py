@@ -210,6 +210,9 @@ class PixelGridPsfDeterminerConfig(BaseModel):
     outlier_max_remove: float = Field(0.05, ge=0, le=1, description="Largest fraction of the stars removed as "
                                       "outliers per iteration.")
     max_iter: int = Field(15, ge=1, description="Most fit iterations (LSST piffMaxIter).")
+    min_iter: int = Field(2, ge=1, description="Fewest fit iterations (Piff min_iter).")
+    chisq_thresh: float = Field(0.1, ge=0, description="Converged when nothing was rejected and the total "
+                                "chi-square improved by less than chisq_thresh * dof (Piff chisq_thresh).")
     max_snr: float = Field(200.0, gt=0, description="Per-star S/N cap on the weights.")
     zero_weight_mask_planes: list[str] = Field(
         default_factory=lambda: ["BAD", "CR", "INTRP", "SAT", "SUSPECT", "NO_DATA"],
@@ -224,6 +227,11 @@ class PixelGridPsfDeterminerConfig(BaseModel):
                                      "lowers the total chi-square by less than this (0: off). At 0.01 the model moves "
                                      "by ~3e-4 of its peak along directions the data do not constrain (a change of "
                                      "0.05 in a chi-square of 1e5) and the fit is 2-3x faster.")
+    smoothness: float = Field(0.0, ge=0, description="Weight of a smoothness prior on the grid (0: none, as Piff "
+                              "and LSST). The chi-square gains smoothness * kappa * (sum of the squared second "
+                              "differences of every polynomial term's grid along x and y), kappa the stars' mean "
+                              "weight on one grid value of the constant term, so the value is dimensionless. For "
+                              "supersampled grids (sampling_size < 1) on few stars; see the module notes.")
 
     @field_validator("stamp_size")
     @classmethod
@@ -279,6 +287,8 @@ class PixelGridPsfDeterminer:
         ctl.outlier_n_sigma = cfg.outlier_n_sigma
         ctl.outlier_max_remove = cfg.outlier_max_remove
         ctl.max_iter = cfg.max_iter
+        ctl.min_iter = cfg.min_iter
+        ctl.chisq_thresh = cfg.chisq_thresh
         bits = 0
         for name in cfg.zero_weight_mask_planes:
             bits |= 1 << mask_planes[name]
@@ -287,7 +297,78 @@ class PixelGridPsfDeterminer:
         ctl.zeroth_order_fallback = cfg.zeroth_order_interp_not_enough_stars
         ctl.cg_tolerance = cfg.cg_tolerance
         ctl.cg_chi2_tolerance = cfg.cg_chi2_tolerance
+        ctl.smoothness = cfg.smoothness
         return ctl
+
+    def cross_validate_smoothness(self, candidates: PsfCandidates, bbox: Box2I, *, values=(0.0, 0.01, 0.03, 0.1, 0.3, 1.0),
+                                  n_folds: int = 5, reserved=None, band: str | None = None,
+                                  mask_planes: MaskPlanes | None = None, seed: int = 0) -> tuple[float, Table]:
+        """Choose ``smoothness`` by K-fold cross-validation on the stars that may enter the fit.
+
+        The non-reserved candidates are dealt into ``n_folds`` folds by a permutation seeded with
+        ``seed``; for each value and fold the model is fitted without that fold and scored by the
+        held-out stars' chi-square per degree of freedom under it (their flux and centre fitted, as
+        for reserved stars). The value with the lowest median over all held-out stars wins (ties: the
+        smaller value). ``reserved`` stars take no part, so a reserve stays an independent check.
+
+        Parameters
+        ----------
+        candidates, bbox, reserved, band, mask_planes
+            As for `determine_psf`.
+        values : sequence of float
+            Smoothness values to try (>= 0).
+        n_folds : int
+            Number of folds (>= 2).
+        seed : int
+            Seed of the fold assignment.
+
+        Returns
+        -------
+        best : float
+            The chosen value.
+        scores : `astropy.table.Table`
+            One row per value: ``smoothness``, ``median_chi2dof``, ``mean_chi2dof``, ``n_scored``.
+
+        Notes
+        -----
+        Costs ``len(values) * n_folds`` fits. A fold whose fit fails (too few stars) scores nothing.
+        """
+        values = [float(v) for v in values]
+        if not values or any(not (v >= 0) or not math.isfinite(v) for v in values):
+            raise ValueError(f"values must be finite smoothness values >= 0, got {values!r}")
+        if int(n_folds) < 2:
+            raise ValueError(f"n_folds must be >= 2, got {n_folds}")
+        m = len(candidates)
+        base = np.zeros(m, bool) if reserved is None else np.asarray(reserved, bool)
+        if base.shape != (m,):
+            raise ValueError(f"reserved must have shape ({m},), got {base.shape}")
+        pool = np.flatnonzero(~base)
+        if pool.size < int(n_folds):
+            raise ValueError(f"{pool.size} non-reserved candidates cannot make {n_folds} folds")
+        fold = np.empty(m, np.int64)
+        fold[:] = -1
+        fold[pool[np.random.default_rng(seed).permutation(pool.size)]] = np.arange(pool.size) % int(n_folds)
+        rows = []
+        for value in values:
+            det = PixelGridPsfDeterminer(self.config.model_copy(update={"smoothness": value}))
+            scores = []
+            for k in range(int(n_folds)):
+                held = fold == k
+                try:
+                    res = det.determine_psf(candidates, bbox, reserved=base | held, band=band, mask_planes=mask_planes)
+                except PsfTooFewStarsError:
+                    continue
+                ok = held & (res.dof > 0) & np.isfinite(res.chi2)
+                scores.append(res.chi2[ok] / res.dof[ok])
+            s = np.concatenate(scores) if scores else np.empty(0)
+            rows.append((value, float(np.median(s)) if s.size else math.nan, float(np.mean(s)) if s.size else math.nan,
+                         int(s.size)))
+        table = Table(rows=rows, names=("smoothness", "median_chi2dof", "mean_chi2dof", "n_scored"))
+        med = np.asarray(table["median_chi2dof"], np.float64)
+        if not np.any(np.isfinite(med)):
+            raise PsfDeterminerError("cross-validation: no fold could be fitted")
+        order = np.lexsort((np.asarray(table["smoothness"]), np.where(np.isfinite(med), med, np.inf)))
+        return float(table["smoothness"][order[0]]), table
 
     def determine_psf(self, candidates: PsfCandidates, bbox: Box2I, *, reserved=None, band: str | None = None,
                       mask_planes: MaskPlanes | None = None) -> PsfDeterminerResult:

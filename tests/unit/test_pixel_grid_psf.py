@@ -345,3 +345,121 @@ def test_config_validation():
     assert PixelGridPsfDeterminerConfig().draw_size == 25
     assert PixelGridPsfDeterminerConfig(sampling_size=0.5, model_size=41).draw_size == 51
     assert PixelGridPsfDeterminerConfig(spatial_order_per_band={"r": 4}).order_for_band("r") == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# the smoothness prior
+
+
+def difference_grams(G):
+    """K = D2^T D2 and M = D1^T D1 of the second- and first-difference operators along one axis."""
+    D2 = np.zeros((G - 2, G))
+    for r in range(G - 2):
+        D2[r, r:r + 3] = (1.0, -2.0, 1.0)
+    D1 = np.diff(np.eye(G), axis=0)
+    return D2.T @ D2, D1.T @ D1
+
+
+def noisy_supersampled_candidates(m, seed, sigma=1.3, noise=1.0):
+    rng = np.random.default_rng(seed)
+    x, y, flux = positions(m, seed)
+    flux = flux / 50.0
+    ix, iy = np.floor(x + 0.5).astype(int), np.floor(y + 0.5).astype(int)
+    stamps = [f * gaussian_stamp(a, b, i - S // 2, j - S // 2, sigma) + rng.normal(0, noise, (S, S))
+              for a, b, i, j, f in zip(x, y, ix, iy, flux)]
+    return make_candidates(x, y, stamps, variance=np.full((m, S, S), noise**2))
+
+
+def test_smoothness_prior_fit_is_a_stationary_point_of_chi2_plus_prior():
+    """Independent check of the penalised fit: at the returned model, the gradient of the stars' chi2
+    (fluxes profiled, numpy reference rendering) must balance the prior's gradient, lambda * kappa *
+    (K P + P K + 2 M P M) per term grid (the thin-plate energy f_xx^2 + 2 f_xy^2 + f_yy^2 in finite
+    differences), on the constraint's tangent space (each term's sum held)."""
+    G, s, order, stamp, lam = 11, 0.6, 1, 15, 0.3
+    cands = noisy_supersampled_candidates(60, seed=21)
+    cfg = PixelGridPsfDeterminerConfig(model_size=G, sampling_size=s, spatial_order=order, stamp_size=stamp,
+                                       fit_center=False, smoothness=lam, max_snr=1e12, outlier_n_sigma=50.0,
+                                       min_iter=6, chisq_thresh=0.0,
+                                       cg_tolerance=1e-13, cg_chi2_tolerance=0.0)
+    r = PixelGridPsfDeterminer(cfg).determine_psf(cands, BBOX)
+    assert r.used.all()
+    X = r.psf.coefficients
+    off = S // 2 - stamp // 2
+    origin = 0.5 * (G - 1)
+    grad = np.zeros_like(X)
+    si, txs, tys = [], [], []
+    for k in range(len(cands)):
+        u0 = cands.xy0[k, 0] + off - r.x[k]
+        v0 = cands.xy0[k, 1] + off - r.y[k]
+        lx, ly = lanczos_matrix(u0, stamp, G, s, 11), lanczos_matrix(v0, stamp, G, s, 11)
+        inx = np.abs((u0 + np.arange(stamp)) / s) <= origin + 1e-9
+        iny = np.abs((v0 + np.arange(stamp)) / s) <= origin + 1e-9
+        w = np.outer(iny, inx).astype(float)  # unit variance: weight 1 inside the support
+        d = cands.image[k, off:off + stamp, off:off + stamp].astype(float)
+        b = basis(r.x[k], r.y[k], order)
+        m = ly @ np.tensordot(b, X, axes=1) @ lx.T
+        f = np.sum(w * d * m) / np.sum(w * m * m)
+        assert f == pytest.approx(r.flux[k], rel=1e-9)
+        back = f * ly.T @ (w * (d - f * m)) @ lx
+        grad += b[:, None, None] * back[None]
+        si.append(f * f)
+        txs.append(lx[inx].T @ lx[inx])
+        tys.append(ly[iny].T @ ly[iny])
+    si = np.array(si)
+    tx = np.tensordot(si, np.array(txs), axes=1) / si.sum()
+    ty = np.tensordot(si, np.array(tys), axes=1) / si.sum()
+    kappa = si.sum() * np.trace(ty) / G * np.trace(tx) / G
+    K, M = difference_grams(G)
+    prior = lam * kappa * (K @ X + X @ K + 2 * M @ X @ M)  # matmul broadcasts over the terms
+    tangent = lambda a: a - a.mean(axis=(1, 2), keepdims=True)
+    g, p = tangent(grad), tangent(prior)
+    assert np.abs(p).max() > 0.05 * np.abs(g).max()  # the prior matters here
+    np.testing.assert_allclose(g, p, rtol=0, atol=2e-6 * np.abs(p).max())
+    # Without the prior the chi2 gradient alone vanishes on the tangent space, and the grid is rougher.
+    r0 = PixelGridPsfDeterminer(cfg.model_copy(update={"smoothness": 0.0})).determine_psf(cands, BBOX)
+    rough = lambda c: float(np.sum((K @ c + c @ K + 2 * M @ c @ M) * c))
+    assert rough(r0.psf.coefficients) > 1.3 * rough(X)
+
+
+def test_smoothness_prior_in_its_strong_limit_gives_the_flat_grid():
+    """lambda -> infinity: every term's grid has zero thin-plate energy (a plane), its sum and first
+    moments are constrained (1 / s^2 for the constant term, 0 otherwise): the constant grid."""
+    G, s = 11, 0.6
+    cands = noisy_supersampled_candidates(40, seed=22)
+    cfg = PixelGridPsfDeterminerConfig(model_size=G, sampling_size=s, spatial_order=1, stamp_size=15,
+                                       smoothness=1e9, max_iter=2, outlier_n_sigma=50.0, cg_chi2_tolerance=0.0)
+    c = PixelGridPsfDeterminer(cfg).determine_psf(cands, BBOX).psf.coefficients
+    flat = 1.0 / (s * s) / G**2
+    np.testing.assert_allclose(c[0], flat, rtol=0, atol=1e-6 * flat)
+    np.testing.assert_allclose(c[1:], 0.0, rtol=0, atol=1e-6 * flat)
+
+
+def test_cross_validated_smoothness_follows_its_documented_recipe():
+    G, s, stamp = 21, 0.5, 15
+    cands = noisy_supersampled_candidates(80, seed=23, sigma=1.5)
+    reserved = np.zeros(80, bool)
+    reserved[::8] = True
+    cfg = PixelGridPsfDeterminerConfig(model_size=G, sampling_size=s, spatial_order=0, stamp_size=stamp)
+    det = PixelGridPsfDeterminer(cfg)
+    values = (0.0, 0.1, 1.0)
+    best, table = det.cross_validate_smoothness(cands, BBOX, values=values, n_folds=3, reserved=reserved, seed=5)
+    assert list(table["smoothness"]) == list(values)
+    assert set(table["n_scored"]) == {70}  # every non-reserved star scored once, no reserved star
+    # A 2x supersampled grid on 70 noisy stars over-fits: some smoothing predicts held-out stars better.
+    assert best > 0 and table["median_chi2dof"][0] > table["median_chi2dof"][list(values).index(best)]
+    # The recipe by hand for the winning value: folds from default_rng(seed).permutation of the pool.
+    pool = np.flatnonzero(~reserved)
+    fold = np.full(80, -1)
+    fold[pool[np.random.default_rng(5).permutation(pool.size)]] = np.arange(pool.size) % 3
+    scores = []
+    for k in range(3):
+        held = fold == k
+        rk = PixelGridPsfDeterminer(cfg.model_copy(update={"smoothness": best})).determine_psf(
+            cands, BBOX, reserved=reserved | held)
+        assert not rk.used[held].any()
+        scores.append(rk.chi2[held] / rk.dof[held])
+    assert table["median_chi2dof"][list(values).index(best)] == np.median(np.concatenate(scores))
+    with pytest.raises(ValueError, match="n_folds"):
+        det.cross_validate_smoothness(cands, BBOX, n_folds=1)
+    with pytest.raises(ValueError, match="values"):
+        det.cross_validate_smoothness(cands, BBOX, values=(-1.0,))

@@ -131,6 +131,21 @@ public:
                 }
             }
         for (int k = 0; k < Q_.cols(); ++k) Q_.col(k).normalize();  // already mutually orthogonal
+        // K = D2^T D2, D2 the (G - 2) x G second-difference operator (1, -2, 1); M = D1^T D1, D1 the
+        // (G - 1) x G first difference (-1, 1).
+        M_.setZero(G_, G_);
+        for (int r = 0; r + 1 < G_; ++r) {
+            M_(r, r) += 1.0;
+            M_(r + 1, r + 1) += 1.0;
+            M_(r, r + 1) -= 1.0;
+            M_(r + 1, r) -= 1.0;
+        }
+        K_.setZero(G_, G_);
+        for (int r = 0; r + 2 < G_; ++r) {
+            const double d[3] = {1.0, -2.0, 1.0};
+            for (int a = 0; a < 3; ++a)
+                for (int b = 0; b < 3; ++b) K_(r + a, r + b) += d[a] * d[b];
+        }
     }
 
     void set_geometry(Star& s) const {
@@ -185,6 +200,23 @@ public:
             Eigen::Map<const VectorXd> r(back_.data(), G2_);
             for (int t = 0; t < T_; ++t) Y.col(t) += s->basis[t] * r;
         }
+        add_smoothness(X, 1.0, Y);
+    }
+
+    // Y += sign * R X, R the smoothness prior's matrix: lambda * kappa * (K (x) I + I (x) K + 2 M (x) M)
+    // on every term's grid, K = D2^T D2 and M = D1^T D1 with D2, D1 the second- and first-difference
+    // operators along one axis. Its quadratic form, lambda * kappa * sum (f_xx^2 + 2 f_xy^2 + f_yy^2)
+    // over each term's grid in finite differences, is the thin-plate energy: rotation invariant, and
+    // zero only for planes (which the normalisation and centroid constraints then fix).
+    void add_smoothness(const MatrixXd& X, double sign, MatrixXd& Y) const {
+        if (!(penalty_ > 0)) return;
+        for (int t = 0; t < T_; ++t) {
+            Eigen::Map<const RMat> p(X.col(t).data(), G_, G_);
+            Eigen::Map<RMat> y(Y.col(t).data(), G_, G_);
+            y.noalias() += (sign * penalty_) * (K_ * p);
+            y.noalias() += (sign * penalty_) * (p * K_);
+            y.noalias() += (2.0 * sign * penalty_) * (M_ * p * M_);
+        }
     }
 
     void rhs(const std::vector<Star*>& active, MatrixXd& B) {
@@ -228,6 +260,16 @@ public:
             const double r = rel * m.trace() / m.rows() + 1e-300;
             m.diagonal().array() += r;
         };
+        // The smoothness prior's weight: ctl.smoothness times the stars' mean weight on one grid value
+        // of the constant term (the diagonal of the preconditioner's constant-term block), so lambda
+        // is dimensionless and does not depend on the number or brightness of the stars. Higher
+        // terms, whose data weight is smaller (|basis| <= 1), are thereby smoothed relatively more.
+        penalty_ = 0.0;
+        if (ctl_.smoothness > 0 && G_ >= 3) {
+            penalty_ = ctl_.smoothness * gm(0, 0) * (ty.trace() / G_) * (tx.trace() / G_);
+            build_smooth_preconditioner(tx, ty, gm);
+            return;
+        }
         ridge(tx, 1e-8);
         ridge(ty, 1e-8);
         ridge(gm, 1e-10);
@@ -236,8 +278,50 @@ public:
         gmi_ = gm.ldlt().solve(MatrixXd::Identity(T_, T_));
     }
 
+    // With the prior, the preconditioner gm (x) ty (x) tx + penalty I (x) (K (x) I + I (x) K + 2 M (x) M) is
+    // inverted in the eigenbasis E of K (K = E diag(k) E^T; its modes are near-Fourier, and so nearly
+    // diagonalise tx and ty, which are near-Toeplitz averages of the stars' interpolation Grams): tx
+    // and ty are replaced by their diagonals in that basis, gm by its eigendecomposition U diag(g) U^T,
+    // and the prior is kept (M, like tx, by its diagonal there). Mode (t, i, j) then has the scalar
+    // g_t dy_i dx_j + penalty (k_i + k_j + 2 m_i m_j). A Kronecker product with the prior folded into tx and ty instead over-counts it by
+    // penalty^2 K (x) K and slows CG in proportion to the smoothness.
+    void build_smooth_preconditioner(const RMat& tx, const RMat& ty, const MatrixXd& gm) {
+        const MatrixXd kd = K_;
+        Eigen::SelfAdjointEigenSolver<MatrixXd> ek(kd);
+        E_ = ek.eigenvectors();
+        const VectorXd k = ek.eigenvalues().cwiseMax(0.0);
+        const VectorXd dx = (E_.transpose() * MatrixXd(tx) * E_).diagonal().cwiseMax(0.0);
+        const VectorXd dy = (E_.transpose() * MatrixXd(ty) * E_).diagonal().cwiseMax(0.0);
+        const VectorXd mm = (E_.transpose() * MatrixXd(M_) * E_).diagonal().cwiseMax(0.0);
+        Eigen::SelfAdjointEigenSolver<MatrixXd> eg(gm);
+        U_ = eg.eigenvectors();
+        const VectorXd g = eg.eigenvalues().cwiseMax(0.0);
+        const double floor = 1e-12 * (g.maxCoeff() * dx.maxCoeff() * dy.maxCoeff()) + 1e-300;
+        inv_denom_.resize(G2_, T_);
+        for (int t = 0; t < T_; ++t)
+            for (int i = 0; i < G_; ++i)
+                for (int j = 0; j < G_; ++j)
+                    inv_denom_(i * G_ + j, t) = 1.0 / (g[t] * dy[i] * dx[j] + penalty_ * (k[i] + k[j] + 2.0 * mm[i] * mm[j]) + floor);
+    }
+
     void precondition(const MatrixXd& R, MatrixXd& Z) const {
         Z.resize(G2_, T_);
+        if (penalty_ > 0) {
+            MatrixXd A(G2_, T_);
+            for (int t = 0; t < T_; ++t) {
+                Eigen::Map<const RMat> r(R.col(t).data(), G_, G_);
+                Eigen::Map<RMat> a(A.col(t).data(), G_, G_);
+                a.noalias() = E_.transpose() * r * E_;
+            }
+            MatrixXd B = (A * U_).cwiseProduct(inv_denom_);
+            A.noalias() = B * U_.transpose();
+            for (int t = 0; t < T_; ++t) {
+                Eigen::Map<const RMat> a(A.col(t).data(), G_, G_);
+                Eigen::Map<RMat> z(Z.col(t).data(), G_, G_);
+                z.noalias() = E_ * a * E_.transpose();
+            }
+            return;
+        }
         for (int t = 0; t < T_; ++t) {
             Eigen::Map<const RMat> r(R.col(t).data(), G_, G_);
             Eigen::Map<RMat> z(Z.col(t).data(), G_, G_);
@@ -257,7 +341,7 @@ public:
         const bool gauss_newton = !active.empty() && active.front()->has_projection;
         if (gauss_newton) {
             MatrixXd dX = MatrixXd::Zero(G2_, T_);
-            const int it = solve_from(active, dX, MatrixXd::Zero(G2_, T_));
+            const int it = solve_from(active, dX, MatrixXd::Zero(G2_, T_), &X);
             X += dX;
             return it;
         }
@@ -266,7 +350,9 @@ public:
         return solve_from(active, X, X0);
     }
 
-    int solve_from(const std::vector<Star*>& active, MatrixXd& X, const MatrixXd& X0) {
+    // `base`, for a Gauss-Newton step: the current model, whose prior gradient -R base joins the
+    // right-hand side (the step minimises chi2 + prior at base + X).
+    int solve_from(const std::vector<Star*>& active, MatrixXd& X, const MatrixXd& X0, const MatrixXd* base = nullptr) {
         if (X.rows() != G2_ || X.cols() != T_) X = X0;
         // Put the starting point on the constraint surface.
         MatrixXd D = X - X0;
@@ -275,6 +361,7 @@ public:
         build_preconditioner(active);
         MatrixXd B, AX, R, Z, P, AP;
         rhs(active, B);
+        if (base) add_smoothness(*base, -1.0, B);
         apply(X, active, AX);
         R = B - AX;
         project(R);
@@ -386,7 +473,8 @@ public:
         auto it = isf_cache_.find(dof);
         if (it != isf_cache_.end()) return it->second;
         const double p = std::erfc(ctl_.outlier_n_sigma / std::sqrt(2.0));
-        const double v = chi2_isf(p, static_cast<double>(dof));
+        // Beyond ~37 sigma the tail probability underflows: no star is that far out of any bound.
+        const double v = p > 0 ? chi2_isf(p, static_cast<double>(dof)) : std::numeric_limits<double>::infinity();
         isf_cache_.emplace(dof, v);
         return v;
     }
@@ -398,6 +486,9 @@ private:
     double norm_;
     MatrixXd Q_;
     MatrixXd txi_, tyi_, gmi_;
+    RMat K_, M_;
+    double penalty_ = 0.0;
+    MatrixXd E_, U_, inv_denom_;  // the prior's preconditioner (build_smooth_preconditioner)
     RMat tmp_sg_, img_, tmp_gs_, back_;
     std::map<std::int64_t, double> isf_cache_;
     double first_bnorm_ = 0.0;

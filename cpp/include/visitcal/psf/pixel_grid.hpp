@@ -88,6 +88,11 @@ struct PixelGridControl {
     double cg_tolerance = 1e-10;             // relative residual of the conjugate-gradient solves
     double cg_chi2_tolerance = 0.0;          // ... or stop when a step lowers the chi2 by less than this
     int cg_max_iter = 1000;
+    // Weight of a smoothness prior on the grid (0: none, Piff's model): smoothness * kappa * the sum
+    // of the squared second differences of every term's grid along x and y joins the chi2, kappa the
+    // stars' mean weight on one grid value of the constant term. For supersampled grids, whose
+    // highest frequencies the pixels barely constrain.
+    double smoothness = 0.0;
 };
 
 /// Per-star outcome.
