@@ -33,8 +33,8 @@ the good pixels; S/N cap at 200. The GalSim image of a stamp has its origin at t
 whatever frame the origin sets, so the frames agree; the worker checks it on the data (HSM centroid of
 each star's GalSim image against the true position).
 
-Memory: peak resident set size (``ru_maxrss``) of the subprocess that loads the stamps and runs only that
-fit, and its increase over the RSS just before the fit (the imports of numpy/GalSim/Piff are in both).
+Memory: peak resident set size (``VmHWM``; ``ru_maxrss`` would carry the parent's peak across exec) of the
+subprocess that loads the stamps and runs only that fit, and its increase over the RSS just before the fit (the imports of numpy/GalSim/Piff are in both).
 Time: wall clock of the fit call alone (``determine_psf`` / ``SimplePSF.fit``, Piff's star building excluded).
 
 Run from the repository root: ``python bench/bench_psf.py`` [--skip-piff] [--piff-solver cpp|scipy|both] [--quick].
@@ -79,9 +79,12 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across execve, so a worker started from a big parent
+    # would report the parent's peak (it did: 568 MB for every fit of ours, the parent's sim scene).
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
 def centre_cut(stack: np.ndarray, size: int) -> tuple[np.ndarray, int]:
