@@ -10,8 +10,14 @@ Subcommands available now:
     repository written by ``visitcal sim``.
 ``visitcal sim OUT [--visits N] [--detectors M] [--preset small|lsst] [--band r] [--snaps 1|2] [--seed S]``
     Simulate a repository of post-ISR images with their truth (needs the ``sim`` extra, GalSim).
+``visitcal calibrate REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite]``
+    Characterize and calibrate every detector of a repository (initial PSF, ap corr, astrometry,
+    zero point): writes ``preliminary_visit_image``, ``preliminary_visit_image_background`` and
+    ``single_visit_star`` per detector and its provenance; finished detectors are skipped on a rerun;
+    ``-j N`` runs N detectors in parallel processes. Prints a per-detector summary.
 
-Exit codes: 0 success, 1 a file could not be read or written, 2 bad arguments.
+Exit codes: 0 success, 1 a file could not be read or written, 2 bad arguments, 3 some detectors failed
+(each failure is recorded in ``REPO/provenance/<step>/``; the others' outputs are written).
 """
 
 from __future__ import annotations
@@ -128,15 +134,16 @@ def _cmd_convert_decam(args) -> int:
 class _Progress:
     """A one-line progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise)."""
 
-    def __init__(self, stream=None, width: int = 30):
+    def __init__(self, stream=None, width: int = 30, unit: str = "images"):
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
+        self.unit = unit
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.last_decile = -1
 
     def __call__(self, done: int, total: int, label: str) -> None:
         filled = int(self.width * done / max(total, 1))
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} images  {label}"
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} {self.unit}  {label}"
         if self.tty:
             self.stream.write("\r" + line + ("\n" if done == total else ""))
         else:
@@ -155,6 +162,26 @@ def _cmd_sim(args) -> int:
     for line in summary.lines():
         print(line)
     return 0
+
+
+def _cmd_calibrate(args) -> int:
+    from .pipeline.calibrate_step import run_calibrate, summary_lines
+    from .pipeline.repository import Repository
+
+    repo = Repository(args.repo)
+    ids = repo.data_ids(args.visits, args.detectors)
+    if not ids:
+        print(f"visitcal calibrate: error: no post_isr_image under {repo.root} for the selected visits/detectors",
+              file=sys.stderr)
+        return 1
+    statuses = run_calibrate(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
+                             overwrite=args.overwrite, progress=_Progress(unit="detectors"))
+    for line in summary_lines(statuses):
+        print(line)
+    n_bad = sum(not s.ok for s in statuses)
+    print(f"{len(statuses) - n_bad} of {len(statuses)} detectors calibrated; provenance in "
+          f"{repo.root / 'provenance' / 'calibrate'}")
+    return 3 if n_bad else 0
 
 
 def _sim_config(parser, args):
@@ -205,6 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     sim.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     sim.set_defaults(func=_cmd_sim)
+
+    cal = sub.add_parser("calibrate", help="characterize and calibrate every detector of a repository",
+                         description="Per detector: snap sum, background, cosmic rays, detection, measurement, "
+                                     "PCA PSF, aperture corrections, astrometry (TAN-SIP), zero point. Writes "
+                                     "preliminary_visit_image, preliminary_visit_image_background and "
+                                     "single_visit_star under REPO.")
+    cal.add_argument("repo", help="data repository (e.g. written by visitcal sim)")
+    cal.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
+    cal.add_argument("--detectors", type=int, nargs="+", default=None, help="only these detectors")
+    cal.add_argument("-j", "--jobs", type=int, default=1, help="detectors run in parallel processes (default 1)")
+    cal.add_argument("--overwrite", action="store_true", help="redo detectors already calibrated")
+    cal.set_defaults(func=_cmd_calibrate)
     return parser
 
 
@@ -227,6 +266,11 @@ def main(argv=None) -> int:
             check_output_dir(args.out, args.overwrite)
         except (ImportError, OSError) as err:
             parser.error(f"out {args.out!r}: {err}" if isinstance(err, OSError) else str(err))
+    elif args.command == "calibrate":
+        if not Path(args.repo).is_dir():
+            parser.error(f"repo {args.repo!r}: no such directory")
+        if args.jobs < 1:
+            parser.error(f"-j/--jobs: must be >= 1, got {args.jobs}")
     elif getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
         parser.error(f"out {args.out!r} exists; pass --overwrite to replace it")
     from .io import VisitcalIOError

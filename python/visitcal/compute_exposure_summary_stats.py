@@ -1,0 +1,122 @@
+"""`ComputeExposureSummaryStatsTask`: an exposure's summary statistics (lsst-spec §5.10).
+
+This module computes the statistics known once a detector is calibrated (issue 7): the PSF's size,
+shape and effective area at the detector centre, the PSF-star count, the zero point, the sky level and
+noise, the mean variance, the astrometric offsets, and the WCS-derived centre, corners and pixel scale.
+The PSF-star residual statistics, magLim / effTime and the grid metrics of §5.10 need the final
+calibrations and are added by the reprocessing step (issue 9); until then they are absent, not NaN-filled.
+
+Field names are LSST's (``ExposureSummaryStats``) so that users find them where they expect.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .background import sky_bg
+from .wcs import pixel_scale_arcsec, pixel_to_sky
+
+__all__ = ["ComputeExposureSummaryStatsConfig", "ComputeExposureSummaryStatsTask", "sigma_clipped_stats"]
+
+
+class ComputeExposureSummaryStatsConfig(BaseModel):
+    """LSST defaults (lsst-spec §5.10)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sigma_clip: float = Field(3.0, gt=0, description="clip of skyNoise / meanVar, in sigma")
+    clip_iter: int = Field(2, ge=1, description="clipping iterations")
+    bad_mask_planes: list[str] = Field(default_factory=lambda: ["NO_DATA", "SUSPECT"],
+                                       description="pixels excluded from skyNoise and meanVar")
+
+
+def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int) -> tuple[float, float]:
+    """afw's MEANCLIP / STDEVCLIP: start from the median and the IQR-based sigma (0.741 IQR), then
+    ``n_iter`` times keep ``|v - mean| < n_sigma sigma`` and recompute mean and standard deviation.
+
+    Returns (mean, std) of the last kept set; (nan, nan) for no finite value.
+    """
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    centre, sigma = med, 0.741 * (q3 - q1)
+    kept = v
+    for _ in range(n_iter):
+        if not sigma > 0:
+            break
+        kept = v[np.abs(v - centre) < n_sigma * sigma]
+        if kept.size == 0:
+            break
+        centre, sigma = float(kept.mean()), float(kept.std())
+    return float(centre), float(sigma)
+
+
+class ComputeExposureSummaryStatsTask:
+    """Summary statistics of a calibrated exposure (see the module docstring)."""
+
+    ConfigClass = ComputeExposureSummaryStatsConfig
+    _DefaultName = "computeSummaryStats"
+
+    def __init__(self, config: ComputeExposureSummaryStatsConfig | None = None):
+        self.config = config or ComputeExposureSummaryStatsConfig()
+
+    def run(self, exposure, sources=None, background=None) -> dict:
+        """Return the statistics as a dict of LSST field names to floats (NaN where unknown).
+
+        Parameters
+        ----------
+        exposure : `Exposure`
+            With psf, wcs, photo_calib, visit_info when known; its image is the background-subtracted one.
+        sources : `astropy.table.Table`, optional
+            For ``nPsfStar`` (``calib_psf_used``).
+        background : `BackgroundList`, optional
+            The subtracted background, for ``skyBg`` (counts).
+        """
+        s: dict = {}
+        bbox = exposure.bbox
+        cx, cy = bbox.center
+        vi = exposure.visit_info
+        s["expTime"] = float(vi.exposure_time) if vi is not None else math.nan
+        psf = exposure.psf
+        if psf is not None:
+            shape = psf.compute_shape(cx, cy)
+            s["psfSigma"] = float(shape.determinant_radius)
+            s["psfIxx"], s["psfIyy"], s["psfIxy"] = float(shape.xx), float(shape.yy), float(shape.xy)
+            k = np.asarray(psf.compute_kernel_image(cx, cy), np.float64)
+            s["psfArea"] = float(k.sum() ** 2 / np.sum(k * k))
+        else:
+            for key in ("psfSigma", "psfIxx", "psfIyy", "psfIxy", "psfArea"):
+                s[key] = math.nan
+        s["nPsfStar"] = int(np.sum(sources["calib_psf_used"])) if sources is not None and "calib_psf_used" in sources.colnames else 0
+        pc = exposure.photo_calib
+        s["zeroPoint"] = float(2.5 * math.log10(pc.instflux_at_zero_magnitude)) if pc is not None else math.nan
+        s["skyBg"] = float(sky_bg(background)) if background is not None else math.nan
+        bad = np.int32(0)
+        for name in self.config.bad_mask_planes:
+            if name in exposure.mask.planes:
+                bad |= np.int32(1 << exposure.mask.planes[name])
+        good = (exposure.mask.array & bad) == 0
+        s["skyNoise"] = sigma_clipped_stats(exposure.image[good], self.config.sigma_clip, self.config.clip_iter)[1]
+        s["meanVar"] = sigma_clipped_stats(exposure.variance[good], self.config.sigma_clip, self.config.clip_iter)[0]
+        md = exposure.metadata
+        s["astromOffsetMean"] = float(md.get("SFM_ASTROM_OFFSET_MEAN", math.nan))
+        s["astromOffsetStd"] = float(md.get("SFM_ASTROM_OFFSET_STD", math.nan))
+        wcs = exposure.wcs
+        if wcs is not None:
+            ra, dec = pixel_to_sky(wcs, np.array([cx]), np.array([cy]))
+            s["ra"], s["dec"] = float(ra[0]), float(dec[0])
+            # Box2D corners: the outer pixel edges, (min, min), (max, min), (max, max), (min, max) as afw.
+            x0, x1, y0, y1 = bbox.min_x - 0.5, bbox.max_x + 0.5, bbox.min_y - 0.5, bbox.max_y + 0.5
+            cra, cdec = pixel_to_sky(wcs, np.array([x0, x1, x1, x0]), np.array([y0, y0, y1, y1]))
+            s["raCorners"] = [float(v) for v in cra]
+            s["decCorners"] = [float(v) for v in cdec]
+            s["pixelScale"] = float(pixel_scale_arcsec(wcs, cx, cy))
+        else:
+            s["ra"] = s["dec"] = s["pixelScale"] = math.nan
+            s["raCorners"] = s["decCorners"] = [math.nan] * 4
+        return s

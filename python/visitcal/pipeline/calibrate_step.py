@@ -1,0 +1,192 @@
+"""The ``calibrate`` step over a repository: per detector, snap sum -> `CharacterizeImageTask` ->
+`CalibrateTask` -> ``preliminary_visit_image`` (FITS, counts, with PSF, ap-corr map, WCS, PhotoCalib and
+summary statistics), ``preliminary_visit_image_background`` (FITS table of the subtracted background)
+and ``single_visit_star`` (Parquet: the calibrated source catalog with ``visit``, ``detector``,
+``band`` and ``physical_filter`` columns; LSST's afw column names).
+
+Each detector is independent: its failure (a typed error such as `AstrometryError`, `PhotoCalError`,
+`PsfTooFewStarsError`) is recorded in its provenance with the error's type and message, its outputs are
+not written, and the other detectors go on. Finished detectors (status ok, same config, outputs present)
+are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from ..calibrate import CalibrateConfig, CalibrateTask
+from ..characterize_image import CharacterizeImageConfig, CharacterizeImageTask
+from ..image import Exposure, Mask, MaskedImage
+from ..io import read_catalog, read_exposure, write_catalog
+from ..io.atomic import atomic_write_fits
+from ..io.fits import write_exposure
+from ..persistence import component_to_table
+from ..ref_loader import ReferenceObjectLoader
+from ..table import DetectorVisitIdGenerator
+from .repository import Repository, UnitStatus, config_hash
+from .runner import run_units
+
+__all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "combine_snaps", "run_calibrate"]
+
+STEP = "calibrate"
+#: dataset name -> file extension
+OUTPUTS = {"preliminary_visit_image": "fits", "preliminary_visit_image_background": "fits",
+           "single_visit_star": "parquet"}
+
+
+class CalibrateStepConfig(BaseModel):
+    """The step's configuration: its two tasks' configs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    characterize: CharacterizeImageConfig = Field(default_factory=CharacterizeImageConfig,
+                                                  description="CharacterizeImageTask")
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig, description="CalibrateTask")
+
+
+def combine_snaps(snaps: list[Exposure]) -> Exposure:
+    """Sum one or two snaps: images and variances added, masks OR-ed, exposure times summed; the first
+    snap's WCS, detector and visit info otherwise. (The reprocessing step's snap combination, issue 9,
+    follows lsst-spec §5.3 in full; calibration only needs the summed counts.)
+
+    Raises
+    ------
+    ValueError
+        No snap, more than two, or snaps of different shapes or origins.
+    """
+    if not 1 <= len(snaps) <= 2:
+        raise ValueError(f"expected 1 or 2 snaps, got {len(snaps)}")
+    first = snaps[0]
+    if len(snaps) == 1:
+        return first
+    second = snaps[1]
+    if second.shape != first.shape or tuple(second.xy0) != tuple(first.xy0):
+        raise ValueError(f"snaps differ in shape or origin: {first.shape} at {first.xy0} vs "
+                         f"{second.shape} at {second.xy0}")
+    if dict(second.mask.planes.items()) != dict(first.mask.planes.items()):
+        raise ValueError("snaps have different mask planes")
+    mi = MaskedImage(first.image + second.image, Mask(first.mask.array | second.mask.array, first.mask.planes),
+                     first.variance + second.variance, xy0=first.xy0)
+    vi = first.visit_info
+    if vi is not None:
+        t2 = second.visit_info.exposure_time if second.visit_info is not None else math.nan
+        vi = dataclasses.replace(vi, exposure_time=vi.exposure_time + t2)
+    return Exposure(mi, wcs=first.wcs, visit_info=vi, detector=first.detector, metadata=first.metadata.copy())
+
+
+def _paths(repo: Repository, visit: int, detector: int) -> dict[str, Path]:
+    return {name: repo.dataset_path(name, visit, detector, ext) for name, ext in OUTPUTS.items()}
+
+
+def calibrate_detector(root, visit: int, detector: int, config_json: str, overwrite: bool = False) -> UnitStatus:
+    """Characterize and calibrate one detector of the repository at ``root``; never raises for a
+    failure of the data (it is recorded in the returned and stored `UnitStatus`)."""
+    repo = Repository(root)
+    config = CalibrateStepConfig.model_validate_json(config_json)
+    chash = config_hash(config)
+    paths = _paths(repo, visit, detector)
+    if not overwrite and repo.is_done(STEP, visit, detector, chash, paths.values()):
+        return repo.read_status(STEP, visit, detector)
+    timings: dict[str, float] = {}
+    status = UnitStatus(step=STEP, visit=visit, detector=detector, status="failed", config_hash=chash,
+                        timings=timings, versions={"visitcal": __version__, "numpy": np.__version__})
+    t_all = time.perf_counter()
+    try:
+        snaps_paths = repo.post_isr_snaps().get((visit, detector))
+        if not snaps_paths:
+            raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector} under {repo.root}")
+        t0 = time.perf_counter()
+        exposure = combine_snaps([read_exposure(p) for p in snaps_paths])
+        loader = ReferenceObjectLoader(read_catalog(repo.refcat_path), name=str(repo.refcat_path))
+        timings["read"] = time.perf_counter() - t0
+        idg = DetectorVisitIdGenerator(visit, detector)
+        t0 = time.perf_counter()
+        char = CharacterizeImageTask(config.characterize).run(exposure, id_generator=idg)
+        timings["characterize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cal = CalibrateTask(config.calibrate, ref_obj_loader=loader).run(
+            char.exposure, background=char.background, ic_source_cat=char.source_cat, id_generator=idg)
+        timings["calibrate"] = time.perf_counter() - t0
+        for k, v in cal.output_summary_metrics.get("timings", {}).items():
+            timings[f"calibrate.{k}"] = v
+        t0 = time.perf_counter()
+        _write_outputs(cal, paths, visit, detector)
+        timings["write"] = time.perf_counter() - t0
+        stats = cal.output_exposure.summary_stats or {}
+        m = cal.output_summary_metrics
+        status.summary = {k: m.get(k) for k in ("zero_point", "zero_point_err", "photo_cal_n_good",
+                                                  "astrom_offset_mean", "astrom_offset_std", "astrom_n_matches")}
+        status.summary.update({k: stats.get(k) for k in ("psfSigma", "skyBg", "skyNoise", "nPsfStar")})
+        status.summary["n_sources"] = len(cal.output_cat)
+        status.status = "ok"
+    except Exception as err:  # recorded per detector; the others go on (DESIGN.md §6)
+        status.error_type = type(err).__name__
+        status.message = str(err)
+    timings["total"] = time.perf_counter() - t_all
+    status.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    repo.write_status(status)
+    return status
+
+
+def _write_outputs(cal, paths: dict[str, Path], visit: int, detector: int) -> None:
+    exposure = cal.output_exposure
+    background = cal.output_background
+    exposure.background = None  # a separate dataset, as LSST's calexpBackground
+    for p in paths.values():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    write_exposure(exposure, paths["preliminary_visit_image"], overwrite=True)
+    bg_hdu = fits.table_to_hdu(component_to_table(background))
+    bg_hdu.name = "BACKGROUND"
+    atomic_write_fits(fits.HDUList([fits.PrimaryHDU(), bg_hdu]), paths["preliminary_visit_image_background"],
+                      overwrite=True)
+    cat = cal.output_cat.copy(copy_data=False)
+    vi = exposure.visit_info
+    n = len(cat)
+    cat["visit"] = np.full(n, visit, np.int64)
+    cat["detector"] = np.full(n, detector, np.int16)
+    cat["band"] = np.full(n, (vi.band or "") if vi is not None else "")
+    cat["physical_filter"] = np.full(n, (vi.physical_filter or "") if vi is not None else "")
+    write_catalog(cat, paths["single_visit_star"], overwrite=True)
+
+
+def run_calibrate(root, *, visits=None, detectors=None, jobs: int = 1, config: CalibrateStepConfig | None = None,
+                  overwrite: bool = False, progress=None, executor=None) -> list[UnitStatus]:
+    """Run the step on every (visit, detector) of the repository (or the selected ones).
+
+    Returns the `UnitStatus` of each, in (visit, detector) order. ``jobs > 1`` runs detectors in that
+    many processes; the outputs are the same bytes whatever ``jobs``.
+    """
+    repo = Repository(root)
+    config = config or CalibrateStepConfig()
+    cfg_json = config.model_dump_json()
+    units = [(str(repo.root), v, d, cfg_json, overwrite) for v, d in repo.data_ids(visits, detectors)]
+    return run_units(calibrate_detector, units, jobs=jobs, executor=executor, progress=progress)
+
+
+def summary_lines(statuses: list[UnitStatus]) -> list[str]:
+    """A per-detector summary table (text) of a run."""
+    head = f"{'visit':>7} {'det':>4} {'status':<22} {'nSrc':>6} {'psfSigma':>8} {'zp':>8} {'astrom mean\"':>12} {'time s':>7}"
+    lines = [head]
+    for s in statuses:
+        sm = s.summary or {}
+
+        def f(key, fmt):
+            v = sm.get(key)
+            return format(v, fmt) if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else "-"
+        state = "ok" if s.ok else (s.error_type or "failed")
+        lines.append(f"{s.visit:>7} {s.detector:>4} {state:<22} {f('n_sources', 'd'):>6} {f('psfSigma', '.3f'):>8} "
+                     f"{f('zero_point', '.4f'):>8} {f('astrom_offset_mean', '.4f'):>12} "
+                     f"{s.timings.get('total', float('nan')):>7.2f}")
+        if not s.ok and s.message:
+            lines.append(f"{'':>13}{s.message[:200]}")
+    return lines

@@ -1,0 +1,126 @@
+"""A data repository: a directory of inputs and of each step's outputs (DESIGN.md §5).
+
+Layout (visits 6-digit, detectors 3-digit, zero-padded)::
+
+    ROOT/
+      repo.json, camera.json, refcat.parquet, truth/           inputs (`visitcal.sim` writes them)
+      post_isr_image/<visit>/post_isr_image_<visit>_<detector>_<snap>.fits
+      <dataset>/<visit>/<dataset>_<visit>_<detector>.<ext>      a step's per-detector outputs, e.g.
+          preliminary_visit_image (.fits), preliminary_visit_image_background (.fits),
+          single_visit_star (.parquet)
+      provenance/<step>/<visit>_<detector>.json                 per detector: status ("ok" or the
+          failure's type and message), timings, peak memory, config hash, versions
+
+A unit (a step on one detector) is done when its provenance says ``ok`` with the same config hash and
+its outputs exist; reruns skip it. Every file is written atomically, so an interrupted run leaves no
+half-written product, and a failure on one detector is recorded without touching the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from ..io.atomic import atomic_write
+
+__all__ = ["Repository", "UnitStatus", "config_hash"]
+
+_POST_ISR = re.compile(r"^post_isr_image_(\d+)_(\d+)_(\d+)\.fits$")
+
+
+def config_hash(config) -> str:
+    """SHA-256 (16 hex digits) of a pydantic config's JSON: a rerun with another config is not skipped."""
+    text = config.model_dump_json() if hasattr(config, "model_dump_json") else json.dumps(config, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class UnitStatus:
+    """What became of one step on one detector (stored as ``provenance/<step>/<visit>_<detector>.json``)."""
+
+    step: str
+    visit: int
+    detector: int
+    status: str                      # "ok" or "failed"
+    error_type: str | None = None    # the exception's class name on failure
+    message: str | None = None
+    config_hash: str | None = None
+    timings: dict = dataclasses.field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    versions: dict = dataclasses.field(default_factory=dict)
+    summary: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class Repository:
+    """A data repository rooted at ``root`` (see the module docstring)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: not a directory")
+
+    # --- inputs ---------------------------------------------------------------------------------
+    def post_isr_snaps(self) -> dict[tuple[int, int], list[Path]]:
+        """``{(visit, detector): [snap paths in snap order]}`` of every post_isr_image present."""
+        found: dict[tuple[int, int], dict[int, Path]] = {}
+        base = self.root / "post_isr_image"
+        if base.is_dir():
+            for path in sorted(base.glob("*/post_isr_image_*.fits")):
+                m = _POST_ISR.match(path.name)
+                if m:
+                    v, d, s = (int(g) for g in m.groups())
+                    found.setdefault((v, d), {})[s] = path
+        return {k: [snaps[s] for s in sorted(snaps)] for k, snaps in sorted(found.items())}
+
+    def data_ids(self, visits=None, detectors=None) -> list[tuple[int, int]]:
+        """Sorted ``(visit, detector)`` with a post_isr_image, restricted to ``visits`` / ``detectors``."""
+        ids = list(self.post_isr_snaps())
+        if visits is not None:
+            ids = [i for i in ids if i[0] in set(visits)]
+        if detectors is not None:
+            ids = [i for i in ids if i[1] in set(detectors)]
+        return ids
+
+    @property
+    def refcat_path(self) -> Path:
+        return self.root / "refcat.parquet"
+
+    # --- outputs --------------------------------------------------------------------------------
+    def dataset_path(self, name: str, visit: int, detector: int, ext: str) -> Path:
+        return self.root / name / f"{visit:06d}" / f"{name}_{visit:06d}_{detector:03d}.{ext}"
+
+    def status_path(self, step: str, visit: int, detector: int) -> Path:
+        return self.root / "provenance" / step / f"{visit:06d}_{detector:03d}.json"
+
+    def read_status(self, step: str, visit: int, detector: int) -> UnitStatus | None:
+        path = self.status_path(step, visit, detector)
+        if not path.is_file():
+            return None
+        try:
+            return UnitStatus(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError):
+            return None  # unreadable: the unit is not done
+
+    def write_status(self, status: UnitStatus) -> None:
+        path = self.status_path(status.step, status.visit, status.detector)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "w") as f:
+            json.dump(dataclasses.asdict(status), f, indent=1, sort_keys=True, default=_json_default)
+
+    def is_done(self, step: str, visit: int, detector: int, cfg_hash: str, outputs) -> bool:
+        st = self.read_status(step, visit, detector)
+        return bool(st and st.ok and st.config_hash == cfg_hash and all(Path(p).is_file() for p in outputs))
+
+
+def _json_default(obj):
+    try:
+        return float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
