@@ -180,9 +180,9 @@ class AstrometryTask:
                          "src_x": x[si], "src_y": y[si], "ref_ra": ref_ra[ri], "ref_dec": ref_dec[ri],
                          "distance_arcsec": dist, "used": used})
         md = exposure.metadata
-        md["SFM_ASTROM_OFFSET_MEAN"] = stats["mean"]
-        md["SFM_ASTROM_OFFSET_STD"] = stats["std"]
-        md["SFM_ASTROM_OFFSET_MEDIAN"] = stats["median"]
+        md["HIERARCH SFM_ASTROM_OFFSET_MEAN"] = stats["mean"]
+        md["HIERARCH SFM_ASTROM_OFFSET_STD"] = stats["std"]
+        md["HIERARCH SFM_ASTROM_OFFSET_MEDIAN"] = stats["median"]
         calib_used = np.zeros(len(source_cat), bool)
         calib_used[sel[si[used]]] = True
         source_cat["calib_astrometry_used"] = calib_used

@@ -1,0 +1,102 @@
+"""Reference loading on a detector, the calibrate-time summary statistics, and the pipeline's
+repository bookkeeping, against analytic truths and independent computations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from visitcal.compute_exposure_summary_stats import ComputeExposureSummaryStatsTask, sigma_clipped_stats
+from visitcal.geom import Box2I
+from visitcal.image import Exposure, VisitInfo
+from visitcal.photocalib import PhotoCalib
+from visitcal.psf import GaussianPsf
+from visitcal.ref_loader import ReferenceCatalogError, ReferenceObjectLoader
+from visitcal.wcs import make_tan_sip_wcs, pixel_to_sky
+
+SCALE = 0.2 / 3600.0  # deg / px
+
+
+def detector_wcs(rot_deg=0.3):
+    c, s = math.cos(math.radians(rot_deg)), math.sin(math.radians(rot_deg))
+    cd = SCALE * np.array([[-c, s], [s, c]])
+    return make_tan_sip_wcs((511.5, 499.5), (150.0, -30.0), cd)
+
+
+def reference_catalog(n=4000, seed=3):
+    rng = np.random.default_rng(seed)
+    ra = 150.0 + rng.uniform(-0.12, 0.12, n) / math.cos(math.radians(30))
+    dec = -30.0 + rng.uniform(-0.12, 0.12, n)
+    return Table({"id": np.arange(1, n + 1), "ra": ra, "dec": dec, "r_flux": rng.uniform(1e3, 1e6, n),
+                  "r_fluxErr": np.full(n, 50.0)})
+
+
+def test_load_pixel_box_returns_exactly_the_references_on_the_grown_box():
+    wcs = detector_wcs()
+    cat = reference_catalog()
+    bbox = Box2I(0, 0, 1023, 999)
+    refs = ReferenceObjectLoader(cat).load_pixel_box(bbox, wcs, "r", pixel_margin=50)
+    # independent: every reference through astropy's inverse WCS
+    x, y = wcs.all_world2pix(np.asarray(cat["ra"]), np.asarray(cat["dec"]), 0)
+    inside = (x >= -50.5) & (x <= 1023 + 50.5) & (y >= -50.5) & (y <= 999 + 50.5)
+    assert set(refs["id"]) == set(np.asarray(cat["id"])[inside])
+    assert 150 < len(refs) < len(cat)
+    order = np.argsort(np.asarray(refs["id"]))
+    ids = np.asarray(refs["id"])[order] - 1
+    np.testing.assert_allclose(np.asarray(refs["centroid_x"])[order], x[ids], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(refs["flux"])[order], np.asarray(cat["r_flux"])[ids])
+    assert refs.meta["band"] == "r"
+
+
+def test_load_pixel_box_errors_name_what_is_missing():
+    cat = reference_catalog(50)
+    with pytest.raises(ReferenceCatalogError, match="g_flux"):
+        ReferenceObjectLoader(cat, name="refcat.parquet").load_pixel_box(Box2I(0, 0, 99, 99), detector_wcs(), "g")
+    with pytest.raises(ReferenceCatalogError, match="'ra'|coord_ra"):
+        ReferenceObjectLoader(cat[["id", "dec"]])
+    far = ReferenceObjectLoader(cat).load_pixel_box(Box2I(0, 0, 99, 99), make_tan_sip_wcs(
+        (0, 0), (10.0, 10.0), SCALE * np.eye(2)), "r")
+    assert len(far) == 0
+
+
+def test_sigma_clipped_stats_matches_an_independent_loop():
+    rng = np.random.default_rng(1)
+    v = np.concatenate([rng.normal(10.0, 2.0, 5000), rng.uniform(50, 100, 200)])
+    mean, std = sigma_clipped_stats(v, 3.0, 2)
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    c, s = med, 0.741 * (q3 - q1)
+    for _ in range(2):
+        k = v[np.abs(v - c) < 3 * s]
+        c, s = k.mean(), k.std()
+    assert mean == pytest.approx(c, rel=1e-12) and std == pytest.approx(s, rel=1e-12)
+    assert abs(mean - 10.0) < 0.1 and abs(std - 2.0) < 0.1  # outliers clipped away
+
+
+def test_summary_stats_of_a_gaussian_psf_exposure():
+    rng = np.random.default_rng(2)
+    ny, nx = 400, 500
+    img = rng.normal(0.0, 7.0, (ny, nx)).astype(np.float32)
+    var = np.full((ny, nx), 49.0, np.float32)
+    sigma = 2.1
+    zp = 31.2
+    exp = Exposure.from_arrays(img, None, var, psf=GaussianPsf(sigma, size=31), wcs=detector_wcs(0.0),
+                               photo_calib=PhotoCalib.from_zero_point(zp),
+                               visit_info=VisitInfo(id=1, band="r", exposure_time=30.0))
+    exp.metadata["HIERARCH SFM_ASTROM_OFFSET_MEAN"] = 0.012
+    s = ComputeExposureSummaryStatsTask().run(exp, Table({"calib_psf_used": [True, False, True]}))
+    assert s["psfSigma"] == pytest.approx(sigma, rel=2e-3)
+    assert s["psfArea"] == pytest.approx(4 * math.pi * sigma**2, rel=5e-3)  # (sum k)^2 / sum k^2 of a Gaussian
+    assert s["nPsfStar"] == 2 and s["expTime"] == 30.0
+    # STDEVCLIP at 3 sigma: the standard deviation of a normal truncated at +-3 sigma (not corrected, as afw)
+    phi3 = math.exp(-4.5) / math.sqrt(2 * math.pi)
+    truncated = math.sqrt(1 - 6 * phi3 / math.erf(3 / math.sqrt(2)))
+    assert s["skyNoise"] == pytest.approx(7.0 * truncated, rel=0.005) and s["meanVar"] == pytest.approx(49.0, rel=1e-6)
+    assert s["astromOffsetMean"] == 0.012 and math.isnan(s["astromOffsetStd"])
+    assert s["pixelScale"] == pytest.approx(0.2, rel=1e-6)
+    ra, dec = pixel_to_sky(exp.wcs, np.array([-0.5]), np.array([-0.5]))
+    assert s["raCorners"][0] == pytest.approx(ra[0], abs=1e-12) and s["decCorners"][0] == pytest.approx(dec[0], abs=1e-12)
+    assert s["zeroPoint"] == pytest.approx(zp, abs=1e-9)
+    json.dumps(s)  # plain numbers: storable in provenance
