@@ -1,0 +1,173 @@
+"""The calibrate step (CharacterizeImageTask + CalibrateTask, ``visitcal calibrate``) on the simulated
+repository, against the simulator's truth (issue 7): the fitted WCS against the true WCS over the whole
+detector, the zero point against the true calibration, the initial PSF's size against the true PSF;
+typed per-detector failures that leave the other detectors alone; reruns skip finished detectors;
+the same bytes with one or two worker processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from visitcal.cli import main
+from visitcal.io import read_catalog, read_exposure, write_catalog
+from visitcal.io.fits import write_exposure
+from visitcal.pipeline.calibrate_step import run_calibrate
+from visitcal.pipeline.repository import Repository
+from visitcal.wcs import pixel_to_sky, shift_wcs
+
+
+def clone(sim_repo, dest):
+    """A repository sharing the simulation's images (symlinked) with its own outputs."""
+    dest.mkdir()
+    for name in ("repo.json", "camera.json", "refcat.parquet"):
+        shutil.copy(sim_repo.path / name, dest / name)
+    (dest / "truth").symlink_to(sim_repo.path / "truth")
+    (dest / "post_isr_image").symlink_to(sim_repo.path / "post_isr_image")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def calibrated(sim_repo, tmp_path_factory):
+    root = clone(sim_repo, tmp_path_factory.mktemp("cal") / "repo")
+    statuses = run_calibrate(root)
+    return root, statuses
+
+
+def sky_separation_mas(ra1, dec1, ra2, dec2):
+    r1, d1, r2, d2 = (np.radians(np.asarray(v, np.float64)) for v in (ra1, dec1, ra2, dec2))
+    h = np.sin(0.5 * (d2 - d1)) ** 2 + np.cos(d1) * np.cos(d2) * np.sin(0.5 * (r2 - r1)) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(h))) * 3.6e6
+
+
+def test_every_detector_calibrates_and_matches_the_truth(sim_repo, calibrated):
+    root, statuses = calibrated
+    repo = Repository(root)
+    assert [(s.visit, s.detector) for s in statuses] == repo.data_ids()
+    assert all(s.ok for s in statuses), [(s.visit, s.detector, s.error_type, s.message) for s in statuses]
+    for s in statuses:
+        v, d = s.visit, s.detector
+        exp = read_exposure(repo.dataset_path("preliminary_visit_image", v, d, "fits"))
+        # WCS: the fitted one against the truth on a 21 x 21 grid over the whole detector.
+        gx, gy = np.meshgrid(np.linspace(exp.bbox.min_x, exp.bbox.max_x, 21),
+                             np.linspace(exp.bbox.min_y, exp.bbox.max_y, 21))
+        ra, dec = pixel_to_sky(exp.wcs, gx.ravel(), gy.ravel())
+        tra, tdec = pixel_to_sky(sim_repo.true_wcs(v, d), gx.ravel(), gy.ravel())
+        rms = math.sqrt(np.mean(sky_separation_mas(ra, dec, tra, tdec) ** 2))
+        pra, pdec = pixel_to_sky(sim_repo.preliminary_wcs(v, d), gx.ravel(), gy.ravel())
+        prelim = math.sqrt(np.mean(sky_separation_mas(pra, pdec, tra, tdec) ** 2))
+        assert rms < 5.0, f"visit {v} detector {d}: WCS rms {rms:.2f} mas (preliminary {prelim:.0f} mas)"
+        # Zero point: the true calibration (nJy/ADU of the snap sum) as a zero point, to 2 mmag.
+        true_zp = 2.5 * math.log10(sim_repo.true_photo_calib(v, d).instflux_at_zero_magnitude)
+        zp = 2.5 * math.log10(exp.photo_calib.instflux_at_zero_magnitude)
+        assert abs(zp - true_zp) < 0.002, f"visit {v} detector {d}: zp {zp:.4f} vs truth {true_zp:.4f}"
+        # Initial PSF: determinant radius at the centre against the true PSF's, to 1%.
+        cx, cy = exp.bbox.center
+        ours = exp.psf.compute_shape(cx, cy).determinant_radius
+        truth = sim_repo.true_psf(v, d).compute_shape(cx, cy).determinant_radius
+        assert ours == pytest.approx(truth, rel=0.01)
+        st = exp.summary_stats
+        assert st["psfSigma"] == pytest.approx(ours, rel=1e-9) and st["zeroPoint"] == pytest.approx(zp, abs=1e-9)
+        assert st["astromOffsetMean"] < 0.05
+        cat = read_catalog(repo.dataset_path("single_visit_star", v, d, "parquet"))
+        assert set(cat["visit"]) == {v} and set(cat["detector"]) == {d}
+        assert cat["calib_psf_used"].sum() > 10 and cat["calib_astrometry_used"].sum() > 20
+        assert cat["calib_photometry_used"].sum() > 10
+
+
+def test_rerun_skips_finished_detectors_and_jobs_give_the_same_bytes(sim_repo, calibrated, tmp_path):
+    root, statuses = calibrated
+    repo = Repository(root)
+    v, d = statuses[0].visit, statuses[0].detector
+    path = repo.dataset_path("single_visit_star", v, d, "parquet")
+    before = path.stat().st_mtime_ns
+    again = run_calibrate(root, visits=[v], detectors=[d])
+    assert again[0].ok and path.stat().st_mtime_ns == before  # skipped, not redone
+    # Two processes on a fresh clone: byte-identical products.
+    other = clone(sim_repo, tmp_path / "repo2")
+    two = run_calibrate(other, jobs=2)
+    assert all(s.ok for s in two)
+    for s in two:
+        for name, ext in (("preliminary_visit_image", "fits"), ("single_visit_star", "parquet"),
+                          ("preliminary_visit_image_background", "fits")):
+            a = repo.dataset_path(name, s.visit, s.detector, ext).read_bytes()
+            b = Repository(other).dataset_path(name, s.visit, s.detector, ext).read_bytes()
+            assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest(), (name, s.visit, s.detector)
+
+
+def _rewrite_wcs(repo, key, change):
+    for snap_path in repo.post_isr_snaps()[key]:
+        exp = read_exposure(snap_path)
+        exp.wcs = change(exp.wcs)
+        write_exposure(exp, snap_path, overwrite=True)
+
+
+def test_per_detector_failures_are_typed_and_recorded(sim_repo, tmp_path):
+    root = clone(sim_repo, tmp_path / "repo")
+    (root / "post_isr_image").unlink()  # own copies of the snaps, to spoil two detectors' WCS
+    shutil.copytree(sim_repo.path / "post_isr_image", root / "post_isr_image")
+    repo = Repository(root)
+    keys = repo.data_ids()
+    wrong, empty = keys[0], keys[1]
+    # A wildly wrong preliminary WCS: 2000 px (400") off; references exist, but none where it says.
+    _rewrite_wcs(repo, wrong, lambda w: shift_wcs(w, 2000.0, -1500.0))
+
+    def elsewhere(w):  # pointing 5 degrees away, where the reference catalog has nothing
+        w = w.deepcopy()
+        w.wcs.crval = [w.wcs.crval[0] + 5.0, w.wcs.crval[1]]
+        w.wcs.set()
+        return w
+
+    _rewrite_wcs(repo, empty, elsewhere)
+    statuses = {(s.visit, s.detector): s for s in run_calibrate(root)}
+    bad = statuses[wrong]
+    assert not bad.ok and bad.error_type in ("AstrometryError", "BadAstrometryFit"), bad
+    assert not statuses[empty].ok and statuses[empty].error_type == "AstrometryError"
+    assert "no reference" in statuses[empty].message
+    for key, s in statuses.items():
+        stored = json.loads(repo.status_path("calibrate", *key).read_text())
+        assert stored["status"] == s.status and stored["error_type"] == s.error_type
+        assert repo.dataset_path("preliminary_visit_image", *key, "fits").is_file() == s.ok
+    assert all(s.ok for k, s in statuses.items() if k not in (wrong, empty))
+
+
+def test_too_few_references_is_a_typed_failure(sim_repo, tmp_path):
+    root = clone(sim_repo, tmp_path / "repo")
+    ref = read_catalog(root / "refcat.parquet")
+    write_catalog(ref[::40], root / "refcat.parquet", overwrite=True)  # 2.5% of the references
+    (v, d) = Repository(root).data_ids()[0]
+    st = run_calibrate(root, visits=[v], detectors=[d])[0]
+    assert not st.ok and st.error_type == "AstrometryError", st
+    assert "match" in st.message
+
+
+def test_reference_catalog_in_the_wrong_band_is_a_typed_failure(sim_repo, tmp_path):
+    root = clone(sim_repo, tmp_path / "repo")
+    ref = read_catalog(root / "refcat.parquet")
+    band = sim_repo.band
+    keep = [c for c in ref.colnames if not c.startswith(f"{band}_")]
+    write_catalog(Table(ref[keep]), root / "refcat.parquet", overwrite=True)
+    (v, d) = Repository(root).data_ids()[0]
+    st = run_calibrate(root, visits=[v], detectors=[d])[0]
+    assert not st.ok and st.error_type in ("ReferenceCatalogError", "AstrometryError")
+    assert f"{band}_flux" in st.message
+
+
+def test_cli_calibrate_prints_a_summary_and_exit_codes(sim_repo, tmp_path, capsys):
+    root = clone(sim_repo, tmp_path / "repo")
+    (v, d) = Repository(root).data_ids()[0]
+    assert main(["calibrate", str(root), "--visits", str(v), "--detectors", str(d)]) == 0
+    out = capsys.readouterr()
+    assert "1 of 1 detectors calibrated" in out.out and f"{v:>7} {d:>4} ok" in out.out
+    assert "detectors" in out.err  # the progress bar
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", str(tmp_path / "nowhere")])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", str(root), "-j", "0"])
+    assert exc.value.code == 2
