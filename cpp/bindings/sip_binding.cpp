@@ -90,6 +90,34 @@ void bind_sip(py::module_& m) {
              }),
              py::arg("crpix"), py::arg("crval"), py::arg("cd"), py::arg("a") = py::none(), py::arg("b") = py::none(),
              py::arg("ap") = py::none(), py::arg("bp") = py::none())
+        .def(py::pickle(
+            [](const TanSipWcs& w) {
+                py::object none = py::none();
+                return py::make_tuple(w.crpix, w.crval, w.cd, w.order ? py::object(square(w.a, w.order)) : none,
+                                      w.order ? py::object(square(w.b, w.order)) : none,
+                                      w.inverse_order ? py::object(square(w.ap, w.inverse_order)) : none,
+                                      w.inverse_order ? py::object(square(w.bp, w.inverse_order)) : none);
+            },
+            [](const py::tuple& t) {
+                if (t.size() != 7) throw std::invalid_argument("bad TanSipWcs state");
+                TanSipWcs w;
+                w.crpix = t[0].cast<std::array<double, 2>>();
+                w.crval = t[1].cast<std::array<double, 2>>();
+                w.cd = t[2].cast<std::array<double, 4>>();
+                int ob = 0, obp = 0;
+                w.a = from_square(t[3], w.order, "a");
+                w.b = from_square(t[4], ob, "b");
+                w.ap = from_square(t[5], w.inverse_order, "ap");
+                w.bp = from_square(t[6], obp, "bp");
+                w.check();
+                return w;
+            }))
+        .def("__repr__",
+             [](const TanSipWcs& w) {
+                 return "TanSipWcs(crval=(" + std::to_string(w.crval[0]) + ", " + std::to_string(w.crval[1]) +
+                        "), crpix=(" + std::to_string(w.crpix[0]) + ", " + std::to_string(w.crpix[1]) +
+                        "), order=" + std::to_string(w.order) + ", inverse_order=" + std::to_string(w.inverse_order) + ")";
+             })
         .def_readonly("crpix", &TanSipWcs::crpix)
         .def_readonly("crval", &TanSipWcs::crval)
         .def_readonly("cd", &TanSipWcs::cd)
