@@ -408,3 +408,40 @@ def fit_pca_psf(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], var
                 xy0: npt.NDArray[np.int32], x: npt.NDArray[np.float64], y: npt.NDArray[np.float64],
                 reserved: npt.NDArray[np.uint8], control: PcaPsfControl,
                 box: tuple[float, float, float, float]) -> dict[str, Any]: ...
+
+# astrom/sip.hpp
+class FitTanSipControl:
+    order: int
+    num_iter: int
+    num_rej_iter: int
+    rej_sigma: float
+    max_scatter_arcsec: float
+    inverse_order: int
+    grid_size: int
+    def __init__(self) -> None: ...
+
+class TanSipWcs:
+    def __init__(self, crpix: tuple[float, float], crval: tuple[float, float], cd: tuple[float, float, float, float],
+                 a: npt.ArrayLike | None = None, b: npt.ArrayLike | None = None, ap: npt.ArrayLike | None = None,
+                 bp: npt.ArrayLike | None = None) -> None: ...
+    crpix: tuple[float, float]
+    crval: tuple[float, float]
+    cd: tuple[float, float, float, float]
+    order: int
+    inverse_order: int
+    @property
+    def a(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def b(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def ap(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def bp(self) -> npt.NDArray[np.float64]: ...
+    def pixel_to_sky(self, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+    def pixel_to_intermediate(self, x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+    def sky_to_pixel_reverse(self, ra: npt.NDArray[np.float64], dec: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...
+
+def fit_tan_sip_wcs(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], ra: npt.NDArray[np.float64], dec: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64] | None, box: tuple[float, float, float, float], control: FitTanSipControl,
+) -> dict: ...
