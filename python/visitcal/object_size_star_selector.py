@@ -10,11 +10,15 @@ galaxies are larger and spread out. The selector, per catalog:
    (pixel flags: edge, interpolated/saturated/CR centre, bad, interpolated) nor the shape's own flag is
    set.
 2. **Clusters**: a 1-D k-means of the candidates' widths with ``n_cluster`` (4) centres, started at
-   evenly spaced quantiles of the widths (deterministic) and updated with the members' median (robust
-   to a long galaxy tail) until the assignment no longer changes (at most 100 passes). The cluster with
-   the smallest centre is the stellar locus.
+   ``w0 (1 + 2 width_std_allowed k)`` with ``w0`` the 10th percentile of the widths (deterministic; with the
+   default 0.15 the centres are 30% apart, so a galaxy must be about 15% larger than the PSF to leave the
+   stellar cluster, and a tight stellar locus is never split), and updated with the members' median
+   (robust to a long galaxy tail) until the assignment no longer changes (at most 100 passes). The
+   cluster with the smallest centre is the stellar locus.
 3. **Clip**: at most 10 passes, centre = median and ``sd = min(std, 0.741 IQR)`` of the current locus,
-   the new locus = the candidates with ``|width - centre| < n_sigma_clip * sd``; stop when it no longer
+   the new locus = the candidates with ``|width - centre| < n_sigma_clip * max(sd, width_sigma_floor_fraction *
+   centre)`` (the floor, 2.5% of the width by default, keeps a locus measured on a handful of stars from
+   cutting off stars where the PSF is a little larger or smaller); stop when it no longer
    changes or, after the first pass, as soon as ``sd < width_std_allowed`` (the locus is already as tight
    as a good PSF star set needs, LSST's meaning of ``widthStdAllowed``; clipping a tight locus again and
    again would only eat into its wings, since each clip shrinks the measured sd by ~5%). Candidates may re-enter the locus when the window
@@ -22,7 +26,7 @@ galaxies are larger and spread out. The selector, per catalog:
 
 Differences from LSST: LSST converts the moments to the focal plane (pixel distortion) before measuring
 widths, which changes nothing on one detector at the 1e-3 level; its k-means starts from centres spread
-by the standard deviation rather than quantiles; and its clipping only ever removes members. The work is
+in a similar way but with a spacing proportional to the width in different units; and its clipping only ever removes members. The work is
 whole-array numpy on a few thousand sources.
 """
 
@@ -67,6 +71,9 @@ class ObjectSizeStarSelectorConfig(BaseModel):
     width_std_allowed: float = Field(0.15, ge=0, description="Stop clipping once the locus's sd is below this (px).")
     n_sigma_clip: float = Field(2.0, gt=0, description="Half-width of the locus in its sd.")
     n_cluster: int = Field(4, ge=1, description="Number of k-means clusters in width.")
+    width_sigma_floor_fraction: float = Field(0.025, ge=0, description="The locus's sd used for clipping is at "
+                                              "least this fraction of its width (visitcal: a handful of stars "
+                                              "can give an sd far below the PSF's variation over the detector).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,16 +89,20 @@ class ObjectSizeStarSelectorResult:
     locus_sigma: float
 
 
-def kmeans_1d(values: np.ndarray, n_cluster: int, *, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic 1-D k-means with median centres.
+def kmeans_1d(values: np.ndarray, n_cluster: int, *, spacing: float = 0.3,
+              max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic 1-D k-means of positive sizes with median centres.
 
     Returns ``(labels, centres)``: labels index the centres, sorted ascending; empty clusters are
-    dropped. Centres start at the ``(k + 0.5) / n_cluster`` quantiles of ``values``.
+    dropped. The centres start at ``w0 (1 + spacing k)``, k = 0 .. n_cluster - 1, with ``w0`` the 10th
+    percentile of ``values``: the first sits on the small objects (stars) and the others are spread over
+    the larger ones, so a tight stellar locus is not split between several centres.
     """
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    centres = np.unique(np.quantile(v, (np.arange(n_cluster) + 0.5) / n_cluster))
+    w0 = float(np.quantile(v, 0.1))
+    centres = w0 * (1.0 + spacing * np.arange(n_cluster))
     labels = np.argmin(np.abs(v[:, None] - centres[None, :]), axis=1)
     for _ in range(max_iter):
         centres = np.array([np.median(v[labels == k]) for k in range(centres.size) if np.any(labels == k)])
@@ -159,11 +170,11 @@ class ObjectSizeStarSelectorTask:
             log.warning("objectSize star selector: no candidate passed the flux, size and flag cuts")
             return ObjectSizeStarSelectorResult(selected, width, candidate, np.nan, np.nan)
         w = width[rows]
-        labels, _ = kmeans_1d(w, cfg.n_cluster)
+        labels, _ = kmeans_1d(w, cfg.n_cluster, spacing=2.0 * cfg.width_std_allowed)
         locus = labels == 0
         centre, sd = float(np.median(w[locus])), _robust_sd(w[locus])
         for _ in range(10):
-            new = np.abs(w - centre) < cfg.n_sigma_clip * max(sd, 1e-6)
+            new = np.abs(w - centre) < cfg.n_sigma_clip * max(sd, cfg.width_sigma_floor_fraction * centre)
             if not new.any() or np.array_equal(new, locus):
                 break
             locus = new
