@@ -93,8 +93,7 @@ def kmeans_1d(values: np.ndarray, n_cluster: int, *, spacing: float = 0.3,
               max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic 1-D k-means of positive sizes with median centres.
 
-    Returns ``(labels, centres)``: labels index the centres, sorted ascending; empty clusters are
-    dropped. The centres start at ``w0 (1 + spacing k)``, k = 0 .. n_cluster - 1, with ``w0`` the 10th
+    Returns ``(labels, centres)``: labels index the centres of the non-empty clusters, sorted ascending. The centres start at ``w0 (1 + spacing k)``, k = 0 .. n_cluster - 1, with ``w0`` the 10th
     percentile of ``values``: the first sits on the small objects (stars) and the others are spread over
     the larger ones, so a tight stellar locus is not split between several centres.
     """
@@ -105,12 +104,19 @@ def kmeans_1d(values: np.ndarray, n_cluster: int, *, spacing: float = 0.3,
     centres = w0 * (1.0 + spacing * np.arange(n_cluster))
     labels = np.argmin(np.abs(v[:, None] - centres[None, :]), axis=1)
     for _ in range(max_iter):
-        centres = np.array([np.median(v[labels == k]) for k in range(centres.size) if np.any(labels == k)])
-        centres = np.unique(centres)
+        # Lloyd's update; an empty cluster keeps its centre, so it can still take the points it is nearest
+        centres = np.array([np.median(v[labels == k]) if np.any(labels == k) else centres[k]
+                            for k in range(centres.size)])
         new = np.argmin(np.abs(v[:, None] - centres[None, :]), axis=1)
         if np.array_equal(new, labels):
             break
         labels = new
+    occupied = np.unique(labels)
+    centres = centres[occupied]
+    order = np.argsort(centres, kind="stable")
+    remap = np.empty(occupied.size, dtype=np.int64)
+    remap[order] = np.arange(occupied.size)
+    labels = remap[np.searchsorted(occupied, labels)]
     return labels, centres
 
 
