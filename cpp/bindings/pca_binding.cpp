@@ -69,6 +69,7 @@ void bind_pca(py::module_& m) {
     py::class_<PcaPsfControl>(m, "PcaPsfControl")
         .def(py::init<>())
         .def_readwrite("n_eigen_components", &PcaPsfControl::n_eigen_components)
+        .def_readwrite("component_noise_threshold", &PcaPsfControl::component_noise_threshold)
         .def_readwrite("spatial_order", &PcaPsfControl::spatial_order)
         .def_readwrite("kernel_size", &PcaPsfControl::kernel_size)
         .def_readwrite("n_iter_for_psf", &PcaPsfControl::n_iter_for_psf)

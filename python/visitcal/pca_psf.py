@@ -62,6 +62,10 @@ class PcaPsfDeterminerConfig(BaseModel):
 
     n_eigen_components: int = Field(4, ge=1, description="Number of KL basis images; reduced automatically "
                                     "when there are fewer used stars or fewer non-degenerate components.")
+    component_noise_threshold: float = Field(1.0, ge=0, description="Components beyond the first are kept only "
+                                             "while their eigenvalue exceeds this times the pure-noise edge "
+                                             "(see build_basis in cpp/src/psf/pca.cpp); 0 keeps all "
+                                             "n_eigen_components as LSST does.")
     spatial_order: int = Field(2, ge=0, le=15, description="Order of the polynomials in x, y (scaled to [-1, 1] "
                                "over the detector) giving each basis amplitude.")
     kernel_size: int = Field(25, gt=0, description="Side (px, odd) of the model's images. 25 fits inside the "
@@ -99,7 +103,7 @@ class PcaPsfDeterminerConfig(BaseModel):
         """The C++ control struct; mask bits from the plane names (``planes``: default standard planes)."""
         planes = planes if planes is not None else MaskPlanes()
         c = _core.PcaPsfControl()
-        for name in ("n_eigen_components", "spatial_order", "kernel_size", "n_iter_for_psf",
+        for name in ("n_eigen_components", "component_noise_threshold", "spatial_order", "kernel_size", "n_iter_for_psf",
                      "reduced_chi2_for_psf_candidates", "spatial_reject", "constant_weight", "lam", "tolerance",
                      "interpolant_order", "zeroth_order_interp_not_enough_stars", "min_unmasked_fraction"):
             setattr(c, name, getattr(self, name))

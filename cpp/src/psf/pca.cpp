@@ -328,7 +328,7 @@ std::vector<double> PcaFitter::build_basis(const std::vector<Star*>& used, bool 
     int K = std::min(ctl_.n_eigen_components, m);
     int keep = 1;
     for (int j = m - 2; j >= 0 && keep < K; --j) {
-        if (ev[j] > 1e-14 * lmax && ev[j] > noise_edge) ++keep;
+        if (ev[j] > 1e-14 * lmax && ev[j] > ctl_.component_noise_threshold * noise_edge) ++keep;
         else break;
     }
     K = keep;

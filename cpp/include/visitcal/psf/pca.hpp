@@ -70,6 +70,7 @@ private:
 /// Configuration of fit_pca_psf (mirrored by visitcal.pca_psf.PcaPsfDeterminerConfig; LSST defaults).
 struct PcaPsfControl {
     int n_eigen_components = 4;      // basis images K (reduced automatically)
+    double component_noise_threshold = 1.0;  // keep components whose eigenvalue exceeds this x the noise edge
     int spatial_order = 2;           // order of the amplitude polynomials
     int kernel_size = 25;            // model stamp side n, odd, <= candidate stamp side
     int n_iter_for_psf = 3;          // at most this many fits (rejection between them)
