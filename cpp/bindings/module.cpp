@@ -21,6 +21,7 @@ void bind_single_frame_measurement(py::module_& m);
 void bind_psf_candidates(py::module_& m);
 void bind_pixel_grid(py::module_& m);
 void bind_pca(py::module_& m);
+void bind_matcher(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     bind_chebyshev(m);
@@ -40,4 +41,5 @@ PYBIND11_MODULE(_core, m) {
     bind_psf_candidates(m);
     bind_pixel_grid(m);
     bind_pca(m);
+    bind_matcher(m);
 }
