@@ -320,12 +320,16 @@ def zero_point_from_fluxes(src_flux, src_flux_err, ref_flux, ref_flux_err, *, co
 
 
 def fit_color_term(dmag, dmag_err, color, *, order: int = 1, n_sigma: float = 3.0, n_iter: int = 10):
-    """Fit ``dmag = c0 + c1 col (+ c2 col^2)`` by inverse-variance least squares with clipping at
-    ``n_sigma`` times the MAD-sigma (1.4826 MAD) of the residuals, until the kept set stops changing.
+    """Fit ``dmag = c0 + c1 col (+ c2 col^2)`` by least squares (inverse-variance with ``dmag_err``,
+    unweighted with None) with clipping at ``n_sigma`` times the MAD-sigma (1.4826 MAD) of the
+    residuals, until the kept set stops changing.
 
     Ours (LSST derives colour terms offline). A slope ``k`` of dmag on colour is removed by a
     `ColorTerm` with ``c1 = -k``. Returns ``(coefficients [c0, c1, ...], residual MAD-sigma, kept)``.
     """
+    dmag = np.asarray(dmag, dtype=np.float64).ravel()
+    if dmag_err is None:
+        dmag_err = np.ones_like(dmag)
     dmag, err, color = (np.asarray(a, dtype=np.float64).ravel() for a in (dmag, dmag_err, color))
     keep = np.isfinite(dmag) & np.isfinite(err) & np.isfinite(color) & (err > 0)
     coef = np.zeros(order + 1)
