@@ -164,10 +164,11 @@ bool fit_similarity(const std::vector<double>& sx, const std::vector<double>& sy
         mur_x += rx[i] - cx;
         mur_y += ry[i] - cy;
     }
-    mus_x /= n;
-    mus_y /= n;
-    mur_x /= n;
-    mur_y /= n;
+    const double nd = static_cast<double>(n);
+    mus_x /= nd;
+    mus_y /= nd;
+    mur_x /= nd;
+    mur_y /= nd;
     double suu = 0, sdot = 0, scross = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const double ux = sx[i] - cx - mus_x, uy = sy[i] - cy - mus_y;
@@ -390,7 +391,7 @@ private:
         }
         if (!fit_similarity(sx, sy, rx, ry, cx_, cy_, out)) return false;
         const double scale = std::hypot(out.a, out.b);
-        return std::abs(scale - 1.0) <= se + tol / best_src.size() &&
+        return std::abs(scale - 1.0) <= se + tol / static_cast<double>(best_src.size()) &&
                std::abs(std::atan2(out.b, out.a)) <= theta_max_ + std::asin(std::min(1.0, tol / spokes.front().len)) &&
                out.tx * out.tx + out.ty * out.ty <= max_shift * max_shift;
     }
