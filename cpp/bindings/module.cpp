@@ -22,6 +22,7 @@ void bind_psf_candidates(py::module_& m);
 void bind_pixel_grid(py::module_& m);
 void bind_pca(py::module_& m);
 void bind_sip(py::module_& m);
+void bind_matcher(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     bind_chebyshev(m);
@@ -42,4 +43,5 @@ PYBIND11_MODULE(_core, m) {
     bind_pixel_grid(m);
     bind_pca(m);
     bind_sip(m);
+    bind_matcher(m);
 }

@@ -445,3 +445,27 @@ def fit_tan_sip_wcs(
     x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], ra: npt.NDArray[np.float64], dec: npt.NDArray[np.float64],
     weights: npt.NDArray[np.float64] | None, box: tuple[float, float, float, float], control: FitTanSipControl,
 ) -> dict: ...
+# astrom/matcher.hpp
+def match_nearest(x1: npt.NDArray[np.float64], y1: npt.NDArray[np.float64], x2: npt.NDArray[np.float64],
+                  y2: npt.NDArray[np.float64], radius: float,
+                  unique: bool = ...) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
+
+class MatcherControl:
+    num_bright_stars: int
+    min_matched_pairs: int
+    min_frac_matched_pairs: float
+    matcher_iterations: int
+    max_offset_pix: float
+    max_rotation_deg: float
+    num_points_for_shape: int
+    num_points_for_shape_attempt: int
+    min_match_dist_pixels: float
+    num_pattern_consensus: int
+    num_ref_require_consensus: int
+    match_distance_sigma: float
+    max_scale_error: float
+    def __init__(self) -> None: ...
+
+def match_pessimistic_b(xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64], fs: npt.NDArray[np.float64],
+                        xr: npt.NDArray[np.float64], yr: npt.NDArray[np.float64],
+                        control: MatcherControl) -> dict[str, Any]: ...
