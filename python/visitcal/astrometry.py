@@ -25,20 +25,21 @@ import numpy as np
 from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field
 
-from .fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsTask
+from .fit_tan_sip_wcs import AstrometryError, FitTanSipWcsConfig, FitTanSipWcsTask
 from .match_pessimistic_b import MatchPessimisticBConfig, MatchPessimisticBTask
+from .measure import catalog_plugins
 from .ref_loader import ReferenceObjectLoader
+from .source_selector import resolve_column
 from .wcs import pixel_to_sky
 
 __all__ = ["AstrometryConfig", "AstrometryError", "AstrometryResult", "AstrometryTask", "BadAstrometryFit"]
 
 
-class AstrometryError(RuntimeError):
-    """Astrometry could not be done on this detector (no references, too few matches, a failed fit)."""
-
-
 class BadAstrometryFit(AstrometryError):
-    """The fit finished but its mean match distance exceeds ``max_mean_distance_arcsec``."""
+    """The fit finished but its mean match distance exceeds ``max_mean_distance_arcsec`` (LSST's name).
+
+    `AstrometryError` (from `visitcal.fit_tan_sip_wcs`) is the family: no references on the detector,
+    too few matches (the matcher's `MatchError` is the cause), a failed fit (`AstrometryFitError`)."""
 
 
 class AstrometryConfig(BaseModel):
@@ -113,8 +114,11 @@ class AstrometryTask:
         if "sky_source" in cat.colnames:
             sel &= ~np.asarray(cat["sky_source"], bool)
         for c in ("slot_Centroid_xErr", "slot_Centroid_yErr"):
-            if c in cat.colnames:
-                e = np.asarray(cat[c], np.float64)
+            try:
+                e = np.asarray(cat[resolve_column(cat, c)], np.float64)
+            except KeyError:
+                continue
+            else:
                 sel &= ~(e > self.config.max_centroid_error)  # NaN errors pass, as LSST
         x, y = _centroids(cat)
         sel &= np.isfinite(x) & np.isfinite(y)
@@ -150,9 +154,9 @@ class AstrometryTask:
         x, y = _centroids(source_cat)
         x, y = x[sel], y[sel]
         flux = np.asarray(source_cat[f"{self.config.source_flux_type}_instFlux"], np.float64)[sel]
-        ref_ra = np.asarray(refs["coord_ra"], np.float64)
-        ref_dec = np.asarray(refs["coord_dec"], np.float64)
-        ref_flux = np.asarray(refs["flux"], np.float64)
+        ref_ra = np.asarray(refs["ra"], np.float64)
+        ref_dec = np.asarray(refs["dec"], np.float64)
+        ref_flux = np.asarray(refs[f"{band}_flux"], np.float64)
         wcs = exposure.wcs
         fit = None
         n_iter = 0
@@ -199,21 +203,18 @@ class AstrometryTask:
 
 
 def update_source_coords(wcs, source_cat: Table) -> None:
-    """Set ``coord_ra``/``coord_dec`` (degrees) of every source from its slot centroid through ``wcs``."""
+    """Set ``coord_ra``/``coord_dec`` of every source from its slot centroid through ``wcs`` (LSST
+    updateSourceCoords), in the measurement's convention (`visitcal.measure.catalog_plugins.sky_coord`:
+    radians, as afw tables give them)."""
     x, y = _centroids(source_cat)
-    ra, dec = pixel_to_sky(wcs, x, y)
-    source_cat["coord_ra"] = np.asarray(ra, np.float64)
-    source_cat["coord_dec"] = np.asarray(dec, np.float64)
-    source_cat["coord_ra"].unit = "deg"
-    source_cat["coord_dec"].unit = "deg"
+    for name, values in catalog_plugins.sky_coord(wcs, x, y).items():
+        source_cat[name] = values
 
 
 def _centroids(cat: Table) -> tuple[np.ndarray, np.ndarray]:
-    for xc, yc in (("slot_Centroid_x", "slot_Centroid_y"), ("base_SdssCentroid_x", "base_SdssCentroid_y"),
-                   ("x", "y")):
-        if xc in cat.colnames and yc in cat.colnames:
-            return np.asarray(cat[xc], np.float64), np.asarray(cat[yc], np.float64)
-    raise KeyError("the catalog has no centroid columns (slot_Centroid_x/y, base_SdssCentroid_x/y or x/y)")
+    """The slot centroid (``slot_Centroid_x/y``, a column or an alias in ``meta["slots"]``)."""
+    return (np.asarray(cat[resolve_column(cat, "slot_Centroid_x")], np.float64),
+            np.asarray(cat[resolve_column(cat, "slot_Centroid_y")], np.float64))
 
 
 def _magnitude_cull(inst_flux, ref_flux_njy, n_sigma: float) -> np.ndarray:

@@ -50,6 +50,7 @@ from .match_nearest import match_nearest
 from .measure import catalog_plugins
 from .photo_cal import PhotoCalConfig, PhotoCalError, PhotoCalTask
 from .ref_loader import ReferenceObjectLoader
+from .source_selector import resolve_column
 from .table import DetectorVisitIdGenerator
 
 __all__ = ["CalibrateConfig", "CalibrateResult", "CalibrateTask"]
@@ -196,10 +197,10 @@ class CalibrateTask:
                 exp_time = exposure.visit_info.exposure_time if exposure.visit_info is not None else math.nan
                 md = exposure.metadata
                 md["MAGZERO"] = pres.zero_point - 2.5 * math.log10(exp_time) if exp_time > 0 else pres.zero_point
-                md["MAGZERO_RMS"] = pres.sigma
-                md["MAGZERO_NOBJ"] = pres.ngood
+                md["HIERARCH MAGZERO_RMS"] = pres.sigma
+                md["HIERARCH MAGZERO_NOBJ"] = pres.ngood
                 for k in (1, 2, 3):
-                    md[f"COLORTERM{k}"] = 0.0
+                    md[f"HIERARCH COLORTERM{k}"] = 0.0
                 metrics["zero_point"] = pres.zero_point
                 metrics["zero_point_err"] = float(pres.photo_calib.calibration_err / pres.photo_calib.calibration_mean
                                                   * 2.5 / math.log(10)) if pres.photo_calib.calibration_mean else math.nan
@@ -227,14 +228,16 @@ class CalibrateTask:
             cat[name] = np.zeros(n, bool)
         if ic is None or len(ic) == 0 or n == 0:
             return
-        x, y = np.asarray(cat["slot_Centroid_x"], np.float64), np.asarray(cat["slot_Centroid_y"], np.float64)
+        x = np.asarray(cat[resolve_column(cat, "slot_Centroid_x")], np.float64)
+        y = np.asarray(cat[resolve_column(cat, "slot_Centroid_y")], np.float64)
         target = np.isfinite(x) & np.isfinite(y)
         if "deblend_nChild" in cat.colnames:
             target &= np.asarray(cat["deblend_nChild"]) == 0
         if "sky_source" in cat.colnames:
             target &= ~np.asarray(cat["sky_source"], bool)
         rows = np.flatnonzero(target)
-        ix, iy = np.asarray(ic["slot_Centroid_x"], np.float64), np.asarray(ic["slot_Centroid_y"], np.float64)
+        ix = np.asarray(ic[resolve_column(ic, "slot_Centroid_x")], np.float64)
+        iy = np.asarray(ic[resolve_column(ic, "slot_Centroid_y")], np.float64)
         ok = np.isfinite(ix) & np.isfinite(iy)
         ic_rows = np.flatnonzero(ok)
         m = match_nearest(ix[ic_rows], iy[ic_rows], x[rows], y[rows], float(self.config.match_radius_pix))

@@ -410,14 +410,24 @@ class PhotoCalTask:
     def __repr__(self) -> str:
         return f"PhotoCalTask(config={self.config!r})"
 
+    def _flux_columns(self, source_cat: Table) -> tuple[str, str]:
+        """The real flux and error columns behind ``config.flux_field`` (slot aliases resolved)."""
+        from .source_selector import resolve_column
+
+        flux_field = self.config.flux_field
+        out = []
+        for name in (flux_field, flux_field.replace("instFlux", "instFluxErr")):
+            try:
+                out.append(resolve_column(source_cat, name))
+            except KeyError:
+                raise KeyError(f"source catalog has no column {name!r} (flux_field = {flux_field!r}; slot aliases "
+                               f"{source_cat.meta.get('slots', {})})") from None
+        return out[0], out[1]
+
     def select_sources(self, source_cat: Table) -> np.ndarray:
         """(n,) bool: sources passing the selection of ``config.source_selector``."""
         sel = self.config.source_selector
-        flux_field = self.config.flux_field
-        err_field = flux_field.replace("instFlux", "instFluxErr")
-        for name in (flux_field, err_field):
-            if name not in source_cat.colnames:
-                raise KeyError(f"source catalog has no column {name!r} (flux_field = {flux_field!r})")
+        flux_field, err_field = self._flux_columns(source_cat)
         n = len(source_cat)
         keep = np.ones(n, dtype=bool)
         if sel.do_require_primary and "detect_isPrimary" in source_cat.colnames:
@@ -507,8 +517,7 @@ class PhotoCalTask:
             raise PhotoCalError("no_matches", n_sel, n_ref)
         source_cat["calib_photometry_used"][ms] = True
 
-        flux_field = cfg.flux_field
-        err_field = flux_field.replace("instFlux", "instFluxErr")
+        flux_field, err_field = self._flux_columns(source_cat)
         color = None
         color_term = cfg.color_term if cfg.apply_color_terms else None
         if color_term is not None:

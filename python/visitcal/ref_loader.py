@@ -70,9 +70,9 @@ class ReferenceObjectLoader:
         Returns
         -------
         `astropy.table.Table`
-            ``id``, ``coord_ra``, ``coord_dec`` (degrees), ``centroid_x``, ``centroid_y`` (pixels through
-            ``wcs``), ``flux``, ``fluxErr`` (nJy, the band's); finite positions only. Empty when nothing
-            falls on the box.
+            The catalog's format, restricted to the box: ``id``, ``ra``, ``dec`` (degrees), ``<band>_flux``,
+            ``<band>_fluxErr`` (nJy), plus ``centroid_x``, ``centroid_y`` (pixels through ``wcs``); finite
+            positions only. Empty when nothing falls on the box.
 
         Raises
         ------
@@ -105,14 +105,14 @@ class ReferenceObjectLoader:
         rows = near[inside]
         out = Table()
         out["id"] = np.asarray(self.catalog["id"])[rows]
-        out["coord_ra"] = self._ra[rows]
-        out["coord_dec"] = self._dec[rows]
+        out["ra"] = self._ra[rows]
+        out["dec"] = self._dec[rows]
         out["centroid_x"] = x[inside]
         out["centroid_y"] = y[inside]
-        out["flux"] = np.asarray(self.catalog[fcol], np.float64)[rows]
-        out["fluxErr"] = np.asarray(self.catalog[ecol], np.float64)[rows]
-        for c, unit in (("coord_ra", "deg"), ("coord_dec", "deg"), ("centroid_x", "pix"), ("centroid_y", "pix"),
-                        ("flux", "nJy"), ("fluxErr", "nJy")):
+        out[fcol] = np.asarray(self.catalog[fcol], np.float64)[rows]
+        out[ecol] = np.asarray(self.catalog[ecol], np.float64)[rows]
+        for c, unit in (("ra", "deg"), ("dec", "deg"), ("centroid_x", "pix"), ("centroid_y", "pix"),
+                        (fcol, "nJy"), (ecol, "nJy")):
             out[c].unit = unit
         out.meta["band"] = band
         return out

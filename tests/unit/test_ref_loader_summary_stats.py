@@ -47,7 +47,7 @@ def test_load_pixel_box_returns_exactly_the_references_on_the_grown_box():
     order = np.argsort(np.asarray(refs["id"]))
     ids = np.asarray(refs["id"])[order] - 1
     np.testing.assert_allclose(np.asarray(refs["centroid_x"])[order], x[ids], atol=1e-6)
-    np.testing.assert_allclose(np.asarray(refs["flux"])[order], np.asarray(cat["r_flux"])[ids])
+    np.testing.assert_allclose(np.asarray(refs["r_flux"])[order], np.asarray(cat["r_flux"])[ids])
     assert refs.meta["band"] == "r"
 
 

@@ -61,23 +61,35 @@ RESERVED_PRIMARY_KEYS = frozenset(_STRUCTURAL | set(VisitInfo.HEADER_KEYS) | set
 
 @persistable("SummaryMapping", 1)
 class _SummaryMapping:
-    """A dict of scalar summary statistics as a one-row table (``from_table`` returns the dict)."""
+    """A dict of summary statistics as a one-row table (``from_table`` returns the dict): scalars, or
+    short lists of numbers (LSST's ``raCorners`` / ``decCorners``) as fixed-length array columns."""
 
     def __init__(self, mapping: Mapping):
         for key, value in mapping.items():
-            if not isinstance(value, (bool, int, float, str, np.generic)):
+            if isinstance(value, (list, tuple, np.ndarray)):
+                arr = np.asarray(value)
+                if arr.ndim != 1 or arr.dtype.kind not in "biuf":
+                    raise TypeError(f"summary_stats[{key!r}] = {value!r} is not a scalar or a 1-D list of numbers")
+            elif not isinstance(value, (bool, int, float, str, np.generic)):
                 raise TypeError(f"summary_stats[{key!r}] = {value!r} is not a scalar")
         self.mapping = dict(mapping)
 
     def to_table(self) -> Table:
-        return Table({k: [v] for k, v in self.mapping.items()})
+        return Table({k: [np.asarray(v)] if isinstance(v, (list, tuple, np.ndarray)) else [v]
+                      for k, v in self.mapping.items()})
 
     @classmethod
     def from_table(cls, table: Table) -> dict:
         if len(table) != 1:
             raise ValueError(f"a SummaryMapping table has one row, got {len(table)}")
-        return {name: table[name][0].item() if hasattr(table[name][0], "item") else table[name][0]
-                for name in table.colnames}
+        out = {}
+        for name in table.colnames:
+            v = table[name][0]
+            if isinstance(v, np.ndarray) and v.ndim == 1:
+                out[name] = [x.item() for x in v]
+            else:
+                out[name] = v.item() if hasattr(v, "item") else v
+        return out
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -175,7 +175,8 @@ def run_calibrate(root, *, visits=None, detectors=None, jobs: int = 1, config: C
 
 def summary_lines(statuses: list[UnitStatus]) -> list[str]:
     """A per-detector summary table (text) of a run."""
-    head = f"{'visit':>7} {'det':>4} {'status':<22} {'nSrc':>6} {'psfSigma':>8} {'zp':>8} {'astrom mean\"':>12} {'time s':>7}"
+    head = (f"{'visit':>7} {'det':>4} {'status':<22} {'nSrc':>6} {'psfSigma':>8} {'zp':>8} {'astrom mean':>12} "
+            f"{'time s':>7}")
     lines = [head]
     for s in statuses:
         sm = s.summary or {}
