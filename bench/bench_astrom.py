@@ -40,8 +40,8 @@ NOISE_MAS = 10.0
 @dataclass
 class Scene:
     """What every row gets: the stars' measured pixel positions and reference sky positions, the true WCS
-    (for scoring only) and a preliminary WCS (the truth off by 1.5" and 0.05 deg, the input a matcher
-    would start from)."""
+    (for scoring only) and a preliminary WCS (the truth off by 8" = 40 px, 0.3 deg and 1e-3 in scale, without
+    the distortion: the input a matcher starts from)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -73,9 +73,10 @@ def make_scene(seed: int) -> Scene:
     sigma_px = NOISE_MAS / 1000 / 0.2
     xm = x + rng.normal(0, sigma_px, N_STARS)
     ym = y + rng.normal(0, sigma_px, N_STARS)
-    dth = np.radians(0.05)
+    # The preliminary WCS: 8" (40 px) off in RA, rotated 0.3 deg, scale 1e-3 off, and no distortion.
+    dth = np.radians(0.3)
     rot = np.array([[np.cos(dth), -np.sin(dth)], [np.sin(dth), np.cos(dth)]])
-    prelim = make_tan_sip_wcs(crpix, (150.1 + 1.5 / 3600, 2.2), rot @ cd)
+    prelim = make_tan_sip_wcs(crpix, (150.1 + 8.0 / 3600, 2.2), 1.001 * rot @ cd)
     return Scene(xm, ym, ra, dec, truth, prelim)
 
 
@@ -97,6 +98,36 @@ def score(wcs, scene: Scene) -> dict:
 
 
 # --- the rows: (label, what it does, fit(scene) -> astropy WCS) ----------------------------------------------
+
+
+def _unpaired(scene: Scene):
+    """The scene's stars as unpaired catalogues: sources (x, y, flux with 2% scatter) and references (the
+    same stars shuffled, plus 300 more over the detector, with their true fluxes), deterministic."""
+    rng = np.random.default_rng(99)
+    n = scene.x.size
+    flux = 10 ** rng.uniform(2.5, 5.0, n)
+    src_flux = flux * (1 + 0.02 * rng.normal(size=n))
+    ex, ey = rng.uniform(-0.5, NX - 0.5, 300), rng.uniform(-0.5, NY - 0.5, 300)
+    era, edec = scene.true_wcs.all_pix2world(ex, ey, 0)
+    perm = rng.permutation(n + 300)
+    ref_ra = np.concatenate([scene.ra, era])[perm]
+    ref_dec = np.concatenate([scene.dec, edec])[perm]
+    ref_flux = np.concatenate([flux, 10 ** rng.uniform(2.5, 5.0, 300)])[perm]
+    return np.stack([scene.x, scene.y], 1), src_flux, ref_ra, ref_dec, ref_flux
+
+
+def match_and_fit_visitcal(scene: Scene):
+    """One match through the preliminary WCS, then the fit of the matched pairs (AstrometryTask's first
+    iteration; its later ones re-match through the fitted WCS)."""
+    from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsTask
+    from visitcal.geom import Box2I
+    from visitcal.match_pessimistic_b import MatchPessimisticBTask
+
+    xy, src_flux, ref_ra, ref_dec, ref_flux = _unpaired(scene)
+    m = MatchPessimisticBTask().match_objects(xy, src_flux, ref_ra, ref_dec, ref_flux, scene.preliminary_wcs)
+    task = FitTanSipWcsTask(FitTanSipWcsConfig(order=3))
+    si, ri = m.source_index, m.ref_index
+    return task.fit_wcs(xy[si, 0], xy[si, 1], ref_ra[ri], ref_dec[ri], bbox=Box2I(0, 0, NX - 1, NY - 1)).wcs
 
 
 def fit_visitcal(scene: Scene):
@@ -122,11 +153,8 @@ def fit_astropy(scene: Scene):
 ROWS = [
     ("visitcal FitTanSipWcsTask", "fit alone, order 3", fit_visitcal),
     ("astropy fit_wcs_from_points", "fit alone, sip_degree 3", fit_astropy),
-    # ==== MATCH + FIT ROWS (issue 7: the lead adds them here) ===============================================
-    # A row is (label, what, fn) with fn(scene) -> astropy WCS; it is timed and scored like the rows above.
-    # A "match + fit" row starts from scene.preliminary_wcs and the unpaired catalogues (scene.x, scene.y
-    # shuffled against scene.ra, scene.dec, or only the reference catalogue) and returns the fitted WCS.
-    # ========================================================================================================
+    # Match + fit: from the preliminary WCS (40 px off, rotated 0.3 deg, scale 1e-3) and unpaired catalogues.
+    ("visitcal MatchPessimisticB + FitTanSip", "match 1000 vs 1300 refs + fit, order 3", match_and_fit_visitcal),
 ]
 
 

@@ -16,6 +16,7 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import _core
 from .background import sky_bg
 from .wcs import pixel_scale_arcsec, pixel_to_sky
 
@@ -33,27 +34,23 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
                                        description="pixels excluded from skyNoise and meanVar")
 
 
-def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int) -> tuple[float, float]:
-    """afw's MEANCLIP / STDEVCLIP: start from the median and the IQR-based sigma (0.741 IQR), then
-    ``n_iter`` times keep ``|v - mean| < n_sigma sigma`` and recompute mean and standard deviation.
+def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask=None, bad_bits: int = 0
+                        ) -> tuple[float, float]:
+    """afw's MEANCLIP / STDEVCLIP, in C++ (`visitcal.noise_replacer.noise_statistics`'s kernel): start from
+    the median with sigma = 0.7413 IQR, then ``n_iter`` passes keeping ``|v - mean| <= n_sigma sigma`` and
+    recomputing the mean and the (n - 1) standard deviation. Non-finite values and, with ``mask``, pixels
+    with any of ``bad_bits`` never count.
 
-    Returns (mean, std) of the last kept set; (nan, nan) for no finite value.
+    Returns (mean, std); (nan, nan) for no usable value.
     """
-    v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan
-    q1, med, q3 = np.percentile(v, [25, 50, 75])
-    centre, sigma = med, 0.741 * (q3 - q1)
-    kept = v
-    for _ in range(n_iter):
-        if not sigma > 0:
-            break
-        kept = v[np.abs(v - centre) < n_sigma * sigma]
-        if kept.size == 0:
-            break
-        centre, sigma = float(kept.mean()), float(kept.std())
-    return float(centre), float(sigma)
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    if v.ndim == 1:
+        v = v.reshape(1, -1)
+        mask = None if mask is None else np.ascontiguousarray(mask, np.int32).reshape(1, -1)
+    m = None if mask is None else np.ascontiguousarray(mask, np.int32)
+    mean, std, _, _ = _core.clipped_mean_stdev(v, m, int(bad_bits) if m is not None else 0, float(n_sigma),
+                                               int(n_iter), 1)
+    return float(mean), float(std)
 
 
 class ComputeExposureSummaryStatsTask:
@@ -96,13 +93,16 @@ class ComputeExposureSummaryStatsTask:
         pc = exposure.photo_calib
         s["zeroPoint"] = float(2.5 * math.log10(pc.instflux_at_zero_magnitude)) if pc is not None else math.nan
         s["skyBg"] = float(sky_bg(background)) if background is not None else math.nan
-        bad = np.int32(0)
+        bad = 0
         for name in self.config.bad_mask_planes:
             if name in exposure.mask.planes:
-                bad |= np.int32(1 << exposure.mask.planes[name])
-        good = (exposure.mask.array & bad) == 0
-        s["skyNoise"] = sigma_clipped_stats(exposure.image[good], self.config.sigma_clip, self.config.clip_iter)[1]
-        s["meanVar"] = sigma_clipped_stats(exposure.variance[good], self.config.sigma_clip, self.config.clip_iter)[0]
+                bad |= 1 << exposure.mask.planes[name]
+        bad = int(np.int32(np.uint32(bad)))
+        c = self.config
+        s["skyNoise"] = sigma_clipped_stats(exposure.image, c.sigma_clip, c.clip_iter, mask=exposure.mask.array,
+                                            bad_bits=bad)[1]
+        s["meanVar"] = sigma_clipped_stats(exposure.variance, c.sigma_clip, c.clip_iter, mask=exposure.mask.array,
+                                           bad_bits=bad)[0]
         md = exposure.metadata
         s["astromOffsetMean"] = float(md.get("SFM_ASTROM_OFFSET_MEAN", math.nan))
         s["astromOffsetStd"] = float(md.get("SFM_ASTROM_OFFSET_STD", math.nan))

@@ -65,13 +65,22 @@ def test_load_pixel_box_errors_name_what_is_missing():
 def test_sigma_clipped_stats_matches_an_independent_loop():
     rng = np.random.default_rng(1)
     v = np.concatenate([rng.normal(10.0, 2.0, 5000), rng.uniform(50, 100, 200)])
+    v = v.astype(np.float32)
     mean, std = sigma_clipped_stats(v, 3.0, 2)
-    q1, med, q3 = np.percentile(v, [25, 50, 75])
-    c, s = med, 0.741 * (q3 - q1)
+    w = v.astype(np.float64)
+    q1, med, q3 = np.percentile(w, [25, 50, 75])
+    c, s = med, 0.7413 * (q3 - q1)
     for _ in range(2):
-        k = v[np.abs(v - c) < 3 * s]
-        c, s = k.mean(), k.std()
-    assert mean == pytest.approx(c, rel=1e-12) and std == pytest.approx(s, rel=1e-12)
+        k = w[np.abs(w - c) <= 3 * s]
+        c, s = k.mean(), k.std(ddof=1)
+    assert mean == pytest.approx(c, rel=1e-9) and std == pytest.approx(s, rel=1e-9)
+    # masked pixels never count
+    bad = np.zeros(v.size, np.int32)
+    bad[:100] = 4
+    v2 = v.copy()
+    v2[:100] = 1e6
+    assert sigma_clipped_stats(v2, 3.0, 2, mask=bad, bad_bits=4)[0] == pytest.approx(
+        sigma_clipped_stats(v[100:], 3.0, 2)[0], rel=1e-12)
     assert abs(mean - 10.0) < 0.1 and abs(std - 2.0) < 0.1  # outliers clipped away
 
 
@@ -93,7 +102,7 @@ def test_summary_stats_of_a_gaussian_psf_exposure():
     # STDEVCLIP at 3 sigma: the standard deviation of a normal truncated at +-3 sigma (not corrected, as afw)
     phi3 = math.exp(-4.5) / math.sqrt(2 * math.pi)
     truncated = math.sqrt(1 - 6 * phi3 / math.erf(3 / math.sqrt(2)))
-    assert s["skyNoise"] == pytest.approx(7.0 * truncated, rel=0.005) and s["meanVar"] == pytest.approx(49.0, rel=1e-6)
+    assert s["skyNoise"] == pytest.approx(7.0 * truncated, rel=0.01) and s["meanVar"] == pytest.approx(49.0, rel=1e-6)
     assert s["astromOffsetMean"] == 0.012 and math.isnan(s["astromOffsetStd"])
     assert s["pixelScale"] == pytest.approx(0.2, rel=1e-6)
     ra, dec = pixel_to_sky(exp.wcs, np.array([-0.5]), np.array([-0.5]))
