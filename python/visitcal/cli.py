@@ -8,9 +8,11 @@ Subcommands available now:
 ``visitcal info FILE``
     Summarise an exposure FITS file (ours or an LSST calexp), a catalog (Parquet/FITS table) or a
     repository written by ``visitcal sim``.
-``visitcal sim OUT [--visits N] [--detectors M] [--preset small|lsst] [--band r] [--snaps 1|2] [--seed S]``
+``visitcal sim OUT [--visits N] [--detectors M] [--preset small|lsst] [--band r] [--snaps 1|2] [--seed S]
+[--star-density D]``
     Simulate a repository of post-ISR images with their truth (needs the ``sim`` extra, GalSim).
-``visitcal calibrate REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite]``
+``visitcal calibrate REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite] [--preset lsst|sparse]
+[--config FILE]``
     Characterize and calibrate every detector of a repository (initial PSF, ap corr, astrometry,
     zero point): writes ``preliminary_visit_image``, ``preliminary_visit_image_background`` and
     ``single_visit_star`` per detector and its provenance; finished detectors are skipped on a rerun;
@@ -175,7 +177,7 @@ def _cmd_calibrate(args) -> int:
               file=sys.stderr)
         return 1
     statuses = run_calibrate(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
-                             overwrite=args.overwrite, progress=_Progress(unit="detectors"))
+                             overwrite=args.overwrite, progress=_Progress(unit="detectors"), config=args.config)
     for line in summary_lines(statuses):
         print(line)
     n_bad = sum(not s.ok for s in statuses)
@@ -191,10 +193,12 @@ def _sim_config(parser, args):
     from .sim.config import SimConfig
 
     try:
+        extra = {} if args.star_density is None else {"star_density": args.star_density}
         return SimConfig(preset=args.preset, n_visits=args.visits, n_detectors=args.detectors, band=args.band,
-                         n_snaps=args.snaps, seed=args.seed)
+                         n_snaps=args.snaps, seed=args.seed, **extra)
     except ValidationError as err:
-        option = {"n_visits": "--visits", "n_detectors": "--detectors", "n_snaps": "--snaps"}
+        option = {"n_visits": "--visits", "n_detectors": "--detectors", "n_snaps": "--snaps",
+                  "star_density": "--star-density"}
         problems = []
         for e in err.errors():
             field = str(e["loc"][0]) if e["loc"] else "config"
@@ -230,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--band", default="r", help="band of the visits: u, g, r, i, z or y (default r)")
     sim.add_argument("--snaps", type=int, default=1, help="snaps per visit, 1 or 2 (default 1)")
     sim.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    sim.add_argument("--star-density", type=float, default=None,
+                     help="stars per deg^2 brighter than r = 24.5 (default 6000; 60000 for a rich field)")
     sim.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     sim.set_defaults(func=_cmd_sim)
 
@@ -243,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--detectors", type=int, nargs="+", default=None, help="only these detectors")
     cal.add_argument("-j", "--jobs", type=int, default=1, help="detectors run in parallel processes (default 1)")
     cal.add_argument("--overwrite", action="store_true", help="redo detectors already calibrated")
+    cal.add_argument("--preset", choices=("lsst", "sparse"), default="lsst",
+                     help="task configuration: lsst (LSST's defaults, for 4k x 4k detectors) or sparse (a few dozen "
+                          "stars per detector, e.g. visitcal sim's; see CalibrateStepConfig.preset)")
+    cal.add_argument("--config", default=None, help="JSON file of a full CalibrateStepConfig (overrides --preset)")
     cal.set_defaults(func=_cmd_calibrate)
     return parser
 
@@ -271,6 +281,21 @@ def main(argv=None) -> int:
             parser.error(f"repo {args.repo!r}: no such directory")
         if args.jobs < 1:
             parser.error(f"-j/--jobs: must be >= 1, got {args.jobs}")
+        from pydantic import ValidationError
+
+        from .pipeline.calibrate_step import CalibrateStepConfig
+
+        if args.config is not None:
+            try:
+                args.config = CalibrateStepConfig.model_validate_json(Path(args.config).read_text())
+            except OSError as err:
+                parser.error(f"--config {args.config!r}: {err}")
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "config"
+                parser.error(f"--config {args.config!r}: {where}: {first['msg']} ({err.error_count()} error(s))")
+        else:
+            args.config = CalibrateStepConfig.preset(args.preset)
     elif getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
         parser.error(f"out {args.out!r} exists; pass --overwrite to replace it")
     from .io import VisitcalIOError

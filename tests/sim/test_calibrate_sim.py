@@ -32,7 +32,7 @@ from visitcal.astrometry import AstrometryConfig
 from visitcal.calibrate import CalibrateConfig
 from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
-from visitcal.pipeline.repository import Repository
+from visitcal.pipeline.repository import Repository, config_hash
 from visitcal.sim import SimConfig, SimRepository, simulate
 from visitcal.wcs import pixel_to_sky, shift_wcs
 
@@ -208,3 +208,14 @@ def test_cli_calibrate_prints_a_summary_and_exit_codes(sim_repo, tmp_path, capsy
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", str(root), "-j", "0"])
     assert exc.value.code == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"calibrate": {"astrometry": {"wcs_fitter": {"order": "three"}}}}')
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", str(root), "--config", str(bad)])
+    assert exc.value.code == 2 and "calibrate.astrometry.wcs_fitter.order" in capsys.readouterr().err
+    # --config: the test's configuration as a file gives the products the Python run gave
+    good = tmp_path / "cfg.json"
+    good.write_text(CONFIG.model_dump_json())
+    (w, e) = Repository(root).data_ids()[1]
+    assert main(["calibrate", str(root), "--visits", str(w), "--detectors", str(e), "--config", str(good)]) == 0
+    assert json.loads(Repository(root).status_path("calibrate", w, e).read_text())["config_hash"] == config_hash(CONFIG)

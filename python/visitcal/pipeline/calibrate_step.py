@@ -53,6 +53,41 @@ class CalibrateStepConfig(BaseModel):
                                                   description="CharacterizeImageTask")
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig, description="CalibrateTask")
 
+    @classmethod
+    def preset(cls, name: str) -> "CalibrateStepConfig":
+        """A named configuration: ``"lsst"`` (the defaults, LSST's, for 4k x 4k detectors with hundreds of
+        bright stars) or ``"sparse"`` (for small or shallow detectors with a few dozen stars, such as
+        ``visitcal sim``'s 2048 x 2048 ones: PSF-star detection peaks above 10 sigma instead of 50, the
+        objectSize selector on S/N > 20 instead of a 12500-count flux limit, the aperture corrections and
+        the calibration-flux normalisation on stars with S/N > 50 instead of 200, and SIP order 3, which a
+        camera with a radial cubic distortion needs)."""
+        if name == "lsst":
+            return cls()
+        if name != "sparse":
+            raise ValueError(f"unknown preset {name!r}: 'lsst' or 'sparse'")
+        from ..astrometry import AstrometryConfig
+        from ..detection import SourceDetectionConfig
+        from ..fit_tan_sip_wcs import FitTanSipWcsConfig
+        from ..object_size_star_selector import ObjectSizeStarSelectorConfig
+
+        def with_snr(mac, minimum):
+            sel = mac.source_selector
+            return mac.model_copy(update={"source_selector": sel.model_copy(
+                update={"signal_to_noise": sel.signal_to_noise.model_copy(update={"minimum": minimum})})})
+
+        base = CharacterizeImageConfig()
+        norm = base.normalized_calibration_flux
+        characterize = base.model_copy(update={
+            "detection": SourceDetectionConfig(threshold_value=5.0, include_threshold_multiplier=2.0),
+            "star_selector": ObjectSizeStarSelectorConfig(do_flux_limit=False, do_signal_to_noise_limit=True,
+                                                          signal_to_noise_min=20.0),
+            "measure_ap_corr": with_snr(base.measure_ap_corr, 50.0),
+            "normalized_calibration_flux": norm.model_copy(
+                update={"measure_ap_corr": with_snr(norm.measure_ap_corr, 50.0)}),
+        })
+        calibrate = CalibrateConfig(astrometry=AstrometryConfig(wcs_fitter=FitTanSipWcsConfig(order=3)))
+        return cls(characterize=characterize, calibrate=calibrate)
+
 
 def combine_snaps(snaps: list[Exposure]) -> Exposure:
     """Sum one or two snaps: images and variances added, masks OR-ed, exposure times summed; the first
