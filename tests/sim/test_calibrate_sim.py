@@ -219,3 +219,30 @@ def test_cli_calibrate_prints_a_summary_and_exit_codes(sim_repo, tmp_path, capsy
     (w, e) = Repository(root).data_ids()[1]
     assert main(["calibrate", str(root), "--visits", str(w), "--detectors", str(e), "--config", str(good)]) == 0
     assert json.loads(Repository(root).status_path("calibrate", w, e).read_text())["config_hash"] == config_hash(CONFIG)
+
+
+def test_pixelgrid_initial_psf_option_matches_the_truth(sim_repo):
+    """``CharacterizeImageConfig.psf_determiner_name = "pixelgrid"`` (Piff's model, which LSST's
+    CalibrateImageTask uses) instead of the PCA: the size at the centre within 1% as well."""
+    from visitcal.characterize_image import CharacterizeImageConfig, CharacterizeImageTask
+    from visitcal.table import DetectorVisitIdGenerator
+
+    v, d = sim_repo.visits[0], sim_repo.detectors[0]
+    r = CharacterizeImageTask(CharacterizeImageConfig(psf_determiner_name="pixelgrid")).run(
+        sim_repo.post_isr_image(v, d, 0), id_generator=DetectorVisitIdGenerator(v, d))
+    assert type(r.exposure.psf).__name__ == "PixelGridPsf"
+    cx, cy = r.exposure.bbox.center
+    model = r.exposure.psf.compute_shape(cx, cy).determinant_radius
+    truth = sim_repo.true_psf(v, d).compute_shape(cx, cy).determinant_radius
+    assert abs(model / truth - 1) < 0.01, f"{model:.4f} vs {truth:.4f}"
+
+
+def test_mean_offset_above_the_limit_is_bad_astrometry(sim_repo, tmp_path):
+    """LSST's check(): a mean match distance above max_mean_distance_arcsec fails the detector as
+    BadAstrometryFit (here the limit is set below the fit's real 3-6 mas)."""
+    root = clone(sim_repo, tmp_path / "repo")
+    (v, d) = Repository(root).data_ids()[0]
+    strict = CONFIG.model_copy(update={"calibrate": CONFIG.calibrate.model_copy(update={
+        "astrometry": CONFIG.calibrate.astrometry.model_copy(update={"max_mean_distance_arcsec": 1e-4})})})
+    st = run_calibrate(root, visits=[v], detectors=[d], config=strict)[0]
+    assert not st.ok and st.error_type == "BadAstrometryFit" and "exceeds" in st.message

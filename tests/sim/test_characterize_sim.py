@@ -142,3 +142,4 @@ def test_run_is_deterministic(sim_repo, characterized):
     assert first.exposure.ap_corr_map == second.exposure.ap_corr_map
     assert first.exposure.image.tobytes() == second.exposure.image.tobytes()
     assert first.exposure.mask.array.tobytes() == second.exposure.mask.array.tobytes()
+
