@@ -24,27 +24,15 @@ import pickle
 import numpy as np
 import pytest
 from visitcal.characterize_image import CharacterizeImageConfig, CharacterizeImageTask
-from visitcal.detection import SourceDetectionConfig
-from visitcal.object_size_star_selector import ObjectSizeStarSelectorConfig, ObjectSizeStarSelectorTask
+from visitcal.object_size_star_selector import ObjectSizeStarSelectorTask
 from visitcal.table import DetectorVisitIdGenerator
 
 
-def _with_snr(mac, minimum):
-    sel = mac.source_selector
-    return mac.model_copy(update={"source_selector": sel.model_copy(
-        update={"signal_to_noise": sel.signal_to_noise.model_copy(update={"minimum": minimum})})})
-
-
 def small_detector_config() -> CharacterizeImageConfig:
-    base = CharacterizeImageConfig()
-    norm = base.normalized_calibration_flux
-    return base.model_copy(update={
-        "detection": SourceDetectionConfig(threshold_value=5.0, include_threshold_multiplier=2.0),
-        "star_selector": ObjectSizeStarSelectorConfig(do_flux_limit=False, do_signal_to_noise_limit=True,
-                                                      signal_to_noise_min=20.0),
-        "measure_ap_corr": _with_snr(base.measure_ap_corr, 50.0),
-        "normalized_calibration_flux": norm.model_copy(update={"measure_ap_corr": _with_snr(norm.measure_ap_corr, 50.0)}),
-    })
+    """The scaled thresholds of the module docstring: the calibrate step's "sparse" preset."""
+    from visitcal.pipeline.calibrate_step import CalibrateStepConfig
+
+    return CalibrateStepConfig.preset("sparse").characterize
 
 
 def _run(sim_repo, v, d):

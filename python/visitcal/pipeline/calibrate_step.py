@@ -13,7 +13,6 @@ are skipped on a rerun.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import resource
 import time
