@@ -28,6 +28,7 @@ from astropy.table import Table
 from visitcal.cli import main
 from visitcal.io import read_catalog, read_exposure, write_catalog
 from visitcal.io.fits import write_exposure
+from visitcal.io.footprints import read_footprints
 from visitcal.astrometry import AstrometryConfig
 from visitcal.calibrate import CalibrateConfig
 from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig
@@ -115,6 +116,8 @@ def test_every_detector_calibrates_and_matches_the_truth(sim_repo, calibrated):
         assert set(cat["visit"]) == {v} and set(cat["detector"]) == {d}
         assert cat["calib_psf_used"].sum() > 10 and cat["calib_astrometry_used"].sum() > 20
         assert cat["calib_photometry_used"].sum() > 10
+        ids, fps = read_footprints(repo.dataset_path("single_visit_star_footprints", v, d, "fits"))
+        assert list(ids) == list(cat["id"]) and len(fps) == len(cat)
 
 
 def test_rerun_skips_finished_detectors_and_jobs_give_the_same_bytes(sim_repo, calibrated, tmp_path):
@@ -131,7 +134,7 @@ def test_rerun_skips_finished_detectors_and_jobs_give_the_same_bytes(sim_repo, c
     assert all(s.ok for s in two)
     for s in two:
         for name, ext in (("preliminary_visit_image", "fits"), ("single_visit_star", "parquet"),
-                          ("preliminary_visit_image_background", "fits")):
+                          ("preliminary_visit_image_background", "fits"), ("single_visit_star_footprints", "fits")):
             a = repo.dataset_path(name, s.visit, s.detector, ext).read_bytes()
             b = Repository(other).dataset_path(name, s.visit, s.detector, ext).read_bytes()
             assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest(), (name, s.visit, s.detector)

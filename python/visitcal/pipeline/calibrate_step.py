@@ -1,8 +1,9 @@
 """The ``calibrate`` step over a repository: per detector, snap sum -> `CharacterizeImageTask` ->
 `CalibrateTask` -> ``preliminary_visit_image`` (FITS, counts, with PSF, ap-corr map, WCS, PhotoCalib and
-summary statistics), ``preliminary_visit_image_background`` (FITS table of the subtracted background)
-and ``single_visit_star`` (Parquet: the calibrated source catalog with ``visit``, ``detector``,
-``band`` and ``physical_filter`` columns; LSST's afw column names).
+summary statistics), ``preliminary_visit_image_background`` (FITS table of the subtracted background),
+``single_visit_star`` (Parquet: the calibrated source catalog with ``visit``, ``detector``, ``band`` and
+``physical_filter`` columns; LSST's afw column names) and ``single_visit_star_footprints`` (the sources'
+heavy footprints by id, `visitcal.io.footprints`).
 
 Each detector is independent: its failure (a typed error such as `AstrometryError`, `PhotoCalError`,
 `PsfTooFewStarsError`) is recorded in its provenance with the error's type and message, its outputs are
@@ -29,6 +30,7 @@ from ..image import Exposure, Mask, MaskedImage
 from ..io import read_catalog, read_exposure, write_catalog
 from ..io.atomic import atomic_write_fits
 from ..io.fits import write_exposure
+from ..io.footprints import write_footprints
 from ..persistence import component_to_table
 from ..ref_loader import ReferenceObjectLoader
 from ..table import DetectorVisitIdGenerator
@@ -40,7 +42,7 @@ __all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "combine_snap
 STEP = "calibrate"
 #: dataset name -> file extension
 OUTPUTS = {"preliminary_visit_image": "fits", "preliminary_visit_image_background": "fits",
-           "single_visit_star": "parquet"}
+           "single_visit_star": "parquet", "single_visit_star_footprints": "fits"}
 
 
 class CalibrateStepConfig(BaseModel):
@@ -191,6 +193,9 @@ def _write_outputs(cal, paths: dict[str, Path], visit: int, detector: int) -> No
     cat["band"] = np.full(n, (vi.band or "") if vi is not None else "")
     cat["physical_filter"] = np.full(n, (vi.physical_filter or "") if vi is not None else "")
     write_catalog(cat, paths["single_visit_star"], overwrite=True)
+    # The sources' (heavy) footprints by id, for noise replacement downstream (LSST's src carries them).
+    write_footprints(paths["single_visit_star_footprints"], cal.footprints, np.asarray(cal.output_cat["id"]),
+                     overwrite=True)
 
 
 def run_calibrate(root, *, visits=None, detectors=None, jobs: int = 1, config: CalibrateStepConfig | None = None,
