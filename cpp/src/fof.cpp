@@ -15,7 +15,7 @@ namespace {
 
 constexpr double kDeg = 3.14159265358979323846 / 180.0;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-// 21 bits per axis: cells of at least 2 / 2^21 ~ 1e-6 (0.2 arcsec) of chord; smaller radii share cells.
+// 21 bits per axis: cells of at least 2 / 2^21 ~ 1e-6 (0.2 arcsec); smaller radii share cells.
 constexpr long kMaxCells = (1L << 21) - 1;
 
 /// Unit vectors of (ra, dec) on a 3-D grid of cells at least one query chord wide, stored sorted by
@@ -27,8 +27,8 @@ public:
             throw std::invalid_argument("radius must be finite and > 0, got " + std::to_string(radius_deg));
         if (n >= std::numeric_limits<std::uint32_t>::max()) throw std::invalid_argument("too many points");
         chord_ = chord_of_separation(radius_deg);
-        // 2 / ncell >= chord: the 27 cells around a point hold everything within chord.
-        ncell_ = std::max(1L, std::min(kMaxCells, static_cast<long>(std::floor(2.0 / chord_))));
+        // Cells at least two chords wide (2 / ncell >= 2 chord): see for_each_within.
+        ncell_ = std::max(1L, std::min(kMaxCells, static_cast<long>(std::floor(1.0 / chord_))));
         cell_ = 2.0 / static_cast<double>(ncell_);
         xyz_.resize(3 * n);
         finite_.assign(n, 0);
@@ -62,34 +62,34 @@ public:
     bool finite(std::size_t i) const { return finite_[i] != 0; }
 
     /// Calls f(j, chord_distance) for every stored point j within `chord` (<= the grid's) of the unit
-    /// vector u, in increasing j. `hits` is the caller's scratch.
+    /// vector u, in no particular order. Cells are >= 2 chords wide, so along each axis the points within
+    /// `chord` lie in the point's cell and the neighbour on the side of the half it sits in: 2 x 2 rows of
+    /// (ix, iy), each one binary search for (ix, iy, iz0) and a forward scan over iz0 .. iz0 + 1.
     template <typename F>
-    void for_each_within(const double* u, double chord, std::vector<std::uint32_t>& hits, F&& f) const {
-        hits.clear();
-        const long cx = cell(u[0]), cy = cell(u[1]), cz = cell(u[2]);
+    void for_each_within(const double* u, double chord, F&& f) const {
+        long lo[3];
+        for (int a = 0; a < 3; ++a) {
+            const double t = (u[a] + 1.0) / cell_;
+            const long c = std::max(0L, std::min(static_cast<long>(std::floor(t)), ncell_));
+            lo[a] = (t - static_cast<double>(c) < 0.5) ? c - 1 : c;
+        }
         const double c2 = chord * chord;
-        for (long ix = cx - 1; ix <= cx + 1; ++ix) {
+        for (long ix = lo[0]; ix <= lo[0] + 1; ++ix) {
             if (ix < 0 || ix > ncell_) continue;
-            for (long iy = cy - 1; iy <= cy + 1; ++iy) {
+            for (long iy = lo[1]; iy <= lo[1] + 1; ++iy) {
                 if (iy < 0 || iy > ncell_) continue;
-                for (long iz = cz - 1; iz <= cz + 1; ++iz) {
-                    if (iz < 0 || iz > ncell_) continue;
-                    const std::uint64_t key = key_of(ix, iy, iz);
-                    auto lo = std::lower_bound(keys_.begin(), keys_.end(), key);
-                    for (auto it = lo; it != keys_.end() && *it == key; ++it) {
-                        const std::uint32_t j = order_[static_cast<std::size_t>(it - keys_.begin())];
-                        const double* v = &xyz_[3 * j];
-                        const double dx = u[0] - v[0], dy = u[1] - v[1], dz = u[2] - v[2];
-                        if (dx * dx + dy * dy + dz * dz <= c2) hits.push_back(j);
-                    }
+                const long iz0 = std::max(lo[2], 0L), iz1 = std::min(lo[2] + 1, ncell_);
+                if (iz0 > iz1) continue;
+                const std::uint64_t k0 = key_of(ix, iy, iz0), k1 = key_of(ix, iy, iz1);
+                for (auto it = std::lower_bound(keys_.begin(), keys_.end(), k0); it != keys_.end() && *it <= k1;
+                     ++it) {
+                    const std::uint32_t j = order_[static_cast<std::size_t>(it - keys_.begin())];
+                    const double* v = &xyz_[3 * j];
+                    const double dx = u[0] - v[0], dy = u[1] - v[1], dz = u[2] - v[2];
+                    const double d2 = dx * dx + dy * dy + dz * dz;
+                    if (d2 <= c2) f(static_cast<std::size_t>(j), std::sqrt(d2));
                 }
             }
-        }
-        std::sort(hits.begin(), hits.end());
-        for (std::uint32_t j : hits) {
-            const double* v = &xyz_[3 * j];
-            const double dx = u[0] - v[0], dy = u[1] - v[1], dz = u[2] - v[2];
-            f(static_cast<std::size_t>(j), std::sqrt(dx * dx + dy * dy + dz * dz));
         }
     }
 
@@ -133,10 +133,9 @@ std::vector<std::int64_t> fof_groups(const double* ra, const double* dec, std::s
     SphereGrid grid(ra, dec, n, link_deg);
     std::vector<std::size_t> parent(n);
     std::iota(parent.begin(), parent.end(), std::size_t{0});
-    std::vector<std::uint32_t> hits;
     for (std::size_t i = 0; i < n; ++i) {
         if (!grid.finite(i)) continue;
-        grid.for_each_within(grid.xyz(i), grid.chord(), hits, [&](std::size_t j, double) {
+        grid.for_each_within(grid.xyz(i), grid.chord(), [&](std::size_t j, double) {
             if (j <= i) return;
             std::size_t a = find_root(parent, i), b = find_root(parent, j);
             if (a == b) return;
@@ -159,7 +158,6 @@ void match_nearest_sphere(const double* ra1, const double* dec1, std::size_t n1,
                           const double* dec2, std::size_t n2, double radius_deg, std::int64_t* index,
                           double* separation_deg) {
     SphereGrid grid(ra2, dec2, n2, radius_deg);
-    std::vector<std::uint32_t> hits;
     for (std::size_t i = 0; i < n1; ++i) {
         index[i] = -1;
         separation_deg[i] = kNaN;
@@ -167,10 +165,11 @@ void match_nearest_sphere(const double* ra1, const double* dec1, std::size_t n1,
         const double a = ra1[i] * kDeg, d = dec1[i] * kDeg;
         const double u[3] = {std::cos(d) * std::cos(a), std::cos(d) * std::sin(a), std::sin(d)};
         double best = std::numeric_limits<double>::infinity();
-        grid.for_each_within(u, grid.chord(), hits, [&](std::size_t j, double c) {
-            if (c < best) {  // strict: ties keep the lower j (visited in increasing order)
+        grid.for_each_within(u, grid.chord(), [&](std::size_t j, double c) {
+            const auto jj = static_cast<std::int64_t>(j);
+            if (c < best || (c == best && jj < index[i])) {  // ties: the lower index
                 best = c;
-                index[i] = static_cast<std::int64_t>(j);
+                index[i] = jj;
             }
         });
         if (index[i] >= 0) separation_deg[i] = separation_of_chord(best);
@@ -179,11 +178,10 @@ void match_nearest_sphere(const double* ra1, const double* dec1, std::size_t n1,
 
 void count_neighbours(const double* ra, const double* dec, std::size_t n, double radius_deg, std::int64_t* count) {
     SphereGrid grid(ra, dec, n, radius_deg);
-    std::vector<std::uint32_t> hits;
     for (std::size_t i = 0; i < n; ++i) {
         count[i] = 0;
         if (!grid.finite(i)) continue;
-        grid.for_each_within(grid.xyz(i), grid.chord(), hits, [&](std::size_t j, double) {
+        grid.for_each_within(grid.xyz(i), grid.chord(), [&](std::size_t j, double) {
             if (j != i) ++count[i];
         });
     }

@@ -3,12 +3,14 @@
 // Positions are (ra, dec) in degrees, turned into unit vectors; two points are "within r" when their
 // great-circle separation is <= r, tested exactly as a chord length |u1 - u2| <= 2 sin(r / 2) (so no
 // tangent-plane distortion and no special case at RA = 0/360 or at the poles). Points are hashed on a
-// 3-D grid of cells one chord wide, keyed by (ix, iy, iz) packed into 64 bits; a query scans the 27
-// cells around its point. The cells are stored sorted by key (then input index), so every result is a
-// pure function of the inputs (no hash-map iteration order, no threads).
+// 3-D grid of cells at least two chords wide, keyed by (ix, iy, iz) packed into 64 bits and stored sorted
+// by key (then input index); a query visits the 2 x 2 x 2 cells around the octant of its cell it sits in
+// (4 binary searches, each followed by a scan over two consecutive iz cells). Results are pure functions
+// of the inputs (no hash-map iteration order, no threads): FoF labels are numbered by lowest member,
+// match ties go to the lower index.
 //
-// Cost: O(n log n) for building the grid, O(n * density * r^2) for the queries; at 1 arcsec and the
-// densities of a survey (< 1e6 sources per deg^2, i.e. < 0.1 per query) a query is ~27 binary searches.
+// Cost: O(n log n) to build the grid, then per query 4 binary searches plus the points of 8 cells. At
+// 1 arcsec, 160000 sources of a 1-deg^2 tract: 0.1 s (bench/bench_associate.py).
 //
 // Non-finite positions are never within anything: they are their own FoF group and have no
 // neighbours or matches.
