@@ -23,6 +23,7 @@ void bind_pixel_grid(py::module_& m);
 void bind_pca(py::module_& m);
 void bind_sip(py::module_& m);
 void bind_matcher(py::module_& m);
+void bind_fof(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     bind_chebyshev(m);
@@ -44,4 +45,5 @@ PYBIND11_MODULE(_core, m) {
     bind_pca(m);
     bind_sip(m);
     bind_matcher(m);
+    bind_fof(m);
 }

@@ -17,9 +17,16 @@ Subcommands available now:
     zero point): writes ``preliminary_visit_image``, ``preliminary_visit_image_background`` and
     ``single_visit_star`` per detector and its provenance; finished detectors are skipped on a rerun;
     ``-j N`` runs N detectors in parallel processes. Prints a per-detector summary.
+``visitcal associate REPO [--tracts T ...] [--overwrite]``
+    Isolated-star association per tract over every calibrated ``single_visit_star``: writes
+    ``isolated_star_association/isolated_star_association_<tract>.parquet`` (stars) and
+    ``isolated_star/isolated_star_<tract>.parquet`` (their sources) and ``provenance/associate/<tract>.json``;
+    the tracts come from ``REPO/skymap.json`` (written with the default sky map when absent); finished
+    tracts are skipped on a rerun. Prints a per-tract summary.
 
-Exit codes: 0 success, 1 a file could not be read or written, 2 bad arguments, 3 some detectors failed
-(each failure is recorded in ``REPO/provenance/<step>/``; the others' outputs are written).
+Exit codes: 0 success, 1 a file could not be read or written (or nothing to do), 2 bad arguments, 3 some
+detectors (or tracts) failed (each failure is recorded in ``REPO/provenance/<step>/``; the others' outputs
+are written).
 """
 
 from __future__ import annotations
@@ -186,6 +193,27 @@ def _cmd_calibrate(args) -> int:
     return 3 if n_bad else 0
 
 
+def _cmd_associate(args) -> int:
+    from .pipeline.associate_step import run_associate, summary_lines
+    from .pipeline.repository import Repository
+
+    repo = Repository(args.repo)
+    ok = [k for k in repo.single_visit_star_paths()
+          if (st := repo.read_status("calibrate", *k)) is not None and st.ok]
+    if not ok:
+        print(f"visitcal associate: error: no calibrated single_visit_star under {repo.root} (run visitcal calibrate "
+              f"first)", file=sys.stderr)
+        return 1
+    statuses = run_associate(repo.root, tracts=args.tracts, overwrite=args.overwrite,
+                             progress=_Progress(unit="tracts"))
+    for line in summary_lines(statuses):
+        print(line)
+    n_bad = sum(not s.ok for s in statuses)
+    print(f"{len(statuses) - n_bad} of {len(statuses)} tracts associated from {len(ok)} detectors; provenance in "
+          f"{repo.root / 'provenance' / 'associate'}")
+    return 3 if n_bad else 0
+
+
 def _sim_config(parser, args):
     """The SimConfig of ``visitcal sim`` arguments; a bad value is a usage error (exit 2)."""
     from pydantic import ValidationError
@@ -254,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "stars per detector, e.g. visitcal sim's; see CalibrateStepConfig.preset)")
     cal.add_argument("--config", default=None, help="JSON file of a full CalibrateStepConfig (overrides --preset)")
     cal.set_defaults(func=_cmd_calibrate)
+
+    asc = sub.add_parser("associate", help="associate isolated stars across visits and bands, per tract",
+                         description="Per tract of REPO/skymap.json (the default sky map is written when absent): "
+                                     "select isolated point sources of every calibrated single_visit_star, "
+                                     "friends-of-friends across visits band by band, drop stars with a neighbour "
+                                     "within 2 arcsec. Writes isolated_star_association and isolated_star.")
+    asc.add_argument("repo", help="data repository, calibrated (visitcal calibrate)")
+    asc.add_argument("--tracts", type=int, nargs="+", default=None, help="only these tracts")
+    asc.add_argument("--overwrite", action="store_true", help="redo tracts already associated")
+    asc.set_defaults(func=_cmd_associate)
     return parser
 
 
@@ -276,6 +314,9 @@ def main(argv=None) -> int:
             check_output_dir(args.out, args.overwrite)
         except (ImportError, OSError) as err:
             parser.error(f"out {args.out!r}: {err}" if isinstance(err, OSError) else str(err))
+    elif args.command == "associate":
+        if not Path(args.repo).is_dir():
+            parser.error(f"repo {args.repo!r}: no such directory")
     elif args.command == "calibrate":
         if not Path(args.repo).is_dir():
             parser.error(f"repo {args.repo!r}: no such directory")

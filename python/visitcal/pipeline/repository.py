@@ -10,8 +10,13 @@ Layout (visits 6-digit, detectors 3-digit, zero-padded)::
           single_visit_star (.parquet)
       provenance/<step>/<visit>_<detector>.json                 per detector: status ("ok" or the
           failure's type and message), timings, peak memory, config hash, versions
+      skymap.json                                               the sky map of the per-tract steps
+                                                                (`visitcal.skymap`)
+      <dataset>/<dataset>_<tract>.parquet                       a per-tract step's outputs, e.g.
+          isolated_star_association, isolated_star (tracts not zero-padded)
+      provenance/<step>/<tract>.json                            per tract, as per detector
 
-A unit (a step on one detector) is done when its provenance says ``ok`` with the same config hash and
+A unit (a step on one detector, or on one tract) is done when its provenance says ``ok`` with the same config hash and
 its outputs exist; reruns skip it. Every file is written atomically, so an interrupted run leaves no
 half-written product, and a failure on one detector is recorded without touching the others.
 """
@@ -29,6 +34,7 @@ from ..io.atomic import atomic_write
 __all__ = ["Repository", "UnitStatus", "config_hash"]
 
 _POST_ISR = re.compile(r"^post_isr_image_(\d+)_(\d+)_(\d+)\.fits$")
+_SINGLE_VISIT_STAR = re.compile(r"^single_visit_star_(\d+)_(\d+)\.parquet$")
 
 
 def config_hash(config) -> str:
@@ -39,11 +45,12 @@ def config_hash(config) -> str:
 
 @dataclasses.dataclass
 class UnitStatus:
-    """What became of one step on one detector (stored as ``provenance/<step>/<visit>_<detector>.json``)."""
+    """What became of one step on one detector (stored as ``provenance/<step>/<visit>_<detector>.json``)
+    or on one tract (``visit`` and ``detector`` None, ``tract`` set; ``provenance/<step>/<tract>.json``)."""
 
     step: str
-    visit: int
-    detector: int
+    visit: int | None
+    detector: int | None
     status: str                      # "ok" or "failed"
     error_type: str | None = None    # the exception's class name on failure
     message: str | None = None
@@ -52,6 +59,7 @@ class UnitStatus:
     peak_rss_mb: float | None = None
     versions: dict = dataclasses.field(default_factory=dict)
     summary: dict = dataclasses.field(default_factory=dict)
+    tract: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,8 +107,31 @@ class Repository:
     def status_path(self, step: str, visit: int, detector: int) -> Path:
         return self.root / "provenance" / step / f"{visit:06d}_{detector:03d}.json"
 
+    def tract_dataset_path(self, name: str, tract: int, ext: str) -> Path:
+        return self.root / name / f"{name}_{int(tract)}.{ext}"
+
+    def tract_status_path(self, step: str, tract: int) -> Path:
+        return self.root / "provenance" / step / f"{int(tract)}.json"
+
+    def single_visit_star_paths(self) -> dict[tuple[int, int], Path]:
+        """``{(visit, detector): path}`` of every single_visit_star present, sorted."""
+        found = {}
+        base = self.root / "single_visit_star"
+        if base.is_dir():
+            for path in sorted(base.glob("*/single_visit_star_*.parquet")):
+                m = _SINGLE_VISIT_STAR.match(path.name)
+                if m:
+                    found[(int(m.group(1)), int(m.group(2)))] = path
+        return dict(sorted(found.items()))
+
     def read_status(self, step: str, visit: int, detector: int) -> UnitStatus | None:
-        path = self.status_path(step, visit, detector)
+        return self._read_status_file(self.status_path(step, visit, detector))
+
+    def read_tract_status(self, step: str, tract: int) -> UnitStatus | None:
+        return self._read_status_file(self.tract_status_path(step, tract))
+
+    @staticmethod
+    def _read_status_file(path: Path) -> UnitStatus | None:
         if not path.is_file():
             return None
         try:
@@ -109,13 +140,20 @@ class Repository:
             return None  # unreadable: the unit is not done
 
     def write_status(self, status: UnitStatus) -> None:
-        path = self.status_path(status.step, status.visit, status.detector)
+        if status.tract is not None:
+            path = self.tract_status_path(status.step, status.tract)
+        else:
+            path = self.status_path(status.step, status.visit, status.detector)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "w") as f:
             json.dump(dataclasses.asdict(status), f, indent=1, sort_keys=True, default=_json_default)
 
     def is_done(self, step: str, visit: int, detector: int, cfg_hash: str, outputs) -> bool:
         st = self.read_status(step, visit, detector)
+        return bool(st and st.ok and st.config_hash == cfg_hash and all(Path(p).is_file() for p in outputs))
+
+    def is_tract_done(self, step: str, tract: int, cfg_hash: str, outputs) -> bool:
+        st = self.read_tract_status(step, tract)
         return bool(st and st.ok and st.config_hash == cfg_hash and all(Path(p).is_file() for p in outputs))
 
 

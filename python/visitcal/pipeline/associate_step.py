@@ -1,0 +1,189 @@
+"""The ``associate`` step over a repository: per tract, `IsolatedStarAssociationTask` on every
+``single_visit_star`` table (of the detectors whose ``calibrate`` provenance says ok) ->
+``isolated_star_association/isolated_star_association_<tract>.parquet`` (the stars) and
+``isolated_star/isolated_star_<tract>.parquet`` (their sources), with the provenance
+``provenance/associate/<tract>.json``.
+
+Tracts come from the repository's sky map, ``skymap.json`` at its root (`visitcal.skymap`); when it is
+absent the step writes the default one, centred on the reference catalog (``refcat.parquet``; or on the
+sources themselves when there is none), so every later run uses the same tracts. The tracts processed are
+those whose outer region holds at least one source, or the requested ones.
+
+A tract is done when its provenance says ok with the same hash and both outputs exist; the hash covers
+the step's configuration, the sky map and the list of inputs (visit, detector and their calibrate config
+hash), so adding a visit or recalibrating redoes the tracts. A failing tract is recorded (error type and
+message) and the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from ..io import read_catalog, write_catalog
+from ..isolated_star_association import (
+    COLUMN_MAP,
+    IsolatedStarAssociationConfig,
+    IsolatedStarAssociationTask,
+)
+from ..skymap import SKYMAP_FILE, SimpleSkyMap, default_skymap, load_skymap, write_skymap
+from .repository import Repository, UnitStatus
+
+__all__ = ["AssociateStepConfig", "OUTPUTS", "STEP", "repository_skymap", "run_associate", "summary_lines"]
+
+STEP = "associate"
+#: dataset name -> file extension (one file per tract)
+OUTPUTS = {"isolated_star_association": "parquet", "isolated_star": "parquet"}
+
+
+class AssociateStepConfig(BaseModel):
+    """The step's configuration: the association task's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    association: IsolatedStarAssociationConfig = Field(default_factory=IsolatedStarAssociationConfig,
+                                                       description="IsolatedStarAssociationTask")
+
+
+def _coords_deg(table) -> tuple[np.ndarray, np.ndarray]:
+    from ..isolated_star_association import _coord_degrees
+
+    return _coord_degrees(table, COLUMN_MAP["ra"]), _coord_degrees(table, COLUMN_MAP["dec"])
+
+
+def repository_skymap(repo: Repository, tables=()) -> SimpleSkyMap:
+    """The repository's sky map: ``skymap.json``, or (written there first) the default one centred on
+    ``refcat.parquet``, or on the ``tables``' sources when the repository has no reference catalog."""
+    path = repo.root / SKYMAP_FILE
+    if path.is_file():
+        return load_skymap(path)
+    if repo.refcat_path.is_file():
+        ref = read_catalog(repo.refcat_path, columns=["ra", "dec"])
+        ra, dec = np.asarray(ref["ra"], np.float64), np.asarray(ref["dec"], np.float64)
+    else:
+        pairs = [_coords_deg(t) for t in tables]
+        if not pairs:
+            raise ValueError(f"{repo.root}: no {SKYMAP_FILE}, no refcat.parquet and no sources to centre a sky map on")
+        ra = np.concatenate([p[0] for p in pairs])
+        dec = np.concatenate([p[1] for p in pairs])
+    skymap = default_skymap(ra, dec)
+    write_skymap(skymap, path)
+    return skymap
+
+
+def _paths(repo: Repository, tract: int) -> dict[str, Path]:
+    return {name: repo.tract_dataset_path(name, tract, ext) for name, ext in OUTPUTS.items()}
+
+
+def _unit_hash(config: AssociateStepConfig, skymap: SimpleSkyMap, inputs: list[tuple[int, int, str]]) -> str:
+    doc = {"config": json.loads(config.model_dump_json()), "skymap": skymap.model_dump(), "inputs": inputs}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_associate(root, *, tracts=None, overwrite: bool = False, config: AssociateStepConfig | None = None,
+                  progress=None) -> list[UnitStatus]:
+    """Associate isolated stars in every tract the calibrated sources reach (or in ``tracts``).
+
+    Parameters
+    ----------
+    root : path
+        The repository.
+    tracts : iterable of int, optional
+        Only these tracts (those without sources get empty outputs).
+    overwrite : bool
+        Redo tracts already done.
+    config : AssociateStepConfig, optional
+    progress : callable(done, total, label), optional
+
+    Returns
+    -------
+    list of UnitStatus
+        One per tract, in tract order (``tract`` set, ``visit``/``detector`` None); ``summary`` holds
+        ``n_inputs``, ``n_stars``, ``n_sources`` and ``nstar_<band>`` (stars with sources in the band).
+    """
+    repo = Repository(root)
+    config = config or AssociateStepConfig()
+    task = IsolatedStarAssociationTask(config.association)
+    inputs = []
+    for (visit, detector), path in repo.single_visit_star_paths().items():
+        st = repo.read_status("calibrate", visit, detector)
+        if st is not None and st.ok:
+            inputs.append((visit, detector, st.config_hash or "", path))
+    t0 = time.perf_counter()
+    tables = [read_catalog(p) for *_, p in inputs]
+    t_read = time.perf_counter() - t0
+    skymap = repository_skymap(repo, tables)
+    overlaps: dict[int, list[int]] = {}
+    for k, table in enumerate(tables):
+        ra, dec = _coords_deg(table)
+        for tract in skymap.find_tracts(ra, dec):
+            overlaps.setdefault(tract, []).append(k)
+    todo = sorted(overlaps) if tracts is None else sorted({int(t) for t in tracts})
+    for t in todo:
+        skymap.tract_indices(t)  # a clear error for a tract not in the sky map
+    statuses: list[UnitStatus] = []
+    if progress is not None:
+        progress(0, len(todo), "")
+    for n_done, tract in enumerate(todo, start=1):
+        members = overlaps.get(tract, [])
+        ids = [[inputs[k][0], inputs[k][1], inputs[k][2]] for k in members]
+        chash = _unit_hash(config, skymap, ids)
+        paths = _paths(repo, tract)
+        if not overwrite and repo.is_tract_done(STEP, tract, chash, paths.values()):
+            statuses.append(repo.read_tract_status(STEP, tract))
+        else:
+            statuses.append(_associate_tract(repo, task, tract, skymap, [tables[k] for k in members], ids, chash,
+                                             paths, t_read))
+        if progress is not None:
+            progress(n_done, len(todo), f"tract {tract}")
+    return statuses
+
+
+def _associate_tract(repo, task, tract, skymap, tables, ids, chash, paths, t_read) -> UnitStatus:
+    timings = {"read_all": t_read}
+    status = UnitStatus(step=STEP, visit=None, detector=None, tract=int(tract), status="failed", config_hash=chash,
+                        timings=timings, versions={"visitcal": __version__, "numpy": np.__version__})
+    t_all = time.perf_counter()
+    try:
+        t0 = time.perf_counter()
+        result = task.run(tables, tract, skymap)
+        timings["associate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for name, table in (("isolated_star_association", result.star_cat), ("isolated_star", result.source_cat)):
+            table.meta["tract"] = int(tract)
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
+            write_catalog(table, paths[name], overwrite=True)
+        timings["write"] = time.perf_counter() - t0
+        stars = result.star_cat
+        status.summary = {"n_inputs": len(tables), "inputs": ids, "n_stars": len(stars),
+                          "n_sources": len(result.source_cat)}
+        for b in task.config.band_order:
+            status.summary[f"nstar_{b}"] = int(np.count_nonzero(np.asarray(stars[f"nsource_{b}"]) > 0))
+        status.status = "ok"
+    except Exception as err:  # recorded per tract; the others go on (DESIGN.md §6)
+        status.error_type = type(err).__name__
+        status.message = str(err)
+    timings["total"] = time.perf_counter() - t_all
+    status.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    repo.write_status(status)
+    return status
+
+
+def summary_lines(statuses: list[UnitStatus]) -> list[str]:
+    """A per-tract summary table (text) of a run."""
+    lines = [f"{'tract':>6} {'status':<22} {'inputs':>6} {'stars':>7} {'sources':>8} {'time s':>7}"]
+    for s in statuses:
+        sm = s.summary or {}
+        state = "ok" if s.ok else (s.error_type or "failed")
+        lines.append(f"{s.tract:>6} {state:<22} {sm.get('n_inputs', '-'):>6} {sm.get('n_stars', '-'):>7} "
+                     f"{sm.get('n_sources', '-'):>8} {s.timings.get('total', float('nan')):>7.2f}")
+        if not s.ok and s.message:
+            lines.append(f"{'':>7}{s.message[:200]}")
+    return lines
