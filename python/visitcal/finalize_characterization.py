@@ -74,6 +74,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import _core
 from .apcorr import ApCorrMap
 from .apply_ap_corr import ApplyApCorrConfig, ApplyApCorrTask
+from .chebyshev import ChebyshevBoundedField
 from .footprint import Footprint, FootprintSet, make_peaks
 from .image import Exposure
 from .io.atomic import atomic_write_fits
@@ -568,7 +569,9 @@ class FinalizeCharacterizationTaskBase:
         for name in self.measure_ap_corr.names_in(t):
             t[f"apcorr_{name}_used"] = np.zeros(0, bool)
         t[f"apcorr_{self.config.measure_ap_corr.ref_flux_name}_used"] = np.zeros(0, bool)
-        self.apply_ap_corr.run(t, ApCorrMap())
+        unit = ChebyshevBoundedField(exposure.bbox, np.array([[1.0]]))
+        names = self.apply_ap_corr.names_in(t)
+        self.apply_ap_corr.run(t, ApCorrMap({f"{n}_{s}": unit for n in names for s in ("instFlux", "instFluxErr")}))
         self._template_key, self._template = key, t
         return t
 
