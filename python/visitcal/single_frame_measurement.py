@@ -328,7 +328,7 @@ class SingleFrameMeasurementTask:
                 raise ValueError(f"centroids must be two arrays of shape ({n},), got {cx.shape} and {cy.shape}")
 
         ctrl = self._control(mi)
-        if cfg.do_replace_with_noise:
+        if cfg.do_replace_with_noise and n > 0:  # nothing to measure: no noise statistics needed
             mean, sigma = noise_statistics(mi, ignored_mask_planes=cfg.noise_mask_planes,
                                            sample_step=cfg.noise_replacer.statistics_sample_step)
             if not (math.isfinite(mean) and math.isfinite(sigma)):
