@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <optional>
 #include <string>
 
 #include "footprint_list.hpp"
@@ -166,7 +167,8 @@ void bind_single_frame_measurement(py::module_& m) {
         [](const py::array_t<float, 0>& image, const py::array_t<std::int32_t, 0>& mask,
            const py::array_t<float, 0>& variance, int x0, int y0, const py::tuple& footprints, const py::tuple& parents,
            const py::array_t<std::int64_t, 0>& top, const py::array_t<float, 0>& heavy_values,
-           const py::array_t<std::int64_t, 0>& heavy_offsets, const Psf& psf, const SingleFrameMeasurementControl& ctrl) {
+           const py::array_t<std::int64_t, 0>& heavy_offsets, const Psf& psf, const SingleFrameMeasurementControl& ctrl,
+           const std::optional<py::array_t<double, 0>>& centroid_x, const std::optional<py::array_t<double, 0>>& centroid_y) {
             auto img = image_view<float>(image, "image");
             auto msk = image_view<const std::int32_t>(mask, "mask");
             auto var = image_view<const float>(variance, "variance");
@@ -183,6 +185,15 @@ void bind_single_frame_measurement(py::module_& m) {
                     throw std::invalid_argument("top[" + std::to_string(i) + "] is not a parent index");
             }
             MeasurementRecords rec{&fps, &par, top.data(), heavy_values.data(), heavy_offsets.data()};
+            if (centroid_x.has_value() != centroid_y.has_value())
+                throw std::invalid_argument("centroid_x and centroid_y must be given together");
+            if (centroid_x) {
+                for (const auto* a : {&*centroid_x, &*centroid_y})
+                    if (a->ndim() != 1 || static_cast<std::size_t>(a->shape(0)) != fps.size())
+                        throw std::invalid_argument("centroid_x and centroid_y need one entry per footprint");
+                rec.centroid_x = centroid_x->data();
+                rec.centroid_y = centroid_y->data();
+            }
             MeasurementOutput out;
             {
                 py::gil_scoped_release release;
@@ -192,5 +203,6 @@ void bind_single_frame_measurement(py::module_& m) {
         },
         py::arg("image").noconvert(), py::arg("mask").noconvert(), py::arg("variance").noconvert(), py::arg("x0"),
         py::arg("y0"), py::arg("footprints"), py::arg("parents"), py::arg("top").noconvert(),
-        py::arg("heavy_values").noconvert(), py::arg("heavy_offsets").noconvert(), py::arg("psf"), py::arg("ctrl"));
+        py::arg("heavy_values").noconvert(), py::arg("heavy_offsets").noconvert(), py::arg("psf"), py::arg("ctrl"),
+        py::arg("centroid_x").noconvert() = py::none(), py::arg("centroid_y").noconvert() = py::none());
 }

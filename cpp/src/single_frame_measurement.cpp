@@ -105,6 +105,11 @@ MeasurementOutput measure_sources(ImageView<float> image, ImageView<const std::i
                 cy = c.y;
             }
         }
+        if (rec.centroid_x != nullptr && rec.centroid_y != nullptr && std::isfinite(rec.centroid_x[i]) &&
+            std::isfinite(rec.centroid_y[i])) {
+            cx = rec.centroid_x[i];
+            cy = rec.centroid_y[i];
+        }
         if (ctrl.do_pixel_flags) out.pixel_flags[i] = measure_pixel_flags(ev, cx, cy, spans, n_spans).flags;
 
         Moments shape;  // slot_Shape, NaN unless measured

@@ -314,6 +314,35 @@ def deblend_sigma1(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], 
                    sample_step: int = 1) -> float: ...
 
 # single_frame_measurement.hpp
+class SingleFrameMeasurementControl:
+    replace_with_noise: bool
+    noise_mean: float
+    noise_sigma: float
+    noise_seed: int
+    do_pixel_flags: bool
+    do_centroid: bool
+    do_shape: bool
+    do_psf_flux: bool
+    do_gaussian_flux: bool
+    do_apertures: bool
+    do_compensated_tophat: bool
+    do_local_background: bool
+    do_variance: bool
+    centroid: Any
+    shape: Any
+    psf_flux: Any
+    gaussian_flux: Any
+    aperture_radii: list[float]
+    compensated_tophat: Any
+    local_background: Any
+    variance: Any
+    def __init__(self) -> None: ...
+
+def measure_sources(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32],
+                    x0: int, y0: int, footprints: tuple, parents: tuple, top: npt.NDArray[np.int64],
+                    heavy_values: npt.NDArray[np.float32], heavy_offsets: npt.NDArray[np.int64], psf: Any,
+                    ctrl: SingleFrameMeasurementControl, centroid_x: npt.NDArray[np.float64] | None = None,
+                    centroid_y: npt.NDArray[np.float64] | None = None) -> dict[str, np.ndarray]: ...
 
 
 # psf_candidates.hpp

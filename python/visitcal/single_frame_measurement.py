@@ -184,6 +184,32 @@ class SingleFrameMeasurementConfig(BaseModel):
         return tuple(plugins)
 
 
+def _top_level_index(sources: Table) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows are top level (``parent == 0``), and each row's top-level ancestor as an index into
+    the top-level rows (children of children are followed)."""
+    n = len(sources)
+    ids = np.asarray(sources["id"], dtype=np.int64)
+    parent = np.asarray(sources["parent"], dtype=np.int64)
+    is_top = parent == 0
+    row_of_id = {int(i): k for k, i in enumerate(ids)}
+    top_rows = np.flatnonzero(is_top)
+    parent_index = np.full(n, -1, dtype=np.int64)
+    parent_index[top_rows] = np.arange(len(top_rows))
+    top = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        if is_top[k]:
+            top[k] = parent_index[k]
+            continue
+        j, hops = k, 0
+        while parent[j] != 0:
+            j = row_of_id.get(int(parent[j]), -1)
+            hops += 1
+            if j < 0 or hops > n:
+                raise ValueError(f"source id {ids[k]} has parent {parent[k]} that is not in the catalog")
+        top[k] = parent_index[j]
+    return is_top, top
+
+
 class SingleFrameMeasurementTask:
     """Measure a catalog's sources on one exposure (meas_base ``SingleFrameMeasurementTask``).
 
@@ -214,7 +240,8 @@ class SingleFrameMeasurementTask:
         ctrl.variance = c.variance.to_control(masked_image)
         return ctrl
 
-    def run(self, sources: Table, exposure: Exposure, footprints, *, exposure_id: int | None = None) -> Table:
+    def run(self, sources: Table, exposure: Exposure, footprints, *, exposure_id: int | None = None,
+            centroids=None, noise_footprints=None, noise_index=None) -> Table:
         """Add the measurement columns to ``sources`` (in place; also returned).
 
         Parameters
@@ -231,6 +258,18 @@ class SingleFrameMeasurementTask:
             pixels), parents may be plain footprints (their pixels are the image's).
         exposure_id : int, optional
             Seeds the noise: ``exposure_id * noise_seed_multiplier`` (1 when None, as LSST).
+        centroids : (x, y) pair of (n,) float arrays, optional
+            Each row's centroid (parent pixels): every plugin after the centroid stage measures there,
+            instead of at the centroid plugin's result or the peak (a non-finite entry falls back to them).
+            This is LSST's measurement with the centroid slot left to the input catalog (finalize,
+            lsst-spec §4.2, §4.10).
+        noise_footprints : sequence of `Footprint`, optional
+            The top-level footprints replaced by noise, when they are not the catalog's own (finalize
+            measures a few rows but replaces every source of the input catalog, lsst-spec §4.5 step 11).
+            Needs ``noise_index``; each row's ``footprints[i]`` is then measured from the original pixels
+            of ``noise_footprints[noise_index[i]]`` (no heavy footprints, ``parent`` is not followed).
+        noise_index : (n,) int array, optional
+            The entry of ``noise_footprints`` holding each row.
 
         Returns
         -------
@@ -252,26 +291,18 @@ class SingleFrameMeasurementTask:
         bbox = Box2I.from_shape(mi.image.shape, mi.xy0)
         x0, y0 = mi.xy0
 
-        ids = np.asarray(sources["id"], dtype=np.int64)
-        parent = np.asarray(sources["parent"], dtype=np.int64)
-        is_top = parent == 0
-        row_of_id = {int(i): k for k, i in enumerate(ids)}
+        if noise_footprints is not None:
+            if noise_index is None:
+                raise ValueError("noise_footprints needs noise_index (the entry holding each row)")
+            top = np.ascontiguousarray(noise_index, dtype=np.int64)
+            if top.shape != (n,):
+                raise ValueError(f"noise_index must have shape ({n},), got {top.shape}")
+            if n and (top.min() < 0 or top.max() >= len(noise_footprints)):
+                raise ValueError("noise_index has entries outside 0..len(noise_footprints)-1")
+            is_top = np.ones(n, dtype=bool)  # every row measured from the original pixels
+        else:
+            is_top, top = _top_level_index(sources)
         top_rows = np.flatnonzero(is_top)
-        parent_index = np.full(n, -1, dtype=np.int64)
-        parent_index[top_rows] = np.arange(len(top_rows))
-        top = np.empty(n, dtype=np.int64)
-        for k in range(n):
-            if is_top[k]:
-                top[k] = parent_index[k]
-                continue
-            # a child's top-level ancestor (children of children are allowed)
-            j, hops = k, 0
-            while parent[j] != 0:
-                j = row_of_id.get(int(parent[j]), -1)
-                hops += 1
-                if j < 0 or hops > n:
-                    raise ValueError(f"source id {ids[k]} has parent {parent[k]} that is not in the catalog")
-            top[k] = parent_index[j]
 
         fps = [fp if isinstance(fp, Footprint) else Footprint(fp) for fp in footprints]
         heavy_offsets = np.full(n, -1, dtype=np.int64)
@@ -283,10 +314,21 @@ class SingleFrameMeasurementTask:
                 offset += len(chunks[-1])  # one value per pixel (checked when the heavy footprint was made)
         heavy_values = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
         record_set = FootprintSet.from_footprints(fps, bbox)
-        parent_set = FootprintSet.from_footprints([fps[k] for k in top_rows], bbox)
+        if noise_footprints is None:
+            parent_set = FootprintSet.from_footprints([fps[k] for k in top_rows], bbox)
+        elif isinstance(noise_footprints, FootprintSet):
+            parent_set = noise_footprints
+        else:
+            parent_set = FootprintSet.from_footprints(list(noise_footprints), bbox)
+        cx = cy = None
+        if centroids is not None:
+            cx = np.ascontiguousarray(centroids[0], dtype=np.float64)
+            cy = np.ascontiguousarray(centroids[1], dtype=np.float64)
+            if cx.shape != (n,) or cy.shape != (n,):
+                raise ValueError(f"centroids must be two arrays of shape ({n},), got {cx.shape} and {cy.shape}")
 
         ctrl = self._control(mi)
-        if cfg.do_replace_with_noise:
+        if cfg.do_replace_with_noise and n > 0:  # nothing to measure: no noise statistics needed
             mean, sigma = noise_statistics(mi, ignored_mask_planes=cfg.noise_mask_planes,
                                            sample_step=cfg.noise_replacer.statistics_sample_step)
             if not (math.isfinite(mean) and math.isfinite(sigma)):
@@ -303,8 +345,15 @@ class SingleFrameMeasurementTask:
         columns = _core.measure_sources(image, mi.mask.array, mi.variance, int(x0), int(y0),
                                         record_set._core_tuple(), parent_set._core_tuple(), top,
                                         np.ascontiguousarray(heavy_values, np.float32), heavy_offsets,
-                                        core_psf, ctrl)
+                                        core_psf, ctrl, cx, cy)
         self._add_columns(sources, columns, _flag_names())
+        if cx is not None:
+            ok = np.isfinite(cx) & np.isfinite(cy)
+            columns = dict(columns)
+            columns["peak_x"] = np.where(ok, cx, columns["peak_x"])
+            columns["peak_y"] = np.where(ok, cy, columns["peak_y"])
+            columns.pop("base_SdssCentroid_x", None)
+            columns.pop("base_SdssCentroid_y", None)
         self._catalog_plugins(sources, exposure, record_set, columns)
         sources.meta["slots"] = cfg.slots.as_meta()
         return sources

@@ -57,3 +57,98 @@ def combined_snaps(sim_repo, visit, detector, *, mask_cosmic_rays: bool = False)
         hit[np.asarray(cr_xy[1], int), np.asarray(cr_xy[0], int)] = True
         mi.mask.set("CR", hit)
     return exp, cr_xy
+
+
+def isolated_star_tables(sim_repo, sources_by_data_id, *, tracts=(9813,), match_radius_px: float = 1.0,
+                         isolation_radius_arcsec: float = 2.0):
+    """Isolated-star tables in lsst-spec §3's format, built from the simulator's truth instead of the
+    association task: the true stars with no other true object (star or galaxy) within
+    ``isolation_radius_arcsec``, each associated with the calibrated sources (top level, not deblended,
+    not sky sources) lying within ``match_radius_px`` of its true position in that visit and detector.
+
+    ``sources_by_data_id`` maps ``(visit, detector)`` to the calibrated source table (``single_visit_star``).
+    With several ``tracts`` the stars are dealt to them by RA (equal-count strips, sorted by RA), so every
+    tract has its own star and source tables.
+
+    Returns ``(star_dict, source_dict, truth_id_of_star)``: tract -> star table, tract -> source table, and
+    tract -> the true object id of each star-table row.
+    """
+    from astropy.table import Table
+
+    band = sim_repo.band
+    objects = sim_repo.objects()
+    uniq_ids, first = np.unique(np.asarray(objects["id"]), return_index=True)
+    ra = np.asarray(objects["ra"])[first]
+    dec = np.asarray(objects["dec"])[first]
+    is_star = np.asarray(objects["is_star"])[first]
+    # isolation on the sky (all objects, flat-sky within a few arcmin)
+    cosd = np.cos(np.deg2rad(np.mean(dec)))
+    xs, ys = ra * cosd * 3600.0, dec * 3600.0
+    order = np.argsort(xs)
+    isolated = np.ones(uniq_ids.size, bool)
+    xs_sorted = xs[order]
+    for k in range(uniq_ids.size):
+        lo = np.searchsorted(xs_sorted, xs[k] - isolation_radius_arcsec)
+        hi = np.searchsorted(xs_sorted, xs[k] + isolation_radius_arcsec)
+        j = order[lo:hi]
+        d2 = (xs[j] - xs[k]) ** 2 + (ys[j] - ys[k]) ** 2
+        isolated[k] = np.sum(d2 < isolation_radius_arcsec**2) == 1
+    keep_star = is_star & isolated
+    star_index = np.full(uniq_ids.size, -1, np.int64)
+    # associate the calibrated sources
+    assoc = []  # (star position in uniq_ids, sourceId, visit, detector, x, y)
+    for (visit, detector), src in sorted(sources_by_data_id.items()):
+        truth = sim_repo.objects(visit, detector)
+        truth = truth[np.asarray(truth["is_star"]) & np.asarray(truth["inside"])]
+        pos = np.searchsorted(uniq_ids, np.asarray(truth["id"]))
+        truth_ok = keep_star[pos]
+        tx, ty, tpos = np.asarray(truth["x"])[truth_ok], np.asarray(truth["y"])[truth_ok], pos[truth_ok]
+        top = (np.asarray(src["parent"]) == 0) & (np.asarray(src["deblend_nChild"]) == 0)
+        if "sky_source" in src.colnames:
+            top &= ~np.asarray(src["sky_source"], bool)
+        sx = np.asarray(src["base_SdssCentroid_x"])
+        sy = np.asarray(src["base_SdssCentroid_y"])
+        for r in np.flatnonzero(top & np.isfinite(sx) & np.isfinite(sy)):
+            d2 = (tx - sx[r]) ** 2 + (ty - sy[r]) ** 2
+            if d2.size == 0:
+                continue
+            j = int(np.argmin(d2))
+            if d2[j] < match_radius_px**2:
+                assoc.append((tpos[j], int(src["id"][r]), visit, detector, sx[r], sy[r]))
+    if not assoc:
+        raise ValueError("no calibrated source matched an isolated true star")
+    a = np.array([row[0] for row in assoc], np.int64)
+    used = np.unique(a)
+    # tracts: equal-count RA strips of the used stars
+    strips = np.array_split(used[np.argsort(ra[used], kind="stable")], len(tracts))
+    star_dict, source_dict, truth_dict = {}, {}, {}
+    for tract, members in zip(tracts, strips):
+        members = np.sort(members)
+        star_index[:] = -1
+        star_index[members] = np.arange(members.size)
+        rows = [k for k in range(len(assoc)) if star_index[a[k]] >= 0]
+        rows.sort(key=lambda k: (star_index[a[k]], assoc[k][2], assoc[k][3], assoc[k][1]))
+        obj_index = np.array([star_index[a[k]] for k in rows], np.int64)
+        sources = Table()
+        sources["sourceId"] = np.array([assoc[k][1] for k in rows], np.int64)
+        sources["obj_index"] = obj_index
+        sources["visit"] = np.array([assoc[k][2] for k in rows], np.int64)
+        sources["detector"] = np.array([assoc[k][3] for k in rows], np.int32)
+        sources["ra"] = ra[a[rows]]
+        sources["dec"] = dec[a[rows]]
+        sources["band"] = np.full(len(rows), band)
+        sources["x"] = np.array([assoc[k][4] for k in rows])
+        sources["y"] = np.array([assoc[k][5] for k in rows])
+        nsource = np.bincount(obj_index, minlength=members.size)
+        first_row = np.concatenate([[0], np.cumsum(nsource)[:-1]])
+        stars = Table()
+        stars["isolated_star_id"] = (np.arange(members.size, dtype=np.int64) + 1) * 100000 + tract
+        stars["ra"] = ra[members]
+        stars["dec"] = dec[members]
+        stars["primary_band"] = np.full(members.size, band)
+        stars["source_cat_index"] = first_row.astype(np.int64)
+        stars["nsource"] = nsource.astype(np.int32)
+        stars[f"source_cat_index_{band}"] = first_row.astype(np.int64)
+        stars[f"nsource_{band}"] = nsource.astype(np.int32)
+        star_dict[tract], source_dict[tract], truth_dict[tract] = stars, sources, uniq_ids[members]
+    return star_dict, source_dict, truth_dict

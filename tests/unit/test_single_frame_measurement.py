@@ -117,3 +117,29 @@ def test_plugin_list_is_configurable_and_checked():
         SingleFrameMeasurementConfig(plugins=("base_GaussianFlux",))
     with pytest.raises(ValueError, match="footprints has"):
         SingleFrameMeasurementTask().run(_table(4), exp, fps)
+
+
+def test_input_centroids_and_caller_noise_footprints():
+    """FinalizeCharacterization's mode: the input centroid is used (a PSF fit 1 px off the star's centre
+    recovers exp(-d^2 / (4 sigma^2)) of a Gaussian's flux, analytically), and only the rows asked for are
+    measured, from the original pixels of their noise footprint, the image restored bit for bit."""
+    exp, stars, fps = _scene()
+    cfg = SingleFrameMeasurementConfig(plugins=("base_PsfFlux", "base_CircularApertureFlux"),
+                                       circular_aperture_flux=ApertureFluxConfig(radii=(12.0,)))
+    rows = [0, 3]
+    t = Table({"id": [1, 2], "parent": [0, 0]})
+    x = np.array([stars[0][0], stars[3][0] + 1.0])   # star 3 measured 1 px off its centre
+    y = np.array([stars[0][1], stars[3][1]])
+    before = exp.image.copy()
+    SingleFrameMeasurementTask(cfg).run(t, exp, [fps[k] for k in rows], centroids=(x, y),
+                                        noise_footprints=fps, noise_index=np.array(rows))
+    assert np.array_equal(exp.image, before)
+    flux = np.asarray(t["base_PsfFlux_instFlux"])
+    assert flux[0] == pytest.approx(stars[0][2], rel=1e-6)
+    assert flux[1] == pytest.approx(stars[3][2] * np.exp(-1.0 / (4 * SIGMA**2)), rel=1e-4)
+    # the aperture (12 px) holds the whole star; the other stars are outside it or replaced by noise
+    assert t["base_CircularApertureFlux_12_0_instFlux"][0] == pytest.approx(stars[0][2], rel=1e-3)
+    with pytest.raises(ValueError, match="noise_index"):
+        SingleFrameMeasurementTask(cfg).run(t, exp, [fps[k] for k in rows], noise_footprints=fps)
+    with pytest.raises(ValueError, match="centroids"):
+        SingleFrameMeasurementTask(cfg).run(t, exp, [fps[k] for k in rows], centroids=(x[:1], y[:1]))

@@ -57,12 +57,17 @@ struct SingleFrameMeasurementControl {
 /// peak is the record's peak. top[i] is the index, into `parents`, of the top-level footprint holding
 /// record i (for a parent, its own). heavy_offsets[i] >= 0 starts record i's heavy pixel values in
 /// `heavy_values` (span order); -1 measures the original pixels (parents).
+/// `centroid_x`/`centroid_y` (optional, one per record, parent pixels): the centroid every plugin
+/// after the centroid stage uses, instead of the centroid plugin's or the peak (a non-finite entry falls
+/// back to them). FinalizeCharacterization measures with its input's centroid this way (lsst-spec §4.10).
 struct MeasurementRecords {
     const FootprintList* footprints = nullptr;
     const FootprintList* parents = nullptr;
     const std::int64_t* top = nullptr;
     const float* heavy_values = nullptr;
     const std::int64_t* heavy_offsets = nullptr;
+    const double* centroid_x = nullptr;
+    const double* centroid_y = nullptr;
 };
 
 /// One entry per record for every plugin (unused plugins leave their vectors empty).

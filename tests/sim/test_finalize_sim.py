@@ -1,0 +1,321 @@
+"""The finalize tasks on a simulated, calibrated repository, against the simulator's truth.
+
+The isolated-star inputs are built from the truth (`tests.sim.helpers.isolated_star_tables`), in the
+association task's table format (lsst-spec §3), over two tracts. The repository: 3 visits x 2 detectors of
+1024 x 1024 px with a dense star field, calibrated with the ``sparse`` preset (~60 s for the module).
+
+Figures measured when this was written (pixelgrid, order 2, ~55 isolated stars per 1024^2 detector): at the
+25 reserved stars the PSF size error is 2.4e-3 rms and the mean e1 / e2 errors 4e-4 / -7e-4; the base_PsfFlux
+aperture correction is 9.8 mmag rms from the truth over the detector, with only 15-20 stars of S/N > 200 per
+detector for a 6-term Chebyshev field. On the 2048^2 repository of the brief (~100 stars per detector,
+bench/README.md) the same code gives 1.4e-3, -2e-4 / 7e-5 and 2.3-2.8 mmag (35 stars of S/N > 200; measured
+against the calexp's own tophat normalisation, 2.3 / 2.8 mmag too): the limit is the number and S/N of the stars,
+not the model (order 1 or 3, fit_center off, or a Lanczos(15) grid do no better). The brief's targets (1e-3,
+5e-4, 1 mmag) are therefore not reached on these star counts; the tolerances below sit above the measured values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from visitcal.finalize_characterization import (
+    ConsolidateFinalizeCharacterizationDetectorTask,
+    FinalizeCharacterizationDetectorTask,
+    FinalizeCharacterizationTask,
+    NoWorkFound,
+    read_psf_ap_corr_cat,
+    write_psf_ap_corr_cat,
+)
+from visitcal.footprint import Footprint
+from visitcal.image import Exposure
+from visitcal.io import read_catalog, read_exposure
+from visitcal.measure.aperture_flux import ApertureFluxConfig
+from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
+from visitcal.sim import SimConfig, SimRepository, simulate
+from visitcal.single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask
+
+from .helpers import isolated_star_tables
+
+CONFIG = SimConfig(preset="small", n_visits=3, n_detectors=2, detector_width=1024, detector_height=1024, n_snaps=1,
+                   seed=5, star_density=200000.0, galaxy_density=20000.0)
+TRACTS = (9813, 9814)
+
+
+class Inputs:
+    def __init__(self, root):
+        self.root = root
+        self.repo = SimRepository(root)
+        self.band = self.repo.band
+        self.src = {}
+        for v in self.repo.visits:
+            for d in self.repo.detectors:
+                self.src[(v, d)] = read_catalog(root / "single_visit_star" / f"{v:06d}" /
+                                                f"single_visit_star_{v:06d}_{d:03d}.parquet")
+        self.stars, self.sources, self.truth_ids = isolated_star_tables(self.repo, self.src, tracts=TRACTS)
+
+    def exposure(self, v, d) -> Exposure:
+        return read_exposure(self.root / "preliminary_visit_image" / f"{v:06d}" /
+                             f"preliminary_visit_image_{v:06d}_{d:03d}.fits")
+
+    def run_visit(self, v, task=None, sources=None):
+        task = task or FinalizeCharacterizationTask()
+        return task.run(v, self.band, self.stars, sources or self.sources,
+                        {d: self.src[(v, d)] for d in self.repo.detectors},
+                        {d: (lambda d=d: self.exposure(v, d)) for d in self.repo.detectors})
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Inputs:
+    root = tmp_path_factory.mktemp("finalize") / "repo"
+    simulate(CONFIG, root)
+    statuses = run_calibrate(root, config=CalibrateStepConfig.preset("sparse"), jobs=1)
+    assert all(s.ok for s in statuses), [(s.visit, s.detector, s.message) for s in statuses]
+    return Inputs(root)
+
+
+@pytest.fixture(scope="module")
+def results(inputs):
+    return {v: inputs.run_visit(v) for v in inputs.repo.visits}
+
+
+def _tables_equal(a: Table, b: Table):
+    assert a.colnames == b.colnames
+    assert a.meta.get("slots") == b.meta.get("slots")
+    for name in a.colnames:
+        x, y = np.asarray(a[name]), np.asarray(b[name])
+        assert x.dtype == y.dtype, name
+        if x.dtype.kind == "f":
+            assert np.array_equal(x, y, equal_nan=True), name
+        else:
+            assert np.array_equal(x, y), name
+
+
+def _cats_equal(a: Table, b: Table):
+    assert list(a["detector"]) == list(b["detector"]) and list(a["visit"]) == list(b["visit"])
+    assert list(a["status"]) == list(b["status"])
+    for ra, rb in zip(a, b):
+        assert (ra["psf"] is None) == (rb["psf"] is None)
+        if ra["psf"] is not None:
+            assert ra["psf"] == rb["psf"]
+        assert (ra["ap_corr_map"] is None) == (rb["ap_corr_map"] is None)
+        if ra["ap_corr_map"] is not None:
+            assert ra["ap_corr_map"] == rb["ap_corr_map"]
+
+
+def test_outputs(inputs, results):
+    for v, res in results.items():
+        cat, table = res.psf_ap_corr_cat, res.output_table
+        assert list(cat["detector"]) == inputs.repo.detectors and all(cat["status"] == "ok")
+        assert table["visit"].dtype == np.int64 and table["detector"].dtype == np.int32
+        assert np.all(table["visit"] == v) and np.all(table["calib_psf_candidate"])
+        assert not np.any(table["calib_psf_used"] & table["calib_psf_reserved"])
+        for row in cat:
+            st = res.detector_status[int(row["detector"])]
+            assert st.n_used >= 30 and st.n_reserved >= 1
+            assert "base_CompensatedTophatFlux_12_instFlux" in row["ap_corr_map"]   # merged from the calexp
+            assert "base_PsfFlux_instFlux" in row["ap_corr_map"]
+        assert np.all(np.isfinite(table["base_PsfFlux_instFlux"])) and np.all(np.isfinite(table["psf_max_value"]))
+        assert not np.any(table["base_PsfFlux_flag_apCorr"])
+        assert res.output_table.meta["slots"]["Centroid"] == "base_SdssCentroid"
+        assert res.output_table.meta["slots"]["CalibFlux"] == "base_NormalizedCompensatedTophatFlux"
+
+
+def test_detector_task_and_consolidate_give_identical_outputs(inputs, results, tmp_path):
+    v = inputs.repo.visits[0]
+    task = FinalizeCharacterizationDetectorTask()
+    cats, tables = {}, {}
+    for d in inputs.repo.detectors:
+        r = task.run(v, inputs.band, d, inputs.stars, inputs.sources, inputs.src[(v, d)], inputs.exposure(v, d))
+        # through disk, as the pipeline would store them
+        cats[d] = read_psf_ap_corr_cat(write_psf_ap_corr_cat(r.psf_ap_corr_cat, tmp_path / f"cat_{d}.fits"))
+        tables[d] = r.output_table
+    out = ConsolidateFinalizeCharacterizationDetectorTask().run(psf_ap_corr_detector_dict=cats,
+                                                                src_detector_table_dict=tables)
+    _cats_equal(out.psf_ap_corr_cat, results[v].psf_ap_corr_cat)
+    _tables_equal(out.output_table, results[v].output_table)
+    # and the lossless round trip of the fitted models: identical images
+    back = read_psf_ap_corr_cat(write_psf_ap_corr_cat(results[v].psf_ap_corr_cat, tmp_path / "visit.fits"))
+    for a, b in zip(results[v].psf_ap_corr_cat, back):
+        for x, y in ((10.2, 20.7), (512.0, 511.5), (1000.9, 3.3)):
+            assert np.array_equal(a["psf"].compute_image(x, y), b["psf"].compute_image(x, y))
+        assert a["ap_corr_map"] == b["ap_corr_map"]
+
+
+def test_reserve_flags_consistent_across_visits(inputs, results):
+    star_of = {}
+    for tract in TRACTS:
+        src = inputs.sources[tract]
+        for sid, obj in zip(src["sourceId"], src["obj_index"]):
+            star_of[int(sid)] = (tract, int(obj))
+    flags: dict = {}
+    for res in results.values():
+        for sid, flag in zip(res.output_table["id"], res.output_table["calib_psf_reserved"]):
+            flags.setdefault(star_of[int(sid)], set()).add(bool(flag))
+    assert len(flags) > 100
+    assert all(len(f) == 1 for f in flags.values())
+    # the tract-level draw: floor(0.1 N) of the band's stars, whichever visits they were seen in
+    from visitcal.reserve_isolated_stars import ReserveIsolatedStarsTask
+    for tract in TRACTS:
+        n = len(inputs.stars[tract])
+        drawn = ReserveIsolatedStarsTask().run(n, extra=f"{inputs.band}_{tract}")
+        assert drawn.sum() == n // 10
+        for (t, obj), f in flags.items():
+            if t == tract:
+                assert f == {bool(drawn[obj])}
+
+
+def test_psf_matches_truth_on_reserved_stars(inputs, results):
+    def shape(m):
+        return np.array([m.determinant_radius, (m.xx - m.yy) / (m.xx + m.yy), 2 * m.xy / (m.xx + m.yy)])
+
+    err = []
+    for v, res in results.items():
+        table = res.output_table
+        for row in res.psf_ap_corr_cat:
+            d = int(row["detector"])
+            truth = inputs.repo.true_psf(v, d, size=61)
+            sel = (table["detector"] == d) & table["calib_psf_reserved"]
+            for x, y in zip(table["base_SdssCentroid_x"][sel], table["base_SdssCentroid_y"][sel]):
+                t = shape(truth.compute_shape(x, y))
+                m = shape(row["psf"].compute_shape(x, y))
+                err.append([m[0] / t[0] - 1, m[1] - t[1], m[2] - t[2]])
+    err = np.array(err)
+    size_rms = float(np.sqrt(np.mean(err[:, 0] ** 2)))
+    e1, e2 = float(err[:, 1].mean()), float(err[:, 2].mean())
+    print(f"\nreserved stars {len(err)}: size rms {size_rms:.2e}, mean e1 {e1:.2e}, mean e2 {e2:.2e}")
+    assert len(err) >= 15
+    assert size_rms < 4e-3
+    assert abs(e1) < 2.5e-3 and abs(e2) < 2.5e-3
+
+
+def _true_ap_corr(truth_psf, fitted_psf, x, y):
+    """12-px aperture flux / base_PsfFlux (fitted PSF) of a noise-free image of the true PSF at (x, y)."""
+    w = 121
+    ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+    x0, y0 = ix - w // 2, iy - w // 2
+    img = np.zeros((w, w), np.float32)
+    bb = truth_psf.compute_image_bbox(x, y)
+    img[bb.min_y - y0:bb.max_y - y0 + 1, bb.min_x - x0:bb.max_x - x0 + 1] = truth_psf.compute_image(x, y) * 1e5
+    exp = Exposure.from_arrays(img, None, np.ones((w, w), np.float32), xy0=(x0, y0), psf=fitted_psf)
+    t = Table({"id": [1], "parent": [0]})
+    fp = Footprint(np.array([[yy, x0, x0 + w - 1] for yy in range(y0, y0 + w)]))
+    cfg = SingleFrameMeasurementConfig(plugins=("base_PsfFlux", "base_CircularApertureFlux"),
+                                       do_replace_with_noise=False,
+                                       circular_aperture_flux=ApertureFluxConfig(radii=(12.0,)))
+    SingleFrameMeasurementTask(cfg).run(t, exp, [fp], centroids=(np.array([x]), np.array([y])))
+    return float(t["base_CircularApertureFlux_12_0_instFlux"][0] / t["base_PsfFlux_instFlux"][0])
+
+
+def test_psf_flux_ap_corr_matches_truth(inputs, results):
+    dm = []
+    v = inputs.repo.visits[0]
+    for row in results[v].psf_ap_corr_cat:
+        d = int(row["detector"])
+        truth = inputs.repo.true_psf(v, d, size=61)
+        field = row["ap_corr_map"]["base_PsfFlux_instFlux"]
+        for x in np.linspace(100, 923, 4):
+            for y in np.linspace(100, 923, 4):
+                a = float(field.evaluate(np.array([x]), np.array([y]))[0])
+                dm.append(-2.5 * np.log10(a / _true_ap_corr(truth, row["psf"], x, y)))
+    rms = 1000 * float(np.sqrt(np.mean(np.square(dm))))
+    print(f"\nbase_PsfFlux ap corr vs truth: {rms:.2f} mmag rms over {len(dm)} points")
+    assert rms < 15.0
+
+
+def _iso_subset(inputs, keep_ids):
+    """The isolated-source tables with only the sources in ``keep_ids`` (star tables unchanged, so the
+    reserve flags are too)."""
+    out = {}
+    for tract, src in inputs.sources.items():
+        out[tract] = src[np.isin(np.asarray(src["sourceId"]), np.asarray(sorted(keep_ids), np.int64))]
+    return out
+
+
+def _selected_matched(inputs, v, d, task):
+    src = inputs.src[(v, d)]
+    sel = task.source_selector.run(src)
+    all_iso = np.concatenate([np.asarray(s["sourceId"]) for s in inputs.sources.values()])
+    res = FinalizeCharacterizationTask().reserve_selection
+    reserved = set()
+    for tract in TRACTS:
+        flags = res.run(len(inputs.stars[tract]), extra=f"{inputs.band}_{tract}")
+        s = inputs.sources[tract]
+        reserved |= {int(i) for i, o in zip(s["sourceId"], s["obj_index"]) if flags[o]}
+    rows = np.flatnonzero(sel & np.isin(np.asarray(src["id"]), all_iso))
+    snr = np.asarray(src["base_PsfFlux_instFlux"]) / np.asarray(src["base_PsfFlux_instFluxErr"])
+    return src, rows, reserved, snr
+
+
+@pytest.mark.parametrize("case", ["no_matches", "too_few_stars", "ap_corr", "candidates", "measurement"])
+def test_failure_semantics(inputs, results, case, monkeypatch):
+    v = inputs.repo.visits[0]
+    d_bad, d_good = inputs.repo.detectors[1], inputs.repo.detectors[0]
+    task = FinalizeCharacterizationTask()
+    src, rows, reserved, snr = _selected_matched(inputs, v, d_bad, task)
+    bad_ids = [int(i) for i in src["id"][rows] if int(i) not in reserved]
+    good_ids = {int(i) for s in inputs.sources.values() for i, dd in zip(s["sourceId"], s["detector"]) if dd == d_good}
+    sources = inputs.sources
+    if case == "no_matches":
+        sources = _iso_subset(inputs, good_ids)
+    elif case == "too_few_stars":
+        sources = _iso_subset(inputs, good_ids | set(bad_ids[:4]))
+    elif case == "ap_corr":
+        faint = [int(i) for i, s in zip(src["id"][rows], snr[rows]) if int(i) not in reserved and s < 120]
+        assert len(faint) >= 10
+        sources = _iso_subset(inputs, good_ids | set(faint[:12]))
+    else:
+        import visitcal.finalize_characterization as fc
+
+        real = fc.make_psf_candidates if case == "candidates" else task.measurement.run
+
+        def flaky(*args, **kwargs):
+            if flaky.detector == d_bad:
+                raise RuntimeError(f"injected {case} failure")
+            return real(*args, **kwargs)
+
+        flaky.detector = None
+        original = task.compute_psf_and_ap_corr_map
+
+        def compute(visit, detector, *a, **k):
+            flaky.detector = detector
+            return original(visit, detector, *a, **k)
+
+        monkeypatch.setattr(task, "compute_psf_and_ap_corr_map", compute)
+        if case == "candidates":
+            monkeypatch.setattr(fc, "make_psf_candidates", flaky)
+        else:
+            monkeypatch.setattr(task.measurement, "run", flaky)
+    res = inputs.run_visit(v, task=task, sources=sources)
+    cat, table = res.psf_ap_corr_cat, res.output_table
+    ref = results[v]
+    expected_status = {"no_matches": "no_isolated_matches", "too_few_stars": "psf_too_few_stars",
+                       "ap_corr": "ap_corr_failed", "candidates": "candidates_failed",
+                       "measurement": "measurement_failed"}[case]
+    assert res.detector_status[d_bad].status == expected_status
+    # the good detector is unaffected
+    good_ref = ref.output_table[ref.output_table["detector"] == d_good]
+    _tables_equal(table[table["detector"] == d_good], good_ref)
+    assert cat["psf"][list(cat["detector"]).index(d_good)] == ref.psf_ap_corr_cat["psf"][0]
+    bad_rows = table[table["detector"] == d_bad]
+    if case == "no_matches":
+        assert list(cat["detector"]) == [d_good] and len(bad_rows) == 0
+        return
+    k = list(cat["detector"]).index(d_bad)
+    assert cat["status"][k] == expected_status and cat["ap_corr_map"][k] is None
+    has_psf = case in ("ap_corr", "measurement")
+    assert (cat["psf"][k] is not None) == has_psf
+    assert len(bad_rows) > 0 and np.all(bad_rows["calib_psf_candidate"])
+    if case in ("too_few_stars", "candidates", "measurement"):
+        # unmeasured: the used flags False (except after a successful fit) and the measurement columns NaN
+        assert np.all(np.isnan(bad_rows["base_PsfFlux_instFlux"]))
+        assert np.all(np.isnan(bad_rows["base_SdssShape_xx"]))
+    if case in ("too_few_stars", "candidates"):
+        assert not np.any(bad_rows["calib_psf_used"])
+    if case == "ap_corr":
+        assert np.all(np.isfinite(bad_rows["base_PsfFlux_instFlux"])) and np.any(bad_rows["calib_psf_used"])
+        assert np.all(np.isnan(bad_rows["base_PsfFlux_apCorr"]))
+    with pytest.raises(NoWorkFound):
+        FinalizeCharacterizationDetectorTask().run(v, inputs.band, d_bad, inputs.stars, _iso_subset(inputs, good_ids),
+                                                   inputs.src[(v, d_bad)], inputs.exposure(v, d_bad))
