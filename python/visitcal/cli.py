@@ -24,6 +24,12 @@ Subcommands available now:
     the tracts come from ``REPO/skymap.json`` (written with the default sky map when absent); finished
     tracts are skipped on a rerun. Prints a per-tract summary.
 
+``visitcal associate REPO [--tracts T ...] [--overwrite]``
+    Isolated-star association per tract of the repository's sky map.
+``visitcal finalize REPO [--visits V ...] [--per-detector] [-j N] [--overwrite] [--config FILE]``
+    FinalizeCharacterization per visit (associating first when needed): ``refit_psf_models`` and
+    ``refit_psf_star`` per visit, a per-detector summary.
+
 Exit codes: 0 success, 1 a file could not be read or written (or nothing to do), 2 bad arguments, 3 some
 detectors (or tracts) failed (each failure is recorded in ``REPO/provenance/<step>/``; the others' outputs
 are written).
@@ -214,6 +220,26 @@ def _cmd_associate(args) -> int:
     return 3 if n_bad else 0
 
 
+def _cmd_finalize(args) -> int:
+    from .pipeline.finalize_step import run_finalize, summary_lines
+    from .pipeline.repository import Repository
+
+    repo = Repository(args.repo)
+    ok = [k for k in repo.data_ids(args.visits) if (st := repo.read_status("calibrate", *k)) is not None and st.ok]
+    if not ok:
+        print(f"visitcal finalize: error: no calibrated detector under {repo.root} for the selected visits (run "
+              f"visitcal calibrate first)", file=sys.stderr)
+        return 1
+    statuses = run_finalize(repo.root, visits=args.visits, per_detector=args.per_detector, jobs=args.jobs,
+                            overwrite=args.overwrite, config=args.config, progress=_Progress(unit="visits"))
+    for line in summary_lines(statuses):
+        print(line)
+    n_bad = sum(not s.ok for s in statuses)
+    print(f"{len(statuses) - n_bad} of {len(statuses)} detectors finalized; products in {repo.root / 'refit_psf_models'}"
+          f" and {repo.root / 'refit_psf_star'}, provenance in {repo.root / 'provenance' / 'finalize'}")
+    return 3 if n_bad else 0
+
+
 def _sim_config(parser, args):
     """The SimConfig of ``visitcal sim`` arguments; a bad value is a usage error (exit 2)."""
     from pydantic import ValidationError
@@ -292,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     asc.add_argument("--tracts", type=int, nargs="+", default=None, help="only these tracts")
     asc.add_argument("--overwrite", action="store_true", help="redo tracts already associated")
     asc.set_defaults(func=_cmd_associate)
+
+    fin = sub.add_parser("finalize", help="refit PSF and aperture corrections per visit with consistent reserved stars",
+                         description="After visitcal calibrate (and associate, run here if its products are "
+                                     "missing): FinalizeCharacterization per visit. Writes refit_psf_models and "
+                                     "refit_psf_star per visit and prints a per-detector summary.")
+    fin.add_argument("repo", help="data repository, calibrated (visitcal calibrate)")
+    fin.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
+    fin.add_argument("--per-detector", action="store_true",
+                     help="the detector task per detector, then the consolidation (same products)")
+    fin.add_argument("-j", "--jobs", type=int, default=1, help="visits run in parallel processes (default 1)")
+    fin.add_argument("--overwrite", action="store_true", help="redo visits already finalized")
+    fin.add_argument("--config", default=None, help="JSON file of a full FinalizeStepConfig")
+    fin.set_defaults(func=_cmd_finalize)
     return parser
 
 
@@ -317,6 +356,24 @@ def main(argv=None) -> int:
     elif args.command == "associate":
         if not Path(args.repo).is_dir():
             parser.error(f"repo {args.repo!r}: no such directory")
+    elif args.command == "finalize":
+        if not Path(args.repo).is_dir():
+            parser.error(f"repo {args.repo!r}: no such directory")
+        if args.jobs < 1:
+            parser.error(f"-j/--jobs: must be >= 1, got {args.jobs}")
+        if args.config is not None:
+            from pydantic import ValidationError
+
+            from .pipeline.finalize_step import FinalizeStepConfig
+
+            try:
+                args.config = FinalizeStepConfig.model_validate_json(Path(args.config).read_text())
+            except OSError as err:
+                parser.error(f"--config {args.config!r}: {err}")
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "config"
+                parser.error(f"--config {args.config!r}: {where}: {first['msg']} ({err.error_count()} error(s))")
     elif args.command == "calibrate":
         if not Path(args.repo).is_dir():
             parser.error(f"repo {args.repo!r}: no such directory")

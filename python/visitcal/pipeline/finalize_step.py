@@ -17,7 +17,6 @@ The inputs of a visit are its detectors whose calibrate provenance is ok.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import resource
 import time
@@ -35,9 +34,10 @@ from ..finalize_characterization import (
     read_psf_ap_corr_cat,
     write_psf_ap_corr_cat,
 )
+from ..finalize_characterization import NoWorkFound
 from ..io import read_catalog, read_exposure, write_catalog
-from .associate_step import isolated_star_inputs, run_associate
-from .calibrate_step import OUTPUTS as CALIBRATE_OUTPUTS
+from .associate_step import OUTPUTS as ASSOCIATE_OUTPUTS
+from .associate_step import run_associate
 from .repository import Repository, UnitStatus, config_hash
 from .runner import run_units
 
@@ -53,3 +53,169 @@ class FinalizeStepConfig(BaseModel):
 
     finalize: FinalizeCharacterizationConfig = Field(default_factory=FinalizeCharacterizationConfig,
                                                      description="FinalizeCharacterization(Detector)Task")
+
+
+def _visit_inputs(repo: Repository, visit: int) -> dict[int, tuple[Path, Path]]:
+    """``{detector: (single_visit_star, preliminary_visit_image)}`` of the visit's calibrated detectors."""
+    out = {}
+    for (v, d) in repo.data_ids(visits=[visit]):
+        st = repo.read_status("calibrate", v, d)
+        src = repo.dataset_path("single_visit_star", v, d, "parquet")
+        exp = repo.dataset_path("preliminary_visit_image", v, d, "fits")
+        if st is not None and st.ok and src.is_file() and exp.is_file():
+            out[d] = (src, exp)
+    return out
+
+
+def _isolated_star_dicts(repo: Repository) -> tuple[dict, dict]:
+    """Every tract's isolated-star and isolated-source tables (LSST hands finalize the overlapping tracts;
+    `concat_isolated_star_cats` keeps only this visit's sources, so the others cost a read)."""
+    cats, srcs = {}, {}
+    base = repo.root / "isolated_star_association"
+    for path in sorted(base.glob("isolated_star_association_*.parquet")) if base.is_dir() else []:
+        tract = int(path.stem.rsplit("_", 1)[1])
+        cats[tract] = read_catalog(path)
+        srcs[tract] = read_catalog(repo.tract_dataset_path("isolated_star", tract, ASSOCIATE_OUTPUTS["isolated_star"]))
+    return cats, srcs
+
+
+def _visit_paths(repo: Repository, visit: int) -> dict[str, Path]:
+    return {"refit_psf_models": repo.root / "refit_psf_models" / f"refit_psf_models_{visit:06d}.fits",
+            "refit_psf_star": repo.root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet"}
+
+
+def _detector_paths(repo: Repository, visit: int, detector: int) -> dict[str, Path]:
+    return {"refit_psf_models_detector": repo.dataset_path("refit_psf_models_detector", visit, detector, "fits"),
+            "refit_psf_star_detector": repo.dataset_path("refit_psf_star_detector", visit, detector, "parquet")}
+
+
+def _band(src_path: Path) -> str:
+    cat = read_catalog(src_path, columns=["band"])
+    bands = sorted(set(str(b) for b in cat["band"]))
+    if len(bands) != 1:
+        raise ValueError(f"{src_path}: expected one band, found {bands}")
+    return bands[0]
+
+
+def _detector_status(step_status: UnitStatus, ds, psf_row) -> UnitStatus:
+    """Fill a provenance record from the task's `DetectorStatus` (and the detector's catalog row)."""
+    step_status.status = "ok" if ds.ok else "failed"
+    step_status.error_type = None if ds.ok else (ds.error_type or ds.status)
+    step_status.message = ds.message or (None if ds.ok else ds.status)
+    step_status.timings.update({k: float(v) for k, v in ds.timings.items()})
+    summary = {"finalize_status": ds.status, "n_selected": ds.n_selected, "n_matched": ds.n_matched,
+               "n_reserved": ds.n_reserved, "n_candidates": ds.n_candidates, "n_used": ds.n_used}
+    if psf_row is not None:
+        psf, apc = psf_row["psf"], psf_row["ap_corr_map"]
+        if psf is not None:
+            x, y = psf.average_position
+            summary["psf_sigma"] = float(psf.compute_shape(x, y).determinant_radius)
+        if apc is not None:
+            for key in ("base_PsfFlux_instFlux", "base_GaussianFlux_instFlux"):
+                if key in apc:
+                    summary[f"apcorr_{key.split('_')[1]}_mean"] = float(apc[key].mean())
+    step_status.summary = summary
+    return step_status
+
+
+def finalize_visit(root, visit: int, config_json: str, per_detector: bool = False, overwrite: bool = False
+                   ) -> list[UnitStatus]:
+    """Finalize one visit (visit task, or detector tasks + consolidate); never raises for the data: each
+    detector's outcome is in its returned and stored `UnitStatus`."""
+    repo = Repository(root)
+    config = FinalizeStepConfig.model_validate_json(config_json)
+    chash = config_hash(config)
+    inputs = _visit_inputs(repo, visit)
+    paths = _visit_paths(repo, visit)
+    done = [repo.read_status(STEP, visit, d) for d in sorted(inputs)]
+    if (not overwrite and inputs and all(s is not None and s.config_hash == chash for s in done)
+            and all(p.is_file() for p in paths.values())):
+        return done
+    versions = {"visitcal": __version__, "numpy": np.__version__}
+    statuses = {d: UnitStatus(step=STEP, visit=visit, detector=d, status="failed", config_hash=chash, timings={},
+                              versions=versions) for d in sorted(inputs)}
+    t_all = time.perf_counter()
+    try:
+        if not inputs:
+            raise NoWorkFound(f"visit {visit}: no calibrated detector")
+        band = _band(next(iter(inputs.values()))[0])
+        cats, srcs = _isolated_star_dicts(repo)
+        src_dict = {d: (lambda p=p: read_catalog(p)) for d, (p, _) in inputs.items()}
+        exp_dict = {d: (lambda p=p: read_exposure(p)) for d, (_, p) in inputs.items()}
+        if per_detector:
+            task = FinalizeCharacterizationDetectorTask(config.finalize)
+            models, stars, det_status = {}, {}, {}
+            for d in sorted(inputs):
+                dpaths = _detector_paths(repo, visit, d)
+                try:
+                    res = task.run(visit, band, d, cats, srcs, src_dict[d], exp_dict[d])
+                except NoWorkFound as err:
+                    statuses[d].error_type, statuses[d].message = "NoWorkFound", str(err)
+                    continue
+                det_status.update(res.detector_status)
+                for p in dpaths.values():
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                write_psf_ap_corr_cat(res.psf_ap_corr_cat, dpaths["refit_psf_models_detector"], overwrite=True)
+                write_catalog(res.output_table, dpaths["refit_psf_star_detector"], overwrite=True)
+                models[d] = lambda p=dpaths["refit_psf_models_detector"]: read_psf_ap_corr_cat(p)
+                stars[d] = lambda p=dpaths["refit_psf_star_detector"]: read_catalog(p)
+            result = ConsolidateFinalizeCharacterizationDetectorTask().run(
+                psf_ap_corr_detector_dict=models, src_detector_table_dict=stars)
+            result.detector_status = det_status
+        else:
+            result = FinalizeCharacterizationTask(config.finalize).run(visit, band, cats, srcs, src_dict, exp_dict)
+        for p in paths.values():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        write_psf_ap_corr_cat(result.psf_ap_corr_cat, paths["refit_psf_models"], overwrite=True)
+        write_catalog(result.output_table, paths["refit_psf_star"], overwrite=True)
+        rows = {int(r["detector"]): r for r in result.psf_ap_corr_cat}
+        for d, ds in result.detector_status.items():
+            _detector_status(statuses[d], ds, rows.get(d))
+    except Exception as err:  # a visit-level failure: recorded on every detector of the visit
+        for st in statuses.values():
+            if st.error_type is None:
+                st.error_type, st.message = type(err).__name__, str(err)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    for st in statuses.values():
+        st.timings["visit_total"] = time.perf_counter() - t_all
+        st.peak_rss_mb = peak
+        repo.write_status(st)
+    return [statuses[d] for d in sorted(statuses)]
+
+
+def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1,
+                 config: FinalizeStepConfig | None = None, overwrite: bool = False, progress=None,
+                 executor=None) -> list[UnitStatus]:
+    """Associate (when the isolated-star tables are missing) and finalize every calibrated visit.
+
+    Returns the per-detector `UnitStatus` list in (visit, detector) order; visits run in parallel processes
+    with ``jobs > 1``, with the same bytes whatever ``jobs`` and ``per_detector``.
+    """
+    repo = Repository(root)
+    config = config or FinalizeStepConfig()
+    if not (repo.root / "isolated_star_association").is_dir():
+        run_associate(repo.root)
+    all_visits = sorted({v for v, _ in repo.data_ids()})
+    todo = all_visits if visits is None else [v for v in all_visits if v in set(visits)]
+    units = [(str(repo.root), v, config.model_dump_json(), per_detector, overwrite) for v in todo]
+    results = run_units(finalize_visit, units, jobs=jobs, executor=executor, progress=progress)
+    return [s for per_visit in results for s in per_visit]
+
+
+def summary_lines(statuses: list[UnitStatus]) -> list[str]:
+    """The per-detector summary: stars used and reserved, PSF size, ap-corr means, status."""
+    lines = [f"{'visit':>7} {'det':>4} {'status':<24} {'cand':>5} {'used':>5} {'resvd':>5} {'psfSigma':>8} "
+             f"{'apcorr Psf':>10} {'apcorr Gau':>10}"]
+    for s in statuses:
+        sm = s.summary or {}
+
+        def f(key, fmt):
+            v = sm.get(key)
+            return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+        state = sm.get("finalize_status") or ("ok" if s.ok else (s.error_type or "failed"))
+        lines.append(f"{s.visit:>7} {s.detector:>4} {state:<24} {f('n_matched', 'd'):>5} {f('n_used', 'd'):>5} "
+                     f"{f('n_reserved', 'd'):>5} {f('psf_sigma', '.4f'):>8} {f('apcorr_PsfFlux_mean', '.4f'):>10} "
+                     f"{f('apcorr_GaussianFlux_mean', '.4f'):>10}")
+        if not s.ok and s.message:
+            lines.append(f"{'':>13}{s.message[:200]}")
+    return lines

@@ -49,4 +49,9 @@ def _label(unit, result) -> str:
     """``visit V detector D: status`` for a `UnitStatus` result, else the unit."""
     if hasattr(result, "visit") and hasattr(result, "detector"):
         return f"visit {result.visit} detector {result.detector}: {getattr(result, 'status', '')}"
-    return str(unit)
+    if isinstance(result, list) and result and all(hasattr(r, "visit") for r in result):
+        n_ok = sum(getattr(r, "status", "") == "ok" for r in result)
+        return f"visit {result[0].visit}: {n_ok} of {len(result)} detectors ok"
+    if hasattr(result, "tract"):
+        return f"tract {result.tract}: {getattr(result, 'status', '')}"
+    return ""
