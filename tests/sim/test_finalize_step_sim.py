@@ -118,3 +118,49 @@ def test_rerun_skips_and_cli_summary(finalized, capsys):
     out = capsys.readouterr().out
     assert f"{len(statuses)} of {len(statuses)} detectors finalized" in out
     assert f"{statuses[0].visit:>7} {statuses[0].detector:>4} ok" in out
+
+
+def test_visit_summary_joins_refit_models_and_calibrations(finalized):
+    """issue 9, the visit summary: one row per detector (sorted) with the refit PSF and ap corr, the calibrate
+    WCS and PhotoCalib, summary statistics with the refit PSF; lossless round trip; a row lacking a
+    calibration is a typed upstream failure."""
+    from visitcal.io import read_exposure
+    from visitcal.pipeline.visit_summary_step import run_visit_summary
+    from visitcal.update_visit_summary import (UpstreamFailureNoWorkFound, calibrations_for, read_visit_summary,
+                                               write_visit_summary)
+    from visitcal.wcs import pixel_to_sky
+
+    root, statuses = finalized
+    repo = Repository(root)
+    paths = run_visit_summary(root)
+    assert len(paths) == len({s.visit for s in statuses})
+    for path in paths:
+        vs = read_visit_summary(path)
+        visit = int(vs["visit"][0])
+        models = read_psf_ap_corr_cat(root / "refit_psf_models" / f"refit_psf_models_{visit:06d}.fits")
+        assert list(vs["detector"]) == sorted(vs["detector"]) == list(models["detector"])
+        for row, model in zip(vs, models):
+            d = int(row["detector"])
+            exp = read_exposure(repo.dataset_path("preliminary_visit_image", visit, d, "fits"))
+            x, y = 500.3, 611.8
+            assert np.array_equal(row["psf"].compute_image(x, y), model["psf"].compute_image(x, y))
+            assert row["ap_corr_map"]["base_PsfFlux_instFlux"].evaluate(np.array([x]), np.array([y]))[0] == \
+                model["ap_corr_map"]["base_PsfFlux_instFlux"].evaluate(np.array([x]), np.array([y]))[0]
+            gx, gy = np.array([0.0, 1023.0, 400.5]), np.array([0.0, 1023.0, 77.25])
+            np.testing.assert_allclose(pixel_to_sky(row["wcs"], gx, gy), pixel_to_sky(exp.wcs, gx, gy), rtol=0,
+                                       atol=1e-12)
+            assert row["photo_calib"].calibration_mean == exp.photo_calib.calibration_mean
+            cx, cy = exp.bbox.center
+            assert row["psfSigma"] == pytest.approx(model["psf"].compute_shape(cx, cy).determinant_radius, rel=1e-12)
+            assert row["zeroPoint"] == pytest.approx(exp.summary_stats["zeroPoint"], abs=1e-12)
+            assert row["nPsfStar"] > 10 and len(row["raCorners"]) == 4
+            cal = calibrations_for(vs, d)
+            assert cal.psf is row["psf"] and cal.wcs is row["wcs"]
+        # a row without its PSF (a failed finalize fit): a typed failure naming it, after a round trip
+        vs["psf"][0] = None
+        write_visit_summary(vs, path.with_name(f"broken_{visit}.fits"))
+        broken = read_visit_summary(path.with_name(f"broken_{visit}.fits"))
+        with pytest.raises(UpstreamFailureNoWorkFound, match="no psf"):
+            calibrations_for(broken, int(broken["detector"][0]))
+        with pytest.raises(UpstreamFailureNoWorkFound, match="no row"):
+            calibrations_for(broken, 99)
