@@ -1,0 +1,206 @@
+"""`ReprocessVisitImageTask`: the final calibrated visit image and its source catalog (lsst-spec §5;
+DESIGN.md §3 for ``run()`` and the result names). Issue 9, first cut: what is built and what is not is listed
+below, and the issue-9 note says the same.
+
+Steps of `ReprocessVisitImageTask.run` (lsst-spec §5.3):
+
+1. snap combination (one or two snaps: images and variances summed, masks OR-ed, exposure time summed; more
+   than two snaps or snaps of different boxes are a `ValueError` naming them);
+2. the preliminary background subtracted (a background of another box is a `ValueError`);
+3. ``psf``, ``ap_corr_map``, ``wcs`` and ``photo_calib`` attached (from the visit summary);
+4. cosmic-ray repair with the PSF;
+5. `FindSourcesTask`: detection at 5 sigma (the background is not re-estimated), sky sources, deblending,
+   measurement, primary flags;
+6. the normalized calibration flux (apply only: ``base_NormalizedCompensatedTophatFlux`` = ``slot_CalibFlux``),
+   the aperture corrections, the flux-ratio extendedness recomputed on the corrected fluxes; ``visit`` and
+   ``detector`` columns;
+7. the cross-match to the calib sources (finalize's ``refit_psf_star``) within ``calib_match_radius`` =
+   0.2 arcsec — converted from arcseconds on the sky, not the radians/degrees slip of lsst-spec §7 — copying
+   ``calib_psf_candidate/used/reserved`` to each source's nearest calib source;
+8. summary statistics (`ComputeExposureSummaryStatsTask`, the fields it knows);
+9. the image and variance calibrated to nJy, an identity PhotoCalib, ``BUNIT = 'nJy'``; the catalog's
+   ``_flux`` / ``_fluxErr`` / ``_mag`` / ``_magErr`` columns from the PhotoCalib.
+
+Not yet built (issue 9): SPIKE planes from the preliminary mask, the sky-correction layer
+(``do_use_sky_corr``), the removal of an initial photometric calibration, local photo-calib / local WCS
+columns, the summary statistics that need the final images (PSF-star residual medians and scatters, magLim,
+effTime and its factors), the ``source_footprints`` / ``visit_image_background`` products and the
+``visitcal reprocess`` command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from astropy.table import Table
+from pydantic import BaseModel, ConfigDict, Field
+
+from .apply_ap_corr import ApplyApCorrConfig, ApplyApCorrTask, NormalizedCalibrationFluxConfig, NormalizedCalibrationFluxTask
+from .calibrate import _recompute_extendedness
+from .compute_exposure_summary_stats import ComputeExposureSummaryStatsConfig, ComputeExposureSummaryStatsTask
+from .cosmic_rays import RepairConfig, RepairTask
+from .find_sources import FindSourcesConfig, FindSourcesTask
+from .image import Exposure
+from .match_nearest import match_nearest_sky
+from .photocalib import PhotoCalib
+from .table import DetectorVisitIdGenerator
+
+__all__ = ["ReprocessVisitImageConfig", "ReprocessVisitImageResult", "ReprocessVisitImageTask", "combine_snaps"]
+
+#: Fields copied from the calib sources (LSST ``calib_source_fields_to_copy``).
+CALIB_SOURCE_FIELDS = ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")
+
+
+def combine_snaps(snaps) -> Exposure:
+    """Sum one or two snaps (see the module docstring, step 1).
+
+    Raises
+    ------
+    ValueError
+        No snap or more than two, or snaps of different boxes or mask planes.
+    """
+    # One definition: the calibrate step's, which this task's contract reuses.
+    from .pipeline.calibrate_step import combine_snaps as _combine
+
+    snaps = list(snaps)
+    if len(snaps) > 2:
+        raise ValueError(f"exposures: expected 1 or 2 snaps, got {len(snaps)}")
+    return _combine(snaps)
+
+
+def _apply_only() -> NormalizedCalibrationFluxConfig:
+    return NormalizedCalibrationFluxConfig(do_measure_ap_corr=False)
+
+
+class ReprocessVisitImageConfig(BaseModel):
+    """lsst-spec §5.2 defaults, snake_case."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    do_repair: bool = Field(True, description="repair cosmic rays")
+    repair: RepairConfig = Field(default_factory=RepairConfig, description="cosmic-ray repair")
+    find_sources: FindSourcesConfig = Field(default_factory=FindSourcesConfig,
+                                            description="detection (5 sigma), sky sources, deblending, measurement")
+    normalized_calibration_flux: NormalizedCalibrationFluxConfig = Field(
+        default_factory=_apply_only, description="the compensated-tophat normalisation, applied from the map")
+    apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="aperture corrections")
+    calib_match_radius: float = Field(0.2, gt=0, description="radius of the calib-source cross-match, arcsec")
+    do_calibrate_pixels: bool = Field(True, description="calibrate the image and variance to nJy")
+    compute_summary_stats: ComputeExposureSummaryStatsConfig = Field(
+        default_factory=ComputeExposureSummaryStatsConfig, description="summary statistics")
+
+
+@dataclasses.dataclass
+class ReprocessVisitImageResult:
+    """DESIGN.md §3: ``exposure`` (nJy, identity PhotoCalib), ``sources`` (the catalog), ``sources_footprints``
+    (aligned with ``sources``), ``background`` (the subtracted background)."""
+
+    exposure: Exposure
+    sources: Table
+    sources_footprints: list
+    background: object
+
+
+class ReprocessVisitImageTask:
+    """Reprocess one detector of a visit (see the module docstring)."""
+
+    ConfigClass = ReprocessVisitImageConfig
+    _DefaultName = "reprocessVisitImage"
+
+    def __init__(self, config: ReprocessVisitImageConfig | None = None):
+        self.config = config or ReprocessVisitImageConfig()
+        c = self.config
+        self.repair = RepairTask(c.repair)
+        self.find_sources = FindSourcesTask(c.find_sources)
+        self.normalized_calibration_flux = NormalizedCalibrationFluxTask(c.normalized_calibration_flux)
+        self.apply_ap_corr = ApplyApCorrTask(c.apply_ap_corr)
+        self.compute_summary_stats = ComputeExposureSummaryStatsTask(c.compute_summary_stats)
+
+    def run(self, *, exposures, initial_photo_calib=None, psf, background, ap_corr, photo_calib, wcs,
+            calib_sources: Table | None = None, id_generator: DetectorVisitIdGenerator | None = None,
+            result=None) -> ReprocessVisitImageResult:
+        """Reprocess the snaps of one detector.
+
+        Parameters
+        ----------
+        exposures : `Exposure` or sequence of one or two
+            The post-ISR snaps (counts).
+        initial_photo_calib : `PhotoCalib`, optional
+            Unused (LSST's ``remove_initial_photo_calib`` is off in DRP, lsst-spec §1).
+        psf, ap_corr, wcs, photo_calib
+            The detector's calibrations (`visitcal.update_visit_summary.calibrations_for`).
+        background : `BackgroundList`
+            The preliminary background, subtracted.
+        calib_sources : `astropy.table.Table`, optional
+            finalize's star table rows of this detector (``coord_ra``/``coord_dec`` in radians and the
+            ``calib_psf_*`` flags).
+        id_generator : `DetectorVisitIdGenerator`, optional
+        result : ignored (LSST's in-place result struct)
+
+        Raises
+        ------
+        ValueError
+            Bad snaps (count, boxes) or a background of another box; missing calibrations.
+        """
+        for name, value in (("psf", psf), ("ap_corr", ap_corr), ("photo_calib", photo_calib), ("wcs", wcs)):
+            if value is None:
+                raise ValueError(f"{name} is None: the detector's visit-summary row lacks it")
+        snaps = [exposures] if isinstance(exposures, Exposure) else list(exposures)
+        exposure = combine_snaps(snaps)
+        bg_image = background.get_image(np.float32, bbox=exposure.bbox) if background is not None else None
+        if bg_image is not None:
+            if bg_image.shape != exposure.image.shape:
+                raise ValueError(f"background: its image is {bg_image.shape}, the exposure {exposure.image.shape}")
+            exposure.image[...] -= bg_image
+        exposure.psf, exposure.ap_corr_map, exposure.wcs, exposure.photo_calib = psf, ap_corr, wcs, photo_calib
+        if self.config.do_repair:
+            self.repair.run(exposure, psf)
+        idg = id_generator or DetectorVisitIdGenerator(0, 0)
+        found = self.find_sources.run(exposure, id_generator=idg)
+        cat = found.sources
+        self.normalized_calibration_flux.run(exposure=exposure, catalog=cat)
+        cat = self.apply_ap_corr.run(cat, ap_corr)
+        _recompute_extendedness(cat)
+        n = len(cat)
+        cat["visit"] = np.full(n, idg.visit, np.int64)
+        cat["detector"] = np.full(n, idg.detector, np.int16)
+        self._match_calib_sources(cat, calib_sources)
+        stats = self.compute_summary_stats.run(exposure, calib_sources, background)
+        if self.config.do_calibrate_pixels:
+            cat = photo_calib.calibrate_catalog(cat)
+            exposure.masked_image = photo_calib.calibrate_image(exposure.masked_image)
+            exposure.photo_calib = PhotoCalib(1.0, 0.0, bbox=exposure.bbox)
+            exposure.metadata["BUNIT"] = "nJy"
+        exposure.summary_stats = stats
+        return ReprocessVisitImageResult(exposure=exposure, sources=cat, sources_footprints=found.footprints,
+                                         background=background)
+
+    def _match_calib_sources(self, cat: Table, calib: Table | None) -> None:
+        """Each source takes the flags of its nearest calib source within ``calib_match_radius`` arcsec (the
+        radius converted from arcsec on the sky; lsst-spec §7 notes an upstream unit slip)."""
+        n = len(cat)
+        for name in CALIB_SOURCE_FIELDS:
+            cat[name] = np.zeros(n, bool)
+        if calib is None or len(calib) == 0 or n == 0:
+            return
+        ra, dec = np.degrees(np.asarray(cat["coord_ra"], np.float64)), np.degrees(np.asarray(cat["coord_dec"], np.float64))
+        cra = np.degrees(np.asarray(calib["coord_ra"], np.float64))
+        cdec = np.degrees(np.asarray(calib["coord_dec"], np.float64))
+        ok = np.isfinite(ra) & np.isfinite(dec)
+        rows = np.flatnonzero(ok)
+        m = match_nearest_sky(ra[rows], dec[rows], cra, cdec, float(self.config.calib_match_radius))
+        first, second, _ = m.pairs()
+        for name in CALIB_SOURCE_FIELDS:
+            if name in calib.colnames:
+                col = np.asarray(cat[name]).copy()
+                col[rows[first]] = np.asarray(calib[name], bool)[second]
+                cat[name] = col
+
+
+def magnitude_offset_mmag(measured_njy, true_njy) -> float:
+    """Median of ``-2.5 log10(measured / true)`` in mmag (a helper of the tests and benches)."""
+    r = np.asarray(measured_njy, np.float64) / np.asarray(true_njy, np.float64)
+    r = r[np.isfinite(r) & (r > 0)]
+    return 1000.0 * float(np.median(-2.5 * np.log10(r))) if r.size else math.nan
