@@ -30,6 +30,10 @@ Subcommands available now:
     FinalizeCharacterization per visit (associating first when needed): ``refit_psf_models`` and
     ``refit_psf_star`` per visit, a per-detector summary.
 
+``visitcal reprocess REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite]``
+    ReprocessVisitImage per detector (first cut, issue 9): ``visit_image`` (nJy), ``source``,
+    ``source_footprints``, ``visit_image_background``.
+
 Exit codes: 0 success, 1 a file could not be read or written (or nothing to do), 2 bad arguments, 3 some
 detectors (or tracts) failed (each failure is recorded in ``REPO/provenance/<step>/``; the others' outputs
 are written).
@@ -240,6 +244,25 @@ def _cmd_finalize(args) -> int:
     return 3 if n_bad else 0
 
 
+def _cmd_reprocess(args) -> int:
+    from .pipeline.reprocess_step import run_reprocess, summary_lines
+    from .pipeline.repository import Repository
+
+    repo = Repository(args.repo)
+    if not (repo.root / "refit_psf_models").is_dir():
+        print(f"visitcal reprocess: error: no refit_psf_models under {repo.root} (run visitcal finalize first)",
+              file=sys.stderr)
+        return 1
+    statuses = run_reprocess(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
+                             overwrite=args.overwrite, progress=_Progress(unit="detectors"))
+    for line in summary_lines(statuses):
+        print(line)
+    n_bad = sum(not s.ok for s in statuses)
+    print(f"{len(statuses) - n_bad} of {len(statuses)} detectors reprocessed; provenance in "
+          f"{repo.root / 'provenance' / 'reprocess'}")
+    return 3 if n_bad else 0
+
+
 def _sim_config(parser, args):
     """The SimConfig of ``visitcal sim`` arguments; a bad value is a usage error (exit 2)."""
     from pydantic import ValidationError
@@ -331,6 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--overwrite", action="store_true", help="redo visits already finalized")
     fin.add_argument("--config", default=None, help="JSON file of a full FinalizeStepConfig")
     fin.set_defaults(func=_cmd_finalize)
+
+    rep = sub.add_parser("reprocess", help="the final calibrated visit images (nJy) and source catalogs",
+                         description="After visitcal finalize: the visit summaries (written when missing), then "
+                                     "ReprocessVisitImageTask per detector. Writes visit_image, source, "
+                                     "source_footprints and visit_image_background.")
+    rep.add_argument("repo", help="data repository, finalized (visitcal finalize)")
+    rep.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
+    rep.add_argument("--detectors", type=int, nargs="+", default=None, help="only these detectors")
+    rep.add_argument("-j", "--jobs", type=int, default=1, help="detectors run in parallel processes (default 1)")
+    rep.add_argument("--overwrite", action="store_true", help="redo detectors already reprocessed")
+    rep.set_defaults(func=_cmd_reprocess)
     return parser
 
 
@@ -356,6 +390,11 @@ def main(argv=None) -> int:
     elif args.command == "associate":
         if not Path(args.repo).is_dir():
             parser.error(f"repo {args.repo!r}: no such directory")
+    elif args.command == "reprocess":
+        if not Path(args.repo).is_dir():
+            parser.error(f"repo {args.repo!r}: no such directory")
+        if args.jobs < 1:
+            parser.error(f"-j/--jobs: must be >= 1, got {args.jobs}")
     elif args.command == "finalize":
         if not Path(args.repo).is_dir():
             parser.error(f"repo {args.repo!r}: no such directory")

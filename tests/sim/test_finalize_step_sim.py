@@ -221,3 +221,43 @@ def test_reprocess_visit_image_first_cut(finalized):
             exposures=[read_exposure(p) for p in repo.post_isr_snaps()[(v, d)]], **kw)
         back = cal.photo_calib.uncalibrate_image(r.exposure.masked_image)
         np.testing.assert_allclose(back.image, counts.exposure.image, rtol=1e-6, atol=1e-3)
+
+
+def test_reprocess_step_products_failures_and_rerun(calibrated, finalized, tmp_path, capsys):
+    """``visitcal reprocess``: products per detector; a detector whose visit-summary row lacks its PSF is an
+    UpstreamFailureNoWorkFound, the others unaffected; finished detectors skipped on a rerun."""
+    from visitcal.io import read_exposure
+    from visitcal.io.footprints import read_footprints
+    from visitcal.pipeline.reprocess_step import run_reprocess
+    from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
+    from visitcal.update_visit_summary import read_visit_summary, write_visit_summary
+
+    src_root, statuses = finalized
+    root = tmp_path / "repo"
+    shutil.copytree(src_root, root, symlinks=True)  # this test breaks a visit summary: its own copy
+    repo = Repository(root)
+    v = statuses[0].visit
+    run_visit_summary(root)
+    vs = read_visit_summary(visit_summary_path(repo, v))
+    broken_det = int(vs["detector"][0])
+    vs["psf"][0] = None
+    write_visit_summary(vs, visit_summary_path(repo, v), overwrite=True)  # newer than refit_psf_models: kept
+    out = run_reprocess(root, visits=[v])
+    by_det = {s.detector: s for s in out}
+    assert by_det[broken_det].error_type == "UpstreamFailureNoWorkFound" and "no psf" in by_det[broken_det].message
+    good = [s for s in out if s.detector != broken_det]
+    assert good and all(s.ok for s in good)
+    for s in good:
+        exp = read_exposure(repo.dataset_path("visit_image", v, s.detector, "fits"))
+        assert exp.metadata["BUNIT"] == "nJy"
+        src = read_catalog(repo.dataset_path("source", v, s.detector, "parquet"))
+        assert {"base_PsfFlux_flux", "base_PsfFlux_fluxErr", "base_PsfFlux_mag", "visit", "detector"} <= set(src.colnames)
+        ids, fps = read_footprints(repo.dataset_path("source_footprints", v, s.detector, "fits"))
+        assert list(ids) == list(src["id"])
+        assert repo.dataset_path("visit_image_background", v, s.detector, "fits").is_file()
+    assert not repo.dataset_path("visit_image", v, broken_det, "fits").exists()
+    path = repo.dataset_path("source", v, good[0].detector, "parquet")
+    before = path.stat().st_mtime_ns
+    assert main(["reprocess", str(root), "--visits", str(v)]) == 3  # the broken detector still fails
+    assert path.stat().st_mtime_ns == before
+    assert "UpstreamFailureNoWorkFound" in capsys.readouterr().out
