@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import numpy as np
 from astropy.table import Table
@@ -101,6 +102,7 @@ class ReprocessVisitImageResult:
     sources: Table
     sources_footprints: list
     background: object
+    timings: dict = dataclasses.field(default_factory=dict)
 
 
 class ReprocessVisitImageTask:
@@ -147,6 +149,14 @@ class ReprocessVisitImageTask:
         for name, value in (("psf", psf), ("ap_corr", ap_corr), ("photo_calib", photo_calib), ("wcs", wcs)):
             if value is None:
                 raise ValueError(f"{name} is None: the detector's visit-summary row lacks it")
+        timings: dict[str, float] = {}
+        clock = [time.perf_counter()]
+
+        def lap(stage):
+            now = time.perf_counter()
+            timings[stage] = timings.get(stage, 0.0) + now - clock[0]
+            clock[0] = now
+
         snaps = [exposures] if isinstance(exposures, Exposure) else list(exposures)
         exposure = combine_snaps(snaps)
         bg_image = background.get_image(np.float32, bbox=exposure.bbox) if background is not None else None
@@ -155,11 +165,14 @@ class ReprocessVisitImageTask:
                 raise ValueError(f"background: its image is {bg_image.shape}, the exposure {exposure.image.shape}")
             exposure.image[...] -= bg_image
         exposure.psf, exposure.ap_corr_map, exposure.wcs, exposure.photo_calib = psf, ap_corr, wcs, photo_calib
+        lap("snaps_and_background")
         if self.config.do_repair:
             self.repair.run(exposure, psf)
+        lap("repair")
         idg = id_generator or DetectorVisitIdGenerator(0, 0)
         found = self.find_sources.run(exposure, id_generator=idg)
         cat = found.sources
+        lap("find_sources")
         self.normalized_calibration_flux.run(exposure=exposure, catalog=cat)
         cat = self.apply_ap_corr.run(cat, ap_corr)
         _recompute_extendedness(cat)
@@ -167,15 +180,18 @@ class ReprocessVisitImageTask:
         cat["visit"] = np.full(n, idg.visit, np.int64)
         cat["detector"] = np.full(n, idg.detector, np.int16)
         self._match_calib_sources(cat, calib_sources)
+        lap("ap_corr_and_calib_match")
         stats = self.compute_summary_stats.run(exposure, calib_sources, background)
+        lap("summary_stats")
         if self.config.do_calibrate_pixels:
             cat = photo_calib.calibrate_catalog(cat)
             exposure.masked_image = photo_calib.calibrate_image(exposure.masked_image)
             exposure.photo_calib = PhotoCalib(1.0, 0.0, bbox=exposure.bbox)
             exposure.metadata["BUNIT"] = "nJy"
+        lap("calibrate_to_njy")
         exposure.summary_stats = stats
         return ReprocessVisitImageResult(exposure=exposure, sources=cat, sources_footprints=found.footprints,
-                                         background=background)
+                                         background=background, timings=timings)
 
     def _match_calib_sources(self, cat: Table, calib: Table | None) -> None:
         """Each source takes the flags of its nearest calib source within ``calib_match_radius`` arcsec (the
