@@ -16,14 +16,14 @@ Steps of `ReprocessVisitImageTask.run` (lsst-spec §5.3):
    ``detector`` columns;
 7. the cross-match to the calib sources (finalize's ``refit_psf_star``) within ``calib_match_radius`` =
    0.2 arcsec — converted from arcseconds on the sky, not the radians/degrees slip of lsst-spec §7 — copying
-   ``calib_psf_candidate/used/reserved`` to each source's nearest calib source;
+   ``calib_psf_candidate/used/reserved`` from each calib star to its nearest source; then
+   ``base_LocalPhotoCalib(Err)`` and ``base_LocalWcs_CDMatrix_*`` (radians per pixel) at each centroid;
 8. summary statistics (`ComputeExposureSummaryStatsTask`, the fields it knows);
 9. the image and variance calibrated to nJy, an identity PhotoCalib, ``BUNIT = 'nJy'``; the catalog's
    ``_flux`` / ``_fluxErr`` / ``_mag`` / ``_magErr`` columns from the PhotoCalib.
 
 Not yet built (issue 9): SPIKE planes from the preliminary mask, the sky-correction layer
-(``do_use_sky_corr``), the removal of an initial photometric calibration, local photo-calib / local WCS
-columns, the summary statistics that need the final images (PSF-star residual medians and scatters, magLim,
+(``do_use_sky_corr``), the removal of an initial photometric calibration, the summary statistics that need the final images (PSF-star residual medians and scatters, magLim,
 effTime and its factors), the ``source_footprints`` / ``visit_image_background`` products and the
 ``visitcal reprocess`` command.
 """
@@ -180,13 +180,14 @@ class ReprocessVisitImageTask:
         cat["visit"] = np.full(n, idg.visit, np.int64)
         cat["detector"] = np.full(n, idg.detector, np.int16)
         self._match_calib_sources(cat, calib_sources)
+        _post_calculations(cat, photo_calib, wcs)
         lap("ap_corr_and_calib_match")
         stats = self.compute_summary_stats.run(exposure, calib_sources, background)
         lap("summary_stats")
         if self.config.do_calibrate_pixels:
             cat = photo_calib.calibrate_catalog(cat)
             exposure.masked_image = photo_calib.calibrate_image(exposure.masked_image)
-            exposure.photo_calib = PhotoCalib(1.0, 0.0, bbox=exposure.bbox)
+            exposure.photo_calib = PhotoCalib(1.0, photo_calib.calibration_err, bbox=exposure.bbox)
             exposure.metadata["BUNIT"] = "nJy"
         lap("calibrate_to_njy")
         exposure.summary_stats = stats
@@ -194,25 +195,51 @@ class ReprocessVisitImageTask:
                                          background=background, timings=timings)
 
     def _match_calib_sources(self, cat: Table, calib: Table | None) -> None:
-        """Each source takes the flags of its nearest calib source within ``calib_match_radius`` arcsec (the
-        radius converted from arcsec on the sky; lsst-spec §7 notes an upstream unit slip)."""
+        """lsst-spec §5.3 step 8: each calib star's nearest new source within ``calib_match_radius`` arcsec
+        (converted on the sky, not lsst-spec §7's degrees slip) takes its ``calib_psf_*`` flags; every other
+        source has them False, as the placeholders ``calib_photometry_used/reserved`` and
+        ``calib_astrometry_used/reserved`` always are."""
         n = len(cat)
-        for name in CALIB_SOURCE_FIELDS:
+        for name in CALIB_SOURCE_FIELDS + ("calib_photometry_used", "calib_photometry_reserved",
+                                           "calib_astrometry_used", "calib_astrometry_reserved"):
             cat[name] = np.zeros(n, bool)
         if calib is None or len(calib) == 0 or n == 0:
             return
         ra, dec = np.degrees(np.asarray(cat["coord_ra"], np.float64)), np.degrees(np.asarray(cat["coord_dec"], np.float64))
         cra = np.degrees(np.asarray(calib["coord_ra"], np.float64))
         cdec = np.degrees(np.asarray(calib["coord_dec"], np.float64))
-        ok = np.isfinite(ra) & np.isfinite(dec)
-        rows = np.flatnonzero(ok)
-        m = match_nearest_sky(ra[rows], dec[rows], cra, cdec, float(self.config.calib_match_radius))
+        rows = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
+        ok = np.flatnonzero(np.isfinite(cra) & np.isfinite(cdec))
+        m = match_nearest_sky(cra[ok], cdec[ok], ra[rows], dec[rows], float(self.config.calib_match_radius))
         first, second, _ = m.pairs()
         for name in CALIB_SOURCE_FIELDS:
             if name in calib.colnames:
                 col = np.asarray(cat[name]).copy()
-                col[rows[first]] = np.asarray(calib[name], bool)[second]
+                col[rows[second]] = np.asarray(calib[name], bool)[ok[first]]
                 cat[name] = col
+
+
+def _post_calculations(cat: Table, photo_calib, wcs) -> None:
+    """lsst-spec §5.3 step 9: ``base_LocalPhotoCalib`` (nJy per count at the centroid) and its error, and
+    ``base_LocalWcs_CDMatrix_{1,2}_{1,2}`` (the local linear WCS at the centroid, radians per pixel)."""
+    from .source_selector import resolve_column
+    from .wcs import local_cd_matrix
+
+    x = np.asarray(cat[resolve_column(cat, "slot_Centroid_x")], np.float64)
+    y = np.asarray(cat[resolve_column(cat, "slot_Centroid_y")], np.float64)
+    n = len(cat)
+    ok = np.isfinite(x) & np.isfinite(y)
+    local = np.full(n, np.nan)
+    if ok.any():
+        local[ok] = photo_calib.local_calibration(x[ok], y[ok])
+    cat["base_LocalPhotoCalib"] = local
+    cat["base_LocalPhotoCalibErr"] = np.where(ok, photo_calib.calibration_err, np.nan)
+    cd = np.full((n, 2, 2), np.nan)
+    if ok.any():
+        cd[ok] = np.radians(local_cd_matrix(wcs, x[ok], y[ok]))
+    for i in range(2):
+        for j in range(2):
+            cat[f"base_LocalWcs_CDMatrix_{i + 1}_{j + 1}"] = cd[:, i, j]
 
 
 def magnitude_offset_mmag(measured_njy, true_njy) -> float:

@@ -9,22 +9,43 @@ from visitcal.reprocess_visit_image import ReprocessVisitImageTask
 
 
 def test_calib_match_radius_is_arcsec_on_the_sky():
-    ra0, dec0 = 1.0, np.radians(-60.0)  # high declination: an RA offset is scaled by cos(dec) on the sky
+    """Five sources 10" apart, each with a calib star offset on the sky by 0.1" (RA), 0.3" (RA), 0.19" (Dec),
+    0.25" (Dec), 0.15" (RA). At Dec -60, 0.15" of sky is 0.3" of RA coordinate: a radius applied to the
+    coordinates instead of the sky would miss it."""
+    ra0, dec0 = 1.0, np.radians(-60.0)
     arcsec = np.radians(1 / 3600)
-    calib = Table({"coord_ra": [ra0], "coord_dec": [dec0], "calib_psf_candidate": [True],
-                   "calib_psf_used": [True], "calib_psf_reserved": [False]})
-    # offsets on the sky: 0.1" in RA, 0.3" in RA, 0.19" in Dec, 0.25" in Dec, 0.15" in RA (0.3 deg of RA
-    # coordinate would be wrong by cos(dec) = 0.5: 0.15" of sky is 0.3" of RA coordinate here)
-    d_ra = np.array([0.1, 0.3, 0.0, 0.0, 0.15]) * arcsec / np.cos(dec0)
+    dec_src = dec0 + 10 * arcsec * np.arange(5)
+    src = Table({"coord_ra": np.full(5, ra0), "coord_dec": dec_src})
+    d_ra = np.array([0.1, 0.3, 0.0, 0.0, 0.15]) * arcsec / np.cos(dec_src)
     d_dec = np.array([0.0, 0.0, 0.19, 0.25, 0.0]) * arcsec
-    src = Table({"coord_ra": ra0 + d_ra, "coord_dec": dec0 + d_dec})
+    calib = Table({"coord_ra": ra0 + d_ra, "coord_dec": dec_src + d_dec, "calib_psf_candidate": [True] * 5,
+                   "calib_psf_used": [True, True, True, True, False], "calib_psf_reserved": [False] * 4 + [True]})
     ReprocessVisitImageTask()._match_calib_sources(src, calib)
-    assert list(src["calib_psf_used"]) == [True, False, True, False, True]
     assert list(src["calib_psf_candidate"]) == [True, False, True, False, True]
-    assert not src["calib_psf_reserved"].any()
+    assert list(src["calib_psf_used"]) == [True, False, True, False, False]
+    assert list(src["calib_psf_reserved"]) == [False, False, False, False, True]
+    assert not src["calib_photometry_used"].any() and not src["calib_astrometry_used"].any()
 
 
 def test_no_calib_sources_gives_false_flags():
     src = Table({"coord_ra": [1.0], "coord_dec": [0.5]})
     ReprocessVisitImageTask()._match_calib_sources(src, None)
     assert not src["calib_psf_used"][0] and not src["calib_psf_reserved"][0]
+
+
+def test_local_photo_calib_and_wcs_columns():
+    from visitcal.photocalib import PhotoCalib
+    from visitcal.reprocess_visit_image import _post_calculations
+    from visitcal.wcs import make_tan_sip_wcs
+
+    scale = 0.2 / 3600
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    wcs = make_tan_sip_wcs((100.0, 200.0), (150.0, 10.0), scale * np.array([[-c, s], [s, c]]))
+    cat = Table({"base_SdssCentroid_x": [100.0, 300.0, np.nan], "base_SdssCentroid_y": [200.0, 50.0, 1.0]})
+    cat.meta["slots"] = {"Centroid": "base_SdssCentroid"}
+    _post_calculations(cat, PhotoCalib(57.5, 0.3), wcs)
+    assert list(cat["base_LocalPhotoCalib"][:2]) == [57.5, 57.5] and np.isnan(cat["base_LocalPhotoCalib"][2])
+    assert cat["base_LocalPhotoCalibErr"][0] == 0.3
+    # at the reference pixel the local CD matrix is the WCS's CD, in radians
+    np.testing.assert_allclose([[cat[f"base_LocalWcs_CDMatrix_{i}_{j}"][0] for j in (1, 2)] for i in (1, 2)],
+                               np.radians(scale * np.array([[-c, s], [s, c]])), rtol=1e-6)
