@@ -53,6 +53,49 @@ def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask
     return float(mean), float(std)
 
 
+def _mad_scatter(v: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else math.nan
+
+
+def psf_star_residual_stats(sources) -> dict:
+    """lsst-spec §5.10, the PSF-star fields: over the ``calib_psf_used`` stars with 50 < S/N < 1000 on
+    ``slot_PsfFlux`` and neither ``slot_Shape_flag`` nor ``slot_PsfFlux_flag``, with e1 = (xx - yy)/(xx + yy),
+    e2 = 2 xy/(xx + yy), size = sqrt((xx + yy)/2) of ``slot_Shape`` (star) and ``slot_PsfShape`` (model):
+    medians and MAD scatters (x 1.4826) of the star - model differences, and the size scatter over the
+    median star size. Empty when the catalog lacks the columns."""
+    from .source_selector import resolve_column
+
+    try:
+        col = {k: np.asarray(sources[resolve_column(sources, n)], np.float64) for k, n in (
+            ("xx", "slot_Shape_xx"), ("yy", "slot_Shape_yy"), ("xy", "slot_Shape_xy"),
+            ("pxx", "slot_PsfShape_xx"), ("pyy", "slot_PsfShape_yy"), ("pxy", "slot_PsfShape_xy"),
+            ("flux", "slot_PsfFlux_instFlux"), ("err", "slot_PsfFlux_instFluxErr"))}
+        used = np.asarray(sources["calib_psf_used"], bool)
+    except KeyError:
+        return {}
+    sel = used.copy()
+    for flag in ("slot_Shape_flag", "slot_PsfFlux_flag"):
+        try:
+            sel &= ~np.asarray(sources[resolve_column(sources, flag)], bool)
+        except KeyError:
+            pass
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = col["flux"] / col["err"]
+        sel &= (snr > 50) & (snr < 1000)
+        t, pt = col["xx"] + col["yy"], col["pxx"] + col["pyy"]
+        e1, e2, size = (col["xx"] - col["yy"]) / t, 2 * col["xy"] / t, np.sqrt(t / 2)
+        pe1, pe2, psize = (col["pxx"] - col["pyy"]) / pt, 2 * col["pxy"] / pt, np.sqrt(pt / 2)
+    sel &= np.isfinite(e1) & np.isfinite(e2) & np.isfinite(size) & np.isfinite(pe1) & np.isfinite(psize)
+    d1, d2, ds = (e1 - pe1)[sel], (e2 - pe2)[sel], (size - psize)[sel]
+    nan = math.nan
+    return {"psfStarDeltaE1Median": float(np.median(d1)) if d1.size else nan,
+            "psfStarDeltaE2Median": float(np.median(d2)) if d2.size else nan,
+            "psfStarDeltaE1Scatter": _mad_scatter(d1), "psfStarDeltaE2Scatter": _mad_scatter(d2),
+            "psfStarDeltaSizeMedian": float(np.median(ds)) if ds.size else nan,
+            "psfStarDeltaSizeScatter": _mad_scatter(ds),
+            "psfStarScaledDeltaSizeScatter": _mad_scatter(ds) / float(np.median(size[sel])) if ds.size else nan}
+
+
 class ComputeExposureSummaryStatsTask:
     """Summary statistics of a calibrated exposure (see the module docstring)."""
 
@@ -90,6 +133,8 @@ class ComputeExposureSummaryStatsTask:
             for key in ("psfSigma", "psfIxx", "psfIyy", "psfIxy", "psfArea"):
                 s[key] = math.nan
         s["nPsfStar"] = int(np.sum(sources["calib_psf_used"])) if sources is not None and "calib_psf_used" in sources.colnames else 0
+        if sources is not None:
+            s.update(psf_star_residual_stats(sources))
         pc = exposure.photo_calib
         s["zeroPoint"] = float(2.5 * math.log10(pc.instflux_at_zero_magnitude)) if pc is not None else math.nan
         s["skyBg"] = float(sky_bg(background)) if background is not None else math.nan

@@ -182,7 +182,7 @@ class ReprocessVisitImageTask:
         self._match_calib_sources(cat, calib_sources)
         _post_calculations(cat, photo_calib, wcs)
         lap("ap_corr_and_calib_match")
-        stats = self.compute_summary_stats.run(exposure, calib_sources, background)
+        stats = self.compute_summary_stats.run(exposure, cat, background)
         lap("summary_stats")
         if self.config.do_calibrate_pixels:
             cat = photo_calib.calibrate_catalog(cat)

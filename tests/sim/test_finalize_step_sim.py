@@ -216,6 +216,16 @@ def test_reprocess_visit_image_first_cut(finalized):
         reserved = np.asarray(kw["calib_sources"]["calib_psf_reserved"]).sum()
         assert reserved > 0 and np.asarray(s["calib_psf_reserved"]).sum() >= 0.99 * reserved
         assert r.exposure.metadata["BUNIT"] == "nJy" and r.exposure.photo_calib.calibration_mean == 1.0
+        # summary statistics against values computed here from the truth
+        st = r.exposure.summary_stats
+        cx, cy = r.exposure.bbox.center
+        assert st["psfSigma"] == pytest.approx(sim.true_psf(v, d).compute_shape(cx, cy).determinant_radius, rel=0.01)
+        true_sky = sum(sim.true_background(v, d, k).mean() for k in range(len(snaps)))  # ADU, snaps summed
+        assert st["skyBg"] == pytest.approx(true_sky, rel=0.01)
+        true_zp = 2.5 * np.log10(sim.true_photo_calib(v, d).instflux_at_zero_magnitude)
+        assert abs(st["zeroPoint"] - true_zp) < 0.03  # the 12-px aperture's zero point: -18 to -24 mmag off total
+        assert abs(st["psfStarDeltaE1Median"]) < 5e-3 and abs(st["psfStarDeltaE2Median"]) < 5e-3
+        assert st["psfStarScaledDeltaSizeScatter"] < 0.03
         # the nJy image times the inverse calibration is the counts image
         counts = ReprocessVisitImageTask(ReprocessVisitImageConfig(do_calibrate_pixels=False)).run(
             exposures=[read_exposure(p) for p in repo.post_isr_snaps()[(v, d)]], **kw)

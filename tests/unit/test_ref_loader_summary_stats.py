@@ -109,3 +109,29 @@ def test_summary_stats_of_a_gaussian_psf_exposure():
     assert s["raCorners"][0] == pytest.approx(ra[0], abs=1e-12) and s["decCorners"][0] == pytest.approx(dec[0], abs=1e-12)
     assert s["zeroPoint"] == pytest.approx(zp, abs=1e-9)
     json.dumps(s)  # plain numbers: storable in provenance
+
+
+def test_psf_star_residual_statistics_against_a_direct_computation():
+    from visitcal.compute_exposure_summary_stats import psf_star_residual_stats
+
+    rng = np.random.default_rng(4)
+    n = 300
+    xx, yy, xy = rng.uniform(3.5, 4.5, n), rng.uniform(3.5, 4.5, n), rng.normal(0, 0.2, n)
+    pxx, pyy, pxy = xx * (1 + rng.normal(0, 0.01, n)), yy * (1 + rng.normal(0, 0.01, n)), xy + rng.normal(0, 0.01, n)
+    flux = rng.uniform(1e3, 1e6, n)
+    err = flux / rng.uniform(10, 2000, n)
+    used = rng.random(n) < 0.7
+    cat = Table({"base_SdssShape_xx": xx, "base_SdssShape_yy": yy, "base_SdssShape_xy": xy,
+                 "base_SdssShape_psf_xx": pxx, "base_SdssShape_psf_yy": pyy, "base_SdssShape_psf_xy": pxy,
+                 "base_PsfFlux_instFlux": flux, "base_PsfFlux_instFluxErr": err, "calib_psf_used": used,
+                 "base_SdssShape_flag": np.zeros(n, bool), "base_PsfFlux_flag": np.arange(n) == 3})
+    cat.meta["slots"] = {"Shape": "base_SdssShape", "PsfShape": "base_SdssShape_psf", "PsfFlux": "base_PsfFlux"}
+    s = psf_star_residual_stats(cat)
+    sel = used & (flux / err > 50) & (flux / err < 1000) & (np.arange(n) != 3)
+    d1 = ((xx - yy) / (xx + yy) - (pxx - pyy) / (pxx + pyy))[sel]
+    ds = (np.sqrt((xx + yy) / 2) - np.sqrt((pxx + pyy) / 2))[sel]
+    assert s["psfStarDeltaE1Median"] == pytest.approx(np.median(d1), abs=1e-15)
+    assert s["psfStarDeltaE1Scatter"] == pytest.approx(1.4826 * np.median(np.abs(d1 - np.median(d1))), rel=1e-12)
+    assert s["psfStarScaledDeltaSizeScatter"] == pytest.approx(
+        1.4826 * np.median(np.abs(ds - np.median(ds))) / np.median(np.sqrt((xx + yy) / 2)[sel]), rel=1e-12)
+    assert psf_star_residual_stats(Table({"x": [1.0]})) == {}
