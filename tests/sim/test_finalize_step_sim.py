@@ -271,3 +271,57 @@ def test_reprocess_step_products_failures_and_rerun(calibrated, finalized, tmp_p
     assert main(["reprocess", str(root), "--visits", str(v)]) == 3  # the broken detector still fails
     assert path.stat().st_mtime_ns == before
     assert "UpstreamFailureNoWorkFound" in capsys.readouterr().out
+
+
+def test_two_snaps_match_one_snap_of_double_exposure(finalized, tmp_path):
+    """The same scene simulated as two 30-s snaps: reprocessed with the one-snap repository's calibrations, its
+    stars' fluxes agree with the one 60-s snap's within their noise, and the exposure time is the sum."""
+    from visitcal.io import read_exposure
+    from visitcal.match_nearest import match_nearest
+    from visitcal.pipeline.visit_summary_step import _read_background, run_visit_summary, visit_summary_path
+    from visitcal.reprocess_visit_image import ReprocessVisitImageTask
+    from visitcal.sim import SimRepository
+    from visitcal.table import DetectorVisitIdGenerator
+    from visitcal.update_visit_summary import calibrations_for, read_visit_summary
+
+    root, statuses = finalized
+    two_root = tmp_path / "two"
+    simulate(FIN.model_copy(update={"n_snaps": 2}), two_root)
+    repo, two = Repository(root), Repository(two_root)
+    sim = SimRepository(root)
+    v, d = statuses[0].visit, statuses[0].detector
+    run_visit_summary(root)
+    cal = calibrations_for(read_visit_summary(visit_summary_path(repo, v)), d)
+    bg = _read_background(repo.dataset_path("preliminary_visit_image_background", v, d, "fits"))
+
+    def reprocess(r):
+        snaps = [read_exposure(p) for p in r.post_isr_snaps()[(v, d)]]
+        return len(snaps), ReprocessVisitImageTask().run(
+            exposures=snaps, psf=cal.psf, background=bg, ap_corr=cal.ap_corr_map, photo_calib=cal.photo_calib,
+            wcs=cal.wcs, id_generator=DetectorVisitIdGenerator(v, d))
+
+    (n1, a), (n2, b) = reprocess(repo), reprocess(two)
+    assert (n1, n2) == (1, 2)
+    assert b.exposure.visit_info.exposure_time == pytest.approx(a.exposure.visit_info.exposure_time)
+    obj = sim.objects(v, d)
+    obj = obj[obj["is_star"] & ~obj["saturated"]]
+    fluxes = []
+    for r in (a, b):
+        s = r.sources
+        x, y = np.asarray(s["base_SdssCentroid_x"]), np.asarray(s["base_SdssCentroid_y"])
+        m = match_nearest(np.asarray(obj["x"], float), np.asarray(obj["y"], float), x, y, 1.0)
+        ok = m.index >= 0
+        f = np.full(len(obj), np.nan)
+        e = np.full(len(obj), np.nan)
+        keep = ok.copy()
+        keep[ok] &= (np.asarray(s["deblend_nChild"])[m.index[ok]] == 0) & (np.asarray(s["parent"])[m.index[ok]] == 0)
+        f[keep] = np.asarray(s["base_PsfFlux_flux"])[m.index[keep]]
+        e[keep] = np.asarray(s["base_PsfFlux_fluxErr"])[m.index[keep]]
+        fluxes.append((f, e))
+    (fa, ea), (fb, eb) = fluxes
+    both = np.isfinite(fa) & np.isfinite(fb) & (fa / ea > 20)
+    pull = (fb - fa)[both] / np.hypot(ea, eb)[both]
+    width = 1.4826 * np.median(np.abs(pull - np.median(pull)))
+    assert both.sum() > 30
+    assert abs(np.median(pull)) < 3 * width / np.sqrt(both.sum()) + 0.1  # no offset beyond noise
+    assert 0.6 < width < 1.4  # differences consistent with the two images' independent noise
