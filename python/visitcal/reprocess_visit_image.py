@@ -159,11 +159,12 @@ class ReprocessVisitImageTask:
 
         snaps = [exposures] if isinstance(exposures, Exposure) else list(exposures)
         exposure = combine_snaps(snaps)
-        bg_image = background.get_image(np.float32, bbox=exposure.bbox) if background is not None else None
-        if bg_image is not None:
-            if bg_image.shape != exposure.image.shape:
-                raise ValueError(f"background: its image is {bg_image.shape}, the exposure {exposure.image.shape}")
-            exposure.image[...] -= bg_image
+        if background is not None:
+            for k, layer in enumerate(background):
+                if layer.bbox != exposure.bbox:
+                    raise ValueError(f"background: layer {k} was fitted on {layer.bbox!r}, the exposure is "
+                                     f"{exposure.bbox!r}")
+            exposure.image[...] -= background.get_image(np.float32, bbox=exposure.bbox)
         exposure.psf, exposure.ap_corr_map, exposure.wcs, exposure.photo_calib = psf, ap_corr, wcs, photo_calib
         lap("snaps_and_background")
         if self.config.do_repair:

@@ -49,3 +49,32 @@ def test_local_photo_calib_and_wcs_columns():
     # at the reference pixel the local CD matrix is the WCS's CD, in radians
     np.testing.assert_allclose([[cat[f"base_LocalWcs_CDMatrix_{i}_{j}"][0] for j in (1, 2)] for i in (1, 2)],
                                np.radians(scale * np.array([[-c, s], [s, c]])), rtol=1e-6)
+
+
+def test_bad_inputs_are_clear_errors():
+    import pytest
+    from visitcal.background import BackgroundConfig, BackgroundList, make_background
+    from visitcal.image import Exposure
+    from visitcal.photocalib import PhotoCalib
+    from visitcal.psf import GaussianPsf
+    from visitcal.wcs import make_tan_sip_wcs
+
+    rng = np.random.default_rng(1)
+
+    def snap(shape=(128, 128)):
+        return Exposure.from_arrays(rng.normal(100, 5, shape).astype(np.float32), None,
+                                    np.full(shape, 25, np.float32))
+
+    bg = BackgroundList([make_background(snap().masked_image, BackgroundConfig(bin_size=64))])
+    kw = dict(psf=GaussianPsf(1.5), ap_corr={}, photo_calib=PhotoCalib(10.0), background=bg,
+              wcs=make_tan_sip_wcs((64, 64), (10.0, 0.0), np.diag([-5e-5, 5e-5])))
+    task = ReprocessVisitImageTask()
+    with pytest.raises(ValueError, match="1 or 2 snaps, got 3"):
+        task.run(exposures=[snap(), snap(), snap()], **kw)
+    with pytest.raises(ValueError, match="differ in shape"):
+        task.run(exposures=[snap(), snap((128, 120))], **kw)
+    other = BackgroundList([make_background(snap((96, 128)).masked_image, BackgroundConfig(bin_size=64))])
+    with pytest.raises(ValueError, match="background: layer 0 was fitted on"):
+        task.run(exposures=[snap()], **{**kw, "background": other})
+    with pytest.raises(ValueError, match="psf is None"):
+        task.run(exposures=[snap()], **{**kw, "psf": None})
