@@ -23,7 +23,7 @@ Steps of `ReprocessVisitImageTask.run` (lsst-spec §5.3):
    ``_flux`` / ``_fluxErr`` / ``_mag`` / ``_magErr`` columns from the PhotoCalib.
 
 Not yet built (issue 9): SPIKE planes from the preliminary mask, the sky-correction layer
-(``do_use_sky_corr``), the removal of an initial photometric calibration, the summary statistics that need the final images (PSF-star residual medians and scatters, magLim,
+(``do_use_sky_corr``), the summary statistics that need the final images (PSF-star residual medians and scatters, magLim,
 effTime and its factors), the ``source_footprints`` / ``visit_image_background`` products and the
 ``visitcal reprocess`` command.
 """
@@ -88,6 +88,9 @@ class ReprocessVisitImageConfig(BaseModel):
         default_factory=_apply_only, description="the compensated-tophat normalisation, applied from the map")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="aperture corrections")
     calib_match_radius: float = Field(0.2, gt=0, description="radius of the calib-source cross-match, arcsec")
+    remove_initial_photo_calib: bool = Field(False, description="the snaps and the background are in the units of "
+                                             "initial_photo_calib (nJy): subtract the background there, then divide "
+                                             "by its mean back to counts (lsst-spec §5.3 steps 4-6; off in DRP)")
     do_calibrate_pixels: bool = Field(True, description="calibrate the image and variance to nJy")
     compute_summary_stats: ComputeExposureSummaryStatsConfig = Field(
         default_factory=ComputeExposureSummaryStatsConfig, description="summary statistics")
@@ -130,7 +133,7 @@ class ReprocessVisitImageTask:
         exposures : `Exposure` or sequence of one or two
             The post-ISR snaps (counts).
         initial_photo_calib : `PhotoCalib`, optional
-            Unused (LSST's ``remove_initial_photo_calib`` is off in DRP, lsst-spec §1).
+            With ``remove_initial_photo_calib``: the calibration the snaps and background carry.
         psf, ap_corr, wcs, photo_calib
             The detector's calibrations (`visitcal.update_visit_summary.calibrations_for`).
         background : `BackgroundList`
@@ -159,12 +162,21 @@ class ReprocessVisitImageTask:
 
         snaps = [exposures] if isinstance(exposures, Exposure) else list(exposures)
         exposure = combine_snaps(snaps)
+        if self.config.remove_initial_photo_calib:
+            # lsst-spec §5.3 steps 4 and 6: the background is in the initial calibration's units; subtract it
+            # there, then divide by the initial calibration's mean to return to counts.
+            if initial_photo_calib is None:
+                raise ValueError("remove_initial_photo_calib is set but initial_photo_calib is None")
         if background is not None:
             for k, layer in enumerate(background):
                 if layer.bbox != exposure.bbox:
                     raise ValueError(f"background: layer {k} was fitted on {layer.bbox!r}, the exposure is "
                                      f"{exposure.bbox!r}")
             exposure.image[...] -= background.get_image(np.float32, bbox=exposure.bbox)
+        if self.config.remove_initial_photo_calib:
+            mean = float(initial_photo_calib.calibration_mean)
+            exposure.image[...] /= np.float32(mean)
+            exposure.variance[...] /= np.float32(mean * mean)
         exposure.psf, exposure.ap_corr_map, exposure.wcs, exposure.photo_calib = psf, ap_corr, wcs, photo_calib
         lap("snaps_and_background")
         if self.config.do_repair:

@@ -78,3 +78,34 @@ def test_bad_inputs_are_clear_errors():
         task.run(exposures=[snap()], **{**kw, "background": other})
     with pytest.raises(ValueError, match="psf is None"):
         task.run(exposures=[snap()], **{**kw, "psf": None})
+
+
+def test_remove_initial_photo_calib_returns_to_counts():
+    """Snaps and background in the units of an initial calibration c: with remove_initial_photo_calib the
+    counts-space image is the one of the uncalibrated inputs (lsst-spec §5.3 steps 4-6)."""
+    from visitcal.apcorr import ApCorrMap
+    from visitcal.background import BackgroundConfig, BackgroundList, make_background
+    from visitcal.image import Exposure
+    from visitcal.photocalib import PhotoCalib
+    from visitcal.psf import GaussianPsf
+    from visitcal.reprocess_visit_image import ReprocessVisitImageConfig
+    from visitcal.wcs import make_tan_sip_wcs
+
+    rng = np.random.default_rng(2)
+    counts = rng.normal(100, 5, (96, 96)).astype(np.float32)
+    c = 4.0  # a power of two: exact in float32
+    bg_counts = BackgroundList([make_background(Exposure.from_arrays(counts, None, np.full_like(counts, 25)).masked_image,
+                                                BackgroundConfig(bin_size=32))])
+    bg_njy = BackgroundList([make_background(Exposure.from_arrays(counts * c, None, np.full_like(counts, 25 * c * c))
+                                             .masked_image, BackgroundConfig(bin_size=32))])
+    kw = dict(psf=GaussianPsf(1.5), ap_corr=ApCorrMap(), photo_calib=PhotoCalib(10.0),
+              wcs=make_tan_sip_wcs((48, 48), (10.0, 0.0), np.diag([-5e-5, 5e-5])))
+    cfg = ReprocessVisitImageConfig(do_calibrate_pixels=False, do_repair=False)
+    # the task works in place on its snaps (as LSST's): each run gets its own arrays
+    a = ReprocessVisitImageTask(cfg).run(exposures=[Exposure.from_arrays(counts.copy(), None, np.full_like(counts, 25))],
+                                         background=bg_counts, **kw)
+    b = ReprocessVisitImageTask(cfg.model_copy(update={"remove_initial_photo_calib": True})).run(
+        exposures=[Exposure.from_arrays(counts * c, None, np.full_like(counts, 25 * c * c))], background=bg_njy,
+        initial_photo_calib=PhotoCalib(c), **kw)
+    np.testing.assert_allclose(b.exposure.image, a.exposure.image, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(b.exposure.variance, a.exposure.variance, rtol=1e-6)
