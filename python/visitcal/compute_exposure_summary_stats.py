@@ -32,6 +32,14 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
     clip_iter: int = Field(2, ge=1, description="clipping iterations")
     bad_mask_planes: list[str] = Field(default_factory=lambda: ["NO_DATA", "SUSPECT"],
                                        description="pixels excluded from skyNoise and meanVar")
+    psf_sampling: int = Field(8, ge=1, description="grid step (px) of maxDistToNearestPsf")
+    psf_grid_sampling: int = Field(96, ge=1, description="grid step (px) of the PSF grid metrics")
+    min_psf_ap_radius_pix: float = Field(2.0, gt=0, description="smallest radius of psfApFluxDelta's aperture")
+    psf_ap_corr_field_name: str = Field("base_PsfFlux_instFlux", description="ap-corr entry of "
+                                        "psfApCorrSigmaScaledDelta")
+    psf_bad_mask_planes: list[str] = Field(
+        default_factory=lambda: ["BAD", "CR", "EDGE", "INTRP", "NO_DATA", "SAT", "SUSPECT"],
+        description="grid points on these planes are skipped by the grid metrics")
 
 
 def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask=None, bad_bits: int = 0
@@ -135,6 +143,7 @@ class ComputeExposureSummaryStatsTask:
         s["nPsfStar"] = int(np.sum(sources["calib_psf_used"])) if sources is not None and "calib_psf_used" in sources.colnames else 0
         if sources is not None:
             s.update(psf_star_residual_stats(sources))
+        s.update(self._grid_metrics(exposure, sources, s.get("psfSigma", math.nan)))
         pc = exposure.photo_calib
         s["zeroPoint"] = float(2.5 * math.log10(pc.instflux_at_zero_magnitude)) if pc is not None else math.nan
         s["skyBg"] = float(sky_bg(background)) if background is not None else math.nan
@@ -165,3 +174,72 @@ class ComputeExposureSummaryStatsTask:
             s["ra"] = s["dec"] = s["pixelScale"] = math.nan
             s["raCorners"] = s["decCorners"] = [math.nan] * 4
         return s
+
+    def _grid_metrics(self, exposure, sources, psf_sigma: float) -> dict:
+        """lsst-spec §5.10 grid metrics: ``maxDistToNearestPsf`` (largest distance, px, from an unmasked point
+        of a ``psf_sampling`` grid to the nearest ``calib_psf_used`` star), and over a ``psf_grid_sampling``
+        grid of unmasked points the max - min of the PSF's trace radius (``psfTraceRadiusDelta``), of its
+        aperture flux within max(``min_psf_ap_radius_pix``, 3 psfSigma) (``psfApFluxDelta``; NaN when one
+        is negative) and of the base_PsfFlux ap corr over psfSigma (``psfApCorrSigmaScaledDelta``)."""
+        from .match_nearest import match_nearest
+        from .source_selector import resolve_column
+
+        c = self.config
+        out = {"maxDistToNearestPsf": math.nan, "psfTraceRadiusDelta": math.nan, "psfApFluxDelta": math.nan,
+               "psfApCorrSigmaScaledDelta": math.nan}
+        bbox = exposure.bbox
+        bad = 0
+        for name in c.psf_bad_mask_planes:
+            if name in exposure.mask.planes:
+                bad |= 1 << exposure.mask.planes[name]
+        bad = np.int32(np.uint32(bad).astype(np.int32))
+        mask = exposure.mask.array
+        x0, y0 = bbox.min_x, bbox.min_y
+
+        def grid(step):
+            gx, gy = np.meshgrid(np.arange(bbox.min_x, bbox.max_x + 1, step),
+                                 np.arange(bbox.min_y, bbox.max_y + 1, step))
+            gx, gy = gx.ravel(), gy.ravel()
+            ok = (mask[gy - y0, gx - x0] & bad) == 0
+            return gx[ok].astype(np.float64), gy[ok].astype(np.float64)
+
+        if sources is not None and "calib_psf_used" in sources.colnames:
+            try:
+                used = np.asarray(sources["calib_psf_used"], bool)
+                sx = np.asarray(sources[resolve_column(sources, "slot_Centroid_x")], np.float64)[used]
+                sy = np.asarray(sources[resolve_column(sources, "slot_Centroid_y")], np.float64)[used]
+            except KeyError:
+                sx = sy = np.zeros(0)
+            good = np.isfinite(sx) & np.isfinite(sy)
+            sx, sy = sx[good], sy[good]
+            gx, gy = grid(c.psf_sampling)
+            if sx.size and gx.size:
+                # Each grid point's nearest star by the C++ grid hash, the radius doubled for the points with
+                # none within it (exact: a point's nearest star is found once the radius reaches it).
+                dist = np.full(gx.size, np.nan)
+                todo = np.arange(gx.size)
+                radius = 4.0 * c.psf_sampling
+                while todo.size:
+                    m = match_nearest(gx[todo], gy[todo], sx, sy, radius)
+                    hit = m.index >= 0
+                    dist[todo[hit]] = m.distance[hit]
+                    todo = todo[~hit]
+                    radius *= 2.0
+                out["maxDistToNearestPsf"] = float(np.max(dist))
+        psf = exposure.psf
+        if psf is not None:
+            gx, gy = grid(c.psf_grid_sampling)
+            if gx.size:
+                shapes = [psf.compute_shape(x, y) for x, y in zip(gx, gy)]
+                trace = np.array([math.sqrt(0.5 * (m.xx + m.yy)) for m in shapes])
+                out["psfTraceRadiusDelta"] = float(trace.max() - trace.min())
+                if math.isfinite(psf_sigma):
+                    radius = max(c.min_psf_ap_radius_pix, 3.0 * psf_sigma)
+                    ap = np.array([psf.compute_aperture_flux(radius, x, y) for x, y in zip(gx, gy)])
+                    out["psfApFluxDelta"] = float(ap.max() - ap.min()) if np.all(ap >= 0) else math.nan
+                apc = exposure.ap_corr_map
+                if (apc is not None and c.psf_ap_corr_field_name in apc and math.isfinite(psf_sigma)
+                        and psf_sigma > 0):
+                    a = np.asarray(apc[c.psf_ap_corr_field_name].evaluate(gx, gy), np.float64)
+                    out["psfApCorrSigmaScaledDelta"] = float((a.max() - a.min()) / psf_sigma)
+        return out

@@ -135,3 +135,30 @@ def test_psf_star_residual_statistics_against_a_direct_computation():
     assert s["psfStarScaledDeltaSizeScatter"] == pytest.approx(
         1.4826 * np.median(np.abs(ds - np.median(ds))) / np.median(np.sqrt((xx + yy) / 2)[sel]), rel=1e-12)
     assert psf_star_residual_stats(Table({"x": [1.0]})) == {}
+
+
+def test_grid_metrics_against_direct_computations():
+    """maxDistToNearestPsf by brute force over the 8-px grid; a constant Gaussian PSF has zero trace-radius
+    and aperture-flux spread; the ap-corr spread over psfSigma from the field's grid values."""
+    from visitcal.apcorr import ApCorrMap
+    from visitcal.chebyshev import ChebyshevBoundedField
+
+    ny, nx = 200, 300
+    img = np.zeros((ny, nx), np.float32)
+    exp = Exposure.from_arrays(img, None, np.ones_like(img), psf=GaussianPsf(2.0, size=31))
+    exp.mask.set("EDGE", np.pad(np.zeros((ny - 8, nx - 8), bool), 4, constant_values=True))
+    field = ChebyshevBoundedField(exp.bbox, np.array([[1.0, 0.02], [0.01, 0.0]]))
+    exp.ap_corr_map = ApCorrMap({"base_PsfFlux_instFlux": field})
+    stars = Table({"base_SdssCentroid_x": [20.5, 250.0, 150.0], "base_SdssCentroid_y": [30.0, 170.0, 100.0],
+                   "calib_psf_used": [True, True, False]})
+    stars.meta["slots"] = {"Centroid": "base_SdssCentroid"}
+    s = ComputeExposureSummaryStatsTask()._grid_metrics(exp, stars, 2.0)
+    gx, gy = np.meshgrid(np.arange(0, nx, 8), np.arange(0, ny, 8))
+    keep = (gx >= 4) & (gx < nx - 4) & (gy >= 4) & (gy < ny - 4)
+    d = np.min(np.hypot(gx[keep][:, None] - np.array([20.5, 250.0]), gy[keep][:, None] - np.array([30.0, 170.0])), 1)
+    assert s["maxDistToNearestPsf"] == pytest.approx(d.max(), rel=1e-12)
+    assert s["psfTraceRadiusDelta"] == pytest.approx(0.0, abs=1e-9) and s["psfApFluxDelta"] == pytest.approx(0.0, abs=1e-9)
+    g2x, g2y = np.meshgrid(np.arange(0, nx, 96), np.arange(0, ny, 96))
+    k2 = (g2x >= 4) & (g2x < nx - 4) & (g2y >= 4) & (g2y < ny - 4)
+    a = field.evaluate(g2x[k2].astype(float), g2y[k2].astype(float))
+    assert s["psfApCorrSigmaScaledDelta"] == pytest.approx((a.max() - a.min()) / 2.0, rel=1e-12)
