@@ -32,6 +32,10 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
     clip_iter: int = Field(2, ge=1, description="clipping iterations")
     bad_mask_planes: list[str] = Field(default_factory=lambda: ["NO_DATA", "SUSPECT"],
                                        description="pixels excluded from skyNoise and meanVar")
+    statistics_sample_step: int = Field(2, ge=1, description="skyNoise and meanVar from the pixels on a lattice of "
+                                        "this step (1: all, as afw). 2 reads a quarter of the pixels (0.28 -> 0.07 s "
+                                        "on 16 Mpx) for statistics of a few million values; the noise replacer "
+                                        "makes the same choice")
     psf_sampling: int = Field(8, ge=1, description="grid step (px) of maxDistToNearestPsf")
     psf_grid_sampling: int = Field(96, ge=1, description="grid step (px) of the PSF grid metrics")
     min_psf_ap_radius_pix: float = Field(2.0, gt=0, description="smallest radius of psfApFluxDelta's aperture")
@@ -42,8 +46,8 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
         description="grid points on these planes are skipped by the grid metrics")
 
 
-def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask=None, bad_bits: int = 0
-                        ) -> tuple[float, float]:
+def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask=None, bad_bits: int = 0,
+                        sample_step: int = 1) -> tuple[float, float]:
     """afw's MEANCLIP / STDEVCLIP, in C++ (`visitcal.noise_replacer.noise_statistics`'s kernel): start from
     the median with sigma = 0.7413 IQR, then ``n_iter`` passes keeping ``|v - mean| <= n_sigma sigma`` and
     recomputing the mean and the (n - 1) standard deviation. Non-finite values and, with ``mask``, pixels
@@ -57,7 +61,7 @@ def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask
         mask = None if mask is None else np.ascontiguousarray(mask, np.int32).reshape(1, -1)
     m = None if mask is None else np.ascontiguousarray(mask, np.int32)
     mean, std, _, _ = _core.clipped_mean_stdev(v, m, int(bad_bits) if m is not None else 0, float(n_sigma),
-                                               int(n_iter), 1)
+                                               int(n_iter), int(sample_step))
     return float(mean), float(std)
 
 
@@ -153,10 +157,11 @@ class ComputeExposureSummaryStatsTask:
                 bad |= 1 << exposure.mask.planes[name]
         bad = int(np.int32(np.uint32(bad)))
         c = self.config
+        step = c.statistics_sample_step
         s["skyNoise"] = sigma_clipped_stats(exposure.image, c.sigma_clip, c.clip_iter, mask=exposure.mask.array,
-                                            bad_bits=bad)[1]
+                                            bad_bits=bad, sample_step=step)[1]
         s["meanVar"] = sigma_clipped_stats(exposure.variance, c.sigma_clip, c.clip_iter, mask=exposure.mask.array,
-                                           bad_bits=bad)[0]
+                                           bad_bits=bad, sample_step=step)[0]
         md = exposure.metadata
         s["astromOffsetMean"] = float(md.get("SFM_ASTROM_OFFSET_MEAN", math.nan))
         s["astromOffsetStd"] = float(md.get("SFM_ASTROM_OFFSET_STD", math.nan))

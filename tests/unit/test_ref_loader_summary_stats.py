@@ -162,3 +162,10 @@ def test_grid_metrics_against_direct_computations():
     k2 = (g2x >= 4) & (g2x < nx - 4) & (g2y >= 4) & (g2y < ny - 4)
     a = field.evaluate(g2x[k2].astype(float), g2y[k2].astype(float))
     assert s["psfApCorrSigmaScaledDelta"] == pytest.approx((a.max() - a.min()) / 2.0, rel=1e-12)
+
+
+def test_clipped_stats_lattice_is_the_subsampled_image():
+    rng = np.random.default_rng(9)
+    img = rng.normal(5.0, 2.0, (101, 77)).astype(np.float32)
+    assert sigma_clipped_stats(img, 3.0, 2, sample_step=2) == sigma_clipped_stats(
+        np.ascontiguousarray(img[::2, ::2]), 3.0, 2)
