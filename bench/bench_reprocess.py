@@ -31,7 +31,8 @@ def main() -> None:
     import numpy as np
     from visitcal.io import read_catalog, read_exposure
     from visitcal.pipeline.repository import Repository
-    from visitcal.pipeline.visit_summary_step import _read_background, run_visit_summary, visit_summary_path
+    from visitcal.background import BackgroundList
+    from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
     from visitcal.reprocess_visit_image import ReprocessVisitImageTask
     from visitcal.table import DetectorVisitIdGenerator
     from visitcal.update_visit_summary import calibrations_for, read_visit_summary
@@ -47,7 +48,7 @@ def main() -> None:
     runs, totals, res = [], [], None
     for _ in range(args.repeat + 1):
         snaps = [read_exposure(p) for p in repo.post_isr_snaps()[(visit, det)]]
-        bg = _read_background(repo.dataset_path("preliminary_visit_image_background", visit, det, "fits"))
+        bg = BackgroundList.read_fits(repo.dataset_path("preliminary_visit_image_background", visit, det, "fits"))
         t0 = time.perf_counter()
         res = ReprocessVisitImageTask().run(exposures=snaps, psf=cal.psf, background=bg, ap_corr=cal.ap_corr_map,
                                             photo_calib=cal.photo_calib, wcs=cal.wcs, calib_sources=calib,

@@ -283,6 +283,37 @@ def _sim_config(parser, args):
         parser.error("; ".join(problems))
 
 
+def _load_config(parser, path: str, cls):
+    """``cls`` from the JSON file ``path``; a usage error (exit 2) naming the file and the first bad field."""
+    from pydantic import ValidationError
+
+    try:
+        return cls.model_validate_json(Path(path).read_text())
+    except OSError as err:
+        parser.error(f"--config {path!r}: {err}")
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        parser.error(f"--config {path!r}: {where}: {first['msg']} ({err.error_count()} error(s))")
+
+
+def _check_step_args(parser, args) -> None:
+    """The repository steps' shared checks; ``args.config`` becomes the step's config object (or None)."""
+    if not Path(args.repo).is_dir():
+        parser.error(f"repo {args.repo!r}: no such directory")
+    if getattr(args, "jobs", 1) < 1:
+        parser.error(f"-j/--jobs: must be >= 1, got {args.jobs}")
+    if args.command == "calibrate":
+        from .pipeline.calibrate_step import CalibrateStepConfig
+
+        args.config = (_load_config(parser, args.config, CalibrateStepConfig) if args.config is not None
+                       else CalibrateStepConfig.preset(args.preset))
+    elif args.command == "finalize" and args.config is not None:
+        from .pipeline.finalize_step import FinalizeStepConfig
+
+        args.config = _load_config(parser, args.config, FinalizeStepConfig)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visitcal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"visitcal {__version__}")
@@ -387,52 +418,8 @@ def main(argv=None) -> int:
             check_output_dir(args.out, args.overwrite)
         except (ImportError, OSError) as err:
             parser.error(f"out {args.out!r}: {err}" if isinstance(err, OSError) else str(err))
-    elif args.command == "associate":
-        if not Path(args.repo).is_dir():
-            parser.error(f"repo {args.repo!r}: no such directory")
-    elif args.command == "reprocess":
-        if not Path(args.repo).is_dir():
-            parser.error(f"repo {args.repo!r}: no such directory")
-        if args.jobs < 1:
-            parser.error(f"-j/--jobs: must be >= 1, got {args.jobs}")
-    elif args.command == "finalize":
-        if not Path(args.repo).is_dir():
-            parser.error(f"repo {args.repo!r}: no such directory")
-        if args.jobs < 1:
-            parser.error(f"-j/--jobs: must be >= 1, got {args.jobs}")
-        if args.config is not None:
-            from pydantic import ValidationError
-
-            from .pipeline.finalize_step import FinalizeStepConfig
-
-            try:
-                args.config = FinalizeStepConfig.model_validate_json(Path(args.config).read_text())
-            except OSError as err:
-                parser.error(f"--config {args.config!r}: {err}")
-            except ValidationError as err:
-                first = err.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "config"
-                parser.error(f"--config {args.config!r}: {where}: {first['msg']} ({err.error_count()} error(s))")
-    elif args.command == "calibrate":
-        if not Path(args.repo).is_dir():
-            parser.error(f"repo {args.repo!r}: no such directory")
-        if args.jobs < 1:
-            parser.error(f"-j/--jobs: must be >= 1, got {args.jobs}")
-        from pydantic import ValidationError
-
-        from .pipeline.calibrate_step import CalibrateStepConfig
-
-        if args.config is not None:
-            try:
-                args.config = CalibrateStepConfig.model_validate_json(Path(args.config).read_text())
-            except OSError as err:
-                parser.error(f"--config {args.config!r}: {err}")
-            except ValidationError as err:
-                first = err.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "config"
-                parser.error(f"--config {args.config!r}: {where}: {first['msg']} ({err.error_count()} error(s))")
-        else:
-            args.config = CalibrateStepConfig.preset(args.preset)
+    elif args.command in ("associate", "calibrate", "finalize", "reprocess"):
+        _check_step_args(parser, args)
     elif getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
         parser.error(f"out {args.out!r} exists; pass --overwrite to replace it")
     from .io import VisitcalIOError

@@ -78,6 +78,7 @@ from .chebyshev import ChebyshevBoundedField
 from .footprint import Footprint, FootprintSet, make_peaks
 from .image import Exposure
 from .io.atomic import atomic_write_fits
+from .measure_ap_corr import PIXEL_BAD_FLAGS
 from .measure_ap_corr import MeasureApCorrConfig, MeasureApCorrTask
 from .pca_psf import PcaPsfDeterminer, PcaPsfDeterminerConfig
 from .persistence import component_from_table, component_to_table
@@ -117,18 +118,7 @@ STATUSES = ("ok", "no_selected_sources", "no_isolated_matches", "candidates_fail
             "psf_fit_failed", "psf_nan_size", "measurement_failed", "ap_corr_failed")
 
 #: The flags the PSF-star selector vetoes (lsst-spec §4.2).
-SELECTOR_BAD_FLAGS = (
-    "base_PixelFlags_flag_edge",
-    "base_PixelFlags_flag_nodata",
-    "base_PixelFlags_flag_interpolatedCenter",
-    "base_PixelFlags_flag_saturatedCenter",
-    "base_PixelFlags_flag_crCenter",
-    "base_PixelFlags_flag_bad",
-    "base_PixelFlags_flag_interpolated",
-    "base_PixelFlags_flag_saturated",
-    "slot_Centroid_flag",
-    "base_GaussianFlux_flag",
-)
+SELECTOR_BAD_FLAGS = PIXEL_BAD_FLAGS + ("slot_Centroid_flag", "base_GaussianFlux_flag")
 
 #: The measurement run on the PSF stars (lsst-spec §4.2 / §4.10, with what visitcal has).
 FINALIZE_PLUGINS = ("base_SdssShape", "base_GaussianFlux", "base_PsfFlux", "base_FPPosition")

@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 #: 1 / Phi^-1(3/4): a normal distribution's sigma over its median absolute deviation (scipy "normal").
 MAD_TO_SIGMA = 1.482602218505602
 
-#: The science selector MeasureApCorrTask uses by default (lsst-spec §4.8).
-_DEFAULT_BAD_FLAGS = (
+#: The pixel flags the science selectors veto (MeasureApCorrTask, lsst-spec §4.8; finalize adds two, §4.2).
+PIXEL_BAD_FLAGS = (
     "base_PixelFlags_flag_edge",
     "base_PixelFlags_flag_nodata",
     "base_PixelFlags_flag_interpolatedCenter",
@@ -70,7 +70,7 @@ def default_ap_corr_selector() -> ScienceSourceSelectorConfig:
     """LSST's MeasureApCorr selector: flags vetoed, unresolved, S/N > 200 on base_PsfFlux."""
     return ScienceSourceSelectorConfig(
         do_flags=True, do_unresolved=True, do_signal_to_noise=True,
-        flags=RequireFlags(bad=_DEFAULT_BAD_FLAGS),
+        flags=RequireFlags(bad=PIXEL_BAD_FLAGS),
         signal_to_noise=SignalToNoiseLimit(flux_field="base_PsfFlux_instFlux", err_field="base_PsfFlux_instFluxErr",
                                            minimum=200.0))
 

@@ -46,29 +46,13 @@ from .find_sources import FindSourcesConfig, FindSourcesTask
 from .image import Exposure
 from .match_nearest import match_nearest_sky
 from .photocalib import PhotoCalib
+from .snap_combine import combine_snaps
 from .table import DetectorVisitIdGenerator
 
-__all__ = ["ReprocessVisitImageConfig", "ReprocessVisitImageResult", "ReprocessVisitImageTask", "combine_snaps"]
+__all__ = ["ReprocessVisitImageConfig", "ReprocessVisitImageResult", "ReprocessVisitImageTask"]
 
 #: Fields copied from the calib sources (LSST ``calib_source_fields_to_copy``).
 CALIB_SOURCE_FIELDS = ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")
-
-
-def combine_snaps(snaps) -> Exposure:
-    """Sum one or two snaps (see the module docstring, step 1).
-
-    Raises
-    ------
-    ValueError
-        No snap or more than two, or snaps of different boxes or mask planes.
-    """
-    # One definition: the calibrate step's, which this task's contract reuses.
-    from .pipeline.calibrate_step import combine_snaps as _combine
-
-    snaps = list(snaps)
-    if len(snaps) > 2:
-        raise ValueError(f"exposures: expected 1 or 2 snaps, got {len(snaps)}")
-    return _combine(snaps)
 
 
 def _apply_only() -> NormalizedCalibrationFluxConfig:

@@ -172,7 +172,8 @@ def test_reprocess_visit_image_first_cut(finalized):
     flags carried over by the 0.2" cross-match, the nJy image against the counts image."""
     from visitcal.io import read_exposure
     from visitcal.match_nearest import match_nearest
-    from visitcal.pipeline.visit_summary_step import _read_background, run_visit_summary
+    from visitcal.background import BackgroundList
+    from visitcal.pipeline.visit_summary_step import run_visit_summary
     from visitcal.reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
     from visitcal.sim import SimRepository
     from visitcal.table import DetectorVisitIdGenerator
@@ -186,7 +187,7 @@ def test_reprocess_visit_image_first_cut(finalized):
     for d in sim.detectors:
         cal = calibrations_for(vs, d)
         kw = dict(psf=cal.psf, ap_corr=cal.ap_corr_map, photo_calib=cal.photo_calib, wcs=cal.wcs,
-                  background=_read_background(repo.dataset_path("preliminary_visit_image_background", v, d, "fits")),
+                  background=BackgroundList.read_fits(repo.dataset_path("preliminary_visit_image_background", v, d, "fits")),
                   calib_sources=stars[stars["detector"] == d], id_generator=DetectorVisitIdGenerator(v, d))
         snaps = [read_exposure(p) for p in repo.post_isr_snaps()[(v, d)]]
         r = ReprocessVisitImageTask().run(exposures=snaps, **kw)
@@ -278,7 +279,8 @@ def test_two_snaps_match_one_snap_of_double_exposure(finalized, tmp_path):
     stars' fluxes agree with the one 60-s snap's within their noise, and the exposure time is the sum."""
     from visitcal.io import read_exposure
     from visitcal.match_nearest import match_nearest
-    from visitcal.pipeline.visit_summary_step import _read_background, run_visit_summary, visit_summary_path
+    from visitcal.background import BackgroundList
+    from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
     from visitcal.reprocess_visit_image import ReprocessVisitImageTask
     from visitcal.sim import SimRepository
     from visitcal.table import DetectorVisitIdGenerator
@@ -292,7 +294,7 @@ def test_two_snaps_match_one_snap_of_double_exposure(finalized, tmp_path):
     v, d = statuses[0].visit, statuses[0].detector
     run_visit_summary(root)
     cal = calibrations_for(read_visit_summary(visit_summary_path(repo, v)), d)
-    bg = _read_background(repo.dataset_path("preliminary_visit_image_background", v, d, "fits"))
+    bg = BackgroundList.read_fits(repo.dataset_path("preliminary_visit_image_background", v, d, "fits"))
 
     def reprocess(r):
         snaps = [read_exposure(p) for p in r.post_isr_snaps()[(v, d)]]

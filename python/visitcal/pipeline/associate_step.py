@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from ..isolated_star_association import (
     IsolatedStarAssociationTask,
 )
 from ..skymap import SKYMAP_FILE, SimpleSkyMap, default_skymap, load_skymap, write_skymap
-from .repository import Repository, UnitStatus
+from .repository import Repository, UnitStatus, recorded
 
 __all__ = ["AssociateStepConfig", "OUTPUTS", "STEP", "repository_skymap", "run_associate", "summary_lines"]
 
@@ -150,8 +149,7 @@ def _associate_tract(repo, task, tract, skymap, tables, ids, chash, paths, t_rea
     timings = {"read_all": t_read}
     status = UnitStatus(step=STEP, visit=None, detector=None, tract=int(tract), status="failed", config_hash=chash,
                         timings=timings, versions={"visitcal": __version__, "numpy": np.__version__})
-    t_all = time.perf_counter()
-    try:
+    with recorded(repo, status):  # a failure is recorded, the other units go on
         t0 = time.perf_counter()
         result = task.run(tables, tract, skymap)
         timings["associate"] = time.perf_counter() - t0
@@ -167,12 +165,6 @@ def _associate_tract(repo, task, tract, skymap, tables, ids, chash, paths, t_rea
         for b in task.config.band_order:
             status.summary[f"nstar_{b}"] = int(np.count_nonzero(np.asarray(stars[f"nsource_{b}"]) > 0))
         status.status = "ok"
-    except Exception as err:  # recorded per tract; the others go on (DESIGN.md §6)
-        status.error_type = type(err).__name__
-        status.message = str(err)
-    timings["total"] = time.perf_counter() - t_all
-    status.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    repo.write_status(status)
     return status
 
 

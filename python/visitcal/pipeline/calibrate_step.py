@@ -13,31 +13,26 @@ are skipped on a rerun.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..calibrate import CalibrateConfig, CalibrateTask
 from ..characterize_image import CharacterizeImageConfig, CharacterizeImageTask
-from ..image import Exposure, Mask, MaskedImage
+from ..snap_combine import combine_snaps
 from ..io import read_catalog, read_exposure, write_catalog
-from ..io.atomic import atomic_write_fits
 from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
-from ..persistence import component_to_table
 from ..ref_loader import ReferenceObjectLoader
 from ..table import DetectorVisitIdGenerator
-from .repository import Repository, UnitStatus, config_hash
+from .repository import Repository, UnitStatus, config_hash, recorded
 from .runner import run_units
 
-__all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "combine_snaps", "run_calibrate"]
+__all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "run_calibrate"]
 
 STEP = "calibrate"
 #: dataset name -> file extension
@@ -90,36 +85,6 @@ class CalibrateStepConfig(BaseModel):
         return cls(characterize=characterize, calibrate=calibrate)
 
 
-def combine_snaps(snaps: list[Exposure]) -> Exposure:
-    """Sum one or two snaps: images and variances added, masks OR-ed, exposure times summed; the first
-    snap's WCS, detector and visit info otherwise. (The reprocessing step's snap combination, issue 9,
-    follows lsst-spec §5.3 in full; calibration only needs the summed counts.)
-
-    Raises
-    ------
-    ValueError
-        No snap, more than two, or snaps of different shapes or origins.
-    """
-    if not 1 <= len(snaps) <= 2:
-        raise ValueError(f"expected 1 or 2 snaps, got {len(snaps)}")
-    first = snaps[0]
-    if len(snaps) == 1:
-        return first
-    second = snaps[1]
-    if second.shape != first.shape or tuple(second.xy0) != tuple(first.xy0):
-        raise ValueError(f"snaps differ in shape or origin: {first.shape} at {first.xy0} vs "
-                         f"{second.shape} at {second.xy0}")
-    if dict(second.mask.planes.items()) != dict(first.mask.planes.items()):
-        raise ValueError("snaps have different mask planes")
-    mi = MaskedImage(first.image + second.image, Mask(first.mask.array | second.mask.array, first.mask.planes),
-                     first.variance + second.variance, xy0=first.xy0)
-    vi = first.visit_info
-    if vi is not None:
-        t2 = second.visit_info.exposure_time if second.visit_info is not None else math.nan
-        vi = dataclasses.replace(vi, exposure_time=vi.exposure_time + t2)
-    return Exposure(mi, wcs=first.wcs, visit_info=vi, detector=first.detector, metadata=first.metadata.copy())
-
-
 def _paths(repo: Repository, visit: int, detector: int) -> dict[str, Path]:
     return {name: repo.dataset_path(name, visit, detector, ext) for name, ext in OUTPUTS.items()}
 
@@ -136,8 +101,7 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
     timings: dict[str, float] = {}
     status = UnitStatus(step=STEP, visit=visit, detector=detector, status="failed", config_hash=chash,
                         timings=timings, versions={"visitcal": __version__, "numpy": np.__version__})
-    t_all = time.perf_counter()
-    try:
+    with recorded(repo, status):  # a failure is recorded, the other units go on
         snaps_paths = repo.post_isr_snaps().get((visit, detector))
         if not snaps_paths:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector} under {repo.root}")
@@ -165,12 +129,6 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         status.summary.update({k: stats.get(k) for k in ("psfSigma", "skyBg", "skyNoise", "nPsfStar")})
         status.summary["n_sources"] = len(cal.output_cat)
         status.status = "ok"
-    except Exception as err:  # recorded per detector; the others go on (DESIGN.md §6)
-        status.error_type = type(err).__name__
-        status.message = str(err)
-    timings["total"] = time.perf_counter() - t_all
-    status.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    repo.write_status(status)
     return status
 
 
@@ -181,10 +139,7 @@ def _write_outputs(cal, paths: dict[str, Path], visit: int, detector: int) -> No
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
     write_exposure(exposure, paths["preliminary_visit_image"], overwrite=True)
-    bg_hdu = fits.table_to_hdu(component_to_table(background))
-    bg_hdu.name = "BACKGROUND"
-    atomic_write_fits(fits.HDUList([fits.PrimaryHDU(), bg_hdu]), paths["preliminary_visit_image_background"],
-                      overwrite=True)
+    background.write_fits(paths["preliminary_visit_image_background"], overwrite=True)
     cat = cal.output_cat.copy(copy_data=False)
     vi = exposure.visit_info
     n = len(cat)

@@ -23,15 +23,18 @@ half-written product, and a failure on one detector is recorded without touching
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import re
+import resource
+import time
 from pathlib import Path
 
 from ..io.atomic import atomic_write
 
-__all__ = ["Repository", "UnitStatus", "config_hash"]
+__all__ = ["Repository", "UnitStatus", "config_hash", "recorded"]
 
 _POST_ISR = re.compile(r"^post_isr_image_(\d+)_(\d+)_(\d+)\.fits$")
 _SINGLE_VISIT_STAR = re.compile(r"^single_visit_star_(\d+)_(\d+)\.parquet$")
@@ -155,6 +158,25 @@ class Repository:
     def is_tract_done(self, step: str, tract: int, cfg_hash: str, outputs) -> bool:
         st = self.read_tract_status(step, tract)
         return bool(st and st.ok and st.config_hash == cfg_hash and all(Path(p).is_file() for p in outputs))
+
+
+@contextlib.contextmanager
+def recorded(repo: "Repository", status: UnitStatus):
+    """Run one unit's work in the block: an exception is recorded in ``status`` (its type and message; the
+    unit stays "failed") instead of propagating, so the other units go on (DESIGN.md §6); the block sets
+    ``status.status = "ok"`` when it completes. Then the total time and the peak RSS are added and the
+    status is written."""
+    t0 = time.perf_counter()
+    try:
+        yield status
+    except Exception as err:
+        status.status = "failed"
+        status.error_type = type(err).__name__
+        status.message = str(err)
+    finally:
+        status.timings["total"] = time.perf_counter() - t0
+        status.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        repo.write_status(status)
 
 
 def _json_default(obj):

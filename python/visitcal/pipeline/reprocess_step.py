@@ -15,25 +15,22 @@ other failure with its type and message; the other detectors go on, finished one
 
 from __future__ import annotations
 
-import resource
 import time
 
 import numpy as np
-from astropy.io import fits
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
+from ..background import BackgroundList
 from ..io import read_catalog, read_exposure, write_catalog
-from ..io.atomic import atomic_write_fits
 from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
-from ..persistence import component_to_table
 from ..reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
 from ..table import DetectorVisitIdGenerator
 from ..update_visit_summary import calibrations_for, read_visit_summary
-from .repository import Repository, UnitStatus, config_hash
+from .repository import Repository, UnitStatus, config_hash, recorded
 from .runner import run_units
-from .visit_summary_step import _read_background, run_visit_summary, visit_summary_path
+from .visit_summary_step import run_visit_summary, visit_summary_path
 
 __all__ = ["OUTPUTS", "ReprocessStepConfig", "reprocess_detector", "run_reprocess", "summary_lines"]
 
@@ -61,8 +58,7 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
     timings: dict[str, float] = {}
     status = UnitStatus(step=STEP, visit=visit, detector=detector, status="failed", config_hash=chash,
                         timings=timings, versions={"visitcal": __version__, "numpy": np.__version__})
-    t_all = time.perf_counter()
-    try:
+    with recorded(repo, status):  # a failure is recorded, the other units go on
         t0 = time.perf_counter()
         vs_path = visit_summary_path(repo, visit)
         if not vs_path.is_file():
@@ -71,7 +67,8 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
         snaps = [read_exposure(p) for p in repo.post_isr_snaps().get((visit, detector), [])]
         if not snaps:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector}")
-        background = _read_background(repo.dataset_path("preliminary_visit_image_background", visit, detector, "fits"))
+        background = BackgroundList.read_fits(repo.dataset_path("preliminary_visit_image_background", visit, detector,
+                                                                "fits"))
         stars_path = repo.root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet"
         calib = None
         if stars_path.is_file():
@@ -92,21 +89,13 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
         write_catalog(res.sources, paths["source"], overwrite=True)
         write_footprints(paths["source_footprints"], res.sources_footprints, np.asarray(res.sources["id"]),
                          overwrite=True)
-        bg_hdu = fits.table_to_hdu(component_to_table(res.background))
-        bg_hdu.name = "BACKGROUND"
-        atomic_write_fits(fits.HDUList([fits.PrimaryHDU(), bg_hdu]), paths["visit_image_background"], overwrite=True)
+        res.background.write_fits(paths["visit_image_background"], overwrite=True)
         timings["write"] = time.perf_counter() - t0
         stats = res.exposure.summary_stats or {}
         status.summary = {"n_sources": len(res.sources),
                           "n_calib_psf_used": int(np.sum(res.sources["calib_psf_used"])),
                           **{k: stats.get(k) for k in ("psfSigma", "zeroPoint", "skyBg", "skyNoise")}}
         status.status = "ok"
-    except Exception as err:  # recorded per detector (DESIGN.md §6)
-        status.error_type = type(err).__name__
-        status.message = str(err)
-    timings["total"] = time.perf_counter() - t_all
-    status.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    repo.write_status(status)
     return status
 
 

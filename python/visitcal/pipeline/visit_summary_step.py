@@ -8,12 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
-from astropy.table import Table
 
+from ..background import BackgroundList
 from ..finalize_characterization import read_psf_ap_corr_cat
 from ..io import read_catalog, read_exposure
-from ..persistence import component_from_table
 from ..update_visit_summary import UpdateVisitSummaryTask, write_visit_summary
 from .repository import Repository
 
@@ -22,11 +20,6 @@ __all__ = ["run_visit_summary", "visit_summary_path"]
 
 def visit_summary_path(repo: Repository, visit: int) -> Path:
     return repo.root / "visit_summary" / f"visit_summary_{visit:06d}.fits"
-
-
-def _read_background(path: Path):
-    with fits.open(path) as hdul:
-        return component_from_table(Table.read(hdul["BACKGROUND"]), where=str(path))
 
 
 def run_visit_summary(root, *, visits=None, overwrite: bool = False) -> list[Path]:
@@ -53,7 +46,7 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False) -> list[Pat
             calexps[d] = lambda p=exp_path: read_exposure(p)
             bg = repo.dataset_path("preliminary_visit_image_background", v, d, "fits")
             if bg.is_file():
-                backgrounds[d] = lambda p=bg: _read_background(p)
+                backgrounds[d] = lambda p=bg: BackgroundList.read_fits(p)
         stars_path = repo.root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet"
         sources = {}
         if stars_path.is_file():
