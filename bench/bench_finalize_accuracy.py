@@ -19,8 +19,16 @@ import _common  # first: sets the BLAS/OpenMP thread counts before numpy loads
 import numpy as np
 
 REPO = _common.RESULTS_DIR / "sim_repo_finalize"
-CONFIGS = [("LSST defaults (order 2, 300-candidate cap)", 2, 300), ("order 2, cap 1000", 2, 1000),
-           ("order 4, cap 300", 4, 300), ("order 4, cap 1000", 4, 1000)]
+# (label, PSF spatial order, candidate cap, fit_center, max_snr, ap-corr Chebyshev order)
+CONFIGS = [("LSST defaults (order 2, 300-candidate cap)", 2, 300, True, 200.0, 2),
+           ("LSSTCam r (order 4, no centre fit)", 4, 300, False, 200.0, 2),
+           ("order 2, cap 1000", 2, 1000, True, 200.0, 2),
+           ("order 4, cap 1000", 4, 1000, True, 200.0, 2),
+           ("order 4, cap 1000, max_snr 1000", 4, 1000, True, 1000.0, 2),
+           ("order 4, cap 1000, ap corr order 4", 4, 1000, True, 200.0, 4),
+           ("order 4, cap 1000, max_snr 1000, ap corr order 4", 4, 1000, True, 1000.0, 4)]
+if len(sys.argv) > 1:  # a subset by index, e.g. 0,3
+    CONFIGS = [CONFIGS[int(i)] for i in sys.argv[1].split(",")]
 
 
 def _repo():
@@ -55,11 +63,15 @@ def main() -> None:
     _common.print_header("finalize accuracy on a rich 3-visit 4072 x 4000 repository", None)
     repo = _repo()
     rows = []
-    for label, order, cap in CONFIGS:
+    for label, order, cap, fit_center, max_snr, ap_order in CONFIGS:
         base = FinalizeCharacterizationConfig()
         pd = base.psf_determiner
-        pd = pd.model_copy(update={"pixelgrid": pd.pixelgrid.model_copy(update={"spatial_order": order})})
-        fc = base.model_copy(update={"psf_determiner": pd, "make_psf_candidates":
+        pd = pd.model_copy(update={"pixelgrid": pd.pixelgrid.model_copy(update={
+            "spatial_order": order, "fit_center": fit_center, "max_snr": max_snr})})
+        mac = base.measure_ap_corr
+        mac = mac.model_copy(update={"fit_config": mac.fit_config.model_copy(update={"order_x": ap_order,
+                                                                                     "order_y": ap_order})})
+        fc = base.model_copy(update={"psf_determiner": pd, "measure_ap_corr": mac, "make_psf_candidates":
                                      base.make_psf_candidates.model_copy(update={"max_candidates": cap})})
         t0 = time.perf_counter()
         run_finalize(REPO, config=FinalizeStepConfig(finalize=fc), overwrite=True)
@@ -76,10 +88,12 @@ def main() -> None:
                     t, m = _shape(truth.compute_shape(x, y)), _shape(row["psf"].compute_shape(x, y))
                     err.append([m[0] / t[0] - 1, m[1] - t[1], m[2] - t[2]])
                 field = row["ap_corr_map"]["base_PsfFlux_instFlux"]
-                for x in np.linspace(200, 3872, 5):
-                    for y in np.linspace(200, 3800, 5):
-                        a = float(field.evaluate(np.array([x]), np.array([y]))[0])
-                        dm.append(-2.5 * np.log10(a / _true_ap_corr(truth, row["psf"], x, y)))
+                # a 5 x 5 grid, each point at a random sub-pixel phase (the same for every config)
+                phase = np.random.default_rng(v).uniform(-0.5, 0.5, (25, 2))
+                for k, (x, y) in enumerate((x, y) for x in np.linspace(200, 3872, 5) for y in np.linspace(200, 3800, 5)):
+                    x, y = x + phase[k, 0], y + phase[k, 1]
+                    a = float(field.evaluate(np.array([x]), np.array([y]))[0])
+                    dm.append(-2.5 * np.log10(a / _true_ap_corr(truth, row["psf"], x, y)))
         err, dm = np.array(err), np.array(dm)
         rows.append([label, len(err), float(np.sqrt(np.mean(err[:, 0] ** 2))), float(err[:, 0].mean()),
                      float(err[:, 1].mean()), float(err[:, 2].mean()), 1000 * float(np.sqrt(np.mean(dm**2))), elapsed])

@@ -118,8 +118,13 @@ class PixelGridPsf(_CorePsf):
 
     Notes
     -----
-    Images are float64 with unit sum. `compute_image` puts the star's centre at (x, y) on the stamp
-    centred on the pixel holding it; `compute_kernel_image` centres it on the middle pixel.
+    Images are float64, normalised by the model's flux (``sum(grid) * sampling_size**2``, 1 for a fitted
+    model), not by their own sum: at a sub-pixel phase the edge row or column of the grid's support falls
+    off the stamp, and that light (~1e-3 of the flux at a half-pixel offset for the simulator's PSFs) is
+    left out rather than put back into the core, so ``base_PsfFlux`` does not depend on the star's phase
+    (as Piff's drawn stars). The images of integer phases, such as `compute_kernel_image`, sum to 1.
+    `compute_image` puts the star's centre at (x, y) on the stamp centred on the pixel holding it;
+    `compute_kernel_image` centres it on the middle pixel.
     """
 
     def __init__(self, coefficients, *, sampling_size: float, interpolant_order: int, spatial_order: int, box,

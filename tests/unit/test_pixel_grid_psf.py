@@ -119,7 +119,9 @@ def test_model_images_match_the_numpy_reference():
         np.testing.assert_allclose(psf.grid_at(x, y), grid, rtol=0, atol=1e-12)
         ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)
         ref = render(grid, ix - 12 - x, iy - 12 - y, 25)
-        np.testing.assert_allclose(psf.compute_image(x, y), ref / ref.sum(), rtol=1e-10, atol=1e-13)
+        # normalised by the model's flux (the grid's sum), not the stamp's: the phase moves a row of the
+        # support off the pixels, and that light must not go into the core
+        np.testing.assert_allclose(psf.compute_image(x, y), ref / grid.sum(), rtol=1e-10, atol=1e-13)
         assert psf.compute_image_bbox(x, y) == Box2I(int(ix) - 12, int(iy) - 12, int(ix) + 12, int(iy) + 12)
         kern = psf.compute_kernel_image(x, y)
         np.testing.assert_allclose(kern, grid / grid.sum(), rtol=1e-10, atol=1e-13)  # integer offset: the grid
@@ -137,7 +139,34 @@ def test_model_rendering_property(s, order, fx, fy, draw):
     x, y = 50.0 + fx, 40.0 + fy
     ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)
     ref = render(coeffs[0], ix - draw // 2 - x, iy - draw // 2 - y, draw, s=s, order=order)
-    np.testing.assert_allclose(psf.compute_image(x, y), ref / ref.sum(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(psf.compute_image(x, y), ref / (coeffs[0].sum() * s * s), rtol=1e-9, atol=1e-12)
+
+
+def test_psf_flux_of_model_images_does_not_depend_on_the_sub_pixel_phase():
+    # A star whose profile is the model's own interpolated surface (a sigma 3.5 px Gaussian grid of unit
+    # sum, zero beyond it), drawn at several sub-pixel phases with all its light: the star is the grid
+    # zero-padded to 27 x 27 and rendered, so it keeps the light the 25 x 25 support drops at a
+    # half-pixel phase. Model images are normalised by the model's flux, so PsfFlux = sum(I P) / sum(P^2)
+    # is exactly 1 at every phase; renormalising the cut stamp would lower it by the dropped light.
+    sigma = 3.5
+    yy, xx = np.mgrid[0:25, 0:25] - 12.0
+    grid = np.exp(-(xx**2 + yy**2) / (2 * sigma**2))
+    grid /= grid.sum()
+    psf = PixelGridPsf(grid[None], sampling_size=1.0, interpolant_order=11, spatial_order=0,
+                       box=(0, 100, 0, 100), draw_size=25)
+    padded = np.pad(grid, 1)
+    fluxes, renormalised = [], []
+    for fx, fy in [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.25, 0.75), (0.9, 0.1)]:
+        x, y = 50.0 + fx, 40.0 + fy
+        box = psf.compute_image_bbox(x, y)
+        model = psf.compute_image(x, y)
+        star = render(padded, box.min_x - x, box.min_y - y, 25)
+        fluxes.append(np.sum(star * model) / np.sum(model**2))
+        cut = model / model.sum()
+        renormalised.append(np.sum(star * cut) / np.sum(cut**2))
+    np.testing.assert_allclose(fluxes, 1.0, rtol=0, atol=1e-12)
+    assert np.ptp(renormalised) > 2e-4  # what normalising by the stamp's sum did
+    np.testing.assert_allclose(psf.compute_image(50.0, 40.0).sum(), 1.0, rtol=0, atol=1e-12)  # phase 0: whole grid
 
 
 def test_model_round_trips_through_fits_table_and_pickle():

@@ -545,10 +545,18 @@ PsfImage PixelGridPsf::draw(double x, double y, double u0, double v0, int x0, in
     grid_at(x, y, g.data());
     PsfImage im(draw_size_, draw_size_, x0, y0);
     render(g.data(), u0, v0, draw_size_, draw_size_, im.data.data());
-    double sum = 0.0;
-    for (double v : im.data) sum += v;
-    if (sum != 0.0 && std::isfinite(sum))
-        for (double& v : im.data) v /= sum;
+    // Normalise by the model's flux, sum(grid) * sampling^2 (the integral of the grid interpolated with
+    // DC-conserving weights; 1 for a fitted model, whose constant term is constrained to it), not by the
+    // stamp's sum: at a sub-pixel phase the edge row and column of the grid's support fall outside the
+    // pixels (zero where the grid has no support), and renormalising the stamp would put that light
+    // (~1e-3 of the flux at a half-pixel offset) into the core. PsfFlux measured with such images
+    // depended on the star's sub-pixel phase by up to 1.8 mmag on the simulator's PSFs, which no smooth
+    // aperture-correction field can follow; Piff's drawn stars are not renormalised either.
+    double flux = 0.0;
+    for (double v : g) flux += v;
+    flux *= sampling_size_ * sampling_size_;
+    if (flux != 0.0 && std::isfinite(flux))
+        for (double& v : im.data) v /= flux;
     return im;
 }
 

@@ -32,7 +32,8 @@ namespace visitcal {
 /// ((gx - origin) * sampling, (gy - origin) * sampling) image pixels from the star's centre, origin =
 /// (model_size - 1) / 2. An image pixel at offset (u, v) from the centre has the value of the grid
 /// interpolated at (u / sampling + origin, v / sampling + origin) with Lanczos(n) weights (renormalised
-/// to unit sum, lanczos.hpp), zero where the grid has no support.
+/// to unit sum, lanczos.hpp), zero where the grid has no support. Images are divided by the model's flux,
+/// sum(grid) * sampling^2, not by their own sum (see PixelGridPsf::draw).
 class PixelGridPsf : public Psf {
 public:
     PixelGridPsf(std::vector<double> coefficients, int model_size, double sampling_size, int interpolant_order,
