@@ -3,8 +3,9 @@
 This module computes the statistics known once a detector is calibrated (issue 7): the PSF's size,
 shape and effective area at the detector centre, the PSF-star count, the zero point, the sky level and
 noise, the mean variance, the astrometric offsets, and the WCS-derived centre, corners and pixel scale.
-The PSF-star residual statistics, magLim / effTime and the grid metrics of §5.10 need the final
-calibrations and are added by the reprocessing step (issue 9); until then they are absent, not NaN-filled.
+The PSF-star residual statistics, the grid metrics and the depth figures (``magLim``, ``effTime`` and its
+three factors) follow from the same inputs once the final calibrations are attached (the reprocessing step);
+fields whose inputs are missing are NaN.
 
 Field names are LSST's (``ExposureSummaryStats``) so that users find them where they expect.
 """
@@ -20,7 +21,14 @@ from . import _core
 from .background import sky_bg
 from .wcs import pixel_scale_arcsec, pixel_to_sky
 
-__all__ = ["ComputeExposureSummaryStatsConfig", "ComputeExposureSummaryStatsTask", "sigma_clipped_stats"]
+__all__ = ["ComputeExposureSummaryStatsConfig", "ComputeExposureSummaryStatsTask", "compute_magnitude_limit",
+           "sigma_clipped_stats"]
+
+_BANDS = ("u", "g", "r", "i", "z", "y")
+#: LSSTCam fiducials (lsst-spec §0.1, obs_lsst config/lsstCam/computeExposureSummaryStats.py).
+LSSTCAM_FIDUCIAL_PSF_SIGMA = dict(zip(_BANDS, (1.72, 1.63, 1.56, 1.51, 1.47, 1.44)))
+LSSTCAM_FIDUCIAL_ZERO_POINT = dict(zip(_BANDS, (25.97, 27.96, 27.81, 27.62, 27.23, 26.27)))
+LSSTCAM_FIDUCIAL_SKY_BACKGROUND = dict(zip(_BANDS, (0.91, 9.35, 19.94, 32.04, 48.05, 54.81)))
 
 
 class ComputeExposureSummaryStatsConfig(BaseModel):
@@ -44,6 +52,21 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
     psf_bad_mask_planes: list[str] = Field(
         default_factory=lambda: ["BAD", "CR", "EDGE", "INTRP", "NO_DATA", "SAT", "SUSPECT"],
         description="grid points on these planes are skipped by the grid metrics")
+    mag_lim_snr: float = Field(5.0, gt=0, description="S/N of magLim's point source")
+    fiducial_psf_sigma: dict[str, float] = Field(default_factory=lambda: dict(LSSTCAM_FIDUCIAL_PSF_SIGMA),
+                                                 description="per band: PSF sigma (px) of the fiducial visit")
+    fiducial_zero_point: dict[str, float] = Field(default_factory=lambda: dict(LSSTCAM_FIDUCIAL_ZERO_POINT),
+                                                  description="per band: zero point (mag, 1 s) of the fiducial visit")
+    fiducial_sky_background: dict[str, float] = Field(
+        default_factory=lambda: dict(LSSTCAM_FIDUCIAL_SKY_BACKGROUND),
+        description="per band: sky (counts per second per pixel) of the fiducial visit")
+    fiducial_read_noise: float = Field(
+        9.0, ge=0, description="read noise (counts) of the fiducial visit, for fiducialMagLim. lsst-spec does not "
+        "give LSSTCam's value; 9 is the order of an LSSTCam amplifier's. It matters little: the fiducial sky "
+        "(600 counts per pixel in r) dominates 81")
+    fiducial_exp_time: float = Field(30.0, gt=0, description="exposure time (s) of the fiducial visit")
+    max_effective_transparency: float | None = Field(None, gt=0, description="cap of effTimeZeroPointScale (None: "
+                                                     "none, LSST's inf; JSON has no infinity)")
 
 
 def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask=None, bad_bits: int = 0,
@@ -63,6 +86,35 @@ def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask
     mean, std, _, _ = _core.clipped_mean_stdev(v, m, int(bad_bits) if m is not None else 0, float(n_sigma),
                                                int(n_iter), int(sample_step))
     return float(mean), float(std)
+
+
+def compute_magnitude_limit(psf_area: float, sky_bg: float, zero_point: float, read_noise: float, gain: float,
+                            snr: float) -> float:
+    """Point-source magnitude at S/N ``snr`` (SMTN-002; lsst-spec §5.10 ``magLim``).
+
+    The source counts C solve ``snr^2 = C^2 / (C / g + (B / g + sigma_read^2) neff)``:
+    ``C = snr^2 / (2 g) + sqrt(snr^4 / (4 g^2) + snr^2 (B / g + sigma_read^2) neff)``, and the limit is
+    ``zero_point - 2.5 log10(C)``.
+
+    Parameters
+    ----------
+    psf_area : float
+        Effective number of pixels of the PSF, ``neff`` (``psfArea``).
+    sky_bg : float
+        Sky per pixel, counts (``skyBg``).
+    zero_point : float
+        Magnitude of one count (``zeroPoint``, for the whole exposure).
+    read_noise : float
+        Read noise in counts (electrons / gain).
+    gain : float
+        Electrons per count (1 for an image in electrons).
+    snr : float
+        Signal-to-noise ratio of the limit.
+    """
+    g = float(gain)
+    background = (sky_bg / g + read_noise**2) * psf_area
+    counts = snr**2 / (2 * g) + math.sqrt(snr**4 / (4 * g * g) + snr**2 * background)
+    return float(zero_point - 2.5 * math.log10(counts)) if counts > 0 else math.nan
 
 
 def _mad_scatter(v: np.ndarray) -> float:
@@ -163,6 +215,7 @@ class ComputeExposureSummaryStatsTask:
         s["meanVar"] = sigma_clipped_stats(exposure.variance, c.sigma_clip, c.clip_iter, mask=exposure.mask.array,
                                            bad_bits=bad, sample_step=step)[0]
         md = exposure.metadata
+        s.update(self._depth(s, md, vi))
         s["astromOffsetMean"] = float(md.get("SFM_ASTROM_OFFSET_MEAN", math.nan))
         s["astromOffsetStd"] = float(md.get("SFM_ASTROM_OFFSET_STD", math.nan))
         wcs = exposure.wcs
@@ -179,6 +232,40 @@ class ComputeExposureSummaryStatsTask:
             s["ra"] = s["dec"] = s["pixelScale"] = math.nan
             s["raCorners"] = s["decCorners"] = [math.nan] * 4
         return s
+
+    def _depth(self, s: dict, metadata, visit_info) -> dict:
+        """``magLim``, ``effTime`` and its factors (lsst-spec §5.10).
+
+        The gain and read noise (electrons) are the exposure's ``GAIN`` and ``RDNOISE`` cards; without them
+        ``magLim`` and ``effTime`` are NaN. ``fiducialMagLim`` is the same limit for the band's fiducial visit:
+        PSF area 4 pi sigma^2 (a Gaussian's), sky ``fiducial_sky_background * fiducial_exp_time``, zero point
+        ``fiducial_zero_point + 2.5 log10(fiducial_exp_time)``, read noise ``fiducial_read_noise``, gain 1.
+        The factors are NaN for a band without fiducials.
+        """
+        c = self.config
+        nan = math.nan
+        out = {k: nan for k in ("magLim", "effTime", "effTimePsfSigmaScale", "effTimeSkyBgScale",
+                                "effTimeZeroPointScale")}
+        area, sky, zp, t = s.get("psfArea", nan), s.get("skyBg", nan), s.get("zeroPoint", nan), s.get("expTime", nan)
+        gain = float(metadata.get("GAIN", nan)) if metadata is not None else nan
+        rn = float(metadata.get("RDNOISE", nan)) if metadata is not None else nan
+        if all(math.isfinite(v) for v in (area, sky, zp, gain, rn)) and gain > 0 and area > 0:
+            out["magLim"] = compute_magnitude_limit(area, sky, zp, rn / gain, gain, c.mag_lim_snr)
+        band = visit_info.band if visit_info is not None else None
+        if band in c.fiducial_psf_sigma and band in c.fiducial_zero_point and band in c.fiducial_sky_background:
+            fid_sigma, fid_zp = c.fiducial_psf_sigma[band], c.fiducial_zero_point[band]
+            fid_sky, fid_t = c.fiducial_sky_background[band], c.fiducial_exp_time
+            if math.isfinite(t) and t > 0:
+                out["effTimePsfSigmaScale"] = float((s.get("psfSigma", nan) / fid_sigma) ** -2)
+                out["effTimeSkyBgScale"] = float(fid_sky / (sky / t)) if sky > 0 else nan
+                cap = math.inf if c.max_effective_transparency is None else c.max_effective_transparency
+                out["effTimeZeroPointScale"] = float(min(10 ** (-0.8 * (fid_zp - (zp - 2.5 * math.log10(t)))), cap))
+            fid_lim = compute_magnitude_limit(4 * math.pi * fid_sigma**2, fid_sky * fid_t,
+                                              fid_zp + 2.5 * math.log10(fid_t), c.fiducial_read_noise, 1.0,
+                                              c.mag_lim_snr)
+            if math.isfinite(out["magLim"]):
+                out["effTime"] = float(10 ** (0.8 * (out["magLim"] - fid_lim)) * fid_t)
+        return out
 
     def _grid_metrics(self, exposure, sources, psf_sigma: float) -> dict:
         """lsst-spec §5.10 grid metrics: ``maxDistToNearestPsf`` (largest distance, px, from an unmasked point

@@ -18,14 +18,13 @@ Steps of `ReprocessVisitImageTask.run` (lsst-spec §5.3):
    0.2 arcsec — converted from arcseconds on the sky, not the radians/degrees slip of lsst-spec §7 — copying
    ``calib_psf_candidate/used/reserved`` from each calib star to its nearest source; then
    ``base_LocalPhotoCalib(Err)`` and ``base_LocalWcs_CDMatrix_*`` (radians per pixel) at each centroid;
-8. summary statistics (`ComputeExposureSummaryStatsTask`, the fields it knows);
+8. summary statistics (`ComputeExposureSummaryStatsTask`: lsst-spec §5.10 but the treecorr rho statistics,
+   with magLim / effTime from the exposure's GAIN and RDNOISE cards);
 9. the image and variance calibrated to nJy, an identity PhotoCalib, ``BUNIT = 'nJy'``; the catalog's
    ``_flux`` / ``_fluxErr`` / ``_mag`` / ``_magErr`` columns from the PhotoCalib.
 
-Not yet built (issue 9): SPIKE planes from the preliminary mask, the sky-correction layer
-(``do_use_sky_corr``), the summary statistics that need the final images (PSF-star residual medians and scatters, magLim,
-effTime and its factors), the ``source_footprints`` / ``visit_image_background`` products and the
-``visitcal reprocess`` command.
+Not yet built (issue 9): SPIKE planes from the preliminary mask (``run()`` has no preliminary-mask input) and
+the sky-correction layer (``do_use_sky_corr``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ __all__ = ["combine_snaps"]
 
 def combine_snaps(snaps: list[Exposure]) -> Exposure:
     """Sum one or two snaps (lsst-spec §5.3 step 1): images and variances added, masks OR-ed, exposure times
-    summed; the first snap's WCS, detector and visit info otherwise. One snap passes through unchanged
+    summed, read noises (``RDNOISE``) added in quadrature; the first snap's WCS, detector, visit info and
+    metadata otherwise. One snap passes through unchanged
     (the same object: callers work on it in place).
 
     Raises
@@ -37,4 +38,9 @@ def combine_snaps(snaps: list[Exposure]) -> Exposure:
     if vi is not None:
         t2 = second.visit_info.exposure_time if second.visit_info is not None else math.nan
         vi = dataclasses.replace(vi, exposure_time=vi.exposure_time + t2)
-    return Exposure(mi, wcs=first.wcs, visit_info=vi, detector=first.detector, metadata=first.metadata.copy())
+    md = first.metadata.copy()
+    # The sum has each snap's read noise once: sqrt(rn1^2 + rn2^2) (for magLim).
+    rn1, rn2 = first.metadata.get("RDNOISE"), second.metadata.get("RDNOISE")
+    if rn1 is not None and rn2 is not None:
+        md["RDNOISE"] = (math.hypot(float(rn1), float(rn2)), "[e-] read noise of the summed snaps")
+    return Exposure(mi, wcs=first.wcs, visit_info=vi, detector=first.detector, metadata=md)

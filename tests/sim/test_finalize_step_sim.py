@@ -225,6 +225,20 @@ def test_reprocess_visit_image_first_cut(finalized):
         assert st["skyBg"] == pytest.approx(true_sky, rel=0.01)
         true_zp = 2.5 * np.log10(sim.true_photo_calib(v, d).instflux_at_zero_magnitude)
         assert abs(st["zeroPoint"] - true_zp) < 0.03  # the 12-px aperture's zero point: -18 to -24 mmag off total
+        # magLim (SMTN-002) from the truth: true PSF's effective area, true sky, true zero point, the snaps'
+        # gain and read noise (added in quadrature) from their headers
+        heads = [read_exposure(p).metadata for p in repo.post_isr_snaps()[(v, d)]]
+        k = sim.true_psf(v, d).compute_kernel_image(cx, cy)
+        neff, gain = k.sum() ** 2 / np.sum(k**2), float(heads[0]["GAIN"])
+        rn = np.sqrt(sum(float(h["RDNOISE"]) ** 2 for h in heads)) / gain
+        c = 12.5 / gain + np.sqrt(625 / (4 * gain**2) + 25 * (true_sky / gain + rn**2) * neff)
+        assert abs(st["magLim"] - (true_zp - 2.5 * np.log10(c))) < 0.035
+        fid_sigma = 1.56 if sim.band == "r" else None
+        if fid_sigma is not None:
+            true_sigma = sim.true_psf(v, d).compute_shape(cx, cy).determinant_radius
+            assert st["effTimePsfSigmaScale"] == pytest.approx((fid_sigma / true_sigma) ** 2, rel=0.02)
+            assert st["effTimeSkyBgScale"] == pytest.approx(19.94 / (true_sky / st["expTime"]), rel=0.01)
+            assert np.isfinite(st["effTime"]) and st["effTime"] > 0
         assert abs(st["psfStarDeltaE1Median"]) < 5e-3 and abs(st["psfStarDeltaE2Median"]) < 5e-3
         assert st["psfStarScaledDeltaSizeScatter"] < 0.03
         # the nJy image times the inverse calibration is the counts image
