@@ -38,6 +38,7 @@ from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field
 
 from .apply_ap_corr import ApplyApCorrConfig, ApplyApCorrTask, NormalizedCalibrationFluxConfig, NormalizedCalibrationFluxTask
+from .background import BackgroundList
 from .calibrate import _recompute_extendedness
 from .compute_exposure_summary_stats import ComputeExposureSummaryStatsConfig, ComputeExposureSummaryStatsTask
 from .cosmic_rays import RepairConfig, RepairTask
@@ -75,6 +76,10 @@ class ReprocessVisitImageConfig(BaseModel):
                                              "initial_photo_calib (nJy): subtract the background there, then divide "
                                              "by its mean back to counts (lsst-spec §5.3 steps 4-6; off in DRP)")
     do_calibrate_pixels: bool = Field(True, description="calibrate the image and variance to nJy")
+    do_use_sky_corr: bool = Field(False, description="subtract the sky-correction layers (``sky_corr``) after the "
+                                  "preliminary background's (lsst-spec §5.3 step 0; DRP-full: True)")
+    copy_mask_planes: tuple[str, ...] = Field(("SPIKE",), description="planes OR-ed from the preliminary mask "
+                                              "into the combined snaps' mask (LSST copyMaskPlanes)")
     compute_summary_stats: ComputeExposureSummaryStatsConfig = Field(
         default_factory=ComputeExposureSummaryStatsConfig, description="summary statistics")
 
@@ -108,7 +113,7 @@ class ReprocessVisitImageTask:
 
     def run(self, *, exposures, initial_photo_calib=None, psf, background, ap_corr, photo_calib, wcs,
             calib_sources: Table | None = None, id_generator: DetectorVisitIdGenerator | None = None,
-            result=None) -> ReprocessVisitImageResult:
+            result=None, preliminary_mask=None, sky_corr=None) -> ReprocessVisitImageResult:
         """Reprocess the snaps of one detector.
 
         Parameters
@@ -126,11 +131,19 @@ class ReprocessVisitImageTask:
             ``calib_psf_*`` flags).
         id_generator : `DetectorVisitIdGenerator`, optional
         result : ignored (LSST's in-place result struct)
+        preliminary_mask : `Mask`, optional
+            calibrate's mask of this detector (lsst-spec §5.1 ``preliminary_mask``): its ``copy_mask_planes``
+            (SPIKE) bits are OR-ed into the combined snaps' mask. An addition to DESIGN.md §3's signature,
+            keyword-only and optional.
+        sky_corr : `BackgroundList`, optional
+            With ``do_use_sky_corr``: the sky-correction layers, appended to ``background`` (lsst-spec §5.3
+            step 0); the result's ``background`` is the concatenation. Also an optional addition.
 
         Raises
         ------
         ValueError
-            Bad snaps (count, boxes) or a background of another box; missing calibrations.
+            Bad snaps (count, boxes), a background or preliminary mask of another box; missing calibrations;
+            ``do_use_sky_corr`` without ``sky_corr``.
         """
         for name, value in (("psf", psf), ("ap_corr", ap_corr), ("photo_calib", photo_calib), ("wcs", wcs)):
             if value is None:
@@ -145,6 +158,12 @@ class ReprocessVisitImageTask:
 
         snaps = [exposures] if isinstance(exposures, Exposure) else list(exposures)
         exposure = combine_snaps(snaps)
+        if preliminary_mask is not None:
+            self._copy_mask_planes(exposure, preliminary_mask)
+        if self.config.do_use_sky_corr:
+            if sky_corr is None:
+                raise ValueError("do_use_sky_corr is set but sky_corr is None")
+            background = BackgroundList(list(background or []) + list(sky_corr))
         if self.config.remove_initial_photo_calib:
             # lsst-spec §5.3 steps 4 and 6: the background is in the initial calibration's units; subtract it
             # there, then divide by the initial calibration's mean to return to counts.
@@ -189,6 +208,19 @@ class ReprocessVisitImageTask:
         exposure.summary_stats = stats
         return ReprocessVisitImageResult(exposure=exposure, sources=cat, sources_footprints=found.footprints,
                                          background=background, timings=timings)
+
+    def _copy_mask_planes(self, exposure: Exposure, preliminary_mask) -> None:
+        """lsst-spec §5.3 step 2: OR the preliminary mask's ``copy_mask_planes`` bits into the exposure's mask
+        (planes the preliminary mask lacks are skipped; planes the exposure lacks are added)."""
+        if preliminary_mask.shape != exposure.mask.shape:
+            raise ValueError(f"preliminary_mask has shape {preliminary_mask.shape}, the exposure "
+                             f"{exposure.mask.shape}")
+        for name in self.config.copy_mask_planes:
+            if name not in preliminary_mask.planes:
+                continue
+            if name not in exposure.mask.planes:
+                exposure.mask.add_plane(name, preliminary_mask.planes.description(name))
+            exposure.mask.set(name, preliminary_mask.test(name))
 
     def _match_calib_sources(self, cat: Table, calib: Table | None) -> None:
         """lsst-spec §5.3 step 8: each calib star's nearest new source within ``calib_match_radius`` arcsec

@@ -327,3 +327,24 @@ def test_lsst_calexp_errors(tmp_path):
         fits.HDUList([hdul[0].copy(), hdul["IMAGE"].copy()]).writeto(tmp_path / "calexp3.fits")
     with pytest.raises(FitsReadError, match=r"calexp3.fits: no MASK HDU"):
         read_lsst_calexp(tmp_path / "calexp3.fits")
+
+
+def test_read_mask_reads_the_mask_alone(tmp_path):
+    from visitcal.io import read_mask
+
+    rng = np.random.default_rng(4)
+    exp = Exposure.from_arrays(rng.normal(size=(30, 40)).astype(np.float32), None, np.ones((30, 40), np.float32),
+                               xy0=(5, 7))
+    exp.mask.add_plane("GHOST", "optical ghost")  # a non-standard plane, at bit 12
+    exp.mask.array[...] = rng.integers(0, 2**13, (30, 40), dtype=np.int32)
+    path = tmp_path / "e.fits"
+    write_exposure(exp, path)
+    m = read_mask(path)
+    np.testing.assert_array_equal(m.array, exp.mask.array)
+    assert m.planes["GHOST"] == exp.mask.planes["GHOST"] == 12 and m.planes.description("GHOST") == "optical ghost"
+    assert m.planes["SPIKE"] == exp.mask.planes["SPIKE"]
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_mask(tmp_path / "missing.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((3, 3)), name="IMAGE")]).writeto(tmp_path / "nomask.fits")
+    with pytest.raises(FitsReadError, match="no MASK HDU"):
+        read_mask(tmp_path / "nomask.fits")

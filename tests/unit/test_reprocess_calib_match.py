@@ -109,3 +109,50 @@ def test_remove_initial_photo_calib_returns_to_counts():
         initial_photo_calib=PhotoCalib(c), **kw)
     np.testing.assert_allclose(b.exposure.image, a.exposure.image, rtol=0, atol=1e-4)
     np.testing.assert_allclose(b.exposure.variance, a.exposure.variance, rtol=1e-6)
+
+
+def test_spike_planes_and_sky_correction():
+    """lsst-spec §5.3 steps 0 and 2: the preliminary mask's SPIKE bits are OR-ed into the combined snaps' mask
+    (other planes are not copied), and with do_use_sky_corr the sky-correction layers are subtracted after the
+    background's and returned with them."""
+    import pytest
+    from visitcal.apcorr import ApCorrMap
+    from visitcal.background import BackgroundConfig, BackgroundList, make_background
+    from visitcal.image import Exposure, Mask
+    from visitcal.photocalib import PhotoCalib
+    from visitcal.psf import GaussianPsf
+    from visitcal.reprocess_visit_image import ReprocessVisitImageConfig
+    from visitcal.wcs import make_tan_sip_wcs
+
+    rng = np.random.default_rng(3)
+    shape = (96, 96)
+    counts = rng.normal(100, 5, shape).astype(np.float32)
+
+    def snap():
+        return Exposure.from_arrays(counts.copy(), None, np.full(shape, 25, np.float32))
+
+    prelim = Mask(shape=shape)
+    prelim.add_plane("SPIKE", "diffraction spike of a bright star")
+    spike = np.zeros(shape, bool)
+    spike[40:44, 10:80] = True
+    prelim.set("SPIKE", spike)
+    prelim.set("CR", np.eye(96, dtype=bool))  # not in copy_mask_planes: stays behind
+    bg = BackgroundList([make_background(snap().masked_image, BackgroundConfig(bin_size=32))])
+    flat = snap()
+    flat.image[...] = 2.5
+    sky = BackgroundList([make_background(flat.masked_image, BackgroundConfig(bin_size=32))])
+    kw = dict(psf=GaussianPsf(1.5), ap_corr=ApCorrMap(), photo_calib=PhotoCalib(10.0), background=bg,
+              wcs=make_tan_sip_wcs((48, 48), (10.0, 0.0), np.diag([-5e-5, 5e-5])))
+    cfg = ReprocessVisitImageConfig(do_calibrate_pixels=False, do_repair=False)
+    base = ReprocessVisitImageTask(cfg).run(exposures=[snap()], **kw)
+    r = ReprocessVisitImageTask(cfg.model_copy(update={"do_use_sky_corr": True})).run(
+        exposures=[snap()], preliminary_mask=prelim, sky_corr=sky, **kw)
+    np.testing.assert_array_equal(r.exposure.mask.test("SPIKE"), spike)
+    assert not r.exposure.mask.test("CR")[np.eye(96, dtype=bool) & ~spike].any()
+    assert "SPIKE" not in base.exposure.mask.planes or not base.exposure.mask.test("SPIKE").any()
+    np.testing.assert_allclose(r.exposure.image, base.exposure.image - 2.5, rtol=0, atol=2e-5)
+    assert len(r.background) == 2
+    with pytest.raises(ValueError, match="do_use_sky_corr is set but sky_corr is None"):
+        ReprocessVisitImageTask(cfg.model_copy(update={"do_use_sky_corr": True})).run(exposures=[snap()], **kw)
+    with pytest.raises(ValueError, match="preliminary_mask has shape"):
+        ReprocessVisitImageTask(cfg).run(exposures=[snap()], preliminary_mask=Mask(shape=(90, 96)), **kw)

@@ -14,6 +14,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_fits",
     "read_exposure",
+    "read_mask",
     "write_exposure",
     "read_lsst_calexp",
     "read_decam_cp",
@@ -55,6 +56,6 @@ class FitsWriteError(VisitcalIOError):
 from .atomic import atomic_write, atomic_write_fits  # noqa: E402
 from .catalog import CatalogIOError, read_catalog, write_catalog  # noqa: E402
 from .decam import read_decam_cp  # noqa: E402
-from .fits import read_exposure, write_exposure  # noqa: E402
+from .fits import read_exposure, read_mask, write_exposure  # noqa: E402
 from .footprints import read_footprints, write_footprints  # noqa: E402
 from .lsst import read_lsst_calexp  # noqa: E402

@@ -237,6 +237,31 @@ def read_exposure(path) -> Exposure:
     return exposure
 
 
+def read_mask(path) -> Mask:
+    """The `Mask` of an exposure file alone (the MASK HDU and its plane cards; the image and variance are not
+    read), e.g. ReprocessVisitImage's ``preliminary_mask``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    FitsReadError
+        Unreadable file, no MASK HDU, bad mask-plane cards (the message names the file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            ours = hdul[0].header.get("VCFORMAT") == FORMAT_NAME
+            hdu = find_hdu(hdul, "MASK", path)
+            return mask_from_hdu(hdu, path, remap=False, require_names=ours)
+    except FitsReadError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError) as err:
+        raise FitsReadError(f"{path}: not a readable FITS file (truncated or corrupt?): {err}", path=path) from err
+
+
 def _check_extension_count(hdul, primary, path) -> None:
     expected = primary.get("VCNEXT")
     if expected is not None and len(hdul) - 1 != expected:

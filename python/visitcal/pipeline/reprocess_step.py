@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..background import BackgroundList
-from ..io import read_catalog, read_exposure, write_catalog
+from ..io import read_catalog, read_exposure, read_mask, write_catalog
 from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
 from ..reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
@@ -69,6 +69,15 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector}")
         background = BackgroundList.read_fits(repo.dataset_path("preliminary_visit_image_background", visit, detector,
                                                                 "fits"))
+        # lsst-spec §5.1: calibrate's mask, for its SPIKE planes; a sky correction only when asked for
+        prelim = repo.dataset_path("preliminary_visit_image", visit, detector, "fits")
+        prelim_mask = read_mask(prelim) if config.reprocess.copy_mask_planes else None
+        sky_corr = None
+        if config.reprocess.do_use_sky_corr:
+            sky_path = repo.dataset_path("sky_corr", visit, detector, "fits")
+            if not sky_path.is_file():
+                raise FileNotFoundError(f"{sky_path}: do_use_sky_corr is set but there is no sky_corr")
+            sky_corr = BackgroundList.read_fits(sky_path)
         stars_path = repo.root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet"
         calib = None
         if stars_path.is_file():
@@ -79,7 +88,7 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
         res = ReprocessVisitImageTask(config.reprocess).run(
             exposures=snaps, psf=cal.psf, background=background, ap_corr=cal.ap_corr_map,
             photo_calib=cal.photo_calib, wcs=cal.wcs, calib_sources=calib,
-            id_generator=DetectorVisitIdGenerator(visit, detector))
+            id_generator=DetectorVisitIdGenerator(visit, detector), preliminary_mask=prelim_mask, sky_corr=sky_corr)
         timings["reprocess"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         for p in paths.values():
