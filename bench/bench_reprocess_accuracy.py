@@ -15,6 +15,10 @@ detector with the default configuration, and compares each ``source`` catalog wi
 - the reserved flags: the fraction of the calib stars with ``calib_psf_reserved`` whose flag the cross-match
   carried to a source.
 
+Each detector gets two rows: all those stars, and the truth-isolated ones of
+`tests/sim/test_reprocess_accuracy_slow.py` (the overlap-weighted light of every other true object under 1e-3
+of the star's).
+
     PYTHONPATH=python python bench/bench_reprocess_accuracy.py [--reuse]
 
 ``--reuse`` skips the finalize / visit summary / reprocess runs and analyses the products already there.
@@ -31,15 +35,15 @@ REPO = _common.RESULTS_DIR / "sim_repo_finalize"
 
 
 def main() -> None:
+    sys.path.insert(0, str(_common.BENCH_DIR.parent))
+    from tests.sim.test_reprocess_accuracy_slow import _contamination
     from visitcal.io import read_catalog
     from visitcal.match_nearest import match_nearest
     from visitcal.pipeline.finalize_step import run_finalize
     from visitcal.pipeline.repository import Repository
     from visitcal.pipeline.reprocess_step import run_reprocess
-    from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
+    from visitcal.pipeline.visit_summary_step import run_visit_summary
     from visitcal.sim import SimRepository
-    from visitcal.update_visit_summary import calibrations_for, read_visit_summary
-    from visitcal.wcs import pixel_to_sky
 
     if not (REPO / "preliminary_visit_image").is_dir():
         raise SystemExit(f"{REPO}: run bench/bench_finalize_accuracy.py first (it simulates and calibrates)")
@@ -58,30 +62,42 @@ def main() -> None:
         x, y = np.asarray(s["base_SdssCentroid_x"]), np.asarray(s["base_SdssCentroid_y"])
         i1, i2, _ = match_nearest(np.asarray(obj["x"], float), np.asarray(obj["y"], float), x, y, 1.0).pairs()
         f, fe = np.asarray(s["base_PsfFlux_flux"])[i2], np.asarray(s["base_PsfFlux_fluxErr"])[i2]
-        good = ((f / fe > 50) & np.asarray(s["detect_isPrimary"])[i2] & (np.asarray(s["deblend_nChild"])[i2] == 0)
+        base = ((f / fe > 50) & np.asarray(s["detect_isPrimary"])[i2] & (np.asarray(s["deblend_nChild"])[i2] == 0)
                 & (np.asarray(s["parent"])[i2] == 0))
-        true_flux = np.asarray(obj["flux_nJy"])[i1][good]
-        dm = -2.5 * np.log10(f[good] / true_flux)
-        pull = (f[good] - true_flux) / fe[good]
-        width = 1.4826 * np.median(np.abs(pull - np.median(pull)))
-        ra, dec = np.degrees(np.asarray(s["coord_ra"]))[i2][good], np.degrees(np.asarray(s["coord_dec"]))[i2][good]
-        tra, tdec = np.asarray(obj["ra"])[i1][good], np.asarray(obj["dec"])[i1][good]
-        dra, ddec = (ra - tra) * np.cos(np.radians(tdec)) * 3.6e6, (dec - tdec) * 3.6e6
-        sep = np.hypot(dra, ddec)
-        cal = calibrations_for(read_visit_summary(visit_summary_path(repo, v)), d)
-        gx, gy = (a.ravel().astype(float) for a in np.meshgrid(np.linspace(0, 4071, 21), np.linspace(0, 3999, 21)))
-        (ra1, de1), (ra2, de2) = pixel_to_sky(cal.wcs, gx, gy), pixel_to_sky(sim.true_wcs(v, d), gx, gy)
-        wcs_rms = float(np.sqrt(np.mean(((ra1 - ra2) * np.cos(np.radians(de2))) ** 2 + (de1 - de2) ** 2)) * 3.6e6)
-        stars = read_catalog(REPO / "refit_psf_star" / f"refit_psf_star_{v:06d}.parquet")
-        reserved = int(np.sum(np.asarray(stars["calib_psf_reserved"])[np.asarray(stars["detector"]) == d]))
-        carried = int(np.sum(s["calib_psf_reserved"]))
-        bright = f[good] / fe[good] > 200
-        rows.append([f"{v}/{d}", int(good.sum()), 1000 * float(np.median(dm)), 1000 * float(np.median(dm[bright])),
-                     float(width), float(np.sqrt(np.mean(sep**2))), float(np.sqrt(np.mean(np.r_[dra, ddec] ** 2))),
-                     float(np.sqrt(np.mean(sep[bright] ** 2))), wcs_rms, f"{carried}/{reserved}"])
-    print(_common.format_table(["visit/detector", "stars S/N>50", "median dm (mmag)", "median dm S/N>200 (mmag)",
+        isolated = _contamination(sim.objects(v, d), obj[i1]) < 1e-3
+        for label, good in (("all", base), ("isolated", base & isolated)):
+            rows.append(_row(f"{v}/{d} {label}", s, obj, i1, i2, f, fe, good, v, d, repo, sim))
+    print(_common.format_table(["visit/detector stars", "S/N>50", "median dm (mmag)", "median dm S/N>200 (mmag)",
                                 "pull width", "position rms 2-D (mas)", "per coordinate", "2-D, S/N>200",
                                 "WCS vs true WCS", "reserved carried"], rows, floatfmt=".3g"))
+
+
+def _row(label, s, obj, i1, i2, f, fe, good, v, d, repo, sim) -> list:
+    """One table row for the stars ``good`` (flags on the matched pairs i1 -> i2)."""
+    from visitcal.io import read_catalog
+    from visitcal.pipeline.visit_summary_step import visit_summary_path
+    from visitcal.update_visit_summary import calibrations_for, read_visit_summary
+    from visitcal.wcs import pixel_to_sky
+
+    true_flux = np.asarray(obj["flux_nJy"])[i1][good]
+    dm = -2.5 * np.log10(f[good] / true_flux)
+    pull = (f[good] - true_flux) / fe[good]
+    width = 1.4826 * np.median(np.abs(pull - np.median(pull)))
+    ra, dec = np.degrees(np.asarray(s["coord_ra"]))[i2][good], np.degrees(np.asarray(s["coord_dec"]))[i2][good]
+    tra, tdec = np.asarray(obj["ra"])[i1][good], np.asarray(obj["dec"])[i1][good]
+    dra, ddec = (ra - tra) * np.cos(np.radians(tdec)) * 3.6e6, (dec - tdec) * 3.6e6
+    sep = np.hypot(dra, ddec)
+    cal = calibrations_for(read_visit_summary(visit_summary_path(repo, v)), d)
+    gx, gy = (a.ravel().astype(float) for a in np.meshgrid(np.linspace(0, 4071, 21), np.linspace(0, 3999, 21)))
+    (ra1, de1), (ra2, de2) = pixel_to_sky(cal.wcs, gx, gy), pixel_to_sky(sim.true_wcs(v, d), gx, gy)
+    wcs_rms = float(np.sqrt(np.mean(((ra1 - ra2) * np.cos(np.radians(de2))) ** 2 + (de1 - de2) ** 2)) * 3.6e6)
+    stars = read_catalog(REPO / "refit_psf_star" / f"refit_psf_star_{v:06d}.parquet")
+    reserved = int(np.sum(np.asarray(stars["calib_psf_reserved"])[np.asarray(stars["detector"]) == d]))
+    carried = int(np.sum(s["calib_psf_reserved"]))
+    bright = f[good] / fe[good] > 200
+    return [label, int(good.sum()), 1000 * float(np.median(dm)), 1000 * float(np.median(dm[bright])),
+            float(width), float(np.sqrt(np.mean(sep**2))), float(np.sqrt(np.mean(np.r_[dra, ddec] ** 2))),
+            float(np.sqrt(np.mean(sep[bright] ** 2))), wcs_rms, f"{carried}/{reserved}"]
 
 
 if __name__ == "__main__":
