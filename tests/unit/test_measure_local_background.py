@@ -79,3 +79,24 @@ def test_config_defaults_agree():
         LocalBackgroundConfig(annulus_outer=1.0)
     with pytest.raises(ValueError, match="psf_sigma"):
         local_background(mi, [1.0, 1.0], [1.0, 1.0], [1.0])
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=st.one_of(st.integers(-3, 83).map(float), st.integers(-6, 166).map(lambda v: v / 2),
+                   st.floats(-3, 83)),
+       y=st.one_of(st.integers(-3, 73).map(float), st.floats(-3, 73)),
+       sigma=st.one_of(st.sampled_from([0.5, 1.0, 4.0 / 7.0, 1.5, 2.0]), st.floats(0.3, 3.0)))
+def test_annulus_pixels_match_the_reference_on_exact_edges(x, y, sigma):
+    # integer and half-integer centres and radii (7 sigma, 15 sigma) that land on pixel centres: the
+    # run-based annulus must keep exactly the pixels of the d2 > rin^2 && d2 <= rout^2 test
+    rng = np.random.default_rng(7)
+    img = rng.normal(0, 1, (70, 80)).astype(np.float32)
+    mi = MaskedImage(img, variance=np.ones_like(img))
+    out = local_background(mi, [x], [y], [sigma])
+    m, s = reference(img, mi.mask.array, x, y, sigma, mi.mask.get_plane_bitmask("BAD", "SAT", "NO_DATA"))
+    assert out[f"{P}_instFlux"][0] == pytest.approx(m, rel=1e-12, abs=1e-12, nan_ok=True)
+    assert out[f"{P}_instFluxErr"][0] == pytest.approx(s, rel=1e-10, abs=1e-12, nan_ok=True)

@@ -36,24 +36,48 @@ LocalBackgroundResult measure_local_background(const ExposureView& ev, double x,
     const int px1 = std::min(static_cast<int>(std::floor(x + rout)), ev.x0 + ev.width() - 1);
     const int py0 = std::max(static_cast<int>(std::ceil(y - rout)), ev.y0);
     const int py1 = std::min(static_cast<int>(std::floor(y + rout)), ev.y0 + ev.height() - 1);
-    // The annulus row by row: the columns of the outer disc minus those of the inner one, from the
-    // circle equations (inclusive outer, exclusive inner edge, as d2 <= rin2 || d2 > rout2 rejects).
+    // The annulus row by row: on each row it is one run of columns (dy beyond the inner radius) or two
+    // (left and right of the inner disc), whose ends come from the circle equations and are then moved
+    // by the exact test d2 > rin2 && d2 <= rout2, so the pixel set is exactly that test's (inclusive
+    // outer, exclusive inner edge) while the runs themselves need no per-pixel geometry.
     std::vector<float> v;
     v.reserve(static_cast<std::size_t>(3.2 * (rout2 - rin2)) + 64);
-    for (int py = py0; py <= py1; ++py) {
-        const float* im = ev.image.row(py - ev.y0);
-        const std::int32_t* m = ev.mask.row(py - ev.y0);
-        const double dy2 = (py - y) * (py - y);
-        if (dy2 > rout2) continue;
-        const double ho = std::sqrt(rout2 - dy2);
-        const int a0 = std::max(px0, static_cast<int>(std::ceil(x - ho)) - 1);
-        const int a1 = std::min(px1, static_cast<int>(std::floor(x + ho)) + 1);
-        for (int px = a0; px <= a1; ++px) {
-            const double d2 = (px - x) * (px - x) + dy2;
-            if (d2 <= rin2 || d2 > rout2) continue;
+    auto d2_of = [&](int px, double dy2) { return (px - x) * (px - x) + dy2; };
+    auto take = [&](const float* im, const std::int32_t* m, int from, int to) {
+        for (int px = from; px <= to; ++px) {
             const int i = px - ev.x0;
             if ((m[i] & ctrl.bad_mask) || !std::isfinite(im[i])) continue;
             v.push_back(im[i]);
+        }
+    };
+    // The first and last integer of {px : (px - x)^2 + dy2 <= r2}, an interval (empty: first > last).
+    // The circle equation gives the ends to within a pixel of rounding; starting one pixel outside and
+    // stepping inwards with the exact test lands on them.
+    auto run_of = [&](double r2, double dy2, int& first, int& last) {
+        const double h = std::sqrt(std::max(0.0, r2 - dy2));
+        const int lo = static_cast<int>(std::ceil(x - h)) - 1, hi = static_cast<int>(std::floor(x + h)) + 1;
+        first = lo;
+        while (first <= hi && d2_of(first, dy2) > r2) ++first;
+        last = hi;
+        while (last >= first && d2_of(last, dy2) > r2) --last;
+    };
+    for (int py = py0; py <= py1; ++py) {
+        const double dy2 = (py - y) * (py - y);
+        if (dy2 > rout2) continue;
+        const float* im = ev.image.row(py - ev.y0);
+        const std::int32_t* m = ev.mask.row(py - ev.y0);
+        int a0, a1;
+        run_of(rout2, dy2, a0, a1);
+        a0 = std::max(a0, px0);
+        a1 = std::min(a1, px1);
+        if (a0 > a1) continue;
+        int g0 = 1, g1 = 0;  // the inner disc's run on this row, excluded
+        if (dy2 <= rin2) run_of(rin2, dy2, g0, g1);
+        if (g0 > g1) {
+            take(im, m, a0, a1);
+        } else {
+            take(im, m, a0, std::min(a1, g0 - 1));
+            take(im, m, std::max(a0, g1 + 1), a1);
         }
     }
     if (v.empty()) {
