@@ -479,17 +479,23 @@ class BackgroundList:
         return self._layers[index]
 
     def get_image(self, dtype=np.float32, *, bbox: Box2I | None = None) -> np.ndarray:
-        """Sum of the layers' images (accumulated in float64) over ``bbox`` (default: the first layer's)."""
+        """Sum of the layers' images over ``bbox`` (default: the first layer's), accumulated in ``dtype``.
+
+        Each layer is evaluated in float64 and rounded once to ``dtype``; in float32 a sum of a few layers of
+        sky levels ~1e3 is then good to ~1e-4 counts. Accumulating a 16-Mpx detector in float64 instead
+        allocated 384 MB of fresh pages per call (0.3-0.4 s of page faults inside the reprocessing task).
+        """
         if not self._layers:
             raise ValueError("the BackgroundList is empty")
         box = bbox or self._layers[0].bbox
         if len(self._layers) == 1:
             return self._layers[0].get_image(dtype, bbox=box)
-        total = np.zeros(box.shape, dtype=np.float64)
-        scratch = np.empty(box.shape, dtype=np.float64)
-        for layer in self._layers:
-            total += layer.get_image(np.float64, bbox=box, out=scratch)
-        return total.astype(dtype, copy=False)
+        dtype = np.dtype(dtype)
+        total = self._layers[0].get_image(dtype, bbox=box)
+        scratch = np.empty(box.shape, dtype=dtype)
+        for layer in self._layers[1:]:
+            total += layer.get_image(dtype, bbox=box, out=scratch)
+        return total
 
     # --- persistence ----------------------------------------------------------------------------
     def to_table(self) -> Table:

@@ -156,6 +156,19 @@ class PhotoCalib:
         """
         return self._scale_masked_image(masked_image, inverse=False)
 
+    def calibrate_image_in_place(self, masked_image) -> None:
+        """`calibrate_image` on the `MaskedImage` (or `Exposure`'s masked image) itself: no copy of the planes
+        (ReprocessVisitImageTask owns its image; three fresh 16-Mpx planes cost 0.06-0.6 s of page faults).
+        The products are rounded to float32 as `calibrate_image`'s, so the two agree to the bit."""
+        mi = getattr(masked_image, "masked_image", masked_image)
+        if self._field is None:
+            mi.image *= np.float32(self._mean)
+            mi.variance *= np.float32(self._mean * self._mean)
+            return
+        c = self.calibration_image(mi.bbox, dtype=np.float64)
+        mi.image[...] = (mi.image * c).astype(np.float32)
+        mi.variance[...] = (mi.variance * (c * c)).astype(np.float32)
+
     def uncalibrate_image(self, masked_image):
         """Inverse of `calibrate_image`: back to counts."""
         return self._scale_masked_image(masked_image, inverse=True)

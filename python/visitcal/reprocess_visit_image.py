@@ -201,7 +201,7 @@ class ReprocessVisitImageTask:
         lap("summary_stats")
         if self.config.do_calibrate_pixels:
             cat = photo_calib.calibrate_catalog(cat)
-            exposure.masked_image = photo_calib.calibrate_image(exposure.masked_image)
+            photo_calib.calibrate_image_in_place(exposure.masked_image)
             exposure.photo_calib = PhotoCalib(1.0, photo_calib.calibration_err, bbox=exposure.bbox)
             exposure.metadata["BUNIT"] = "nJy"
         lap("calibrate_to_njy")

@@ -70,6 +70,20 @@ def test_calibrate_image_pixel_by_pixel():
     assert not np.shares_memory(calibrated.image, exp.image)
 
 
+def test_calibrate_image_in_place_is_the_copy_to_the_bit():
+    from visitcal.photocalib import PhotoCalib
+
+    for pc in (make_exposure().photo_calib, PhotoCalib(3.7)):  # spatially varying, constant
+        exp = make_exposure()
+        copy = pc.calibrate_image(exp.masked_image)
+        image = exp.image
+        pc.calibrate_image_in_place(exp)
+        assert exp.image is image  # the same plane, scaled
+        np.testing.assert_array_equal(exp.image, copy.image)
+        np.testing.assert_array_equal(exp.variance, copy.variance)
+        np.testing.assert_array_equal(exp.mask.array, copy.mask.array)
+
+
 def test_constant_calibration_of_an_exposure():
     exp = make_exposure()
     calibrated = PhotoCalib(2.0).calibrate_image(exp)
