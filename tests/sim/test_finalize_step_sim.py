@@ -286,6 +286,24 @@ def test_reprocess_step_products_failures_and_rerun(calibrated, finalized, tmp_p
     assert main(["reprocess", str(root), "--visits", str(v)]) == 3  # the broken detector still fails
     assert path.stat().st_mtime_ns == before
     assert "UpstreamFailureNoWorkFound" in capsys.readouterr().out
+    # bad inputs of another visit, each recorded on its detector with the error naming what is wrong:
+    # three snaps on one detector, a background fitted on another box on the other
+    from visitcal.background import BackgroundConfig, BackgroundList, make_background
+
+    v2 = next(vv for vv, _ in repo.data_ids() if vv != v)
+    d_snaps, d_bg = sorted(d for vv, d in repo.data_ids() if vv == v2)[:2]
+    snap0 = repo.post_isr_snaps()[(v2, d_snaps)][0]
+    for k in (1, 2):
+        shutil.copy(snap0, snap0.with_name(snap0.name.replace("_0.fits", f"_{k}.fits")))
+    from visitcal.geom import Box2I
+
+    crop = read_exposure(repo.post_isr_snaps()[(v2, d_bg)][0]).masked_image[Box2I(0, 0, 599, 511)]
+    BackgroundList([make_background(crop, BackgroundConfig(bin_size=128))]).write_fits(
+        repo.dataset_path("preliminary_visit_image_background", v2, d_bg, "fits"), overwrite=True)
+    out2 = {s.detector: s for s in run_reprocess(root, visits=[v2])}
+    assert out2[d_snaps].error_type == "ValueError" and "1 or 2 snaps, got 3" in out2[d_snaps].message
+    assert out2[d_bg].error_type == "ValueError" and "background: layer 0 was fitted on" in out2[d_bg].message
+    assert all(by_det[s.detector].ok for s in good)  # visit v's finished detectors untouched
 
 
 def test_two_snaps_match_one_snap_of_double_exposure(finalized, tmp_path):
