@@ -64,6 +64,9 @@ class ReprocessVisitImageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    snap_combine_bad_mask_planes: tuple[str, ...] = Field((), description="snap combination: pixels of a snap "
+                                                          "with these planes are left out of the sum (LSST "
+                                                          "snapCombine badMaskPlanes; none by default)")
     do_repair: bool = Field(True, description="repair cosmic rays")
     repair: RepairConfig = Field(default_factory=RepairConfig, description="cosmic-ray repair")
     find_sources: FindSourcesConfig = Field(default_factory=FindSourcesConfig,
@@ -157,7 +160,7 @@ class ReprocessVisitImageTask:
             clock[0] = now
 
         snaps = [exposures] if isinstance(exposures, Exposure) else list(exposures)
-        exposure = combine_snaps(snaps)
+        exposure = combine_snaps(snaps, self.config.snap_combine_bad_mask_planes)
         if preliminary_mask is not None:
             self._copy_mask_planes(exposure, preliminary_mask)
         if self.config.do_use_sky_corr:
