@@ -632,7 +632,26 @@ class SubtractBackgroundTask:
         exposure.image[...] -= model
         background.append(layer)
         if stats:
-            full = background.get_image(np.float64)
-            exposure.metadata[stats_keys[0]] = float(full.mean())
-            exposure.metadata[stats_keys[1]] = float(full.var(ddof=1)) if full.size > 1 else 0.0
+            mean, var = _mean_var_by_rows(background)
+            exposure.metadata[stats_keys[0]] = mean
+            exposure.metadata[stats_keys[1]] = var
         return SubtractBackgroundResult(background=background)
+
+
+def _mean_var_by_rows(background: "BackgroundList", rows: int = 256) -> tuple[float, float]:
+    """Mean and (n - 1) variance of the full background image, evaluated in float64 a band of ``rows`` rows at a
+    time and the bands merged exactly (Chan et al. 1979): the statistics of the float64 image without its
+    128 MB (16 Mpx) and the temporaries of ``var`` (0.2-0.3 s on a 4k detector)."""
+    box = background[0].bbox
+    n_tot, mean_tot, m2_tot = 0, 0.0, 0.0
+    for y0 in range(box.min_y, box.max_y + 1, rows):
+        band = Box2I(box.min_x, y0, box.max_x, min(y0 + rows - 1, box.max_y))
+        v = background.get_image(np.float64, bbox=band)
+        n, mean = v.size, float(v.mean())
+        m2 = float(np.sum(np.square(v - mean)))
+        delta = mean - mean_tot
+        total = n_tot + n
+        mean_tot += delta * n / total
+        m2_tot += m2 + delta * delta * n_tot * n / total
+        n_tot = total
+    return mean_tot, (m2_tot / (n_tot - 1) if n_tot > 1 else 0.0)

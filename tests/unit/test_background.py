@@ -457,6 +457,17 @@ def test_subtract_background_task():
         SubtractBackgroundTask().run(img)
 
 
+def test_banded_mean_and_variance_are_the_full_images():
+    from visitcal.background import _mean_var_by_rows
+
+    _, bl = two_layers()
+    full = bl.get_image(np.float64)
+    for rows in (1, 7, 64, 10_000):  # bands of one row, uneven bands, one band
+        mean, var = _mean_var_by_rows(bl, rows=rows)
+        assert mean == pytest.approx(full.mean(), rel=1e-13)
+        assert var == pytest.approx(full.var(ddof=1), rel=1e-10)
+
+
 def test_exposure_background_reads_back_in_a_fresh_process(tmp_path):
     """read_exposure must find the BackgroundList kind without the caller importing visitcal.background."""
     import subprocess
