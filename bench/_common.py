@@ -157,9 +157,23 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt
     return "\n".join([line(headers), sep, *(line(r) for r in body)])
 
 
+_ALLOCATOR = "default"
+
+
+def tune_allocator_as_the_cli() -> None:
+    """What ``visitcal`` commands and their workers do at start (`visitcal.pipeline.runner.tune_allocator`):
+    the pipeline benchmarks measure the library as the command line runs it. ``VISITCAL_NO_MALLOPT=1`` gives
+    glibc's defaults."""
+    global _ALLOCATOR
+    from visitcal.pipeline.runner import tune_allocator
+
+    _ALLOCATOR = "mallopt (as the CLI)" if tune_allocator() else "default"
+
+
 def print_header(title: str, cpu: int | None) -> None:
     import numpy as np
 
     print(title)
     print(f"cpu: {_cpu_model()}; pinned to cpu {cpu if cpu is not None else '(none)'}; numpy {np.__version__}; "
-          f"python {platform.python_version()}; BLAS/OpenMP threads = {os.environ['OPENBLAS_NUM_THREADS']}")
+          f"python {platform.python_version()}; BLAS/OpenMP threads = {os.environ['OPENBLAS_NUM_THREADS']}; "
+          f"allocator: {_ALLOCATOR}")

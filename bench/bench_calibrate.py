@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--skip-calibrate", action="store_true", help="characterisation only")
     args = parser.parse_args()
     cpu = _common.pin_one_core(args.cpu)
+    _common.tune_allocator_as_the_cli()
     _common.print_header("CharacterizeImageTask, 4072 x 4000 simulated detector", cpu)
 
     from visitcal.characterize_image import CharacterizeImageTask

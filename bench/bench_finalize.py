@@ -52,6 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     args.repeat = max(args.repeat, 1)
     cpu = _common.pin_one_core(args.cpu)
+    _common.tune_allocator_as_the_cli()
     _common.print_header("FinalizeCharacterizationDetectorTask, 4072 x 4000 simulated detector", cpu)
 
     import numpy as np

@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=0)
     args = parser.parse_args()
     cpu = _common.pin_one_core(args.cpu)
+    _common.tune_allocator_as_the_cli()
     _common.print_header("ReprocessVisitImageTask, 4072 x 4000 simulated detector", cpu)
     import numpy as np
     from visitcal.io import read_catalog, read_exposure

@@ -402,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .pipeline.runner import tune_allocator
+
+    tune_allocator()  # the command's own process (its -j workers do it too): see its docstring
     for name in ("file", "image", "weight", "dq"):
         value = getattr(args, name, None)
         if name == "file" and value is not None and (Path(value) / "repo.json").is_file():

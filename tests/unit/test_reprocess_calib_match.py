@@ -156,3 +156,21 @@ def test_spike_planes_and_sky_correction():
         ReprocessVisitImageTask(cfg.model_copy(update={"do_use_sky_corr": True})).run(exposures=[snap()], **kw)
     with pytest.raises(ValueError, match="preliminary_mask has shape"):
         ReprocessVisitImageTask(cfg).run(exposures=[snap()], preliminary_mask=Mask(shape=(90, 96)), **kw)
+
+
+def test_tune_allocator_switch(monkeypatch):
+    """The CLI's allocator setting: applied on glibc Linux, never with VISITCAL_NO_MALLOPT=1."""
+    import sys
+
+    from visitcal.pipeline.runner import tune_allocator
+
+    monkeypatch.setenv("VISITCAL_NO_MALLOPT", "1")
+    assert tune_allocator() is False
+    monkeypatch.delenv("VISITCAL_NO_MALLOPT")
+    applied = tune_allocator()
+    assert isinstance(applied, bool)
+    if sys.platform.startswith("linux"):
+        import platform
+
+        if platform.libc_ver()[0] == "glibc":
+            assert applied
