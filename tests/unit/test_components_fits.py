@@ -2,7 +2,6 @@
 FITS losslessly, and PhotoCalib calibrates a MaskedImage pixel by pixel."""
 
 import numpy as np
-import pytest
 
 from visitcal.apcorr import ApCorrMap
 from visitcal.chebyshev import ChebyshevBoundedField
