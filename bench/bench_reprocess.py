@@ -1,4 +1,4 @@
-"""ReprocessVisitImageTask on one 4072 x 4000 simulated detector, one core, split by stage (issue 9, first cut).
+"""ReprocessVisitImageTask on one 4072 x 4000 simulated detector, one core, split by stage (issue 9).
 
 Uses the rich repository of `bench_finalize_accuracy.py` (``bench/results/sim_repo_finalize``: lsst preset,
 100000 stars/deg^2, one 60-s snap; calibrated and finalized there, run that script first), its visit summary,

@@ -31,7 +31,7 @@ Subcommands available now:
     ``refit_psf_star`` per visit, a per-detector summary.
 
 ``visitcal reprocess REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite]``
-    ReprocessVisitImage per detector (first cut, issue 9): ``visit_image`` (nJy), ``source``,
+    ReprocessVisitImage per detector (issue 9): ``visit_image`` (nJy), ``source``,
     ``source_footprints``, ``visit_image_background``.
 
 Exit codes: 0 success, 1 a file could not be read or written (or nothing to do), 2 bad arguments, 3 some

@@ -1,9 +1,9 @@
 """`ReprocessVisitImageTask`: the final calibrated visit image and its source catalog (lsst-spec §5;
-DESIGN.md §3 for ``run()`` and the result names). Issue 9, first cut: what is built and what is not is listed
-below, and the issue-9 note says the same.
+DESIGN.md §3 for ``run()`` and the result names; issue 9).
 
 Steps of `ReprocessVisitImageTask.run` (lsst-spec §5.3):
 
+0. with ``do_use_sky_corr``, the ``sky_corr`` layers appended to the background;
 1. snap combination (one or two snaps: images and variances summed, masks OR-ed, exposure time summed; more
    than two snaps or snaps of different boxes are a `ValueError` naming them);
 2. the preliminary background subtracted (a background of another box is a `ValueError`);
@@ -23,8 +23,9 @@ Steps of `ReprocessVisitImageTask.run` (lsst-spec §5.3):
 9. the image and variance calibrated to nJy, an identity PhotoCalib, ``BUNIT = 'nJy'``; the catalog's
    ``_flux`` / ``_fluxErr`` / ``_mag`` / ``_magErr`` columns from the PhotoCalib.
 
-Not yet built (issue 9): SPIKE planes from the preliminary mask (``run()`` has no preliminary-mask input) and
-the sky-correction layer (``do_use_sky_corr``).
+Between steps 1 and 2 the ``copy_mask_planes`` (SPIKE) of ``preliminary_mask`` are OR-ed into the mask. Not built:
+the optional flat-ratio step (``do_apply_flat_background_ratio``, ComCam only), Kron fluxes and HSM moments
+(``base_SdssShape`` stands in), the treecorr rho statistics (NaN in LSST too).
 """
 
 from __future__ import annotations

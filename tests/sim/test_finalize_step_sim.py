@@ -166,8 +166,9 @@ def test_visit_summary_joins_refit_models_and_calibrations(finalized):
             calibrations_for(broken, 99)
 
 
-def test_reprocess_visit_image_first_cut(finalized):
-    """issue 9, first cut of ReprocessVisitImageTask on the finalized repository: calibrated PsfFlux of
+def test_reprocess_visit_image_on_the_ci_repository(finalized):
+    """issue 9, ReprocessVisitImageTask on the small finalized repository (the goals themselves are asserted on a
+    rich one by test_reprocess_accuracy_slow.py): calibrated PsfFlux of
     isolated unsaturated true stars against their true nJy fluxes, positions against the truth, the reserved
     flags carried over by the 0.2" cross-match, the nJy image against the counts image."""
     from visitcal.io import read_exposure
