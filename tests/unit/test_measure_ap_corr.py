@@ -148,3 +148,66 @@ def test_lsst_argument_order_and_names_to_correct():
     assert list(a) == ["base_GaussianFlux_instFlux", "base_GaussianFlux_instFluxErr"]
     with pytest.raises(KeyError, match="base_KronFlux_instFlux"):
         MeasureApCorrTask(names_to_correct=["base_KronFlux"]).run(cat, exp)
+
+
+def _weighted_reference(x, y, z, w, order=2, n_iter=4, n_sigma=4.0):
+    """The same loop with weighted least squares (rows scaled by w) and the weighted (w^2) lower median shift."""
+    keep = np.ones(z.size, bool)
+    fit = np.full(z.size, np.median(z))
+    for _ in range(n_iter):
+        r = z[keep] - fit
+        sigma = median_abs_deviation(r, scale="normal") + 1e-7
+        idx = np.flatnonzero(keep)
+        keep = np.zeros(z.size, bool)
+        keep[idx[np.abs(r) <= n_sigma * sigma]] = True
+        a, terms = _design(x[keep], y[keep], order)
+        coef = np.linalg.lstsq(a * w[keep, None], z[keep] * w[keep], rcond=None)[0]
+        fit = a @ coef
+    d, ww = fit - z[keep], w[keep] ** 2
+    order_ = np.argsort(d, kind="stable")
+    cum = np.cumsum(ww[order_])
+    shift = d[order_][np.searchsorted(cum, 0.5 * cum[-1])]
+    coef_arr = np.zeros((order + 1, order + 1))
+    for (j, i), cval in zip(terms, coef):
+        coef_arr[j, i] = cval
+    coef_arr[0, 0] -= shift
+    return coef_arr
+
+
+def test_weighted_fit_follows_the_bright_stars():
+    """fit_weighted (not LSST): weights 1/sigma_z from both fluxes' errors. Faint stars carry a bias (a constant
+    error in counts, as a background error or crowding gives the real ones) and more noise: the unweighted field follows them, the weighted one the truth;
+    the weighted loop is checked against an independent weighted computation."""
+    rng = np.random.default_rng(8)
+    n = 600
+    x, y = rng.uniform(0, 2047, n), rng.uniform(0, 1999, n)
+    flux = 10 ** rng.uniform(4.5, 6.5, n)
+    rel = 3.0 / np.sqrt(flux)  # fractional error of the ratio: 1.7% faint .. 0.17% bright
+    truth = ChebyshevBoundedField(BOX, TRUE).evaluate(x, y)
+    # biased low by a constant error in counts (a background error: 1% of the faintest, 1e-4 of the brightest)
+    z = truth * (1 + rel * rng.standard_normal(n) - 0.01 * 10**4.5 / flux)
+    t = Table({"id": np.arange(1, n + 1, dtype=np.int64), "parent": np.zeros(n, np.int64),
+               "base_SdssCentroid_x": x, "base_SdssCentroid_y": y,
+               "base_PsfFlux_instFlux": flux, "base_PsfFlux_instFluxErr": flux * rel / np.sqrt(2),
+               "base_PsfFlux_flag": np.zeros(n, bool),
+               "base_CircularApertureFlux_12_0_instFlux": flux * z,
+               "base_CircularApertureFlux_12_0_instFluxErr": flux * z * rel / np.sqrt(2),
+               "base_CircularApertureFlux_12_0_flag": np.zeros(n, bool),
+               "base_ClassificationSizeExtendedness_value": np.zeros(n)})
+    for f in PIXEL_FLAGS:
+        t[f"base_PixelFlags_flag_{f}"] = np.zeros(n, bool)
+    t.meta["slots"] = {"Centroid": "base_SdssCentroid", "CalibFlux": "base_CircularApertureFlux_12_0"}
+    sel = MeasureApCorrConfig().source_selector
+    cfg = MeasureApCorrConfig(source_selector=sel.model_copy(update={"do_signal_to_noise": False}))
+    gx, gy = np.meshgrid(np.linspace(0, 2047, 11), np.linspace(0, 1999, 11))
+    true_grid = ChebyshevBoundedField(BOX, TRUE).evaluate(gx, gy)
+    err = {}
+    for weighted in (False, True):
+        c = cfg.model_copy(update={"fit_weighted": weighted})
+        field = MeasureApCorrTask(c, names_to_correct=["base_PsfFlux"]).run(t.copy(), BOX).ap_corr_map[
+            "base_PsfFlux_instFlux"]
+        err[weighted] = np.sqrt(np.mean((field.evaluate(gx, gy) / true_grid - 1) ** 2))
+        if weighted:
+            w = 1.0 / (z * rel)
+            np.testing.assert_allclose(field.coefficients, _weighted_reference(x, y, z, w), rtol=0, atol=1e-10)
+    assert err[True] < 0.5 * err[False] and err[True] < 1e-3, err
