@@ -19,7 +19,8 @@ import _common  # first: sets the BLAS/OpenMP thread counts before numpy loads
 import numpy as np
 
 REPO = _common.RESULTS_DIR / "sim_repo_finalize"
-# (label, PSF spatial order, candidate cap, fit_center, max_snr, ap-corr Chebyshev order, ap-corr fit_weighted)
+# (label, PSF spatial order, candidate cap, fit_center, max_snr, ap-corr Chebyshev order, ap-corr fit_weighted,
+#  [varying_radius])
 CONFIGS = [("LSST defaults (order 2, 300-candidate cap)", 2, 300, True, 200.0, 2, False),
            ("LSSTCam r (order 4, no centre fit)", 4, 300, False, 200.0, 2, False),
            ("order 2, cap 1000", 2, 1000, True, 200.0, 2, False),
@@ -29,7 +30,10 @@ CONFIGS = [("LSST defaults (order 2, 300-candidate cap)", 2, 300, True, 200.0, 2
            ("order 4, cap 1000, max_snr 1000, ap corr order 4", 4, 1000, True, 1000.0, 4, False),
            ("LSST defaults, ap corr weighted", 2, 300, True, 200.0, 2, True),
            ("LSST defaults, ap corr order 4 weighted", 2, 300, True, 200.0, 4, True),
-           ("order 4, cap 1000, max_snr 1000, ap corr order 4 weighted", 4, 1000, True, 1000.0, 4, True)]
+           ("order 4, cap 1000, max_snr 1000, ap corr order 4 weighted", 4, 1000, True, 1000.0, 4, True),
+           ("LSST defaults, varying_radius 6", 2, 300, True, 200.0, 2, False, 6.0),
+           ("order 4, cap 1000, max_snr 1000, varying_radius 6", 4, 1000, True, 1000.0, 2, False, 6.0),
+           ("order 4, cap 1000, varying_radius 6", 4, 1000, True, 200.0, 2, False, 6.0)]
 if len(sys.argv) > 1:  # a subset by index, e.g. 0,3
     CONFIGS = [CONFIGS[int(i)] for i in sys.argv[1].split(",")]
 
@@ -66,11 +70,13 @@ def main() -> None:
     _common.print_header("finalize accuracy on a rich 3-visit 4072 x 4000 repository", None)
     repo = _repo()
     rows = []
-    for label, order, cap, fit_center, max_snr, ap_order, weighted in CONFIGS:
+    for label, order, cap, fit_center, max_snr, ap_order, weighted, *rest in CONFIGS:
+        varying_radius = rest[0] if rest else 0.0
         base = FinalizeCharacterizationConfig()
         pd = base.psf_determiner
         pd = pd.model_copy(update={"pixelgrid": pd.pixelgrid.model_copy(update={
-            "spatial_order": order, "fit_center": fit_center, "max_snr": max_snr})})
+            "spatial_order": order, "fit_center": fit_center, "max_snr": max_snr,
+            "varying_radius": varying_radius})})
         mac = base.measure_ap_corr
         mac = mac.model_copy(update={"fit_weighted": weighted, "fit_config": mac.fit_config.model_copy(
             update={"order_x": ap_order, "order_y": ap_order})})

@@ -57,6 +57,7 @@ void bind_pixel_grid(py::module_& m) {
         .def_readwrite("cg_tolerance", &PixelGridControl::cg_tolerance)
         .def_readwrite("cg_chi2_tolerance", &PixelGridControl::cg_chi2_tolerance)
         .def_readwrite("smoothness", &PixelGridControl::smoothness)
+        .def_readwrite("varying_radius", &PixelGridControl::varying_radius)
         .def_readwrite("cg_max_iter", &PixelGridControl::cg_max_iter);
 
     py::class_<PixelGridPsf, Psf, std::shared_ptr<PixelGridPsf>>(m, "PixelGridPsf")

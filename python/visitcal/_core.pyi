@@ -373,6 +373,8 @@ class PixelGridControl:
     cg_tolerance: float
     cg_chi2_tolerance: float
     cg_max_iter: int
+    smoothness: float
+    varying_radius: float
     def __init__(self) -> None: ...
 
 class PixelGridPsf(Psf):

@@ -256,6 +256,12 @@ class PixelGridPsfDeterminerConfig(BaseModel):
                               "weight on one grid value of the constant term, so the value is dimensionless. For "
                               "supersampled grids (sampling_size < 1) on few stars; see the module notes.")
 
+    varying_radius: float = Field(0.0, ge=0, description="Not Piff: > 0 restricts the polynomial terms above the "
+                                  "constant to the grid pixels within this radius (image pixels) of the centre, so "
+                                  "the core varies over the detector and the wings are the constant term's (0: "
+                                  "every term spans the grid, as Piff). The wings' noise then no longer moves the "
+                                  "model's PsfFlux normalisation from place to place; see bench/README.md.")
+
     @field_validator("stamp_size")
     @classmethod
     def _odd(cls, v: int) -> int:
@@ -321,6 +327,7 @@ class PixelGridPsfDeterminer:
         ctl.cg_tolerance = cfg.cg_tolerance
         ctl.cg_chi2_tolerance = cfg.cg_chi2_tolerance
         ctl.smoothness = cfg.smoothness
+        ctl.varying_radius = cfg.varying_radius
         return ctl
 
     def cross_validate_smoothness(self, candidates: PsfCandidates, bbox: Box2I, *, values=(0.0, 0.01, 0.03, 0.1, 0.3, 1.0),

@@ -238,6 +238,56 @@ def test_exact_grid_is_recovered_from_stars_rendered_with_it():
         assert r.metadata["numGoodStars"] == 150 and r.metadata["converged"]
 
 
+def test_varying_radius_confines_the_varying_terms_to_the_core():
+    """varying_radius: a truth whose varying terms live within 6 px (a core that changes, wings that do not)
+    is recovered exactly; the fitted terms above the constant are zero outside the radius and keep zero sum
+    and centroid on the core; a truth that varies beyond it is not representable (the fit's chi2 says so)."""
+    G, order, radius = 25, 2, 6.0
+    gy, gx = np.mgrid[0:G, 0:G] - 12.0
+    core = gx**2 + gy**2 <= radius**2
+    x, y, flux = positions(150, 7)
+    g0 = np.exp(-(gx**2 + gy**2) / (2 * 2.0**2))
+    g0 /= g0.sum()
+
+    def confined(width):  # zero sum, zero centroid, zero outside the core
+        g = np.where(core, np.exp(-(gx**2 + gy**2) / (2 * width**2)), 0.0)
+        g = g / g.sum() - np.where(core, g0, 0.0) / g0[core].sum()
+        return g
+
+    truth = np.zeros((6, G, G))
+    truth[0], truth[1], truth[2] = g0, 0.3 * confined(2.5), 0.2 * confined(1.7)
+
+    def stars(model):
+        out = []
+        for a, b, f in zip(x, y, flux):
+            grid = np.tensordot(basis(a, b, order), model, axes=1)
+            ix, iy = np.floor(a + 0.5), np.floor(b + 0.5)
+            st_ = np.zeros((S, S))
+            st_[1:-1, 1:-1] = f * render(grid, ix - 12 - a, iy - 12 - b, 25)
+            out.append(st_)
+        return make_candidates(x, y, out)
+
+    cfg = PixelGridPsfDeterminerConfig(varying_radius=radius, cg_tolerance=1e-13, cg_chi2_tolerance=0.0)
+    r = PixelGridPsfDeterminer(cfg).determine_psf(stars(truth), BBOX)
+    assert r.used.all()
+    np.testing.assert_allclose(r.psf.coefficients, truth, rtol=0, atol=1e-7 * g0.max())
+    c = r.psf.coefficients
+    assert np.all(c[1:, ~core] == 0.0)
+    np.testing.assert_allclose(c[1:].sum(axis=(1, 2)), 0.0, atol=1e-12)
+    np.testing.assert_allclose((c[1:] * gx).sum(axis=(1, 2)), 0.0, atol=1e-11)
+    # wings that vary (the unconfined term of the exact-grid test): Piff's model fits them, the confined one
+    # cannot (its chi2 is far above the exact fit's)
+    wide = truth.copy()
+    g1 = np.exp(-(gx**2 + gy**2) / (2 * 3.5**2))
+    wide[1] = 0.3 * (g1 / g1.sum() - g0)
+    cands = stars(wide)
+    free = PixelGridPsfDeterminer(cfg.model_copy(update={"varying_radius": 0.0})).determine_psf(cands, BBOX)
+    tied = PixelGridPsfDeterminer(cfg).determine_psf(cands, BBOX)
+    assert free.metadata["spatialFitChi2"] < 1e-6 * tied.metadata["spatialFitChi2"]
+    with pytest.raises(ValueError, match="varying_radius"):
+        PixelGridPsfDeterminer(cfg.model_copy(update={"varying_radius": 0.5})).determine_psf(cands, BBOX)
+
+
 def test_constant_gaussian_is_recovered_to_1e4_of_its_peak():
     cands, flux = constant_gaussian_candidates()
     cfg = PixelGridPsfDeterminerConfig(interpolant="Lanczos(15)")

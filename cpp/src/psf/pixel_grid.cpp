@@ -131,6 +131,29 @@ public:
                 }
             }
         for (int k = 0; k < Q_.cols(); ++k) Q_.col(k).normalize();  // already mutually orthogonal
+        if (ctl.varying_radius > 0.0) {
+            // The varying terms live on the disc of the core: a 0/1 mask, and the constraint vectors restricted
+            // to it (still mutually orthogonal: the disc is symmetric about the grid's centre).
+            core_.setZero(G2_);
+            Qc_.setZero(G2_, Q_.cols());
+            const double r2 = ctl.varying_radius * ctl.varying_radius / (ctl.sampling_size * ctl.sampling_size);
+            for (int gy = 0; gy < G_; ++gy)
+                for (int gx = 0; gx < G_; ++gx) {
+                    const double dx = gx - origin, dy = gy - origin;
+                    if (dx * dx + dy * dy > r2) continue;
+                    const int j = gy * G_ + gx;
+                    core_(j) = 1.0;
+                    Qc_(j, 0) = 1.0;
+                    if (ctl.fit_center) {
+                        Qc_(j, 1) = dx;
+                        Qc_(j, 2) = dy;
+                    }
+                }
+            if (core_.sum() < 2.0 * Qc_.cols())
+                throw std::invalid_argument("varying_radius " + std::to_string(ctl.varying_radius) +
+                                            " leaves too few grid pixels in the core");
+            for (int k = 0; k < Qc_.cols(); ++k) Qc_.col(k).normalize();
+        }
         // K = D2^T D2, D2 the (G - 2) x G second-difference operator (1, -2, 1); M = D1^T D1, D1 the
         // (G - 1) x G first difference (-1, 1).
         M_.setZero(G_, G_);
@@ -232,7 +255,19 @@ public:
         }
     }
 
-    void project(MatrixXd& X) const { X -= Q_ * (Q_.transpose() * X); }
+    // The orthogonal projector onto the constrained model space: every term's normalisation (and centroid)
+    // fixed; with varying_radius, the terms above the constant also zero outside the core.
+    void project(MatrixXd& X) const {
+        if (core_.size() == 0 || X.cols() < 2) {
+            X -= Q_ * (Q_.transpose() * X);
+            return;
+        }
+        X.col(0) -= Q_ * (Q_.transpose() * X.col(0));
+        for (int t = 1; t < X.cols(); ++t) {
+            X.col(t).array() *= core_.array();
+            X.col(t) -= Qc_ * (Qc_.transpose() * X.col(t));
+        }
+    }
 
     // The Kronecker preconditioner (see the header) for the current stars.
     void build_preconditioner(const std::vector<Star*>& active) {
@@ -485,6 +520,8 @@ private:
     int G_, G2_, T_, S_;
     double norm_;
     MatrixXd Q_;
+    VectorXd core_;   // varying_radius > 0: 1 on the core's grid pixels, else empty
+    MatrixXd Qc_;     // the constraint vectors on the core
     MatrixXd txi_, tyi_, gmi_;
     RMat K_, M_;
     double penalty_ = 0.0;

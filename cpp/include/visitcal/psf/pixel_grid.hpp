@@ -94,6 +94,11 @@ struct PixelGridControl {
     // stars' mean weight on one grid value of the constant term. For supersampled grids, whose
     // highest frequencies the pixels barely constrain.
     double smoothness = 0.0;
+    // > 0: the polynomial terms above the constant are zero on the grid pixels farther than this (image
+    // pixels) from the centre, so only the PSF's core varies over the detector and its wings are the
+    // constant term's (0: every term spans the whole grid, Piff's model). The normalisation and centroid
+    // constraints of those terms then hold on the core alone.
+    double varying_radius = 0.0;
 };
 
 /// Per-star outcome.
