@@ -254,7 +254,7 @@ def _cmd_reprocess(args) -> int:
               file=sys.stderr)
         return 1
     statuses = run_reprocess(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
-                             overwrite=args.overwrite, progress=_Progress(unit="detectors"))
+                             config=args.config, overwrite=args.overwrite, progress=_Progress(unit="detectors"))
     for line in summary_lines(statuses):
         print(line)
     n_bad = sum(not s.ok for s in statuses)
@@ -283,14 +283,32 @@ def _sim_config(parser, args):
         parser.error("; ".join(problems))
 
 
+def _merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override``'s values put in, recursively for nested objects (lists and values replace)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def _load_config(parser, path: str, cls):
-    """``cls`` from the JSON file ``path``; a usage error (exit 2) naming the file and the first bad field."""
+    """``cls`` from the JSON file ``path``, laid over ``cls()``'s defaults: a file may give only the fields it
+    changes, at any depth (``{"finalize": {"measure_ap_corr": {"fit_weighted": true}}}`` keeps finalize's own
+    ap-corr selector, which a sub-model built from the file alone would replace by the generic default).
+    A usage error (exit 2) names the file and the first bad field."""
+    import json
+
     from pydantic import ValidationError
 
     try:
-        return cls.model_validate_json(Path(path).read_text())
+        user = json.loads(Path(path).read_text())
+        if not isinstance(user, dict):
+            parser.error(f"--config {path!r}: expected a JSON object, got {type(user).__name__}")
+        return cls.model_validate(_merge(cls().model_dump(mode="json"), user))
     except OSError as err:
         parser.error(f"--config {path!r}: {err}")
+    except json.JSONDecodeError as err:
+        parser.error(f"--config {path!r}: not JSON: {err}")
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
@@ -312,6 +330,10 @@ def _check_step_args(parser, args) -> None:
         from .pipeline.finalize_step import FinalizeStepConfig
 
         args.config = _load_config(parser, args.config, FinalizeStepConfig)
+    elif args.command == "reprocess" and args.config is not None:
+        from .pipeline.reprocess_step import ReprocessStepConfig
+
+        args.config = _load_config(parser, args.config, ReprocessStepConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--preset", choices=("lsst", "sparse"), default="lsst",
                      help="task configuration: lsst (LSST's defaults, for 4k x 4k detectors) or sparse (a few dozen "
                           "stars per detector, e.g. visitcal sim's; see CalibrateStepConfig.preset)")
-    cal.add_argument("--config", default=None, help="JSON file of a full CalibrateStepConfig (overrides --preset)")
+    cal.add_argument("--config", default=None, help="JSON file of a CalibrateStepConfig: only the fields it changes, "
+                     "at any depth, laid over the defaults (overrides --preset)")
     cal.set_defaults(func=_cmd_calibrate)
 
     asc = sub.add_parser("associate", help="associate isolated stars across visits and bands, per tract",
@@ -383,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the detector task per detector, then the consolidation (same products)")
     fin.add_argument("-j", "--jobs", type=int, default=1, help="visits run in parallel processes (default 1)")
     fin.add_argument("--overwrite", action="store_true", help="redo visits already finalized")
-    fin.add_argument("--config", default=None, help="JSON file of a full FinalizeStepConfig")
+    fin.add_argument("--config", default=None, help="JSON file of a FinalizeStepConfig: only the fields it changes, "
+                     "at any depth (laid over the defaults)")
     fin.set_defaults(func=_cmd_finalize)
 
     rep = sub.add_parser("reprocess", help="the final calibrated visit images (nJy) and source catalogs",
@@ -395,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--detectors", type=int, nargs="+", default=None, help="only these detectors")
     rep.add_argument("-j", "--jobs", type=int, default=1, help="detectors run in parallel processes (default 1)")
     rep.add_argument("--overwrite", action="store_true", help="redo detectors already reprocessed")
+    rep.add_argument("--config", default=None, help="JSON file of a ReprocessStepConfig: only the fields it changes, "
+                     "at any depth, e.g. {\"reprocess\": {\"do_use_sky_corr\": true}}")
     rep.set_defaults(func=_cmd_reprocess)
     return parser
 
