@@ -49,6 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="timed runs after one warm-up (>= 1)")
     parser.add_argument("--cpu", type=int, default=0)
+    parser.add_argument("--goal-config", action="store_true", help="the configuration that meets issue 8's accuracy "
+                        "goals (tests/sim/test_finalize_accuracy_slow.goal_config) instead of the defaults")
     args = parser.parse_args()
     args.repeat = max(args.repeat, 1)
     cpu = _common.pin_one_core(args.cpu)
@@ -66,12 +68,18 @@ def main() -> None:
     src_path = REPO / "single_visit_star" / f"{visit:06d}" / f"single_visit_star_{visit:06d}_{det:03d}.parquet"
     exp_path = REPO / "preliminary_visit_image" / f"{visit:06d}" / f"preliminary_visit_image_{visit:06d}_{det:03d}.fits"
     stars, sources, _ = isolated_star_tables(repo, {(visit, det): read_catalog(src_path)})
+    config = None
+    if args.goal_config:
+        from sim.test_finalize_accuracy_slow import goal_config
+
+        config = goal_config()
+    print("configuration:", "issue 8's goal configuration" if args.goal_config else "defaults")
     stages = ("selection", "candidates", "psf", "measurement", "ap_corr")
     runs, totals, result = [], [], None
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(args.repeat + 1):
         src, exposure = read_catalog(src_path), read_exposure(exp_path)
-        task = FinalizeCharacterizationDetectorTask()
+        task = FinalizeCharacterizationDetectorTask(config)
         t0 = time.perf_counter()
         result = task.run(visit, repo.band, det, stars, sources, src, exposure)
         totals.append(time.perf_counter() - t0)
