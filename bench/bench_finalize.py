@@ -1,20 +1,21 @@
 """FinalizeCharacterizationDetectorTask on one 4072 x 4000 simulated, calibrated detector, one core, split by
 stage (issue 8).
 
-The detector is an ``lsst``-preset image (one visit, one 30-s snap, seed 11, 20000 stars per deg^2 so that a
-few hundred PSF stars exist, as on an LSST detector), simulated and calibrated once (the ``lsst`` preset of
-the calibrate step) into ``bench/results/sim_repo_finalize`` (~1 min) and reused. The isolated-star tables
-come from the simulator's truth (tests/sim/helpers.py), in lsst-spec §3's format.
+The detector is the first of ``bench/results/sim_repo_finalize``. `bench_finalize_accuracy.py` writes that
+repository (lsst preset, 3 visits, one 60-s snap, 100000 stars/deg^2, SIP order 3; the figures in bench/README.md
+are on it); when it is absent this script simulates a lighter one there instead (one visit, one 30-s snap, seed
+11, 20000 stars/deg^2, the calibrate step's ``lsst`` preset; ~1 min). The isolated-star tables come from the
+simulator's truth (tests/sim/helpers.py), in lsst-spec §3's format.
 
 Each run reads the calexp and the source table afresh and runs the detector task with the default
-configuration (pixelgrid PSF, order 2). Stages (`DetectorStatus.timings`): selection (the footprints
+configuration (pixelgrid PSF, order 2), or with ``--goal-config`` the one that meets issue 8's accuracy goals. Stages (`DetectorStatus.timings`): selection (the footprints
 rebuilt from the DETECTED plane, the S/N selector, the isolated-star match), candidates (stamps of all
 stars and of the fitted ones), PSF fit, measurement (base_SdssShape, GaussianFlux, PsfFlux, FPPosition with
 noise replacement of every footprint), ap corr (measure, merge, apply); plus the whole ``run`` (which also
 concatenates the isolated-star tables and builds the output schema). Median of the runs after a warm-up;
 peak RSS of the process. Also reported: the refit PSF's size error against the truth at the reserved stars.
 
-    python bench/bench_finalize.py [--repeat 3] [--cpu 0]
+    python bench/bench_finalize.py [--repeat 3] [--cpu 0] [--goal-config]
 """
 
 from __future__ import annotations
