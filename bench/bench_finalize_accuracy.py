@@ -19,6 +19,7 @@ import _common  # first: sets the BLAS/OpenMP thread counts before numpy loads
 import numpy as np
 
 REPO = _common.RESULTS_DIR / "sim_repo_finalize"
+sys.path.insert(0, str(_common.BENCH_DIR.parent))  # tests.sim: the repository and the truth comparison
 # (label, PSF spatial order, candidate cap, fit_center, max_snr, ap-corr Chebyshev order, ap-corr fit_weighted,
 #  [varying_radius])
 CONFIGS = [("LSST defaults (order 2, 300-candidate cap)", 2, 300, True, 200.0, 2, False),
@@ -39,36 +40,25 @@ if len(sys.argv) > 1:  # a subset by index, e.g. 0,3
 
 
 def _repo():
-    from visitcal.astrometry import AstrometryConfig
-    from visitcal.calibrate import CalibrateConfig
-    from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig
-    from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
-    from visitcal.sim import SimConfig, SimRepository, simulate
+    """Simulate (once) and calibrate the repository of tests/sim/test_finalize_accuracy_slow.py."""
+    from tests.sim.test_finalize_accuracy_slow import RICH, RICH_CALIBRATE
+    from visitcal.pipeline.calibrate_step import run_calibrate
+    from visitcal.sim import simulate
 
     if not (REPO / "repo.json").exists():
         REPO.parent.mkdir(exist_ok=True)
-        simulate(SimConfig(preset="lsst", n_visits=3, n_detectors=1, n_snaps=1, seed=21, star_density=100000.0,
-                           galaxy_density=20000.0, exposure_time=60.0), REPO, overwrite=True)
-    cfg = CalibrateStepConfig(calibrate=CalibrateConfig(astrometry=AstrometryConfig(
-        wcs_fitter=FitTanSipWcsConfig(order=3))))
-    statuses = run_calibrate(REPO, config=cfg)
+        simulate(RICH, REPO, overwrite=True)
+    statuses = run_calibrate(REPO, config=RICH_CALIBRATE)
     assert all(s.ok for s in statuses), statuses
-    return SimRepository(REPO)
-
-
-def _shape(m):
-    return np.array([m.determinant_radius, (m.xx - m.yy) / (m.xx + m.yy), 2 * m.xy / (m.xx + m.yy)])
 
 
 def main() -> None:
-    sys.path.insert(0, str(_common.BENCH_DIR.parent))
-    from tests.sim.test_finalize_sim import _true_ap_corr
-    from visitcal.finalize_characterization import FinalizeCharacterizationConfig, read_psf_ap_corr_cat
-    from visitcal.io import read_catalog
+    from tests.sim.test_finalize_accuracy_slow import errors_against_truth
+    from visitcal.finalize_characterization import FinalizeCharacterizationConfig
     from visitcal.pipeline.finalize_step import FinalizeStepConfig, run_finalize
 
     _common.print_header("finalize accuracy on a rich 3-visit 4072 x 4000 repository", None)
-    repo = _repo()
+    _repo()
     rows = []
     for label, order, cap, fit_center, max_snr, ap_order, weighted, *rest in CONFIGS:
         varying_radius = rest[0] if rest else 0.0
@@ -85,27 +75,9 @@ def main() -> None:
         t0 = time.perf_counter()
         run_finalize(REPO, config=FinalizeStepConfig(finalize=fc), overwrite=True)
         elapsed = time.perf_counter() - t0
-        err, dm = [], []
-        for v in repo.visits:
-            cat = read_psf_ap_corr_cat(REPO / "refit_psf_models" / f"refit_psf_models_{v:06d}.fits")
-            table = read_catalog(REPO / "refit_psf_star" / f"refit_psf_star_{v:06d}.parquet")
-            for row in cat:
-                d = int(row["detector"])
-                truth = repo.true_psf(v, d, size=61)
-                sel = (table["detector"] == d) & table["calib_psf_reserved"]
-                for x, y in zip(table["base_SdssCentroid_x"][sel], table["base_SdssCentroid_y"][sel]):
-                    t, m = _shape(truth.compute_shape(x, y)), _shape(row["psf"].compute_shape(x, y))
-                    err.append([m[0] / t[0] - 1, m[1] - t[1], m[2] - t[2]])
-                field = row["ap_corr_map"]["base_PsfFlux_instFlux"]
-                # a 5 x 5 grid, each point at a random sub-pixel phase (the same for every config)
-                phase = np.random.default_rng(v).uniform(-0.5, 0.5, (25, 2))
-                for k, (x, y) in enumerate((x, y) for x in np.linspace(200, 3872, 5) for y in np.linspace(200, 3800, 5)):
-                    x, y = x + phase[k, 0], y + phase[k, 1]
-                    a = float(field.evaluate(np.array([x]), np.array([y]))[0])
-                    dm.append(-2.5 * np.log10(a / _true_ap_corr(truth, row["psf"], x, y)))
-        err, dm = np.array(err), np.array(dm)
+        err, dm = errors_against_truth(REPO)  # dm in mmag
         rows.append([label, len(err), float(np.sqrt(np.mean(err[:, 0] ** 2))), float(err[:, 0].mean()),
-                     float(err[:, 1].mean()), float(err[:, 2].mean()), 1000 * float(np.sqrt(np.mean(dm**2))), elapsed])
+                     float(err[:, 1].mean()), float(err[:, 2].mean()), float(np.sqrt(np.mean(dm**2))), elapsed])
     print(_common.format_table(["config", "reserved", "size err rms", "size err mean", "mean e1 err", "mean e2 err",
                                 "ap corr rms (mmag)", "finalize s (3 visits)"], rows, floatfmt=".3g"))
 

@@ -36,9 +36,8 @@ REPO = _common.RESULTS_DIR / "sim_repo_finalize"
 
 def main() -> None:
     sys.path.insert(0, str(_common.BENCH_DIR.parent))
-    from tests.sim.test_reprocess_accuracy_slow import _contamination
+    from tests.sim.test_reprocess_accuracy_slow import matched_stars
     from visitcal.io import read_catalog
-    from visitcal.match_nearest import match_nearest
     from visitcal.pipeline.finalize_step import run_finalize
     from visitcal.pipeline.repository import Repository
     from visitcal.pipeline.reprocess_step import run_reprocess
@@ -57,14 +56,7 @@ def main() -> None:
     rows = []
     for v, d in repo.data_ids():
         s = read_catalog(repo.dataset_path("source", v, d, "parquet"))
-        obj = sim.objects(v, d)
-        obj = obj[obj["is_star"] & ~obj["saturated"]]
-        x, y = np.asarray(s["base_SdssCentroid_x"]), np.asarray(s["base_SdssCentroid_y"])
-        i1, i2, _ = match_nearest(np.asarray(obj["x"], float), np.asarray(obj["y"], float), x, y, 1.0).pairs()
-        f, fe = np.asarray(s["base_PsfFlux_flux"])[i2], np.asarray(s["base_PsfFlux_fluxErr"])[i2]
-        base = ((f / fe > 50) & np.asarray(s["detect_isPrimary"])[i2] & (np.asarray(s["deblend_nChild"])[i2] == 0)
-                & (np.asarray(s["parent"])[i2] == 0))
-        isolated = _contamination(sim.objects(v, d), obj[i1]) < 1e-3
+        obj, i1, i2, f, fe, base, isolated = matched_stars(s, sim, v, d)
         for label, good in (("all", base), ("isolated", base & isolated)):
             rows.append(_row(f"{v}/{d} {label}", s, obj, i1, i2, f, fe, good, v, d, repo, sim))
     print(_common.format_table(["visit/detector stars", "S/N>50", "median dm (mmag)", "median dm S/N>200 (mmag)",

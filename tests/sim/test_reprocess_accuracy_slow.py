@@ -23,22 +23,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visitcal.astrometry import AstrometryConfig
-from visitcal.calibrate import CalibrateConfig
-from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig
 from visitcal.io import read_catalog
 from visitcal.match_nearest import match_nearest
-from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
+from visitcal.pipeline.calibrate_step import run_calibrate
 from visitcal.pipeline.finalize_step import run_finalize
 from visitcal.pipeline.repository import Repository
 from visitcal.pipeline.reprocess_step import run_reprocess
 from visitcal.pipeline.visit_summary_step import visit_summary_path
-from visitcal.sim import SimConfig, SimRepository, simulate
+from visitcal.sim import SimRepository, simulate
 from visitcal.update_visit_summary import calibrations_for, read_visit_summary
 from visitcal.wcs import pixel_to_sky
 
-RICH = SimConfig(preset="lsst", n_visits=3, n_detectors=1, n_snaps=1, seed=21, star_density=100000.0,
-                 galaxy_density=20000.0, exposure_time=60.0)
+from .test_finalize_accuracy_slow import RICH, RICH_CALIBRATE
+
 
 
 def _contamination(everything, stars, sigma=2.0):
@@ -56,26 +53,35 @@ def _contamination(everything, stars, sigma=2.0):
     return out
 
 
+def matched_stars(sources, sim, visit, detector):
+    """The true unsaturated stars of (visit, detector) matched within 1 px to ``sources``: ``(obj, i1, i2, f, fe,
+    base, isolated)`` with ``obj[i1]`` <-> ``sources[i2]``, the calibrated PsfFlux and its error of the pairs,
+    ``base`` = S/N > 50, primary, unblended, and ``isolated`` = the truth's isolation (module docstring). Also used
+    by bench_reprocess_accuracy.py."""
+    obj = sim.objects(visit, detector)
+    obj = obj[obj["is_star"] & ~obj["saturated"]]
+    x, y = np.asarray(sources["base_SdssCentroid_x"]), np.asarray(sources["base_SdssCentroid_y"])
+    i1, i2, _ = match_nearest(np.asarray(obj["x"], float), np.asarray(obj["y"], float), x, y, 1.0).pairs()
+    f, fe = np.asarray(sources["base_PsfFlux_flux"])[i2], np.asarray(sources["base_PsfFlux_fluxErr"])[i2]
+    base = ((f / fe > 50) & np.asarray(sources["detect_isPrimary"])[i2]
+            & (np.asarray(sources["deblend_nChild"])[i2] == 0) & (np.asarray(sources["parent"])[i2] == 0))
+    isolated = _contamination(sim.objects(visit, detector), obj[i1]) < 1e-3
+    return obj, i1, i2, f, fe, base, isolated
+
+
 @pytest.mark.slow
 def test_reprocessed_photometry_astrometry_and_reserve_flags(tmp_path):
     root = tmp_path / "repo"
     simulate(RICH, root)
-    cfg = CalibrateStepConfig(calibrate=CalibrateConfig(astrometry=AstrometryConfig(
-        wcs_fitter=FitTanSipWcsConfig(order=3))))
-    assert all(s.ok for s in run_calibrate(root, config=cfg))
+    assert all(s.ok for s in run_calibrate(root, config=RICH_CALIBRATE))
     assert all(s.ok for s in run_finalize(root))
     statuses = run_reprocess(root)
     assert all(s.ok for s in statuses), [(s.visit, s.detector, s.message) for s in statuses]
     repo, sim = Repository(root), SimRepository(root)
     for v, d in repo.data_ids():
         s = read_catalog(repo.dataset_path("source", v, d, "parquet"))
-        obj = sim.objects(v, d)
-        obj = obj[obj["is_star"] & ~obj["saturated"]]
-        x, y = np.asarray(s["base_SdssCentroid_x"]), np.asarray(s["base_SdssCentroid_y"])
-        i1, i2, _ = match_nearest(np.asarray(obj["x"], float), np.asarray(obj["y"], float), x, y, 1.0).pairs()
-        f, fe = np.asarray(s["base_PsfFlux_flux"])[i2], np.asarray(s["base_PsfFlux_fluxErr"])[i2]
-        good = ((f / fe > 50) & np.asarray(s["detect_isPrimary"])[i2] & (np.asarray(s["deblend_nChild"])[i2] == 0)
-                & (np.asarray(s["parent"])[i2] == 0) & (_contamination(sim.objects(v, d), obj[i1]) < 1e-3))
+        obj, i1, i2, f, fe, base, isolated = matched_stars(s, sim, v, d)
+        good = base & isolated
         true_flux = np.asarray(obj["flux_nJy"])[i1][good]
         dm = 1000 * np.median(-2.5 * np.log10(f[good] / true_flux))
         def width(floor, sel=slice(None)):

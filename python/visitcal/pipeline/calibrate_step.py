@@ -13,7 +13,6 @@ are skipped on a rerun.
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
 from ..ref_loader import ReferenceObjectLoader
 from ..table import DetectorVisitIdGenerator
-from .repository import Repository, UnitStatus, config_hash, recorded
+from .repository import Repository, UnitStatus, config_hash, recorded, summary_field
 from .runner import run_units
 
 __all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "run_calibrate"]
@@ -176,8 +175,7 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
         sm = s.summary or {}
 
         def f(key, fmt):
-            v = sm.get(key)
-            return format(v, fmt) if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else "-"
+            return summary_field(sm, key, fmt)
         state = "ok" if s.ok else (s.error_type or "failed")
         lines.append(f"{s.visit:>7} {s.detector:>4} {state:<22} {f('n_sources', 'd'):>6} {f('psfSigma', '.3f'):>8} "
                      f"{f('zero_point', '.4f'):>8} {f('astrom_offset_mean', '.4f'):>12} "

@@ -17,7 +17,6 @@ The inputs of a visit are its detectors whose calibrate provenance is ok.
 
 from __future__ import annotations
 
-import math
 import resource
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from ..finalize_characterization import NoWorkFound
 from ..io import read_catalog, read_exposure, write_catalog
 from .associate_step import OUTPUTS as ASSOCIATE_OUTPUTS
 from .associate_step import run_associate
-from .repository import Repository, UnitStatus, config_hash
+from .repository import Repository, UnitStatus, config_hash, summary_field
 from .runner import run_units
 
 __all__ = ["FinalizeStepConfig", "run_finalize", "summary_lines"]
@@ -210,8 +209,7 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
         sm = s.summary or {}
 
         def f(key, fmt):
-            v = sm.get(key)
-            return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+            return summary_field(sm, key, fmt)
         state = sm.get("finalize_status") or ("ok" if s.ok else (s.error_type or "failed"))
         lines.append(f"{s.visit:>7} {s.detector:>4} {state:<24} {f('n_matched', 'd'):>5} {f('n_used', 'd'):>5} "
                      f"{f('n_reserved', 'd'):>5} {f('psf_sigma', '.4f'):>8} {f('apcorr_PsfFlux_mean', '.4f'):>10} "

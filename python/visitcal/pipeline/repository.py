@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import resource
 import time
@@ -34,10 +35,16 @@ from pathlib import Path
 
 from ..io.atomic import atomic_write
 
-__all__ = ["Repository", "UnitStatus", "config_hash", "recorded"]
+__all__ = ["Repository", "UnitStatus", "config_hash", "recorded", "summary_field"]
 
 _POST_ISR = re.compile(r"^post_isr_image_(\d+)_(\d+)_(\d+)\.fits$")
 _SINGLE_VISIT_STAR = re.compile(r"^single_visit_star_(\d+)_(\d+)\.parquet$")
+
+
+def summary_field(summary: dict | None, key: str, fmt: str) -> str:
+    """``summary[key]`` formatted with ``fmt`` for the steps' per-detector tables; "-" when absent or not finite."""
+    v = (summary or {}).get(key)
+    return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "-"
 
 
 def config_hash(config) -> str:

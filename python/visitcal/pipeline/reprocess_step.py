@@ -28,7 +28,7 @@ from ..io.footprints import write_footprints
 from ..reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
 from ..table import DetectorVisitIdGenerator
 from ..update_visit_summary import calibrations_for, read_visit_summary
-from .repository import Repository, UnitStatus, config_hash, recorded
+from .repository import Repository, UnitStatus, config_hash, recorded, summary_field
 from .runner import run_units
 from .visit_summary_step import run_visit_summary, visit_summary_path
 
@@ -128,8 +128,7 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
         sm = s.summary or {}
 
         def f(key, fmt):
-            v = sm.get(key)
-            return format(v, fmt) if isinstance(v, (int, float)) and np.isfinite(v) else "-"
+            return summary_field(sm, key, fmt)
         state = "ok" if s.ok else (s.error_type or "failed")
         lines.append(f"{s.visit:>7} {s.detector:>4} {state:<28} {f('n_sources', 'd'):>6} "
                      f"{f('n_calib_psf_used', 'd'):>7} {f('psfSigma', '.3f'):>8} {f('zeroPoint', '.4f'):>8} "
