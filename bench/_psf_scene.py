@@ -54,12 +54,12 @@ def eval_positions(width: int, height: int) -> np.ndarray:
 
 
 def _build() -> dict:
-    from visitcal.detection import SourceDetectionTask, psf_sigma
-    from visitcal.footprint import FootprintSet
-    from visitcal.image import Exposure
-    from visitcal.measure.sdss_centroid import sdss_centroid
-    from visitcal.psf import GaussianPsf
-    from visitcal.psf_candidates import make_psf_candidates
+    from visitcal.detection.detection import SourceDetectionTask, psf_sigma
+    from visitcal.core.footprint import FootprintSet
+    from visitcal.core.image import Exposure
+    from visitcal.measurement.plugins.sdss_centroid import sdss_centroid
+    from visitcal.psf.models import GaussianPsf
+    from visitcal.psf.candidates import make_psf_candidates
 
     psf, bbox = true_psf()
     width, height = bbox.width, bbox.height
@@ -130,7 +130,7 @@ def psf_scene() -> dict:
 
 def candidates(scene: dict):
     """The scene's `PsfCandidates` (27 x 27 stamps)."""
-    from visitcal.psf_candidates import PsfCandidates
+    from visitcal.psf.candidates import PsfCandidates
 
     n = scene["cand_image"].shape[0]
     table = {"index": np.arange(n, dtype=np.int64), "x": scene["cand_x"], "y": scene["cand_y"],

@@ -22,8 +22,8 @@ def sim_detector() -> dict[str, np.ndarray | float]:
     if CACHE.exists():
         with np.load(CACHE) as z:
             return {k: (float(z[k]) if z[k].ndim == 0 else z[k]) for k in z.files}
-    from visitcal.detection import psf_sigma
-    from visitcal.geom import Box2I
+    from visitcal.detection.detection import psf_sigma
+    from visitcal.core.geom import Box2I
     from visitcal.sim import SimConfig, SimRepository, simulate
 
     tmp = Path(tempfile.mkdtemp())

@@ -100,8 +100,8 @@ def main():
     cpu = _common.pin_one_core(args.cpu)
     _common.print_header("isolated-star association (issue 8)", cpu)
 
-    from visitcal.isolated_star_association import IsolatedStarAssociationTask, fof_groups
-    from visitcal.skymap import SimpleSkyMap
+    from visitcal.tasks.isolated_star_association import IsolatedStarAssociationTask, fof_groups
+    from visitcal.core.skymap import SimpleSkyMap
 
     tables = scene()
     r_tabs = [t for t in tables if t["band"][0] == "r"]

@@ -52,7 +52,7 @@ class Scene:
 
 
 def make_scene(seed: int) -> Scene:
-    from visitcal.wcs import make_tan_sip_wcs
+    from visitcal.core.wcs import make_tan_sip_wcs
 
     rng = np.random.default_rng(seed)
     th = np.radians(30.0)
@@ -119,9 +119,9 @@ def _unpaired(scene: Scene):
 def match_and_fit_visitcal(scene: Scene):
     """One match through the preliminary WCS, then the fit of the matched pairs (AstrometryTask's first
     iteration; its later ones re-match through the fitted WCS)."""
-    from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsTask
-    from visitcal.geom import Box2I
-    from visitcal.match_pessimistic_b import MatchPessimisticBTask
+    from visitcal.calib.fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsTask
+    from visitcal.core.geom import Box2I
+    from visitcal.calib.match_pessimistic_b import MatchPessimisticBTask
 
     xy, src_flux, ref_ra, ref_dec, ref_flux = _unpaired(scene)
     m = MatchPessimisticBTask().match_objects(xy, src_flux, ref_ra, ref_dec, ref_flux, scene.preliminary_wcs)
@@ -131,8 +131,8 @@ def match_and_fit_visitcal(scene: Scene):
 
 
 def fit_visitcal(scene: Scene):
-    from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsTask
-    from visitcal.geom import Box2I
+    from visitcal.calib.fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsTask
+    from visitcal.core.geom import Box2I
 
     task = FitTanSipWcsTask(FitTanSipWcsConfig(order=3))
     return task.fit_wcs(scene.x, scene.y, scene.ra, scene.dec, bbox=Box2I(0, 0, NX - 1, NY - 1)).wcs

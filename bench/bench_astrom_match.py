@@ -70,9 +70,9 @@ def main():
     from scipy.spatial import cKDTree
 
     from visitcal import _core
-    from visitcal.match_nearest import match_nearest
-    from visitcal.match_pessimistic_b import MatchPessimisticBTask
-    from visitcal.photo_cal import zero_point_from_fluxes
+    from visitcal.calib.match_nearest import match_nearest
+    from visitcal.calib.match_pessimistic_b import MatchPessimisticBTask
+    from visitcal.calib.photo_cal import zero_point_from_fluxes
 
     s = scene()
     task = MatchPessimisticBTask()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from visitcal.background import BackgroundConfig, make_background
+from visitcal.detection.background import BackgroundConfig, make_background
 
 import _common  # first: sets the BLAS/OpenMP thread counts before numpy loads
 

@@ -50,8 +50,8 @@ def main() -> None:
     _common.tune_allocator_as_the_cli()
     _common.print_header("CharacterizeImageTask, 4072 x 4000 simulated detector", cpu)
 
-    from visitcal.characterize_image import CharacterizeImageTask
-    from visitcal.table import DetectorVisitIdGenerator
+    from visitcal.tasks.characterize_image import CharacterizeImageTask
+    from visitcal.core.table import DetectorVisitIdGenerator
 
     repo = _repo()
     visit, det, _ = repo.data_ids[0]
@@ -93,13 +93,13 @@ def _calibrate(repo, visit, det, repeat):
     import math
 
     import numpy as np
-    from visitcal.astrometry import AstrometryConfig
-    from visitcal.calibrate import CalibrateConfig, CalibrateTask
-    from visitcal.characterize_image import CharacterizeImageTask
-    from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig
-    from visitcal.ref_loader import ReferenceObjectLoader
-    from visitcal.table import DetectorVisitIdGenerator
-    from visitcal.wcs import pixel_to_sky
+    from visitcal.calib.astrometry import AstrometryConfig
+    from visitcal.tasks.calibrate import CalibrateConfig, CalibrateTask
+    from visitcal.tasks.characterize_image import CharacterizeImageTask
+    from visitcal.calib.fit_tan_sip_wcs import FitTanSipWcsConfig
+    from visitcal.calib.ref_loader import ReferenceObjectLoader
+    from visitcal.core.table import DetectorVisitIdGenerator
+    from visitcal.core.wcs import pixel_to_sky
 
     config = CalibrateConfig(astrometry=AstrometryConfig(wcs_fitter=FitTanSipWcsConfig(order=3)))
     loader = ReferenceObjectLoader(repo.refcat())

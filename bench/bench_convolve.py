@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import scipy.ndimage as ndi  # noqa: E402
 import scipy.signal as sig  # noqa: E402
 from visitcal import _core  # noqa: E402
-from visitcal.convolve import _method_costs, convolve, gaussian_smooth  # noqa: E402
+from visitcal.detection.convolve import _method_costs, convolve, gaussian_smooth  # noqa: E402
 
 GOAL_SMOOTH = 5.0
 GOAL_FFT = 3.0
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     cpu = _common.pin_one_core(args.cpu)
-    _common.print_header("bench_convolve: visitcal.convolve vs scipy.ndimage / scipy.signal", cpu)
+    _common.print_header("bench_convolve: visitcal.detection.convolve vs scipy.ndimage / scipy.signal", cpu)
     image, variance = synthetic_sky(args.ny, args.nx, args.stars)
     print(f"image {args.ny} x {args.nx} float32, {args.stars} Moffat stars; fft tile for 41 x 41: "
           f"{_core.fft_tile_size(args.ny, args.nx, 41, 41)}")

@@ -1,4 +1,4 @@
-"""Cosmic-ray finder (visitcal.cosmic_rays.find_cosmic_rays) on a full detector, one core.
+"""Cosmic-ray finder (visitcal.detection.cosmic_rays.find_cosmic_rays) on a full detector, one core.
 
 A 4072 x 4000 float32 sky in ADU (gain 1): flat background of ``--sky`` ADU subtracted, Poisson +
 read noise (variance plane = sky + source + read noise squared), ``--stars`` Gaussian stars of
@@ -21,8 +21,8 @@ import time
 
 import _common  # before numpy: sets the BLAS/OpenMP thread counts
 import numpy as np
-from visitcal.cosmic_rays import FindCosmicRaysConfig, find_cosmic_rays
-from visitcal.image import MaskedImage
+from visitcal.detection.cosmic_rays import FindCosmicRaysConfig, find_cosmic_rays
+from visitcal.core.image import MaskedImage
 
 SIGMA_PSF = 1.5
 READ_NOISE = 5.0

@@ -30,8 +30,8 @@ def main() -> None:
     cpu = _common.pin_one_core(args.cpu)
     _common.print_header("Detection, 4072 x 4000 simulated detector", cpu)
 
-    from visitcal.detection import SourceDetectionConfig, detect_footprints
-    from visitcal.image import Mask, MaskedImage
+    from visitcal.detection.detection import SourceDetectionConfig, detect_footprints
+    from visitcal.core.image import Mask, MaskedImage
 
     data = sim_detector()
     image = (data["image"] - data["background"]).astype(np.float32)

@@ -61,7 +61,7 @@ def main() -> None:
     import numpy as np
 
     from sim.helpers import isolated_star_tables
-    from visitcal.finalize_characterization import FinalizeCharacterizationDetectorTask
+    from visitcal.tasks.finalize_characterization import FinalizeCharacterizationDetectorTask
     from visitcal.io import read_catalog, read_exposure
 
     repo = _repo()

@@ -54,7 +54,7 @@ def _repo():
 
 def main() -> None:
     from tests.sim.test_finalize_accuracy_slow import errors_against_truth
-    from visitcal.finalize_characterization import FinalizeCharacterizationConfig
+    from visitcal.tasks.finalize_characterization import FinalizeCharacterizationConfig
     from visitcal.pipeline.finalize_step import FinalizeStepConfig, run_finalize
 
     _common.print_header("finalize accuracy on a rich 3-visit 4072 x 4000 repository", None)

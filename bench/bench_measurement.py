@@ -33,16 +33,16 @@ def main() -> None:
     cpu = _common.pin_one_core(args.cpu)
     _common.print_header("Deblend + measure, 4072 x 4000 simulated detector", cpu)
 
-    from visitcal.deblend import SourceDeblendTask
-    from visitcal.detection import SourceDetectionTask
-    from visitcal.image import Exposure, Mask
-    from visitcal.measure.aperture_flux import (
+    from visitcal.measurement.deblend import SourceDeblendTask
+    from visitcal.detection.detection import SourceDetectionTask
+    from visitcal.core.image import Exposure, Mask
+    from visitcal.measurement.plugins.aperture_flux import (
         ApertureFluxConfig,
         circular_aperture_flux,
     )
-    from visitcal.psf import GaussianPsf
-    from visitcal.single_frame_measurement import SingleFrameMeasurementTask
-    from visitcal.wcs import make_tan_sip_wcs
+    from visitcal.psf.models import GaussianPsf
+    from visitcal.measurement.single_frame_measurement import SingleFrameMeasurementTask
+    from visitcal.core.wcs import make_tan_sip_wcs
 
     data = sim_detector()
     image = (data["image"] - data["background"]).astype(np.float32)
@@ -122,7 +122,7 @@ def main() -> None:
     # the aperture kernel alone, r = 12, vs sep.sum_circle exact
     objs = found["sep"]
     x, y = objs["x"].astype(np.float64), objs["y"].astype(np.float64)
-    from visitcal.image import MaskedImage
+    from visitcal.core.image import MaskedImage
 
     mi = MaskedImage(image, Mask(data["mask"].copy()), variance)
     cfg12 = ApertureFluxConfig(radii=(12.0,))

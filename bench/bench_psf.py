@@ -115,7 +115,7 @@ def piff_stars(image, mask, variance, xy0, x, y):
     """Piff StarData/Star per stamp as LSST's piffPsfDeterminer builds them (lsst-spec §4.7 step 4)."""
     import galsim
     import piff
-    from visitcal.image import MaskPlanes
+    from visitcal.core.image import MaskPlanes
 
     planes = MaskPlanes()
     bad = 0
@@ -183,11 +183,11 @@ def fit_piff(stars, *, model_size, sampling, order, solver):
 
 def fit_ours(kind, cand, bbox, *, order, reserved=None, **cfg_kw):
     if kind == "pca":
-        from visitcal.pca_psf import PcaPsfDeterminer as Det
-        from visitcal.pca_psf import PcaPsfDeterminerConfig as Cfg
+        from visitcal.psf.pca import PcaPsfDeterminer as Det
+        from visitcal.psf.pca import PcaPsfDeterminerConfig as Cfg
     else:
-        from visitcal.pixel_grid_psf import PixelGridPsfDeterminer as Det
-        from visitcal.pixel_grid_psf import PixelGridPsfDeterminerConfig as Cfg
+        from visitcal.psf.pixel_grid import PixelGridPsfDeterminer as Det
+        from visitcal.psf.pixel_grid import PixelGridPsfDeterminerConfig as Cfg
     fields = getattr(Cfg, "model_fields", {})
     kw = {k: v for k, v in {"spatial_order": order, **cfg_kw}.items() if not fields or k in fields}
     det = Det(Cfg(**kw))
@@ -261,7 +261,8 @@ def reserve_chi2(render, image, mask, variance, xy0, x, y, half: int) -> tuple[n
 
 
 def des_data():
-    from visitcal.io.ldac import candidates_from_vignets, read_ldac
+    from visitcal.io.ldac import read_ldac
+    from visitcal.psf.vignets import candidates_from_vignets
 
     header, table = read_ldac(DES_DIR / DES_CAT)
     cand = candidates_from_vignets(table, header, stamp_size=DES_STAMP)
@@ -275,7 +276,7 @@ def des_data():
 # ----------------------------------------------------------------------------------------------- worker
 def worker(fitter: str, case: str, out: Path) -> None:
     """One fit in this (fresh) process; writes its timing, memory and model images / reserve chi2 to ``out``."""
-    from visitcal.geom import Box2I
+    from visitcal.core.geom import Box2I
 
     kind, _, arg = fitter.partition("-")  # piff-cpp, piff-scipy, ours-2, ours-4, pca-2
     result: dict = {"fitter": fitter, "case": case}
@@ -323,7 +324,7 @@ def worker(fitter: str, case: str, out: Path) -> None:
             if arg.endswith("s"):
                 # The smoothness prior, its weight chosen by 5-fold cross-validation on the fitting stars
                 # only (the reserve takes no part), timed apart from the fit.
-                from visitcal.pixel_grid_psf import PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
+                from visitcal.psf.pixel_grid import PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
 
                 det = PixelGridPsfDeterminer(PixelGridPsfDeterminerConfig(
                     spatial_order=order, model_size=DES_MODEL, sampling_size=DES_SAMPLING, stamp_size=DES_STAMP))
@@ -407,14 +408,14 @@ def main() -> None:
 
     solvers = ["cpp"] if args.quick else (["cpp", "scipy"] if args.piff_solver == "both" else [args.piff_solver])
     ours = []
-    if available("visitcal.pixel_grid_psf"):
+    if available("visitcal.psf.pixel_grid"):
         ours += ["ours-2", "ours-4"]
     else:
-        print("visitcal.pixel_grid_psf is not available: our pixel-grid determiner skipped")
-    if available("visitcal.pca_psf"):
+        print("visitcal.psf.pixel_grid is not available: our pixel-grid determiner skipped")
+    if available("visitcal.psf.pca"):
         ours += ["pca-2"]
     else:
-        print("visitcal.pca_psf is not available: the PCA determiner skipped")
+        print("visitcal.psf.pca is not available: the PCA determiner skipped")
     piff_fitters = [] if args.skip_piff else [f"piff-{s}" for s in solvers]
     labels = {"piff-cpp": "Piff 1.7 (cpp solver)", "piff-scipy": "Piff 1.7 (scipy solver)",
               "ours-2": "visitcal pixel grid", "ours-4": "visitcal pixel grid", "pca-2": "visitcal PCA",

@@ -32,11 +32,11 @@ def main() -> None:
     import numpy as np
     from visitcal.io import read_catalog, read_exposure
     from visitcal.pipeline.repository import Repository
-    from visitcal.background import BackgroundList
+    from visitcal.detection.background import BackgroundList
     from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
-    from visitcal.reprocess_visit_image import ReprocessVisitImageTask
-    from visitcal.table import DetectorVisitIdGenerator
-    from visitcal.update_visit_summary import calibrations_for, read_visit_summary
+    from visitcal.tasks.reprocess_visit_image import ReprocessVisitImageTask
+    from visitcal.core.table import DetectorVisitIdGenerator
+    from visitcal.tasks.update_visit_summary import calibrations_for, read_visit_summary
 
     if not (REPO / "refit_psf_models").is_dir():
         raise SystemExit(f"{REPO}: run bench/bench_finalize_accuracy.py first (it simulates, calibrates, finalizes)")

@@ -68,8 +68,8 @@ def _row(label, s, obj, i1, i2, f, fe, good, v, d, repo, sim) -> list:
     """One table row for the stars ``good`` (flags on the matched pairs i1 -> i2)."""
     from visitcal.io import read_catalog
     from visitcal.pipeline.visit_summary_step import visit_summary_path
-    from visitcal.update_visit_summary import calibrations_for, read_visit_summary
-    from visitcal.wcs import pixel_to_sky
+    from visitcal.tasks.update_visit_summary import calibrations_for, read_visit_summary
+    from visitcal.core.wcs import pixel_to_sky
 
     true_flux = np.asarray(obj["flux_nJy"])[i1][good]
     dm = -2.5 * np.log10(f[good] / true_flux)

@@ -1,5 +1,5 @@
 # Type stubs for the private C++ module visitcal._core (pybind11). Public API and docs live in
-# visitcal.geom, visitcal.chebyshev and visitcal.image.
+# visitcal.core.geom, visitcal.core.chebyshev and visitcal.core.image.
 from collections.abc import Sequence
 from typing import Any, TypeAlias, overload
 

@@ -74,7 +74,7 @@ def _describe_exposure(exp) -> list[str]:
             planes.append(f"{name}={n}")
     lines.append("mask planes set (pixels): " + (", ".join(planes) or "none"))
     if exp.wcs is not None:
-        from .wcs import pixel_scale_arcsec, pixel_to_sky, wcs_to_header
+        from .core.wcs import pixel_scale_arcsec, pixel_to_sky, wcs_to_header
 
         cx, cy = exp.bbox.center
         ra, dec = pixel_to_sky(exp.wcs, cx, cy)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from visitcal.background import BackgroundConfig, make_background
+from visitcal.detection.background import BackgroundConfig, make_background
 
 pytestmark = pytest.mark.realdata
 

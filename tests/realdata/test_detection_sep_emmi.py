@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
-from visitcal.detection import SourceDetectionConfig, detect_footprints
-from visitcal.image import MaskedImage
+from visitcal.detection.detection import SourceDetectionConfig, detect_footprints
+from visitcal.core.image import MaskedImage
 
 pytestmark = pytest.mark.realdata
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visitcal.image import MaskPlanes
-from visitcal.io.ldac import candidates_from_vignets, read_ldac
+from visitcal.core.image import MaskPlanes
+from visitcal.io.ldac import read_ldac
+from visitcal.psf.vignets import candidates_from_vignets
 
 pytestmark = pytest.mark.realdata
 

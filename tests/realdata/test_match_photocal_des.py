@@ -23,10 +23,10 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from visitcal.io.ldac import read_ldac
-from visitcal.match_nearest import match_nearest_sky
-from visitcal.match_pessimistic_b import MatchPessimisticBTask
-from visitcal.photo_cal import ColorTerm, PhotoCalConfig, fit_color_term, zero_point_from_fluxes
-from visitcal.photocalib import AB_ZERO_POINT_NJY
+from visitcal.calib.match_nearest import match_nearest_sky
+from visitcal.calib.match_pessimistic_b import MatchPessimisticBTask
+from visitcal.calib.photo_cal import ColorTerm, PhotoCalConfig, fit_color_term, zero_point_from_fluxes
+from visitcal.core.photocalib import AB_ZERO_POINT_NJY
 
 pytestmark = pytest.mark.realdata
 

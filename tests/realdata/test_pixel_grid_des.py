@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visitcal.geom import Box2I
-from visitcal.io.ldac import candidates_from_vignets, read_ldac
-from visitcal.pixel_grid_psf import PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
+from visitcal.core.geom import Box2I
+from visitcal.io.ldac import read_ldac
+from visitcal.psf.vignets import candidates_from_vignets
+from visitcal.psf.pixel_grid import PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
 
 pytestmark = pytest.mark.realdata
 

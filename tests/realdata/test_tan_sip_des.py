@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsTask
-from visitcal.geom import Box2I
+from visitcal.calib.fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsTask
+from visitcal.core.geom import Box2I
 from visitcal.io.ldac import read_ldac
-from visitcal.wcs import read_wcs
+from visitcal.core.wcs import read_wcs
 
 pytestmark = pytest.mark.realdata
 

@@ -29,12 +29,12 @@ import numpy as np
 import pytest
 from visitcal.cli import main
 from visitcal.io import read_catalog
-from visitcal.isolated_star_association import IsolatedStarAssociationConfig, star_columns
+from visitcal.tasks.isolated_star_association import IsolatedStarAssociationConfig, star_columns
 from visitcal.pipeline.associate_step import run_associate
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
 from visitcal.pipeline.repository import Repository
 from visitcal.sim import SimConfig, SimRepository, simulate
-from visitcal.source_selector import ScienceSourceSelectorTask
+from visitcal.measurement.source_selector import ScienceSourceSelectorTask
 
 SIM = SimConfig(preset="small", n_visits=3, n_detectors=2, detector_width=1024, detector_height=1024, n_snaps=1,
                 seed=5, star_density=60000.0, galaxy_density=20000.0)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from visitcal.background import BackgroundConfig, make_background
+from visitcal.detection.background import BackgroundConfig, make_background
 
 
 def _compare(model, truth, far, noise):

@@ -29,13 +29,13 @@ from visitcal.cli import main
 from visitcal.io import read_catalog, read_exposure, write_catalog
 from visitcal.io.fits import write_exposure
 from visitcal.io.footprints import read_footprints
-from visitcal.astrometry import AstrometryConfig
-from visitcal.calibrate import CalibrateConfig
-from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig
+from visitcal.calib.astrometry import AstrometryConfig
+from visitcal.tasks.calibrate import CalibrateConfig
+from visitcal.calib.fit_tan_sip_wcs import FitTanSipWcsConfig
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
 from visitcal.pipeline.repository import Repository, config_hash
 from visitcal.sim import SimConfig, SimRepository, simulate
-from visitcal.wcs import pixel_to_sky, shift_wcs
+from visitcal.core.wcs import pixel_to_sky, shift_wcs
 
 
 def clone(sim_repo, dest):
@@ -227,8 +227,8 @@ def test_cli_calibrate_prints_a_summary_and_exit_codes(sim_repo, tmp_path, capsy
 def test_pixelgrid_initial_psf_option_matches_the_truth(sim_repo):
     """``CharacterizeImageConfig.psf_determiner_name = "pixelgrid"`` (Piff's model, which LSST's
     CalibrateImageTask uses) instead of the PCA: the size at the centre within 1% as well."""
-    from visitcal.characterize_image import CharacterizeImageConfig, CharacterizeImageTask
-    from visitcal.table import DetectorVisitIdGenerator
+    from visitcal.tasks.characterize_image import CharacterizeImageConfig, CharacterizeImageTask
+    from visitcal.core.table import DetectorVisitIdGenerator
 
     v, d = sim_repo.visits[0], sim_repo.detectors[0]
     r = CharacterizeImageTask(CharacterizeImageConfig(psf_determiner_name="pixelgrid")).run(

@@ -23,9 +23,9 @@ import pickle
 
 import numpy as np
 import pytest
-from visitcal.characterize_image import CharacterizeImageConfig, CharacterizeImageTask
-from visitcal.object_size_star_selector import ObjectSizeStarSelectorTask
-from visitcal.table import DetectorVisitIdGenerator
+from visitcal.tasks.characterize_image import CharacterizeImageConfig, CharacterizeImageTask
+from visitcal.measurement.object_size_star_selector import ObjectSizeStarSelectorTask
+from visitcal.core.table import DetectorVisitIdGenerator
 
 
 def small_detector_config() -> CharacterizeImageConfig:

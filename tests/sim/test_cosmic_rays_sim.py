@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visitcal.cosmic_rays import RepairTask, find_cosmic_rays
+from visitcal.detection.cosmic_rays import RepairTask, find_cosmic_rays
 
 
 def _subtract_true_sky(repo, exposure, visit, detector, snap):

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visitcal.detection import SourceDetectionTask, psf_sigma
-from visitcal.geom import Box2I
+from visitcal.detection.detection import SourceDetectionTask, psf_sigma
+from visitcal.core.geom import Box2I
 
 from .helpers import combined_snaps
 

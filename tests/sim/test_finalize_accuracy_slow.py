@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visitcal.astrometry import AstrometryConfig
-from visitcal.calibrate import CalibrateConfig
-from visitcal.finalize_characterization import FinalizeCharacterizationConfig, read_psf_ap_corr_cat
-from visitcal.fit_tan_sip_wcs import FitTanSipWcsConfig
+from visitcal.calib.astrometry import AstrometryConfig
+from visitcal.tasks.calibrate import CalibrateConfig
+from visitcal.tasks.finalize_characterization import FinalizeCharacterizationConfig, read_psf_ap_corr_cat
+from visitcal.calib.fit_tan_sip_wcs import FitTanSipWcsConfig
 from visitcal.io import read_catalog
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
 from visitcal.pipeline.finalize_step import FinalizeStepConfig, run_finalize

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from visitcal.finalize_characterization import (
+from visitcal.tasks.finalize_characterization import (
     ConsolidateFinalizeCharacterizationDetectorTask,
     FinalizeCharacterizationDetectorTask,
     FinalizeCharacterizationTask,
@@ -28,13 +28,13 @@ from visitcal.finalize_characterization import (
     read_psf_ap_corr_cat,
     write_psf_ap_corr_cat,
 )
-from visitcal.footprint import Footprint
-from visitcal.image import Exposure
+from visitcal.core.footprint import Footprint
+from visitcal.core.image import Exposure
 from visitcal.io import read_catalog, read_exposure
-from visitcal.measure.aperture_flux import ApertureFluxConfig
+from visitcal.measurement.plugins.aperture_flux import ApertureFluxConfig
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
 from visitcal.sim import SimConfig, SimRepository, simulate
-from visitcal.single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask
+from visitcal.measurement.single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask
 
 from .helpers import isolated_star_tables
 
@@ -156,7 +156,7 @@ def test_reserve_flags_consistent_across_visits(inputs, results):
     assert len(flags) > 100
     assert all(len(f) == 1 for f in flags.values())
     # the tract-level draw: floor(0.1 N) of the band's stars, whichever visits they were seen in
-    from visitcal.reserve_isolated_stars import ReserveIsolatedStarsTask
+    from visitcal.tasks.reserve_isolated_stars import ReserveIsolatedStarsTask
     for tract in TRACTS:
         n = len(inputs.stars[tract])
         drawn = ReserveIsolatedStarsTask().run(n, extra=f"{inputs.band}_{tract}")
@@ -266,7 +266,7 @@ def test_failure_semantics(inputs, results, case, monkeypatch):
         assert len(faint) >= 10
         sources = _iso_subset(inputs, good_ids | set(faint[:12]))
     else:
-        import visitcal.finalize_characterization as fc
+        import visitcal.tasks.finalize_characterization as fc
 
         real = fc.make_psf_candidates if case == "candidates" else task.measurement.run
 

@@ -14,12 +14,12 @@ import shutil
 import numpy as np
 import pytest
 from visitcal.cli import main
-from visitcal.finalize_characterization import read_psf_ap_corr_cat
+from visitcal.tasks.finalize_characterization import read_psf_ap_corr_cat
 from visitcal.io import read_catalog
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
 from visitcal.pipeline.finalize_step import run_finalize
 from visitcal.pipeline.repository import Repository
-from visitcal.reserve_isolated_stars import ReserveIsolatedStarsTask
+from visitcal.tasks.reserve_isolated_stars import ReserveIsolatedStarsTask
 from visitcal.sim import SimConfig, simulate
 
 #: Three visits of two 1024 x 1024 detectors, a rich star field, one 60-s snap.
@@ -126,9 +126,9 @@ def test_visit_summary_joins_refit_models_and_calibrations(finalized):
     calibration is a typed upstream failure."""
     from visitcal.io import read_exposure
     from visitcal.pipeline.visit_summary_step import run_visit_summary
-    from visitcal.update_visit_summary import (UpstreamFailureNoWorkFound, calibrations_for, read_visit_summary,
+    from visitcal.tasks.update_visit_summary import (UpstreamFailureNoWorkFound, calibrations_for, read_visit_summary,
                                                write_visit_summary)
-    from visitcal.wcs import pixel_to_sky
+    from visitcal.core.wcs import pixel_to_sky
 
     root, statuses = finalized
     repo = Repository(root)
@@ -172,13 +172,13 @@ def test_reprocess_visit_image_on_the_ci_repository(finalized):
     isolated unsaturated true stars against their true nJy fluxes, positions against the truth, the reserved
     flags carried over by the 0.2" cross-match, the nJy image against the counts image."""
     from visitcal.io import read_exposure
-    from visitcal.match_nearest import match_nearest
-    from visitcal.background import BackgroundList
+    from visitcal.calib.match_nearest import match_nearest
+    from visitcal.detection.background import BackgroundList
     from visitcal.pipeline.visit_summary_step import run_visit_summary
-    from visitcal.reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
+    from visitcal.tasks.reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
     from visitcal.sim import SimRepository
-    from visitcal.table import DetectorVisitIdGenerator
-    from visitcal.update_visit_summary import calibrations_for, read_visit_summary
+    from visitcal.core.table import DetectorVisitIdGenerator
+    from visitcal.tasks.update_visit_summary import calibrations_for, read_visit_summary
 
     root, statuses = finalized
     repo, sim = Repository(root), SimRepository(root)
@@ -256,7 +256,7 @@ def test_reprocess_step_products_failures_and_rerun(calibrated, finalized, tmp_p
     from visitcal.io.footprints import read_footprints
     from visitcal.pipeline.reprocess_step import run_reprocess
     from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
-    from visitcal.update_visit_summary import read_visit_summary, write_visit_summary
+    from visitcal.tasks.update_visit_summary import read_visit_summary, write_visit_summary
 
     src_root, statuses = finalized
     root = tmp_path / "repo"
@@ -289,14 +289,14 @@ def test_reprocess_step_products_failures_and_rerun(calibrated, finalized, tmp_p
     assert "UpstreamFailureNoWorkFound" in capsys.readouterr().out
     # bad inputs of another visit, each recorded on its detector with the error naming what is wrong:
     # three snaps on one detector, a background fitted on another box on the other
-    from visitcal.background import BackgroundConfig, BackgroundList, make_background
+    from visitcal.detection.background import BackgroundConfig, BackgroundList, make_background
 
     v2 = next(vv for vv, _ in repo.data_ids() if vv != v)
     d_snaps, d_bg = sorted(d for vv, d in repo.data_ids() if vv == v2)[:2]
     snap0 = repo.post_isr_snaps()[(v2, d_snaps)][0]
     for k in (1, 2):
         shutil.copy(snap0, snap0.with_name(snap0.name.replace("_0.fits", f"_{k}.fits")))
-    from visitcal.geom import Box2I
+    from visitcal.core.geom import Box2I
 
     crop = read_exposure(repo.post_isr_snaps()[(v2, d_bg)][0]).masked_image[Box2I(0, 0, 599, 511)]
     BackgroundList([make_background(crop, BackgroundConfig(bin_size=128))]).write_fits(
@@ -311,13 +311,13 @@ def test_two_snaps_match_one_snap_of_double_exposure(finalized, tmp_path):
     """The same scene simulated as two 30-s snaps: reprocessed with the one-snap repository's calibrations, its
     stars' fluxes agree with the one 60-s snap's within their noise, and the exposure time is the sum."""
     from visitcal.io import read_exposure
-    from visitcal.match_nearest import match_nearest
-    from visitcal.background import BackgroundList
+    from visitcal.calib.match_nearest import match_nearest
+    from visitcal.detection.background import BackgroundList
     from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
-    from visitcal.reprocess_visit_image import ReprocessVisitImageTask
+    from visitcal.tasks.reprocess_visit_image import ReprocessVisitImageTask
     from visitcal.sim import SimRepository
-    from visitcal.table import DetectorVisitIdGenerator
-    from visitcal.update_visit_summary import calibrations_for, read_visit_summary
+    from visitcal.core.table import DetectorVisitIdGenerator
+    from visitcal.tasks.update_visit_summary import calibrations_for, read_visit_summary
 
     root, statuses = finalized
     two_root = tmp_path / "two"

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from visitcal import _core
-from visitcal.find_sources import FindSourcesTask
-from visitcal.table import DetectorVisitIdGenerator
+from visitcal.tasks.find_sources import FindSourcesTask
+from visitcal.core.table import DetectorVisitIdGenerator
 
 from .helpers import combined_snaps
 

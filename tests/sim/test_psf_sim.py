@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from visitcal.pixel_grid_psf import PixelGridPsfDeterminer
-from visitcal.psf_candidates import PsfCandidates
+from visitcal.psf.pixel_grid import PixelGridPsfDeterminer
+from visitcal.psf.candidates import PsfCandidates
 
 S = 27
 

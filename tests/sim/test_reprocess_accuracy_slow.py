@@ -24,15 +24,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from visitcal.io import read_catalog
-from visitcal.match_nearest import match_nearest
+from visitcal.calib.match_nearest import match_nearest
 from visitcal.pipeline.calibrate_step import run_calibrate
 from visitcal.pipeline.finalize_step import run_finalize
 from visitcal.pipeline.repository import Repository
 from visitcal.pipeline.reprocess_step import run_reprocess
 from visitcal.pipeline.visit_summary_step import visit_summary_path
 from visitcal.sim import SimRepository, simulate
-from visitcal.update_visit_summary import calibrations_for, read_visit_summary
-from visitcal.wcs import pixel_to_sky
+from visitcal.tasks.update_visit_summary import calibrations_for, read_visit_summary
+from visitcal.core.wcs import pixel_to_sky
 
 from .test_finalize_accuracy_slow import RICH, RICH_CALIBRATE
 

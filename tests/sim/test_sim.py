@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from visitcal.photocalib import AB_REFERENCE_NJY
+from visitcal.core.photocalib import AB_REFERENCE_NJY
 from visitcal.sim import CAMERA_PRESETS, SimCamera, SimConfig, simulate
-from visitcal.wcs import local_cd_matrix, pixel_to_sky, sky_to_pixel
+from visitcal.core.wcs import local_cd_matrix, pixel_to_sky, sky_to_pixel
 
 from .conftest import SMALL
 from .helpers import adaptive_moments

@@ -2,7 +2,7 @@
 catalogs (Parquet, FITS tables).
 
 Every reading error is a `FitsReadError` (an `OSError` and a `ValueError`) whose message names the
-file and the HDU or header field at fault; writes are atomic (`atomic_write`).
+file and the HDU or header field at fault; writes are atomic (`visitcal.core.atomic_write`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ __all__ = [
     "VisitcalIOError",
     "FitsReadError",
     "FitsWriteError",
-    "atomic_write",
-    "atomic_write_fits",
     "read_exposure",
     "read_mask",
     "write_exposure",
@@ -53,7 +51,6 @@ class FitsWriteError(VisitcalIOError):
     """An exposure cannot be written (a component cannot be persisted, a header card is invalid)."""
 
 
-from .atomic import atomic_write, atomic_write_fits  # noqa: E402
 from .catalog import CatalogIOError, read_catalog, write_catalog  # noqa: E402
 from .decam import read_decam_cp  # noqa: E402
 from .fits import read_exposure, read_mask, write_exposure  # noqa: E402

@@ -27,7 +27,7 @@ from astropy.table import Table
 from astropy.table import meta as table_meta
 
 from . import VisitcalIOError
-from .atomic import atomic_write
+from ..core.atomic import atomic_write
 
 __all__ = ["CatalogIOError", "write_catalog", "read_catalog"]
 

@@ -37,10 +37,10 @@ from astropy.coordinates import Angle
 from astropy.io import fits
 from astropy.time import Time, TimeDelta
 
-from ..geom import Box2I
-from ..image import Detector, Exposure, Mask, MaskedImage, VisitInfo
+from ..core.geom import Box2I
+from ..core.image import Detector, Exposure, Mask, MaskedImage, VisitInfo
 from . import FitsReadError
-from ..wcs import shift_wcs
+from ..core.wcs import shift_wcs
 from .fits import RESERVED_PRIMARY_KEYS, copy_cards, float_plane, open_fits, wcs_from_header
 
 __all__ = ["read_decam_cp", "DQ_CODES", "DQ_BITS", "DECAM_PIXEL_SIZE_MM"]

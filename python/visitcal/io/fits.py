@@ -5,8 +5,8 @@ Layout
 HDU 0 ``PRIMARY``
     No data. ``VCFORMAT = 'visitcal-exposure'``, ``VCFMTVER`` (layout version), ``VCNEXT`` (number of
     extensions written: a file truncated at an HDU boundary is detected), VisitInfo cards (flag
-    ``VCVINFO = T``; keys in `visitcal.image.VisitInfo`), Detector cards (flag ``VCDET = T``; keys in
-    `visitcal.image.Detector`), then the exposure's metadata cards. Metadata cards whose keys are
+    ``VCVINFO = T``; keys in `visitcal.core.image.VisitInfo`), Detector cards (flag ``VCDET = T``; keys in
+    `visitcal.core.image.Detector`), then the exposure's metadata cards. Metadata cards whose keys are
     reserved by this layout are replaced by the structured values (afw does the same).
 ``IMAGE`` (float32)
     The WCS, written in the *array* frame (``CRPIX`` shifted by ``-xy0``, as afw does) so any FITS
@@ -16,7 +16,7 @@ HDU 0 ``PRIMARY``
     ``MP_<NAME> = bit`` per plane (HIERARCH for names longer than 5 characters), description as comment.
 ``VARIANCE`` (float32)
 Then one binary table per component that is set, in this order: ``PSF``, ``APCORR``, ``PHOTOCALIB``,
-``BACKGROUND``, ``SUMMARY``, each written by `visitcal.persistence.component_to_table` (``VCKIND``,
+``BACKGROUND``, ``SUMMARY``, each written by `visitcal.core.persistence.component_to_table` (``VCKIND``,
 ``VCVERS`` cards). A ``summary_stats`` dict of scalars is stored as a one-row table of kind
 ``SummaryMapping``. Every HDU carries CHECKSUM/DATASUM, verified on reading.
 
@@ -38,12 +38,12 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from ..wcs import read_wcs, shift_wcs, wcs_to_header
+from ..core.wcs import read_wcs, shift_wcs, wcs_to_header
 
-from ..image import _same, Detector, Exposure, Mask, MaskedImage, MaskPlanes, VisitInfo
-from ..persistence import component_from_table, component_to_table, persistable
+from ..core.image import _same, Detector, Exposure, Mask, MaskedImage, MaskPlanes, VisitInfo
+from ..core.persistence import component_from_table, component_to_table, persistable
 from . import FitsReadError, FitsWriteError
-from .atomic import atomic_write_fits
+from ..core.atomic import atomic_write_fits
 
 __all__ = ["write_exposure", "read_exposure", "exposure_to_hdulist", "assert_exposures_equal", "FORMAT_NAME",
            "FORMAT_VERSION", "COMPONENT_HDUS"]

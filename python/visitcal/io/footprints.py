@@ -1,6 +1,6 @@
 """Footprint files: a catalog's (heavy) footprints keyed by source id (the ``source_footprints`` product).
 
-Layout (`visitcal.footprint.footprints_to_hdus`): a primary HDU, then FOOTPRINTS, SPANS, PEAKS and
+Layout (`visitcal.core.footprint.footprints_to_hdus`): a primary HDU, then FOOTPRINTS, SPANS, PEAKS and
 HEAVY binary tables; written atomically with checksums, so the same footprints give the same bytes.
 """
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from ..footprint import footprints_from_hdus, footprints_to_hdus
+from ..core.footprint import footprints_from_hdus, footprints_to_hdus
 from . import FitsReadError
-from .atomic import atomic_write_fits
+from ..core.atomic import atomic_write_fits
 
 __all__ = ["read_footprints", "write_footprints"]
 

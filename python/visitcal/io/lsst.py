@@ -21,7 +21,7 @@ from pathlib import Path
 from astropy.io import fits
 from astropy.time import Time, TimeDelta
 
-from ..image import Exposure, MaskedImage, VisitInfo
+from ..core.image import Exposure, MaskedImage, VisitInfo
 from . import FitsReadError
 from .fits import RESERVED_PRIMARY_KEYS, check_shapes, copy_cards, find_hdu, float_plane, mask_from_hdu, open_fits, \
     read_xy0, wcs_from_header

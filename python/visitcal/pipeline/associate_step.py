@@ -4,7 +4,7 @@
 ``isolated_star/isolated_star_<tract>.parquet`` (their sources), with the provenance
 ``provenance/associate/<tract>.json``.
 
-Tracts come from the repository's sky map, ``skymap.json`` at its root (`visitcal.skymap`); when it is
+Tracts come from the repository's sky map, ``skymap.json`` at its root (`visitcal.core.skymap`); when it is
 absent the step writes the default one, centred on the reference catalog (``refcat.parquet``; or on the
 sources themselves when there is none), so every later run uses the same tracts. The tracts processed are
 those whose outer region holds at least one source, or the requested ones.
@@ -27,12 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..io import read_catalog, write_catalog
-from ..isolated_star_association import (
+from ..tasks.isolated_star_association import (
     COLUMN_MAP,
     IsolatedStarAssociationConfig,
     IsolatedStarAssociationTask,
 )
-from ..skymap import SKYMAP_FILE, SimpleSkyMap, default_skymap, load_skymap, write_skymap
+from ..core.skymap import SKYMAP_FILE, SimpleSkyMap, default_skymap, load_skymap, write_skymap
 from .repository import Repository, UnitStatus, recorded
 
 __all__ = ["AssociateStepConfig", "OUTPUTS", "STEP", "repository_skymap", "run_associate", "summary_lines"]
@@ -52,7 +52,7 @@ class AssociateStepConfig(BaseModel):
 
 
 def _coords_deg(table) -> tuple[np.ndarray, np.ndarray]:
-    from ..isolated_star_association import _coord_degrees
+    from ..tasks.isolated_star_association import _coord_degrees
 
     return _coord_degrees(table, COLUMN_MAP["ra"]), _coord_degrees(table, COLUMN_MAP["dec"])
 

@@ -20,14 +20,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
-from ..calibrate import CalibrateConfig, CalibrateTask
-from ..characterize_image import CharacterizeImageConfig, CharacterizeImageTask
-from ..snap_combine import combine_snaps
+from ..tasks.calibrate import CalibrateConfig, CalibrateTask
+from ..tasks.characterize_image import CharacterizeImageConfig, CharacterizeImageTask
+from ..detection.snap_combine import combine_snaps
 from ..io import read_catalog, read_exposure, write_catalog
 from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
-from ..ref_loader import ReferenceObjectLoader
-from ..table import DetectorVisitIdGenerator
+from ..calib.ref_loader import ReferenceObjectLoader
+from ..core.table import DetectorVisitIdGenerator
 from .repository import Repository, UnitStatus, config_hash, recorded, summary_field
 from .runner import run_units
 
@@ -60,10 +60,10 @@ class CalibrateStepConfig(BaseModel):
             return cls()
         if name != "sparse":
             raise ValueError(f"unknown preset {name!r}: 'lsst' or 'sparse'")
-        from ..astrometry import AstrometryConfig
-        from ..detection import SourceDetectionConfig
-        from ..fit_tan_sip_wcs import FitTanSipWcsConfig
-        from ..object_size_star_selector import ObjectSizeStarSelectorConfig
+        from ..calib.astrometry import AstrometryConfig
+        from ..detection.detection import SourceDetectionConfig
+        from ..calib.fit_tan_sip_wcs import FitTanSipWcsConfig
+        from ..measurement.object_size_star_selector import ObjectSizeStarSelectorConfig
 
         def with_snr(mac, minimum):
             sel = mac.source_selector

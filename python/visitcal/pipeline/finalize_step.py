@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
-from ..finalize_characterization import (
+from ..tasks.finalize_characterization import (
     ConsolidateFinalizeCharacterizationDetectorTask,
     FinalizeCharacterizationConfig,
     FinalizeCharacterizationDetectorTask,
@@ -33,7 +33,7 @@ from ..finalize_characterization import (
     read_psf_ap_corr_cat,
     write_psf_ap_corr_cat,
 )
-from ..finalize_characterization import NoWorkFound
+from ..tasks.finalize_characterization import NoWorkFound
 from ..io import read_catalog, read_exposure, write_catalog
 from .associate_step import OUTPUTS as ASSOCIATE_OUTPUTS
 from .associate_step import run_associate

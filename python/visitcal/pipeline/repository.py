@@ -11,7 +11,7 @@ Layout (visits 6-digit, detectors 3-digit, zero-padded)::
       provenance/<step>/<visit>_<detector>.json                 per detector: status ("ok" or the
           failure's type and message), timings, peak memory, config hash, versions
       skymap.json                                               the sky map of the per-tract steps
-                                                                (`visitcal.skymap`)
+                                                                (`visitcal.core.skymap`)
       <dataset>/<dataset>_<tract>.parquet                       a per-tract step's outputs, e.g.
           isolated_star_association, isolated_star (tracts not zero-padded)
       provenance/<step>/<tract>.json                            per tract, as per detector
@@ -33,7 +33,7 @@ import resource
 import time
 from pathlib import Path
 
-from ..io.atomic import atomic_write
+from ..core.atomic import atomic_write
 
 __all__ = ["Repository", "UnitStatus", "config_hash", "recorded", "summary_field"]
 

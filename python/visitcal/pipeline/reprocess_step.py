@@ -21,13 +21,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
-from ..background import BackgroundList
+from ..detection.background import BackgroundList
 from ..io import read_catalog, read_exposure, read_mask, write_catalog
 from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
-from ..reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
-from ..table import DetectorVisitIdGenerator
-from ..update_visit_summary import calibrations_for, read_visit_summary
+from ..tasks.reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
+from ..core.table import DetectorVisitIdGenerator
+from ..tasks.update_visit_summary import calibrations_for, read_visit_summary
 from .repository import Repository, UnitStatus, config_hash, recorded, summary_field
 from .runner import run_units
 from .visit_summary_step import run_visit_summary, visit_summary_path

@@ -1,4 +1,4 @@
-"""The ``visit_summary`` of every finalized visit (`visitcal.update_visit_summary`): written to
+"""The ``visit_summary`` of every finalized visit (`visitcal.tasks.update_visit_summary`): written to
 ``REPO/visit_summary/visit_summary_<visit>.fits`` from ``refit_psf_models``, the calibrated detectors'
 ``preliminary_visit_image`` (WCS, PhotoCalib, pixels) and ``preliminary_visit_image_background``, and
 ``refit_psf_star`` (for ``nPsfStar``). Reprocessing reads its calibrations from it."""
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..background import BackgroundList
-from ..finalize_characterization import read_psf_ap_corr_cat
+from ..detection.background import BackgroundList
+from ..tasks.finalize_characterization import read_psf_ap_corr_cat
 from ..io import read_catalog, read_exposure
-from ..update_visit_summary import UpdateVisitSummaryTask, write_visit_summary
+from ..tasks.update_visit_summary import UpdateVisitSummaryTask, write_visit_summary
 from .repository import Repository
 
 __all__ = ["run_visit_summary", "visit_summary_path"]

@@ -13,7 +13,7 @@ Geometry (all positions in mm on the focal plane, whose origin is the optical ax
 Because a radial cubic is a SIP polynomial of order 3 about the optical axis, every detector's
 true WCS is *exactly* TAN-SIP (``A_3_0 = A_1_2 = B_2_1 = B_0_3 = k``); the inverse ``AP/BP``
 polynomials (order 5) are a least-squares fit given for readers that need them, while
-`visitcal.wcs.sky_to_pixel` inverts the forward polynomials iteratively.
+`visitcal.core.wcs.sky_to_pixel` inverts the forward polynomials iteratively.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import math
 
 import numpy as np
 
-from ..geom import Box2I
-from ..image import Detector
-from ..wcs import make_tan_sip_wcs, pixel_to_sky
+from ..core.geom import Box2I
+from ..core.image import Detector
+from ..core.wcs import make_tan_sip_wcs, pixel_to_sky
 from .config import CameraConfig
 
 __all__ = ["SimCamera", "SimDetector", "perturb_wcs"]

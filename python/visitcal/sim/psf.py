@@ -29,9 +29,9 @@ import warnings
 
 import numpy as np
 
-from ..geom import Box2I
-from ..psf import Moments, Psf
-from ..wcs import local_cd_matrix
+from ..core.geom import Box2I
+from ..psf.models import Moments, Psf
+from ..core.wcs import local_cd_matrix
 
 __all__ = ["OpticsDesign", "TruePsf", "VisitAtmosphere", "import_galsim"]
 
@@ -151,7 +151,7 @@ class TruePsf(Psf):
     def __reduce__(self):
         # Rebuilt from its arguments, the WCS as 17-digit header text: astropy pickles a WCS through a
         # header of fewer digits, which moves the PSF's local Jacobian in the last bits.
-        from ..wcs import wcs_to_header
+        from ..core.wcs import wcs_to_header
 
         return (_make_true_psf, (self.camera, self.detector_id, self.atmosphere,
                                  wcs_to_header(self.wcs).tostring(), self.band, self.optics, self.size))
@@ -238,7 +238,7 @@ class TruePsf(Psf):
 def _make_true_psf(camera, detector_id, atmosphere, wcs_header: str, band, optics, size):
     from astropy.io import fits
 
-    from ..wcs import read_wcs
+    from ..core.wcs import read_wcs
 
     wcs = read_wcs(fits.Header.fromstring(wcs_header), where="pickled TruePsf")
     return TruePsf(camera, detector_id, atmosphere, wcs, band, optics=optics, size=size)

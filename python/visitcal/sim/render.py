@@ -25,10 +25,10 @@ import math
 import numpy as np
 from astropy.table import Table
 
-from ..chebyshev import ChebyshevBoundedField, ChebyshevBoundedFieldControl
-from ..image import Exposure, Mask, MaskedImage, VisitInfo
-from ..photocalib import AB_REFERENCE_NJY
-from ..wcs import local_cd_matrix, pixel_to_sky, sky_to_pixel
+from ..core.chebyshev import ChebyshevBoundedField, ChebyshevBoundedFieldControl
+from ..core.image import Exposure, Mask, MaskedImage, VisitInfo
+from ..core.photocalib import AB_REFERENCE_NJY
+from ..core.wcs import local_cd_matrix, pixel_to_sky, sky_to_pixel
 from .camera import perturb_wcs
 from .psf import TruePsf, import_galsim
 from .scene import (

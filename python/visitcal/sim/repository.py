@@ -37,12 +37,12 @@ from astropy.io import fits
 from astropy.table import Table, vstack
 
 from .. import __version__
-from ..chebyshev import fields_from_table, fields_to_table
-from ..image import Mask
+from ..core.chebyshev import fields_from_table, fields_to_table
+from ..core.image import Mask
 from ..io import read_catalog, read_exposure, write_catalog, write_exposure
-from ..io.atomic import atomic_write
-from ..photocalib import PhotoCalib
-from ..wcs import read_wcs, wcs_to_header
+from ..core.atomic import atomic_write
+from ..core.photocalib import PhotoCalib
+from ..core.wcs import read_wcs, wcs_to_header
 from .camera import SimCamera
 from .config import SimConfig
 from .psf import OpticsDesign, TruePsf, import_galsim

@@ -22,7 +22,7 @@ import numpy as np
 from astropy.table import Table
 from astropy.time import Time
 
-from ..photocalib import AB_REFERENCE_NJY
+from ..core.photocalib import AB_REFERENCE_NJY
 from .config import BANDS, EXTINCTION, FIDUCIAL_SKY, FIDUCIAL_ZERO_POINT, SimConfig
 from .psf import VisitAtmosphere
 

@@ -1,0 +1,38 @@
+"""Source measurement, in the spirit of LSST's ``meas_base`` and ``meas_deblender``: the measurement
+plugins (`visitcal.measurement.plugins`) run by `SingleFrameMeasurementTask`, the deblender, the
+primary flags, source selectors, and the measurement and application of aperture corrections.
+"""
+
+from .apply_ap_corr import (
+    ApplyApCorrConfig,
+    ApplyApCorrTask,
+    NormalizedCalibrationFluxConfig,
+    NormalizedCalibrationFluxTask,
+)
+from .deblend import SourceDeblendConfig, SourceDeblendResult, SourceDeblendTask
+from .measure_ap_corr import MeasureApCorrConfig, MeasureApCorrError, MeasureApCorrResult, MeasureApCorrTask
+from .object_size_star_selector import ObjectSizeStarSelectorConfig, ObjectSizeStarSelectorTask
+from .primary_flags import set_primary_flags
+from .single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask
+from .source_selector import ScienceSourceSelectorConfig, ScienceSourceSelectorTask
+
+__all__ = [
+    "ApplyApCorrConfig",
+    "ApplyApCorrTask",
+    "MeasureApCorrConfig",
+    "MeasureApCorrError",
+    "MeasureApCorrResult",
+    "MeasureApCorrTask",
+    "NormalizedCalibrationFluxConfig",
+    "NormalizedCalibrationFluxTask",
+    "ObjectSizeStarSelectorConfig",
+    "ObjectSizeStarSelectorTask",
+    "ScienceSourceSelectorConfig",
+    "ScienceSourceSelectorTask",
+    "SingleFrameMeasurementConfig",
+    "SingleFrameMeasurementTask",
+    "SourceDeblendConfig",
+    "SourceDeblendResult",
+    "SourceDeblendTask",
+    "set_primary_flags",
+]

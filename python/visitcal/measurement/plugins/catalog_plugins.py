@@ -1,0 +1,106 @@
+"""Measurement plugins that need no pixels: positions on the sky and the focal plane, the pixel-area
+Jacobian, footprint areas and the two extendedness classifiers (lsst-spec §5.7).
+
+Each is whole-column numpy arithmetic (or one vectorised astropy WCS call) over the catalog, so it
+stays in Python; the per-source pixel work is in C++ (`visitcal.measurement.single_frame_measurement`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...core.wcs import local_cd_matrix, pixel_to_sky
+
+__all__ = [
+    "NOMINAL_PIXEL_SCALE_ARCSEC",
+    "classification_extendedness",
+    "classification_size_extendedness",
+    "fp_position",
+    "jacobian",
+    "sky_coord",
+]
+
+#: base_Jacobian's reference pixel scale (lsst-spec §5.7: pixelScale 0.2").
+NOMINAL_PIXEL_SCALE_ARCSEC = 0.2
+
+
+def sky_coord(wcs, x, y) -> dict[str, np.ndarray]:
+    """``coord_ra``, ``coord_dec`` (radians, as afw tables convert to astropy) at pixel (x, y).
+
+    NaN where the position is NaN or there is no WCS.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ra = np.full(x.shape, np.nan)
+    dec = np.full(x.shape, np.nan)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if wcs is not None and ok.any():
+        r, d = pixel_to_sky(wcs, x[ok], y[ok])
+        ra[ok] = np.radians(np.asarray(r, dtype=np.float64))
+        dec[ok] = np.radians(np.asarray(d, dtype=np.float64))
+    return {"coord_ra": ra, "coord_dec": dec}
+
+
+def fp_position(detector, x, y) -> dict[str, np.ndarray]:
+    """``base_FPPosition_x/_y`` (focal-plane mm) from the detector's centre, rotation and pixel pitch.
+
+    The detector's pixel (x, y) lies at ``centre + R(rotation) ((x, y) - bbox centre) * pitch``.
+    ``_flag`` and ``_missingDetector_flag`` are set (values NaN) when the detector geometry is unknown.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    out = {"base_FPPosition_x": np.full(x.shape, np.nan), "base_FPPosition_y": np.full(x.shape, np.nan)}
+    missing = (detector is None or not all(math.isfinite(v) for v in detector.focal_plane_center)
+               or not math.isfinite(detector.pixel_size_mm))
+    if not missing:
+        cx, cy = detector.bbox.center
+        c, s = math.cos(math.radians(detector.rotation)), math.sin(math.radians(detector.rotation))
+        dx, dy = (x - cx) * detector.pixel_size_mm, (y - cy) * detector.pixel_size_mm
+        out["base_FPPosition_x"] = detector.focal_plane_center[0] + c * dx - s * dy
+        out["base_FPPosition_y"] = detector.focal_plane_center[1] + s * dx + c * dy
+    bad = ~(np.isfinite(out["base_FPPosition_x"]) & np.isfinite(out["base_FPPosition_y"]))
+    out["base_FPPosition_flag"] = bad
+    out["base_FPPosition_missingDetector_flag"] = np.full(x.shape, missing)
+    return out
+
+
+def jacobian(wcs, x, y, *, pixel_scale: float = NOMINAL_PIXEL_SCALE_ARCSEC) -> dict[str, np.ndarray]:
+    """``base_Jacobian_value``: the local pixel area over ``pixel_scale^2`` (lsst-spec §5.7)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    value = np.full(x.shape, np.nan)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if wcs is not None and ok.any():
+        cd = local_cd_matrix(wcs, x[ok], y[ok]) * 3600.0  # arcsec / px
+        cd = cd.reshape(-1, 2, 2)
+        area = np.abs(cd[:, 0, 0] * cd[:, 1, 1] - cd[:, 0, 1] * cd[:, 1, 0])
+        value[ok] = area / pixel_scale**2
+    return {"base_Jacobian_value": value, "base_Jacobian_flag": ~np.isfinite(value)}
+
+
+def classification_size_extendedness(xx, yy, psf_xx, psf_yy) -> dict[str, np.ndarray]:
+    """``base_ClassificationSizeExtendedness_value`` = 1 - exp(-chi^2 / 2), with
+    ``chi^2 = ((T - T_psf) / sqrt(T_psf))^2`` and T = Ixx + Iyy (lsst-spec §5.7)."""
+    t = np.asarray(xx, dtype=np.float64) + np.asarray(yy, dtype=np.float64)
+    t_psf = np.asarray(psf_xx, dtype=np.float64) + np.asarray(psf_yy, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chi2 = (t - t_psf) ** 2 / t_psf
+        value = 1.0 - np.exp(-0.5 * chi2)
+    bad = ~np.isfinite(value)
+    value[bad] = np.nan
+    return {"base_ClassificationSizeExtendedness_value": value, "base_ClassificationSizeExtendedness_flag": bad}
+
+
+def classification_extendedness(psf_flux, psf_flux_flag, model_flux, model_flux_flag,
+                                *, flux_ratio: float = 0.95) -> dict[str, np.ndarray]:
+    """``base_ClassificationExtendedness_value``: 0 when ``flux_ratio * modelFlux < psfFlux``, else 1;
+    NaN with ``_flag`` when either flux is NaN or flagged (lsst-spec §5.7)."""
+    psf_flux = np.asarray(psf_flux, dtype=np.float64)
+    model_flux = np.asarray(model_flux, dtype=np.float64)
+    bad = (~np.isfinite(psf_flux) | ~np.isfinite(model_flux) | np.asarray(psf_flux_flag, bool)
+           | np.asarray(model_flux_flag, bool))
+    value = np.where(flux_ratio * model_flux < psf_flux, 0.0, 1.0)
+    value[bad] = np.nan
+    return {"base_ClassificationExtendedness_value": value, "base_ClassificationExtendedness_flag": bad}

@@ -1,0 +1,89 @@
+"""base_PsfFlux: the least-squares amplitude of the PSF model at each source (lsst-spec §5.7).
+
+``M`` is the PSF image at the centroid (unit sum, parent-frame origin ``(model_x0, model_y0)``; a
+`Psf`'s ``compute_image``), clipped to the image; pixels with a ``bad_mask_planes`` bit are dropped
+(none by default, as LSST). Then
+
+* ``instFlux = sum(M D) / sum(M^2)``; ``instFluxErr = sqrt(sum(M^2 V)) / sum(M^2)``;
+* ``_area = (sum M)^2 / sum(M^2)``; ``_chi2 = sum((D - instFlux M)^2 / V)``; ``_npixels`` (pixels used);
+* ``_flag_edge`` (with ``_flag``): the stamp is clipped by the image; values still computed (as LSST);
+* ``_flag_noGoodPixels`` (with ``_flag``): no usable pixel or ``sum(M^2) == 0``;
+* a non-finite image or variance pixel among those used: NaN values and ``_flag``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ... import _core
+from . import _phot_common as _c
+
+__all__ = ["PLUGIN_NAME", "PsfFluxConfig", "flag_names", "psf_flux", "schema"]
+
+PLUGIN_NAME = "base_PsfFlux"
+
+
+class PsfFluxConfig(BaseModel):
+    """Configuration of `psf_flux` (mirrors the C++ ``PsfFluxControl``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bad_mask_planes: tuple[str, ...] = Field((), description="Mask planes whose pixels are left out of the fit.")
+
+    def to_control(self, masked_image):
+        c = _core.PsfFluxControl()
+        c.bad_mask = int(_c.plane_bits(masked_image, self.bad_mask_planes))
+        return c
+
+
+def flag_names() -> list[str]:
+    """Flag suffixes, bit i <-> entry i (the C++ registry ``kPsfFluxFlagNames``)."""
+    return list(_core.psf_flux_flag_names())
+
+
+def schema(config: PsfFluxConfig | None = None) -> list[str]:
+    """The output column names, in order."""
+    p = PLUGIN_NAME
+    return [f"{p}_instFlux", f"{p}_instFluxErr", f"{p}_area", f"{p}_chi2", f"{p}_npixels"] + \
+        [f"{p}_{n}" for n in flag_names()]
+
+
+def psf_flux(masked_image, models, model_x0, model_y0, config: PsfFluxConfig | None = None) -> dict[str, np.ndarray]:
+    """PSF fluxes of many sources.
+
+    Parameters
+    ----------
+    masked_image : MaskedImage or Exposure
+    models : array_like, shape (n, height, width), float64
+        Each source's PSF image at its centroid (unit sum), ``(y, x)``.
+    model_x0, model_y0 : array_like of int, shape (n,)
+        Parent-frame position of each stamp's ``[0, 0]`` pixel.
+    config : PsfFluxConfig, optional
+
+    Returns
+    -------
+    dict
+        ``base_PsfFlux_instFlux``, ``_instFluxErr`` (counts), ``_area`` (pixels), ``_chi2``, ``_npixels``
+        (float64) and the flag columns.
+    """
+    config = config or PsfFluxConfig()
+    image, mask, variance, x0, y0 = _c.planes(masked_image)
+    models = np.ascontiguousarray(models, dtype=np.float64)
+    if models.ndim != 3:
+        raise ValueError(f"models must be 3-D (n, height, width), got shape {models.shape}")
+    n = models.shape[0]
+    mx0 = np.ascontiguousarray(model_x0)
+    my0 = np.ascontiguousarray(model_y0)
+    for name, a in (("model_x0", mx0), ("model_y0", my0)):
+        if a.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"{name} must be integers, got {a.dtype}")
+    out = _core.measure_psf_flux(image, mask, variance, x0, y0, models, mx0.astype(np.int32), my0.astype(np.int32),
+                                 config.to_control(masked_image))
+    p = PLUGIN_NAME
+    cols = {f"{p}_instFlux": out["instFlux"], f"{p}_instFluxErr": out["instFluxErr"], f"{p}_area": out["area"],
+            f"{p}_chi2": out["chi2"], f"{p}_npixels": out["npixels"]}
+    cols.update(_c.flag_columns(p, flag_names(), out["flags"]))
+    return cols

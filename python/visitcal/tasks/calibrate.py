@@ -1,0 +1,264 @@
+"""`CalibrateTask`: deep detection and measurement, astrometry and photometric calibration of a
+characterized detector (lsst-spec §6.1; DESIGN.md §3 for ``run()`` and the result names).
+
+The input exposure has been through `CharacterizeImageTask`: background-subtracted, cosmic rays
+repaired, with the initial (PCA) PSF and the initial aperture-correction map, which carries the
+``base_CompensatedTophatFlux_12`` normalisation entry. Steps (LSST's order):
+
+1. ``find_sources``: detection at 5 sigma, sky sources (seeded with the catalog id), deblending,
+   measurement with the full plugin set, primary flags (`FindSourcesTask`);
+2. the normalized calibration flux, apply only (``base_NormalizedCompensatedTophatFlux``, the
+   ``slot_CalibFlux``), then the aperture corrections (`ApplyApCorrTask`) and the extendedness that
+   depends on the corrected fluxes;
+3. astrometry (`AstrometryTask`): pattern match to the reference catalog through the preliminary WCS,
+   TAN-SIP fit, coordinates of every source;
+4. ``calib_psf_candidate/used/reserved`` (and ``calib_detected``) copied from the characterization
+   catalog by a nearest match within ``match_radius_pix`` (3 px), children of deblended parents left out;
+5. photometric calibration (`PhotoCalTask`): the zero point against the references, ``MAGZERO`` /
+   ``MAGZERO_RMS`` / ``MAGZERO_NOBJ`` in the exposure's metadata; the PhotoCalib is attached, the pixels
+   stay in counts (as LSST's calexp);
+6. the summary statistics known at this stage (`ComputeExposureSummaryStatsTask`).
+
+Differences from LSST, on purpose: the astrometric fit uses the main detection's sources selected by
+S/N > 40 (LSST runs a separate 50-sigma detection and measurement first for it: the same stars, twice
+the cost); a failure of astrometry or photometry is raised as the typed error (`AstrometryError`,
+`PhotoCalError`) when ``require_astrometry`` / ``require_photo_cal`` (the defaults), so that the
+pipeline records it for the detector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+from astropy.table import Table
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..measurement.apply_ap_corr import (
+    ApplyApCorrConfig,
+    ApplyApCorrTask,
+    NormalizedCalibrationFluxConfig,
+    NormalizedCalibrationFluxTask,
+)
+from ..calib.astrometry import AstrometryConfig, AstrometryError, AstrometryTask, update_source_coords
+from .compute_exposure_summary_stats import ComputeExposureSummaryStatsConfig, ComputeExposureSummaryStatsTask
+from .find_sources import FindSourcesConfig, FindSourcesTask
+from ..core.image import Exposure
+from ..calib.match_nearest import match_nearest
+from ..measurement.plugins import catalog_plugins
+from ..calib.photo_cal import PhotoCalConfig, PhotoCalError, PhotoCalTask
+from ..calib.ref_loader import ReferenceObjectLoader
+from ..measurement.source_selector import resolve_column
+from ..core.table import DetectorVisitIdGenerator
+
+__all__ = ["CalibrateConfig", "CalibrateResult", "CalibrateTask"]
+
+#: Fields copied from the characterization catalog (LSST icSourceFieldsToCopy).
+IC_SOURCE_FIELDS_TO_COPY = ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")
+
+
+def _default_find_sources() -> FindSourcesConfig:
+    return FindSourcesConfig(seed_noise_with_catalog_id=True)
+
+
+def _apply_only() -> NormalizedCalibrationFluxConfig:
+    return NormalizedCalibrationFluxConfig(do_measure_ap_corr=False)
+
+
+class CalibrateConfig(BaseModel):
+    """LSST ``CalibrateConfig`` names in snake_case (lsst-spec §6.1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    find_sources: FindSourcesConfig = Field(default_factory=_default_find_sources,
+                                            description="detection, sky sources, deblending, measurement")
+    normalized_calibration_flux: NormalizedCalibrationFluxConfig = Field(
+        default_factory=_apply_only, description="the compensated-tophat normalisation, applied from the map")
+    apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="aperture corrections")
+    do_astrometry: bool = Field(True, description="fit the WCS")
+    require_astrometry: bool = Field(True, description="a failed astrometry fails the detector")
+    astrometry: AstrometryConfig = Field(default_factory=AstrometryConfig, description="astrometry")
+    match_radius_pix: float = Field(3.0, gt=0, description="radius of the characterization-catalog match, px")
+    do_photo_cal: bool = Field(True, description="fit the zero point")
+    require_photo_cal: bool = Field(True, description="a failed photometric calibration fails the detector")
+    photo_cal: PhotoCalConfig = Field(default_factory=PhotoCalConfig, description="photometric calibration")
+    compute_summary_stats: ComputeExposureSummaryStatsConfig = Field(
+        default_factory=ComputeExposureSummaryStatsConfig, description="summary statistics")
+
+
+@dataclasses.dataclass
+class CalibrateResult:
+    """DESIGN.md §3 names: ``output_exposure`` (counts, with psf, ap_corr_map, wcs, photo_calib and
+    summary_stats), ``output_cat`` (the source catalog), ``output_background`` (the background list,
+    unchanged: this step does not re-estimate it), ``astrom_matches`` (`AstrometryResult.matches`, or
+    None), ``output_summary_metrics`` (dict: match statistics, zero point and its error, counts, and
+    ``timings`` in seconds per stage)."""
+
+    output_exposure: Exposure
+    output_cat: Table
+    output_background: object
+    astrom_matches: Table | None
+    output_summary_metrics: dict
+    footprints: list = dataclasses.field(default_factory=list)
+
+
+class CalibrateTask:
+    """Calibrate a characterized detector (see the module docstring).
+
+    Parameters
+    ----------
+    config : `CalibrateConfig`, optional
+    ref_obj_loader : `ReferenceObjectLoader`, optional
+        The reference catalog for astrometry and photometry; required when either is on.
+    """
+
+    ConfigClass = CalibrateConfig
+    _DefaultName = "calibrate"
+
+    def __init__(self, config: CalibrateConfig | None = None, *, ref_obj_loader: ReferenceObjectLoader | None = None):
+        self.config = config or CalibrateConfig()
+        c = self.config
+        if (c.do_astrometry or c.do_photo_cal) and ref_obj_loader is None:
+            raise ValueError("ref_obj_loader is required for astrometry and photometric calibration")
+        self.ref_obj_loader = ref_obj_loader
+        self.find_sources = FindSourcesTask(c.find_sources)
+        self.normalized_calibration_flux = NormalizedCalibrationFluxTask(c.normalized_calibration_flux)
+        self.apply_ap_corr = ApplyApCorrTask(c.apply_ap_corr)
+        self.astrometry = AstrometryTask(c.astrometry, ref_obj_loader=ref_obj_loader) if c.do_astrometry else None
+        self.photo_cal = PhotoCalTask(c.photo_cal) if c.do_photo_cal else None
+        self.compute_summary_stats = ComputeExposureSummaryStatsTask(c.compute_summary_stats)
+
+    def run(self, exposure: Exposure, background=None, ic_source_cat: Table | None = None,
+            id_generator: DetectorVisitIdGenerator | None = None) -> CalibrateResult:
+        """Calibrate ``exposure`` in place (its mask gains DETECTED; wcs and photo_calib are replaced).
+
+        Parameters
+        ----------
+        exposure : `Exposure`
+            Characterized: background-subtracted, with ``psf`` and ``ap_corr_map``; ``wcs`` is the
+            preliminary WCS the astrometric fit starts from; ``visit_info.band`` selects reference fluxes.
+        background : `BackgroundList`, optional
+            What characterization subtracted; returned as ``output_background``.
+        ic_source_cat : `astropy.table.Table`, optional
+            The characterization catalog, whose ``calib_psf_*`` flags are copied.
+        id_generator : `DetectorVisitIdGenerator`, optional
+            Packs source ids and seeds sky sources and noise replacement.
+
+        Raises
+        ------
+        AstrometryError, PhotoCalError
+            When the step fails and is required.
+        """
+        c = self.config
+        if exposure.psf is None:
+            raise ValueError("exposure has no PSF: run CharacterizeImageTask first")
+        idg = id_generator or DetectorVisitIdGenerator(0, 0)
+        timings: dict[str, float] = {}
+        metrics: dict = {"timings": timings}
+
+        def timed(stage, fn, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+            return out
+
+        found = timed("find_sources", self.find_sources.run, exposure, id_generator=idg)
+        cat = found.sources
+        timed("normalized_calibration_flux", self.normalized_calibration_flux.run, exposure=exposure, catalog=cat)
+        if exposure.ap_corr_map is not None:
+            cat = timed("apply_ap_corr", self.apply_ap_corr.run, cat, exposure.ap_corr_map)
+            _recompute_extendedness(cat)
+
+        astrom_matches = None
+        if self.astrometry is not None:
+            try:
+                res = timed("astrometry", self.astrometry.run, exposure, cat)
+                astrom_matches = res.matches
+                metrics["astrom_offset_mean"] = res.match_stats["mean"]
+                metrics["astrom_offset_std"] = res.match_stats["std"]
+                metrics["astrom_n_matches"] = res.match_stats["n"]
+            except AstrometryError:
+                if c.require_astrometry:
+                    raise
+                metrics["astrometry_failed"] = True
+        if exposure.wcs is not None and "coord_ra" not in cat.colnames:
+            update_source_coords(exposure.wcs, cat)
+
+        timed("copy_ic_source_fields", self._copy_ic_source_fields, cat, ic_source_cat)
+
+        if self.photo_cal is not None:
+            try:
+                refs = self.ref_obj_loader.load_pixel_box(exposure.bbox, exposure.wcs, exposure.visit_info.band,
+                                                          pixel_margin=0)
+                pres = timed("photo_cal", self.photo_cal.run, exposure, cat, refs)
+                exposure.photo_calib = pres.photo_calib
+                exp_time = exposure.visit_info.exposure_time if exposure.visit_info is not None else math.nan
+                md = exposure.metadata
+                md["MAGZERO"] = pres.zero_point - 2.5 * math.log10(exp_time) if exp_time > 0 else pres.zero_point
+                md["HIERARCH MAGZERO_RMS"] = pres.sigma
+                md["HIERARCH MAGZERO_NOBJ"] = pres.ngood
+                for k in (1, 2, 3):
+                    md[f"HIERARCH COLORTERM{k}"] = 0.0
+                metrics["zero_point"] = pres.zero_point
+                metrics["zero_point_err"] = float(pres.photo_calib.calibration_err / pres.photo_calib.calibration_mean
+                                                  * 2.5 / math.log(10)) if pres.photo_calib.calibration_mean else math.nan
+                metrics["photo_cal_n_good"] = pres.ngood
+            except (PhotoCalError, ValueError) as err:
+                if c.require_photo_cal or not isinstance(err, PhotoCalError):
+                    raise
+                metrics["photo_cal_failed"] = True
+
+        stats = timed("summary_stats", self.compute_summary_stats.run, exposure, cat, background)
+        exposure.summary_stats = stats
+        metrics["summary_stats"] = stats
+        return CalibrateResult(output_exposure=exposure, output_cat=cat, output_background=background,
+                               astrom_matches=astrom_matches, output_summary_metrics=metrics,
+                               footprints=found.footprints)
+
+    def _copy_ic_source_fields(self, cat: Table, ic: Table | None) -> None:
+        """LSST copyIcSourceFields (§6.1 step 9): each characterization source takes its nearest target
+        within ``match_radius_pix``; targets are the non-sky sources with ``deblend_nChild == 0`` (a
+        deblended parent is not a target, its children are); the target gains ``calib_detected`` and the
+        ``calib_psf_*`` flags."""
+        n = len(cat)
+        cat["calib_detected"] = np.zeros(n, bool)
+        for name in IC_SOURCE_FIELDS_TO_COPY:
+            cat[name] = np.zeros(n, bool)
+        if ic is None or len(ic) == 0 or n == 0:
+            return
+        x = np.asarray(cat[resolve_column(cat, "slot_Centroid_x")], np.float64)
+        y = np.asarray(cat[resolve_column(cat, "slot_Centroid_y")], np.float64)
+        target = np.isfinite(x) & np.isfinite(y)
+        if "deblend_nChild" in cat.colnames:
+            target &= np.asarray(cat["deblend_nChild"]) == 0
+        if "sky_source" in cat.colnames:
+            target &= ~np.asarray(cat["sky_source"], bool)
+        rows = np.flatnonzero(target)
+        ix = np.asarray(ic[resolve_column(ic, "slot_Centroid_x")], np.float64)
+        iy = np.asarray(ic[resolve_column(ic, "slot_Centroid_y")], np.float64)
+        ok = np.isfinite(ix) & np.isfinite(iy)
+        ic_rows = np.flatnonzero(ok)
+        m = match_nearest(ix[ic_rows], iy[ic_rows], x[rows], y[rows], float(self.config.match_radius_pix))
+        i1, i2, _ = m.pairs()
+        src_rows = rows[i2]
+        ic_idx = ic_rows[i1]
+        cat["calib_detected"][src_rows] = True
+        for name in IC_SOURCE_FIELDS_TO_COPY:
+            if name in ic.colnames:
+                vals = np.asarray(ic[name], bool)[ic_idx]
+                col = np.asarray(cat[name])
+                col[src_rows] = vals
+                cat[name] = col
+
+
+def _recompute_extendedness(cat: Table) -> None:
+    """catalogCalculation after the aperture corrections: the flux-ratio extendedness depends on them."""
+    need = ("base_PsfFlux_instFlux", "base_PsfFlux_flag", "base_GaussianFlux_instFlux", "base_GaussianFlux_flag")
+    if all(c in cat.colnames for c in need) and "base_ClassificationExtendedness_value" in cat.colnames:
+        cols = catalog_plugins.classification_extendedness(
+            np.asarray(cat["base_PsfFlux_instFlux"], np.float64), np.asarray(cat["base_PsfFlux_flag"], bool),
+            np.asarray(cat["base_GaussianFlux_instFlux"], np.float64), np.asarray(cat["base_GaussianFlux_flag"], bool))
+        for k, v in cols.items():
+            cat[k] = v

@@ -1,0 +1,887 @@
+"""Refit the PSF and the aperture corrections of each detector of a visit on isolated stars, with a reserve
+that is the same in every visit (pipe_tasks ``FinalizeCharacterizationTask``,
+``FinalizeCharacterizationDetectorTask`` and ``ConsolidateFinalizeCharacterizationDetectorTask``;
+lsst-spec §4).
+
+Per detector (`FinalizeCharacterizationTaskBase.compute_psf_and_ap_corr_map`, lsst-spec §4.5):
+
+1. the footprints of *all* sources of the input catalog, for noise replacement (see "Footprints");
+2. the science selector: ``base_GaussianFlux`` S/N strictly between 50 and 1000, no bad pixel flag, no
+   centroid or Gaussian-flux flag;
+3. the selected rows whose ``id`` is in this visit's isolated-source table (exact integer match, column
+   ``id_column``): ``calib_psf_candidate`` True, ``calib_psf_reserved`` the star's reserve flag; the others
+   are dropped;
+4. PSF candidates (`visitcal.psf.candidates`, 27 px stamps) of the non-reserved stars: reserved stars never
+   reach the fitter; ``psf_max_value`` of every row;
+5. the PSF fit (``psf_determiner.name``: ``"pixelgrid"``, Piff's model, the default here as LSST's Piff,
+   or ``"pca"``), ``calib_psf_used`` on the stars the fit kept; a PSF whose determinant radius at its
+   average position is NaN is a failure;
+6. measurement of the candidates with the new PSF at the input catalog's centroid (``slot_Centroid``),
+   with every input footprint replaced by noise: ``base_SdssShape`` (adaptive moments of the star and the
+   PSF: our stand-in for LSST's HSM source and PSF moments, the same adaptive-moment definition),
+   ``base_GaussianFlux``, ``base_PsfFlux``, ``base_FPPosition``;
+7. `MeasureApCorrTask` (reference ``slot_CalibFlux``, i.e. the input's normalised compensated-tophat flux;
+   stars with ``base_PsfFlux`` S/N > 200, no flag or unresolved cut); every entry of the input exposure's
+   map that the new map lacks is carried over (``base_CompensatedTophatFlux_12_instFlux`` / ``Err``);
+8. `ApplyApCorrTask` on the measured stars.
+
+Failures follow lsst-spec §4.12 exactly: no selected source or no isolated match -> no row anywhere;
+candidate making fails -> an exposure row without PSF and ap-corr map, star rows unmeasured; the PSF fit
+fails (too few stars, NaN size, any error) -> the same; measurement or ap-corr fails -> an exposure row
+with the PSF but no map. Each detector gets a typed `DetectorStatus` (``status`` column of the
+``psf_ap_corr_cat``, and ``detector_status`` of the result).
+
+Footprints
+    The ``single_visit_star`` catalog does not carry footprints. They are rebuilt from the calexp: every
+    8-connected region of its DETECTED mask plane (the grown detection footprints of the catalog, merged
+    where they touch, as afw's top-level footprints) is one top-level footprint; its peaks are the
+    positions (rounded) of the catalog's leaf sources (not deblended further, not sky sources) inside
+    it, brightest first, which is what the PSF candidates' blend masking needs. A candidate is measured
+    from the original pixels of its whole region, so in a deblended blend the neighbour's light stays in
+    (LSST inserts the child's heavy footprint); the isolated-star selection makes such candidates rare.
+    A candidate whose centroid pixel is not DETECTED gets a disc of radius 3 x (PSF sigma) + 2 px.
+
+Outputs
+    ``psf_ap_corr_cat``: an `astropy.table.Table`, one row per detector that got one, sorted by detector:
+    ``detector`` (int32, LSST's record id), ``visit`` (int64), ``psf`` and ``ap_corr_map`` (objects:
+    the `visitcal.psf.Psf` / `ApCorrMap`, or None), ``status`` and ``message`` (str). It is written
+    losslessly to FITS by `write_psf_ap_corr_cat` (one binary-table HDU per component).
+    ``output_table``: the measured stars (lsst-spec §4.11), one row per candidate of every detector with a
+    row, with ``visit`` (int64) and ``detector`` (int32).
+
+Not implemented: Piff's colour term and the FGCM photometry (``psf_color_value`` is NaN, ``psf_color_type``
+empty), the sky / alt-az moments (``do_add_sky_moments``), and the measurement plugins visitcal does not
+have (CModel, Kron, GAaP, convolved fluxes, HSM regauss and higher-order moments; lsst-spec §4.10 calls them
+optional): their ap-corr entries are simply absent.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table, vstack
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import _core
+from ..core.apcorr import ApCorrMap
+from ..measurement.apply_ap_corr import ApplyApCorrConfig, ApplyApCorrTask
+from ..core.chebyshev import ChebyshevBoundedField
+from ..core.footprint import Footprint, FootprintSet, make_peaks
+from ..core.image import Exposure
+from ..core.atomic import atomic_write_fits
+from ..measurement.measure_ap_corr import PIXEL_BAD_FLAGS
+from ..measurement.measure_ap_corr import MeasureApCorrConfig, MeasureApCorrTask
+from ..psf.pca import PcaPsfDeterminer, PcaPsfDeterminerConfig
+from ..core.persistence import component_from_table, component_to_table
+from ..psf.pixel_grid import PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
+from ..psf.candidates import PsfCandidatesConfig, footprint_index_of, make_psf_candidates
+from ..psf.determiner import PsfTooFewStarsError
+from .reserve_isolated_stars import ReserveIsolatedStarsConfig, ReserveIsolatedStarsTask
+from ..measurement.single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask, SlotsConfig
+from ..measurement.source_selector import (
+    RequireFlags,
+    ScienceSourceSelectorConfig,
+    ScienceSourceSelectorTask,
+    SignalToNoiseLimit,
+    resolve_column,
+)
+
+__all__ = [
+    "ConsolidateFinalizeCharacterizationDetectorConfig",
+    "ConsolidateFinalizeCharacterizationDetectorTask",
+    "DetectorStatus",
+    "FinalizeCharacterizationConfig",
+    "FinalizeCharacterizationDetectorTask",
+    "FinalizeCharacterizationResult",
+    "FinalizeCharacterizationTask",
+    "NoWorkFound",
+    "PsfDeterminerChoice",
+    "STATUSES",
+    "concat_isolated_star_cats",
+    "read_psf_ap_corr_cat",
+    "write_psf_ap_corr_cat",
+]
+
+log = logging.getLogger(__name__)
+
+#: Per-detector outcomes. The first two leave the detector out of both outputs (lsst-spec §4.12).
+STATUSES = ("ok", "no_selected_sources", "no_isolated_matches", "candidates_failed", "psf_too_few_stars",
+            "psf_fit_failed", "psf_nan_size", "measurement_failed", "ap_corr_failed")
+
+#: The flags the PSF-star selector vetoes (lsst-spec §4.2).
+SELECTOR_BAD_FLAGS = PIXEL_BAD_FLAGS + ("slot_Centroid_flag", "base_GaussianFlux_flag")
+
+#: The measurement run on the PSF stars (lsst-spec §4.2 / §4.10, with what visitcal has).
+FINALIZE_PLUGINS = ("base_SdssShape", "base_GaussianFlux", "base_PsfFlux", "base_FPPosition")
+
+
+class NoWorkFound(RuntimeError):
+    """Nothing to do for this quantum (LSST ``pipe.base.NoWorkFound``): no isolated star in the visit,
+    no detector with a star table, or no input to consolidate."""
+
+
+def _default_source_selector() -> ScienceSourceSelectorConfig:
+    return ScienceSourceSelectorConfig(
+        do_flags=True, do_signal_to_noise=True, do_unresolved=False, do_isolated=False,
+        flags=RequireFlags(bad=SELECTOR_BAD_FLAGS),
+        signal_to_noise=SignalToNoiseLimit(flux_field="base_GaussianFlux_instFlux",
+                                           err_field="base_GaussianFlux_instFluxErr", minimum=50.0, maximum=1000.0))
+
+
+def _default_measure_ap_corr() -> MeasureApCorrConfig:
+    return MeasureApCorrConfig(source_selector=ScienceSourceSelectorConfig(
+        do_flags=False, do_unresolved=False, do_signal_to_noise=True,
+        signal_to_noise=SignalToNoiseLimit(flux_field="base_PsfFlux_instFlux", err_field="base_PsfFlux_instFluxErr",
+                                           minimum=200.0)))
+
+
+def _default_measurement() -> SingleFrameMeasurementConfig:
+    # Centroid, ApFlux and CalibFlux slots stay the input catalog's (LSST sets them to None here).
+    return SingleFrameMeasurementConfig(
+        plugins=FINALIZE_PLUGINS,
+        slots=SlotsConfig(centroid=None, shape="base_SdssShape", psf_shape="base_SdssShape_psf",
+                          psf_flux="base_PsfFlux", ap_flux=None, calib_flux=None, gaussian_flux="base_GaussianFlux",
+                          model_flux=None))
+
+
+class PsfDeterminerChoice(BaseModel):
+    """The PSF determiner registry field: ``name`` picks one, each has its config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["pixelgrid", "pca"] = Field("pixelgrid", description="'pixelgrid' (Piff's PixelGrid + "
+                                              "BasisPolynomial, LSST's default 'piff') or 'pca'.")
+    pixelgrid: PixelGridPsfDeterminerConfig = Field(default_factory=PixelGridPsfDeterminerConfig,
+                                                    description="Config of the 'pixelgrid' determiner.")
+    pca: PcaPsfDeterminerConfig = Field(default_factory=PcaPsfDeterminerConfig,
+                                        description="Config of the 'pca' determiner.")
+
+    def make(self):
+        return PixelGridPsfDeterminer(self.pixelgrid) if self.name == "pixelgrid" else PcaPsfDeterminer(self.pca)
+
+
+class FinalizeCharacterizationConfig(BaseModel):
+    """Configuration of the finalize tasks (LSST ``FinalizeCharacterizationConfigBase`` in snake_case, with
+    its ``setDefaults``; lsst-spec §4.2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_selector: ScienceSourceSelectorConfig = Field(
+        default_factory=_default_source_selector,
+        description="PSF-star selection: base_GaussianFlux S/N in (50, 1000), bad flags vetoed.")
+    id_column: str = Field("sourceId", description="Source-id column of the isolated-source tables.")
+    reserve_selection: ReserveIsolatedStarsConfig = Field(default_factory=ReserveIsolatedStarsConfig,
+                                                          description="Which isolated stars are reserved.")
+    make_psf_candidates: PsfCandidatesConfig = Field(default_factory=PsfCandidatesConfig,
+                                                     description="PSF candidate stamps (kernelSize 27, border 0; "
+                                                                 "the determiners' 300-star cap).")
+    psf_determiner: PsfDeterminerChoice = Field(default_factory=PsfDeterminerChoice, description="PSF determiner.")
+    measurement: SingleFrameMeasurementConfig = Field(default_factory=_default_measurement,
+                                                      description="Measurement of the PSF stars.")
+    measure_ap_corr: MeasureApCorrConfig = Field(default_factory=_default_measure_ap_corr,
+                                                 description="Aperture corrections (base_PsfFlux S/N > 200).")
+    apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="Applying them.")
+
+
+@dataclasses.dataclass
+class DetectorStatus:
+    """What became of one detector.
+
+    Attributes
+    ----------
+    detector : int
+    status : str
+        One of `STATUSES`.
+    message : str
+        The error's text for a failure ("" when ok).
+    error_type : str
+        The exception's class name ("" when ok or not an exception).
+    n_selected, n_matched, n_reserved, n_candidates, n_used : int
+        Selector output, isolated matches (the star-table rows), reserved among them, PSF candidates
+        fitted, stars the fit kept.
+    timings : dict
+        Seconds per stage: ``selection``, ``candidates``, ``psf``, ``measurement``, ``ap_corr``.
+    """
+
+    detector: int
+    status: str = "ok"
+    message: str = ""
+    error_type: str = ""
+    n_selected: int = 0
+    n_matched: int = 0
+    n_reserved: int = 0
+    n_candidates: int = 0
+    n_used: int = 0
+    timings: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def has_row(self) -> bool:
+        """Whether the detector gets rows in the outputs (lsst-spec §4.12)."""
+        return self.status not in ("no_selected_sources", "no_isolated_matches")
+
+
+@dataclasses.dataclass
+class FinalizeCharacterizationResult:
+    """``psf_ap_corr_cat`` and ``output_table`` (see the module docstring); ``detector_status`` maps every
+    processed detector to its `DetectorStatus`."""
+
+    psf_ap_corr_cat: Table
+    output_table: Table
+    detector_status: dict = dataclasses.field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Isolated stars
+# --------------------------------------------------------------------------------------------------------
+
+def concat_isolated_star_cats(band: str, isolated_star_cat_dict: Mapping, isolated_star_source_dict: Mapping, *,
+                              visit: int, detector: int | None = None,
+                              reserve_selection: ReserveIsolatedStarsTask | None = None,
+                              id_column: str = "sourceId") -> Table:
+    """One table of this visit's (and detector's) isolated-star sources with their reserve flags
+    (lsst-spec §4.4).
+
+    Parameters
+    ----------
+    band : str
+    isolated_star_cat_dict, isolated_star_source_dict : mapping tract -> table
+        The star tables (``nsource_<band>`` needed) and source tables (``id_column``, ``obj_index``,
+        ``visit`` and, with ``detector``, ``detector``) of each tract (lsst-spec §3).
+    visit : int
+    detector : int, optional
+    reserve_selection : `ReserveIsolatedStarsTask`, optional
+        Default: 10% reserved.
+    id_column : str
+
+    Returns
+    -------
+    astropy.table.Table
+        ``id_column`` (int64), ``obj_index`` (int64; the star's row among all kept stars of all tracts),
+        ``visit``, (``detector``), ``tract`` (int64) and ``reserved`` (bool). Empty when nothing matched.
+    """
+    reserve = reserve_selection or ReserveIsolatedStarsTask()
+    if set(isolated_star_cat_dict) != set(isolated_star_source_dict):
+        raise ValueError(f"isolated_star_cat_dict has tracts {sorted(isolated_star_cat_dict)} but "
+                         f"isolated_star_source_dict has {sorted(isolated_star_source_dict)}")
+    columns = [id_column, "obj_index", "visit"] + (["detector"] if detector is not None else [])
+    pieces = []
+    offset = 0
+    for tract in sorted(isolated_star_cat_dict):
+        stars = isolated_star_cat_dict[tract]
+        sources = isolated_star_source_dict[tract]
+        for col in columns:
+            if col not in sources.colnames:
+                raise KeyError(f"isolated-star source table of tract {tract} has no column {col!r}")
+        keep = np.asarray(sources["visit"]) == visit
+        if detector is not None:
+            keep &= np.asarray(sources["detector"]) == detector
+        if not keep.any():
+            continue
+        nsource_col = f"nsource_{band}"
+        if nsource_col not in stars.colnames:
+            continue  # no star of this tract was ever seen in this band
+        use_band = np.flatnonzero(np.asarray(stars[nsource_col]) > 0)
+        if use_band.size == 0:
+            continue
+        new_index = np.full(len(stars), -1, dtype=np.int64)
+        new_index[use_band] = np.arange(use_band.size)
+        obj_index = np.asarray(sources["obj_index"], dtype=np.int64)[keep]
+        if obj_index.size and (obj_index.min() < 0 or obj_index.max() >= len(stars)):
+            raise ValueError(f"isolated-star source table of tract {tract}: obj_index outside the star table")
+        obj_index = new_index[obj_index]
+        in_band = obj_index >= 0
+        if not in_band.any():
+            continue
+        reserved = reserve.run(use_band.size, extra=f"{band}_{tract}")
+        piece = Table()
+        piece[id_column] = np.asarray(sources[id_column], dtype=np.int64)[keep][in_band]
+        piece["obj_index"] = obj_index[in_band] + offset
+        piece["visit"] = np.asarray(sources["visit"], dtype=np.int64)[keep][in_band]
+        if detector is not None:
+            piece["detector"] = np.asarray(sources["detector"], dtype=np.int32)[keep][in_band]
+        piece["tract"] = np.full(int(in_band.sum()), int(tract), dtype=np.int64)
+        piece["reserved"] = reserved[obj_index[in_band]]
+        pieces.append(piece)
+        offset += use_band.size
+    if not pieces:
+        out = Table({id_column: np.zeros(0, np.int64), "obj_index": np.zeros(0, np.int64),
+                     "visit": np.zeros(0, np.int64)})
+        if detector is not None:
+            out["detector"] = np.zeros(0, np.int32)
+        out["tract"] = np.zeros(0, np.int64)
+        out["reserved"] = np.zeros(0, bool)
+        return out
+    return vstack(pieces, join_type="exact")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Footprints rebuilt from the calexp's DETECTED plane
+# --------------------------------------------------------------------------------------------------------
+
+def footprints_from_detected(exposure: Exposure, src: Table) -> tuple[FootprintSet, np.ndarray]:
+    """The top-level footprints of ``src`` rebuilt from ``exposure``'s DETECTED plane (module docstring).
+
+    Returns
+    -------
+    footprints : `FootprintSet`
+        One per 8-connected DETECTED region, with the leaf sources' peaks (brightest first).
+    index : (len(src),) int64
+        The footprint holding each source's centroid pixel, -1 for none.
+    """
+    mi = exposure.masked_image
+    detected = np.ascontiguousarray(exposure.mask.test("DETECTED"), dtype=np.float32)
+    raw = _core.find_footprints(detected, None, 0, 0, 0.5, 1, 1.0, 1, 1.0)
+    regions = FootprintSet._from_core(raw, exposure.bbox, shift=tuple(mi.xy0))
+    x = np.asarray(src[resolve_column(src, "slot_Centroid_x")], dtype=np.float64)
+    y = np.asarray(src[resolve_column(src, "slot_Centroid_y")], dtype=np.float64)
+    index = footprint_index_of(regions, x, y)
+    leaf = index >= 0
+    if "deblend_nChild" in src.colnames:
+        leaf &= np.asarray(src["deblend_nChild"]) == 0
+    if "sky_source" in src.colnames:
+        leaf &= ~np.asarray(src["sky_source"], dtype=bool)
+    rows = np.flatnonzero(leaf)
+    flux = np.asarray(src[resolve_column(src, "slot_PsfFlux_instFlux")], dtype=np.float64)[rows] \
+        if _has(src, "slot_PsfFlux_instFlux") else np.zeros(rows.size)
+    flux = np.where(np.isfinite(flux), flux, -np.inf)
+    order = np.lexsort((rows, -flux, index[rows]))  # by footprint, then brightest first, then row
+    rows, flux = rows[order], flux[order]
+    xy = np.stack([np.floor(x[rows] + 0.5), np.floor(y[rows] + 0.5)], axis=1).astype(np.int32)
+    peaks = make_peaks(xy, np.where(np.isfinite(flux), flux, 0.0), np.zeros(rows.size),
+                       ids=np.asarray(src["id"], dtype=np.int64)[rows])
+    counts = np.bincount(index[rows], minlength=len(regions))
+    peak_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    fs = FootprintSet(regions.spans, regions.span_offsets, peaks, peak_offsets, exposure.bbox)
+    return fs, index
+
+
+def _has(table: Table, name: str) -> bool:
+    try:
+        resolve_column(table, name)
+    except KeyError:
+        return False
+    return True
+
+
+def _disc(x: float, y: float, radius: float) -> Footprint:
+    cx, cy = math.floor(x + 0.5), math.floor(y + 0.5)
+    r = int(math.ceil(radius))
+    dy = np.arange(-r, r + 1)
+    half = np.floor(np.sqrt(np.maximum(radius * radius - dy * dy, 0.0))).astype(np.int64)
+    spans = np.stack([cy + dy, cx - half, cx + half], axis=1)
+    return Footprint(spans)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Lossless persistence of the per-visit model catalog
+# --------------------------------------------------------------------------------------------------------
+
+def write_psf_ap_corr_cat(catalog: Table, path, *, overwrite: bool = False) -> Path:
+    """Write a ``psf_ap_corr_cat`` to FITS, losslessly.
+
+    HDU 1 ``INDEX``: ``detector``, ``visit``, ``status``, ``message``, ``psf_hdu`` and ``ap_corr_hdu`` (the
+    HDU number of each component, -1 for None); then one binary-table HDU per component, written by
+    `visitcal.core.persistence.component_to_table` (float64 coefficients, so values read back are identical).
+    """
+    index = Table()
+    index["detector"] = np.asarray(catalog["detector"], dtype=np.int32)
+    index["visit"] = np.asarray(catalog["visit"], dtype=np.int64)
+    index["status"] = np.asarray(catalog["status"], dtype=str)
+    index["message"] = np.asarray([str(m) for m in catalog["message"]], dtype=str) if len(catalog) else \
+        np.zeros(0, dtype="U1")
+    hdus = [fits.PrimaryHDU()]
+    psf_hdu = np.full(len(catalog), -1, np.int32)
+    apc_hdu = np.full(len(catalog), -1, np.int32)
+    components = []
+    next_hdu = 2
+    for k, row in enumerate(catalog):
+        for obj, where, kind in ((row["psf"], psf_hdu, "PSF"), (row["ap_corr_map"], apc_hdu, "APCORR")):
+            if obj is None:
+                continue
+            hdu = fits.table_to_hdu(component_to_table(obj))
+            hdu.name = f"{kind}_{int(row['detector'])}"
+            components.append(hdu)
+            where[k] = next_hdu
+            next_hdu += 1
+    index["psf_hdu"] = psf_hdu
+    index["ap_corr_hdu"] = apc_hdu
+    index_hdu = fits.table_to_hdu(index)
+    index_hdu.name = "INDEX"
+    hdus.append(index_hdu)
+    hdus.extend(components)
+    atomic_write_fits(fits.HDUList(hdus), path, overwrite=overwrite)
+    return Path(path)
+
+
+def read_psf_ap_corr_cat(path) -> Table:
+    """Read a file written by `write_psf_ap_corr_cat` back into a ``psf_ap_corr_cat`` table."""
+    path = Path(path)
+    with fits.open(path) as hdul:
+        if "INDEX" not in hdul:
+            raise ValueError(f"{path}: no INDEX HDU; not a psf_ap_corr_cat file")
+        index = Table.read(hdul["INDEX"])
+        psfs, maps = [], []
+        for row in index:
+            for k, out in ((int(row["psf_hdu"]), psfs), (int(row["ap_corr_hdu"]), maps)):
+                if k < 0:
+                    out.append(None)
+                    continue
+                table = Table.read(hdul[k])
+                out.append(component_from_table(table, where=f"{path}[{k}]"))
+    return _make_psf_ap_corr_cat(index["detector"], index["visit"], psfs, maps,
+                                 [str(s) for s in index["status"]], [str(m) for m in index["message"]])
+
+
+def _make_psf_ap_corr_cat(detectors, visits, psfs, maps, statuses, messages) -> Table:
+    n = len(detectors)
+    cat = Table()
+    cat["detector"] = np.asarray(detectors, dtype=np.int32).reshape(n)
+    cat["visit"] = np.asarray(visits, dtype=np.int64).reshape(n)
+    psf_col = np.empty(n, dtype=object)
+    map_col = np.empty(n, dtype=object)
+    for k in range(n):
+        psf_col[k], map_col[k] = psfs[k], maps[k]
+    cat["psf"] = psf_col
+    cat["ap_corr_map"] = map_col
+    cat["status"] = np.asarray(statuses, dtype=str).reshape(n) if n else np.zeros(0, dtype="U1")
+    cat["message"] = np.asarray(messages, dtype=str).reshape(n) if n else np.zeros(0, dtype="U1")
+    return cat
+
+
+# --------------------------------------------------------------------------------------------------------
+# The tasks
+# --------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _DetectorOutput:
+    psf: object
+    ap_corr_map: ApCorrMap | None
+    measured: Table | None
+    status: DetectorStatus
+
+
+class FinalizeCharacterizationTaskBase:
+    """What the visit and detector tasks share: the subtasks and the per-detector work."""
+
+    ConfigClass = FinalizeCharacterizationConfig
+
+    def __init__(self, config: FinalizeCharacterizationConfig | None = None):
+        self.config = config if config is not None else FinalizeCharacterizationConfig()
+        c = self.config
+        self.source_selector = ScienceSourceSelectorTask(c.source_selector)
+        self.reserve_selection = ReserveIsolatedStarsTask(c.reserve_selection)
+        self.psf_determiner = c.psf_determiner.make()
+        self.measurement = SingleFrameMeasurementTask(c.measurement)
+        self.measure_ap_corr = MeasureApCorrTask(c.measure_ap_corr)
+        self.apply_ap_corr = ApplyApCorrTask(c.apply_ap_corr)
+        self._template_key = None
+        self._template: Table | None = None
+
+    # --- the output schema (lsst-spec §4.11) ------------------------------------------------------
+    @staticmethod
+    def _mapped_columns(src: Table) -> list[str]:
+        """Input columns copied into the output, in §4.11's order (items 1-4)."""
+        names = ["id", "coord_ra", "coord_dec", "parent"]
+        for suffix in ("x", "y"):
+            names.append(resolve_column(src, f"slot_Centroid_{suffix}"))
+        names += [c for c in src.colnames if c.startswith("base_CircularApertureFlux_")]
+        for slot in ("ApFlux", "CalibFlux"):
+            for suffix in ("instFlux", "instFluxErr", "flag"):
+                try:
+                    names.append(resolve_column(src, f"slot_{slot}_{suffix}"))
+                except KeyError:
+                    pass
+        seen, out = set(), []
+        for name in names:
+            if name not in seen:
+                if name not in src.colnames:
+                    raise KeyError(f"src has no column {name!r}, needed in the finalized star table")
+                seen.add(name)
+                out.append(name)
+        return out
+
+    def _map_to_output(self, selected: Table) -> Table:
+        out = Table()
+        for name in self._mapped_columns(selected):
+            out[name] = selected[name]
+        out["calib_psf_selection_flux"] = np.asarray(selected["base_GaussianFlux_instFlux"], dtype=np.float64)
+        out["calib_psf_selection_flux_err"] = np.asarray(selected["base_GaussianFlux_instFluxErr"], dtype=np.float64)
+        for name in ("calib_psf_candidate", "calib_psf_reserved", "calib_psf_used"):
+            out[name] = np.asarray(selected[name], dtype=bool)
+        n = len(selected)
+        out["visit"] = np.zeros(n, np.int64)
+        out["detector"] = np.zeros(n, np.int32)
+        out["psf_color_value"] = np.asarray(selected["psf_color_value"], dtype=np.float32)
+        out["psf_color_type"] = np.asarray(selected["psf_color_type"], dtype="U10")
+        out["psf_max_value"] = np.asarray(selected["psf_max_value"], dtype=np.float32)
+        slots = dict(selected.meta.get("slots", {}))
+        out.meta["slots"] = {k: v for k, v in slots.items() if k in ("Centroid", "ApFlux", "CalibFlux")}
+        return out
+
+    def _set_slots(self, table: Table, input_slots: dict) -> None:
+        slots = {k: v for k, v in input_slots.items() if k in ("Centroid", "ApFlux", "CalibFlux")}
+        slots.update(self.config.measurement.slots.as_meta())
+        table.meta["slots"] = slots
+
+    def _output_template(self, src: Table, exposure: Exposure) -> Table:
+        """A zero-row table with every output column, in order (built once per input schema)."""
+        key = (tuple(src.colnames), tuple(sorted(src.meta.get("slots", {}).items())))
+        if self._template_key == key:
+            return self._template
+        empty = src[:0].copy()
+        empty["psf_color_value"] = np.zeros(0, np.float32)
+        empty["psf_color_type"] = np.zeros(0, "U10")
+        empty["psf_max_value"] = np.zeros(0, np.float32)
+        for name in ("calib_psf_candidate", "calib_psf_reserved", "calib_psf_used"):
+            empty[name] = np.zeros(0, bool)
+        t = self._map_to_output(empty)
+        input_slots = dict(src.meta.get("slots", {}))
+        exp = copy.copy(exposure)
+        if exp.psf is None:
+            from ..psf.models import GaussianPsf
+            exp.psf = GaussianPsf(2.0)
+        self.measurement.run(t, exp, [], centroids=(np.zeros(0), np.zeros(0)), noise_footprints=[],
+                             noise_index=np.zeros(0, np.int64))
+        self._set_slots(t, input_slots)
+        for name in self.measure_ap_corr.names_in(t):
+            t[f"apcorr_{name}_used"] = np.zeros(0, bool)
+        t[f"apcorr_{self.config.measure_ap_corr.ref_flux_name}_used"] = np.zeros(0, bool)
+        unit = ChebyshevBoundedField(exposure.bbox, np.array([[1.0]]))
+        names = self.apply_ap_corr.names_in(t)
+        self.apply_ap_corr.run(t, ApCorrMap({f"{n}_{s}": unit for n in names for s in ("instFlux", "instFluxErr")}))
+        self._template_key, self._template = key, t
+        return t
+
+    @staticmethod
+    def _conform(table: Table, template: Table) -> Table:
+        """``table`` with exactly the template's columns, in its order; missing ones NaN / False / 0."""
+        out = Table(meta=copy.deepcopy(template.meta))
+        n = len(table)
+        for name in template.colnames:
+            col = template[name]
+            if name in table.colnames:
+                out[name] = np.asarray(table[name]).astype(col.dtype, copy=False)
+            elif col.dtype.kind == "f":
+                out[name] = np.full(n, np.nan, dtype=col.dtype)
+            elif col.dtype.kind == "b":
+                out[name] = np.zeros(n, dtype=bool)
+            else:
+                out[name] = np.zeros(n, dtype=col.dtype)
+            if col.unit is not None:
+                out[name].unit = col.unit
+        return out
+
+    # --- one detector (lsst-spec §4.5) ------------------------------------------------------------
+    def compute_psf_and_ap_corr_map(self, visit: int, detector: int, exposure: Exposure, src: Table,
+                                    isolated_source_table: Table, *, band: str | None = None) -> _DetectorOutput:
+        """PSF, ap-corr map and measured star table of one detector, with its `DetectorStatus`.
+
+        ``exposure`` is not modified (the new PSF goes on a shallow copy; the measurement's noise
+        replacement restores the pixels). ``measured`` is None exactly when the detector gets no row.
+        """
+        c = self.config
+        status = DetectorStatus(detector=int(detector))
+        timings = status.timings
+
+        def fail(kind, err=None, psf=None, measured=None):
+            status.status = kind
+            if err is not None:
+                status.error_type = type(err).__name__
+                status.message = str(err)
+            log.warning("visit %d detector %d: %s%s", visit, detector, kind, f" ({err})" if err else "")
+            return _DetectorOutput(psf, None, measured, status)
+
+        t0 = time.perf_counter()
+        # 1. footprints of every source, for noise replacement
+        footprints, fp_index = footprints_from_detected(exposure, src)
+        # 2. selection
+        good = self.source_selector.run(src)
+        status.n_selected = int(good.sum())
+        if not good.any():
+            timings["selection"] = time.perf_counter() - t0
+            return fail("no_selected_sources")
+        rows = np.flatnonzero(good)
+        # 4. exact id match to the isolated sources
+        iso_ids = np.asarray(isolated_source_table[c.id_column], dtype=np.int64)
+        iso_reserved = np.asarray(isolated_source_table["reserved"], dtype=bool)
+        order = np.argsort(iso_ids, kind="stable")
+        sorted_ids = iso_ids[order]
+        ids = np.asarray(src["id"], dtype=np.int64)[rows]
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
+        matched = (sorted_ids[pos] == ids) if len(sorted_ids) else np.zeros(ids.size, bool)
+        if not matched.any():
+            timings["selection"] = time.perf_counter() - t0
+            return fail("no_isolated_matches", RuntimeError("no selected source is an isolated star (probably an "
+                                                            "earlier astrometry failure)"))
+        rows = rows[matched]
+        # 3. the selected rows with the extra columns, candidate / reserved flags set
+        selected = src[rows]
+        n = len(selected)
+        selected["psf_color_value"] = np.full(n, np.nan, np.float32)
+        selected["psf_color_type"] = np.full(n, "", dtype="U10")
+        selected["psf_max_value"] = np.full(n, np.nan, np.float32)
+        selected["calib_psf_candidate"] = np.ones(n, bool)
+        selected["calib_psf_reserved"] = iso_reserved[order[pos[matched]]]
+        selected["calib_psf_used"] = np.zeros(n, bool)
+        status.n_matched = n
+        status.n_reserved = int(np.sum(selected["calib_psf_reserved"]))
+        sel_index = fp_index[rows]
+        timings["selection"] = time.perf_counter() - t0
+
+        # 7. candidates: psf_max_value of every row; stamps of the non-reserved ones for the fit
+        t0 = time.perf_counter()
+        cand_cfg = c.make_psf_candidates
+        name = cand_cfg.centroid_name
+        cx = np.asarray(selected[resolve_column(selected, "slot_Centroid_x")], dtype=np.float64)
+        cy = np.asarray(selected[resolve_column(selected, "slot_Centroid_y")], dtype=np.float64)
+        reserved = np.asarray(selected["calib_psf_reserved"], dtype=bool)
+        try:
+            every = make_psf_candidates(exposure, {name + "_x": cx, name + "_y": cy}, footprints,
+                                        cand_cfg.model_copy(update={"max_candidates": n}), footprint_index=sel_index)
+            selected["psf_max_value"] = np.asarray(every.table["psf_max_value"], dtype=np.float32)
+            fit_rows = np.flatnonzero(~reserved)
+            candidates = make_psf_candidates(exposure, {name + "_x": cx[fit_rows], name + "_y": cy[fit_rows]},
+                                             footprints, cand_cfg, footprint_index=sel_index[fit_rows])
+        except Exception as err:  # noqa: BLE001 - LSST's semantics: any failure here -> unmeasured rows
+            timings["candidates"] = time.perf_counter() - t0
+            return fail("candidates_failed", err, measured=self._map_to_output(selected))
+        cand_rows = fit_rows[np.asarray(candidates.table["used"], bool)]
+        status.n_candidates = len(candidates)
+        timings["candidates"] = time.perf_counter() - t0
+
+        # 9. the PSF fit
+        t0 = time.perf_counter()
+        try:
+            if c.psf_determiner.name == "pixelgrid":
+                result = self.psf_determiner.determine_psf(candidates, exposure.bbox, band=band)
+            else:
+                result = self.psf_determiner.determine_psf(candidates, exposure.bbox)
+        except PsfTooFewStarsError as err:
+            timings["psf"] = time.perf_counter() - t0
+            return fail("psf_too_few_stars", err, measured=self._map_to_output(selected))
+        except Exception as err:  # noqa: BLE001 - any fit failure gives a row without PSF (lsst-spec §4.12)
+            timings["psf"] = time.perf_counter() - t0
+            return fail("psf_fit_failed", err, measured=self._map_to_output(selected))
+        psf = result.psf
+        ax, ay = psf.average_position
+        if not math.isfinite(psf.compute_shape(ax, ay).determinant_radius):
+            timings["psf"] = time.perf_counter() - t0
+            return fail("psf_nan_size", RuntimeError(f"PSF size at ({ax:.1f}, {ay:.1f}) is NaN"),
+                        measured=self._map_to_output(selected))
+        used = np.zeros(n, bool)
+        used[cand_rows[np.asarray(result.used, bool)]] = True
+        selected["calib_psf_used"] = used
+        status.n_used = int(used.sum())
+        timings["psf"] = time.perf_counter() - t0
+        measured = self._map_to_output(selected)
+
+        # 10-11. measurement with the new PSF, every input footprint replaced by noise
+        t0 = time.perf_counter()
+        exp = copy.copy(exposure)
+        exp.psf = psf
+        try:
+            record_fps, noise_fps, noise_index = self._record_footprints(footprints, sel_index, cx, cy, psf)
+            self.measurement.run(measured, exp, record_fps, centroids=(cx, cy), noise_footprints=noise_fps,
+                                 noise_index=noise_index)
+            self._set_slots(measured, dict(src.meta.get("slots", {})))
+        except Exception as err:  # noqa: BLE001
+            timings["measurement"] = time.perf_counter() - t0
+            return fail("measurement_failed", err, psf=psf, measured=measured)
+        timings["measurement"] = time.perf_counter() - t0
+
+        # 13-15. aperture corrections
+        t0 = time.perf_counter()
+        try:
+            ap_corr_map = self.measure_ap_corr.run(measured, exp).ap_corr_map
+        except Exception as err:  # noqa: BLE001 - MeasureApCorrError and any other failure
+            timings["ap_corr"] = time.perf_counter() - t0
+            return fail("ap_corr_failed", err, psf=psf, measured=measured)
+        if exposure.ap_corr_map is not None:
+            for key, field in exposure.ap_corr_map.items():
+                if key not in ap_corr_map:
+                    ap_corr_map[key] = field
+        self.apply_ap_corr.run(measured, ap_corr_map)
+        timings["ap_corr"] = time.perf_counter() - t0
+        return _DetectorOutput(psf, ap_corr_map, measured, status)
+
+    @staticmethod
+    def _record_footprints(footprints: FootprintSet, index: np.ndarray, cx, cy, psf):
+        """Each star's measurement footprint (its region, one peak at its centroid pixel), the regions
+        replaced by noise (plus a disc for a star outside every region) and each star's region."""
+        noise = list(footprints)
+        noise_index = np.asarray(index, dtype=np.int64).copy()
+        records = []
+        for k in range(len(cx)):
+            if noise_index[k] < 0:
+                sigma = psf.compute_shape(cx[k], cy[k]).determinant_radius
+                noise.append(_disc(cx[k], cy[k], 3.0 * (sigma if math.isfinite(sigma) else 2.0) + 2.0)
+                             .clipped_to(footprints.bbox))
+                noise_index[k] = len(noise) - 1
+            spans = noise[noise_index[k]].spans
+            peak = make_peaks([[math.floor(cx[k] + 0.5), math.floor(cy[k] + 0.5)]], [0.0], [0.0], ids=[k + 1])
+            records.append(Footprint._from_normalized(np.array(spans), peak))
+        return records, noise, noise_index
+
+    def _finish_detector(self, out: _DetectorOutput, visit: int, detector: int, template: Table) -> Table:
+        table = self._conform(out.measured, template)
+        table["visit"] = np.full(len(table), visit, np.int64)
+        table["detector"] = np.full(len(table), detector, np.int32)
+        return table
+
+    @staticmethod
+    def _assemble(visit: int, rows: list, tables: list, template: Table, statuses: dict):
+        if not tables:
+            raise NoWorkFound(f"visit {visit}: no detector produced a finalized star table")
+        cat = _make_psf_ap_corr_cat([r[0] for r in rows], [visit] * len(rows), [r[1] for r in rows],
+                                    [r[2] for r in rows], [r[3].status for r in rows], [r[3].message for r in rows])
+        table = vstack(tables, join_type="exact", metadata_conflicts="silent") if len(tables) > 1 else tables[0]
+        table.meta = copy.deepcopy(template.meta)
+        return FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table, detector_status=statuses)
+
+
+class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
+    """Finalize every detector of one visit (see the module docstring)."""
+
+    _DefaultName = "finalizeCharacterization"
+
+    def run(self, visit: int, band: str, isolated_star_cat_dict: Mapping, isolated_star_source_dict: Mapping,
+            src_dict: Mapping, calexp_dict: Mapping) -> FinalizeCharacterizationResult:
+        """Run on one visit.
+
+        Parameters
+        ----------
+        visit : int
+        band : str
+        isolated_star_cat_dict, isolated_star_source_dict : mapping tract -> astropy Table
+            The tracts' isolated-star and isolated-source tables (lsst-spec §3).
+        src_dict, calexp_dict : mapping detector -> Table / `Exposure` (or a callable returning it: a
+            deferred load)
+            The calibrated source catalogs (``single_visit_star``) and exposures (``preliminary_visit_image``).
+
+        Raises
+        ------
+        NoWorkFound
+            No isolated source in this visit, or no detector gave a star table.
+        """
+        detectors = sorted(set(src_dict) & set(calexp_dict))
+        if set(src_dict) != set(calexp_dict):
+            log.warning("visit %d: detectors with src %s and with calexp %s differ; using %s", visit,
+                        sorted(src_dict), sorted(calexp_dict), detectors)
+        iso = concat_isolated_star_cats(band, isolated_star_cat_dict, isolated_star_source_dict, visit=visit,
+                                        reserve_selection=self.reserve_selection, id_column=self.config.id_column)
+        if len(iso) == 0:
+            raise NoWorkFound(f"visit {visit}: no isolated-star source in this visit")
+        rows, tables, statuses = [], [], {}
+        template = None
+        for det in detectors:
+            src = _load(src_dict[det])
+            exposure = _load(calexp_dict[det])
+            if template is None:
+                template = self._output_template(src, exposure)
+            out = self.compute_psf_and_ap_corr_map(visit, det, exposure, src, iso, band=band)
+            statuses[det] = out.status
+            if out.measured is None:
+                continue
+            rows.append((det, out.psf, out.ap_corr_map, out.status))
+            tables.append(self._finish_detector(out, visit, det, template))
+        return self._assemble(visit, rows, tables, template, statuses)
+
+
+class FinalizeCharacterizationDetectorTask(FinalizeCharacterizationTaskBase):
+    """Finalize one detector (the per-detector variant; `ConsolidateFinalizeCharacterizationDetectorTask`
+    joins its outputs into the visit task's, identically)."""
+
+    _DefaultName = "finalizeCharacterizationDetector"
+
+    def run(self, visit: int, band: str, detector: int, isolated_star_cat_dict: Mapping,
+            isolated_star_source_dict: Mapping, src: Table, exposure: Exposure) -> FinalizeCharacterizationResult:
+        """Run on one detector; arguments as `FinalizeCharacterizationTask.run` for one detector.
+
+        Raises
+        ------
+        NoWorkFound
+            No isolated source on this detector in this visit, or the detector gets no row
+            (no selected source / no isolated match).
+        """
+        iso = concat_isolated_star_cats(band, isolated_star_cat_dict, isolated_star_source_dict, visit=visit,
+                                        detector=detector, reserve_selection=self.reserve_selection,
+                                        id_column=self.config.id_column)
+        if len(iso) == 0:
+            raise NoWorkFound(f"visit {visit} detector {detector}: no isolated-star source")
+        src = _load(src)
+        exposure = _load(exposure)
+        template = self._output_template(src, exposure)
+        out = self.compute_psf_and_ap_corr_map(visit, detector, exposure, src, iso, band=band)
+        statuses = {detector: out.status}
+        if out.measured is None:
+            raise NoWorkFound(f"visit {visit} detector {detector}: {out.status.status}")
+        table = self._finish_detector(out, visit, detector, template)
+        return self._assemble(visit, [(detector, out.psf, out.ap_corr_map, out.status)], [table], template, statuses)
+
+
+class ConsolidateFinalizeCharacterizationDetectorConfig(BaseModel):
+    """No options (LSST's task has none either)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConsolidateFinalizeCharacterizationDetectorTask:
+    """Join the detector task's outputs of one visit (lsst-spec §4.3, "Consolidate")."""
+
+    ConfigClass = ConsolidateFinalizeCharacterizationDetectorConfig
+    _DefaultName = "consolidateFinalizeCharacterizationDetector"
+
+    def __init__(self, config: ConsolidateFinalizeCharacterizationDetectorConfig | None = None):
+        self.config = config if config is not None else ConsolidateFinalizeCharacterizationDetectorConfig()
+
+    def run(self, *, psf_ap_corr_detector_dict: Mapping, src_detector_table_dict: Mapping
+            ) -> FinalizeCharacterizationResult:
+        """Stack the per-detector ``psf_ap_corr_cat`` rows and star tables, in detector order.
+
+        Raises
+        ------
+        NoWorkFound
+            No input.
+        ValueError
+            The two dicts have different detectors, or a catalog lacks its detector's row.
+        """
+        if not psf_ap_corr_detector_dict and not src_detector_table_dict:
+            raise NoWorkFound("no per-detector finalize outputs to consolidate")
+        if set(psf_ap_corr_detector_dict) != set(src_detector_table_dict):
+            raise ValueError(f"psf_ap_corr_detector_dict has detectors {sorted(psf_ap_corr_detector_dict)} but "
+                             f"src_detector_table_dict has {sorted(src_detector_table_dict)}")
+        detectors = sorted(psf_ap_corr_detector_dict)
+        parts = []
+        for det in detectors:
+            cat = _load(psf_ap_corr_detector_dict[det])
+            hit = np.flatnonzero(np.asarray(cat["detector"]) == det)
+            if hit.size != 1:
+                raise ValueError(f"the psf_ap_corr catalog of detector {det} has {hit.size} rows for it")
+            parts.append(cat[hit])
+        cat = _make_psf_ap_corr_cat([int(p["detector"][0]) for p in parts], [int(p["visit"][0]) for p in parts],
+                                    [p["psf"][0] for p in parts], [p["ap_corr_map"][0] for p in parts],
+                                    [str(p["status"][0]) for p in parts], [str(p["message"][0]) for p in parts])
+        tables = [_load(src_detector_table_dict[d]) for d in detectors]
+        table = vstack(tables, join_type="exact", metadata_conflicts="silent") if len(tables) > 1 else tables[0].copy()
+        table.meta = copy.deepcopy(tables[0].meta)
+        return FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table)
+
+
+def _load(obj):
+    """A deferred load: call it if it is callable (and not a table or exposure)."""
+    if callable(obj) and not isinstance(obj, (Table, Exposure)):
+        return obj()
+    return obj

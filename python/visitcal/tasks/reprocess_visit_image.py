@@ -1,0 +1,281 @@
+"""`ReprocessVisitImageTask`: the final calibrated visit image and its source catalog (lsst-spec §5;
+DESIGN.md §3 for ``run()`` and the result names; issue 9).
+
+Steps of `ReprocessVisitImageTask.run` (lsst-spec §5.3):
+
+0. with ``do_use_sky_corr``, the ``sky_corr`` layers appended to the background;
+1. snap combination (one or two snaps: images and variances summed, masks OR-ed, exposure time summed; more
+   than two snaps or snaps of different boxes are a `ValueError` naming them);
+2. the preliminary background subtracted (a background of another box is a `ValueError`);
+3. ``psf``, ``ap_corr_map``, ``wcs`` and ``photo_calib`` attached (from the visit summary);
+4. cosmic-ray repair with the PSF;
+5. `FindSourcesTask`: detection at 5 sigma (the background is not re-estimated), sky sources, deblending,
+   measurement, primary flags;
+6. the normalized calibration flux (apply only: ``base_NormalizedCompensatedTophatFlux`` = ``slot_CalibFlux``),
+   the aperture corrections, the flux-ratio extendedness recomputed on the corrected fluxes; ``visit`` and
+   ``detector`` columns;
+7. the cross-match to the calib sources (finalize's ``refit_psf_star``) within ``calib_match_radius`` =
+   0.2 arcsec — converted from arcseconds on the sky, not the radians/degrees slip of lsst-spec §7 — copying
+   ``calib_psf_candidate/used/reserved`` from each calib star to its nearest source; then
+   ``base_LocalPhotoCalib(Err)`` and ``base_LocalWcs_CDMatrix_*`` (radians per pixel) at each centroid;
+8. summary statistics (`ComputeExposureSummaryStatsTask`: lsst-spec §5.10 but the treecorr rho statistics,
+   with magLim / effTime from the exposure's GAIN and RDNOISE cards);
+9. the image and variance calibrated to nJy, an identity PhotoCalib, ``BUNIT = 'nJy'``; the catalog's
+   ``_flux`` / ``_fluxErr`` / ``_mag`` / ``_magErr`` columns from the PhotoCalib.
+
+Between steps 1 and 2 the ``copy_mask_planes`` (SPIKE) of ``preliminary_mask`` are OR-ed into the mask. Not built:
+the optional flat-ratio step (``do_apply_flat_background_ratio``, ComCam only), Kron fluxes and HSM moments
+(``base_SdssShape`` stands in), the treecorr rho statistics (NaN in LSST too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+from astropy.table import Table
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..measurement.apply_ap_corr import ApplyApCorrConfig, ApplyApCorrTask, NormalizedCalibrationFluxConfig, NormalizedCalibrationFluxTask
+from ..detection.background import BackgroundList
+from .calibrate import _recompute_extendedness
+from .compute_exposure_summary_stats import ComputeExposureSummaryStatsConfig, ComputeExposureSummaryStatsTask
+from ..detection.cosmic_rays import RepairConfig, RepairTask
+from .find_sources import FindSourcesConfig, FindSourcesTask
+from ..core.image import Exposure
+from ..calib.match_nearest import match_nearest_sky
+from ..core.photocalib import PhotoCalib
+from ..detection.snap_combine import combine_snaps
+from ..core.table import DetectorVisitIdGenerator
+
+__all__ = ["ReprocessVisitImageConfig", "ReprocessVisitImageResult", "ReprocessVisitImageTask"]
+
+#: Fields copied from the calib sources (LSST ``calib_source_fields_to_copy``).
+CALIB_SOURCE_FIELDS = ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")
+
+
+def _apply_only() -> NormalizedCalibrationFluxConfig:
+    return NormalizedCalibrationFluxConfig(do_measure_ap_corr=False)
+
+
+class ReprocessVisitImageConfig(BaseModel):
+    """lsst-spec §5.2 defaults, snake_case."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    snap_combine_bad_mask_planes: tuple[str, ...] = Field((), description="snap combination: pixels of a snap "
+                                                          "with these planes are left out of the sum (LSST "
+                                                          "snapCombine badMaskPlanes; none by default)")
+    do_repair: bool = Field(True, description="repair cosmic rays")
+    repair: RepairConfig = Field(default_factory=RepairConfig, description="cosmic-ray repair")
+    find_sources: FindSourcesConfig = Field(default_factory=FindSourcesConfig,
+                                            description="detection (5 sigma), sky sources, deblending, measurement")
+    normalized_calibration_flux: NormalizedCalibrationFluxConfig = Field(
+        default_factory=_apply_only, description="the compensated-tophat normalisation, applied from the map")
+    apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="aperture corrections")
+    calib_match_radius: float = Field(0.2, gt=0, description="radius of the calib-source cross-match, arcsec")
+    remove_initial_photo_calib: bool = Field(False, description="the snaps and the background are in the units of "
+                                             "initial_photo_calib (nJy): subtract the background there, then divide "
+                                             "by its mean back to counts (lsst-spec §5.3 steps 4-6; off in DRP)")
+    do_calibrate_pixels: bool = Field(True, description="calibrate the image and variance to nJy")
+    do_use_sky_corr: bool = Field(False, description="subtract the sky-correction layers (``sky_corr``) after the "
+                                  "preliminary background's (lsst-spec §5.3 step 0; DRP-full: True)")
+    copy_mask_planes: tuple[str, ...] = Field(("SPIKE",), description="planes OR-ed from the preliminary mask "
+                                              "into the combined snaps' mask (LSST copyMaskPlanes)")
+    compute_summary_stats: ComputeExposureSummaryStatsConfig = Field(
+        default_factory=ComputeExposureSummaryStatsConfig, description="summary statistics")
+
+
+@dataclasses.dataclass
+class ReprocessVisitImageResult:
+    """DESIGN.md §3: ``exposure`` (nJy, identity PhotoCalib), ``sources`` (the catalog), ``sources_footprints``
+    (aligned with ``sources``), ``background`` (the subtracted background)."""
+
+    exposure: Exposure
+    sources: Table
+    sources_footprints: list
+    background: object
+    timings: dict = dataclasses.field(default_factory=dict)
+
+
+class ReprocessVisitImageTask:
+    """Reprocess one detector of a visit (see the module docstring)."""
+
+    ConfigClass = ReprocessVisitImageConfig
+    _DefaultName = "reprocessVisitImage"
+
+    def __init__(self, config: ReprocessVisitImageConfig | None = None):
+        self.config = config or ReprocessVisitImageConfig()
+        c = self.config
+        self.repair = RepairTask(c.repair)
+        self.find_sources = FindSourcesTask(c.find_sources)
+        self.normalized_calibration_flux = NormalizedCalibrationFluxTask(c.normalized_calibration_flux)
+        self.apply_ap_corr = ApplyApCorrTask(c.apply_ap_corr)
+        self.compute_summary_stats = ComputeExposureSummaryStatsTask(c.compute_summary_stats)
+
+    def run(self, *, exposures, initial_photo_calib=None, psf, background, ap_corr, photo_calib, wcs,
+            calib_sources: Table | None = None, id_generator: DetectorVisitIdGenerator | None = None,
+            result=None, preliminary_mask=None, sky_corr=None) -> ReprocessVisitImageResult:
+        """Reprocess the snaps of one detector.
+
+        Parameters
+        ----------
+        exposures : `Exposure` or sequence of one or two
+            The post-ISR snaps (counts).
+        initial_photo_calib : `PhotoCalib`, optional
+            With ``remove_initial_photo_calib``: the calibration the snaps and background carry.
+        psf, ap_corr, wcs, photo_calib
+            The detector's calibrations (`visitcal.tasks.update_visit_summary.calibrations_for`).
+        background : `BackgroundList`
+            The preliminary background, subtracted.
+        calib_sources : `astropy.table.Table`, optional
+            finalize's star table rows of this detector (``coord_ra``/``coord_dec`` in radians and the
+            ``calib_psf_*`` flags).
+        id_generator : `DetectorVisitIdGenerator`, optional
+        result : ignored (LSST's in-place result struct)
+        preliminary_mask : `Mask`, optional
+            calibrate's mask of this detector (lsst-spec §5.1 ``preliminary_mask``): its ``copy_mask_planes``
+            (SPIKE) bits are OR-ed into the combined snaps' mask. An addition to DESIGN.md §3's signature,
+            keyword-only and optional.
+        sky_corr : `BackgroundList`, optional
+            With ``do_use_sky_corr``: the sky-correction layers, appended to ``background`` (lsst-spec §5.3
+            step 0); the result's ``background`` is the concatenation. Also an optional addition.
+
+        Raises
+        ------
+        ValueError
+            Bad snaps (count, boxes), a background or preliminary mask of another box; missing calibrations;
+            ``do_use_sky_corr`` without ``sky_corr``.
+        """
+        for name, value in (("psf", psf), ("ap_corr", ap_corr), ("photo_calib", photo_calib), ("wcs", wcs)):
+            if value is None:
+                raise ValueError(f"{name} is None: the detector's visit-summary row lacks it")
+        timings: dict[str, float] = {}
+        clock = [time.perf_counter()]
+
+        def lap(stage):
+            now = time.perf_counter()
+            timings[stage] = timings.get(stage, 0.0) + now - clock[0]
+            clock[0] = now
+
+        snaps = [exposures] if isinstance(exposures, Exposure) else list(exposures)
+        exposure = combine_snaps(snaps, self.config.snap_combine_bad_mask_planes)
+        if preliminary_mask is not None:
+            self._copy_mask_planes(exposure, preliminary_mask)
+        if self.config.do_use_sky_corr:
+            if sky_corr is None:
+                raise ValueError("do_use_sky_corr is set but sky_corr is None")
+            background = BackgroundList(list(background or []) + list(sky_corr))
+        if self.config.remove_initial_photo_calib:
+            # lsst-spec §5.3 steps 4 and 6: the background is in the initial calibration's units; subtract it
+            # there, then divide by the initial calibration's mean to return to counts.
+            if initial_photo_calib is None:
+                raise ValueError("remove_initial_photo_calib is set but initial_photo_calib is None")
+        if background is not None:
+            for k, layer in enumerate(background):
+                if layer.bbox != exposure.bbox:
+                    raise ValueError(f"background: layer {k} was fitted on {layer.bbox!r}, the exposure is "
+                                     f"{exposure.bbox!r}")
+            exposure.image[...] -= background.get_image(np.float32, bbox=exposure.bbox)
+        if self.config.remove_initial_photo_calib:
+            mean = float(initial_photo_calib.calibration_mean)
+            exposure.image[...] /= np.float32(mean)
+            exposure.variance[...] /= np.float32(mean * mean)
+        exposure.psf, exposure.ap_corr_map, exposure.wcs, exposure.photo_calib = psf, ap_corr, wcs, photo_calib
+        lap("snaps_and_background")
+        if self.config.do_repair:
+            self.repair.run(exposure, psf)
+        lap("repair")
+        idg = id_generator or DetectorVisitIdGenerator(0, 0)
+        found = self.find_sources.run(exposure, id_generator=idg)
+        cat = found.sources
+        lap("find_sources")
+        self.normalized_calibration_flux.run(exposure=exposure, catalog=cat)
+        cat = self.apply_ap_corr.run(cat, ap_corr)
+        _recompute_extendedness(cat)
+        n = len(cat)
+        cat["visit"] = np.full(n, idg.visit, np.int64)
+        cat["detector"] = np.full(n, idg.detector, np.int16)
+        self._match_calib_sources(cat, calib_sources)
+        _post_calculations(cat, photo_calib, wcs)
+        lap("ap_corr_and_calib_match")
+        stats = self.compute_summary_stats.run(exposure, cat, background)
+        lap("summary_stats")
+        if self.config.do_calibrate_pixels:
+            cat = photo_calib.calibrate_catalog(cat)
+            photo_calib.calibrate_image_in_place(exposure.masked_image)
+            exposure.photo_calib = PhotoCalib(1.0, photo_calib.calibration_err, bbox=exposure.bbox)
+            exposure.metadata["BUNIT"] = "nJy"
+        lap("calibrate_to_njy")
+        exposure.summary_stats = stats
+        return ReprocessVisitImageResult(exposure=exposure, sources=cat, sources_footprints=found.footprints,
+                                         background=background, timings=timings)
+
+    def _copy_mask_planes(self, exposure: Exposure, preliminary_mask) -> None:
+        """lsst-spec §5.3 step 2: OR the preliminary mask's ``copy_mask_planes`` bits into the exposure's mask
+        (planes the preliminary mask lacks are skipped; planes the exposure lacks are added)."""
+        if preliminary_mask.shape != exposure.mask.shape:
+            raise ValueError(f"preliminary_mask has shape {preliminary_mask.shape}, the exposure "
+                             f"{exposure.mask.shape}")
+        for name in self.config.copy_mask_planes:
+            if name not in preliminary_mask.planes:
+                continue
+            if name not in exposure.mask.planes:
+                exposure.mask.add_plane(name, preliminary_mask.planes.description(name))
+            exposure.mask.set(name, preliminary_mask.test(name))
+
+    def _match_calib_sources(self, cat: Table, calib: Table | None) -> None:
+        """lsst-spec §5.3 step 8: each calib star's nearest new source within ``calib_match_radius`` arcsec
+        (converted on the sky, not lsst-spec §7's degrees slip) takes its ``calib_psf_*`` flags; every other
+        source has them False, as the placeholders ``calib_photometry_used/reserved`` and
+        ``calib_astrometry_used/reserved`` always are."""
+        n = len(cat)
+        for name in CALIB_SOURCE_FIELDS + ("calib_photometry_used", "calib_photometry_reserved",
+                                           "calib_astrometry_used", "calib_astrometry_reserved"):
+            cat[name] = np.zeros(n, bool)
+        if calib is None or len(calib) == 0 or n == 0:
+            return
+        ra, dec = np.degrees(np.asarray(cat["coord_ra"], np.float64)), np.degrees(np.asarray(cat["coord_dec"], np.float64))
+        cra = np.degrees(np.asarray(calib["coord_ra"], np.float64))
+        cdec = np.degrees(np.asarray(calib["coord_dec"], np.float64))
+        rows = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
+        ok = np.flatnonzero(np.isfinite(cra) & np.isfinite(cdec))
+        m = match_nearest_sky(cra[ok], cdec[ok], ra[rows], dec[rows], float(self.config.calib_match_radius))
+        first, second, _ = m.pairs()
+        for name in CALIB_SOURCE_FIELDS:
+            if name in calib.colnames:
+                col = np.asarray(cat[name]).copy()
+                col[rows[second]] = np.asarray(calib[name], bool)[ok[first]]
+                cat[name] = col
+
+
+def _post_calculations(cat: Table, photo_calib, wcs) -> None:
+    """lsst-spec §5.3 step 9: ``base_LocalPhotoCalib`` (nJy per count at the centroid) and its error, and
+    ``base_LocalWcs_CDMatrix_{1,2}_{1,2}`` (the local linear WCS at the centroid, radians per pixel)."""
+    from ..measurement.source_selector import resolve_column
+    from ..core.wcs import local_cd_matrix
+
+    x = np.asarray(cat[resolve_column(cat, "slot_Centroid_x")], np.float64)
+    y = np.asarray(cat[resolve_column(cat, "slot_Centroid_y")], np.float64)
+    n = len(cat)
+    ok = np.isfinite(x) & np.isfinite(y)
+    local = np.full(n, np.nan)
+    if ok.any():
+        local[ok] = photo_calib.local_calibration(x[ok], y[ok])
+    cat["base_LocalPhotoCalib"] = local
+    cat["base_LocalPhotoCalibErr"] = np.where(ok, photo_calib.calibration_err, np.nan)
+    cd = np.full((n, 2, 2), np.nan)
+    if ok.any():
+        cd[ok] = np.radians(local_cd_matrix(wcs, x[ok], y[ok]))
+    for i in range(2):
+        for j in range(2):
+            cat[f"base_LocalWcs_CDMatrix_{i + 1}_{j + 1}"] = cd[:, i, j]
+
+
+def magnitude_offset_mmag(measured_njy, true_njy) -> float:
+    """Median of ``-2.5 log10(measured / true)`` in mmag (a helper of the tests and benches)."""
+    r = np.asarray(measured_njy, np.float64) / np.asarray(true_njy, np.float64)
+    r = r[np.isfinite(r) & (r > 0)]
+    return 1000.0 * float(np.median(-2.5 * np.log10(r))) if r.size else math.nan

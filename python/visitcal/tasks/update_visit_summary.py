@@ -1,0 +1,226 @@
+"""The per-visit ``visit_summary`` (issue 9, first part; LSST's ``UpdateVisitSummaryTask``, lsst-spec §1 step 6):
+one row per detector, sorted, joining the refit PSF and aperture corrections of finalize
+(``refit_psf_models``) with the WCS and PhotoCalib of calibration (``preliminary_visit_image``; in LSST these
+come from gbdes and FGCM, here from our own per-detector fits), and the summary statistics recomputed with
+the refit PSF (`ComputeExposureSummaryStatsTask`).
+
+Reprocessing reads its calibrations from this table. A detector whose row lacks one of them (its PSF fit or
+ap-corr fit failed in finalize, its calibration failed) is an upstream failure: `calibrations_for` raises
+`UpstreamFailureNoWorkFound` naming what is missing (lsst-spec §4.12, last line).
+
+Persistence (`write_visit_summary` / `read_visit_summary`): FITS, an ``INDEX`` binary table with the scalar
+columns (detector, visit, bbox, status, the WCS as FITS header text, the summary statistics; list-valued
+statistics such as ``raCorners`` as fixed-length array columns) and one table HDU per PSF, ap-corr map and
+PhotoCalib (`visitcal.core.persistence`, float64: lossless).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from .compute_exposure_summary_stats import ComputeExposureSummaryStatsConfig, ComputeExposureSummaryStatsTask
+from ..core.atomic import atomic_write_fits
+from ..core.persistence import component_from_table, component_to_table
+from ..core.wcs import read_wcs, wcs_to_header
+
+__all__ = ["UpdateVisitSummaryTask", "UpstreamFailureNoWorkFound", "VisitCalibrations", "calibrations_for",
+           "read_visit_summary", "write_visit_summary"]
+
+#: The object columns of a visit_summary (None where missing).
+COMPONENTS = ("psf", "ap_corr_map", "photo_calib")
+
+
+class UpstreamFailureNoWorkFound(RuntimeError):
+    """The detector's visit_summary row lacks a calibration: an earlier step failed there, no work to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VisitCalibrations:
+    """What reprocessing attaches to a detector: ``psf``, ``ap_corr_map``, ``wcs``, ``photo_calib``."""
+
+    psf: object
+    ap_corr_map: object
+    wcs: object
+    photo_calib: object
+
+
+def calibrations_for(visit_summary: Table, detector: int) -> VisitCalibrations:
+    """The calibrations of ``detector`` from a visit summary.
+
+    Raises
+    ------
+    UpstreamFailureNoWorkFound
+        No row for the detector, or its row lacks a PSF, an ap-corr map, a WCS or a PhotoCalib (named).
+    """
+    hit = np.flatnonzero(np.asarray(visit_summary["detector"]) == int(detector))
+    if hit.size == 0:
+        raise UpstreamFailureNoWorkFound(f"detector {detector}: no row in the visit summary (no finalize output)")
+    row = visit_summary[int(hit[0])]
+    missing = [name for name in ("psf", "ap_corr_map", "wcs", "photo_calib") if row[name] is None]
+    if missing:
+        raise UpstreamFailureNoWorkFound(f"detector {detector}: the visit summary row has no {', '.join(missing)} "
+                                         f"(status {row['status']!r}: {row['message']})")
+    return VisitCalibrations(psf=row["psf"], ap_corr_map=row["ap_corr_map"], wcs=row["wcs"],
+                             photo_calib=row["photo_calib"])
+
+
+class UpdateVisitSummaryTask:
+    """Build a visit summary from finalize's ``psf_ap_corr_cat`` and the calibrated exposures.
+
+    Parameters
+    ----------
+    config : `ComputeExposureSummaryStatsConfig`, optional
+        Of the summary statistics.
+    """
+
+    def __init__(self, config: ComputeExposureSummaryStatsConfig | None = None):
+        self.compute_summary_stats = ComputeExposureSummaryStatsTask(config)
+
+    def run(self, visit: int, psf_ap_corr_cat: Table, calexp_dict: Mapping, *, background_dict: Mapping | None = None,
+            source_dict: Mapping | None = None) -> Table:
+        """One row per detector of ``calexp_dict`` (sorted).
+
+        Parameters
+        ----------
+        visit : int
+        psf_ap_corr_cat : `astropy.table.Table`
+            finalize's ``refit_psf_models`` (``detector``, ``psf``, ``ap_corr_map``, ``status``, ``message``).
+        calexp_dict : mapping detector -> `Exposure` (or a callable returning it)
+            The calibrated exposures (``preliminary_visit_image``): WCS, PhotoCalib, pixels for the statistics.
+        background_dict : mapping detector -> `BackgroundList` (or callable), optional
+            For ``skyBg``.
+        source_dict : mapping detector -> Table (or callable), optional
+            finalize's star table rows of the detector, for ``nPsfStar`` (``calib_psf_used``).
+        """
+        models = {int(r["detector"]): r for r in psf_ap_corr_cat}
+        rows = []
+        for det in sorted(int(d) for d in calexp_dict):
+            exposure = _load(calexp_dict[det])
+            model = models.get(det)
+            psf = model["psf"] if model is not None else None
+            apc = model["ap_corr_map"] if model is not None else None
+            status = str(model["status"]) if model is not None else "no_finalize_row"
+            message = str(model["message"]) if model is not None else "finalize gave this detector no row"
+            stats = {}
+            if psf is not None:
+                background = _load(background_dict[det]) if background_dict and det in background_dict else None
+                sources = _load(source_dict[det]) if source_dict and det in source_dict else None
+                exposure.psf = psf
+                stats = self.compute_summary_stats.run(exposure, sources, background)
+            rows.append({"detector": det, "visit": int(visit), "psf": psf, "ap_corr_map": apc, "wcs": exposure.wcs,
+                         "photo_calib": exposure.photo_calib,
+                         "bbox": (exposure.bbox.min_x, exposure.bbox.min_y, exposure.bbox.max_x, exposure.bbox.max_y),
+                         "status": status, "message": message, "stats": stats})
+        return _make_table(rows)
+
+
+def _stat_names(rows) -> list[str]:
+    names: list[str] = []
+    for r in rows:
+        for k in r["stats"]:
+            if k not in names:
+                names.append(k)
+    return names
+
+
+def _make_table(rows) -> Table:
+    n = len(rows)
+    t = Table()
+    t["detector"] = np.array([r["detector"] for r in rows], np.int32).reshape(n)
+    t["visit"] = np.array([r["visit"] for r in rows], np.int64).reshape(n)
+    for name in ("psf", "ap_corr_map", "wcs", "photo_calib"):
+        col = np.empty(n, dtype=object)
+        for k, r in enumerate(rows):
+            col[k] = r[name]
+        t[name] = col
+    t["bbox"] = np.array([r["bbox"] for r in rows], np.int32).reshape(n, 4)
+    t["status"] = np.array([r["status"] for r in rows], dtype=str).reshape(n) if n else np.zeros(0, "U1")
+    t["message"] = np.array([r["message"] for r in rows], dtype=str).reshape(n) if n else np.zeros(0, "U1")
+    for name in _stat_names(rows):
+        values = [r["stats"].get(name) for r in rows]
+        if any(isinstance(v, (list, tuple)) for v in values):
+            width = max(len(v) for v in values if isinstance(v, (list, tuple)))
+            t[name] = np.array([v if isinstance(v, (list, tuple)) else [math.nan] * width for v in values],
+                               np.float64).reshape(n, width)
+        else:
+            t[name] = np.array([math.nan if v is None else v for v in values], np.float64)
+    return t
+
+
+def write_visit_summary(table: Table, path, *, overwrite: bool = False) -> Path:
+    """Write a visit summary to FITS, losslessly (see the module docstring)."""
+    index = Table()
+    for name in table.colnames:
+        if name in COMPONENTS or name == "wcs":
+            continue
+        index[name] = table[name]
+    index["wcs_header"] = np.array([wcs_to_header(w).tostring() if w is not None else "" for w in table["wcs"]],
+                                   dtype=str) if len(table) else np.zeros(0, "U1")
+    hdus = [fits.PrimaryHDU()]
+    components = []
+    next_hdu = 2
+    for name in COMPONENTS:
+        where = np.full(len(table), -1, np.int32)
+        for k, obj in enumerate(table[name]):
+            if obj is None:
+                continue
+            hdu = fits.table_to_hdu(component_to_table(obj))
+            hdu.name = f"{name.upper()}_{int(table['detector'][k])}"
+            components.append(hdu)
+            where[k] = next_hdu
+            next_hdu += 1
+        index[f"{name}_hdu"] = where
+    index_hdu = fits.table_to_hdu(index)
+    index_hdu.name = "INDEX"
+    hdus.append(index_hdu)
+    hdus.extend(components)
+    atomic_write_fits(fits.HDUList(hdus), path, overwrite=overwrite)
+    return Path(path)
+
+
+def read_visit_summary(path) -> Table:
+    """Read a file written by `write_visit_summary`."""
+    path = Path(path)
+    with fits.open(path) as hdul:
+        if "INDEX" not in hdul:
+            raise ValueError(f"{path}: no INDEX HDU; not a visit_summary file")
+        index = Table.read(hdul["INDEX"])
+        comps = {name: [] for name in COMPONENTS}
+        for row in index:
+            for name in COMPONENTS:
+                k = int(row[f"{name}_hdu"])
+                comps[name].append(None if k < 0 else
+                                   component_from_table(Table.read(hdul[k]), where=f"{path}[{k}]"))
+    t = Table()
+    t["detector"] = np.asarray(index["detector"], np.int32)
+    t["visit"] = np.asarray(index["visit"], np.int64)
+    n = len(index)
+    for name in COMPONENTS:
+        col = np.empty(n, dtype=object)
+        for k, obj in enumerate(comps[name]):
+            col[k] = obj
+        t[name] = col
+    wcs_col = np.empty(n, dtype=object)
+    for k, text in enumerate(index["wcs_header"]):
+        wcs_col[k] = read_wcs(fits.Header.fromstring(str(text)), where=f"{path} detector {t['detector'][k]}") \
+            if str(text) else None
+    t["wcs"] = wcs_col
+    for name in index.colnames:
+        if name in ("detector", "visit", "wcs_header") or name.endswith("_hdu"):
+            continue
+        t[name] = index[name]
+    return t[["detector", "visit", "psf", "ap_corr_map", "wcs", "photo_calib"]
+             + [c for c in t.colnames if c not in ("detector", "visit", *COMPONENTS, "wcs")]]
+
+
+def _load(obj):
+    if callable(obj) and not hasattr(obj, "masked_image") and not isinstance(obj, Table):
+        return obj()
+    return obj

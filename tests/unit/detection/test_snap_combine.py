@@ -1,0 +1,60 @@
+"""Snap combination (visitcal.detection.snap_combine, lsst-spec §5.3 step 1) against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from visitcal.core.image import Exposure, VisitInfo
+from visitcal.detection.snap_combine import combine_snaps
+
+
+def _snap(value, var, t=15.0, rn=6.0, shape=(20, 30)):
+    e = Exposure.from_arrays(np.full(shape, value, np.float32), None, np.full(shape, var, np.float32),
+                             visit_info=VisitInfo(id=7, band="r", exposure_time=t))
+    e.metadata["RDNOISE"] = rn
+    return e
+
+
+def test_plain_sum_by_default():
+    a, b = _snap(10.0, 4.0), _snap(12.0, 5.0, rn=8.0)
+    a.mask.set("CR", np.eye(20, 30, dtype=bool))
+    out = combine_snaps([a, b])
+    np.testing.assert_array_equal(out.image, 22.0)
+    np.testing.assert_array_equal(out.variance, 9.0)
+    np.testing.assert_array_equal(out.mask.test("CR"), np.eye(20, 30, dtype=bool))  # OR-ed
+    assert out.visit_info.exposure_time == 30.0 and out.metadata["RDNOISE"] == pytest.approx(10.0)
+    one = _snap(1.0, 1.0)
+    assert combine_snaps([one]) is one
+
+
+def test_bad_planes_weighted_mean_times_two_and_edge():
+    a, b = _snap(10.0, 4.0), _snap(12.0, 5.0)
+    a.mask.set("CR", _at((20, 30), (3, 4)))
+    b.mask.set("SAT", _at((20, 30), (5, 6)))
+    a.mask.set("SAT", _at((20, 30), (7, 8)))
+    b.mask.set("CR", _at((20, 30), (7, 8)))
+    out = combine_snaps([a, b], ("CR", "SAT"))
+    assert out.image[3, 4] == 24.0 and out.variance[3, 4] == 20.0  # only b: 2 x 12, 4 x 5
+    assert out.image[5, 6] == 20.0 and out.variance[5, 6] == 16.0  # only a
+    assert out.image[7, 8] == 0.0 and math.isinf(out.variance[7, 8]) and out.mask.test("EDGE")[7, 8]
+    assert out.image[0, 0] == 22.0 and out.variance[0, 0] == 9.0 and not out.mask.test("EDGE")[0, 0]
+    assert out.mask.test("EDGE").sum() == 1
+    with pytest.raises(ValueError, match="bad_mask_planes"):
+        combine_snaps([_snap(1.0, 1.0), _snap(1.0, 1.0)], ("NOT_A_PLANE",))
+
+
+def test_bad_snap_sets_are_errors():
+    with pytest.raises(ValueError, match="1 or 2 snaps, got 3"):
+        combine_snaps([_snap(1.0, 1.0)] * 3)
+    with pytest.raises(ValueError, match="differ in shape"):
+        combine_snaps([_snap(1.0, 1.0), _snap(1.0, 1.0, shape=(20, 31))])
+    with pytest.raises(ValueError, match="1 or 2 snaps, got 0"):
+        combine_snaps([])
+
+
+def _at(shape, yx):
+    m = np.zeros(shape, bool)
+    m[yx] = True
+    return m

@@ -1,0 +1,213 @@
+"""MeasureApCorrTask (lsst-spec §4.8) on synthetic catalogs whose flux ratio is a known Chebyshev field.
+
+The reference for the clipping loop is an independent numpy implementation (Chebyshev design matrix from
+``numpy.polynomial.chebyshev``, ``numpy.linalg.lstsq``, scipy's normal-scaled MAD) of the spec's steps.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from astropy.table import Table
+from numpy.polynomial import chebyshev as C
+from scipy.stats import median_abs_deviation
+from visitcal.core.chebyshev import ChebyshevBoundedField
+from visitcal.core.geom import Box2I
+from visitcal.measurement.measure_ap_corr import MeasureApCorrConfig, MeasureApCorrError, MeasureApCorrTask
+
+BOX = Box2I(0, 0, 2047, 1999)
+TRUE = np.array([[1.03, 0.012, -0.006], [0.009, 0.004, 0.0], [-0.007, 0.0, 0.0]])  # [j, i], triangular
+PIXEL_FLAGS = ("edge", "nodata", "interpolatedCenter", "saturatedCenter", "crCenter", "bad", "interpolated",
+               "saturated")
+
+
+def _catalog(n=400, noise=0.002, outlier_fraction=0.05, seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 2047, n)
+    y = rng.uniform(0, 1999, n)
+    z = ChebyshevBoundedField(BOX, TRUE).evaluate(x, y) * (1 + noise * rng.standard_normal(n))
+    out = rng.choice(n, int(outlier_fraction * n), replace=False)
+    z[out] *= rng.choice([0.7, 1.3], out.size)
+    flux = rng.uniform(5e4, 5e5, n)
+    t = Table({"id": np.arange(1, n + 1, dtype=np.int64), "parent": np.zeros(n, np.int64),
+               "base_SdssCentroid_x": x, "base_SdssCentroid_y": y,
+               "base_PsfFlux_instFlux": flux, "base_PsfFlux_instFluxErr": flux / 1000, "base_PsfFlux_flag": np.zeros(n, bool),
+               "base_GaussianFlux_instFlux": flux * 1.01, "base_GaussianFlux_instFluxErr": flux / 900,
+               "base_GaussianFlux_flag": np.zeros(n, bool),
+               "base_CircularApertureFlux_12_0_instFlux": flux * z,
+               "base_CircularApertureFlux_12_0_instFluxErr": flux / 800,
+               "base_CircularApertureFlux_12_0_flag": np.zeros(n, bool),
+               "base_ClassificationSizeExtendedness_value": np.zeros(n)})
+    for f in PIXEL_FLAGS:
+        t[f"base_PixelFlags_flag_{f}"] = np.zeros(n, bool)
+    t.meta["slots"] = {"Centroid": "base_SdssCentroid", "CalibFlux": "base_CircularApertureFlux_12_0"}
+    return t
+
+
+def _design(x, y, order):
+    u = (2 * x - (BOX.min_x - 0.5 + BOX.max_x + 0.5)) / BOX.width
+    v = (2 * y - (BOX.min_y - 0.5 + BOX.max_y + 0.5)) / BOX.height
+    tx, ty = C.chebvander(u, order), C.chebvander(v, order)
+    terms = [(j, i) for j in range(order + 1) for i in range(order + 1) if i + j <= order]
+    return np.stack([tx[:, i] * ty[:, j] for j, i in terms], axis=1), terms
+
+
+def _reference(x, y, z, order=2, n_iter=4, n_sigma=4.0):
+    """The spec's loop, independently: returns (coefficients [j, i], last sigma, kept mask)."""
+    keep = np.ones(z.size, bool)
+    fit = np.full(z.size, np.median(z))
+    for _ in range(n_iter):
+        r = z[keep] - fit
+        sigma = median_abs_deviation(r, scale="normal") + 1e-7
+        sub = np.abs(r) <= n_sigma * sigma
+        idx = np.flatnonzero(keep)
+        keep = np.zeros(z.size, bool)
+        keep[idx[sub]] = True
+        a, terms = _design(x[keep], y[keep], order)
+        coef = np.linalg.lstsq(a, z[keep], rcond=None)[0]
+        fit = a @ coef
+    coef_arr = np.zeros((order + 1, order + 1))
+    for (j, i), cval in zip(terms, coef):
+        coef_arr[j, i] = cval
+    coef_arr[0, 0] -= np.median(fit - z[keep])
+    return coef_arr, sigma, keep
+
+
+def test_field_is_recovered_within_noise_and_error_is_last_sigma():
+    cat = _catalog()
+    result = MeasureApCorrTask().run(cat, BOX)
+    apc = result.ap_corr_map
+    assert list(apc) == ["base_PsfFlux_instFlux", "base_PsfFlux_instFluxErr",
+                         "base_GaussianFlux_instFlux", "base_GaussianFlux_instFluxErr"]
+    gx, gy = np.meshgrid(np.linspace(0, 2047, 21), np.linspace(0, 1999, 21))
+    truth = ChebyshevBoundedField(BOX, TRUE).evaluate(gx, gy)
+    got = apc["base_PsfFlux_instFlux"].evaluate(gx, gy)
+    # noise 0.2% on 380 stars, 6 terms: the field's own error is ~0.002 sqrt(6/380) = 2.5e-4 (edges ~3x)
+    assert np.max(np.abs(got - truth)) < 1.2e-3
+    assert np.max(np.abs(apc["base_GaussianFlux_instFlux"].evaluate(gx, gy) - truth / 1.01)) < 1.2e-3
+    # independent reference of the whole loop
+    x, y = np.asarray(cat["base_SdssCentroid_x"]), np.asarray(cat["base_SdssCentroid_y"])
+    z = np.asarray(cat["base_CircularApertureFlux_12_0_instFlux"]) / np.asarray(cat["base_PsfFlux_instFlux"])
+    coef, sigma, keep = _reference(x, y, z)
+    np.testing.assert_allclose(apc["base_PsfFlux_instFlux"].coefficients, coef, rtol=0, atol=1e-10)
+    err = apc["base_PsfFlux_instFluxErr"]
+    assert err.order_x == 0 and err.order_y == 0
+    assert err.evaluate(100.0, 100.0) == pytest.approx(sigma, rel=1e-10)
+    assert 0.0015 < sigma < 0.0025  # ~ the injected scatter (0.2% of ~1.03)
+    np.testing.assert_array_equal(np.asarray(cat["apcorr_base_PsfFlux_used"]), keep)
+    assert not keep[np.abs(z / ChebyshevBoundedField(BOX, TRUE).evaluate(x, y) - 1) > 0.2].any()  # outliers out
+    assert np.asarray(cat["apcorr_slot_CalibFlux_used"]).sum() >= keep.sum()
+    assert result.metadata["base_PsfFlux"]["n_used"] == keep.sum()
+
+
+def test_selector_defaults_cut_low_snr_flagged_and_resolved():
+    cat = _catalog(n=300)
+    cat["base_PsfFlux_instFluxErr"][:50] = cat["base_PsfFlux_instFlux"][:50] / 150  # S/N 150 < 200
+    cat["base_PixelFlags_flag_crCenter"][50:60] = True
+    cat["base_ClassificationSizeExtendedness_value"][60:70] = 0.5
+    MeasureApCorrTask().run(cat, BOX)
+    used = np.asarray(cat["apcorr_base_PsfFlux_used"])
+    assert not used[:70].any() and used[70:].sum() > 200
+
+
+def test_too_few_stars_raises_and_allow_failure_skips():
+    cat = _catalog(n=30)
+    cat["base_PsfFlux_flag"][1:] = True  # one usable star for base_PsfFlux
+    with pytest.raises(MeasureApCorrError) as info:
+        MeasureApCorrTask().run(cat, BOX)
+    err = info.value
+    assert (err.name, err.n_sources, err.ndof, err.iteration) == ("base_PsfFlux", 1, 0, None)
+    assert "base_PsfFlux" in str(err)
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is MeasureApCorrError and again.name == "base_PsfFlux" and str(again) == str(err)
+
+    task = MeasureApCorrTask(MeasureApCorrConfig(allow_failure=("base_PsfFlux",)))
+    apc = task.run(cat, BOX).ap_corr_map
+    assert "base_PsfFlux_instFlux" not in apc and "base_GaussianFlux_instFlux" in apc
+    assert not np.asarray(cat["apcorr_base_PsfFlux_used"]).any()
+
+
+def test_order_is_lowered_for_few_stars():
+    cat = _catalog(n=5, outlier_fraction=0.0)
+    rng = np.random.default_rng(1)
+    cat["base_CircularApertureFlux_12_0_instFlux"] = cat["base_PsfFlux_instFlux"] * 1.03 * (1 + 0.002 * rng.standard_normal(5))
+    apc = MeasureApCorrTask().run(cat, BOX).ap_corr_map
+    field = apc["base_PsfFlux_instFlux"]
+    # 5 stars: order 2 (6 terms) leaves no degree of freedom, order 1 (3 terms) leaves 2
+    assert field.coefficients.shape == (2, 2)
+
+
+def test_lsst_argument_order_and_names_to_correct():
+    cat = _catalog(n=100)
+    from visitcal.core.image import Exposure
+
+    exp = Exposure.from_arrays(np.zeros((2000, 2048), np.float32))
+    a = MeasureApCorrTask(names_to_correct=["base_GaussianFlux"]).run(exp, cat).ap_corr_map
+    assert list(a) == ["base_GaussianFlux_instFlux", "base_GaussianFlux_instFluxErr"]
+    with pytest.raises(KeyError, match="base_KronFlux_instFlux"):
+        MeasureApCorrTask(names_to_correct=["base_KronFlux"]).run(cat, exp)
+
+
+def _weighted_reference(x, y, z, w, order=2, n_iter=4, n_sigma=4.0):
+    """The same loop with weighted least squares (rows scaled by w) and the weighted (w^2) lower median shift."""
+    keep = np.ones(z.size, bool)
+    fit = np.full(z.size, np.median(z))
+    for _ in range(n_iter):
+        r = z[keep] - fit
+        sigma = median_abs_deviation(r, scale="normal") + 1e-7
+        idx = np.flatnonzero(keep)
+        keep = np.zeros(z.size, bool)
+        keep[idx[np.abs(r) <= n_sigma * sigma]] = True
+        a, terms = _design(x[keep], y[keep], order)
+        coef = np.linalg.lstsq(a * w[keep, None], z[keep] * w[keep], rcond=None)[0]
+        fit = a @ coef
+    d, ww = fit - z[keep], w[keep] ** 2
+    order_ = np.argsort(d, kind="stable")
+    cum = np.cumsum(ww[order_])
+    shift = d[order_][np.searchsorted(cum, 0.5 * cum[-1])]
+    coef_arr = np.zeros((order + 1, order + 1))
+    for (j, i), cval in zip(terms, coef):
+        coef_arr[j, i] = cval
+    coef_arr[0, 0] -= shift
+    return coef_arr
+
+
+def test_weighted_fit_follows_the_bright_stars():
+    """fit_weighted (not LSST): weights 1/sigma_z from both fluxes' errors. Faint stars carry a bias (a constant
+    error in counts, as a background error or crowding gives the real ones) and more noise: the unweighted field follows them, the weighted one the truth;
+    the weighted loop is checked against an independent weighted computation."""
+    rng = np.random.default_rng(8)
+    n = 600
+    x, y = rng.uniform(0, 2047, n), rng.uniform(0, 1999, n)
+    flux = 10 ** rng.uniform(4.5, 6.5, n)
+    rel = 3.0 / np.sqrt(flux)  # fractional error of the ratio: 1.7% faint .. 0.17% bright
+    truth = ChebyshevBoundedField(BOX, TRUE).evaluate(x, y)
+    # biased low by a constant error in counts (a background error: 1% of the faintest, 1e-4 of the brightest)
+    z = truth * (1 + rel * rng.standard_normal(n) - 0.01 * 10**4.5 / flux)
+    t = Table({"id": np.arange(1, n + 1, dtype=np.int64), "parent": np.zeros(n, np.int64),
+               "base_SdssCentroid_x": x, "base_SdssCentroid_y": y,
+               "base_PsfFlux_instFlux": flux, "base_PsfFlux_instFluxErr": flux * rel / np.sqrt(2),
+               "base_PsfFlux_flag": np.zeros(n, bool),
+               "base_CircularApertureFlux_12_0_instFlux": flux * z,
+               "base_CircularApertureFlux_12_0_instFluxErr": flux * z * rel / np.sqrt(2),
+               "base_CircularApertureFlux_12_0_flag": np.zeros(n, bool),
+               "base_ClassificationSizeExtendedness_value": np.zeros(n)})
+    for f in PIXEL_FLAGS:
+        t[f"base_PixelFlags_flag_{f}"] = np.zeros(n, bool)
+    t.meta["slots"] = {"Centroid": "base_SdssCentroid", "CalibFlux": "base_CircularApertureFlux_12_0"}
+    sel = MeasureApCorrConfig().source_selector
+    cfg = MeasureApCorrConfig(source_selector=sel.model_copy(update={"do_signal_to_noise": False}))
+    gx, gy = np.meshgrid(np.linspace(0, 2047, 11), np.linspace(0, 1999, 11))
+    true_grid = ChebyshevBoundedField(BOX, TRUE).evaluate(gx, gy)
+    err = {}
+    for weighted in (False, True):
+        c = cfg.model_copy(update={"fit_weighted": weighted})
+        field = MeasureApCorrTask(c, names_to_correct=["base_PsfFlux"]).run(t.copy(), BOX).ap_corr_map[
+            "base_PsfFlux_instFlux"]
+        err[weighted] = np.sqrt(np.mean((field.evaluate(gx, gy) / true_grid - 1) ** 2))
+        if weighted:
+            w = 1.0 / (z * rel)
+            np.testing.assert_allclose(field.coefficients, _weighted_reference(x, y, z, w), rtol=0, atol=1e-10)
+    assert err[True] < 0.5 * err[False] and err[True] < 1e-3, err

@@ -1,0 +1,54 @@
+"""ObjectSizeStarSelectorTask on a synthetic catalog: a tight stellar locus plus larger galaxies."""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.table import Table
+from visitcal.measurement.object_size_star_selector import ObjectSizeStarSelectorConfig, ObjectSizeStarSelectorTask, kmeans_1d
+
+
+def _catalog(seed=5):
+    rng = np.random.default_rng(seed)
+    n_star, n_gal = 120, 300
+    w_star = 1.8 * (1 + 0.01 * rng.standard_normal(n_star))          # PSF sigma 1.8 px, 1% scatter
+    w_gal = np.sqrt(1.8**2 + rng.uniform(0.8, 4.0, n_gal) ** 2)          # >= 11% larger than the PSF
+    w = np.concatenate([w_star, w_gal])
+    n = w.size
+    t = Table({"base_SdssShape_xx": w**2, "base_SdssShape_yy": w**2, "base_SdssShape_flag": np.zeros(n, bool),
+               "base_GaussianFlux_instFlux": rng.uniform(2e4, 1e6, n),
+               "base_GaussianFlux_instFluxErr": np.full(n, 100.0)})
+    for f in ObjectSizeStarSelectorConfig().bad_flags:
+        t[f] = np.zeros(n, bool)
+    t.meta["slots"] = {"Shape": "base_SdssShape"}
+    is_star = np.arange(n) < n_star
+    return t, is_star
+
+
+def test_selects_the_stellar_locus():
+    t, is_star = _catalog()
+    t["base_GaussianFlux_instFlux"][0] = 1e4                            # below flux_min 12500
+    t["base_PixelFlags_flag_saturatedCenter"][1] = True
+    t["base_SdssShape_flag"][2] = True
+    r = ObjectSizeStarSelectorTask().run(t)
+    sel = r.selected
+    assert not sel[:3].any()
+    assert (sel & is_star).sum() >= 0.95 * 117 and not (sel & ~is_star).any()
+    assert abs(r.locus_center - 1.8) < 0.01
+
+
+def test_signal_to_noise_limit_and_empty():
+    t, is_star = _catalog()
+    cfg = ObjectSizeStarSelectorConfig(do_flux_limit=False, do_signal_to_noise_limit=True, signal_to_noise_min=1e3)
+    t["base_GaussianFlux_instFlux"][:10] = 5e4  # S/N 500
+    r = ObjectSizeStarSelectorTask(cfg).run(t)
+    assert not r.selected[:10].any() and r.selected[10:120].sum() > 100
+    t["base_PixelFlags_flag_edge"][:] = True
+    r = ObjectSizeStarSelectorTask().run(t)
+    assert not r.selected.any() and np.isnan(r.locus_center)
+
+
+def test_kmeans_is_deterministic_and_sorted():
+    v = np.array([1.0, 1.01, 0.99, 2.0, 2.1, 3.5, 3.6, 5.0])
+    labels, centres = kmeans_1d(v, 4)
+    assert np.all(np.diff(centres) > 0)
+    assert set(labels[:3]) == {0} and not (labels[3:] == 0).any()
