@@ -8,13 +8,13 @@ Subcommands available now:
 ``visitcal info FILE``
     Summarise an exposure FITS file (ours or an LSST calexp), a catalog (Parquet/FITS table) or a
     repository written by ``visitcal sim``.
-``visitcal sim OUT [--visits N] [--detectors M] [--preset small|lsst] [--band r] [--snaps 1|2] [--seed S]
-[--star-density D]``
-    Simulate a repository of post-ISR images with their truth (needs the ``sim`` extra, GalSim).
-``visitcal calibrate REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite] [--preset lsst|sparse]
-[--config FILE]``
+``visitcal sim OUT [--visits N] [--detectors M] [--preset small|lsst] [--band r] [--snaps 1|2] ...``
+    Simulate a repository of post-ISR images with their truth (needs the ``sim`` extra, GalSim); also
+    ``--seed S`` and ``--star-density D`` (stars per square degree).
+``visitcal calibrate REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite] ...``
     Characterize and calibrate every detector of a repository (initial PSF, ap corr, astrometry,
-    zero point): writes ``preliminary_visit_image``, ``preliminary_visit_image_background`` and
+    zero point), with the task configuration ``--preset lsst|sparse`` or ``--config FILE`` (a JSON
+    ``CalibrateStepConfig``): writes ``preliminary_visit_image``, ``preliminary_visit_image_background`` and
     ``single_visit_star`` per detector and its provenance; finished detectors are skipped on a rerun;
     ``-j N`` runs N detectors in parallel processes. Prints a per-detector summary.
 ``visitcal associate REPO [--tracts T ...] [--overwrite]``
@@ -23,16 +23,12 @@ Subcommands available now:
     ``isolated_star/isolated_star_<tract>.parquet`` (their sources) and ``provenance/associate/<tract>.json``;
     the tracts come from ``REPO/skymap.json`` (written with the default sky map when absent); finished
     tracts are skipped on a rerun. Prints a per-tract summary.
-
-``visitcal associate REPO [--tracts T ...] [--overwrite]``
-    Isolated-star association per tract of the repository's sky map.
 ``visitcal finalize REPO [--visits V ...] [--per-detector] [-j N] [--overwrite] [--config FILE]``
     FinalizeCharacterization per visit (associating first when needed): ``refit_psf_models`` and
     ``refit_psf_star`` per visit, a per-detector summary.
-
-``visitcal reprocess REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite]``
-    ReprocessVisitImage per detector (issue 9): ``visit_image`` (nJy), ``source``,
-    ``source_footprints``, ``visit_image_background``.
+``visitcal reprocess REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite] [--config FILE]``
+    The visit summaries (written when missing), then ReprocessVisitImage per detector: ``visit_image``
+    (nJy), ``source``, ``source_footprints``, ``visit_image_background``.
 
 Exit codes: 0 success, 1 a file could not be read or written (or nothing to do), 2 bad arguments, 3 some
 detectors (or tracts) failed (each failure is recorded in ``REPO/provenance/<step>/``; the others' outputs
@@ -426,6 +422,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the ``visitcal`` command line (the console-script entry point).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name; None reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    code : int
+        The exit code: 0 success, 1 a file could not be read or written (or nothing to do), 3 some detectors
+        or tracts failed (see the module docstring). Bad arguments, and a missing input file, exit with
+        code 2 through ``SystemExit`` raised by argparse, as do ``--help`` and ``--version`` (code 0).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     from .pipeline.runner import tune_allocator

@@ -1,4 +1,5 @@
-"""`AstrometryTask`: match a detector's sources to a reference catalog and fit its WCS (lsst-spec §6.2).
+"""`AstrometryTask`: match a detector's sources to a reference catalog and fit its WCS (LSST meas_astrom's
+``AstrometryTask``).
 
 The loop, at most ``max_iter`` times (LSST ``AstrometryTask.solve``):
 
@@ -12,9 +13,9 @@ The loop, at most ``max_iter`` times (LSST ``AstrometryTask.solve``):
 It stops early when the largest match distance is below ``min_match_distance_arcsec``. Then the check
 (LSST ``check``): a mean distance above ``max_mean_distance_arcsec`` (0.5") is a `BadAstrometryFit`.
 
-The source selection is LSST's "science" selector of §6.2: S/N > 40 on ``slot_PsfFlux``, none of the
-edge / no-data / interpolated-centre / saturated / centroid flags, primary (when the column exists),
-not a sky source, centroid error under 3 px.
+The source selection is the "science" selector LSST's ``AstrometryTask`` configures: S/N > 40 on
+``slot_PsfFlux``, none of the edge / no-data / interpolated-centre / saturated / centroid flags, primary
+(when the column exists), not a sky source, centroid error under 3 px.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class BadAstrometryFit(AstrometryError):
 
 
 class AstrometryConfig(BaseModel):
-    """LSST ``AstrometryConfig`` defaults (lsst-spec §6.2), snake_case."""
+    """Configuration of `AstrometryTask`: LSST meas_astrom's ``AstrometryConfig`` defaults, snake_case."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,7 +100,7 @@ class AstrometryTask:
         self.wcs_fitter = FitTanSipWcsTask(self.config.wcs_fitter)
 
     def select_sources(self, source_cat: Table) -> np.ndarray:
-        """Boolean selection of the sources fit for astrometry (LSST's "science" selector, §6.2)."""
+        """Boolean selection of the sources fit for astrometry (see the module docstring)."""
         cat = source_cat
         n = len(cat)
         flux = np.asarray(cat[f"{self.config.source_flux_type}_instFlux"], np.float64)

@@ -1,5 +1,5 @@
-"""Fit a TAN-SIP WCS to matched pixel/sky pairs: `FitTanSipWcsTask` (lsst-spec §6.2, LSST's
-``FitTanSipWcsTask`` / ``CreateWcsWithSip``).
+"""Fit a TAN-SIP WCS to matched pixel/sky pairs: `FitTanSipWcsTask` (after LSST meas_astrom's
+``FitTanSipWcsTask`` and its C++ ``CreateWcsWithSip``).
 
 The model (FITS SIP convention, Shupe et al. 2005). With pixel offsets ``u = x - crpix_x``,
 ``v = y - crpix_y`` (0-based pixels, pixel centres at integers):
@@ -21,7 +21,8 @@ The fit (C++, one call, GIL released; all of it linear least squares, so no star
    its linear terms are CD, and ``CD^-1`` times its terms of order >= 2 are A and B.
 3. ``num_rej_iter`` times: reject pairs with ``|dx| > rej_sigma * std(dx)`` or ``|dy| > rej_sigma *
    std(dy)`` (tangent-plane residuals, std over the pairs still in), then redo 1-2. **Two-sided**: LSST's
-   ``rejectMatches`` tests ``dx > rej_sigma * std`` (lsst-spec §7.5), so negative outliers survive there.
+   ``FitTanSipWcsTask.rejectMatches`` tests the signed ``dx > rej_sigma * std``, so negative outliers
+   survive there.
 4. Fit AP, BP on a grid over ``bbox``; fail if the median on-sky scatter exceeds ``max_scatter_arcsec``.
 
 Differences from LSST: the rejection is two-sided; the tangent point is iterated to the sky position of

@@ -1,8 +1,9 @@
 """Nearest-neighbour pairing of two point lists (C++ grid hash).
 
 `match_nearest` pairs points on a plane (pixels); `match_nearest_sky` pairs sky positions within an
-angle (PhotoCal's direct match, lsst-spec §6.3) by projecting both lists onto the plane tangent at the
-mean position of the second list (gnomonic, arcsec) and reporting the true angular separations.
+angle (the direct match of LSST's ``PhotoCalTask``, meas_astrom ``DirectMatchTask``) by projecting both
+lists onto the plane tangent at the mean position of the second list (gnomonic, arcsec) and reporting the
+true angular separations.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Astrometric pattern matching of sources to a reference catalog (LSST's ``MatchPessimisticBTask``,
-lsst-spec §6.2).
+"""Astrometric pattern matching of sources to a reference catalog (LSST meas_astrom's
+``MatchPessimisticBTask``).
 
 The references are projected into the pixel plane through the *preliminary* WCS; the matcher (C++,
-``visitcal/astrom/matcher.hpp``, after Tabur 2007 and LSST's pessimistic matcher B) then finds the
+``visitcal/calib/matcher.hpp``, after Tabur 2007 and LSST's pessimistic matcher B) then finds the
 similarity transform ``r = c + s R(theta) (p - c) + t`` taking source pixel positions ``p`` onto the
 projected references ``r`` (``c``: the centre of the sources' bounding box; ``|t| <= max_offset_pix``,
 ``|theta| <= max_rotation_deg``) from patterns of ``num_points_for_shape`` bright objects ("spokes":
@@ -100,10 +100,11 @@ class MatchPessimisticBConfig(BaseModel):
     max_ref_objects: int = Field(8192, ge=1, description="Brightest references kept in the searched region.")
     match_distance_sigma: float = Field(2.0, ge=0, description="Match distance = mean + this * std of the pair "
                                         "distances (floored at min_match_dist_pixels).")
-    max_scale_error: float = Field(0.01, ge=0, lt=0.5, description="Ours: largest |scale - 1| between the "
-                                   "source and reference patterns.")
+    max_scale_error: float = Field(0.01, ge=0, lt=0.5, description="Ours: largest ``abs(scale - 1)`` between "
+                                   "the source and reference patterns.")
 
     def to_control(self) -> _core.MatcherControl:
+        """The C++ ``MatcherControl`` holding this config's matcher fields (same names; pixels, degrees)."""
         c = _core.MatcherControl()
         for name in _CONTROL_FIELDS:
             setattr(c, name, getattr(self, name))

@@ -1,4 +1,4 @@
-"""Photometric zero point against a reference catalog (LSST's ``PhotoCalTask``, lsst-spec §6.3).
+"""Photometric zero point against a reference catalog (LSST pipe_tasks' ``PhotoCalTask``).
 
 1. Source selection (``PhotoCalSourceSelectorConfig``): primary (``detect_isPrimary``, when the column
    exists), none of the bad flags, unresolved (extendedness < 0.5, when the column exists: the
@@ -120,7 +120,8 @@ class PhotoCalConfig(BaseModel):
     sigma_max: float | None = Field(0.25, description="Largest clipping sigma (mag); None: 2x the first estimate.")
     n_sigma: float = Field(3.0, gt=0, description="Clip at this many sigma.")
     use_median: bool = Field(True, description="Centre the clipping on the median (False: LSST's error-weighted "
-                             "mean, weighted by the error itself, lsst-spec §7.6).")
+                             "mean, weighted by the error itself rather than its inverse square, as "
+                             "LSST's code does).")
     n_iter: int = Field(20, ge=1, description="Most clipping iterations.")
     mag_err_floor: float = Field(0.0, ge=0, description="Added in quadrature to each magnitude difference's error.")
     apply_color_terms: bool = Field(False, description="Apply color_term to the reference magnitudes.")
@@ -189,7 +190,7 @@ def _histogram_start(d: np.ndarray, sigma_max: float | None) -> tuple[float, flo
 
 def get_zero_point(dmag, dmag_err=None, *, sigma_max: float | None = 0.25, n_sigma: float = 3.0,
                    use_median: bool = True, n_iter: int = 20) -> ZeroPointResult:
-    """Clipped zero point of magnitude differences (LSST ``PhotoCalTask.getZeroPoint``, lsst-spec §6.3).
+    """Clipped zero point of magnitude differences (LSST ``PhotoCalTask.getZeroPoint``).
 
     On the finite pairs, sorted by ``dmag``:
 
@@ -201,9 +202,9 @@ def get_zero_point(dmag, dmag_err=None, *, sigma_max: float | None = 0.25, n_sig
       ``sigma = (q3 - q1) / 2.3``. Otherwise the centre is the median and ``sigma`` the same quantile
       difference / 2.3. ``sigma_max = None`` becomes 2 sigma.
     - iterations >= 1, on the current good set of ``m`` values ``g`` (sorted): the centre is the median
-      (``use_median``; else LSST's ``average(g, weights=err)``, weighted by the error itself, lsst-spec
-      §7.6), ``q1 = g[min(int(0.25 m + 0.5), m - 1)]``, ``q3 = g[min(int(0.75 m + 0.5), m - 1)]``,
-      ``sigma = 0.741301 (q3 - q1)``.
+      (``use_median``; else LSST's ``average(g, weights=err)``, weighted by the error itself rather
+      than its inverse square, a quirk of LSST's code kept here), ``q1 = g[min(int(0.25 m + 0.5), m - 1)]``,
+      ``q3 = g[min(int(0.75 m + 0.5), m - 1)]``, ``sigma = 0.741301 (q3 - q1)``.
     - good = ``|dmag - centre| < n_sigma min(sigma, sigma_max)``; stop when its count no longer changes
       (the count before iteration 0 is n), or after ``n_iter`` iterations. If none is good: a warning,
       and ``zp = centre``, ``sigma`` the clipping sigma, ``ngood = 0``.

@@ -1,5 +1,5 @@
 """Reference catalogs: the objects of a reference catalog that fall on a detector (LSST's
-``ReferenceObjectLoader.loadPixelBox``, lsst-spec §6.2 "Reference loader").
+``ReferenceObjectLoader.loadPixelBox`` in meas_algorithms).
 
 A reference catalog is a table with ``id``, ``ra``, ``dec`` (ICRS degrees) and, per band, ``<band>_flux``
 and ``<band>_fluxErr`` in nJy: the format `visitcal.sim` writes (``refcat.parquet``) and the one Gaia- or

@@ -1,8 +1,9 @@
-"""Aperture-correction maps (afw ``ApCorrMap``, lsst-spec §2.4).
+"""Aperture-correction maps, as afw's ``lsst.afw.image.ApCorrMap``.
 
-An ordered map from a name (at most 64 characters) to a bounded field. By convention the key
-``"<alg>_instFlux"`` holds the multiplicative correction that brings ``<alg>`` fluxes onto the
-calibration aperture, and ``"<alg>_instFluxErr"`` a constant field holding its scatter.
+An ordered map from a name (at most 64 characters) to a bounded field. By convention (LSST's
+``MeasureApCorrTask`` and ``ApplyApCorrTask``) the key ``"<alg>_instFlux"`` holds the multiplicative
+correction that brings ``<alg>`` fluxes onto the calibration aperture, and ``"<alg>_instFluxErr"`` a
+constant field holding its scatter.
 """
 
 from __future__ import annotations
@@ -72,10 +73,34 @@ class ApCorrMap(MutableMapping):
         return [name[: -len(suffix)] for name in self._fields if name.endswith(suffix)]
 
     def to_table(self) -> Table:
+        """The map as a table with one row per entry, in map order.
+
+        Columns: ``name``, ``bbox_min_x``, ``bbox_min_y``, ``bbox_max_x``, ``bbox_max_y`` (inclusive
+        pixel box of the field), ``order_x``, ``order_y``, ``n_coefficients`` and ``coefficients``
+        (float64, flattened by y order then x order, zero-padded to the longest row). The round trip
+        through `from_table` is lossless: names, order, boxes and coefficients are restored exactly.
+        """
         return fields_to_table(self._fields)
 
     @classmethod
     def from_table(cls, table: Table) -> "ApCorrMap":
+        """Rebuild a map from a `to_table` table (entries in row order).
+
+        Parameters
+        ----------
+        table : `astropy.table.Table`
+            One row per field, with the columns written by `to_table`.
+
+        Returns
+        -------
+        ap_corr_map : `ApCorrMap`
+
+        Raises
+        ------
+        PersistenceError
+            A column is missing, ``n_coefficients`` disagrees with the orders, or a coefficient is not
+            finite (the message names the row).
+        """
         return cls(fields_from_table(table))
 
     def __eq__(self, other):

@@ -52,6 +52,8 @@ def atomic_write(path, mode: str = "wb", *, overwrite: bool = True):
         If False, `FileExistsError` when ``path`` exists (checked before writing and, atomically,
         when the file is put in place with a hard link).
 
+    Notes
+    -----
     On any exception inside the block the temporary file is removed and the exception propagates;
     ``path`` is then exactly as before. New files get the usual ``0o666 & ~umask`` permissions
     (an overwritten file keeps its mode).

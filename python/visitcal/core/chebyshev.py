@@ -2,9 +2,11 @@
 
 The field is ``f(x, y) = sum_ij a[j, i] T_i(x') T_j(y')`` with ``x' = (2x - (xmin + xmax)) / W``,
 where ``xmin, xmax`` are the box's continuous edges (pixel centre +/- 0.5) and ``W`` its width in
-pixels; likewise in y (lsst-spec §2.3). Coefficients are stored as an array of shape
+pixels; likewise in y. This is afw's mapping (``lsst.afw.math.ChebyshevBoundedField`` maps the
+``Box2D`` of its integer box onto ``[-1, 1]``). Coefficients are stored as an array of shape
 ``(order_y + 1, order_x + 1)`` indexed ``[j, i]`` (y order first, as afw persists them). A
-*triangular* field keeps only the terms with ``i + j <= max(order_x, order_y)``: 6 terms at order 2.
+*triangular* field keeps only the terms with ``i + j <= max(order_x, order_y)``: 6 terms at order 2
+(afw's default, ``ChebyshevBoundedFieldControl.triangular = True``).
 
 Evaluation, fitting and the grid are C++ (`visitcal._core`); this module owns the API, the
 configuration and persistence. The grid evaluation is separable, so a 4072 x 4000 image of an
@@ -36,6 +38,10 @@ class ChebyshevBoundedFieldControl(BaseModel):
     )
 
     def to_core(self) -> "_core.ChebyshevBoundedFieldControl":
+        """The same settings as the compiled ``visitcal._core.ChebyshevBoundedFieldControl`` struct.
+
+        Used to pass the control to the C++ fit; a new struct is returned on each call.
+        """
         ctrl = _core.ChebyshevBoundedFieldControl()
         ctrl.order_x = self.order_x
         ctrl.order_y = self.order_y
@@ -137,6 +143,7 @@ class ChebyshevBoundedField:
     # --- properties ---------------------------------------------------------------------------
     @property
     def bbox(self) -> Box2I:
+        """The integer pixel box (parent frame) whose continuous edges map to ``[-1, 1]``."""
         return self._bbox
 
     @property
@@ -146,10 +153,12 @@ class ChebyshevBoundedField:
 
     @property
     def order_x(self) -> int:
+        """Highest Chebyshev order in x (``coefficients.shape[1] - 1``)."""
         return self.coefficients.shape[1] - 1
 
     @property
     def order_y(self) -> int:
+        """Highest Chebyshev order in y (``coefficients.shape[0] - 1``)."""
         return self.coefficients.shape[0] - 1
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -212,6 +221,11 @@ class ChebyshevBoundedField:
 
     # --- persistence, pickling, comparison ----------------------------------------------------
     def to_dict(self) -> dict:
+        """A JSON-serialisable dict: ``{"bbox": [min_x, min_y, max_x, max_y], "coefficients": [[...], ...]}``.
+
+        ``coefficients`` is the ``(order_y + 1, order_x + 1)`` array as nested lists of floats;
+        `from_dict` rebuilds an equal field (float64 values survive a JSON round trip exactly).
+        """
         return {
             "bbox": [self._bbox.min_x, self._bbox.min_y, self._bbox.max_x, self._bbox.max_y],
             "coefficients": self.coefficients.tolist(),
@@ -219,14 +233,36 @@ class ChebyshevBoundedField:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ChebyshevBoundedField":
+        """Inverse of `to_dict`.
+
+        Raises
+        ------
+        KeyError
+            ``d`` lacks ``"bbox"`` or ``"coefficients"``.
+        ValueError
+            The box is empty, or the coefficients are not a finite non-empty 2-D array.
+        """
         return cls(Box2I(*d["bbox"]), np.asarray(d["coefficients"], dtype=np.float64))
 
     def to_table(self) -> Table:
-        """One row: bbox, orders, and the coefficients flattened by y order then x order."""
+        """The field as a one-row table (the row's ``name`` is ``"field"``).
+
+        Columns: ``name``, ``bbox_min_x``, ``bbox_min_y``, ``bbox_max_x``, ``bbox_max_y``,
+        ``order_x``, ``order_y``, ``n_coefficients`` and ``coefficients`` (float64, flattened by y order
+        then x order, as afw persists its fields). The round trip through `from_table` is lossless.
+        """
         return fields_to_table({"field": self})
 
     @classmethod
     def from_table(cls, table: Table) -> "ChebyshevBoundedField":
+        """Rebuild the field of a `to_table` table.
+
+        Raises
+        ------
+        PersistenceError
+            The table does not have exactly one row, a column is missing, ``n_coefficients`` disagrees
+            with the orders, or a coefficient is not finite.
+        """
         fields = fields_from_table(table)
         if len(fields) != 1:
             raise PersistenceError(f"expected one field, found {len(fields)}")

@@ -1,9 +1,9 @@
 """Footprints: pixel sets stored as row spans, with peaks (afw's ``SpanSet``, ``Footprint``,
-``HeavyFootprint``, ``FootprintSet``; lsst-spec §5.4).
+``HeavyFootprint``, ``FootprintSet``, as LSST's ``SourceDetectionTask`` in meas_algorithms produces them).
 
 Conventions
 -----------
-- Coordinates are in the parent frame (pixel centres at integers, lsst-spec §2.1): a footprint of a
+- Coordinates are in the parent frame (pixel centres at integers, as in afw): a footprint of a
   sub-image with ``xy0 = (x0, y0)`` holds the pixels' parent positions, array index ``[y - y0, x - x0]``.
 - A span ``(y, x0, x1)`` is one row's run of pixels ``x0..x1`` **inclusive**, as afw. Spans are kept
   *normalized* (sorted by ``(y, x0)``, disjoint, not touching), a canonical form: two footprints hold
@@ -14,7 +14,7 @@ Conventions
   was thresholded (the smoothed image), with its sign; ``significance`` is ``|peak_value| / sigma``.
 
 Many footprints live in a `FootprintSet` as flat arrays (one span array and one peak array with
-offsets), since a detector holds ~10^4 of them; `FootprintSet[i]` builds a `Footprint` on demand.
+offsets), since a detector holds ~10^4 of them; ``footprint_set[i]`` builds a `Footprint` on demand.
 Tables and FITS HDUs for persistence: `footprints_to_hdus` / `footprints_from_hdus` (files:
 `visitcal.io.write_footprints` / `read_footprints`).
 """
@@ -152,6 +152,7 @@ class Footprint:
 
     @property
     def empty(self) -> bool:
+        """Whether the footprint holds no pixel (no spans)."""
         return self._spans.shape[0] == 0
 
     @property
@@ -302,18 +303,22 @@ class HeavyFootprint(Footprint):
 
     @property
     def image(self) -> np.ndarray:
+        """Image values of the footprint's pixels, 1-D, one per pixel in span order (see `indices`)."""
         return self._image
 
     @property
     def mask(self) -> np.ndarray:
+        """int32 mask bits of the footprint's pixels, 1-D in span order; bit meanings in `planes`."""
         return self._mask
 
     @property
     def variance(self) -> np.ndarray:
+        """Variance values of the footprint's pixels (image units squared), 1-D in span order."""
         return self._variance
 
     @property
     def planes(self) -> MaskPlanes:
+        """The `MaskPlanes` dictionary that gives the meaning of the bits in `mask` (a private copy)."""
         return self._planes
 
     def insert(self, masked_image: MaskedImage, *, mask: bool = False, variance: bool = False) -> None:
@@ -387,6 +392,22 @@ class FootprintSet(Sequence):
 
     @classmethod
     def from_footprints(cls, footprints: Sequence[Footprint], bbox: Box2I) -> FootprintSet:
+        """Pack footprints (in the given order) into flat arrays.
+
+        Parameters
+        ----------
+        footprints : sequence of `Footprint`
+            Footprints in the parent frame; heavy footprints lose their pixel values (only spans and
+            peaks are kept).
+        bbox : `Box2I`
+            Box of the image the footprints belong to (used by `grown` and `set_mask`); footprints are
+            not clipped to it.
+
+        Returns
+        -------
+        footprint_set : `FootprintSet`
+            ``footprint_set[i]`` equals ``footprints[i]`` (spans and peaks).
+        """
         spans = [fp.spans for fp in footprints]
         peaks = [fp.peaks for fp in footprints]
         so = np.concatenate([[0], np.cumsum([len(s) for s in spans], dtype=np.int64)])
@@ -420,18 +441,22 @@ class FootprintSet(Sequence):
 
     @property
     def spans(self) -> np.ndarray:
+        """All footprints' normalized spans, (n, 3) int32 ``[y, x0, x1]`` (parent frame, read-only)."""
         return self._spans
 
     @property
     def span_offsets(self) -> np.ndarray:
+        """(k + 1,) int64: footprint ``i`` owns ``spans[span_offsets[i]:span_offsets[i + 1]]`` (read-only)."""
         return self._span_offsets
 
     @property
     def peaks(self) -> np.ndarray:
+        """All footprints' peaks (`PEAK_DTYPE`), footprint after footprint."""
         return self._peaks
 
     @property
     def peak_offsets(self) -> np.ndarray:
+        """(k + 1,) int64: footprint ``i`` owns ``peaks[peak_offsets[i]:peak_offsets[i + 1]]`` (read-only)."""
         return self._peak_offsets
 
     @property
@@ -443,6 +468,7 @@ class FootprintSet(Sequence):
 
     @property
     def n_peaks(self) -> np.ndarray:
+        """Number of peaks of each footprint, (k,) int64."""
         return np.diff(self._peak_offsets)
 
     def grown(self, radius: int, *, combined: bool = True) -> FootprintSet:

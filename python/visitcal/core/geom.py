@@ -1,8 +1,9 @@
 """Integer boxes and the pixel convention.
 
-Pixel centres sit at integer coordinates (lsst-spec §2.1): the integer box ``[min_x, max_x]``
-covers the continuous interval ``[min_x - 0.5, max_x + 0.5]``, and the pixel holding a point ``x``
-is ``floor(x + 0.5)``. Boxes are inclusive at both ends, as afw's ``Box2I``. Arrays are indexed
+Pixel centres sit at integer coordinates, as in LSST's afw: the integer box ``[min_x, max_x]``
+covers the continuous interval ``[min_x - 0.5, max_x + 0.5]`` (afw's ``Box2D(Box2I)``), and the pixel
+holding a point ``x`` is ``floor(x + 0.5)`` (afw's ``positionToIndex``). Boxes are inclusive at both
+ends, as afw's ``Box2I``. Arrays are indexed
 ``(y, x)``; a sub-image's ``xy0`` is the parent-frame position of its pixel ``[0, 0]``.
 """
 
@@ -53,10 +54,12 @@ class Box2I:
 
     @property
     def width(self) -> int:
+        """Width in pixels (``max_x - min_x + 1``; 0 when the box is empty along x)."""
         return max(self.max_x - self.min_x + 1, 0)
 
     @property
     def height(self) -> int:
+        """Height in pixels (``max_y - min_y + 1``; 0 when the box is empty along y)."""
         return max(self.max_y - self.min_y + 1, 0)
 
     @property
@@ -66,10 +69,12 @@ class Box2I:
 
     @property
     def xy0(self) -> tuple[int, int]:
+        """``(min_x, min_y)``: parent-frame position of element ``[0, 0]`` of an array covering the box."""
         return (self.min_x, self.min_y)
 
     @property
     def empty(self) -> bool:
+        """Whether the box holds no pixel (``max < min`` on either axis)."""
         return self.width == 0 or self.height == 0
 
     @property
@@ -83,6 +88,11 @@ class Box2I:
         return (ix >= self.min_x) & (ix <= self.max_x) & (iy >= self.min_y) & (iy <= self.max_y)
 
     def contains_box(self, other: "Box2I") -> bool:
+        """Whether every pixel of ``other`` lies inside this box.
+
+        Only the bounds are compared: an empty ``other`` counts as contained only if its bounds lie
+        within this box's.
+        """
         return (
             other.min_x >= self.min_x
             and other.max_x <= self.max_x
@@ -91,6 +101,7 @@ class Box2I:
         )
 
     def intersection(self, other: "Box2I") -> "Box2I":
+        """The box of the pixels common to both boxes; an empty box (check `empty`) if they do not overlap."""
         return Box2I(
             max(self.min_x, other.min_x),
             max(self.min_y, other.min_y),

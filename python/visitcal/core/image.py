@@ -1,13 +1,13 @@
 """Images with a mask and a variance, their visit and detector description, and `Exposure`.
 
-Conventions (DESIGN.md §4)
---------------------------
+Conventions
+-----------
 * Arrays are indexed ``(y, x)``; x is the fast axis. Pixel centres sit at integer coordinates.
 * ``xy0 = (x0, y0)`` is the parent-frame position of array element ``[0, 0]``; array element
   ``[i, j]`` is parent pixel ``(x, y) = (j + x0, i + y0)``. A sub-image is a view with its own xy0.
 * A WCS attached to an `Exposure` maps *parent-frame* pixel coordinates (0-based, as
   ``astropy.wcs.WCS.pixel_to_world``), like afw: it does not change when a sub-image is taken.
-* Mask planes: one flag registry, `visitcal._core.mask_planes()`; a `Mask` starts from it and may
+* Mask planes: one flag registry, ``visitcal._core.mask_planes()``; a `Mask` starts from it and may
   add planes (up to 32 bits of an int32 array; bit 31 is the sign bit).
 """
 
@@ -57,7 +57,7 @@ class UnknownMaskPlaneError(KeyError):
 class MaskPlanes(Mapping):
     """Mask plane dictionary: plane name -> bit number (0..31), with a description per plane.
 
-    Starts from the standard planes of `visitcal._core.mask_planes()` (BAD=0 … NOT_DEBLENDED=11)
+    Starts from the standard planes of ``visitcal._core.mask_planes()`` (BAD=0 … NOT_DEBLENDED=11)
     unless ``planes`` is given. Names are upper-case FITS-safe words (``[A-Z][A-Z0-9_]*``),
     because they are persisted as ``MP_<NAME>`` header cards and FITS keys are case-insensitive.
     """
@@ -86,6 +86,13 @@ class MaskPlanes(Mapping):
         return len(self._bits)
 
     def description(self, name: str) -> str:
+        """The description of plane ``name`` (empty if none was given).
+
+        Raises
+        ------
+        UnknownMaskPlaneError
+            ``name`` is not a plane of this dictionary.
+        """
         self[name]
         return self._descriptions[name]
 
@@ -129,6 +136,7 @@ class MaskPlanes(Mapping):
         return value
 
     def copy(self) -> "MaskPlanes":
+        """An independent copy (planes added to it do not appear in this dictionary)."""
         # A valid instance needs no re-validation: copy the two dicts (the constructor re-checks
         # every plane, ~100 us, which the deblender would pay per child).
         out = MaskPlanes.__new__(MaskPlanes)
@@ -165,12 +173,33 @@ class Mask:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(ny, nx)`` of the mask array."""
         return self.array.shape
 
     def add_plane(self, name: str, description: str = "") -> int:
+        """Add plane ``name`` at the lowest free bit of `planes` and return its bit number.
+
+        If the plane exists its bit is returned unchanged. The planes dictionary may be shared with
+        other masks (a sub-mask shares its parent's), which then see the new plane too.
+
+        Raises
+        ------
+        ValueError
+            ``name`` does not match ``[A-Z][A-Z0-9_]*``, or all 32 bits are used.
+        """
         return self.planes.add_plane(name, description)
 
     def get_plane_bitmask(self, *names: str) -> int:
+        """OR of ``1 << bit`` over the planes ``names``, as a Python int in ``[0, 2**32)``.
+
+        To apply it to the int32 `array` use `test`, `set` or `clear`, or convert it first with
+        ``np.uint32(bits).view(np.int32)``: bit 31 is the sign bit of the array.
+
+        Raises
+        ------
+        UnknownMaskPlaneError
+            A name is not in `planes`.
+        """
         return self.planes.get_plane_bitmask(*names)
 
     def set(self, names, where=None) -> None:
@@ -262,9 +291,9 @@ class MaskedImage:
             raise TypeError(f"xy0 must be two integers, got {xy0!r}") from None
         self.xy0 = (int(x0), int(y0))
 
-    shape = property(lambda self: self.image.shape, doc="(ny, nx)")
-    width = property(lambda self: self.image.shape[1], doc="nx")
-    height = property(lambda self: self.image.shape[0], doc="ny")
+    shape = property(lambda self: self.image.shape, doc="``(ny, nx)``: shape of the three planes.")
+    width = property(lambda self: self.image.shape[1], doc="Width ``nx`` in pixels (x, the fast axis).")
+    height = property(lambda self: self.image.shape[0], doc="Height ``ny`` in pixels (y).")
     bbox = property(lambda self: Box2I.from_shape(self.shape, self.xy0), doc="parent-frame `Box2I` covered")
 
     def subimage(self, bbox: Box2I) -> "MaskedImage":
@@ -333,6 +362,8 @@ class VisitInfo(_NanEq):
     observatory : (float, float, float) or None
         East longitude (deg), latitude (deg), elevation (m).
 
+    Notes
+    -----
     FITS cards (`to_header`; afw's names where afw has one): ``EXPID``, ``BAND``, ``FILTER``,
     ``EXPTIME``, ``DATE-AVG`` (+ ``TIMESYS='UTC'``, ``MJD-AVG`` informational), ``BORE-AIRMASS``,
     ``BORE-RA``, ``BORE-DEC``, ``BORE-ROTANG``, ``OBS-LONG``, ``OBS-LAT``, ``OBS-ELEV``. Unknown
@@ -368,18 +399,29 @@ class VisitInfo(_NanEq):
 
     @property
     def time(self) -> Time | None:
+        """`date` as an `astropy.time.Time` (UTC scale), or None when the date is unknown."""
         return None if self.date is None else Time(self.date, format="isot", scale="utc")
 
     def to_dict(self) -> dict:
+        """The constructor arguments as a plain dict (``date`` as its ISO UTC string, no ``mjd``).
+
+        Unknown values stay None or NaN; `from_dict` rebuilds an equal `VisitInfo`.
+        """
         d = dataclasses.asdict(self)
         d.pop("mjd")
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "VisitInfo":
+        """Inverse of `to_dict`; an ``"mjd"`` key is ignored (it is derived from ``date``)."""
         return cls(**{k: v for k, v in d.items() if k != "mjd"})
 
     def to_header(self) -> fits.Header:
+        """The visit as FITS cards (listed in the class description); unknown values are omitted.
+
+        ``BORE-AIRMASS`` and the other keys longer than 8 characters are written as ``HIERARCH``
+        cards. `from_header` reads them back; the round trip is exact (``DATE-AVG`` keeps microseconds).
+        """
         h = fits.Header()
         _put(h, "EXPID", self.id, "visit (exposure) id")
         _put(h, "BAND", self.band, "abstract band")
@@ -445,6 +487,8 @@ class Detector(_NanEq):
     pixel_size_mm : float
         Pixel pitch, mm (DECam: 0.015).
 
+    Notes
+    -----
     FITS cards: ``DETID``, ``DETNAME``, ``DBBMINX``/``DBBMINY``/``DBBMAXX``/``DBBMAXY`` (bbox),
     ``DFPX``/``DFPY`` (mm), ``DROT`` (deg), ``DPIXSIZE`` (mm).
     """
@@ -470,18 +514,27 @@ class Detector(_NanEq):
                    "DPIXSIZE")
 
     def to_dict(self) -> dict:
+        """The constructor arguments as a plain dict, with ``bbox`` as ``(min_x, min_y, max_x, max_y)``.
+
+        `from_dict` rebuilds an equal `Detector`.
+        """
         d = dataclasses.asdict(self)
         d["bbox"] = (self.bbox.min_x, self.bbox.min_y, self.bbox.max_x, self.bbox.max_y)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Detector":
+        """Inverse of `to_dict`; ``bbox`` may be a `Box2I` or ``(min_x, min_y, max_x, max_y)``."""
         d = dict(d)
         if not isinstance(d["bbox"], Box2I):
             d["bbox"] = Box2I(*d["bbox"])
         return cls(**d)
 
     def to_header(self) -> fits.Header:
+        """The detector as FITS cards (listed in the class description).
+
+        ``DFPX``, ``DFPY``, ``DROT`` and ``DPIXSIZE`` are omitted when NaN (FITS cannot hold NaN).
+        """
         h = fits.Header()
         h["DETID"] = (self.id, "detector id")
         h["DETNAME"] = (self.name, "detector name")
@@ -496,6 +549,13 @@ class Detector(_NanEq):
 
     @classmethod
     def from_header(cls, header: Mapping) -> "Detector":
+        """Inverse of `to_header`; missing ``DFPX``, ``DFPY``, ``DROT`` or ``DPIXSIZE`` cards give NaN.
+
+        Raises
+        ------
+        KeyError
+            ``DETID``, ``DETNAME`` or one of the bbox cards is missing.
+        """
         g = header.get
         bbox = Box2I(*(int(header[k]) for k in cls.HEADER_KEYS[2:6]))
         return cls(id=header["DETID"], name=header["DETNAME"], bbox=bbox,
@@ -521,7 +581,7 @@ class Exposure:
     detector : Detector, optional
     summary_stats : dict or persistable object, optional
     metadata : astropy.io.fits.Header or mapping, optional
-        Free-form header cards (copied into a `fits.Header`).
+        Free-form header cards (a `fits.Header` is kept as is, another mapping is copied into one).
     """
 
     def __init__(self, masked_image: MaskedImage, *, wcs=None, psf=None, photo_calib=None, ap_corr_map=None,
@@ -536,6 +596,11 @@ class Exposure:
 
     @property
     def metadata(self) -> fits.Header:
+        """Free-form FITS header cards, never None.
+
+        Setting None gives an empty header; a `fits.Header` is stored as is (not copied); any other
+        mapping is copied into a new header, keys longer than 8 characters as ``HIERARCH`` cards.
+        """
         return self._metadata
 
     @metadata.setter
@@ -552,6 +617,30 @@ class Exposure:
 
     @classmethod
     def from_arrays(cls, image, mask=None, variance=None, *, xy0=(0, 0), **components) -> "Exposure":
+        """An exposure built from numpy arrays.
+
+        Equivalent to ``Exposure(MaskedImage(image, mask, variance, xy0=xy0), **components)``.
+
+        Parameters
+        ----------
+        image : array_like, 2-D ``(y, x)``
+            Pixel values, converted to float32.
+        mask : `Mask` or array_like of int, optional
+            Zero mask with the standard planes when omitted.
+        variance : array_like, 2-D, optional
+            Per-pixel variance (image units squared); zeros when omitted.
+        xy0 : (int, int)
+            Parent-frame ``(x0, y0)`` of element ``[0, 0]``.
+        **components
+            Keyword arguments of `Exposure` (``wcs``, ``psf``, ``photo_calib``, ...).
+
+        Raises
+        ------
+        ValueError
+            The planes differ in shape or are not 2-D.
+        TypeError
+            A plane is not numeric, ``xy0`` is not two integers, or a component keyword is unknown.
+        """
         return cls(MaskedImage(image, mask, variance, xy0=xy0), **components)
 
     image = property(lambda self: self.masked_image.image, doc="float32 (y, x) pixel values")
@@ -559,9 +648,9 @@ class Exposure:
     variance = property(lambda self: self.masked_image.variance, doc="float32 (y, x) variance")
     xy0 = property(lambda self: self.masked_image.xy0, doc="parent-frame (x0, y0) of element [0, 0]")
     bbox = property(lambda self: self.masked_image.bbox, doc="parent-frame `Box2I`")
-    width = property(lambda self: self.masked_image.width)
-    height = property(lambda self: self.masked_image.height)
-    shape = property(lambda self: self.masked_image.shape)
+    width = property(lambda self: self.masked_image.width, doc="Width ``nx`` in pixels (x, the fast axis).")
+    height = property(lambda self: self.masked_image.height, doc="Height ``ny`` in pixels (y).")
+    shape = property(lambda self: self.masked_image.shape, doc="``(ny, nx)``: shape of the pixel arrays.")
 
     def components(self) -> dict:
         """The components that are set, by attribute name."""

@@ -36,13 +36,36 @@ class PersistenceError(ValueError):
 
 @runtime_checkable
 class Persistable(Protocol):
+    """What a component stored as a table provides (a runtime-checkable protocol).
+
+    A class satisfies it by being decorated with `persistable`, which sets the class attributes
+    ``persistence_name`` (the ``VCKIND`` value that selects the class on reading) and
+    ``persistence_version`` (the newest table schema version it writes and reads), and by defining
+    `to_table` and `from_table`. ``isinstance(obj, Persistable)`` checks that the attributes and
+    methods exist, not their behaviour.
+    """
+
     persistence_name: ClassVar[str]
     persistence_version: ClassVar[int]
 
-    def to_table(self) -> Table: ...
+    def to_table(self) -> Table:
+        """The component as an `astropy.table.Table`; `from_table` must rebuild an equal object.
+
+        The ``VCKIND`` / ``VCVERS`` metadata are added by `component_to_table`, not by this method.
+        """
+        ...
 
     @classmethod
-    def from_table(cls, table: Table) -> Any: ...
+    def from_table(cls, table: Table) -> Any:
+        """Rebuild a component from a `to_table` table.
+
+        Raises
+        ------
+        PersistenceError, KeyError, ValueError, TypeError, IndexError
+            The table is malformed; `component_from_table` turns all of these into a
+            `PersistenceError` naming the file and HDU.
+        """
+        ...
 
 
 _REGISTRY: dict[str, type] = {}

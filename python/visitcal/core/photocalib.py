@@ -1,12 +1,13 @@
-"""Photometric calibration (afw ``PhotoCalib``, lsst-spec §2.5).
+"""Photometric calibration, as afw's ``lsst.afw.image.PhotoCalib``.
 
 A calibration ``c`` in nJy per instrumental count, constant or a Chebyshev field ``c(x, y)``.
 AB magnitudes use the 3631 Jy reference: ``m = 31.40007 - 2.5 log10(f / nJy)``
 (``2.5 log10(3.631e12)``, usually rounded to 31.4).
 
-Errors follow afw at HEAD (since 2025-03): ``fluxErr = instFluxErr * c`` and
+Errors follow afw since March 2025 (afw commit 53ccf6f): ``fluxErr = instFluxErr * c`` and
 ``magErr = 2.5 / ln(10) * instFluxErr / instFlux``; the calibration's own uncertainty
-``calibration_err`` is kept and persisted but not added to per-source errors.
+``calibration_err`` is kept and persisted but not added to per-source errors (older afw versions
+added ``calibration_err / c`` in quadrature).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = ["PhotoCalib", "AB_REFERENCE_NJY", "AB_ZERO_POINT_NJY", "make_photo_ca
 AB_REFERENCE_NJY = 3.631e12
 #: ``-2.5 log10`` of 1 nJy relative to 3631 Jy: ``m_AB = AB_ZERO_POINT_NJY - 2.5 log10(f / nJy)``.
 # 31.400066: afw converts with the 3631 Jy reference itself, so the constant is this exact log,
-# which the spec and issue round to 31.4.
+# usually quoted rounded to 31.4.
 AB_ZERO_POINT_NJY = 2.5 * math.log10(AB_REFERENCE_NJY)
 _MAG_ERR_FACTOR = 2.5 / math.log(10.0)
 
@@ -83,18 +84,22 @@ class PhotoCalib:
 
     @property
     def calibration_err(self) -> float:
+        """Uncertainty of `calibration_mean`, nJy per count (kept and persisted, not added to flux errors)."""
         return self._err
 
     @property
     def is_constant(self) -> bool:
+        """Whether the calibration is one number over the detector (no spatially varying `field`)."""
         return self._field is None
 
     @property
     def field(self) -> ChebyshevBoundedField | None:
+        """The spatially varying calibration ``c(x, y)`` in nJy per count, or None when constant."""
         return self._field
 
     @property
     def bbox(self) -> Box2I | None:
+        """The pixel box (parent frame) the calibration is valid for, or None when not given."""
         return self._bbox
 
     @property
@@ -248,6 +253,15 @@ class PhotoCalib:
 
     @classmethod
     def from_table(cls, table: Table) -> "PhotoCalib":
+        """Rebuild a calibration from a `to_table` table; the round trip is lossless.
+
+        Raises
+        ------
+        PersistenceError
+            The table does not have exactly one row, a column is missing, or its field is malformed.
+        ValueError
+            The stored mean is not finite and positive, or the error is negative.
+        """
         if len(table) != 1:
             raise PersistenceError(f"a PhotoCalib table has one row, found {len(table)}")
         for name in ("calibration_mean", "calibration_err", "is_constant", "has_bbox"):

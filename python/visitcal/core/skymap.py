@@ -1,10 +1,10 @@
 """A simple sky map: square tracts on one tangent plane, for the per-tract steps (``associate``).
 
 LSST tiles the sky with tracts (a ring sky map of ~1.7 deg tracts, 1 arcmin overlap); the isolated-star
-association (lsst-spec §3) works per tract: it selects sources inside a tract's *outer* region
-(inner + overlap border), associates them, and keeps the stars inside its *inner* region, so that each
-star belongs to exactly one tract. `SimpleSkyMap` is the smallest sky map with those properties, enough
-for a field of a few degrees:
+association (pipe_tasks ``IsolatedStarAssociationTask``) works per tract: it selects sources inside a
+tract's *outer* region (inner + overlap border), associates them, and keeps the stars inside its
+*inner* region, so that each star belongs to exactly one tract. `SimpleSkyMap` is the smallest sky map
+with those properties, enough for a field of a few degrees:
 
 * one gnomonic (TAN) projection about the map centre ``(ra0, dec0)``; plane coordinates ``(xi, eta)``
   in degrees, xi towards East (increasing RA), eta towards North;

@@ -1,6 +1,7 @@
 """Source ids and catalog slots.
 
-Ids (lsst-spec §2.7): a catalog id packs ``(visit, detector)`` and a release id,
+Ids follow LSST's meas_base ``IdGenerator`` (``DetectorVisitIdGeneratorConfig``): a catalog id packs
+``(visit, detector)`` and a release id::
 
     catalog_id = (visit * n_detectors + detector) + n_data_ids * release_id,
     n_data_ids = max_visit * n_detectors,
@@ -10,9 +11,10 @@ releases never collide and unpack with two ``divmod`` calls. ``n_counters`` is t
 left in 63 bits once the catalog ids are accommodated: ids stay non-negative int64 (afw uses all
 64 bits, so its largest ids turn negative; we keep the sign bit clear).
 
-Slots (lsst-spec §0, §2.9): ``table.meta["slots"]`` maps a slot name (``"Centroid"``, ``"Shape"``,
-``"PsfFlux"``, ``"CalibFlux"`` …) to the column prefix it aliases (``"base_SdssCentroid"``), so
-``slot_Centroid_x`` resolves to ``base_SdssCentroid_x``. A real ``slot_*`` column wins over an alias.
+Slots are afw's slot aliases, as meas_base's measurement framework uses them:
+``table.meta["slots"]`` maps a slot name (``"Centroid"``, ``"Shape"``, ``"PsfFlux"``, ``"CalibFlux"`` …)
+to the column prefix it aliases (``"base_SdssCentroid"``), so ``slot_Centroid_x`` resolves to
+``base_SdssCentroid_x``. A real ``slot_*`` column wins over an alias.
 """
 
 from __future__ import annotations
@@ -61,15 +63,18 @@ class DetectorVisitIdGenerator:
 
     @property
     def n_data_ids(self) -> int:
+        """Number of distinct ``(visit, detector)`` pairs: ``max_visit * n_detectors``."""
         return self.max_visit * self.n_detectors
 
     @property
     def counter_bits(self) -> int:
+        """Bits left for the per-catalog source counter: 63 minus the bits of the largest catalog id."""
         catalog_bits = (self.n_data_ids * self.n_releases - 1).bit_length()
         return 63 - catalog_bits
 
     @property
     def n_counters(self) -> int:
+        """``2**counter_bits``: how many source ids one catalog can hold (counters 0 .. n_counters - 1)."""
         return 1 << self.counter_bits
 
     @property

@@ -47,6 +47,12 @@ def read_wcs(header: fits.Header, *, where: str = "header") -> WCS | None:
 
 
 def has_celestial_wcs(header: fits.Header) -> bool:
+    """Whether ``header``'s ``CTYPE1`` / ``CTYPE2`` name a celestial pair of axes.
+
+    True when ``CTYPE1`` starts with ``RA--``, ``GLON`` or ``ELON`` and ``CTYPE2`` with ``DEC-``,
+    ``GLAT`` or ``ELAT`` (any projection). Only these two cards are looked at; the WCS itself is not
+    parsed, so `read_wcs` can still fail on such a header.
+    """
     ctype1 = str(header.get("CTYPE1", ""))
     ctype2 = str(header.get("CTYPE2", ""))
     return ctype1[:4] in ("RA--", "GLON", "ELON") and ctype2[:4] in ("DEC-", "GLAT", "ELAT")

@@ -1,4 +1,5 @@
-"""Binned sky-background models (afw's ``BackgroundMI`` / ``BackgroundList``; lsst-spec §2.8).
+"""Binned sky-background models (afw's ``BackgroundMI`` / ``BackgroundList``, as meas_algorithms'
+``SubtractBackgroundTask`` uses them).
 
 A background model is a grid of per-bin statistics (the "stats image") with the bin centres
 ``_xcen``/``_ycen``, evaluated to a full image in one of two ways:
@@ -155,6 +156,21 @@ class BackgroundConfig(BaseModel):
         return (self.approx_order_x, self.approx_order_x if self.approx_order_y < 0 else self.approx_order_y)
 
     def to_core(self, planes: MaskPlanes | None = None) -> "_core.BackgroundControl":
+        """The statistic settings as the compiled ``visitcal._core.BackgroundControl`` struct.
+
+        Carries the bin sizes, the statistic, ``n_sigma_clip``, ``n_iter`` and the bitmask of
+        ``ignored_pixel_mask``; the interpolation and Chebyshev settings stay in Python.
+
+        Parameters
+        ----------
+        planes : `MaskPlanes`, optional
+            Dictionary in which the ignored plane names are looked up (the standard planes by default).
+
+        Raises
+        ------
+        UnknownMaskPlaneError
+            A plane of ``ignored_pixel_mask`` is not in ``planes``.
+        """
         planes = planes if planes is not None else MaskPlanes()
         ctrl = _core.BackgroundControl()
         ctrl.bin_size_x, ctrl.bin_size_y = self.bin_sizes
@@ -242,17 +258,22 @@ class Background:
         return self._stats.copy()
 
     def get_variance_image(self) -> np.ndarray:
+        """A copy of the ``(ny_bins, nx_bins)`` variance of each bin's statistic (image units squared; NaN
+        when unknown). The Chebyshev fit weights each bin by ``1 / sqrt(variance)``."""
         return self._variance.copy()
 
     def get_npix_image(self) -> np.ndarray:
+        """A copy of the ``(ny_bins, nx_bins)`` int64 number of pixels that entered each bin's statistic."""
         return self._npix.copy()
 
     @property
     def xcen(self) -> np.ndarray:
+        """Bin-centre x coordinates, ``(nx_bins,)`` float64, parent frame (read-only; afw's ``_xcen``)."""
         return self._xcen
 
     @property
     def ycen(self) -> np.ndarray:
+        """Bin-centre y coordinates, ``(ny_bins,)`` float64, parent frame (read-only; afw's ``_ycen``)."""
         return self._ycen
 
     def median_bin_value(self) -> float:
@@ -452,7 +473,10 @@ class BackgroundList:
     Parameters
     ----------
     layers : iterable of Background, optional
+        The layers, bottom first.
 
+    Notes
+    -----
     Persistence: `to_table` (one row per layer: bins, bbox, padded centres / stats / variance /
     npix arrays in float64 and int64, and the layer's config as JSON; schema version in the
     ``VCVERS`` card), `write_fits` / `read_fits` (atomic), and the ``BACKGROUND`` HDU of an
@@ -465,6 +489,7 @@ class BackgroundList:
             self.append(layer)
 
     def append(self, layer: Background) -> None:
+        """Add ``layer`` on top of the stack (`TypeError` if it is not a `Background`)."""
         if not isinstance(layer, Background):
             raise TypeError(f"a BackgroundList holds Background layers, got {type(layer).__name__}")
         self._layers.append(layer)
@@ -499,6 +524,14 @@ class BackgroundList:
 
     # --- persistence ----------------------------------------------------------------------------
     def to_table(self) -> Table:
+        """The stack as a table with one row per layer, bottom layer first.
+
+        Columns: ``nx_bins``, ``ny_bins``; ``bbox_min_x`` ... ``bbox_max_y`` (inclusive, parent frame);
+        ``xcen`` and ``ycen`` (float64 bin centres); ``stats`` and ``variance`` (float64 grids flattened
+        row by row) and ``npix`` (int64); array columns are padded to the widest layer with NaN (0 for
+        ``npix``); ``config`` is the layer's `BackgroundConfig` as JSON. The round trip through
+        `from_table` is lossless.
+        """
         layers = self._layers
         nxb = [layer.shape[1] for layer in layers]
         nyb = [layer.shape[0] for layer in layers]
@@ -527,6 +560,13 @@ class BackgroundList:
 
     @classmethod
     def from_table(cls, table: Table) -> "BackgroundList":
+        """Rebuild a stack from a `to_table` table (one layer per row, in row order).
+
+        Raises
+        ------
+        PersistenceError
+            A column is missing, a row's bin counts do not fit its arrays, or its config is invalid.
+        """
         missing = [c for c in _SCHEMA_COLUMNS if c not in table.colnames]
         if missing:
             raise PersistenceError(f"missing column(s) {', '.join(missing)}")
@@ -587,7 +627,11 @@ class BackgroundList:
 
 
 def sky_bg(background_list: BackgroundList | Background) -> float:
-    """``skyBg`` (lsst-spec §2.8, §5.10): the sum over layers of the median of each layer's finite bins."""
+    """``skyBg`` of an exposure summary: the sum over layers of the median of each layer's finite bins.
+
+    This is how pipe_tasks' ``ComputeExposureSummaryStatsTask`` computes ``skyBg`` from a background
+    list; a single `Background` gives its own median.
+    """
     if isinstance(background_list, Background):
         return background_list.median_bin_value()
     return float(math.fsum(layer.median_bin_value() for layer in background_list))
@@ -615,6 +659,13 @@ class SubtractBackgroundTask:
         self.config = config or BackgroundConfig()
 
     def fit_background(self, masked_image: MaskedImage) -> Background:
+        """Measure one background layer of ``masked_image`` with this task's config (no subtraction).
+
+        Raises
+        ------
+        BackgroundError
+            No usable pixel.
+        """
         return make_background(masked_image, self.config)
 
     def run(self, exposure: Exposure, background: BackgroundList | None = None, stats: bool = True,

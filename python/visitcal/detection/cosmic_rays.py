@@ -1,4 +1,5 @@
-"""Cosmic-ray detection and repair on a single image (lsst-spec §5.5: RepairTask / FindCosmicRays).
+"""Cosmic-ray detection and repair on a single image (LSST's ``RepairTask`` in pipe_tasks, with
+meas_algorithms' ``FindCosmicRaysConfig`` and ``findCosmicRays``).
 
 The finder is the SDSS *photo* / LSST ``CR.cc`` algorithm, written from their public descriptions;
 the per-pixel work is C++ (``visitcal._core.find_cosmic_rays``). A pixel of value ``v``, background
@@ -17,8 +18,8 @@ found, in the same raster scan or in the next of ``niteration`` passes over the 
 finds. CR pixels are grouped into objects (8-connectivity); objects whose flux (sum of their
 background-subtracted values) is below ``min_dn`` are dropped. The survivors are interpolated over
 and grown: their neighbours are tested again with ``min_sigma / 2`` and ``cond3_fac = 0`` (the
-PSF-ratio test of condition 3 stays, its noise margins go: our reading of the spec's "cond3
-disabled"; without it a CR next to a star would take the star's core with it).
+PSF-ratio test of condition 3 stays, its noise margins go: our reading of how LSST's ``CR.cc`` grow
+pass disables condition 3; without the PSF test a CR next to a star would take the star's core with it).
 
 Conventions
 -----------
@@ -31,8 +32,8 @@ Conventions
   mean over the directions that have both ends, the variance the same mean of the ends' variances.
   A pixel with no such direction (image corners, edges along a CR, huge blobs) gets MEANCLIP of the
   usable pixels (3 sigma, 3 iterations from the median; its variance the mean variance kept).
-* Mask: the CR plane is set on every CR pixel, with or without ``keep_crs``; nothing else (the
-  spec sets CR only; INTRP stays for ISR's interpolations). Existing CR bits are kept.
+* Mask: the CR plane is set on every CR pixel, with or without ``keep_crs``; nothing else (LSST's
+  ``RepairTask`` sets CR only; INTRP stays for ISR's interpolations). Existing CR bits are kept.
 """
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ class FindCosmicRaysConfig(BaseModel):
         return (v,) if isinstance(v, str) else tuple(v)
 
     def to_core(self) -> _core.FindCosmicRaysControl:
+        """The finder settings as the compiled ``visitcal._core.FindCosmicRaysControl`` struct.
+
+        ``bad_mask_planes`` is not part of it: `find_cosmic_rays` turns those names into a bitmask with
+        the image's own mask planes.
+        """
         ctrl = _core.FindCosmicRaysControl()
         for name in ("min_sigma", "min_dn", "cond3_fac", "cond3_fac2", "niteration", "n_cr_pixel_max",
                      "keep_crs", "grow"):
@@ -339,7 +345,7 @@ class RepairResult:
 
 
 class RepairTask:
-    """Repair an exposure in place: find, mask and interpolate over cosmic rays (lsst-spec §5.5).
+    """Repair an exposure in place: find, mask and interpolate over cosmic rays (LSST ``RepairTask``).
 
     Parameters
     ----------

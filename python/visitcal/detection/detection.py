@@ -1,5 +1,5 @@
-"""Source detection: smooth, threshold, footprints with peaks, grow (LSST's ``SourceDetectionTask``,
-lsst-spec §5.4).
+"""Source detection: smooth, threshold, footprints with peaks, grow (LSST's ``SourceDetectionTask``
+in meas_algorithms).
 
 The image must already be background-subtracted (reprocessing subtracts the preliminary background
 first; ``re_estimate_background`` is not done here). Steps, with LSST's defaults:
@@ -50,7 +50,7 @@ __all__ = [
 #: empty sky (value 0, median variance) by detection. Elsewhere such pixels are an error.
 _MAY_BE_INVALID = ("NO_DATA", "BAD", "SAT")
 
-#: Planes ignored by the "stdev" threshold's clipped standard deviation (lsst-spec §5.4).
+#: Planes ignored by the "stdev" threshold's clipped standard deviation (as LSST's SourceDetectionTask).
 _STDEV_IGNORED = ("BAD", "SAT", "EDGE", "NO_DATA")
 
 
@@ -88,7 +88,10 @@ class SourceDetectionConfig(BaseModel):
 
 
 def detection_kernel_half_width(sigma: float, n_sigma_for_kernel: float = 7.0) -> int:
-    """Half width of LSST's detection kernel: width ``2 * int((n sigma + 0.5) / 2) + 1`` (lsst-spec §5.4)."""
+    """Half width in pixels of the smoothing kernel, ``int((n_sigma_for_kernel * sigma + 0.5) / 2)``.
+
+    The kernel is ``2 * half_width + 1`` pixels wide, the width LSST's ``SourceDetectionTask`` uses.
+    """
     return int((sigma * n_sigma_for_kernel + 0.5) / 2)
 
 

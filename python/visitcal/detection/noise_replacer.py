@@ -1,4 +1,4 @@
-"""Replace sources by noise while measuring (LSST's ``NoiseReplacer``, lsst-spec §2.9).
+"""Replace sources by noise while measuring (LSST's ``NoiseReplacer`` in meas_base).
 
 Measuring one source of a crowded image with its neighbours present biases its fluxes and shapes. The
 noise replacer therefore fills every top-level footprint with Gaussian noise, then, source by source,
@@ -190,6 +190,7 @@ class NoiseReplacer:
 
     @property
     def ended(self) -> bool:
+        """Whether `end` has run (the original image is restored and the replacer is spent)."""
         return self._core.ended
 
     def __len__(self) -> int:

@@ -1,10 +1,11 @@
 """Sky sources: footprints of empty sky, measured like sources to characterise the background and noise
-(LSST's ``SkyObjectsTask`` / ``generateSkyObjects``, lsst-spec §5.9).
+(LSST's ``SkyObjectsTask`` / ``generateSkyObjects`` in meas_algorithms).
 
 1. Trial positions: the first ``n_trial_sources`` points of a scrambled 2-D Halton sequence seeded with
-   ``seed`` (the catalog id, lsst-spec §2.7), identical to ``scipy.stats.qmc.Halton(d=2, seed=seed)``
-   (`scrambled_halton`; scipy is not needed at run time), scaled to the image box shrunk by
-   ``int(source_radius) + 1`` px on each side, ``x = x_min + u (x_max - x_min)``, then truncated to int.
+   ``seed`` (LSST seeds it with the catalog id, `DetectorVisitIdGenerator.catalog_id`), identical to
+   ``scipy.stats.qmc.Halton(d=2, seed=seed)`` (`scrambled_halton`; scipy is not needed at run time),
+   scaled to the image box shrunk by ``int(source_radius) + 1`` px on each side,
+   ``x = x_min + u (x_max - x_min)``, then truncated to int.
 2. In order, a trial is accepted when the disc of radius ``int(source_radius)`` (``dx^2 + dy^2 <= r^2``)
    around it misses every avoided pixel: the ``avoid_mask`` planes grown by ``grow_mask`` px, plus the
    discs of the sky sources accepted so far dilated by ``r`` (so sky sources stay ~2r apart). The loop
@@ -99,6 +100,7 @@ class SkyObjectsConfig(BaseModel):
 
     @property
     def effective_n_trial_sources(self) -> int:
+        """Trial positions to draw: `n_trial_sources`, else ``n_sources * n_trial_sources_multiplier``."""
         if self.n_trial_sources is not None:
             return self.n_trial_sources
         return self.n_sources * self.n_trial_sources_multiplier

@@ -1,4 +1,4 @@
-"""Snap combination (LSST ``SnapCombineTask``, lsst-spec §5.3 step 1), shared by calibration and reprocessing."""
+"""Snap combination (LSST's ``SnapCombineTask`` in pipe_tasks), shared by calibration and reprocessing."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ __all__ = ["combine_snaps"]
 
 
 def combine_snaps(snaps: list[Exposure], bad_mask_planes: tuple[str, ...] = ()) -> Exposure:
-    """Sum one or two snaps (lsst-spec §5.3 step 1): masks OR-ed, exposure times summed, read noises
-    (``RDNOISE``) added in quadrature; the first snap's WCS, detector, visit info and metadata otherwise. One
-    snap passes through unchanged (the same object: callers work on it in place).
+    """Sum one or two snaps, following pipe_tasks' ``SnapCombineTask``.
+
+    Masks are OR-ed, exposure times summed, read noises (``RDNOISE``) added in quadrature; the first
+    snap's WCS, detector, visit info and metadata are kept otherwise. One snap passes through unchanged
+    (the same object: callers work on it in place).
 
     Each pixel of the sum is the mean of the snaps whose mask has none of ``bad_mask_planes`` there, times the
     number of snaps (LSST's weighted mean x 2), its variance the matching sum scaled by the same factor squared;

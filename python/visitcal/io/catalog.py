@@ -1,6 +1,6 @@
 """Catalogs (astropy Tables) to and from Parquet and FITS binary tables.
 
-Parquet is the default (DESIGN.md §4). It is written with pyarrow directly (astropy's own Parquet
+Parquet is visitcal's default catalog format. It is written with pyarrow directly (astropy's own Parquet
 reader needs pandas, which visitcal does not depend on). Astropy's metadata travel with the file:
 the table's ``meta`` (nested dicts included, e.g. the ``slots`` aliases) and each column's unit,
 description, format and dtype are stored as astropy's YAML table header under the schema metadata

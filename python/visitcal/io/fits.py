@@ -15,6 +15,8 @@ HDU 0 ``PRIMARY``
 ``MASK`` (int32)
     ``MP_<NAME> = bit`` per plane (HIERARCH for names longer than 5 characters), description as comment.
 ``VARIANCE`` (float32)
+    The per-pixel variance, in image units squared.
+
 Then one binary table per component that is set, in this order: ``PSF``, ``APCORR``, ``PHOTOCALIB``,
 ``BACKGROUND``, ``SUMMARY``, each written by `visitcal.core.persistence.component_to_table` (``VCKIND``,
 ``VCVERS`` cards). A ``summary_stats`` dict of scalars is stored as a one-row table of kind

@@ -8,7 +8,7 @@ the catalogue. DES and other SExtractor/PSFEx users keep their PSF stars this wa
 ``VIGNET`` column of stamps (e.g. 63 x 63, background subtracted, ADU; -1e30 marks pixels with no data).
 
 Conventions (SExtractor): ``X_IMAGE``, ``XWIN_IMAGE`` ... are 1-based, pixel centres at integers, so
-visitcal's 0-based parent position is ``x = X_IMAGE - 1`` (lsst-spec §2.1). The ``VIGNET`` centre
+visitcal's 0-based parent position (afw's convention) is ``x = X_IMAGE - 1``. The ``VIGNET`` centre
 pixel ``[n // 2, n // 2]`` (``[31, 31]`` of 63 x 63) is the 1-based pixel ``(nint(X_IMAGE),
 nint(Y_IMAGE))``, i.e. the 0-based pixel ``nint(X_IMAGE) - 1``; arrays are ``(y, x)`` as FITS stores them.
 """

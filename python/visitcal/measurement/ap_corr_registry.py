@@ -1,4 +1,4 @@
-"""The names of the fluxes that aperture corrections apply to (meas_base ``apCorrRegistry``, lsst-spec §4.9).
+"""The names of the fluxes that aperture corrections apply to (LSST meas_base ``apCorrRegistry``).
 
 A plugin whose fluxes should be aperture-corrected registers its result name here. meas_base registers
 ``base_PsfFlux`` and ``base_GaussianFlux``; the extension packages register ``modelfit_CModel`` (and its

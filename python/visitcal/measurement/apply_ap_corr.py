@@ -1,6 +1,6 @@
 """Apply aperture corrections to a catalog, and the normalised calibration flux.
 
-`ApplyApCorrTask` (meas_base ``ApplyApCorrTask``, lsst-spec §4.9), for every registered name
+`ApplyApCorrTask` (LSST meas_base ``ApplyApCorrTask``), for every registered name
 (`visitcal.measurement.ap_corr_registry`) whose ``<name>_instFlux`` column exists and that is not in ``ignore_list``:
 
 * columns ``<name>_apCorr``, ``<name>_apCorrErr`` (float64, NaN to start) and ``<name>_flag_apCorr``;
@@ -12,12 +12,14 @@
   ``instFlux *= a``, ``instFluxErr *= a`` (the correction's own error is *not* propagated),
   ``_flag_apCorr`` cleared and ``<name>_flag`` restored.
 
-Divergence from LSST HEAD (lsst-spec §7.1): there the ``_apCorr``/``_apCorrErr`` columns are never
-written and stay NaN. Here they hold ``a`` and ``aErr`` (0) on every row where the map has the entry
-(``a`` may be NaN or <= 0 on rows that were not corrected), as LSST did before 2025-07.
+Divergence from current LSST: in meas_base since July 2025 the ``_apCorr``/``_apCorrErr`` columns are
+never written (``ApCorrInfo.doApCorrColumn`` stays None) and stay NaN. Here they hold ``a`` and ``aErr``
+(0) on every row where the map has the entry (``a`` may be NaN or <= 0 on rows that were not corrected),
+as LSST did before 2025-07.
 
-`NormalizedCalibrationFluxTask` (pipe_tasks ``NormalizedCalibrationFluxTask``; lsst-spec §5.3 step 8.7 and
-§6.4) brings the raw calibration flux ``base_CompensatedTophatFlux_12`` onto the 12-px circular aperture:
+`NormalizedCalibrationFluxTask` (meas_algorithms ``NormalizedCalibrationFluxTask``, as run by
+``CalibrateImageTask`` and, apply-only, by ``ReprocessVisitImageTask`` and ``CalibrateTask``) brings the
+raw calibration flux ``base_CompensatedTophatFlux_12`` onto the 12-px circular aperture:
 
 * *measure* mode (characterisation): the ratio ``base_CircularApertureFlux_12_0 / raw`` is measured by a
   `MeasureApCorrTask` as an order-0 field on the stars with S/N > 200 on base_PsfFlux and
@@ -28,8 +30,8 @@ written and stay NaN. Here they hold ``a`` and ``aErr`` (0) on every row where t
 Either way ``c = field(x, y)`` at the slot centroid, ``base_NormalizedCompensatedTophatFlux_instFlux =
 raw * c``, ``_instFluxErr = raw_err * c``, ``_flag = raw_flag | c <= 0`` (or not finite), ``slot_CalibFlux``
 is aliased to it, and the result's map holds ``base_CompensatedTophatFlux_12_instFlux`` (the field) and
-``_instFluxErr`` (a constant 0, lsst-spec §7.2), which characterisation merges into the exposure's map
-so that later steps carry it forward.
+``_instFluxErr`` (a constant 0, as in LSST, so the normalisation's error is not propagated), which
+characterisation merges into the exposure's map so that later steps carry it forward.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The SDSS-style deblender (LSST's ``SourceDeblendTask`` with meas_deblender's "baseline"; lsst-spec §5.6).
+"""The SDSS-style deblender (LSST's ``SourceDeblendTask`` with meas_deblender's "baseline"
+algorithm, after Lupton's SDSS photo pipeline).
 
 Each parent footprint with two or more peaks is split into one child per peak:
 
@@ -29,7 +30,7 @@ conservation). Children are `HeavyFootprint` objects with one peak; their pixels
 ~1.5 FWHM beyond the parent's detection footprint (ramped templates), and the parent footprint
 becomes the union of the children's spans, as in LSST.
 
-Conventions: parent-frame pixel coordinates, pixel centres at integers (lsst-spec §2.1). The whole
+Conventions: parent-frame pixel coordinates, pixel centres at integers (as in LSST afw). The whole
 per-parent loop runs in C++ (``visitcal._core.deblend_footprints``) with the GIL released.
 """
 
@@ -60,7 +61,7 @@ _EDGE = {"ramp": 0, "clip": 1}
 _TO_PSF = {"never": 0, "necessary": 1, "always": 2}
 _RULE = {"r-to-peak": 0, "r-to-footprint": 1, "nearest-footprint": 2, "trim": 3}
 
-#: The catalog columns the deblender adds (LSST names, lsst-spec §5.6) and their dtypes.
+#: The catalog columns the deblender adds (meas_deblender's names) and their dtypes.
 DEBLEND_COLUMNS: dict[str, type] = {
     "deblend_nChild": np.int32,
     "deblend_deblendedAsPsf": bool,
@@ -84,7 +85,7 @@ DEBLEND_COLUMNS: dict[str, type] = {
 
 
 class SourceDeblendConfig(BaseModel):
-    """Configuration of `SourceDeblendTask` (LSST's SourceDeblendConfig, snake_case; lsst-spec §5.6)."""
+    """Configuration of `SourceDeblendTask` (meas_deblender's ``SourceDeblendConfig``, snake_case)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -191,8 +192,9 @@ def deblend_sigma1(exposure: Exposure, mask_planes: Sequence[str] = ("SAT", "INT
                    footprint: Footprint | None = None, *, sample_step: int = 1) -> float:
     """sqrt(median variance) over the image (or ``footprint``), ignoring pixels with ``mask_planes``.
 
-    LSST's SourceDeblendTask takes the whole image (lsst-spec §5.6 step 2). NaN when no pixel qualifies.
-    On the whole image, ``sample_step`` > 1 uses only the pixels whose x and y are multiples of it.
+    LSST's SourceDeblendTask takes the whole image, excluding SAT, INTRP and NO_DATA pixels. NaN when no
+    pixel qualifies. On the whole image, ``sample_step`` > 1 uses only the pixels whose x and y are
+    multiples of it.
     """
     if int(sample_step) != sample_step or sample_step < 1:
         raise ValueError(f"sample_step must be a positive integer, got {sample_step!r}")

@@ -1,5 +1,5 @@
 """Measure aperture corrections: fit, per flux algorithm, the ratio of the calibration flux to its flux
-over the detector (meas_algorithms ``MeasureApCorrTask``, lsst-spec §4.8).
+over the detector (LSST meas_algorithms ``MeasureApCorrTask``).
 
 For each name ``<name>`` to correct (the registered names of `visitcal.measurement.ap_corr_registry` whose
 ``_instFlux``, ``_instFluxErr`` and ``_flag`` columns exist, or the names given to the task):
@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 #: 1 / Phi^-1(3/4): a normal distribution's sigma over its median absolute deviation (scipy "normal").
 MAD_TO_SIGMA = 1.482602218505602
 
-#: The pixel flags the science selectors veto (MeasureApCorrTask, lsst-spec §4.8; finalize adds two, §4.2).
+#: The pixel flags the science selectors veto (MeasureApCorrTask's defaults; FinalizeCharacterizationTask's
+#: PSF-star selector adds slot_Centroid_flag and base_GaussianFlux_flag).
 PIXEL_BAD_FLAGS = (
     "base_PixelFlags_flag_edge",
     "base_PixelFlags_flag_nodata",

@@ -1,5 +1,5 @@
 """Primary flags of a single-frame catalog (LSST's ``SetPrimaryFlagsTask`` with ``isSingleFrame=True`` and
-the SDSS-style deblender, lsst-spec §5.8).
+the SDSS-style deblender of meas_deblender, no scarlet).
 
 With ``parent`` the id of a row's parent (0 for a top-level detection), ``deblend_nChild`` its number of
 deblended children and ``sky_source`` the sky-source flag:

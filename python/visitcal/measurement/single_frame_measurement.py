@@ -1,5 +1,5 @@
 """Single-frame measurement: the LSST source catalog from footprints (meas_base ``SingleFrameMeasurementTask``,
-lsst-spec §2.9 and §5.7).
+its ``NoiseReplacer`` and the default single-frame plugins).
 
 `SingleFrameMeasurementTask.run` takes a catalog (one row per footprint: parents, deblended children,
 sky sources), the footprints aligned with its rows and the exposure, and adds the columns of the
@@ -9,25 +9,26 @@ image's clipped mean and sigma, and each record's pixels (a parent's own, a chil
 are put back only while it is measured, so neighbours do not leak into apertures. The plugins run in
 LSST's execution order: pixel flags and centroid, shape, then fluxes.
 
-Plugins (``config.plugins``; LSST's default list plus the issue's focal-plane position and Jacobian):
+Plugins (``config.plugins``; LSST's default list plus the focal-plane position and Jacobian that LSST's
+``ReprocessVisitImageTask`` adds):
 
-=====================================  =========================================================
-``base_PixelFlags``                    mask planes in the footprint / the 3x3 centre
-``base_SdssCentroid``                  PSF-smoothed quadratic peak, with errors (slot_Centroid)
-``base_SdssShape``                     adaptive moments of the source and of the PSF (slot_Shape)
-``base_PsfFlux``                       linear fit of the PSF model (slot_PsfFlux)
-``base_GaussianFlux``                  flux in the adaptive Gaussian weight (slot_GaussianFlux)
-``base_CircularApertureFlux``          exact-overlap apertures, radii 3 .. 70 px (slot_CalibFlux)
-``base_CompensatedTophatFlux``         top hat minus a scaled annulus (12 px)
-``base_LocalBackground``               clipped mean in a 7-15 PSF-sigma annulus
-``base_Variance``                      median variance under the shape ellipse
-``base_SkyCoord``                      ``coord_ra``, ``coord_dec`` (radians)
-``base_FPPosition``                    focal-plane mm
-``base_Jacobian``                      pixel area relative to 0.2"
-``base_FootprintArea``                 pixels in the footprint
-``base_ClassificationSizeExtendedness`` size-based star/galaxy value
-``base_ClassificationExtendedness``    flux-ratio star/galaxy value (catalog calculation)
-=====================================  =========================================================
+========================================  =========================================================
+``base_PixelFlags``                       mask planes in the footprint / the 3x3 centre
+``base_SdssCentroid``                     PSF-smoothed quadratic peak, with errors (slot_Centroid)
+``base_SdssShape``                        adaptive moments of the source and of the PSF (slot_Shape)
+``base_PsfFlux``                          linear fit of the PSF model (slot_PsfFlux)
+``base_GaussianFlux``                     flux in the adaptive Gaussian weight (slot_GaussianFlux)
+``base_CircularApertureFlux``             exact-overlap apertures, radii 3 .. 70 px (slot_CalibFlux)
+``base_CompensatedTophatFlux``            top hat minus a scaled annulus (12 px)
+``base_LocalBackground``                  clipped mean in a 7-15 PSF-sigma annulus
+``base_Variance``                         median variance under the shape ellipse
+``base_SkyCoord``                         ``coord_ra``, ``coord_dec`` (radians)
+``base_FPPosition``                       focal-plane mm
+``base_Jacobian``                         pixel area relative to 0.2"
+``base_FootprintArea``                    pixels in the footprint
+``base_ClassificationSizeExtendedness``   size-based star/galaxy value
+``base_ClassificationExtendedness``       flux-ratio star/galaxy value (catalog calculation)
+========================================  =========================================================
 
 Failures never raise: a plugin that cannot measure a source sets its ``_flag`` (and a specific
 flag) and leaves NaN, and every row of the input catalog gets its measurement.
@@ -64,8 +65,9 @@ __all__ = [
     "SlotsConfig",
 ]
 
-#: LSST's default single-frame plugin list (lsst-spec §5.7, Blendedness aside), with the catalog
-#: calculations and the focal-plane position and Jacobian the issue asks for.
+#: LSST's default single-frame plugin list (meas_base ``SingleFrameMeasurementConfig``, without
+#: base_Blendedness), plus the catalog calculations (footprint area, extendedness) and the focal-plane
+#: position and Jacobian that ReprocessVisitImageTask adds.
 DEFAULT_PLUGINS = (
     "base_PixelFlags",
     "base_SdssCentroid",
@@ -124,7 +126,12 @@ def _flag_names() -> dict[str, list[str]]:
 
 
 class SlotsConfig(BaseModel):
-    """Slot aliases (lsst-spec §5.7 defaults): ``slot_<Name>_*`` columns resolve to these prefixes."""
+    """Slot aliases: ``slot_<Name>_*`` columns resolve to these prefixes (None: the slot is not set).
+
+    The defaults are meas_base's: centroid ``base_SdssCentroid``, shape ``base_SdssShape``, PSF shape
+    ``base_SdssShape_psf``, ap and calib flux ``base_CircularApertureFlux_12_0``, Gaussian and model flux
+    ``base_GaussianFlux``, PSF flux ``base_PsfFlux``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -138,6 +145,14 @@ class SlotsConfig(BaseModel):
     model_flux: str | None = Field("base_GaussianFlux", description="slot_ModelFlux")
 
     def as_meta(self) -> dict[str, str]:
+        """The slots as stored in a catalog's ``meta["slots"]``: LSST slot name -> column prefix.
+
+        Returns
+        -------
+        slots : dict of str to str
+            E.g. ``{"Centroid": "base_SdssCentroid", "PsfFlux": "base_PsfFlux", ...}``; the slots set to
+            None are left out.
+        """
         names = {"centroid": "Centroid", "shape": "Shape", "psf_shape": "PsfShape", "psf_flux": "PsfFlux",
                  "ap_flux": "ApFlux", "calib_flux": "CalibFlux", "gaussian_flux": "GaussianFlux",
                  "model_flux": "ModelFlux"}
@@ -261,11 +276,13 @@ class SingleFrameMeasurementTask:
         centroids : (x, y) pair of (n,) float arrays, optional
             Each row's centroid (parent pixels): every plugin after the centroid stage measures there,
             instead of at the centroid plugin's result or the peak (a non-finite entry falls back to them).
-            This is LSST's measurement with the centroid slot left to the input catalog (finalize,
-            lsst-spec §4.2, §4.10).
+            This is LSST's measurement with the centroid slot left to the input catalog (as
+            ``FinalizeCharacterizationTask`` configures it: its centroid slot is None, so the input
+            catalog's centroid is used).
         noise_footprints : sequence of `Footprint`, optional
             The top-level footprints replaced by noise, when they are not the catalog's own (finalize
-            measures a few rows but replaces every source of the input catalog, lsst-spec §4.5 step 11).
+            measures a few rows but replaces every source of the input catalog by noise, as
+            ``FinalizeCharacterizationTask`` does when it passes all the input footprints).
             Needs ``noise_index``; each row's ``footprints[i]`` is then measured from the original pixels
             of ``noise_footprints[noise_index[i]]`` (no heavy footprints, ``parent`` is not followed).
         noise_index : (n,) int array, optional

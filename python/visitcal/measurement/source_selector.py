@@ -1,4 +1,4 @@
-"""The "science" source selector (meas_algorithms ``ScienceSourceSelectorTask``, lsst-spec §2.2).
+"""The "science" source selector (LSST meas_algorithms ``ScienceSourceSelectorTask``).
 
 Every enabled sub-criterion is ANDed, per row of an `astropy.table.Table` catalog:
 
@@ -7,8 +7,8 @@ Every enabled sub-criterion is ANDed, per row of an `astropy.table.Table` catalo
 * ``unresolved``: ``name`` strictly between ``minimum`` and ``maximum`` (either may be None);
 * ``signal_to_noise``: ``flux_field / err_field`` strictly between the limits. As in LSST, the row's
   ``<flux_field>_flag`` also vetoes it *when that column exists*; for ``base_PsfFlux_instFlux`` it
-  normally does not (the flag is ``base_PsfFlux_flag``), so list real flags in ``flags.bad``
-  (lsst-spec §7.7);
+  normally does not (the flag is ``base_PsfFlux_flag``), so the implicit veto is a silent no-op there;
+  list real flags in ``flags.bad``;
 * ``isolated``: ``parent == 0`` and ``deblend_nChild == 0``;
 * ``require_primary``: ``detect_isPrimary``;
 * ``sky_sources``: rows with ``sky_source`` True are OR-ed in at the end.
@@ -76,6 +76,23 @@ class RequireFlags(BaseModel):
     bad: tuple[str, ...] = Field((), description="Boolean columns that must all be False.")
 
     def apply(self, catalog: Table) -> np.ndarray:
+        """Rows whose ``good`` columns are all True and whose ``bad`` columns are all False.
+
+        Parameters
+        ----------
+        catalog : `astropy.table.Table`
+            The sources; column names may be slot aliases (``slot_Centroid_flag``).
+
+        Returns
+        -------
+        keep : `numpy.ndarray` of bool
+            One entry per row; all True when both lists are empty.
+
+        Raises
+        ------
+        KeyError
+            When a listed column (or the target of a slot alias) does not exist.
+        """
         keep = np.ones(len(catalog), dtype=bool)
         for name in self.good:
             keep &= _column(catalog, name, bool)
@@ -94,6 +111,23 @@ class RequireUnresolved(BaseModel):
     maximum: float | None = Field(0.1, description="Exclusive upper limit (None: none).")
 
     def apply(self, catalog: Table) -> np.ndarray:
+        """Rows whose ``name`` column is finite and strictly between ``minimum`` and ``maximum``.
+
+        Parameters
+        ----------
+        catalog : `astropy.table.Table`
+            The sources; ``name`` may be a slot alias.
+
+        Returns
+        -------
+        keep : `numpy.ndarray` of bool
+            One entry per row; NaN values fail.
+
+        Raises
+        ------
+        KeyError
+            When the column does not exist.
+        """
         return _limit(_column(catalog, self.name), self.minimum, self.maximum)
 
 
@@ -108,11 +142,31 @@ class SignalToNoiseLimit(BaseModel):
     maximum: float | None = Field(None, description="Exclusive upper S/N limit (None: none).")
 
     def apply(self, catalog: Table) -> np.ndarray:
+        """Rows whose S/N ``flux_field / err_field`` is finite and strictly between the limits.
+
+        As in LSST, a ``<flux_field>_flag`` column also vetoes a row when the catalog has one; for the usual
+        ``*_instFlux`` fields it does not exist and the check does nothing.
+
+        Parameters
+        ----------
+        catalog : `astropy.table.Table`
+            The sources; either field may be a slot alias (``slot_PsfFlux_instFlux``).
+
+        Returns
+        -------
+        keep : `numpy.ndarray` of bool
+            One entry per row; a NaN or infinite S/N (as from a zero error) fails.
+
+        Raises
+        ------
+        KeyError
+            When either column does not exist.
+        """
         flux = _column(catalog, self.flux_field)
         err = _column(catalog, self.err_field)
         with np.errstate(invalid="ignore", divide="ignore"):
             keep = _limit(flux / err, self.minimum, self.maximum)
-        flag = f"{self.flux_field}_flag"  # LSST's implicit veto; usually absent (lsst-spec §7.7)
+        flag = f"{self.flux_field}_flag"  # LSST's implicit veto; the column usually does not exist
         if flag in catalog.colnames:
             keep &= ~np.asarray(catalog[flag], dtype=bool)
         return keep
@@ -127,6 +181,23 @@ class RequireIsolated(BaseModel):
     n_child_name: str = Field("deblend_nChild", description="Number-of-children column.")
 
     def apply(self, catalog: Table) -> np.ndarray:
+        """Rows with ``parent_name == 0`` (not a deblended child) and ``n_child_name == 0`` (not a parent).
+
+        Parameters
+        ----------
+        catalog : `astropy.table.Table`
+            The sources, with the two columns (real names, not slot aliases).
+
+        Returns
+        -------
+        keep : `numpy.ndarray` of bool
+            One entry per row.
+
+        Raises
+        ------
+        KeyError
+            When either column does not exist.
+        """
         return (np.asarray(catalog[self.parent_name]) == 0) & (np.asarray(catalog[self.n_child_name]) == 0)
 
 

@@ -1,12 +1,12 @@
-"""The ``finalize`` step over a repository (issue 8): after ``calibrate`` (and ``associate``, run here when
+"""The ``finalize`` step over a repository: after ``calibrate`` (and ``associate``, run here when
 its products are missing), per visit, FinalizeCharacterization: consistent reserved stars, the refit PSF
 and aperture corrections.
 
-Products (DESIGN.md §4; LSST v2 names)::
+Products (dataset names as LSST's DRP v2 pipeline)::
 
     REPO/refit_psf_models/refit_psf_models_<visit>.fits     one row per detector, sorted: PSF and ap-corr
                                                             map (lossless), status
-    REPO/refit_psf_star/refit_psf_star_<visit>.parquet      one row per PSF candidate (lsst-spec §4.11)
+    REPO/refit_psf_star/refit_psf_star_<visit>.parquet      one row per PSF candidate (LSST's columns)
     REPO/provenance/finalize/<visit>_<detector>.json        per detector: status, counts, PSF size, timings
 
 Two modes that give identical products: the visit task (``FinalizeCharacterizationTask``, one unit per visit)

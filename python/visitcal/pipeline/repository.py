@@ -1,4 +1,5 @@
-"""A data repository: a directory of inputs and of each step's outputs (DESIGN.md §5).
+"""A data repository: a directory of inputs and of each step's outputs, with a status file per unit
+of work so that a run can resume.
 
 Layout (visits 6-digit, detectors 3-digit, zero-padded)::
 
@@ -16,8 +17,8 @@ Layout (visits 6-digit, detectors 3-digit, zero-padded)::
           isolated_star_association, isolated_star (tracts not zero-padded)
       provenance/<step>/<tract>.json                            per tract, as per detector
 
-A unit (a step on one detector, or on one tract) is done when its provenance says ``ok`` with the same config hash and
-its outputs exist; reruns skip it. Every file is written atomically, so an interrupted run leaves no
+A unit (a step on one detector, or on one tract) is done when its provenance says ``ok`` with the same config
+hash and its outputs exist; reruns skip it. Every file is written atomically, so an interrupted run leaves no
 half-written product, and a failure on one detector is recorded without touching the others.
 """
 
@@ -73,6 +74,7 @@ class UnitStatus:
 
     @property
     def ok(self) -> bool:
+        """Whether the unit completed (``status == "ok"``)."""
         return self.status == "ok"
 
 
@@ -108,19 +110,41 @@ class Repository:
 
     @property
     def refcat_path(self) -> Path:
+        """``ROOT/refcat.parquet``: the reference catalog (ICRS degrees, fluxes in nJy); it may not exist."""
         return self.root / "refcat.parquet"
 
     # --- outputs --------------------------------------------------------------------------------
     def dataset_path(self, name: str, visit: int, detector: int, ext: str) -> Path:
+        """Path of a per-detector product, ``ROOT/<name>/<visit>/<name>_<visit>_<detector>.<ext>``.
+
+        The visit is zero-padded to 6 digits, the detector to 3.
+
+        Parameters
+        ----------
+        name : str
+            The dataset name, e.g. ``"preliminary_visit_image"``.
+        visit, detector : int
+            The data id.
+        ext : str
+            The extension without its dot: ``"fits"`` or ``"parquet"``.
+
+        Returns
+        -------
+        path : `pathlib.Path`
+            The path; neither it nor its folder is created.
+        """
         return self.root / name / f"{visit:06d}" / f"{name}_{visit:06d}_{detector:03d}.{ext}"
 
     def status_path(self, step: str, visit: int, detector: int) -> Path:
+        """Path of a per-detector unit's provenance, ``ROOT/provenance/<step>/<visit>_<detector>.json``."""
         return self.root / "provenance" / step / f"{visit:06d}_{detector:03d}.json"
 
     def tract_dataset_path(self, name: str, tract: int, ext: str) -> Path:
+        """Path of a per-tract product: ``ROOT/<name>/<name>_<tract>.<ext>`` (tract not zero-padded)."""
         return self.root / name / f"{name}_{int(tract)}.{ext}"
 
     def tract_status_path(self, step: str, tract: int) -> Path:
+        """Path of a per-tract unit's provenance: ``ROOT/provenance/<step>/<tract>.json``."""
         return self.root / "provenance" / step / f"{int(tract)}.json"
 
     def single_visit_star_paths(self) -> dict[tuple[int, int], Path]:
@@ -135,9 +159,11 @@ class Repository:
         return dict(sorted(found.items()))
 
     def read_status(self, step: str, visit: int, detector: int) -> UnitStatus | None:
+        """The recorded `UnitStatus` of ``step`` on one detector; None if absent or unreadable."""
         return self._read_status_file(self.status_path(step, visit, detector))
 
     def read_tract_status(self, step: str, tract: int) -> UnitStatus | None:
+        """The recorded `UnitStatus` of ``step`` on one tract; None if absent or unreadable."""
         return self._read_status_file(self.tract_status_path(step, tract))
 
     @staticmethod
@@ -150,6 +176,10 @@ class Repository:
             return None  # unreadable: the unit is not done
 
     def write_status(self, status: UnitStatus) -> None:
+        """Write ``status`` as JSON, atomically, to its per-tract (``status.tract`` set) or per-detector path.
+
+        The provenance folder is created if needed; an existing status of the same unit is replaced.
+        """
         if status.tract is not None:
             path = self.tract_status_path(status.step, status.tract)
         else:
@@ -159,10 +189,29 @@ class Repository:
             json.dump(dataclasses.asdict(status), f, indent=1, sort_keys=True, default=_json_default)
 
     def is_done(self, step: str, visit: int, detector: int, cfg_hash: str, outputs) -> bool:
+        """Whether a unit can be skipped: its status is ok with this config hash and all its outputs exist.
+
+        Parameters
+        ----------
+        step : str
+            The step name (``"calibrate"``, ``"finalize"`` ...).
+        visit, detector : int
+            The data id.
+        cfg_hash : str
+            The `config_hash` of the step's current config.
+        outputs : iterable of path-like
+            The unit's products; every one must be a file.
+
+        Returns
+        -------
+        done : bool
+            False when there is no status, it is a failure, the config changed or a product is missing.
+        """
         st = self.read_status(step, visit, detector)
         return bool(st and st.ok and st.config_hash == cfg_hash and all(Path(p).is_file() for p in outputs))
 
     def is_tract_done(self, step: str, tract: int, cfg_hash: str, outputs) -> bool:
+        """As `is_done`, for a per-tract unit: status ok, same ``cfg_hash``, every output a file."""
         st = self.read_tract_status(step, tract)
         return bool(st and st.ok and st.config_hash == cfg_hash and all(Path(p).is_file() for p in outputs))
 
@@ -170,9 +219,9 @@ class Repository:
 @contextlib.contextmanager
 def recorded(repo: "Repository", status: UnitStatus):
     """Run one unit's work in the block: an exception is recorded in ``status`` (its type and message; the
-    unit stays "failed") instead of propagating, so the other units go on (DESIGN.md §6); the block sets
-    ``status.status = "ok"`` when it completes. Then the total time and the peak RSS are added and the
-    status is written."""
+    unit stays "failed") instead of propagating, so the other units go on (a failure never stops a whole
+    visit); the block sets ``status.status = "ok"`` when it completes. Then the total time and the peak RSS
+    are added and the status is written."""
     t0 = time.perf_counter()
     try:
         yield status

@@ -1,4 +1,4 @@
-"""The ``reprocess`` step (issue 9): per detector of every finalized visit, `ReprocessVisitImageTask` with the
+"""The ``reprocess`` step: per detector of every finalized visit, `ReprocessVisitImageTask` with the
 calibrations of the visit summary (built here when missing).
 
 Products per detector (LSST v2 names)::
@@ -69,7 +69,8 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector}")
         background = BackgroundList.read_fits(repo.dataset_path("preliminary_visit_image_background", visit, detector,
                                                                 "fits"))
-        # lsst-spec §5.1: calibrate's mask, for its SPIKE planes; a sky correction only when asked for
+        # LSST's preliminary_mask input: calibrate's mask, for its SPIKE planes; a sky correction only when
+        # asked for
         prelim = repo.dataset_path("preliminary_visit_image", visit, detector, "fits")
         prelim_mask = read_mask(prelim) if config.reprocess.copy_mask_planes else None
         sky_corr = None
@@ -122,6 +123,21 @@ def run_reprocess(root, *, visits=None, detectors=None, jobs: int = 1, config: R
 
 
 def summary_lines(statuses: list[UnitStatus]) -> list[str]:
+    """A fixed-width text table of the reprocess units, one line per detector after a header line.
+
+    Parameters
+    ----------
+    statuses : list of `UnitStatus`
+        The per-detector statuses of the ``reprocess`` step.
+
+    Returns
+    -------
+    lines : list of str
+        Columns: visit, detector, status (``ok`` or the failure's exception type), number of sources,
+        ``calib_psf_used`` stars, ``psfSigma`` (pixels), ``zeroPoint`` (mag) and the unit's total time
+        (seconds); "-" for a missing value. A failed unit is followed by an indented line with the first
+        200 characters of its error message.
+    """
     lines = [f"{'visit':>7} {'det':>4} {'status':<28} {'nSrc':>6} {'psfUsed':>7} {'psfSigma':>8} {'zp':>8} "
              f"{'time s':>7}"]
     for s in statuses:

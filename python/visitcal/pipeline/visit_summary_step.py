@@ -19,6 +19,7 @@ __all__ = ["run_visit_summary", "visit_summary_path"]
 
 
 def visit_summary_path(repo: Repository, visit: int) -> Path:
+    """Path of a visit's summary, ``REPO/visit_summary/visit_summary_<visit>.fits`` (visit padded to 6)."""
     return repo.root / "visit_summary" / f"visit_summary_{visit:06d}.fits"
 
 

@@ -1,5 +1,6 @@
-"""PSF candidates: stamps of the PSF stars, with other objects' pixels flagged (lsst-spec §4.6,
-meas_algorithms ``makePsfCandidates`` / ``PsfCandidate``; the cap of §4.7's determiner base class).
+"""PSF candidates: stamps of the PSF stars, with other objects' pixels flagged (meas_algorithms'
+``MakePsfCandidatesTask`` / ``PsfCandidate``, plus the ``maxCandidates`` cap of its PSF-determiner base
+class ``BasePsfDeterminerTask``).
 
 For each star (all pixel positions in the parent frame, pixel centres at integers, arrays ``(y, x)``):
 
@@ -16,7 +17,8 @@ For each star (all pixel positions in the parent frame, pixel centres at integer
    makes it NaN) is not finite (``nonfinite_max``). Otherwise ``psf_max_value`` is that maximum.
 5. Cap: with more than ``max_candidates`` good stars, ``numpy.random.RandomState(seed).choice(n_good,
    max_candidates, replace=False)`` picks them (sorted, so stamps stay in star order); the others are
-   reported as ``over_cap``. The seed 98765 is LSST's (lsst-spec §4.7), so the same stars are chosen.
+   reported as ``over_cap``. The seed 98765 is the one LSST's ``BasePsfDeterminerTask`` uses, so the same
+   stars are chosen.
 
 Steps 1-4 run in C++ in one call with the GIL released.
 """
@@ -39,7 +41,7 @@ SKIP_REASONS = ("", "bad_centroid", "off_edge", "nonfinite_max")
 
 
 class PsfCandidatesConfig(BaseModel):
-    """Configuration of `make_psf_candidates` (lsst-spec §4.6 defaults; the cap from §4.7)."""
+    """Configuration of `make_psf_candidates` (the defaults of meas_algorithms' ``MakePsfCandidatesTask``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -126,7 +128,9 @@ def _column(sources, name: str) -> np.ndarray:
 
 def make_psf_candidates(exposure: Exposure | MaskedImage, sources, footprints: FootprintSet,
                         config: PsfCandidatesConfig | None = None, *, footprint_index=None) -> PsfCandidates:
-    """Cut PSF candidate stamps for the stars in ``sources`` (lsst-spec §4.6; see the module docstring).
+    """Cut PSF candidate stamps for the stars in ``sources``, as LSST's ``MakePsfCandidatesTask`` does.
+
+    The steps are listed in the module docstring.
 
     Parameters
     ----------

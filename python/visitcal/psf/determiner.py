@@ -1,4 +1,5 @@
-"""What every PSF determiner shares (lsst-spec §4.7): its typed failures and its result.
+"""What every PSF determiner shares (as meas_algorithms' ``BasePsfDeterminerTask``): its typed failures
+and its result.
 
 A determiner fits a PSF model to the stamps of `visitcal.psf.candidates.PsfCandidates` and returns a
 `PsfDeterminerResult`. Two are implemented: the Piff-style pixel grid (``"pixelgrid"``,

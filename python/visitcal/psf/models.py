@@ -1,6 +1,7 @@
-"""PSF models: one interface for analytic, fixed-image and fitted PSFs (DESIGN.md §3).
+"""PSF models: one interface for analytic, fixed-image and fitted PSFs, modelled on afw's
+``lsst.afw.detection.Psf``.
 
-Every PSF answers, at a pixel position ``(x, y)`` (pixel centres at integers, lsst-spec §2.1):
+Every PSF answers, at a parent-frame pixel position ``(x, y)`` (pixel centres at integers, as in afw):
 
 ``compute_image(x, y)``
     a unit-sum (size, size) float64 array indexed (y, x), the light centred at (x, y), on the stamp
@@ -217,10 +218,12 @@ class GaussianPsf(_CorePsf):
 
     @property
     def sigma(self) -> float:
+        """Standard deviation of the Gaussian, px."""
         return self._core_obj.sigma
 
     @property
     def size(self) -> int:
+        """Side of the (odd, square) image stamps, px."""
         return self._core_obj.size
 
     def compute_shape(self, x: float, y: float) -> Moments:
@@ -228,12 +231,23 @@ class GaussianPsf(_CorePsf):
         return Moments(s2, s2, 0.0)
 
     def to_table(self) -> Table:
+        """The model as a one-row table: ``sigma`` (px, float64), ``size`` (int32), ``average_x`` and
+        ``average_y`` (px). The round trip through `from_table` is lossless."""
         x, y = self.average_position
         return Table({"sigma": [self.sigma], "size": np.array([self.size], dtype=np.int32),
                       "average_x": [x], "average_y": [y]})
 
     @classmethod
     def from_table(cls, table: Table) -> GaussianPsf:
+        """Rebuild the model from the first row of a `to_table` table.
+
+        Raises
+        ------
+        KeyError
+            A column is missing.
+        ValueError
+            ``sigma`` is not positive and finite, or ``size`` is not odd and positive.
+        """
         row = table[0]
         return cls(float(row["sigma"]), size=int(row["size"]),
                    average_position=(float(row["average_x"]), float(row["average_y"])))
@@ -288,11 +302,23 @@ class FixedImagePsf(_CorePsf):
         return self._kernel
 
     def to_table(self) -> Table:
+        """The model as a one-row table: ``kernel`` (the ``(n, n)`` float64 kernel as given, before
+        normalisation), ``average_x`` and ``average_y`` (px). The round trip through `from_table` is
+        lossless (the same kernel bytes)."""
         x, y = self.average_position
         return Table({"kernel": self.kernel[None], "average_x": [x], "average_y": [y]})
 
     @classmethod
     def from_table(cls, table: Table) -> FixedImagePsf:
+        """Rebuild the model from the first row of a `to_table` table.
+
+        Raises
+        ------
+        KeyError
+            A column is missing.
+        ValueError
+            The kernel is not square with an odd side, has non-finite pixels or a non-positive sum.
+        """
         row = table[0]
         return cls(np.asarray(row["kernel"], dtype=np.float64),
                    average_position=(float(row["average_x"]), float(row["average_y"])))

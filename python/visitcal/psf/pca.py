@@ -1,5 +1,5 @@
-"""The PCA PSF determiner (``psf_determiner.name = "pca"``) and its model `PcaPsf` (lsst-spec §4.7,
-meas_algorithms ``pcaPsfDeterminer``).
+"""The PCA PSF determiner (``psf_determiner.name = "pca"``) and its model `PcaPsf`, after meas_algorithms'
+``PcaPsfDeterminerTask`` (``pcaPsfDeterminer``).
 
 The model is a Karhunen-Loeve (PCA) basis of K images ``B_k`` (n x n, centred on the middle pixel) with
 amplitudes that vary over the detector as polynomials of order ``spatial_order`` in coordinates scaled to
@@ -279,25 +279,37 @@ class PcaPsf(_CorePsf):
 
     @property
     def spatial_order(self) -> int:
+        """Total order of the polynomials giving each basis amplitude over the detector."""
         return self._core_obj.spatial_order
 
     @property
     def box(self) -> tuple[float, float, float, float]:
+        """``(xmin, xmax, ymin, ymax)``: the continuous parent-pixel box mapped to ``[-1, 1]^2``."""
         return self._box
 
     @property
     def interpolant_order(self) -> int:
+        """Order of the Lanczos interpolant of `compute_image`'s sub-pixel shift."""
         return self._core_obj.interpolant_order
 
     @property
     def size(self) -> int:
+        """Side ``n`` of the (odd, square) kernel images, px."""
         return self._core_obj.size
 
     @property
     def n_components(self) -> int:
+        """Number ``K`` of basis images."""
         return self._core_obj.n_components
 
     def to_table(self) -> Table:
+        """The model as a one-row table.
+
+        Columns: ``basis`` ``(K, n, n)`` and ``coefficients`` ``(K, n_terms)`` (float64, as given),
+        ``spatial_order`` and ``interpolant_order`` (int32), ``box_xmin``, ``box_xmax``, ``box_ymin``,
+        ``box_ymax`` and ``average_x``, ``average_y`` (px). The round trip through `from_table` is
+        lossless: the model draws the same images bit for bit.
+        """
         x, y = self.average_position
         xmin, xmax, ymin, ymax = self.box
         return Table({"basis": self.basis[None], "coefficients": self.coefficients[None],
@@ -308,6 +320,16 @@ class PcaPsf(_CorePsf):
 
     @classmethod
     def from_table(cls, table: Table) -> PcaPsf:
+        """Rebuild the model from the first row of a `to_table` table.
+
+        Raises
+        ------
+        KeyError
+            A column is missing.
+        ValueError
+            The arrays' shapes disagree with each other or with ``spatial_order``, a value is not
+            finite, the box is empty, or ``interpolant_order < 1``.
+        """
         row = table[0]
         return cls(np.asarray(row["basis"], dtype=np.float64), np.asarray(row["coefficients"], dtype=np.float64),
                    spatial_order=int(row["spatial_order"]),

@@ -1,6 +1,6 @@
 """The Piff-style pixel-grid PSF: `PixelGridPsfDeterminer` fits it, `PixelGridPsf` is the model
-(``psf_determiner.name = "pixelgrid"``; lsst-spec §4.7, LSST's ``PiffPsfDeterminer`` with Piff's
-``PixelGrid`` + ``BasisPolynomial`` + ``Chisq`` outliers).
+(``psf_determiner.name = "pixelgrid"``), after LSST's ``PiffPsfDeterminerTask`` (meas_extensions_piff)
+with Piff's ``PixelGrid`` + ``BasisPolynomial`` + ``Chisq`` outliers (Jarvis et al. 2021, MNRAS 501, 1282).
 
 The model
     A grid of ``model_size`` x ``model_size`` values, ``sampling_size`` image pixels apart, centred on the
@@ -9,7 +9,7 @@ The model
     (n = 11 by default, its weights renormalised to unit sum as GalSim's ``conserve_dc``), times the
     star's flux. Pixels beyond the grid are zero. The grid varies over the detector as a polynomial of
     order ``spatial_order`` in ``x`` and ``y`` scaled to [-1, 1] over the detector's bounding box
-    (Piff uses raw pixels, lsst-spec §4.7; scaling keeps order 4 well conditioned).
+    (Piff's ``BasisPolynomial`` uses raw pixel coordinates; scaling keeps order 4 well conditioned).
 
 The fit (all in C++, one call, the GIL released), as Piff's ``SimplePSF.fit``:
     1. Each candidate's central ``stamp_size`` pixels. Usable pixels have a finite image, a finite,
@@ -25,6 +25,7 @@ The fit (all in C++, one call, the GIL released), as Piff's ``SimplePSF.fit``:
        ``max(1, chi2 / dof)`` (at most ``outlier_max_remove`` of the stars per iteration, the worst
        first). Stop when nothing was rejected and the total chi-square improved by less than
        ``0.1 * dof``, after at least 2 iterations.
+
     From the second iteration on, the solve is a Gauss-Newton step for the grid and every star's
     flux and centre together (each star's parameters profiled out of its chi-square, "variable
     projection"), not a solve with them held: Piff's alternation converges only linearly (on exact
@@ -153,26 +154,32 @@ class PixelGridPsf(_CorePsf):
 
     @property
     def model_size(self) -> int:
+        """Side of the square grid, in grid (model) pixels."""
         return self._core_obj.model_size
 
     @property
     def sampling_size(self) -> float:
+        """Grid step in image pixels (1: the image's sampling; 0.5: 2x oversampled)."""
         return self._core_obj.sampling_size
 
     @property
     def interpolant_order(self) -> int:
+        """``n`` of the Lanczos(n) kernel that interpolates the grid."""
         return self._core_obj.interpolant_order
 
     @property
     def spatial_order(self) -> int:
+        """Total order of the polynomial in the scaled position that gives the grid over the detector."""
         return self._core_obj.spatial_order
 
     @property
     def box(self) -> tuple[float, float, float, float]:
+        """``(xmin, xmax, ymin, ymax)``: parent-pixel box mapped to ``[-1, 1]^2`` (the fitted detector)."""
         return tuple(self._core_obj.box)
 
     @property
     def draw_size(self) -> int:
+        """Side of the (odd, square) images drawn by `compute_image` and `compute_kernel_image`, px."""
         return self._core_obj.draw_size
 
     def grid_at(self, x: float, y: float) -> np.ndarray:
@@ -180,6 +187,14 @@ class PixelGridPsf(_CorePsf):
         return self._core_obj.grid_at(float(x), float(y))
 
     def to_table(self) -> Table:
+        """The model as a one-row table.
+
+        Columns: ``coefficients`` ``(n_terms, model_size, model_size)`` float64, ``sampling_size``,
+        ``interpolant_order`` and ``spatial_order`` (int32), ``box`` (4 float64: xmin, xmax, ymin,
+        ymax), ``draw_size`` (int32), ``average_x`` and ``average_y`` (px). This replaces LSST's
+        ``PiffPsf`` persistence (a pickle of the Piff object, which only Piff can read). The round trip
+        through `from_table` is lossless: the model draws the same images bit for bit.
+        """
         x, y = self.average_position
         return Table({
             "coefficients": self.coefficients[None],
@@ -194,6 +209,17 @@ class PixelGridPsf(_CorePsf):
 
     @classmethod
     def from_table(cls, table: Table) -> PixelGridPsf:
+        """Rebuild the model from the first row of a `to_table` table.
+
+        Raises
+        ------
+        KeyError
+            A column is missing.
+        ValueError
+            Inconsistent values: coefficients not ``(n_terms, m, m)`` or not finite, a term count that
+            does not match ``spatial_order``, ``box`` without 4 values, a non-positive ``sampling_size``,
+            or an even ``draw_size``.
+        """
         row = table[0]
         return cls(np.asarray(row["coefficients"], np.float64), sampling_size=float(row["sampling_size"]),
                    interpolant_order=int(row["interpolant_order"]), spatial_order=int(row["spatial_order"]),
@@ -215,8 +241,8 @@ def _pixel_grid_psf(coefficients, sampling_size, interpolant_order, spatial_orde
 
 
 class PixelGridPsfDeterminerConfig(BaseModel):
-    """Configuration of `PixelGridPsfDeterminer`: LSST's ``PiffPsfDeterminerConfig`` in snake_case, with
-    its defaults (lsst-spec §4.7)."""
+    """Configuration of `PixelGridPsfDeterminer`: LSST's ``PiffPsfDeterminerConfig`` (meas_extensions_piff)
+    in snake_case, with its defaults."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -277,7 +303,7 @@ class PixelGridPsfDeterminerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _stamp_covers_model(self):
-        # LSST's validate() (lsst-spec §4.7) guards against Piff issue #131: a grid larger than the
+        # LSST's PiffPsfDeterminerConfig.validate() guards against Piff issue #131: a grid larger than the
         # stamps fitted silently badly. Our check is on the grid's extent in image pixels.
         extent = self.model_size * self.sampling_size
         if self.stamp_size < int(extent):
@@ -291,6 +317,10 @@ class PixelGridPsfDeterminerConfig(BaseModel):
         return 2 * math.floor(0.5 * self.stamp_size / self.sampling_size) + 1
 
     def order_for_band(self, band: str | None) -> int:
+        """The spatial order to fit for ``band``: its `spatial_order_per_band` entry, else `spatial_order`.
+
+        ``band=None`` (band unknown) gives `spatial_order`.
+        """
         return self.spatial_order_per_band.get(band, self.spatial_order) if band is not None else self.spatial_order
 
 

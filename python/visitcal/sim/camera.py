@@ -56,13 +56,17 @@ class SimDetector:
 
     @property
     def id(self) -> int:
+        """The detector id (0-based, its index in `SimCamera.detectors`)."""
         return self.detector.id
 
     @property
     def saturation_adu(self) -> float:
+        """The full well in ADU, ``full_well / gain``: the level at which a pixel saturates and bleeds."""
         return self.full_well / self.gain
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict: the `Detector`'s own fields plus ``gain`` (e-/ADU), ``read_noise`` (e-),
+        ``full_well`` (e-), ``qe_offset_mag`` and ``bad_columns`` (lists ``[x, y0, y1]``)."""
         d = self.detector.to_dict()
         d.update(gain=self.gain, read_noise=self.read_noise, full_well=self.full_well,
                  qe_offset_mag=self.qe_offset_mag, bad_columns=[list(b) for b in self.bad_columns])
@@ -70,6 +74,7 @@ class SimDetector:
 
     @classmethod
     def from_dict(cls, d: dict) -> SimDetector:
+        """Inverse of `to_dict` (``d`` is not modified); KeyError when an electronics key is missing."""
         d = dict(d)
         extra = {k: d.pop(k) for k in ("gain", "read_noise", "full_well", "qe_offset_mag", "bad_columns")}
         extra["bad_columns"] = tuple(tuple(int(v) for v in b) for b in extra["bad_columns"])
@@ -135,6 +140,7 @@ class SimCamera:
 
     @property
     def field_radius_deg(self) -> float:
+        """Distance of the farthest detector corner from the optical axis, degrees (nominal pixel scale)."""
         return self.field_radius_mm / self.config.pixel_size_mm * self.config.pixel_scale / 3600.0
 
     def _frame(self, detector_id: int):
@@ -203,6 +209,15 @@ class SimCamera:
 
     # --- persistence --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """A JSON-ready description of the camera, as written to a repository's ``camera.json``.
+
+        Returns
+        -------
+        doc : dict
+            ``config`` (the `CameraConfig`), ``n_detectors``, ``field_radius_mm``, ``distortion_k_per_px2``
+            (the radial distortion coefficient), ``plate_scale_arcsec_per_mm`` and ``detectors`` (each
+            `SimDetector.to_dict`).
+        """
         return {
             "config": self.config.model_dump(mode="json"),
             "n_detectors": len(self.detectors),
@@ -214,6 +229,14 @@ class SimCamera:
 
     @classmethod
     def from_dict(cls, d: dict) -> SimCamera:
+        """Rebuild the camera of a `to_dict` description, from its config and detector count.
+
+        Raises
+        ------
+        ValueError
+            When the stored detectors differ from those the config builds (e.g. written by another version
+            of visitcal, whose random draws differ).
+        """
         camera = cls(CameraConfig(**d["config"]), int(d["n_detectors"]))
         stored = tuple(SimDetector.from_dict(x) for x in d["detectors"])
         if stored != camera.detectors:

@@ -1,7 +1,8 @@
 """Configuration of the visit simulator: the camera presets and `SimConfig`.
 
 Numbers that describe LSST (pixel scale, detector size, fiducial zero points and sky, band
-wavelengths) come from lsst-spec §0.1 and LSST's published system; the rest (defect rates, dither
+wavelengths) come from LSST's published system and the LSSTCam fiducials of obs_lsst
+(``config/lsstCam/computeExposureSummaryStats.py``); the rest (defect rates, dither
 size, aberration amplitudes) are plausible values chosen so that every effect the pipeline must
 handle is present and measurable on a few detectors.
 """
@@ -27,9 +28,9 @@ BANDS = ("u", "g", "r", "i", "z", "y")
 
 #: Effective wavelengths of the LSST filters, nm.
 BAND_WAVELENGTH_NM = {"u": 367.0, "g": 482.0, "r": 622.0, "i": 755.0, "z": 869.0, "y": 971.0}
-#: Magnitude giving 1 electron per second at airmass 1 (lsst-spec §0.1, obs_lsst fiducials).
+#: Magnitude giving 1 electron per second at airmass 1 (obs_lsst's LSSTCam fiducial zero points).
 FIDUCIAL_ZERO_POINT = {"u": 25.97, "g": 27.96, "r": 27.81, "i": 27.62, "z": 27.23, "y": 26.27}
-#: Dark-sky level, electrons per second per 0.2" pixel (lsst-spec §0.1).
+#: Dark-sky level, electrons per second per 0.2" pixel (obs_lsst's LSSTCam fiducial sky).
 FIDUCIAL_SKY = {"u": 0.91, "g": 9.35, "r": 19.94, "i": 32.04, "z": 48.05, "y": 54.81}
 #: Atmospheric extinction, mag per airmass (typical Cerro Pachon values).
 EXTINCTION = {"u": 0.48, "g": 0.21, "r": 0.13, "i": 0.10, "z": 0.08, "y": 0.08}
@@ -61,7 +62,7 @@ class CameraConfig(BaseModel):
 
 
 CAMERA_PRESETS: dict[str, CameraConfig] = {
-    # LSSTCam ITL science sensor: 4072 x 4000 px of 10 um at 0.2"/px (lsst-spec §0.1).
+    # LSSTCam ITL science sensor: 4072 x 4000 px of 10 um at 0.2"/px (obs_lsst's camera description).
     "lsst": CameraConfig(name="lsst", detector_width=4072, detector_height=4000, gap_px=50),
     # A small camera for fast tests: same pixels, a quarter of the area.
     "small": CameraConfig(name="small", detector_width=2048, detector_height=2048, gap_px=50),
@@ -133,8 +134,10 @@ class SimConfig(BaseModel):
 
     @property
     def visits(self) -> list[int]:
+        """The visit ids: ``first_visit``, ``first_visit + 1``, ... (``n_visits`` of them)."""
         return [self.first_visit + k for k in range(self.n_visits)]
 
     @property
     def snap_time(self) -> float:
+        """Exposure time of one snap, seconds: ``exposure_time / n_snaps``."""
         return self.exposure_time / self.n_snaps

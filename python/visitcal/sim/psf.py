@@ -52,7 +52,7 @@ class OpticsDesign:
     """Wavefront of the optics as a function of field position, nm (Noll-indexed Zernikes).
 
     Values are chosen so that the PSF size changes by 1-5% and its ellipticity by ~0.05 across a
-    detector away from the field centre (|e| up to ~0.08 at the edge): a PSF that visibly varies.
+    detector away from the field centre (``|e|`` up to ~0.08 at the edge): a PSF that visibly varies.
     """
 
     defocus_static: float = 100.0      # Z4 everywhere
@@ -182,6 +182,8 @@ class TruePsf(Psf):
 
     @staticmethod
     def galsim_wcs(jacobian):
+        """A ``galsim.JacobianWCS`` from a (2, 2) Jacobian ``[[du/dx, du/dy], [dv/dx, dv/dy]]`` in arcsec per
+        pixel (e.g. one matrix of `jacobian`). Needs GalSim (an ImportError saying how to install it)."""
         galsim = import_galsim()
         j = np.asarray(jacobian, dtype=float)
         return galsim.JacobianWCS(j[0, 0], j[0, 1], j[1, 0], j[1, 1])

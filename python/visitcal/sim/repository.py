@@ -63,6 +63,12 @@ FORMAT_VERSION = 1
 
 
 def post_isr_image_path(root, visit: int, detector: int, snap: int) -> Path:
+    """Path of a simulated post-ISR snap under ``root``.
+
+    The path is ``post_isr_image/<visit>/post_isr_image_<visit>_<detector>_<snap>.fits``; the visit is
+    zero-padded to 6 digits and the detector to 3; ``snap`` (0 or 1) is not padded. Nothing is created
+    or checked.
+    """
     return Path(root) / "post_isr_image" / f"{visit:06d}" / f"post_isr_image_{visit:06d}_{detector:03d}_{snap}.fits"
 
 
@@ -84,6 +90,7 @@ class SimSummary:
     seconds: float
 
     def lines(self) -> list[str]:
+        """A short report, four lines: files written, size and time; reference catalog; truth; layout."""
         return [
             (f"wrote {self.path}: {self.n_images} post_isr_image files "
             f"({self.n_visits} visits x {self.n_detectors} detectors x {self.n_snaps} snaps), "
@@ -311,14 +318,17 @@ class SimRepository:
     # --- ids ------------------------------------------------------------------------------------------
     @property
     def band(self) -> str:
+        """The band of every visit (``"u"`` ... ``"y"``)."""
         return self.manifest["band"]
 
     @property
     def visits(self) -> list[int]:
+        """The visit ids, in increasing order."""
         return list(self.manifest["visits"])
 
     @property
     def detectors(self) -> list[int]:
+        """The detector ids, in increasing order."""
         return list(self.manifest["detectors"])
 
     @property
@@ -334,6 +344,7 @@ class SimRepository:
 
     # --- images -----------------------------------------------------------------------------------
     def post_isr_image_path(self, visit: int, detector: int, snap: int = 0) -> Path:
+        """Path of one post-ISR snap in this repository (see the module function `post_isr_image_path`)."""
         return post_isr_image_path(self.path, visit, detector, snap)
 
     def post_isr_image(self, visit: int, detector: int, snap: int = 0):
@@ -341,6 +352,7 @@ class SimRepository:
         return read_exposure(self.post_isr_image_path(visit, detector, snap))
 
     def refcat(self) -> Table:
+        """The reference catalog: ``id``, ``ra``, ``dec`` (ICRS deg), ``<band>_flux``, ``_fluxErr`` (nJy)."""
         return read_catalog(self.path / "refcat.parquet")
 
     # --- truth --------------------------------------------------------------------------------------
@@ -355,10 +367,14 @@ class SimRepository:
         return t[sel]
 
     def true_wcs(self, visit: int, detector: int):
+        """The WCS the detector's image was rendered with (TAN-SIP with the camera's distortion), an
+        `astropy.wcs.WCS`; KeyError when the data id is not in the truth."""
         row = self._exposure_row(visit, detector)
         return read_wcs(fits.Header.fromstring(str(row["true_wcs"])), where=f"{self.path} true_wcs")
 
     def preliminary_wcs(self, visit: int, detector: int):
+        """The perturbed WCS written in the post-ISR image's header (what astrometry starts from), an
+        `astropy.wcs.WCS`; its errors are in `preliminary_wcs_error`. KeyError for an unknown data id."""
         row = self._exposure_row(visit, detector)
         return read_wcs(fits.Header.fromstring(str(row["preliminary_wcs"])), where=f"{self.path} preliminary_wcs")
 
@@ -376,6 +392,7 @@ class SimRepository:
         return PhotoCalib(float(row["calibration"]), bbox=self.camera[detector].detector.bbox)
 
     def true_zero_point(self, visit: int, detector: int) -> float:
+        """AB magnitude of 1 ADU in this detector's snap-summed image (all throughput losses included)."""
         return float(self._exposure_row(visit, detector)["zero_point"])
 
     def true_background(self, visit: int, detector: int, snap: int = 0):
@@ -387,6 +404,9 @@ class SimRepository:
         return next(iter(fields_from_table(table[sel]).values()))
 
     def cosmic_rays(self, visit: int, detector: int, snap: int = 0) -> Table:
+        """Every pixel a cosmic ray hit in one snap: ``visit``, ``detector``, ``snap``, ``x``, ``y``
+        (parent-frame pixel indices), ``electrons`` and ``adu`` deposited. Empty when none (or for an
+        unknown data id)."""
         table = self._truth_table("cosmic_rays")
         sel = (table["visit"] == visit) & (table["detector"] == detector) & (table["snap"] == snap)
         return table[sel]

@@ -52,6 +52,7 @@ def rng_for(seed: int, *key: int) -> np.random.Generator:
 
 
 def mag_to_njy(mag):
+    """AB magnitudes to fluxes in nJy: ``3.631e12 * 10**(-0.4 mag)`` (float64, shaped as ``mag``)."""
     return AB_REFERENCE_NJY * 10.0 ** (-0.4 * np.asarray(mag, dtype=np.float64))
 
 
@@ -201,6 +202,12 @@ class VisitPlan:
     sky_curvature: float          # fractional sky change at the field edge ~ h^2
 
     def to_row(self) -> dict:
+        """A flat dict of scalars, one row of ``truth/visits.parquet``.
+
+        The plan's scalar fields keep their names; ``sky_gradient`` becomes ``sky_gradient_x`` / ``_y``, and
+        the atmosphere ``seeing_fwhm`` (arcsec), ``atm_g1``, ``atm_g2`` and ``z4_offset_nm`` ...
+        ``z8_offset_nm`` (Zernike aberration offsets, nm).
+        """
         a = self.atmosphere
         row = {k: getattr(self, k) for k in ("visit", "band", "exposure_time", "n_snaps", "date", "airmass",
                                              "boresight_ra", "boresight_dec", "rotation_deg",
@@ -214,6 +221,7 @@ class VisitPlan:
 
     @classmethod
     def from_row(cls, row) -> VisitPlan:
+        """Inverse of `to_row`: ``row`` is a mapping (or table row) with those keys (KeyError otherwise)."""
         g = lambda k: row[k]
         atm = VisitAtmosphere(float(g("seeing_fwhm")), float(g("atm_g1")), float(g("atm_g2")),
                               tuple(float(g(f"z{k}_offset_nm")) for k in (4, 5, 6, 7, 8)),
@@ -229,6 +237,27 @@ class VisitPlan:
 
 
 def make_visit_plans(config: SimConfig, camera) -> list[VisitPlan]:
+    """Draw the conditions of every visit of ``config`` (deterministic in ``config.seed`` and the visit id).
+
+    Per visit: a dither of the boresight uniform over a disc of ``dither_fraction`` times the camera's
+    field radius, a sky rotation in ``+/- rotation_range_deg``, airmass and seeing FWHM (arcsec) uniform in
+    their ranges, a small atmospheric shear and optics aberrations (Z4-Z8, nm), a cloud loss in
+    ``[0, transparency_loss_max]`` mag, the sky from the fiducial dark sky (within +/- 0.3 mag) with a
+    random gradient, and a date (UTC) every exposure time + 10 s.
+
+    Parameters
+    ----------
+    config : `SimConfig`
+        The simulation's configuration.
+    camera : `SimCamera`
+        The camera (its field radius sets the dither scale, its pixel scale the sky per pixel).
+
+    Returns
+    -------
+    plans : list of `VisitPlan`
+        One per visit id of ``config.visits``, in order. ``zero_point_electrons`` is the fiducial zero
+        point plus ``2.5 log10(exposure_time)``, minus the extinction at the airmass and the cloud loss.
+    """
     plans = []
     band = config.band
     for k, visit in enumerate(config.visits):

@@ -1,5 +1,6 @@
 """`CalibrateTask`: deep detection and measurement, astrometry and photometric calibration of a
-characterized detector (lsst-spec §6.1; DESIGN.md §3 for ``run()`` and the result names).
+characterized detector (LSST pipe_tasks' legacy ``CalibrateTask``, with its ``run()`` argument and
+result attribute names; the current DRP runs ``CalibrateImageTask`` instead).
 
 The input exposure has been through `CharacterizeImageTask`: background-subtracted, cosmic rays
 repaired, with the initial (PCA) PSF and the initial aperture-correction map, which carries the
@@ -68,7 +69,7 @@ def _apply_only() -> NormalizedCalibrationFluxConfig:
 
 
 class CalibrateConfig(BaseModel):
-    """LSST ``CalibrateConfig`` names in snake_case (lsst-spec §6.1)."""
+    """Configuration of `CalibrateTask`: LSST ``CalibrateConfig`` names in snake_case."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -90,11 +91,13 @@ class CalibrateConfig(BaseModel):
 
 @dataclasses.dataclass
 class CalibrateResult:
-    """DESIGN.md §3 names: ``output_exposure`` (counts, with psf, ap_corr_map, wcs, photo_calib and
-    summary_stats), ``output_cat`` (the source catalog), ``output_background`` (the background list,
-    unchanged: this step does not re-estimate it), ``astrom_matches`` (`AstrometryResult.matches`, or
-    None), ``output_summary_metrics`` (dict: match statistics, zero point and its error, counts, and
-    ``timings`` in seconds per stage)."""
+    """Result of `CalibrateTask.run`, with LSST's attribute names.
+
+    ``output_exposure`` (counts, with psf, ap_corr_map, wcs, photo_calib and summary_stats), ``output_cat``
+    (the source catalog), ``output_background`` (the background list, unchanged: this step does not
+    re-estimate it), ``astrom_matches`` (`AstrometryResult.matches`, or None), ``output_summary_metrics``
+    (dict: match statistics, zero point and its error, counts, and ``timings`` in seconds per stage).
+    """
 
     output_exposure: Exposure
     output_cat: Table
@@ -218,8 +221,8 @@ class CalibrateTask:
                                footprints=found.footprints)
 
     def _copy_ic_source_fields(self, cat: Table, ic: Table | None) -> None:
-        """LSST copyIcSourceFields (§6.1 step 9): each characterization source takes its nearest target
-        within ``match_radius_pix``; targets are the non-sky sources with ``deblend_nChild == 0`` (a
+        """As LSST's ``CalibrateTask.copyIcSourceFields``: each characterization source takes its nearest
+        target within ``match_radius_pix``; targets are the non-sky sources with ``deblend_nChild == 0`` (a
         deblended parent is not a target, its children are); the target gains ``calib_detected`` and the
         ``calib_psf_*`` flags."""
         n = len(cat)

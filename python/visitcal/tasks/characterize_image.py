@@ -1,6 +1,6 @@
 """Characterise one exposure: background, cosmic rays, a PSF model and the aperture corrections (pipe_tasks'
-legacy ``CharacterizeImageTask``, the step `CalibrateTask` assumes has run; lsst-spec §6.1, with the
-PSF-normalised calibration flux of CalibrateImageTask, §6.4).
+legacy ``CharacterizeImageTask``, the step `CalibrateTask` assumes has run, with the PSF-normalised
+calibration flux that pipe_tasks' ``CalibrateImageTask`` measures).
 
 `CharacterizeImageTask.run` on a post-ISR exposure (counts), in place:
 
@@ -8,6 +8,7 @@ PSF-normalised calibration flux of CalibrateImageTask, §6.4).
 2. **Simple PSF**: a round Gaussian of FWHM ``install_simple_psf.fwhm`` (px) at the detector centre,
    unless the exposure has a PSF and ``use_simple_psf`` is off.
 3. ``psf_iterations`` (2) times, each with the PSF of the previous one:
+
    a. **repair** cosmic rays with ``keep_crs`` (masked CR, pixels left alone: a CR with a wrong PSF must not
       eat a star's core);
    b. **detect** bright sources (5 sigma with peaks above 10x that, LSST's characterisation defaults) and
@@ -17,6 +18,7 @@ PSF-normalised calibration flux of CalibrateImageTask, §6.4).
    d. **select stars** (`ObjectSizeStarSelectorTask`), cut **PSF candidates** (`make_psf_candidates`), keep
       ``reserve_fraction`` of them out of the fit (seeded by the catalog id), and fit the **PCA PSF**
       (`PcaPsfDeterminer`); the model becomes the exposure's PSF.
+
    The first iteration measures the PSF from a Gaussian guess, the second from the PCA model's own
    detections and moments, which is how the FWHM is found without being known.
 4. **Final repair**: cosmic rays found with the final PSF are interpolated over.
@@ -148,7 +150,7 @@ class CharacterizeImageConfig(BaseModel):
                                                         description="PSF star selection (objectSize).")
     psf_candidates: PsfCandidatesConfig = Field(default_factory=PsfCandidatesConfig, description="PSF stamps.")
     psf_determiner_name: Literal["pca", "pixelgrid"] = Field(
-        "pca", description="The PSF determiner: 'pca' (the default, as issue 7 asks) or 'pixelgrid' (Piff's model, "
+        "pca", description="The PSF determiner: 'pca' (the default here) or 'pixelgrid' (Piff's model, "
                            "which LSST's CalibrateImageTask now uses). On a 4072 x 4000 simulated detector with ~40 PSF "
                            "stars the PCA model kept one component (a constant PSF) and was 1.4% too large at the "
                            "centre; the pixel grid at order 2 was within 0.4% everywhere.")

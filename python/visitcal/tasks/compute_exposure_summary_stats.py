@@ -1,6 +1,7 @@
-"""`ComputeExposureSummaryStatsTask`: an exposure's summary statistics (lsst-spec §5.10).
+"""`ComputeExposureSummaryStatsTask`: an exposure's summary statistics (LSST pipe_tasks'
+``ComputeExposureSummaryStatsTask``, filling afw's ``ExposureSummaryStats``).
 
-This module computes the statistics known once a detector is calibrated (issue 7): the PSF's size,
+This module computes the statistics known once a detector is calibrated: the PSF's size,
 shape and effective area at the detector centre, the PSF-star count, the zero point, the sky level and
 noise, the mean variance, the astrometric offsets, and the WCS-derived centre, corners and pixel scale.
 The PSF-star residual statistics, the grid metrics and the depth figures (``magLim``, ``effTime`` and its
@@ -25,14 +26,16 @@ __all__ = ["ComputeExposureSummaryStatsConfig", "ComputeExposureSummaryStatsTask
            "sigma_clipped_stats"]
 
 _BANDS = ("u", "g", "r", "i", "z", "y")
-#: LSSTCam fiducials (lsst-spec §0.1, obs_lsst config/lsstCam/computeExposureSummaryStats.py).
+#: LSSTCam fiducials (obs_lsst config/lsstCam/computeExposureSummaryStats.py): PSF sigma (px), zero point
+#: (mag for 1 s), sky (counts per second per pixel).
 LSSTCAM_FIDUCIAL_PSF_SIGMA = dict(zip(_BANDS, (1.72, 1.63, 1.56, 1.51, 1.47, 1.44)))
 LSSTCAM_FIDUCIAL_ZERO_POINT = dict(zip(_BANDS, (25.97, 27.96, 27.81, 27.62, 27.23, 26.27)))
 LSSTCAM_FIDUCIAL_SKY_BACKGROUND = dict(zip(_BANDS, (0.91, 9.35, 19.94, 32.04, 48.05, 54.81)))
 
 
 class ComputeExposureSummaryStatsConfig(BaseModel):
-    """LSST defaults (lsst-spec §5.10)."""
+    """Configuration of `ComputeExposureSummaryStatsTask`: LSST's ``ComputeExposureSummaryStatsConfig``
+    defaults, snake_case, with the LSSTCam fiducials of obs_lsst."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,9 +64,9 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
         default_factory=lambda: dict(LSSTCAM_FIDUCIAL_SKY_BACKGROUND),
         description="per band: sky (counts per second per pixel) of the fiducial visit")
     fiducial_read_noise: float = Field(
-        9.0, ge=0, description="read noise (counts) of the fiducial visit, for fiducialMagLim. lsst-spec does not "
-        "give LSSTCam's value; 9 is the order of an LSSTCam amplifier's. It matters little: the fiducial sky "
-        "(600 counts per pixel in r) dominates 81")
+        9.0, ge=0, description="read noise (counts) of the fiducial visit, for fiducialMagLim. visitcal's "
+        "own value, not one of the LSSTCam fiducials above; 9 is the order of an LSSTCam amplifier's. It "
+        "matters little: the fiducial sky (600 counts per pixel in r) dominates 81")
     fiducial_exp_time: float = Field(30.0, gt=0, description="exposure time (s) of the fiducial visit")
     max_effective_transparency: float | None = Field(None, gt=0, description="cap of effTimeZeroPointScale (None: "
                                                      "none, LSST's inf; JSON has no infinity)")
@@ -90,7 +93,7 @@ def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask
 
 def compute_magnitude_limit(psf_area: float, sky_bg: float, zero_point: float, read_noise: float, gain: float,
                             snr: float) -> float:
-    """Point-source magnitude at S/N ``snr`` (SMTN-002; lsst-spec §5.10 ``magLim``).
+    """Point-source magnitude at S/N ``snr`` (SMTN-002; LSST's ``magLim`` summary statistic).
 
     The source counts C solve ``snr^2 = C^2 / (C / g + (B / g + sigma_read^2) neff)``:
     ``C = snr^2 / (2 g) + sqrt(snr^4 / (4 g^2) + snr^2 (B / g + sigma_read^2) neff)``, and the limit is
@@ -122,7 +125,7 @@ def _mad_scatter(v: np.ndarray) -> float:
 
 
 def psf_star_residual_stats(sources) -> dict:
-    """lsst-spec §5.10, the PSF-star fields: over the ``calib_psf_used`` stars with 50 < S/N < 1000 on
+    """LSST's PSF-star summary fields: over the ``calib_psf_used`` stars with 50 < S/N < 1000 on
     ``slot_PsfFlux`` and neither ``slot_Shape_flag`` nor ``slot_PsfFlux_flag``, with e1 = (xx - yy)/(xx + yy),
     e2 = 2 xy/(xx + yy), size = sqrt((xx + yy)/2) of ``slot_Shape`` (star) and ``slot_PsfShape`` (model):
     medians and MAD scatters (x 1.4826) of the star - model differences, and the size scatter over the
@@ -234,7 +237,7 @@ class ComputeExposureSummaryStatsTask:
         return s
 
     def _depth(self, s: dict, metadata, visit_info) -> dict:
-        """``magLim``, ``effTime`` and its factors (lsst-spec §5.10).
+        """``magLim`` (SMTN-002), ``effTime`` and its three factors, as LSST computes them.
 
         The gain and read noise (electrons) are the exposure's ``GAIN`` and ``RDNOISE`` cards; without them
         ``magLim`` and ``effTime`` are NaN. ``fiducialMagLim`` is the same limit for the band's fiducial visit:
@@ -268,7 +271,7 @@ class ComputeExposureSummaryStatsTask:
         return out
 
     def _grid_metrics(self, exposure, sources, psf_sigma: float) -> dict:
-        """lsst-spec §5.10 grid metrics: ``maxDistToNearestPsf`` (largest distance, px, from an unmasked point
+        """LSST's grid metrics: ``maxDistToNearestPsf`` (largest distance, px, from an unmasked point
         of a ``psf_sampling`` grid to the nearest ``calib_psf_used`` star), and over a ``psf_grid_sampling``
         grid of unmasked points the max - min of the PSF's trace radius (``psfTraceRadiusDelta``), of its
         aperture flux within max(``min_psf_ap_radius_pix``, 3 psfSigma) (``psfApFluxDelta``; NaN when one

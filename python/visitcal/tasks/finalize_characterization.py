@@ -1,9 +1,11 @@
 """Refit the PSF and the aperture corrections of each detector of a visit on isolated stars, with a reserve
 that is the same in every visit (pipe_tasks ``FinalizeCharacterizationTask``,
-``FinalizeCharacterizationDetectorTask`` and ``ConsolidateFinalizeCharacterizationDetectorTask``;
-lsst-spec §4).
+``FinalizeCharacterizationDetectorTask`` and ``ConsolidateFinalizeCharacterizationDetectorTask``: the
+DRP's ``refitPsfModelDetector`` step and its consolidation, which make ``refit_psf_models`` and
+``refit_psf_star``).
 
-Per detector (`FinalizeCharacterizationTaskBase.compute_psf_and_ap_corr_map`, lsst-spec §4.5):
+Per detector (`FinalizeCharacterizationTaskBase.compute_psf_and_ap_corr_map`, after LSST's method of that
+name):
 
 1. the footprints of *all* sources of the input catalog, for noise replacement (see "Footprints");
 2. the science selector: ``base_GaussianFlux`` S/N strictly between 50 and 1000, no bad pixel flag, no
@@ -25,7 +27,7 @@ Per detector (`FinalizeCharacterizationTaskBase.compute_psf_and_ap_corr_map`, ls
    map that the new map lacks is carried over (``base_CompensatedTophatFlux_12_instFlux`` / ``Err``);
 8. `ApplyApCorrTask` on the measured stars.
 
-Failures follow lsst-spec §4.12 exactly: no selected source or no isolated match -> no row anywhere;
+Failures give the rows LSST's task gives: no selected source or no isolated match -> no row anywhere;
 candidate making fails -> an exposure row without PSF and ap-corr map, star rows unmeasured; the PSF fit
 fails (too few stars, NaN size, any error) -> the same; measurement or ap-corr fails -> an exposure row
 with the PSF but no map. Each detector gets a typed `DetectorStatus` (``status`` column of the
@@ -46,13 +48,17 @@ Outputs
     ``detector`` (int32, LSST's record id), ``visit`` (int64), ``psf`` and ``ap_corr_map`` (objects:
     the `visitcal.psf.Psf` / `ApCorrMap`, or None), ``status`` and ``message`` (str). It is written
     losslessly to FITS by `write_psf_ap_corr_cat` (one binary-table HDU per component).
-    ``output_table``: the measured stars (lsst-spec §4.11), one row per candidate of every detector with a
-    row, with ``visit`` (int64) and ``detector`` (int32).
+    ``output_table``: the measured stars with LSST's ``refit_psf_star`` columns (the input's ``id``,
+    ``coord_ra``, ``coord_dec``, ``parent``, centroid, circular-aperture and calibration fluxes; the
+    selection flux ``calib_psf_selection_flux(_err)``; ``calib_psf_candidate/reserved/used``; ``visit``
+    (int64) and ``detector`` (int32); ``psf_color_*`` and ``psf_max_value``; then the measurement and
+    ap-corr columns), one row per candidate of every detector with a row.
 
 Not implemented: Piff's colour term and the FGCM photometry (``psf_color_value`` is NaN, ``psf_color_type``
 empty), the sky / alt-az moments (``do_add_sky_moments``), and the measurement plugins visitcal does not
-have (CModel, Kron, GAaP, convolved fluxes, HSM regauss and higher-order moments; lsst-spec §4.10 calls them
-optional): their ap-corr entries are simply absent.
+have (CModel, Kron, GAaP, convolved fluxes, HSM regauss and higher-order moments; none is needed for the
+PSF or for the aperture corrections of the PSF and Gaussian fluxes): their ap-corr entries are simply
+absent.
 """
 
 from __future__ import annotations
@@ -113,14 +119,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Per-detector outcomes. The first two leave the detector out of both outputs (lsst-spec §4.12).
+#: Per-detector outcomes. The first two leave the detector out of both outputs, as in LSST.
 STATUSES = ("ok", "no_selected_sources", "no_isolated_matches", "candidates_failed", "psf_too_few_stars",
             "psf_fit_failed", "psf_nan_size", "measurement_failed", "ap_corr_failed")
 
-#: The flags the PSF-star selector vetoes (lsst-spec §4.2).
+#: The flags the PSF-star selector vetoes (LSST FinalizeCharacterizationConfigBase.setDefaults).
 SELECTOR_BAD_FLAGS = PIXEL_BAD_FLAGS + ("slot_Centroid_flag", "base_GaussianFlux_flag")
 
-#: The measurement run on the PSF stars (lsst-spec §4.2 / §4.10, with what visitcal has).
+#: The measurement run on the PSF stars: LSST's list for this task, restricted to what visitcal has
+#: (base_SdssShape stands in for the HSM source and PSF moments).
 FINALIZE_PLUGINS = ("base_SdssShape", "base_GaussianFlux", "base_PsfFlux", "base_FPPosition")
 
 
@@ -166,12 +173,14 @@ class PsfDeterminerChoice(BaseModel):
                                         description="Config of the 'pca' determiner.")
 
     def make(self):
+        """A new determiner of the chosen kind (`PixelGridPsfDeterminer` or `PcaPsfDeterminer`) and config."""
         return PixelGridPsfDeterminer(self.pixelgrid) if self.name == "pixelgrid" else PcaPsfDeterminer(self.pca)
 
 
 class FinalizeCharacterizationConfig(BaseModel):
     """Configuration of the finalize tasks (LSST ``FinalizeCharacterizationConfigBase`` in snake_case, with
-    its ``setDefaults``; lsst-spec §4.2)."""
+    its ``setDefaults``: S/N 50-1000 on ``base_GaussianFlux``, 10% reserve, 27-px candidate stamps,
+    ap-corr stars with ``base_PsfFlux`` S/N > 200)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -225,11 +234,13 @@ class DetectorStatus:
 
     @property
     def ok(self) -> bool:
+        """Whether the detector got both a PSF and an ap-corr map (``status == "ok"``)."""
         return self.status == "ok"
 
     @property
     def has_row(self) -> bool:
-        """Whether the detector gets rows in the outputs (lsst-spec §4.12)."""
+        """Whether the detector gets rows in the outputs: False only when no source was selected or none
+        matched an isolated star, as in LSST."""
         return self.status not in ("no_selected_sources", "no_isolated_matches")
 
 
@@ -251,15 +262,22 @@ def concat_isolated_star_cats(band: str, isolated_star_cat_dict: Mapping, isolat
                               visit: int, detector: int | None = None,
                               reserve_selection: ReserveIsolatedStarsTask | None = None,
                               id_column: str = "sourceId") -> Table:
-    """One table of this visit's (and detector's) isolated-star sources with their reserve flags
-    (lsst-spec §4.4).
+    """One table of this visit's (and detector's) isolated-star sources with their reserve flags (LSST's
+    ``concat_isolated_star_cats``).
+
+    Per tract, in sorted order: the sources of this visit (and detector) are kept, the stars are cut to those
+    with ``nsource_<band> > 0``, the reserve flags are drawn over that cut star list by
+    ``reserve_selection`` seeded from the name ``reserved_<band>_<tract>`` (so a star has the same flag in
+    every visit), and each source takes its
+    star's flag; the tracts are then concatenated.
 
     Parameters
     ----------
     band : str
     isolated_star_cat_dict, isolated_star_source_dict : mapping tract -> table
         The star tables (``nsource_<band>`` needed) and source tables (``id_column``, ``obj_index``,
-        ``visit`` and, with ``detector``, ``detector``) of each tract (lsst-spec §3).
+        ``visit`` and, with ``detector``, ``detector``) of each tract, as made by
+        `IsolatedStarAssociationTask`.
     visit : int
     detector : int, optional
     reserve_selection : `ReserveIsolatedStarsTask`, optional
@@ -490,10 +508,11 @@ class FinalizeCharacterizationTaskBase:
         self._template_key = None
         self._template: Table | None = None
 
-    # --- the output schema (lsst-spec §4.11) ------------------------------------------------------
+    # --- the output schema (LSST's _make_output_schema_mapper) ----------------------------------
     @staticmethod
     def _mapped_columns(src: Table) -> list[str]:
-        """Input columns copied into the output, in §4.11's order (items 1-4)."""
+        """Input columns copied into the output, in LSST's order: id, coordinates and parent, centroid,
+        circular-aperture fluxes, ap and calib fluxes."""
         names = ["id", "coord_ra", "coord_dec", "parent"]
         for suffix in ("x", "y"):
             names.append(resolve_column(src, f"slot_Centroid_{suffix}"))
@@ -584,7 +603,7 @@ class FinalizeCharacterizationTaskBase:
                 out[name].unit = col.unit
         return out
 
-    # --- one detector (lsst-spec §4.5) ------------------------------------------------------------
+    # --- one detector (LSST's compute_psf_and_ap_corr_map) ---------------------------------------
     def compute_psf_and_ap_corr_map(self, visit: int, detector: int, exposure: Exposure, src: Table,
                                     isolated_source_table: Table, *, band: str | None = None) -> _DetectorOutput:
         """PSF, ap-corr map and measured star table of one detector, with its `DetectorStatus`.
@@ -672,7 +691,7 @@ class FinalizeCharacterizationTaskBase:
         except PsfTooFewStarsError as err:
             timings["psf"] = time.perf_counter() - t0
             return fail("psf_too_few_stars", err, measured=self._map_to_output(selected))
-        except Exception as err:  # noqa: BLE001 - any fit failure gives a row without PSF (lsst-spec §4.12)
+        except Exception as err:  # noqa: BLE001 - any fit failure gives a row without PSF (as LSST)
             timings["psf"] = time.perf_counter() - t0
             return fail("psf_fit_failed", err, measured=self._map_to_output(selected))
         psf = result.psf
@@ -766,7 +785,7 @@ class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
         visit : int
         band : str
         isolated_star_cat_dict, isolated_star_source_dict : mapping tract -> astropy Table
-            The tracts' isolated-star and isolated-source tables (lsst-spec §3).
+            The tracts' isolated-star and isolated-source tables (`IsolatedStarAssociationTask`).
         src_dict, calexp_dict : mapping detector -> Table / `Exposure` (or a callable returning it: a
             deferred load)
             The calibrated source catalogs (``single_visit_star``) and exposures (``preliminary_visit_image``).
@@ -839,7 +858,7 @@ class ConsolidateFinalizeCharacterizationDetectorConfig(BaseModel):
 
 
 class ConsolidateFinalizeCharacterizationDetectorTask:
-    """Join the detector task's outputs of one visit (lsst-spec §4.3, "Consolidate")."""
+    """Join the detector task's outputs of one visit, in detector order (as LSST's task of this name)."""
 
     ConfigClass = ConsolidateFinalizeCharacterizationDetectorConfig
     _DefaultName = "consolidateFinalizeCharacterizationDetector"

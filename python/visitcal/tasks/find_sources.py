@@ -1,6 +1,6 @@
 """From a background-subtracted exposure to the measured source catalog: detection, sky sources,
 deblending, measurement and primary flags, in the order ReprocessVisitImageTask's ``_find_sources``
-runs them (lsst-spec §5.3 step 8; repair and the calibration steps around it are separate).
+runs them (LSST drp_tasks; repair and the calibration steps around it are separate).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ class FindSourcesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     detection: SourceDetectionConfig = Field(default_factory=SourceDetectionConfig, description="detection")
-    do_sky_sources: bool = Field(True, description="add sky sources (lsst-spec §5.9)")
+    do_sky_sources: bool = Field(True, description="add sky sources (LSST SkyObjectsTask)")
     sky_sources: SkyObjectsConfig = Field(default_factory=SkyObjectsConfig, description="sky sources")
-    do_deblend: bool = Field(True, description="deblend multi-peak parents (lsst-spec §5.6)")
+    do_deblend: bool = Field(True, description="deblend multi-peak parents (LSST SourceDeblendTask)")
     deblend: SourceDeblendConfig = Field(default_factory=SourceDeblendConfig, description="deblender")
     measurement: SingleFrameMeasurementConfig = Field(default_factory=SingleFrameMeasurementConfig,
                                                       description="measurement plugins and slots")
@@ -75,7 +75,7 @@ class FindSourcesTask:
 
         The mask gains DETECTED (and NOT_DEBLENDED over skipped parents); the image is restored after
         measurement. Ids are packed by ``id_generator`` (default: visit 0, detector 0), whose catalog id
-        also seeds the sky sources' Halton sequence (lsst-spec §2.7).
+        also seeds the sky sources' Halton sequence (as LSST's ``IdGenerator.catalog_id`` does).
         """
         if exposure.psf is None:
             raise ValueError("exposure has no PSF: detection, deblending and measurement need one")

@@ -1,15 +1,16 @@
 """Isolated-star association across visits and bands, per tract (pipe_tasks
-``IsolatedStarAssociationTask``, lsst-spec §3).
+``IsolatedStarAssociationTask``).
 
 The association builds, for one tract, a catalog of isolated point sources (``star_cat``, the
 ``isolated_star_association`` dataset) and the single-visit sources of each (``source_cat``, the
 ``isolated_star`` dataset). FinalizeCharacterization reads both to choose its PSF stars and to reserve
-the same stars in every visit (lsst-spec §4.4).
+the same stars in every visit (LSST's ``FinalizeCharacterizationTask``; see
+`visitcal.tasks.reserve_isolated_stars`).
 
 Algorithm (`IsolatedStarAssociationTask.run`):
 
-1. **Select** in each input table the rows passing ``config.source_selector`` (the §3 selector: the
-   flags below vetoed, sizeExtendedness < 0.1, 8 < S/N < 1000 on the normalized compensated-tophat
+1. **Select** in each input table the rows passing ``config.source_selector`` (LSST's selector for this
+   task: the flags below vetoed, sizeExtendedness < 0.1, 8 < S/N < 1000 on the normalized compensated-tophat
    flux, parent == 0 and deblend_nChild == 0, detect_isPrimary), with finite coordinates, a band in
    ``band_order`` and a position inside the tract's *outer* region.
 2. **Primary stars, band by band** in ``band_order``: friends-of-friends groups of that band's
@@ -40,35 +41,35 @@ Our ``single_visit_star`` tables carry LSST's afw column names; LSST's associati
 ``sourceTable`` (DPDD) names. The one mapping used by this module (`COLUMN_MAP`): output/DPDD name ->
 input afw column (``slot_*`` names resolve through the table's ``meta["slots"]``):
 
-================================  ===============================================  ======================
-DPDD name (selector / output)     single_visit_star column                         use
-================================  ===============================================  ======================
-sourceId                          id                                               output
-ra, dec                           coord_ra, coord_dec (radians -> degrees)         output, matching
-x, y                              slot_Centroid_x, slot_Centroid_y                 output
-xErr, yErr                        slot_Centroid_xErr, slot_Centroid_yErr           output
-normCompTophatFlux_instFlux       base_NormalizedCompensatedTophatFlux_instFlux    output, S/N
-normCompTophatFlux_instFluxErr    base_NormalizedCompensatedTophatFlux_instFluxErr output, S/N
-normCompTophatFlux_flag           base_NormalizedCompensatedTophatFlux_flag        veto
-apFlux_12_0_instFlux (Err, flag)  base_CircularApertureFlux_12_0_instFlux (...)    output
-apFlux_17_0_instFlux (Err, flag)  base_CircularApertureFlux_17_0_instFlux (...)    output when present
-localBackground_instFlux, _flag   base_LocalBackground_instFlux, _flag             output
-ixx, iyy, ixy                     slot_Shape_xx, slot_Shape_yy, slot_Shape_xy      output
-pixelFlags_edge                   base_PixelFlags_flag_edge                        veto
-pixelFlags_interpolatedCenter     base_PixelFlags_flag_interpolatedCenter          veto
-pixelFlags_saturatedCenter        base_PixelFlags_flag_saturatedCenter             veto
-pixelFlags_crCenter               base_PixelFlags_flag_crCenter                    veto
-pixelFlags_bad                    base_PixelFlags_flag_bad                         veto
-pixelFlags_interpolated           base_PixelFlags_flag_interpolated                veto
-pixelFlags_saturated              base_PixelFlags_flag_saturated                   veto
-centroid_flag                     slot_Centroid_flag                               veto
-sizeExtendedness                  base_ClassificationSizeExtendedness_value        < 0.1
-parentSourceId                    parent                                           == 0
-deblend_nChild                    deblend_nChild                                   == 0
-detect_isPrimary                  detect_isPrimary                                 required
-visit, detector, band,            visit, detector, band, physical_filter           output, band split
+================================  =================================================  ======================
+DPDD name (selector / output)     single_visit_star column                           use
+================================  =================================================  ======================
+sourceId                          id                                                 output
+ra, dec                           coord_ra, coord_dec (radians -> degrees)           output, matching
+x, y                              slot_Centroid_x, slot_Centroid_y                   output
+xErr, yErr                        slot_Centroid_xErr, slot_Centroid_yErr             output
+normCompTophatFlux_instFlux       base_NormalizedCompensatedTophatFlux_instFlux      output, S/N
+normCompTophatFlux_instFluxErr    base_NormalizedCompensatedTophatFlux_instFluxErr   output, S/N
+normCompTophatFlux_flag           base_NormalizedCompensatedTophatFlux_flag          veto
+apFlux_12_0_instFlux (Err, flag)  base_CircularApertureFlux_12_0_instFlux (...)      output
+apFlux_17_0_instFlux (Err, flag)  base_CircularApertureFlux_17_0_instFlux (...)      output when present
+localBackground_instFlux, _flag   base_LocalBackground_instFlux, _flag               output
+ixx, iyy, ixy                     slot_Shape_xx, slot_Shape_yy, slot_Shape_xy        output
+pixelFlags_edge                   base_PixelFlags_flag_edge                          veto
+pixelFlags_interpolatedCenter     base_PixelFlags_flag_interpolatedCenter            veto
+pixelFlags_saturatedCenter        base_PixelFlags_flag_saturatedCenter               veto
+pixelFlags_crCenter               base_PixelFlags_flag_crCenter                      veto
+pixelFlags_bad                    base_PixelFlags_flag_bad                           veto
+pixelFlags_interpolated           base_PixelFlags_flag_interpolated                  veto
+pixelFlags_saturated              base_PixelFlags_flag_saturated                     veto
+centroid_flag                     slot_Centroid_flag                                 veto
+sizeExtendedness                  base_ClassificationSizeExtendedness_value          < 0.1
+parentSourceId                    parent                                             == 0
+deblend_nChild                    deblend_nChild                                     == 0
+detect_isPrimary                  detect_isPrimary                                   required
+visit, detector, band,            visit, detector, band, physical_filter             output, band split
 physical_filter
-================================  ===============================================  ======================
+================================  =================================================  ======================
 """
 
 from __future__ import annotations
@@ -183,7 +184,8 @@ class IsolatedStarAssociationConfig(BaseModel):
                                         description="Bands in matching priority; sources of other bands are "
                                                     "ignored.")
     source_selector: ScienceSourceSelectorConfig = Field(
-        default_factory=_default_selector, description="Source selection (lsst-spec §3; afw column names).")
+        default_factory=_default_selector, description="Source selection (LSST's defaults for this task; "
+                                                        "afw column names).")
 
     @field_validator("band_order")
     @classmethod
@@ -263,7 +265,29 @@ def _mean_positions(ra: np.ndarray, dec: np.ndarray, labels: np.ndarray, n: int)
 
 
 def isolated_star_id(index, tract: int, n_tracts: int) -> np.ndarray:
-    """``(index + 1) * 10**(floor(log10(n_tracts)) + 1) + tract`` (lsst-spec §3), int64."""
+    """``(index + 1) * 10**(floor(log10(n_tracts)) + 1) + tract``, int64: LSST's isolated_star_id packing.
+
+    Parameters
+    ----------
+    index : int or array of int
+        The star's 0-based row in the tract's star table.
+    tract : int
+        The tract number: a sky map's tracts run from 0 to ``n_tracts - 1`` (values up to
+        ``10 * n_tracts - 1`` are accepted).
+    n_tracts : int
+        The number of tracts of the sky map (>= 1); sets the decimal width reserved for ``tract``.
+
+    Returns
+    -------
+    ids : `numpy.ndarray` of int64
+        Shaped as ``index``. For ``tract < n_tracts`` the low decimal digits are the tract, so ids are unique
+        across the tracts of the sky map.
+
+    Raises
+    ------
+    ValueError
+        When ``n_tracts < 1`` or ``tract`` is out of range.
+    """
     if n_tracts < 1 or not 0 <= tract < max(n_tracts, 1) * 10:
         raise ValueError(f"tract {tract} / n_tracts {n_tracts}: need n_tracts >= 1 and 0 <= tract")
     factor = 10 ** (int(math.floor(math.log10(n_tracts))) + 1)

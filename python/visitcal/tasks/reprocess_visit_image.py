@@ -1,7 +1,8 @@
-"""`ReprocessVisitImageTask`: the final calibrated visit image and its source catalog (lsst-spec §5;
-DESIGN.md §3 for ``run()`` and the result names; issue 9).
+"""`ReprocessVisitImageTask`: the final calibrated visit image and its source catalog (LSST drp_tasks'
+``ReprocessVisitImageTask``, which makes the DRP's ``visit_image`` and ``source`` tables; ``run()`` takes
+LSST's argument names and returns LSST's result attribute names).
 
-Steps of `ReprocessVisitImageTask.run` (lsst-spec §5.3):
+Steps of `ReprocessVisitImageTask.run`, in the order of LSST's:
 
 0. with ``do_use_sky_corr``, the ``sky_corr`` layers appended to the background;
 1. snap combination (one or two snaps: images and variances summed, masks OR-ed, exposure time summed; more
@@ -15,11 +16,12 @@ Steps of `ReprocessVisitImageTask.run` (lsst-spec §5.3):
    the aperture corrections, the flux-ratio extendedness recomputed on the corrected fluxes; ``visit`` and
    ``detector`` columns;
 7. the cross-match to the calib sources (finalize's ``refit_psf_star``) within ``calib_match_radius`` =
-   0.2 arcsec — converted from arcseconds on the sky, not the radians/degrees slip of lsst-spec §7 — copying
+   0.2 arcsec, a true angle on the sky (a departure: LSST's ``_match_calib_sources`` appears to pass radians
+   to a matcher that expects degrees, which makes its effective radius about 11.5 arcsec), copying
    ``calib_psf_candidate/used/reserved`` from each calib star to its nearest source; then
    ``base_LocalPhotoCalib(Err)`` and ``base_LocalWcs_CDMatrix_*`` (radians per pixel) at each centroid;
-8. summary statistics (`ComputeExposureSummaryStatsTask`: lsst-spec §5.10 but the treecorr rho statistics,
-   with magLim / effTime from the exposure's GAIN and RDNOISE cards);
+8. summary statistics (`ComputeExposureSummaryStatsTask`, as LSST's but without the treecorr rho
+   statistics, with magLim / effTime from the exposure's GAIN and RDNOISE cards);
 9. the image and variance calibrated to nJy, an identity PhotoCalib, ``BUNIT = 'nJy'``; the catalog's
    ``_flux`` / ``_fluxErr`` / ``_mag`` / ``_magErr`` columns from the PhotoCalib.
 
@@ -61,7 +63,11 @@ def _apply_only() -> NormalizedCalibrationFluxConfig:
 
 
 class ReprocessVisitImageConfig(BaseModel):
-    """lsst-spec §5.2 defaults, snake_case."""
+    """Configuration of `ReprocessVisitImageTask`: LSST's ``ReprocessVisitImageConfig`` defaults, snake_case.
+
+    Detection does not re-estimate the background, and the normalized calibration flux is applied from the
+    ap-corr map, never measured, as in LSST.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -78,10 +84,12 @@ class ReprocessVisitImageConfig(BaseModel):
     calib_match_radius: float = Field(0.2, gt=0, description="radius of the calib-source cross-match, arcsec")
     remove_initial_photo_calib: bool = Field(False, description="the snaps and the background are in the units of "
                                              "initial_photo_calib (nJy): subtract the background there, then divide "
-                                             "by its mean back to counts (lsst-spec §5.3 steps 4-6; off in DRP)")
+                                             "by its mean back to counts (LSST remove_initial_photo_calib; "
+                                             "off in the DRP pipeline)")
     do_calibrate_pixels: bool = Field(True, description="calibrate the image and variance to nJy")
     do_use_sky_corr: bool = Field(False, description="subtract the sky-correction layers (``sky_corr``) after the "
-                                  "preliminary background's (lsst-spec §5.3 step 0; DRP-full: True)")
+                                  "preliminary background's (LSST do_use_sky_corr; True in the DRP-full "
+                                  "pipeline)")
     copy_mask_planes: tuple[str, ...] = Field(("SPIKE",), description="planes OR-ed from the preliminary mask "
                                               "into the combined snaps' mask (LSST copyMaskPlanes)")
     compute_summary_stats: ComputeExposureSummaryStatsConfig = Field(
@@ -90,8 +98,12 @@ class ReprocessVisitImageConfig(BaseModel):
 
 @dataclasses.dataclass
 class ReprocessVisitImageResult:
-    """DESIGN.md §3: ``exposure`` (nJy, identity PhotoCalib), ``sources`` (the catalog), ``sources_footprints``
-    (aligned with ``sources``), ``background`` (the subtracted background)."""
+    """Result of `ReprocessVisitImageTask.run`, with LSST's attribute names.
+
+    ``exposure`` (image in nJy, variance in nJy^2, identity PhotoCalib, ``BUNIT = 'nJy'``), ``sources`` (the
+    calibrated catalog), ``sources_footprints`` (the footprints, aligned with the rows of ``sources``),
+    ``background`` (the subtracted background, still in counts) and ``timings`` (seconds per stage).
+    """
 
     exposure: Exposure
     sources: Table
@@ -136,12 +148,17 @@ class ReprocessVisitImageTask:
         id_generator : `DetectorVisitIdGenerator`, optional
         result : ignored (LSST's in-place result struct)
         preliminary_mask : `Mask`, optional
-            calibrate's mask of this detector (lsst-spec §5.1 ``preliminary_mask``): its ``copy_mask_planes``
-            (SPIKE) bits are OR-ed into the combined snaps' mask. An addition to DESIGN.md §3's signature,
-            keyword-only and optional.
+            calibrate's mask of this detector (LSST's ``preliminary_mask`` input): its ``copy_mask_planes``
+            (SPIKE) bits are OR-ed into the combined snaps' mask. Keyword-only and optional.
         sky_corr : `BackgroundList`, optional
-            With ``do_use_sky_corr``: the sky-correction layers, appended to ``background`` (lsst-spec §5.3
-            step 0); the result's ``background`` is the concatenation. Also an optional addition.
+            With ``do_use_sky_corr``: the sky-correction layers (LSST's ``skyCorr``), appended to
+            ``background``; the result's ``background`` is the concatenation. Keyword-only and optional.
+
+        Returns
+        -------
+        result : `ReprocessVisitImageResult`
+            The calibrated exposure (its ``summary_stats`` set), the catalog, its footprints and the
+            background.
 
         Raises
         ------
@@ -169,8 +186,8 @@ class ReprocessVisitImageTask:
                 raise ValueError("do_use_sky_corr is set but sky_corr is None")
             background = BackgroundList(list(background or []) + list(sky_corr))
         if self.config.remove_initial_photo_calib:
-            # lsst-spec §5.3 steps 4 and 6: the background is in the initial calibration's units; subtract it
-            # there, then divide by the initial calibration's mean to return to counts.
+            # As LSST's remove_initial_photo_calib: the background is in the initial calibration's units;
+            # subtract it there, then divide by the initial calibration's mean to return to counts.
             if initial_photo_calib is None:
                 raise ValueError("remove_initial_photo_calib is set but initial_photo_calib is None")
         if background is not None:
@@ -214,8 +231,9 @@ class ReprocessVisitImageTask:
                                          background=background, timings=timings)
 
     def _copy_mask_planes(self, exposure: Exposure, preliminary_mask) -> None:
-        """lsst-spec §5.3 step 2: OR the preliminary mask's ``copy_mask_planes`` bits into the exposure's mask
-        (planes the preliminary mask lacks are skipped; planes the exposure lacks are added)."""
+        """As LSST's copyMaskPlanes step: OR the preliminary mask's ``copy_mask_planes`` bits into the
+        exposure's mask (planes the preliminary mask lacks are skipped; planes the exposure lacks are
+        added)."""
         if preliminary_mask.shape != exposure.mask.shape:
             raise ValueError(f"preliminary_mask has shape {preliminary_mask.shape}, the exposure "
                              f"{exposure.mask.shape}")
@@ -227,10 +245,10 @@ class ReprocessVisitImageTask:
             exposure.mask.set(name, preliminary_mask.test(name))
 
     def _match_calib_sources(self, cat: Table, calib: Table | None) -> None:
-        """lsst-spec §5.3 step 8: each calib star's nearest new source within ``calib_match_radius`` arcsec
-        (converted on the sky, not lsst-spec §7's degrees slip) takes its ``calib_psf_*`` flags; every other
-        source has them False, as the placeholders ``calib_photometry_used/reserved`` and
-        ``calib_astrometry_used/reserved`` always are."""
+        """As LSST's ``_match_calib_sources``: each calib star's nearest new source within
+        ``calib_match_radius`` arcsec (a true angle on the sky; see the module docstring) takes its
+        ``calib_psf_*`` flags; every other source has them False, as the placeholders
+        ``calib_photometry_used/reserved`` and ``calib_astrometry_used/reserved`` always are."""
         n = len(cat)
         for name in CALIB_SOURCE_FIELDS + ("calib_photometry_used", "calib_photometry_reserved",
                                            "calib_astrometry_used", "calib_astrometry_reserved"):
@@ -252,8 +270,9 @@ class ReprocessVisitImageTask:
 
 
 def _post_calculations(cat: Table, photo_calib, wcs) -> None:
-    """lsst-spec §5.3 step 9: ``base_LocalPhotoCalib`` (nJy per count at the centroid) and its error, and
-    ``base_LocalWcs_CDMatrix_{1,2}_{1,2}`` (the local linear WCS at the centroid, radians per pixel)."""
+    """LSST's post-calculation plugins: ``base_LocalPhotoCalib`` (nJy per count at the centroid) and its
+    error, and ``base_LocalWcs_CDMatrix_{1,2}_{1,2}`` (the local linear WCS at the centroid, radians per
+    pixel)."""
     from ..measurement.source_selector import resolve_column
     from ..core.wcs import local_cd_matrix
 

@@ -1,5 +1,5 @@
 """Reserve a fixed fraction of isolated stars from PSF fitting, the same stars in every visit (pipe_tasks
-``ReserveIsolatedStarsTask``, lsst-spec §4.4 step 4).
+``ReserveIsolatedStarsTask``, as ``FinalizeCharacterizationTask`` uses it).
 
 For ``nstar`` stars and an ``extra`` string (FinalizeCharacterization passes ``f"{band}_{tract}"``):
 

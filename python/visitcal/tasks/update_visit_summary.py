@@ -1,12 +1,12 @@
-"""The per-visit ``visit_summary`` (issue 9, first part; LSST's ``UpdateVisitSummaryTask``, lsst-spec §1 step 6):
-one row per detector, sorted, joining the refit PSF and aperture corrections of finalize
-(``refit_psf_models``) with the WCS and PhotoCalib of calibration (``preliminary_visit_image``; in LSST these
-come from gbdes and FGCM, here from our own per-detector fits), and the summary statistics recomputed with
-the refit PSF (`ComputeExposureSummaryStatsTask`).
+"""The per-visit ``visit_summary`` (LSST drp_tasks' ``UpdateVisitSummaryTask``, the DRP step between
+finalize and reprocessing): one row per detector, sorted, joining the refit PSF and aperture corrections
+of finalize (``refit_psf_models``) with the WCS and PhotoCalib of calibration (``preliminary_visit_image``;
+in LSST these come from gbdes and FGCM, here from our own per-detector fits), and the summary statistics
+recomputed with the refit PSF (`ComputeExposureSummaryStatsTask`).
 
 Reprocessing reads its calibrations from this table. A detector whose row lacks one of them (its PSF fit or
 ap-corr fit failed in finalize, its calibration failed) is an upstream failure: `calibrations_for` raises
-`UpstreamFailureNoWorkFound` naming what is missing (lsst-spec §4.12, last line).
+`UpstreamFailureNoWorkFound` naming what is missing, as LSST's ``ReprocessVisitImageTask`` does.
 
 Persistence (`write_visit_summary` / `read_visit_summary`): FITS, an ``INDEX`` binary table with the scalar
 columns (detector, visit, bbox, status, the WCS as FITS header text, the summary statistics; list-valued

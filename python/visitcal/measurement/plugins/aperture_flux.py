@@ -1,8 +1,9 @@
-"""base_CircularApertureFlux: fluxes in circular apertures with exact pixel overlap (lsst-spec §5.7).
+"""base_CircularApertureFlux: fluxes in circular apertures with exact pixel overlap (as LSST
+meas_base's plugin of that name, but see below).
 
 Each pixel's weight ``w`` is the exact area of the pixel inside the circle (sep/SExtractor "exact",
 photutils ``method="exact"``); LSST uses sinc apertures up to ``maxSincRadius`` and whole pixels
-beyond, this module uses exact overlap at every radius (the issue's requirement).
+beyond, this module uses exact overlap at every radius (a departure from LSST).
 
 * ``instFlux = sum w I``; ``instFluxErr = sqrt(sum w V)`` (sep's variance weighting for exact
   apertures).

@@ -1,5 +1,5 @@
 """Measurement plugins that need no pixels: positions on the sky and the focal plane, the pixel-area
-Jacobian, footprint areas and the two extendedness classifiers (lsst-spec §5.7).
+Jacobian, footprint areas and the two extendedness classifiers (LSST meas_base's plugins of those names).
 
 Each is whole-column numpy arithmetic (or one vectorised astropy WCS call) over the catalog, so it
 stays in Python; the per-source pixel work is in C++ (`visitcal.measurement.single_frame_measurement`).
@@ -22,7 +22,7 @@ __all__ = [
     "sky_coord",
 ]
 
-#: base_Jacobian's reference pixel scale (lsst-spec §5.7: pixelScale 0.2").
+#: base_Jacobian's reference pixel scale, arcsec (LSST's configured ``pixelScale``: LSSTCam's 0.2").
 NOMINAL_PIXEL_SCALE_ARCSEC = 0.2
 
 
@@ -67,7 +67,7 @@ def fp_position(detector, x, y) -> dict[str, np.ndarray]:
 
 
 def jacobian(wcs, x, y, *, pixel_scale: float = NOMINAL_PIXEL_SCALE_ARCSEC) -> dict[str, np.ndarray]:
-    """``base_Jacobian_value``: the local pixel area over ``pixel_scale^2`` (lsst-spec §5.7)."""
+    """``base_Jacobian_value``: the local pixel area over ``pixel_scale^2`` (as meas_base's base_Jacobian)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     value = np.full(x.shape, np.nan)
@@ -82,7 +82,7 @@ def jacobian(wcs, x, y, *, pixel_scale: float = NOMINAL_PIXEL_SCALE_ARCSEC) -> d
 
 def classification_size_extendedness(xx, yy, psf_xx, psf_yy) -> dict[str, np.ndarray]:
     """``base_ClassificationSizeExtendedness_value`` = 1 - exp(-chi^2 / 2), with
-    ``chi^2 = ((T - T_psf) / sqrt(T_psf))^2`` and T = Ixx + Iyy (lsst-spec §5.7)."""
+    ``chi^2 = ((T - T_psf) / sqrt(T_psf))^2`` and T = Ixx + Iyy (as meas_base's plugin)."""
     t = np.asarray(xx, dtype=np.float64) + np.asarray(yy, dtype=np.float64)
     t_psf = np.asarray(psf_xx, dtype=np.float64) + np.asarray(psf_yy, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -96,7 +96,7 @@ def classification_size_extendedness(xx, yy, psf_xx, psf_yy) -> dict[str, np.nda
 def classification_extendedness(psf_flux, psf_flux_flag, model_flux, model_flux_flag,
                                 *, flux_ratio: float = 0.95) -> dict[str, np.ndarray]:
     """``base_ClassificationExtendedness_value``: 0 when ``flux_ratio * modelFlux < psfFlux``, else 1;
-    NaN with ``_flag`` when either flux is NaN or flagged (lsst-spec §5.7)."""
+    NaN with ``_flag`` when either flux is NaN or flagged (as meas_base's plugin)."""
     psf_flux = np.asarray(psf_flux, dtype=np.float64)
     model_flux = np.asarray(model_flux, dtype=np.float64)
     bad = (~np.isfinite(psf_flux) | ~np.isfinite(model_flux) | np.asarray(psf_flux_flag, bool)

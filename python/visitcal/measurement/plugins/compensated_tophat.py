@@ -1,4 +1,5 @@
-"""base_CompensatedTophatFlux: aperture flux minus an annulus background (lsst-spec §5.7).
+"""base_CompensatedTophatFlux: aperture flux minus an annulus background (LSST meas_base's
+plugin of that name).
 
 For each aperture radius ``a`` (pixels), with exact-overlap aperture fluxes (`visitcal.measurement.plugins.aperture_flux`)
 ``A0`` at ``a``, ``A1`` at ``a * inner_scale`` and ``A2`` at ``a * outer_scale``, and
@@ -49,6 +50,7 @@ class CompensatedTophatConfig(BaseModel):
         return self
 
     def to_control(self):
+        """The C++ ``CompensatedTophatControl`` with these apertures (pixels) and annulus scales."""
         c = _core.CompensatedTophatControl()
         c.apertures = list(self.apertures)
         c.inner_scale, c.outer_scale = self.inner_scale, self.outer_scale

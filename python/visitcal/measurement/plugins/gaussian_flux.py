@@ -1,4 +1,5 @@
-"""base_GaussianFlux: the flux in an elliptical Gaussian weight matched to the shape (lsst-spec §5.7).
+"""base_GaussianFlux: the flux in an elliptical Gaussian weight matched to the shape (LSST meas_base's
+plugin of that name).
 
 With ``Q = (xx, yy, xy)`` the shape moments and ``r`` the pixel centre minus the centroid,
 ``w = exp(-r^T Q^-1 r / 2)``, ``instFlux = 2 sum w I`` and ``instFluxErr = 2 sqrt(V_c pi sqrt(det Q))``
@@ -39,6 +40,7 @@ class GaussianFluxConfig(BaseModel):
         return self
 
     def to_control(self):
+        """The C++ ``GaussianFluxControl`` with this ``box_sigma`` and ``max_radius``."""
         c = _core.GaussianFluxControl()
         c.box_sigma, c.max_radius = self.box_sigma, self.max_radius
         return c

@@ -1,4 +1,5 @@
-"""base_LocalBackground: the background per pixel in an annulus around each source (lsst-spec §5.7).
+"""base_LocalBackground: the background per pixel in an annulus around each source (LSST
+meas_base's plugin of that name).
 
 The annulus holds the pixels whose centres lie at a distance ``d`` from the centroid with
 ``annulus_inner * sigma < d <= annulus_outer * sigma`` (``sigma`` = the PSF's determinant radius at the
@@ -51,6 +52,23 @@ class LocalBackgroundConfig(BaseModel):
         return self
 
     def to_control(self, masked_image):
+        """The C++ ``LocalBackgroundControl``: annulus radii (in PSF sigmas), clipping and the bad-pixel bits.
+
+        Parameters
+        ----------
+        masked_image : `MaskedImage` or `Exposure`
+            The image to be measured: plane names are resolved to bits in its own mask dictionary.
+
+        Returns
+        -------
+        control : `visitcal._core.LocalBackgroundControl`
+            A new control struct; the config is unchanged.
+
+        Raises
+        ------
+        UnknownMaskPlaneError
+            When a plane in ``bad_mask_planes`` is not defined in the image's mask.
+        """
         c = _core.LocalBackgroundControl()
         c.annulus_inner, c.annulus_outer = self.annulus_inner, self.annulus_outer
         c.bad_mask = int(_c.plane_bits(masked_image, self.bad_mask_planes))

@@ -1,4 +1,5 @@
-"""base_PixelFlags: mask planes in a source's footprint and at its centre (lsst-spec §5.7).
+"""base_PixelFlags: mask planes in a source's footprint and at its centre (LSST meas_base's plugin of that
+name).
 
 * Anywhere in the footprint (its on-image pixels): ``_flag_edge`` (EDGE), ``_flag_nodata`` (NO_DATA),
   ``_flag_interpolated`` (INTRP), ``_flag_saturated`` (SAT), ``_flag_cr`` (CR), ``_flag_bad`` (BAD),

@@ -1,4 +1,5 @@
-"""base_PsfFlux: the least-squares amplitude of the PSF model at each source (lsst-spec §5.7).
+"""base_PsfFlux: the least-squares amplitude of the PSF model at each source (LSST meas_base's plugin
+of that name).
 
 ``M`` is the PSF image at the centroid (unit sum, parent-frame origin ``(model_x0, model_y0)``; a
 `Psf`'s ``compute_image``), clipped to the image; pixels with a ``bad_mask_planes`` bit are dropped
@@ -32,6 +33,23 @@ class PsfFluxConfig(BaseModel):
     bad_mask_planes: tuple[str, ...] = Field((), description="Mask planes whose pixels are left out of the fit.")
 
     def to_control(self, masked_image):
+        """The C++ ``PsfFluxControl``, whose ``bad_mask`` is the OR of ``bad_mask_planes``' bits (0 if none).
+
+        Parameters
+        ----------
+        masked_image : `MaskedImage` or `Exposure`
+            The image to be measured: plane names are resolved to bits in its own mask dictionary.
+
+        Returns
+        -------
+        control : `visitcal._core.PsfFluxControl`
+            A new control struct; the config is unchanged.
+
+        Raises
+        ------
+        UnknownMaskPlaneError
+            When a plane in ``bad_mask_planes`` is not defined in the image's mask.
+        """
         c = _core.PsfFluxControl()
         c.bad_mask = int(_c.plane_bits(masked_image, self.bad_mask_planes))
         return c

@@ -1,4 +1,5 @@
-"""base_SdssCentroid: the SDSS centroid (lsst-spec §5.7), a C++ kernel with a batch API.
+"""base_SdssCentroid: the centroid of Lupton's SDSS photo pipeline, as LSST meas_base's plugin of
+that name; a C++ kernel with a batch API.
 
 Per source, starting at its footprint's peak pixel: a local stamp is smoothed with a Gaussian of the
 PSF's sigma (the matched filter, so the smoothed image peaks at the maximum-likelihood position for a
@@ -48,6 +49,7 @@ class SdssCentroidConfig(BaseModel):
                                                      "this from it (px); negative disables.")
 
     def to_core(self) -> _core.SdssCentroidControl:
+        """The C++ ``SdssCentroidControl`` holding every field of this config (same names)."""
         ctrl = _core.SdssCentroidControl()
         for name in type(self).model_fields:
             setattr(ctrl, name, getattr(self, name))

@@ -1,4 +1,5 @@
-"""base_SdssShape: adaptive elliptical Gaussian moments (lsst-spec §5.7), a C++ kernel with a batch API.
+"""base_SdssShape: adaptive elliptical Gaussian moments (LSST meas_base's plugin of that name), a
+C++ kernel with a batch API.
 
 The weight ``exp(-1/2 r^T W^-1 r)`` starts at ``W = (1.5, 0, 1.5)`` px^2 at the given centre; each
 iteration re-centres and sets ``W <- (M^-1 - W^-1)^-1`` from the weighted moments ``M``, until the
@@ -52,6 +53,7 @@ class SdssShapeConfig(BaseModel):
                                                    "the measurement driver).")
 
     def to_core(self) -> _core.SdssShapeControl:
+        """The C++ ``SdssShapeControl`` holding every field of this config (same names)."""
         ctrl = _core.SdssShapeControl()
         for name in type(self).model_fields:
             setattr(ctrl, name, getattr(self, name))

@@ -1,4 +1,4 @@
-"""base_Variance: the median variance around each source (lsst-spec §5.7).
+"""base_Variance: the median variance around each source (LSST meas_base's plugin of that name).
 
 The pixels whose centres ``r`` (relative to the centroid) satisfy ``r^T (scale^2 Q)^-1 r <= 1``, with
 ``Q = (xx, yy, xy)`` the shape moments and ``scale = 5``, on the image, without ``mask_planes`` bits
@@ -38,6 +38,23 @@ class VarianceConfig(BaseModel):
         return v
 
     def to_control(self, masked_image):
+        """The C++ ``VarianceControl``: the ellipse ``scale`` and the bits of ``mask_planes`` left out.
+
+        Parameters
+        ----------
+        masked_image : `MaskedImage` or `Exposure`
+            The image to be measured: plane names are resolved to bits in its own mask dictionary.
+
+        Returns
+        -------
+        control : `visitcal._core.VarianceControl`
+            A new control struct; the config is unchanged.
+
+        Raises
+        ------
+        UnknownMaskPlaneError
+            When a plane in ``mask_planes`` is not defined in the image's mask.
+        """
         c = _core.VarianceControl()
         c.scale = self.scale
         c.mask = int(_c.plane_bits(masked_image, self.mask_planes))

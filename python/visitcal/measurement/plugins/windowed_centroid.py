@@ -1,6 +1,6 @@
 """ext_windowedCentroid: SExtractor's windowed centroid (XWIN_IMAGE / YWIN_IMAGE, ``sep.winpos``).
 
-Not an LSST plugin (lsst-spec §5.7 lists none); our own, for comparison with SExtractor catalogues.
+Not an LSST plugin (meas_base has no windowed centroid); our own, for comparison with SExtractor catalogues.
 Iteration (SExtractor's recipe, from its manual and sep's docs): with the window
 ``w = exp(-r^2 / (2 sigma^2))`` over the pixels within ``4 sigma`` (boundary pixels weighted by an
 11 x 11 sub-pixel overlap), the position moves by ``2 sum(w I (p - c)) / sum(w I)``; it stops when
@@ -52,6 +52,24 @@ class WindowedCentroidConfig(BaseModel):
         return (v,) if isinstance(v, str) else tuple(v)
 
     def to_core(self, mask=None) -> _core.WindowedCentroidControl:
+        """The C++ ``WindowedCentroidControl`` for this config.
+
+        Parameters
+        ----------
+        mask : `Mask`, optional
+            The image's mask. When given, ``bad_mask_bits`` is the OR of ``bad_mask_planes``' bits in it;
+            otherwise it keeps the C++ default (BAD, SAT and NO_DATA at visitcal's standard bits).
+
+        Returns
+        -------
+        control : `visitcal._core.WindowedCentroidControl`
+            A new control struct (iteration limits, window size in sigmas, oversampling, minimum sigma).
+
+        Raises
+        ------
+        UnknownMaskPlaneError
+            When a plane in ``bad_mask_planes`` is not defined in ``mask``.
+        """
         ctrl = _core.WindowedCentroidControl()
         for name in ("max_iter", "step_min", "n_sigma", "oversample", "min_sigma"):
             setattr(ctrl, name, getattr(self, name))
