@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "timing.hpp"
-#include "visitcal/chebyshev.hpp"
+#include "visitcal/core/chebyshev.hpp"
 
 namespace vb = visitcal_bench;
 using visitcal::Box2I;

@@ -3,6 +3,9 @@
 
 #include <pybind11/numpy.h>
 
+#include <array>
+#include <cstddef>
+#include <string>
 #include <vector>
 
 namespace visitcal_bind {
@@ -16,6 +19,12 @@ py::array_t<T> vec(const std::vector<U>& v) {
     auto p = a.mutable_data();
     for (std::size_t i = 0; i < v.size(); ++i) p[i] = static_cast<T>(v[i]);
     return a;
+}
+
+/// A flag-name registry (a std::array of C strings) as a list of str.
+template <std::size_t N>
+std::vector<std::string> names(const std::array<const char*, N>& a) {
+    return std::vector<std::string>(a.begin(), a.end());
 }
 
 }  // namespace visitcal_bind

@@ -1,4 +1,4 @@
-// Conversions between visitcal::FootprintList and the flat numpy arrays visitcal.footprint uses:
+// Conversions between visitcal::FootprintList and the flat numpy arrays visitcal.core.footprint uses:
 // spans (n, 3) int32 [y, x0, x1], span_offsets (k + 1) int64, peak_xy (m, 2) int32 [x, y],
 // peak_value (m) float32, peak_significance (m) float32, peak_offsets (k + 1) int64, peak_id (m) int64.
 #pragma once
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "visitcal/footprint.hpp"
+#include "visitcal/core/footprint.hpp"
 
 namespace visitcal_bind {
 
@@ -96,7 +96,7 @@ inline visitcal::FootprintList list_from(const SpanArray& spans, const OffsetArr
 }
 
 /// A FootprintList from the 7-tuple `list_to` makes (spans, span_offsets, peak_xy, peak_value,
-/// peak_significance, peak_offsets, peak_id), as visitcal.footprint.FootprintSet holds it.
+/// peak_significance, peak_offsets, peak_id), as visitcal.core.footprint.FootprintSet holds it.
 inline visitcal::FootprintList list_from_tuple(const py::tuple& t, const char* name = "footprints") {
     if (t.size() != 7) {
         throw std::invalid_argument(std::string(name) +

@@ -8,7 +8,7 @@
 #include <string>
 #include <type_traits>
 
-#include "visitcal/convolve.hpp"  // ImageView
+#include "visitcal/core/image_view.hpp"
 
 namespace visitcal_bind {
 

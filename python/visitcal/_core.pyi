@@ -39,7 +39,7 @@ class ChebyshevBoundedField:
     def mean(self) -> float: ...
     def scaled(self, factor: float) -> ChebyshevBoundedField: ...
 
-# convolve.hpp
+# detection/convolve.hpp
 def gaussian_kernel_1d(sigma: float, half_width: int) -> list[float]: ...
 @overload
 def convolve_separable(image: npt.NDArray[np.float32], kx: Sequence[float], ky: Sequence[float], baseline_only: bool = False) -> npt.NDArray[np.float32]: ...
@@ -55,7 +55,7 @@ def convolve_fft(image: npt.NDArray[np.float32], kernel: npt.ArrayLike, tile: in
 def convolve_fft(image: npt.NDArray[np.float64], kernel: npt.ArrayLike, tile: int = 0, baseline_only: bool = False) -> npt.NDArray[np.float64]: ...
 def fft_tile_size(ny: int, nx: int, kny: int, knx: int) -> int: ...
 
-# background.hpp
+# detection/background.hpp
 class BackgroundControl:
     bin_size_x: int
     bin_size_y: int
@@ -75,7 +75,7 @@ def interpolate_background_into(stats: npt.ArrayLike, xcen: npt.ArrayLike, ycen:
                                 undersample: int, extrapolation: int, x: npt.ArrayLike, y: npt.ArrayLike,
                                 out: npt.NDArray[np.float64] | npt.NDArray[np.float32]) -> None: ...
 
-# footprint.hpp
+# core/footprint.hpp
 _FootprintArrays: TypeAlias = tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.int32],
                          npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64],
                          npt.NDArray[np.int64]]  # spans, span_offsets, peak_xy, value, significance, peak_offsets, peak_id
@@ -90,7 +90,7 @@ def set_mask_over_spans(mask: npt.NDArray[np.int32], spans: npt.ArrayLike, bits:
 def gather_spans(image: npt.NDArray[Any], spans: npt.ArrayLike, x0: int, y0: int) -> npt.NDArray[Any]: ...
 def scatter_spans(image: npt.NDArray[Any], spans: npt.ArrayLike, values: npt.NDArray[Any], x0: int, y0: int) -> None: ...
 
-# detection.hpp
+# detection/detection.hpp
 def find_footprints(image: npt.NDArray[np.float32] | npt.NDArray[np.float64],
                     noise_variance: npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
                     border_x: int, border_y: int, value: float, polarity: int, include_multiplier: float,
@@ -98,7 +98,7 @@ def find_footprints(image: npt.NDArray[np.float32] | npt.NDArray[np.float64],
 def count_invalid_pixels(image: npt.NDArray[np.float32] | npt.NDArray[np.float64],
                          variance: npt.NDArray[np.float32] | npt.NDArray[np.float64]) -> tuple[int, int]: ...
 
-# cosmic_rays.hpp
+# detection/cosmic_rays.hpp
 class FindCosmicRaysControl:
     min_sigma: float
     min_dn: float
@@ -122,9 +122,9 @@ def cosmic_ray_candidates(image: npt.NDArray[np.float32], variance: npt.NDArray[
                           background_image: npt.NDArray[np.float32] | None, thresholds: Sequence[float],
                           min_sigma: float, cond3_fac: float, bad_bits: int) -> npt.NDArray[np.uint8]: ...
 
-# psf.hpp
+# psf/models.hpp
 
-# measure (centroid, shape).hpp
+# measurement/sdss_centroid.hpp, sdss_shape.hpp, windowed_centroid.hpp
 class SdssCentroidControl:
     binmax: int
     peak_min: float
@@ -170,7 +170,7 @@ def windowed_centroid_batch(image: npt.NDArray[np.float32], mask: npt.NDArray[np
                             y: npt.NDArray[np.float64], sigma: npt.NDArray[np.float64],
                             ctrl: WindowedCentroidControl) -> dict[str, np.ndarray]: ...  # x, y, n_iter, flags
 
-# measure (photometry).hpp
+# measurement/ photometry plugins (aperture_flux.hpp, psf_flux.hpp, ...)
 class ApertureFluxControl:
     radii: list[float]
     max_sinc_radius: float
@@ -248,7 +248,7 @@ def measure_gaussian_flux(image: npt.NDArray[np.float32], mask: npt.NDArray[np.i
                           xx: npt.ArrayLike, yy: npt.ArrayLike, xy: npt.ArrayLike,
                           ctrl: GaussianFluxControl) -> dict[str, npt.NDArray]: ...
 
-# noise_replacer.hpp
+# detection/noise_replacer.hpp
 class NoiseReplacer:
     def __init__(self, image: npt.NDArray[np.float32], spans: npt.ArrayLike, span_offsets: npt.ArrayLike,
                  mean: float, sigma: float, seed: int, x0: int = 0, y0: int = 0) -> None: ...
@@ -272,13 +272,13 @@ def noise_stats_mask() -> int: ...
 def portable_log(x: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
 def portable_normal(seed: int, n: int) -> npt.NDArray[np.float64]: ...
 
-# sky_sources.hpp
+# detection/sky_sources.hpp
 def disc_spans(radius: int, x: int, y: int) -> npt.NDArray[np.int32]: ...
 def select_sky_sources(mask: npt.NDArray[np.int32], avoid_bits: int, grow_mask: int, radius: int,
                        xs: npt.ArrayLike, ys: npt.ArrayLike, n_sources: int, x0: int = 0,
                        y0: int = 0) -> npt.NDArray[np.int64]: ...
 
-# deblend.hpp
+# measurement/deblend.hpp
 class DeblendControl:
     edge_handling: int  # 0 ramp, 1 clip
     stray_flux_to_point_sources: int  # 0 never, 1 necessary, 2 always
@@ -313,7 +313,7 @@ def deblend_sigma1(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], 
                    x0: int, y0: int, bad_bits: int, spans: npt.NDArray[np.int32] | None = None,
                    sample_step: int = 1) -> float: ...
 
-# single_frame_measurement.hpp
+# measurement/single_frame_measurement.hpp
 class SingleFrameMeasurementControl:
     replace_with_noise: bool
     noise_mean: float
@@ -345,7 +345,7 @@ def measure_sources(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32],
                     centroid_y: npt.NDArray[np.float64] | None = None) -> dict[str, np.ndarray]: ...
 
 
-# psf_candidates.hpp
+# psf/candidates.hpp
 def make_psf_candidates(
     image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], variance: npt.NDArray[np.float32], x0: int, y0: int,
     x: npt.ArrayLike, y: npt.ArrayLike, footprint_index: npt.ArrayLike, footprints: tuple, stamp_size: int,
@@ -399,7 +399,7 @@ def fit_pixel_grid_psf(
 def chi2_isf(p: float, dof: float) -> float: ...
 
 # psf/pca.hpp
-class PcaPsf:  # derives from _core.Psf (psf.hpp has no stub yet)
+class PcaPsf:  # derives from _core.Psf (psf/models.hpp has no stub yet)
     def __init__(self, basis: npt.NDArray[np.float64], coefficients: npt.NDArray[np.float64], spatial_order: int,
                  box: tuple[float, float, float, float], average_position: tuple[float, float],
                  interpolant_order: int) -> None: ...
@@ -440,7 +440,7 @@ def fit_pca_psf(image: npt.NDArray[np.float32], mask: npt.NDArray[np.int32], var
                 reserved: npt.NDArray[np.uint8], control: PcaPsfControl,
                 box: tuple[float, float, float, float]) -> dict[str, Any]: ...
 
-# astrom/sip.hpp
+# calib/sip.hpp
 class FitTanSipControl:
     order: int
     num_iter: int
@@ -476,7 +476,7 @@ def fit_tan_sip_wcs(
     x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], ra: npt.NDArray[np.float64], dec: npt.NDArray[np.float64],
     weights: npt.NDArray[np.float64] | None, box: tuple[float, float, float, float], control: FitTanSipControl,
 ) -> dict: ...
-# astrom/matcher.hpp
+# calib/matcher.hpp
 def match_nearest(x1: npt.NDArray[np.float64], y1: npt.NDArray[np.float64], x2: npt.NDArray[np.float64],
                   y2: npt.NDArray[np.float64], radius: float,
                   unique: bool = ...) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
@@ -501,7 +501,7 @@ def match_pessimistic_b(xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]
                         xr: npt.NDArray[np.float64], yr: npt.NDArray[np.float64],
                         control: MatcherControl) -> dict[str, Any]: ...
 
-# fof.hpp
+# calib/fof.hpp
 def fof_groups(ra: npt.NDArray[np.float64], dec: npt.NDArray[np.float64],
                link_deg: float) -> tuple[npt.NDArray[np.int64], int]: ...
 def match_nearest_sphere(ra1: npt.NDArray[np.float64], dec1: npt.NDArray[np.float64], ra2: npt.NDArray[np.float64],

@@ -192,3 +192,49 @@ def test_subpackage_exports_exist():
     for module in _public_modules():
         for name in getattr(module, "__all__", ()):
             assert hasattr(module, name), f"{module.__name__}.__all__ names {name}, which it lacks"
+
+
+CPP = Path(__file__).resolve().parents[2] / "cpp"
+
+
+@pytest.mark.skipif(not CPP.is_dir(), reason=f"the C++ sources are not beside the tests ({CPP})")
+def test_cpp_mirrors_the_subpackages():
+    """``cpp/include/visitcal``, ``cpp/src`` and ``cpp/bindings`` are grouped by the same domains, and
+    every header has its source or binding under the same domain (one algorithm, one stem)."""
+    domains = set(LAYERS) - {"cli", "io", "sim", "pipeline", "tasks"}
+    for tree in (CPP / "include" / "visitcal", CPP / "src", CPP / "bindings"):
+        folders = {p.name for p in tree.iterdir() if p.is_dir()}
+        assert folders <= domains, f"{tree}: folders {sorted(folders - domains)} name no subpackage"
+        loose = sorted(p.name for p in tree.glob("*.cpp"))
+        assert loose in ([], ["module.cpp"]), f"{tree}: sources outside a domain folder: {loose}"
+    for header in (CPP / "include" / "visitcal").rglob("*.hpp"):
+        domain, stem = header.parent.name, header.stem
+        assert domain in domains, f"{header} is in no domain folder"
+        python_side = PACKAGE_DIR / domain
+        assert python_side.is_dir(), f"{header}: no Python subpackage visitcal.{domain}"
+
+
+#: The one C++ edge against the Python order: a PSF model's shape and aperture flux
+#: (``Psf::compute_shape``, ``compute_aperture_flux``) are measured on its image with the same adaptive
+#: moments and exact-overlap apertures as the measurement plugins, not with a second copy of them.
+CPP_UPWARD_ALLOWED = {("src/psf/models.cpp", "measurement/sdss_shape.hpp"),
+                      ("src/psf/models.cpp", "measurement/aperture_flux.hpp")}
+
+
+@pytest.mark.skipif(not CPP.is_dir(), reason=f"the C++ sources are not beside the tests ({CPP})")
+def test_cpp_includes_point_downwards():
+    """Headers and sources include only their own domain and the domains below it (the bindings glue
+    sees everything)."""
+    upward = []
+    for tree in (CPP / "include" / "visitcal", CPP / "src"):
+        for path in sorted(tree.rglob("*.[ch]pp")):
+            own = path.relative_to(tree).parts[0]
+            for line_no, line in enumerate(path.read_text().splitlines(), 1):
+                if not line.startswith('#include "visitcal/'):
+                    continue
+                included = line.split('"')[1].removeprefix("visitcal/")
+                other = included.split("/")[0]
+                key = (str(path.relative_to(CPP)), included)
+                if RANK[other] > RANK[own] and key not in CPP_UPWARD_ALLOWED:
+                    upward.append(f"{path.relative_to(CPP)}:{line_no}: {own} includes {included}")
+    assert not upward, "upward includes:\n" + "\n".join(upward)

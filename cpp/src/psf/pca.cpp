@@ -1,4 +1,4 @@
-// The PCA PSF determiner and PcaPsf (header: visitcal/psf/pca.hpp; lsst-spec §4.7).
+// The PCA PSF determiner and PcaPsf (header: visitcal/psf/pca.hpp).
 #include "visitcal/psf/pca.hpp"
 
 #include <Eigen/Dense>
@@ -7,7 +7,7 @@
 #include <limits>
 #include <stdexcept>
 
-#include "visitcal/lanczos.hpp"
+#include "visitcal/psf/lanczos.hpp"
 
 namespace visitcal {
 
@@ -555,7 +555,8 @@ PcaPsfFit PcaFitter::run() {
     PcaPsfFit out;
     int order = ctl_.spatial_order;
     for (const Star& s : stars_) out.n_available += !s.reserved;
-    // lsst-spec §4.7 step 6: fewer stars than spatial terms -> order 0 (when allowed) or a typed failure.
+    // Too few stars, the rule of meas_extensions_piff's PiffPsfDeterminer applied here too: fewer stars than
+    // spatial terms -> order 0 (when allowed, its zerothOrderInterpNotEnoughStars) or a typed failure.
     auto enough = [&](int n_used) {
         if (n_used >= SpatialPolynomial::n_terms(order) && n_used >= 1) return true;
         if (ctl_.zeroth_order_interp_not_enough_stars && order > 0 && n_used >= 1) {

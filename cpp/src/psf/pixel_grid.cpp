@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "visitcal/lanczos.hpp"
+#include "visitcal/psf/lanczos.hpp"
 
 namespace visitcal {
 
@@ -671,7 +671,7 @@ PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* ma
     const int off = stamp_side / 2 - S / 2;
     const std::size_t plane = static_cast<std::size_t>(stamp_side) * stamp_side;
 
-    // Stars: pixels, weights (lsst-spec §4.7 step 4), in candidate order.
+    // Stars: pixels, weights (as PiffPsfDeterminer makes them: 1 / sky variance, S/N capped), in candidate order.
     std::vector<Star> stars;
     stars.reserve(static_cast<std::size_t>(m));
     for (int i = 0; i < m; ++i) {
@@ -740,7 +740,7 @@ PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* ma
 
     int order = ctl.spatial_order;
     int max_iter = ctl.max_iter;
-    // The too-few-stars rule (lsst-spec §4.7 step 6): fewer stars than polynomial terms.
+    // PiffPsfDeterminer's too-few-stars rule (PiffTooFewGoodStarsError): fewer stars than polynomial terms.
     if (res.n_available < SpatialPolynomial::n_terms(order)) {
         if (ctl.zeroth_order_fallback && res.n_available >= 1) {
             order = 0;
@@ -829,7 +829,7 @@ PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* ma
         res.n_used = n_fit_candidates();
         if (res.n_used < poly.n_terms()) {
             if (ctl.zeroth_order_fallback && order > 0 && attempt == 0 && res.n_used >= 1) {
-                // Redo the fit at order 0 (lsst-spec §4.7 step 6), from the initial stars.
+                // Redo the fit at order 0 (as PiffPsfDeterminer does), from the initial stars.
                 stars = initial;
                 order = 0;
                 max_iter = 1;

@@ -29,7 +29,7 @@ Algorithm (`IsolatedStarAssociationTask.run`):
    map's number of tracts (`SimpleSkyMap.n_tracts`), so ids are unique across tracts.
 
 LSST splits the sources of a tract into HEALPix nside-32 pixels (plus a border) to bound its memory;
-here the spherical grid hash of `visitcal._core` (``fof.hpp``: exact great-circle separations on unit
+here the spherical grid hash of `visitcal._core` (``calib/fof.hpp``: exact great-circle separations on unit
 vectors, union-find, deterministic order) handles a whole tract at once.
 
 Star order: the primary band's rank in ``band_order``, then, within a band, the group's lowest source
@@ -204,7 +204,7 @@ class IsolatedStarAssociationResult:
     source_cat: Table
 
 
-# --- kernels (C++, fof.hpp) -----------------------------------------------------------------------------
+# --- kernels (C++, calib/fof.hpp) -----------------------------------------------------------------------------
 
 def _radec(ra, dec, name: str) -> tuple[np.ndarray, np.ndarray]:
     ra = np.ascontiguousarray(ra, dtype=np.float64)

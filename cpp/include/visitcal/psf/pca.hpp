@@ -1,4 +1,4 @@
-// The PCA PSF determiner (lsst-spec §4.7, meas_algorithms pcaPsfDeterminer) and its fitted model.
+// The PCA PSF determiner (meas_algorithms' pcaPsfDeterminer) and its fitted model.
 //
 // The model is a Karhunen-Loeve (PCA) basis of K images B_k (n x n, centred on the middle pixel) whose
 // amplitudes vary over the detector as polynomials of order `spatial_order` (SpatialPolynomial: monomials
@@ -28,8 +28,8 @@
 #include <string>
 #include <vector>
 
-#include "visitcal/mask.hpp"
-#include "visitcal/psf.hpp"
+#include "visitcal/core/mask.hpp"
+#include "visitcal/psf/models.hpp"
 #include "visitcal/psf/spatial_polynomial.hpp"
 
 namespace visitcal {
@@ -67,7 +67,7 @@ private:
     int interpolant_order_;
 };
 
-/// Configuration of fit_pca_psf (mirrored by visitcal.pca_psf.PcaPsfDeterminerConfig; LSST defaults).
+/// Configuration of fit_pca_psf (mirrored by visitcal.psf.pca.PcaPsfDeterminerConfig; LSST defaults).
 struct PcaPsfControl {
     int n_eigen_components = 4;      // basis images K (reduced automatically)
     double component_noise_threshold = 1.0;  // keep components whose eigenvalue exceeds this x the noise edge

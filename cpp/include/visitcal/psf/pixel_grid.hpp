@@ -1,4 +1,5 @@
-// The Piff-style pixel-grid PSF (lsst-spec §4.7, "Piff determiner" and "Piff internals"): a grid of
+// The Piff-style pixel-grid PSF (meas_extensions_piff's PiffPsfDeterminer with
+// Piff's PixelGrid model; Jarvis et al. 2021): a grid of
 // model_size^2 values at sampling_size image pixels per grid step, interpolated onto each star's pixels
 // with a Lanczos(n) kernel at the star's sub-pixel position, whose values vary over the detector as a
 // 2-D polynomial (SpatialPolynomial, coordinates scaled to [-1, 1]).
@@ -22,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "visitcal/psf.hpp"
+#include "visitcal/psf/models.hpp"
 #include "visitcal/psf/spatial_polynomial.hpp"
 
 namespace visitcal {
@@ -68,7 +69,7 @@ private:
     std::array<double, 2> average_position_;
 };
 
-/// Configuration (lsst-spec §4.7 Piff determiner defaults).
+/// Configuration (defaults after meas_extensions_piff's PiffPsfDeterminerConfig and Piff's SimplePSF).
 struct PixelGridControl {
     int model_size = 25;
     double sampling_size = 1.0;

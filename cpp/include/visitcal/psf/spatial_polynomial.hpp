@@ -1,6 +1,6 @@
 // The spatial polynomial of the fitted PSF models (issue 6): monomials x^i y^j with i + j <= order in
 // coordinates scaled to [-1, 1] over the fit's bounding box. Piff's BasisPolynomial uses raw pixel
-// coordinates (lsst-spec §4.7), which makes order 4 ill-conditioned at x ~ 4000 (its terms span 1e14);
+// coordinates, which makes order 4 ill-conditioned at x ~ 4000 (its terms span 1e14);
 // scaled to [-1, 1] every term is O(1) and the normal matrix of a detector's stars stays well conditioned.
 #pragma once
 

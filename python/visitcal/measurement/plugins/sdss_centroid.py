@@ -7,7 +7,7 @@ Gaussian PSF), and the maximum of the smoothed image is located from its 3 x 3 c
 interpolation through each row and column, then the crossing of the two ridges). A wide object is
 re-measured on 2x, 4x ... (up to ``binmax``) binned stamps; near the image edge a 5 x 5 kernel of
 sigma 0.5 is used instead (``flag_near_edge``). Errors follow the SDSS first-order formula on the
-variance plane. See ``cpp/include/visitcal/measure/sdss_centroid.hpp`` for the details.
+variance plane. See ``cpp/include/visitcal/measurement/sdss_centroid.hpp`` for the details.
 
 Conventions
 -----------

@@ -5,7 +5,7 @@ The weight ``exp(-1/2 r^T W^-1 r)`` starts at ``W = (1.5, 0, 1.5)`` px^2 at the 
 iteration re-centres and sets ``W <- (M^-1 - W^-1)^-1`` from the weighted moments ``M``, until the
 ellipticity changes by < ``tol1`` and the size by < ``tol2``. At convergence ``W`` is the object's
 covariance, exactly so for a Gaussian object (Bernstein & Jarvis 2002). See
-``cpp/include/visitcal/measure/sdss_shape.hpp`` for the details and failure handling.
+``cpp/include/visitcal/measurement/sdss_shape.hpp`` for the details and failure handling.
 
 Conventions
 -----------

@@ -1,0 +1,64 @@
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "../footprint_list.hpp"
+#include "../image_view.hpp"
+#include "visitcal/detection/detection.hpp"
+
+namespace py = pybind11;
+using visitcal::ImageView;
+
+namespace {
+
+template <typename T>
+py::tuple find(const py::array_t<T, 0>& image, const std::optional<py::array_t<T, 0>>& noise_variance, int border_x,
+               int border_y, double value, int polarity, double include_multiplier, int min_pixels,
+               double constant_sigma) {
+    auto in = visitcal_bind::image_view<const T>(image, "image");
+    ImageView<const T> var{nullptr, 0, 0, 0};
+    if (noise_variance) var = visitcal_bind::image_view<const T>(*noise_variance, "noise_variance");
+    visitcal::ThresholdControl ctrl;
+    ctrl.value = value;
+    ctrl.polarity = polarity;
+    ctrl.include_multiplier = include_multiplier;
+    ctrl.min_pixels = min_pixels;
+    ctrl.constant_sigma = constant_sigma;
+    visitcal::FootprintList out;
+    {
+        py::gil_scoped_release release;
+        out = visitcal::find_footprints<T>(in, var, border_x, border_y, ctrl);
+    }
+    return visitcal_bind::list_to(out);
+}
+
+template <typename T>
+py::tuple count_invalid(const py::array_t<T, 0>& image, const py::array_t<T, 0>& variance) {
+    auto a = visitcal_bind::image_view<const T>(image, "image");
+    auto v = visitcal_bind::image_view<const T>(variance, "variance");
+    std::int64_t first = -1, n = 0;
+    {
+        py::gil_scoped_release release;
+        n = visitcal::count_invalid_pixels<T>(a, v, first);
+    }
+    return py::make_tuple(n, first);
+}
+
+template <typename T>
+void bind_find(py::module_& m) {
+    m.def("count_invalid_pixels", &count_invalid<T>, py::arg("image").noconvert(), py::arg("variance").noconvert());
+    m.def("find_footprints", &find<T>, py::arg("image").noconvert(), py::arg("noise_variance").noconvert(),
+          py::arg("border_x"), py::arg("border_y"), py::arg("value"), py::arg("polarity"),
+          py::arg("include_multiplier"), py::arg("min_pixels"), py::arg("constant_sigma"));
+}
+
+}  // namespace
+
+void bind_detection(py::module_& m) {
+    bind_find<float>(m);
+    bind_find<double>(m);
+}

@@ -1,0 +1,40 @@
+// Thresholding into footprints with peaks, as meas_algorithms' SourceDetectionTask does after smoothing:
+// the EDGE border the kernel cannot reach, connected pixels above threshold with their local-maximum
+// peaks (dropped when the highest misses the includeThresholdMultiplier), and each peak's significance.
+// The caller smooths the image (convolve.hpp) and grows the result (footprint.hpp).
+#pragma once
+
+#include <cstdint>
+
+#include "visitcal/detection/convolve.hpp"
+#include "visitcal/core/footprint.hpp"
+
+namespace visitcal {
+
+/// What counts as detected. A pixel of the thresholded image s is detected when
+/// polarity * s > value * sigma, where sigma is sqrt(noise_variance(y, x)) when a noise-variance
+/// plane is given ("pixel_stdev": the variance of the smoothed image) and `constant_sigma` otherwise.
+struct ThresholdControl {
+    double value = 5.0;               ///< threshold in units of sigma
+    int polarity = +1;                ///< +1 finds positive sources, -1 negative ones
+    double include_multiplier = 1.0;  ///< peaks must exceed value * include_multiplier * sigma
+    int min_pixels = 1;               ///< footprints with fewer pixels (before growing) are dropped
+    double constant_sigma = 1.0;      ///< sigma when no noise-variance plane is given
+};
+
+/// Connected (8-connectivity) regions of detected pixels inside the usable region
+/// [border_x, nx - border_x) x [border_y, ny - border_y), each with its peaks: pixels of the region that
+/// are local maxima of polarity * s over their 8 neighbours (ties resolved in raster order, so a flat
+/// top gives one peak) and exceed the include threshold. Peak significance is |s| / sigma at the peak.
+/// Footprints are returned in raster order of their first pixel; spans in the image's array frame.
+/// `noise_variance.data` may be null (constant sigma). Non-finite pixels are never detected.
+template <typename T>
+FootprintList find_footprints(ImageView<const T> image, ImageView<const T> noise_variance, int border_x, int border_y,
+                              const ThresholdControl& ctrl);
+
+/// Count the pixels whose value is not finite or whose variance is not finite and > 0 (one pass, for
+/// the input check before smoothing); `first` receives the row-major index of the first (or -1).
+template <typename T>
+std::int64_t count_invalid_pixels(ImageView<const T> image, ImageView<const T> variance, std::int64_t& first);
+
+}  // namespace visitcal

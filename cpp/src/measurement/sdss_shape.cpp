@@ -1,0 +1,416 @@
+// base_SdssShape adaptive moments; see measurement/sdss_shape.hpp for the algorithm.
+#include "visitcal/measurement/sdss_shape.hpp"
+
+#include <Eigen/Dense>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+#include <cstring>
+
+#include "visitcal/core/mask.hpp"
+
+namespace visitcal {
+namespace {
+
+namespace F = sdss_shape_flags;
+
+// Pixel access for an exposure (value and variance; false for unusable pixels).
+struct ExposureAccess {
+    const ExposureView& ev;
+    static constexpr bool kHasVariance = true;
+    int xmin() const { return ev.x0; }
+    int ymin() const { return ev.y0; }
+    int xmax() const { return ev.x0 + ev.image.nx - 1; }
+    int ymax() const { return ev.y0 + ev.image.ny - 1; }
+    bool get(int x, int y, double& v, double& var) const {
+        v = ev.img(x, y);
+        var = ev.var(x, y);
+        if (ev.mask.data && (ev.msk(x, y) & mask_bits::NO_DATA)) return false;
+        return std::isfinite(v) && std::isfinite(var);
+    }
+    // Row y, columns x0 .. x0 + n - 1: values, variances and use (1 or 0); unusable pixels get 0.
+    // Finiteness is tested on the exponent bits, branch-free, so the loop vectorises.
+    void load_row(int y, int x0, int n, double* v, double* var, double* use) const {
+        const float* ip = ev.image.row(y - ev.y0) + (x0 - ev.x0);
+        const float* vp = ev.variance.row(y - ev.y0) + (x0 - ev.x0);
+        const std::int32_t* mp = ev.mask.data ? ev.mask.row(y - ev.y0) + (x0 - ev.x0) : nullptr;
+        constexpr std::uint32_t kExp = 0x7f800000u;
+        for (int i = 0; i < n; ++i) {
+            std::uint32_t ia, ib;
+            std::memcpy(&ia, ip + i, 4);
+            std::memcpy(&ib, vp + i, 4);
+            const bool ok = ((ia & kExp) != kExp) & ((ib & kExp) != kExp) &
+                            !(mp != nullptr && (mp[i] & mask_bits::NO_DATA));
+            v[i] = ok ? static_cast<double>(ip[i]) : 0.0;
+            var[i] = ok ? static_cast<double>(vp[i]) : 0.0;
+            use[i] = ok ? 1.0 : 0.0;
+        }
+    }
+};
+
+struct ImageAccess {
+    ImageView<const double> im;
+    int x0, y0;
+    static constexpr bool kHasVariance = false;
+    int xmin() const { return x0; }
+    int ymin() const { return y0; }
+    int xmax() const { return x0 + im.nx - 1; }
+    int ymax() const { return y0 + im.ny - 1; }
+    bool get(int x, int y, double& v, double& var) const {
+        v = im.row(y - y0)[x - x0];
+        var = 0.0;
+        return std::isfinite(v);
+    }
+    void load_row(int y, int xs, int n, double* v, double* var, double* use) const {
+        const double* ip = im.row(y - y0) + (xs - x0);
+        for (int i = 0; i < n; ++i) {
+            const bool ok = std::isfinite(ip[i]);
+            v[i] = ok ? ip[i] : 0.0;
+            var[i] = 0.0;
+            use[i] = ok ? 1.0 : 0.0;
+        }
+    }
+};
+
+struct Sym2 {
+    double xx, yy, xy;
+    double det() const { return xx * yy - xy * xy; }
+    Sym2 inv() const {
+        const double d = det();
+        return {yy / d, xx / d, -xy / d};
+    }
+    bool positive() const { return xx > 0.0 && yy > 0.0 && det() > 0.0 && std::isfinite(det()); }
+    double min_eigen() const {
+        const double t = 0.5 * (xx + yy), q = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
+        return t - q;
+    }
+};
+
+struct Box {
+    int x0, x1, y0, y1;
+    bool empty() const { return x1 < x0 || y1 < y0; }
+};
+
+template <class Acc>
+Box weight_box(const Acc& a, double xc, double yc, const Sym2& w) {
+    // +-5 sigma of the weight's marginals: the matched product (sigma / sqrt 2) is then cut at 7 sigma.
+    const int hx = static_cast<int>(std::ceil(5.0 * std::sqrt(w.xx))) + 1;
+    const int hy = static_cast<int>(std::ceil(5.0 * std::sqrt(w.yy))) + 1;
+    const int ix = position_to_index(xc), iy = position_to_index(yc);
+    return {std::max(a.xmin(), ix - hx), std::min(a.xmax(), ix + hx), std::max(a.ymin(), iy - hy),
+            std::min(a.ymax(), iy + hy)};
+}
+
+struct Sums {
+    double i0 = 0, ix = 0, iy = 0, ixx = 0, iyy = 0, ixy = 0;
+    double vw2 = 0, w2 = 0;  // for the w^2-weighted mean variance
+};
+
+// g[k] = exp(-1/2 (a ex_k^2 + 2 b ex_k ey + c ey^2)) for ex_k = ex0 + k h, k < n (a, b, c: the
+// inverse weight covariance). Completing the square, the row is exp(-1/2 (c - b^2/a) ey^2) times a
+// 1-D Gaussian in ex centred on m = -b ey / a, which is evaluated by the ratio recurrence
+// g_{k+1} = g_k r_k, r_{k+1} = r_k exp(-a h^2), walking outwards from the sample nearest m. Every
+// factor is then <= 1 (nothing overflows, however elongated the weight; the exp(-b ex ey) factor of
+// a plain separation overflows past axis ratios of ~10), it costs 2 exp per row instead of one per
+// sample, and the recurrence drifts by ~n ulp. Samples below 1e-250 of the row's peak are set to 0
+// (and are so small that denormal arithmetic would only slow the loop down).
+// q = exp(-a h^2), the same for every row of a box, is passed in.
+void gaussian_row(double a, double b, double c, double ey, double ex0, double h, double q, int n, double* g) {
+    const double m = -b * ey / a;
+    int p = static_cast<int>(std::lround((m - ex0) / h));
+    p = std::min(std::max(p, 0), n - 1);
+    const double dp = ex0 + p * h - m;
+    const double gp = std::exp(-0.5 * ((c - b * b / a) * ey * ey + a * dp * dp));
+    constexpr double kTiny = 1e-250;
+    const double floor = gp * kTiny;
+    g[p] = gp;
+    const double r_fwd = std::exp(-a * h * dp - 0.5 * a * h * h);  // g[p + 1] / g[p]
+    double gk = gp, r = r_fwd;
+    int k = p + 1;
+    for (; k < n && gk > floor; ++k) {
+        gk *= r;
+        r *= q;
+        g[k] = gk;
+    }
+    for (; k < n; ++k) g[k] = 0.0;
+    gk = gp;
+    r = q / r_fwd;  // g[p - 1] / g[p] = exp(a h dp - a h^2 / 2)
+    k = p - 1;
+    for (; k >= 0 && gk > floor; --k) {
+        gk *= r;
+        r *= q;
+        g[k] = gk;
+    }
+    for (; k >= 0; --k) g[k] = 0.0;
+}
+
+// Scratch buffers reused across the iterations of one source.
+struct Workspace {
+    std::vector<double> g, w, wx, wy, wxx, wyy, wxy, v, var, use;
+    void resize(std::size_t nsub, std::size_t nx) {
+        if (g.size() < nsub) g.resize(nsub);
+        if (w.size() < nx) {
+            for (auto* b : {&w, &wx, &wy, &wxx, &wyy, &wxy, &v, &var, &use}) b->resize(nx);
+        }
+    }
+};
+
+// The weighted sums over the box, the weight averaged over ns x ns sub-pixels of each pixel.
+template <class Acc>
+Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2& w, int ns, Workspace& ws) {
+    const Sym2 wi = w.inv();
+    const double h = 1.0 / ns, o0 = -0.5 + 0.5 * h, norm = h * h;
+    const double q = std::exp(-wi.xx * h * h);
+    const int nx = b.x1 - b.x0 + 1;
+    const int nsub = nx * ns;
+    ws.resize(static_cast<std::size_t>(nsub), static_cast<std::size_t>(nx));
+    double* g = ws.g.data();
+    Sums s;
+    double* pv = ws.v.data();
+    double* pvar = ws.var.data();
+    double* puse = ws.use.data();
+    const double ex0 = b.x0 - xc + o0;
+    for (int y = b.y0; y <= b.y1; ++y) {
+        const double dy = y - yc;
+        a.load_row(y, b.x0, nx, pv, pvar, puse);
+        if (ns == 1) {
+            // One sample per pixel: the weight row and the sums in one pass.
+            gaussian_row(wi.xx, wi.xy, wi.yy, dy, ex0, 1.0, q, nx, g);
+            // Two interleaved sets of partial sums (even and odd pixels): twice the additions in flight.
+            double i0[2] = {0, 0}, ix[2] = {0, 0}, ixx[2] = {0, 0}, w2v[2] = {0, 0}, w2[2] = {0, 0};
+            int i = 0;
+            for (; i + 1 < nx; i += 2) {
+                for (int u = 0; u < 2; ++u) {
+                    const double wt = g[i + u] * puse[i + u], ex = ex0 + (i + u);
+                    const double wv = wt * pv[i + u], wvx = wv * ex;
+                    i0[u] += wv;
+                    ix[u] += wvx;
+                    ixx[u] += wvx * ex;
+                    w2v[u] += wt * wt * pvar[i + u];
+                    w2[u] += wt * wt;
+                }
+            }
+            if (i < nx) {
+                const double wt = g[i] * puse[i], ex = ex0 + i;
+                const double wv = wt * pv[i], wvx = wv * ex;
+                i0[0] += wv;
+                ix[0] += wvx;
+                ixx[0] += wvx * ex;
+                w2v[0] += wt * wt * pvar[i];
+                w2[0] += wt * wt;
+            }
+            const double r0 = i0[0] + i0[1], rx = ix[0] + ix[1];
+            s.i0 += r0;
+            s.ix += rx;
+            s.iy += r0 * dy;
+            s.ixx += ixx[0] + ixx[1];
+            s.iyy += r0 * dy * dy;
+            s.ixy += rx * dy;
+            s.vw2 += w2v[0] + w2v[1];
+            s.w2 += w2[0] + w2[1];
+            continue;
+        }
+        // ns x ns sub-samples per pixel. Per sub-row (ey fixed): each pixel's sums of e, e ex and
+        // e ex^2 over its ns sub-columns, times the pixel value, give every moment (the ey factors
+        // come out of the pixel sums); the pixel's total weight is kept for the variance terms.
+        double* wsum = ws.w.data();
+        std::fill_n(wsum, nx, 0.0);
+        for (int j = 0; j < ns; ++j) {
+            const double ey = dy + o0 + j * h;
+            gaussian_row(wi.xx, wi.xy, wi.yy, ey, ex0, h, q, nsub, g);
+            double a0 = 0.0, ax = 0.0, axx = 0.0;
+            for (int i = 0; i < nx; ++i) {
+                const double* gi = g + static_cast<std::ptrdiff_t>(ns) * i;
+                double ex = ex0 + ns * i * h, sw = 0.0, swx = 0.0, swxx = 0.0;
+                for (int u = 0; u < ns; ++u, ex += h) {
+                    const double e = gi[u], ee = e * ex;
+                    sw += e;
+                    swx += ee;
+                    swxx += ee * ex;
+                }
+                wsum[i] += sw;
+                const double v = pv[i];  // 0 for unusable pixels
+                a0 += v * sw;
+                ax += v * swx;
+                axx += v * swxx;
+            }
+            s.i0 += norm * a0;
+            s.ix += norm * ax;
+            s.iy += norm * ey * a0;
+            s.ixx += norm * axx;
+            s.iyy += norm * ey * ey * a0;
+            s.ixy += norm * ey * ax;
+        }
+        for (int i = 0; i < nx; ++i) {
+            const double wt = norm * wsum[i] * puse[i];
+            s.vw2 += wt * wt * pvar[i];
+            s.w2 += wt * wt;
+        }
+    }
+    return s;
+}
+
+// Unweighted moments about (xc, yc) over the box: the fallback.
+template <class Acc>
+void unweighted(const Acc& a, const Box& b, double xc, double yc, SdssShapeResult& r) {
+    double i0 = 0, ixx = 0, iyy = 0, ixy = 0;
+    for (int y = b.y0; y <= b.y1; ++y)
+        for (int x = b.x0; x <= b.x1; ++x) {
+            double v, var;
+            if (!a.get(x, y, v, var)) continue;
+            const double dx = x - xc, dy = y - yc;
+            i0 += v;
+            ixx += v * dx * dx;
+            iyy += v * dy * dy;
+            ixy += v * dx * dy;
+        }
+    r.x = xc;
+    r.y = yc;
+    const Sym2 m{ixx / i0, iyy / i0, ixy / i0};
+    if (i0 > 0.0 && m.positive()) {
+        r.xx = m.xx;
+        r.yy = m.yy;
+        r.xy = m.xy;
+        r.flags |= F::FAILURE | F::UNWEIGHTED;
+    } else {
+        r.flags |= F::FAILURE | F::UNWEIGHTED_BAD;
+    }
+}
+
+// Inverse Fisher matrix of (F, xx, yy, xy) for F N(r; 0, C) sampled on the box, noise variance v.
+void fisher_errors(const Box& b, double xc, double yc, const Sym2& c, double flux, double v, SdssShapeResult& r,
+                   Workspace& ws) {
+    if (!(v > 0.0) || !std::isfinite(v) || !(flux > 0.0)) return;
+    const Sym2 ci = c.inv();
+    const double norm = 1.0 / (2.0 * M_PI * std::sqrt(c.det()));
+    const double q = std::exp(-ci.xx);
+    const int nx = b.x1 - b.x0 + 1;
+    ws.resize(static_cast<std::size_t>(nx), static_cast<std::size_t>(nx));
+    double* g = ws.g.data();
+    // Upper triangle of the 4 x 4 Fisher matrix, summed as scalars (a rank-1 update per pixel).
+    double f[10] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int y = b.y0; y <= b.y1; ++y) {
+        const double dy = y - yc;
+        gaussian_row(ci.xx, ci.xy, ci.yy, dy, b.x0 - xc, 1.0, q, nx, g);
+        for (int i = 0; i < nx; ++i) {
+            const double dx = b.x0 + i - xc;
+            const double n = norm * g[i];
+            const double gx = ci.xx * dx + ci.xy * dy, gy = ci.xy * dx + ci.yy * dy;  // C^-1 r
+            // d ln N / dC = 1/2 (g g^T - C^-1); the off-diagonal parameter appears twice.
+            const double d0 = n, d1 = flux * n * 0.5 * (gx * gx - ci.xx), d2 = flux * n * 0.5 * (gy * gy - ci.yy),
+                         d3 = flux * n * (gx * gy - ci.xy);
+            f[0] += d0 * d0;
+            f[1] += d0 * d1;
+            f[2] += d0 * d2;
+            f[3] += d0 * d3;
+            f[4] += d1 * d1;
+            f[5] += d1 * d2;
+            f[6] += d1 * d3;
+            f[7] += d2 * d2;
+            f[8] += d2 * d3;
+            f[9] += d3 * d3;
+        }
+    }
+    Eigen::Matrix4d fm;
+    fm << f[0], f[1], f[2], f[3], f[1], f[4], f[5], f[6], f[2], f[5], f[7], f[8], f[3], f[6], f[8], f[9];
+    fm /= v;
+    Eigen::FullPivLU<Eigen::Matrix4d> lu(fm);
+    if (!lu.isInvertible()) return;
+    const Eigen::Matrix4d cov = lu.inverse();
+    r.inst_flux_err = std::sqrt(cov(0, 0));
+    r.xx_err = std::sqrt(cov(1, 1));
+    r.yy_err = std::sqrt(cov(2, 2));
+    r.xy_err = std::sqrt(cov(3, 3));
+    r.inst_flux_xx_cov = cov(0, 1);
+    r.inst_flux_yy_cov = cov(0, 2);
+    r.inst_flux_xy_cov = cov(0, 3);
+}
+
+template <class Acc>
+SdssShapeResult adaptive(const Acc& a, double x, double y, const SdssShapeControl& ctrl) {
+    SdssShapeResult r;
+    if (!std::isfinite(x) || !std::isfinite(y)) {
+        r.flags = F::FAILURE | F::UNWEIGHTED_BAD;
+        return r;
+    }
+    const double max_shift = ctrl.max_shift > 0.0 ? ctrl.max_shift : 2.0;
+    Sym2 w{1.5, 1.5, 0.0};
+    double xc = x, yc = y;
+    Box box = weight_box(a, xc, yc, w);
+    auto fail = [&](std::uint32_t extra) {
+        const int n_iter = r.n_iter;
+        r = SdssShapeResult{};
+        r.n_iter = n_iter;
+        r.flags = extra;
+        unweighted(a, box, x, y, r);
+        return r;
+    };
+    if (box.empty()) return fail(0);
+    const int max_iter = std::max(1, ctrl.max_iter);
+    Workspace ws;
+    // A narrow weight (smallest eigenvalue of W below 1 px^2) is averaged over 4 x 4 sub-pixels. The
+    // choice latches: once on, it stays on for this source. Otherwise a source whose moments sit near
+    // the threshold flips between the two samplings, whose answers differ by ~pixel^2/12, and
+    // cycles between two estimates until max_iter (seen on undersampled stars, sigma ~ 1 px).
+    int ns = 1;
+    for (int it = 1; it <= max_iter; ++it) {
+        r.n_iter = it;
+        box = weight_box(a, xc, yc, w);
+        if (box.empty()) return fail(0);
+        if (w.min_eigen() < 1.0) ns = 4;
+        const Sums s = weighted_sums(a, box, xc, yc, w, ns, ws);
+        if (!(s.i0 > 0.0) || !std::isfinite(s.i0)) return fail(0);
+        const double mx = s.ix / s.i0, my = s.iy / s.i0;
+        const Sym2 m{s.ixx / s.i0 - mx * mx, s.iyy / s.i0 - my * my, s.ixy / s.i0 - mx * my};
+        if (!m.positive()) return fail(0);
+        const Sym2 wi = w.inv(), mi = m.inv();
+        const Sym2 cinv{mi.xx - wi.xx, mi.yy - wi.yy, mi.xy - wi.xy};
+        if (!cinv.positive()) return fail(0);
+        const Sym2 c = cinv.inv();
+        if (!c.positive() || c.xx > 1e4 || c.yy > 1e4) return fail(0);
+        const double sx = 2.0 * mx, sy = 2.0 * my;
+        const double nx = xc + sx, ny = yc + sy;
+        if (std::hypot(nx - x, ny - y) > max_shift) return fail(F::SHIFT);
+
+        const double tw = w.xx + w.yy, tc = c.xx + c.yy;
+        const bool converged = std::fabs((c.xx - c.yy) / tc - (w.xx - w.yy) / tw) < ctrl.tol1 &&
+                               std::fabs(2.0 * c.xy / tc - 2.0 * w.xy / tw) < ctrl.tol1 &&
+                               std::fabs(tc / tw - 1.0) < ctrl.tol2 && std::hypot(sx, sy) < 1e-4;
+        // Flux of the Gaussian F N(mu, C) that gives these weighted sums (exact for a Gaussian).
+        const Sym2 cw{c.xx + w.xx, c.yy + w.yy, c.xy + w.xy};
+        const Sym2 cwi = cw.inv();
+        const double q = cwi.xx * sx * sx + 2.0 * cwi.xy * sx * sy + cwi.yy * sy * sy;
+        r.inst_flux = s.i0 * std::sqrt(c.det() / m.det()) * std::exp(0.5 * q);
+        r.x = nx;
+        r.y = ny;
+        r.xx = c.xx;
+        r.yy = c.yy;
+        r.xy = c.xy;
+        w = c;
+        xc = nx;
+        yc = ny;
+        if (converged || it == max_iter) {
+            if (!converged) r.flags |= F::FAILURE | F::MAXITER;
+            if constexpr (Acc::kHasVariance) {
+                const Box fb = weight_box(a, xc, yc, c);
+                fisher_errors(fb, xc, yc, c, r.inst_flux, s.w2 > 0.0 ? s.vw2 / s.w2 : NAN, r, ws);
+            }
+            return r;
+        }
+    }
+    return r;
+}
+
+}  // namespace
+
+SdssShapeResult measure_sdss_shape(const ExposureView& ev, double x, double y, const SdssShapeControl& ctrl) {
+    return adaptive(ExposureAccess{ev}, x, y, ctrl);
+}
+
+SdssShapeResult adaptive_moments(ImageView<const double> image, int x0, int y0, double x, double y,
+                                 const SdssShapeControl& ctrl) {
+    return adaptive(ImageAccess{image, x0, y0}, x, y, ctrl);
+}
+
+}  // namespace visitcal

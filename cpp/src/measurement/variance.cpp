@@ -1,0 +1,58 @@
+// base_Variance; see variance.hpp.
+#include "visitcal/measurement/variance.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+namespace visitcal {
+
+void VarianceControl::validate() const {
+    if (!(scale > 0.0) || !std::isfinite(scale)) throw std::invalid_argument("scale must be finite and > 0");
+}
+
+VarianceResult measure_variance(const ExposureView& ev, double x, double y, const Moments& q,
+                                const VarianceControl& ctrl) {
+    using namespace variance_flags;
+    VarianceResult res;
+    const double det = q.xx * q.yy - q.xy * q.xy;
+    if (!std::isfinite(x) || !std::isfinite(y) || std::fabs(x) > 1e9 || std::fabs(y) > 1e9 ||
+        !std::isfinite(det) || !(q.xx > 0.0) || !(q.yy > 0.0) || !(det > 0.0)) {
+        res.flags = FAILURE;
+        return res;
+    }
+    const double s2 = ctrl.scale * ctrl.scale;
+    // (s^2 Q)^-1 = [[yy, -xy], [-xy, xx]] / (s^2 det)
+    const double ixx = q.yy / (s2 * det), iyy = q.xx / (s2 * det), ixy = -q.xy / (s2 * det);
+    const double hx = ctrl.scale * std::sqrt(q.xx), hy = ctrl.scale * std::sqrt(q.yy);
+    const int px0 = std::max(static_cast<int>(std::ceil(x - hx)), ev.x0);
+    const int px1 = std::min(static_cast<int>(std::floor(x + hx)), ev.x0 + ev.width() - 1);
+    const int py0 = std::max(static_cast<int>(std::ceil(y - hy)), ev.y0);
+    const int py1 = std::min(static_cast<int>(std::floor(y + hy)), ev.y0 + ev.height() - 1);
+    std::vector<float> v;
+    for (int py = py0; py <= py1; ++py) {
+        const float* va = ev.variance.row(py - ev.y0);
+        const std::int32_t* m = ev.mask.row(py - ev.y0);
+        const double dy = py - y;
+        for (int px = px0; px <= px1; ++px) {
+            const double dx = px - x;
+            if (ixx * dx * dx + 2.0 * ixy * dx * dy + iyy * dy * dy > 1.0) continue;
+            const int i = px - ev.x0;
+            if ((m[i] & ctrl.mask) || !std::isfinite(va[i])) continue;
+            v.push_back(va[i]);
+        }
+    }
+    if (v.empty()) {
+        res.flags = FAILURE | EMPTY_FOOTPRINT;
+        return res;
+    }
+    const std::size_t n = v.size(), h = n / 2;
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h), v.end());
+    double med = v[h];
+    if (n % 2 == 0) med = 0.5 * (med + *std::max_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h)));
+    res.value = med;
+    return res;
+}
+
+}  // namespace visitcal
