@@ -31,7 +31,8 @@ SUBPACKAGES = ["core", "io", "detection", "psf", "measurement", "measurement.plu
 EXTRA_MODULES = {
     "pipeline": ["visitcal.pipeline.calibrate_step", "visitcal.pipeline.associate_step",
                  "visitcal.pipeline.finalize_step", "visitcal.pipeline.visit_summary_step",
-                 "visitcal.pipeline.reprocess_step", "visitcal.pipeline.runner"],
+                 "visitcal.pipeline.reprocess_step", "visitcal.pipeline.chain", "visitcal.pipeline.status",
+                 "visitcal.pipeline.lock", "visitcal.pipeline.runner"],
 }
 
 #: Roots of the configuration reference: (section title, dotted path of the model).
@@ -41,6 +42,7 @@ CONFIG_ROOTS = [
         "visitcal.pipeline.associate_step.AssociateStepConfig",
         "visitcal.pipeline.finalize_step.FinalizeStepConfig",
         "visitcal.pipeline.reprocess_step.ReprocessStepConfig",
+        "visitcal.pipeline.chain.RunConfig",
     ]),
     ("Tasks", [
         "visitcal.tasks.CharacterizeImageConfig",

@@ -5,9 +5,11 @@ Subcommands available now:
 ``visitcal convert-decam IMAGE WEIGHT DQ OUT``
     Read a DECam Community Pipeline triplet (ooi image, oow inverse variance, ood data quality)
     into an `Exposure` and write it in visitcal's FITS layout (IMAGE/MASK/VARIANCE + components).
-``visitcal info FILE``
-    Summarise an exposure FITS file (ours or an LSST calexp), a catalog (Parquet/FITS table) or a
-    repository written by ``visitcal sim``.
+``visitcal info PATH``
+    Summarise any file visitcal writes (an exposure, ours or an LSST calexp; a background; a per-visit model
+    file, ``refit_psf_models`` or ``visit_summary``, HDU by HDU; a footprint file; a Parquet or FITS catalog;
+    a provenance JSON), a repository root (visits, detectors, each dataset's file count, provenance) or a
+    dataset folder; exit code 2 for anything else.
 ``visitcal sim OUT [--visits N] [--detectors M] [--preset small|lsst] [--band r] [--snaps 1|2] ...``
     Simulate a repository of post-ISR images with their truth (needs the ``sim`` extra, GalSim); also
     ``--seed S`` and ``--star-density D`` (stars per square degree).
@@ -30,6 +32,15 @@ Subcommands available now:
     The visit summaries (written when missing), then ReprocessVisitImage per detector: ``visit_image``
     (nJy), ``source``, ``source_footprints``, ``visit_image_background``.
 
+``visitcal run REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite] [--preset lsst|sparse] [--config FILE]``
+    The whole chain: calibrate, associate, finalize, the visit summaries and reprocess, skipping the units that
+    are up to date; ``--config`` holds a section per step (a JSON ``RunConfig``).
+``visitcal status REPO [--json]``
+    Per step, the units done and up to date, out of date, failed (by error type) and missing.
+
+Every command that writes into a repository holds its lock (``REPO/.visitcal.lock``, with the holder's pid
+and host) while it runs: a second one on the same repository stops with a message naming the holder.
+
 Exit codes: 0 success, 1 a file could not be read or written (or nothing to do), 2 bad arguments, 3 some
 detectors (or tracts) failed (each failure is recorded in ``REPO/provenance/<step>/``; the others' outputs
 are written).
@@ -38,7 +49,9 @@ are written).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -88,51 +101,154 @@ def _describe_exposure(exp) -> list[str]:
     return lines
 
 
+#: A product file in a repository: ``<dataset>_<ids>.<ext>``, ids (visit, detector[, snap]), a visit or a tract.
+_PRODUCT_FILE = re.compile(r"^(?P<name>[a-z][a-z_]*?)_(?P<ids>\d+(?:_\d+)*)\.(?P<ext>fits|parquet)$")
+
+
 def _cmd_info(args) -> int:
     path = Path(args.file)
     if path.is_dir():
-        from .sim import SimRepository
+        lines = _describe_directory(path)
+    else:
+        lines = _describe_file(path)
+    if lines is None:
+        why = ("not a directory visitcal knows: neither a repository (no repo.json, post_isr_image/ or "
+               "provenance/) nor a dataset folder (no <dataset>_<ids>.fits or .parquet files)" if path.is_dir() else
+               "not a file visitcal knows (expected an exposure, background, per-visit model, footprint or "
+               "table FITS file, a Parquet catalog or a provenance JSON)")
+        print(f"visitcal info: error: {path}: {why}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
 
-        repo = SimRepository(path)
-        counts = repo.manifest["counts"]
-        print(f"{path}: visitcal.sim repository, {len(repo.visits)} visits x {len(repo.detectors)} detectors x "
-              f"{repo.manifest['n_snaps']} snaps, band {repo.band!r}, preset {repo.config.preset!r}, "
-              f"seed {repo.config.seed}")
-        print(f"  visits {repo.visits}; detectors {repo.detectors}; {repo.camera!r}")
-        print(f"  reference catalog: {counts['refcat']} stars; truth: {counts['stars']} stars, "
-              f"{counts['galaxies']} galaxies, {counts['cosmic_ray_pixels']} cosmic-ray pixels")
-        for visit in repo.visits:
-            plan = repo.plans[visit]
-            print(f"  visit {visit}: seeing {plan.atmosphere.seeing_fwhm:.3f}\", airmass {plan.airmass:.3f}, "
-                  f"boresight ({plan.boresight_ra:.5f}, {plan.boresight_dec:.5f}), rotation {plan.rotation_deg:+.2f} deg")
-        return 0
-    name = path.name.lower()
-    if name.endswith((".parquet", ".pq")):
-        from .io import read_catalog
 
-        table = read_catalog(path)
-        print(f"{path}: catalog, {len(table)} rows, {len(table.colnames)} columns")
-        for col in table.colnames:
-            unit = f" [{table[col].unit}]" if table[col].unit is not None else ""
-            print(f"  {col}: {table[col].dtype}{unit}")
-        return 0
+def _describe_file(path: Path) -> list[str] | None:
+    """``visitcal info`` on a file; None when it is not one visitcal writes or reads."""
+    import json
+
+    from .io.describe import describe_catalog, describe_fits_tables, describe_provenance, file_kind
+
+    kind = file_kind(path)
+    if kind == "parquet":
+        return describe_catalog(path)
+    if kind == "json":
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and {"step", "status", "visit", "detector"} <= set(record):
+            return describe_provenance(path, record)
+        known = {"repo.json": "visitcal.sim repository manifest", "camera.json": "camera geometry (visitcal.sim)",
+                 "skymap.json": "sky map of the per-tract steps"}
+        if isinstance(record, dict) and path.name in known:
+            return [f"{path}: {known[path.name]}; keys: {', '.join(record)}"]
+        return None
+    if kind != "fits":
+        return None
     from .io import read_exposure, read_lsst_calexp
     from .io.fits import open_fits
 
     with open_fits(path) as hdul:
         names = [h.name for h in hdul]
         ours = hdul[0].header.get("VCFORMAT") == "visitcal-exposure"
-    if "IMAGE" not in names:
-        from .io import read_catalog
-
-        table = read_catalog(path, format="fits")
-        print(f"{path}: catalog, {len(table)} rows, {len(table.colnames)} columns")
-        return 0
+        if "IMAGE" not in names:
+            return describe_fits_tables(path, hdul)
     exp = read_exposure(path) if ours else read_lsst_calexp(path)
-    print(f"{path}: {'visitcal' if ours else 'LSST-style'} exposure")
-    for line in _describe_exposure(exp):
-        print("  " + line)
-    return 0
+    return [f"{path}: {'visitcal' if ours else 'LSST-style'} exposure"] + ["  " + line for line in
+                                                                          _describe_exposure(exp)]
+
+
+def _product_files(folder: Path, depth: int = 2) -> dict[str, list[tuple[Path, tuple[int, ...]]]]:
+    """``{dataset: [(path, ids), ...]}`` of the product files in ``folder`` and ``depth - 1`` levels below."""
+    found: dict[str, list] = {}
+    patterns = ["*"] + ["/".join(["*"] * (k + 1)) for k in range(1, depth)]
+    for pattern in patterns:
+        for p in sorted(folder.glob(pattern)):
+            m = _PRODUCT_FILE.match(p.name)
+            if m and p.is_file():
+                found.setdefault(m["name"], []).append((p, tuple(m["ids"].split("_"))))
+    return found
+
+
+def _dataset_line(name: str, files) -> str:
+    exts = sorted({p.suffix for p, _ in files})
+    ids = [i for _, i in files]
+    if all(len(i) >= 2 for i in ids):
+        unit = "per detector" + (" and snap" if any(len(i) == 3 for i in ids) else "")
+        cover = f"visits {_id_list(i[0] for i in ids)}, detectors {_id_list(i[1] for i in ids)}"
+    elif all(len(i) == 1 and len(i[0]) == 6 for i in ids):  # visits are zero-padded to 6 digits, tracts are not
+        unit, cover = "per visit", f"visits {_id_list(i[0] for i in ids)}"
+    else:
+        unit, cover = "per tract", f"tracts {_id_list(i[0] for i in ids)}"
+    return f"{name}: {len(files)} file{'s' if len(files) != 1 else ''} ({', '.join(exts)}), {unit}: {cover}"
+
+
+def _id_list(values) -> str:
+    return "[" + ", ".join(str(v) for v in sorted({int(v) for v in values})) + "]"
+
+
+def _describe_directory(path: Path) -> list[str] | None:
+    """``visitcal info`` on a repository root or a dataset folder; None for any other directory."""
+    is_root = any((path / name).exists() for name in ("repo.json", "post_isr_image", "provenance"))
+    if not is_root:
+        datasets = _product_files(path)
+        if not datasets:
+            return None
+        lines = []
+        for name, files in sorted(datasets.items()):
+            lines.append(f"{path}: dataset folder, " + _dataset_line(name, files))
+        return lines
+    from .pipeline.repository import Repository
+
+    ids = Repository(path).data_ids()
+    lines = [f"{path}: visitcal repository, {len({v for v, _ in ids})} visits {_id_list(v for v, _ in ids)}, "
+             f"{len({d for _, d in ids})} detectors {_id_list(d for _, d in ids)}"]
+    if (path / "repo.json").is_file():
+        lines.extend(_describe_sim_repository(path))
+    inputs = [name for name in ("repo.json", "camera.json", "refcat.parquet", "skymap.json") if (path / name).is_file()]
+    if (path / "truth").is_dir():
+        inputs.append(f"truth/ ({sum(1 for p in (path / 'truth').iterdir() if p.is_file())} files)")
+    lines.append("  inputs: " + (", ".join(inputs) or "none"))
+    lines.append("  datasets:")
+    for sub in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in ("truth", "provenance")):
+        files = _product_files(sub).get(sub.name)
+        if files:
+            lines.append("    " + _dataset_line(sub.name, files))
+    prov = path / "provenance"
+    if prov.is_dir():
+        import json
+
+        steps = []
+        for step in sorted(p for p in prov.iterdir() if p.is_dir()):
+            statuses = Counter()
+            for record in step.glob("*.json"):
+                try:
+                    statuses[str(json.loads(record.read_text()).get("status"))] += 1
+                except (OSError, ValueError, AttributeError):
+                    statuses["unreadable"] += 1
+            steps.append(f"{step.name} {sum(statuses.values())} ("
+                         + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ")")
+        lines.append("  provenance: " + ("; ".join(steps) or "none"))
+    return lines
+
+
+def _describe_sim_repository(path: Path) -> list[str]:
+    from .sim import SimRepository
+
+    try:
+        repo = SimRepository(path)
+    except ImportError as err:  # GalSim missing
+        return [f"  written by visitcal.sim (not described: {err})"]
+    counts = repo.manifest["counts"]
+    lines = [f"  visitcal.sim repository, {len(repo.visits)} visits x {len(repo.detectors)} detectors x "
+             f"{repo.manifest['n_snaps']} snaps, band {repo.band!r}, preset {repo.config.preset!r}, "
+             f"seed {repo.config.seed}",
+             f"  {repo.camera!r}",
+             f"  reference catalog: {counts['refcat']} stars; truth: {counts['stars']} stars, "
+             f"{counts['galaxies']} galaxies, {counts['cosmic_ray_pixels']} cosmic-ray pixels"]
+    for visit in repo.visits:
+        plan = repo.plans[visit]
+        lines.append(f"  visit {visit}: seeing {plan.atmosphere.seeing_fwhm:.3f}\", airmass {plan.airmass:.3f}, "
+                     f"boresight ({plan.boresight_ra:.5f}, {plan.boresight_dec:.5f}), "
+                     f"rotation {plan.rotation_deg:+.2f} deg")
+    return lines
 
 
 def _cmd_convert_decam(args) -> int:
@@ -242,6 +358,8 @@ def _cmd_finalize(args) -> int:
 
 def _cmd_reprocess(args) -> int:
     from .pipeline.reprocess_step import run_reprocess, summary_lines
+    from .pipeline.visit_summary_step import run_visit_summary
+    from .pipeline.visit_summary_step import summary_lines as visit_summary_lines
     from .pipeline.repository import Repository
 
     repo = Repository(args.repo)
@@ -249,14 +367,78 @@ def _cmd_reprocess(args) -> int:
         print(f"visitcal reprocess: error: no refit_psf_models under {repo.root} (run visitcal finalize first)",
               file=sys.stderr)
         return 1
+    summaries = run_visit_summary(repo.root, visits=args.visits, overwrite=args.overwrite, return_status=True)
+    for line in visit_summary_lines(summaries):
+        print(line)
     statuses = run_reprocess(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
-                             config=args.config, overwrite=args.overwrite, progress=_Progress(unit="detectors"))
+                             config=args.config, overwrite=args.overwrite, progress=_Progress(unit="detectors"),
+                             visit_summaries=False)
     for line in summary_lines(statuses):
         print(line)
     n_bad = sum(not s.ok for s in statuses)
     print(f"{len(statuses) - n_bad} of {len(statuses)} detectors reprocessed; provenance in "
           f"{repo.root / 'provenance' / 'reprocess'}")
     return 3 if n_bad else 0
+
+
+def _step_summary_lines():
+    """``{step: summary_lines}`` of the chain's steps (each step's per-unit table)."""
+    from .pipeline import associate_step, calibrate_step, finalize_step, reprocess_step, visit_summary_step
+
+    return {"calibrate": calibrate_step.summary_lines, "associate": associate_step.summary_lines,
+            "finalize": finalize_step.summary_lines, "visit_summary": visit_summary_step.summary_lines,
+            "reprocess": reprocess_step.summary_lines}
+
+
+def _cmd_run(args) -> int:
+    from .pipeline.chain import run_chain
+    from .pipeline.repository import Repository
+
+    repo = Repository(args.repo)
+    if not repo.data_ids(args.visits, args.detectors):
+        print(f"visitcal run: error: no post_isr_image under {repo.root} for the selected visits/detectors",
+              file=sys.stderr)
+        return 1
+    tables = _step_summary_lines()
+
+    def on_step(name, statuses):
+        n_bad = sum(not s.ok for s in statuses)
+        n_skip = sum(bool(getattr(s, "skipped", False)) for s in statuses)
+        print(f"== {name}: {len(statuses)} units, {len(statuses) - n_bad} ok ({n_skip} skipped, up to date), "
+              f"{n_bad} failed")
+        for line in tables[name](statuses):
+            print(line)
+        sys.stdout.flush()
+
+    result = run_chain(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs, config=args.config,
+                       overwrite=args.overwrite, progress=lambda name: _Progress(unit=f"{name} units"),
+                       on_step=on_step)
+    times = ", ".join(f"{name} {sec:.1f} s" for name, sec in result.seconds.items())
+    print(f"chain finished with {result.n_failed} failed unit(s) ({times}); provenance in {repo.root / 'provenance'}")
+    return 3 if result.n_failed else 0
+
+
+def _cmd_status(args) -> int:
+    import json
+
+    from .pipeline.status import repository_status
+
+    states = repository_status(args.repo)
+    if args.json:
+        print(json.dumps([s.as_dict() for s in states], indent=1, sort_keys=True))
+        return 0
+    print(f"{'step':<14} {'done':>6} {'out of date':>12} {'failed':>7} {'missing':>8}")
+    for st in states:
+        print(f"{st.step:<14} {len(st.done):>6} {len(st.out_of_date):>12} {len(st.failed):>7} {len(st.missing):>8}")
+    for st in states:
+        if st.failed:
+            kinds = ", ".join(f"{k} x{n}" for k, n in st.failed_by_type.items())
+            print(f"{st.step} failed: {kinds}: {', '.join(sorted(st.failed))}")
+        if st.out_of_date:
+            print(f"{st.step} out of date: {', '.join(st.out_of_date)}")
+        if st.missing:
+            print(f"{st.step} missing: {', '.join(st.missing)}")
+    return 0
 
 
 def _sim_config(parser, args):
@@ -287,7 +469,7 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _load_config(parser, path: str, cls):
+def _load_config(parser, path: str, cls, base=None):
     """``cls`` from the JSON file ``path``, laid over ``cls()``'s defaults: a file may give only the fields it
     changes, at any depth (``{"finalize": {"measure_ap_corr": {"fit_weighted": true}}}`` keeps finalize's own
     ap-corr selector, which a sub-model built from the file alone would replace by the generic default).
@@ -300,7 +482,8 @@ def _load_config(parser, path: str, cls):
         user = json.loads(Path(path).read_text())
         if not isinstance(user, dict):
             parser.error(f"--config {path!r}: expected a JSON object, got {type(user).__name__}")
-        return cls.model_validate(_merge(cls().model_dump(mode="json"), user))
+        defaults = (base if base is not None else cls()).model_dump(mode="json")
+        return cls.model_validate(_merge(defaults, user))
     except OSError as err:
         parser.error(f"--config {path!r}: {err}")
     except json.JSONDecodeError as err:
@@ -326,6 +509,12 @@ def _check_step_args(parser, args) -> None:
         from .pipeline.finalize_step import FinalizeStepConfig
 
         args.config = _load_config(parser, args.config, FinalizeStepConfig)
+    elif args.command == "run":
+        from .pipeline.calibrate_step import CalibrateStepConfig
+        from .pipeline.chain import RunConfig
+
+        base = RunConfig(calibrate=CalibrateStepConfig.preset(args.preset))
+        args.config = _load_config(parser, args.config, RunConfig, base=base) if args.config is not None else base
     elif args.command == "reprocess" and args.config is not None:
         from .pipeline.reprocess_step import ReprocessStepConfig
 
@@ -337,8 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"visitcal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="summarise an exposure FITS file, a catalog or a simulated repository")
-    info.add_argument("file")
+    info = sub.add_parser("info", help="summarise any file visitcal writes, a repository or a dataset folder",
+                          description="Describe FILE: an exposure, a background, a per-visit model file "
+                                      "(refit_psf_models, visit_summary: HDU by HDU), a footprint file, a Parquet "
+                                      "or FITS catalog, a provenance JSON, a repository root or a dataset folder. "
+                                      "Exit code 2 for anything else.")
+    info.add_argument("file", help="a file, a repository root or a dataset folder")
     info.set_defaults(func=_cmd_info)
 
     conv = sub.add_parser("convert-decam", help="DECam CP image/weight/dq triplet -> visitcal exposure FITS")
@@ -418,6 +611,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--config", default=None, help="JSON file of a ReprocessStepConfig: only the fields it changes, "
                      "at any depth, e.g. {\"reprocess\": {\"do_use_sky_corr\": true}}")
     rep.set_defaults(func=_cmd_reprocess)
+
+    run = sub.add_parser("run", help="the whole chain: calibrate, associate, finalize, visit summaries, reprocess",
+                         description="Run calibrate -> associate -> finalize -> visit summaries -> reprocess over "
+                                     "REPO. Units that are up to date (same config, same input digests) are "
+                                     "skipped; a failed unit is recorded and the chain goes on with the others.")
+    run.add_argument("repo", help="data repository (e.g. written by visitcal sim)")
+    run.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
+    run.add_argument("--detectors", type=int, nargs="+", default=None, help="only these detectors")
+    run.add_argument("-j", "--jobs", type=int, default=1, help="units run in parallel processes (default 1)")
+    run.add_argument("--overwrite", action="store_true", help="redo every unit, up to date or not")
+    run.add_argument("--preset", choices=("lsst", "sparse"), default="lsst",
+                     help="calibrate's task configuration (as visitcal calibrate --preset)")
+    run.add_argument("--config", default=None, help="JSON file of a RunConfig: sections calibrate, associate, "
+                     "finalize, reprocess, each giving only the fields it changes (laid over the defaults and "
+                     "--preset)")
+    run.set_defaults(func=_cmd_run)
+
+    status = sub.add_parser("status", help="where a repository stands: per step, units done, out of date, failed, "
+                                           "missing")
+    status.add_argument("repo", help="data repository")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_cmd_status)
     return parser
 
 
@@ -443,8 +658,8 @@ def main(argv=None) -> int:
     tune_allocator()  # the command's own process (its -j workers do it too): see its docstring
     for name in ("file", "image", "weight", "dq"):
         value = getattr(args, name, None)
-        if name == "file" and value is not None and (Path(value) / "repo.json").is_file():
-            continue  # a simulated repository
+        if name == "file" and value is not None and Path(value).is_dir():
+            continue  # visitcal info on a repository or a dataset folder
         if value is not None and not Path(value).is_file():
             parser.error(f"{name} {value!r}: no such file")
     if args.command == "sim":
@@ -457,14 +672,25 @@ def main(argv=None) -> int:
             check_output_dir(args.out, args.overwrite)
         except (ImportError, OSError) as err:
             parser.error(f"out {args.out!r}: {err}" if isinstance(err, OSError) else str(err))
-    elif args.command in ("associate", "calibrate", "finalize", "reprocess"):
+    elif args.command in ("associate", "calibrate", "finalize", "reprocess", "run"):
         _check_step_args(parser, args)
+    elif args.command == "status" and not Path(args.repo).is_dir():
+        parser.error(f"repo {args.repo!r}: no such directory")
     elif getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
         parser.error(f"out {args.out!r} exists; pass --overwrite to replace it")
     from .io import VisitcalIOError
 
+    from .pipeline.lock import RepositoryLockedError, repository_lock
+
     try:
+        if args.command in ("associate", "calibrate", "finalize", "reprocess", "run"):
+            # one writer at a time; the lock also removes the temporaries of this host's dead writers
+            with repository_lock(args.repo):
+                return args.func(args)
         return args.func(args)
+    except RepositoryLockedError as err:
+        print(f"visitcal {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except (VisitcalIOError, OSError, ValueError) as err:
         print(f"visitcal {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -117,7 +117,7 @@ def test_rerun_skips_and_cli_summary(finalized, capsys):
     assert path.stat().st_mtime_ns == before  # skipped
     out = capsys.readouterr().out
     assert f"{len(statuses)} of {len(statuses)} detectors finalized" in out
-    assert f"{statuses[0].visit:>7} {statuses[0].detector:>4} ok" in out
+    assert f"{statuses[0].visit:>7} {statuses[0].detector:>4} skipped (up to date)" in out  # not replayed
 
 
 def test_visit_summary_joins_refit_models_and_calibrations(finalized):
@@ -255,19 +255,20 @@ def test_reprocess_step_products_failures_and_rerun(calibrated, finalized, tmp_p
     from visitcal.io import read_exposure
     from visitcal.io.footprints import read_footprints
     from visitcal.pipeline.reprocess_step import run_reprocess
-    from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
-    from visitcal.tasks.update_visit_summary import read_visit_summary, write_visit_summary
+    from visitcal.tasks.finalize_characterization import write_psf_ap_corr_cat
 
     src_root, statuses = finalized
     root = tmp_path / "repo"
     shutil.copytree(src_root, root, symlinks=True)  # this test breaks a visit summary: its own copy
     repo = Repository(root)
     v = statuses[0].visit
-    run_visit_summary(root)
-    vs = read_visit_summary(visit_summary_path(repo, v))
-    broken_det = int(vs["detector"][0])
-    vs["psf"][0] = None
-    write_visit_summary(vs, visit_summary_path(repo, v), overwrite=True)  # newer than refit_psf_models: kept
+    # finalize gave one detector no PSF: its visit summary row has none (the summary, whose input changed, is
+    # redone by run_reprocess; a hand-edited summary would be too, as an output that no longer matches)
+    models_path = root / "refit_psf_models" / f"refit_psf_models_{v:06d}.fits"
+    models = read_psf_ap_corr_cat(models_path)
+    broken_det = int(models["detector"][0])
+    models["psf"][0] = None
+    write_psf_ap_corr_cat(models, models_path, overwrite=True)
     out = run_reprocess(root, visits=[v])
     by_det = {s.detector: s for s in out}
     assert by_det[broken_det].error_type == "UpstreamFailureNoWorkFound" and "no psf" in by_det[broken_det].message

@@ -60,7 +60,8 @@ def tutorial(tmp_path_factory):
 
 
 def test_the_commands_are_the_whole_chain_and_the_page_shows_them():
-    assert [argv[1] for argv in tutorial_commands()] == ["sim", "calibrate", "associate", "finalize", "reprocess"]
+    assert [argv[1] for argv in tutorial_commands()] == ["sim", "calibrate", "associate", "finalize", "reprocess",
+                                                         "status", "run"]
     page = (TUTORIAL / "index.rst").read_text()
     assert ".. literalinclude:: commands.sh" in page and ".. literalinclude:: inspect_repo.py" in page
 
@@ -79,6 +80,13 @@ def test_every_detector_and_tract_is_ok(tutorial):
     assert "4 of 4 detectors calibrated" in printed["calibrate"]
     assert "4 of 4 detectors finalized" in printed["finalize"]
     assert "4 of 4 detectors reprocessed" in printed["reprocess"]
+    status = printed["status"].splitlines()
+    assert status[0].split() == ["step", "done", "out", "of", "date", "failed", "missing"]
+    assert [line.split() for line in status[1:6]] == [
+        ["calibrate", "4", "0", "0", "0"], ["associate", str(len(tracts)), "0", "0", "0"],
+        ["finalize", "4", "0", "0", "0"], ["visit_summary", "2", "0", "0", "0"], ["reprocess", "4", "0", "0", "0"]]
+    for step, n in (("calibrate", 4), ("finalize", 4), ("visit_summary", 2), ("reprocess", 4)):
+        assert f"== {step}: {n} units, {n} ok ({n} skipped, up to date), 0 failed" in printed["run"]
 
 
 def test_visit_images_in_njy_with_their_sources_and_psf_near_truth(tutorial):

@@ -3,16 +3,77 @@
 A reader never sees a half-written file, and a failed write leaves an existing file untouched
 (POSIX ``rename`` is atomic within one file system, which is why the temporary file is created in
 the destination's own folder, not in ``/tmp``).
+
+A temporary file is named ``.<name>.<host>.<pid>.<random>.tmp`` after its writer, so that
+`remove_stale_temporaries` can delete the ones a killed process left behind (``kill -9``, the OOM
+killer, a power cut) without touching those of a writer that is still running.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_fits"]
+__all__ = ["atomic_write", "atomic_write_fits", "host_tag", "process_alive", "remove_stale_temporaries"]
+
+# ".<name>.<host>.<pid>.<8 random characters from tempfile>.tmp"; the host tag has no dots (host_tag)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.(?P<random>[a-z0-9_]{8})\.tmp$")
+
+
+def host_tag() -> str:
+    """This host's name as it appears in temporary and lock names: the short host name, without dots
+    or path separators (``"node12"`` for ``node12.cluster.example.org``)."""
+    name = socket.gethostname().split(".")[0] or "localhost"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host (a zombie counts as alive).
+
+    Errs towards alive: a process of another user (``EPERM``) is alive, and so is an unrelated process
+    that reused the id, so callers that delete a dead process's leftovers may keep some but never delete
+    a live one's.
+    """
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:  # no signals on this platform: do not guess
+        return True
+    return True
+
+
+def remove_stale_temporaries(root) -> list[Path]:
+    """Delete, anywhere under ``root``, the temporary files of `atomic_write` whose writer was on this
+    host and is no longer running. Returns the removed paths, sorted.
+
+    A writer that was killed before its rename leaves its hidden ``.<name>.<host>.<pid>.<random>.tmp``
+    behind; the destination itself is untouched (the old file, or none). Temporaries of a live process,
+    of another host (a shared file system) and files of any other name are kept. Safe to call while other
+    processes write into ``root``. Cost: one directory walk (about 0.1 s per 10,000 files).
+    """
+    host = host_tag()
+    removed = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            match = _TEMPORARY.match(name)
+            if match is None or match["host"] != host or process_alive(int(match["pid"])):
+                continue
+            path = Path(folder) / name
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return sorted(removed)
 
 
 def _umask() -> int:
@@ -64,7 +125,8 @@ def atomic_write(path, mode: str = "wb", *, overwrite: bool = True):
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} exists and overwrite is False")
     folder = path.parent if str(path.parent) else Path(".")
-    tmp = tempfile.NamedTemporaryFile(mode=mode, dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    tmp = tempfile.NamedTemporaryFile(mode=mode, dir=folder, prefix=f".{path.name}.{host_tag()}.{os.getpid()}.",
+                                      suffix=".tmp", delete=False)
     try:
         with tmp:
             yield tmp

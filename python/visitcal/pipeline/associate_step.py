@@ -9,14 +9,17 @@ absent the step writes the default one, centred on the reference catalog (``refc
 sources themselves when there is none), so every later run uses the same tracts. The tracts processed are
 those whose outer region holds at least one source, or the requested ones.
 
-A tract is done when its provenance says ok with the same hash and both outputs exist; the hash covers
-the step's configuration, the sky map and the list of inputs (visit, detector and their calibrate config
-hash), so adding a visit or recalibrating redoes the tracts. A failing tract is recorded (error type and
-message) and the others go on.
+A tract's inputs are the ``single_visit_star`` tables of the calibrated detectors whose sources reach it and
+``skymap.json``; its provenance records their SHA-256 digests, its config hash (the step's configuration and
+the sky map) and its outputs' digests. A rerun skips a tract only when it is up to date
+(`Repository.unit_action`), so adding a visit or a recalibration that changes a table redoes exactly the
+tracts that table reaches; outputs that come out byte-identical are left as they were. A failing tract is
+recorded (error type and message) and the others go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -33,7 +36,7 @@ from ..tasks.isolated_star_association import (
     IsolatedStarAssociationTask,
 )
 from ..core.skymap import SKYMAP_FILE, SimpleSkyMap, default_skymap, load_skymap, write_skymap
-from .repository import Repository, UnitStatus, recorded
+from .repository import SKIPPED, Repository, UnitStatus, file_digest, recorded, unit_line, write_product
 
 __all__ = ["AssociateStepConfig", "OUTPUTS", "STEP", "repository_skymap", "run_associate", "summary_lines"]
 
@@ -81,8 +84,8 @@ def _paths(repo: Repository, tract: int) -> dict[str, Path]:
     return {name: repo.tract_dataset_path(name, tract, ext) for name, ext in OUTPUTS.items()}
 
 
-def _unit_hash(config: AssociateStepConfig, skymap: SimpleSkyMap, inputs: list[tuple[int, int, str]]) -> str:
-    doc = {"config": json.loads(config.model_dump_json()), "skymap": skymap.model_dump(), "inputs": inputs}
+def _unit_hash(config: AssociateStepConfig, skymap: SimpleSkyMap) -> str:
+    doc = {"config": json.loads(config.model_dump_json()), "skymap": skymap.model_dump()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -117,8 +120,11 @@ def run_associate(root, *, tracts=None, overwrite: bool = False, config: Associa
             inputs.append((visit, detector, st.config_hash or "", path))
     t0 = time.perf_counter()
     tables = [read_catalog(p) for *_, p in inputs]
+    digests = [file_digest(p) for *_, p in inputs]
     t_read = time.perf_counter() - t0
     skymap = repository_skymap(repo, tables)
+    skymap_digest = file_digest(repo.root / SKYMAP_FILE)
+    chash = _unit_hash(config, skymap)
     overlaps: dict[int, list[int]] = {}
     for k, table in enumerate(tables):
         ra, dec = _coords_deg(table)
@@ -133,22 +139,27 @@ def run_associate(root, *, tracts=None, overwrite: bool = False, config: Associa
     for n_done, tract in enumerate(todo, start=1):
         members = overlaps.get(tract, [])
         ids = [[inputs[k][0], inputs[k][1], inputs[k][2]] for k in members]
-        chash = _unit_hash(config, skymap, ids)
+        unit_inputs = {repo.relpath(inputs[k][3]): digests[k] for k in members}
+        unit_inputs[SKYMAP_FILE] = skymap_digest
+        unit_inputs = dict(sorted(unit_inputs.items()))
         paths = _paths(repo, tract)
-        if not overwrite and repo.is_tract_done(STEP, tract, chash, paths.values()):
-            statuses.append(repo.read_tract_status(STEP, tract))
+        previous = repo.read_tract_status(STEP, tract)
+        action = repo.unit_action(previous, chash, unit_inputs, paths.values(), overwrite)
+        if action == SKIPPED:
+            statuses.append(dataclasses.replace(previous, action=SKIPPED))
         else:
             statuses.append(_associate_tract(repo, task, tract, skymap, [tables[k] for k in members], ids, chash,
-                                             paths, t_read))
+                                             paths, t_read, unit_inputs, action))
         if progress is not None:
             progress(n_done, len(todo), f"tract {tract}")
     return statuses
 
 
-def _associate_tract(repo, task, tract, skymap, tables, ids, chash, paths, t_read) -> UnitStatus:
+def _associate_tract(repo, task, tract, skymap, tables, ids, chash, paths, t_read, inputs, action) -> UnitStatus:
     timings = {"read_all": t_read}
     status = UnitStatus(step=STEP, visit=None, detector=None, tract=int(tract), status="failed", config_hash=chash,
-                        timings=timings, versions={"visitcal": __version__, "numpy": np.__version__})
+                        timings=timings, versions={"visitcal": __version__, "numpy": np.__version__},
+                        inputs=inputs, action=action)
     with recorded(repo, status):  # a failure is recorded, the other units go on
         t0 = time.perf_counter()
         result = task.run(tables, tract, skymap)
@@ -156,8 +167,8 @@ def _associate_tract(repo, task, tract, skymap, tables, ids, chash, paths, t_rea
         t0 = time.perf_counter()
         for name, table in (("isolated_star_association", result.star_cat), ("isolated_star", result.source_cat)):
             table.meta["tract"] = int(tract)
-            paths[name].parent.mkdir(parents=True, exist_ok=True)
-            write_catalog(table, paths[name], overwrite=True)
+            status.outputs[repo.relpath(paths[name])] = write_product(
+                paths[name], lambda p, table=table: write_catalog(table, p, overwrite=True))
         timings["write"] = time.perf_counter() - t0
         stars = result.star_cat
         status.summary = {"n_inputs": len(tables), "inputs": ids, "n_stars": len(stars),
@@ -169,13 +180,15 @@ def _associate_tract(repo, task, tract, skymap, tables, ids, chash, paths, t_rea
 
 
 def summary_lines(statuses: list[UnitStatus]) -> list[str]:
-    """A per-tract summary table (text) of a run."""
+    """A per-tract summary table (text) of a run: each tract's state and numbers followed by its action; a skipped
+    tract's line says ``skipped (up to date)`` only."""
     lines = [f"{'tract':>6} {'status':<22} {'inputs':>6} {'stars':>7} {'sources':>8} {'time s':>7}"]
     for s in statuses:
         sm = s.summary or {}
         state = "ok" if s.ok else (s.error_type or "failed")
-        lines.append(f"{s.tract:>6} {state:<22} {sm.get('n_inputs', '-'):>6} {sm.get('n_stars', '-'):>7} "
-                     f"{sm.get('n_sources', '-'):>8} {s.timings.get('total', float('nan')):>7.2f}")
+        lines.append(unit_line(s, f"{s.tract:>6}", f"{state:<22} {sm.get('n_inputs', '-'):>6} "
+                               f"{sm.get('n_stars', '-'):>7} {sm.get('n_sources', '-'):>8} "
+                               f"{s.timings.get('total', float('nan')):>7.2f}"))
         if not s.ok and s.message:
             lines.append(f"{'':>7}{s.message[:200]}")
     return lines

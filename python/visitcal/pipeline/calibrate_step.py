@@ -7,12 +7,17 @@ heavy footprints by id, `visitcal.io.footprints`).
 
 Each detector is independent: its failure (a typed error such as `AstrometryError`, `PhotoCalError`,
 `PsfTooFewStarsError`) is recorded in its provenance with the error's type and message, its outputs are
-not written, and the other detectors go on. Finished detectors (status ok, same config, outputs present)
-are skipped on a rerun.
+not written, and the other detectors go on.
+
+A detector's inputs are its ``post_isr_image`` snaps and ``refcat.parquet``; its provenance records their
+SHA-256 digests and those of its outputs, and a rerun skips it only when it is up to date: status ok, same
+config, the same input digests, outputs present and unchanged (`Repository.unit_action`). A redone detector
+whose products come out byte-identical leaves the files as they were (`write_product`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -28,7 +33,8 @@ from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
 from ..calib.ref_loader import ReferenceObjectLoader
 from ..core.table import DetectorVisitIdGenerator
-from .repository import Repository, UnitStatus, config_hash, recorded, summary_field
+from .repository import (SKIPPED, config_hash, crashed_unit_status, recorded, Repository, summary_field,
+                        unit_line, UnitStatus, write_product)
 from .runner import run_units
 
 __all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "run_calibrate"]
@@ -95,13 +101,17 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
     config = CalibrateStepConfig.model_validate_json(config_json)
     chash = config_hash(config)
     paths = _paths(repo, visit, detector)
-    if not overwrite and repo.is_done(STEP, visit, detector, chash, paths.values()):
-        return repo.read_status(STEP, visit, detector)
+    snaps_paths = repo.post_isr_snaps().get((visit, detector)) or []
+    inputs = repo.digests([*snaps_paths, repo.refcat_path])
+    previous = repo.read_status(STEP, visit, detector)
+    action = repo.unit_action(previous, chash, inputs, paths.values(), overwrite)
+    if action == SKIPPED:
+        return dataclasses.replace(previous, action=SKIPPED)
     timings: dict[str, float] = {}
     status = UnitStatus(step=STEP, visit=visit, detector=detector, status="failed", config_hash=chash,
-                        timings=timings, versions={"visitcal": __version__, "numpy": np.__version__})
+                        timings=timings, versions={"visitcal": __version__, "numpy": np.__version__},
+                        inputs=inputs, action=action)
     with recorded(repo, status):  # a failure is recorded, the other units go on
-        snaps_paths = repo.post_isr_snaps().get((visit, detector))
         if not snaps_paths:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector} under {repo.root}")
         t0 = time.perf_counter()
@@ -119,7 +129,7 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         for k, v in cal.output_summary_metrics.get("timings", {}).items():
             timings[f"calibrate.{k}"] = v
         t0 = time.perf_counter()
-        _write_outputs(cal, paths, visit, detector)
+        status.outputs = _write_outputs(repo, cal, paths, visit, detector)
         timings["write"] = time.perf_counter() - t0
         stats = cal.output_exposure.summary_stats or {}
         m = cal.output_summary_metrics
@@ -131,14 +141,16 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
     return status
 
 
-def _write_outputs(cal, paths: dict[str, Path], visit: int, detector: int) -> None:
+def _write_outputs(repo: Repository, cal, paths: dict[str, Path], visit: int, detector: int) -> dict[str, str]:
+    """Write the four products (each left untouched when its bytes would not change); their digests."""
     exposure = cal.output_exposure
     background = cal.output_background
     exposure.background = None  # a separate dataset, as LSST's calexpBackground
-    for p in paths.values():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    write_exposure(exposure, paths["preliminary_visit_image"], overwrite=True)
-    background.write_fits(paths["preliminary_visit_image_background"], overwrite=True)
+    out = {}
+    out["preliminary_visit_image"] = write_product(paths["preliminary_visit_image"],
+                                                   lambda p: write_exposure(exposure, p, overwrite=True))
+    out["preliminary_visit_image_background"] = write_product(paths["preliminary_visit_image_background"],
+                                                              lambda p: background.write_fits(p, overwrite=True))
     cat = cal.output_cat.copy(copy_data=False)
     vi = exposure.visit_info
     n = len(cat)
@@ -146,10 +158,13 @@ def _write_outputs(cal, paths: dict[str, Path], visit: int, detector: int) -> No
     cat["detector"] = np.full(n, detector, np.int16)
     cat["band"] = np.full(n, (vi.band or "") if vi is not None else "")
     cat["physical_filter"] = np.full(n, (vi.physical_filter or "") if vi is not None else "")
-    write_catalog(cat, paths["single_visit_star"], overwrite=True)
+    out["single_visit_star"] = write_product(paths["single_visit_star"],
+                                             lambda p: write_catalog(cat, p, overwrite=True))
     # The sources' (heavy) footprints by id, for noise replacement downstream (LSST's src carries them).
-    write_footprints(paths["single_visit_star_footprints"], cal.footprints, np.asarray(cal.output_cat["id"]),
-                     overwrite=True)
+    out["single_visit_star_footprints"] = write_product(
+        paths["single_visit_star_footprints"],
+        lambda p: write_footprints(p, cal.footprints, np.asarray(cal.output_cat["id"]), overwrite=True))
+    return {repo.relpath(paths[name]): digest for name, digest in out.items()}
 
 
 def run_calibrate(root, *, visits=None, detectors=None, jobs: int = 1, config: CalibrateStepConfig | None = None,
@@ -163,11 +178,18 @@ def run_calibrate(root, *, visits=None, detectors=None, jobs: int = 1, config: C
     config = config or CalibrateStepConfig()
     cfg_json = config.model_dump_json()
     units = [(str(repo.root), v, d, cfg_json, overwrite) for v, d in repo.data_ids(visits, detectors)]
-    return run_units(calibrate_detector, units, jobs=jobs, executor=executor, progress=progress)
+    return run_units(calibrate_detector, units, jobs=jobs, executor=executor, progress=progress, crashed=_crashed)
+
+
+def _crashed(unit, message):
+    """The recorded status of a detector whose worker died (`run_units`' ``crashed`` callback)."""
+    root, visit, detector = unit[:3]
+    return crashed_unit_status(STEP, root, visit, [detector], message)[0]
 
 
 def summary_lines(statuses: list[UnitStatus]) -> list[str]:
-    """A per-detector summary table (text) of a run."""
+    """A per-detector summary table (text) of a run: one line per detector, its state and numbers followed by
+    its action (``done``, ``redone (<why>)``); a skipped detector's line says ``skipped (up to date)`` only."""
     head = (f"{'visit':>7} {'det':>4} {'status':<22} {'nSrc':>6} {'psfSigma':>8} {'zp':>8} {'astrom mean':>12} "
             f"{'time s':>7}")
     lines = [head]
@@ -177,9 +199,10 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
         def f(key, fmt):
             return summary_field(sm, key, fmt)
         state = "ok" if s.ok else (s.error_type or "failed")
-        lines.append(f"{s.visit:>7} {s.detector:>4} {state:<22} {f('n_sources', 'd'):>6} {f('psfSigma', '.3f'):>8} "
-                     f"{f('zero_point', '.4f'):>8} {f('astrom_offset_mean', '.4f'):>12} "
-                     f"{s.timings.get('total', float('nan')):>7.2f}")
+        lines.append(unit_line(s, f"{s.visit:>7} {s.detector:>4}",
+                               f"{state:<22} {f('n_sources', 'd'):>6} {f('psfSigma', '.3f'):>8} "
+                               f"{f('zero_point', '.4f'):>8} {f('astrom_offset_mean', '.4f'):>12} "
+                               f"{s.timings.get('total', float('nan')):>7.2f}"))
         if not s.ok and s.message:
             lines.append(f"{'':>13}{s.message[:200]}")
     return lines

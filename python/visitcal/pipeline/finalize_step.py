@@ -13,10 +13,23 @@ Two modes that give identical products: the visit task (``FinalizeCharacterizati
 or, with ``per_detector``, the detector task per detector (``refit_psf_models_detector/...`` and
 ``refit_psf_star_detector/...``) followed by ``ConsolidateFinalizeCharacterizationDetectorTask`` per visit.
 The inputs of a visit are its detectors whose calibrate provenance is ok.
+
+The unit is the visit (its products are per visit) and its outcome is recorded per detector. Every detector's
+provenance records the visit's inputs, ``{path: sha256}`` of each detector's ``single_visit_star`` and
+``preliminary_visit_image`` and of every tract's ``isolated_star_association`` and ``isolated_star`` table
+(all of them are read, as LSST hands finalize the overlapping tracts), and the digests of the two products.
+A rerun skips the visit only when every detector's record is up to date (`Repository.unit_action`):
+recalibrating one detector, or re-associating a tract whose tables change, redoes the visits that read them.
+Products that come out byte-identical are left as they were.
+
+Each input is read inside the unit, when the task needs it: a detector whose ``single_visit_star`` or
+``preliminary_visit_image`` cannot be read is recorded as failed (the reader's error type, a message naming
+the file) and the visit is finalized from its other detectors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import time
 from pathlib import Path
@@ -37,7 +50,8 @@ from ..tasks.finalize_characterization import NoWorkFound
 from ..io import read_catalog, read_exposure, write_catalog
 from .associate_step import OUTPUTS as ASSOCIATE_OUTPUTS
 from .associate_step import run_associate
-from .repository import Repository, UnitStatus, config_hash, summary_field
+from .repository import (SKIPPED, config_hash, crashed_unit_status, deferred_read, Repository, summary_field,
+                        unit_line, UnitStatus, UnreadableInputError, write_product)
 from .runner import run_units
 
 __all__ = ["FinalizeStepConfig", "run_finalize", "summary_lines"]
@@ -66,15 +80,21 @@ def _visit_inputs(repo: Repository, visit: int) -> dict[int, tuple[Path, Path]]:
     return out
 
 
-def _isolated_star_dicts(repo: Repository) -> tuple[dict, dict]:
-    """Every tract's isolated-star and isolated-source tables (LSST hands finalize the overlapping tracts;
-    `concat_isolated_star_cats` keeps only this visit's sources, so the others cost a read)."""
-    cats, srcs = {}, {}
+def _isolated_star_paths(repo: Repository) -> dict[int, tuple[Path, Path]]:
+    """``{tract: (isolated_star_association, isolated_star)}`` paths of every associated tract."""
+    out = {}
     base = repo.root / "isolated_star_association"
     for path in sorted(base.glob("isolated_star_association_*.parquet")) if base.is_dir() else []:
         tract = int(path.stem.rsplit("_", 1)[1])
-        cats[tract] = read_catalog(path)
-        srcs[tract] = read_catalog(repo.tract_dataset_path("isolated_star", tract, ASSOCIATE_OUTPUTS["isolated_star"]))
+        out[tract] = (path, repo.tract_dataset_path("isolated_star", tract, ASSOCIATE_OUTPUTS["isolated_star"]))
+    return out
+
+
+def _isolated_star_dicts(tract_paths: dict[int, tuple[Path, Path]]) -> tuple[dict, dict]:
+    """Every tract's isolated-star and isolated-source tables (LSST hands finalize the overlapping tracts;
+    `concat_isolated_star_cats` keeps only this visit's sources, so the others cost a read)."""
+    cats = {t: read_catalog(a) for t, (a, _) in tract_paths.items()}
+    srcs = {t: read_catalog(i) for t, (_, i) in tract_paths.items()}
     return cats, srcs
 
 
@@ -89,7 +109,10 @@ def _detector_paths(repo: Repository, visit: int, detector: int) -> dict[str, Pa
 
 
 def _band(src_path: Path) -> str:
-    cat = read_catalog(src_path, columns=["band"])
+    try:
+        cat = read_catalog(src_path, columns=["band"])
+    except Exception as err:  # noqa: BLE001 - recorded on the detector
+        raise UnreadableInputError(-1, src_path, err) from err
     bands = sorted(set(str(b) for b in cat["band"]))
     if len(bands) != 1:
         raise ValueError(f"{src_path}: expected one band, found {bands}")
@@ -120,56 +143,69 @@ def _detector_status(step_status: UnitStatus, ds, psf_row) -> UnitStatus:
 def finalize_visit(root, visit: int, config_json: str, per_detector: bool = False, overwrite: bool = False
                    ) -> list[UnitStatus]:
     """Finalize one visit (visit task, or detector tasks + consolidate); never raises for the data: each
-    detector's outcome is in its returned and stored `UnitStatus`."""
+    detector's outcome is in its returned and stored `UnitStatus`. An up-to-date visit is not run: its
+    recorded statuses are returned with ``action`` `SKIPPED`."""
     repo = Repository(root)
     config = FinalizeStepConfig.model_validate_json(config_json)
     chash = config_hash(config)
     inputs = _visit_inputs(repo, visit)
     paths = _visit_paths(repo, visit)
-    done = [repo.read_status(STEP, visit, d) for d in sorted(inputs)]
-    if (not overwrite and inputs and all(s is not None and s.config_hash == chash for s in done)
-            and all(p.is_file() for p in paths.values())):
-        return done
+    tract_paths = _isolated_star_paths(repo)
+    digests = repo.digests([p for pair in inputs.values() for p in pair]
+                           + [p for pair in tract_paths.values() for p in pair])
+    previous = {d: repo.read_status(STEP, visit, d) for d in sorted(inputs)}
+    actions = {d: repo.unit_action(previous[d], chash, digests, paths.values(), overwrite) for d in previous}
+    if inputs and all(a == SKIPPED for a in actions.values()):
+        return [dataclasses.replace(previous[d], action=SKIPPED) for d in sorted(inputs)]
+    # the visit is one unit: a detector up to date by itself is redone with the others, for their reason
+    reason = next((a for a in actions.values() if a != SKIPPED), "done")
     versions = {"visitcal": __version__, "numpy": np.__version__}
     statuses = {d: UnitStatus(step=STEP, visit=visit, detector=d, status="failed", config_hash=chash, timings={},
-                              versions=versions) for d in sorted(inputs)}
+                              versions=versions, inputs=digests,
+                              action=reason if actions[d] == SKIPPED else actions[d]) for d in sorted(inputs)}
+    active = dict(inputs)
+
+    def drop(err: UnreadableInputError) -> None:
+        statuses[err.detector].error_type, statuses[err.detector].message = err.error_type, str(err)
+        del active[err.detector]
+
     t_all = time.perf_counter()
     try:
-        if not inputs:
+        band = None
+        for d in sorted(active):
+            try:
+                band = _band(active[d][0])
+                break
+            except UnreadableInputError as err:
+                err.detector = d
+                drop(err)
+        if band is None:
             raise NoWorkFound(f"visit {visit}: no calibrated detector")
-        band = _band(next(iter(inputs.values()))[0])
-        cats, srcs = _isolated_star_dicts(repo)
-        src_dict = {d: (lambda p=p: read_catalog(p)) for d, (p, _) in inputs.items()}
-        exp_dict = {d: (lambda p=p: read_exposure(p)) for d, (_, p) in inputs.items()}
+        cats, srcs = _isolated_star_dicts(tract_paths)
         if per_detector:
-            task = FinalizeCharacterizationDetectorTask(config.finalize)
-            models, stars, det_status = {}, {}, {}
-            for d in sorted(inputs):
-                dpaths = _detector_paths(repo, visit, d)
-                try:
-                    res = task.run(visit, band, d, cats, srcs, src_dict[d], exp_dict[d])
-                except NoWorkFound as err:
-                    statuses[d].error_type, statuses[d].message = "NoWorkFound", str(err)
-                    continue
-                det_status.update(res.detector_status)
-                for p in dpaths.values():
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                write_psf_ap_corr_cat(res.psf_ap_corr_cat, dpaths["refit_psf_models_detector"], overwrite=True)
-                write_catalog(res.output_table, dpaths["refit_psf_star_detector"], overwrite=True)
-                models[d] = lambda p=dpaths["refit_psf_models_detector"]: read_psf_ap_corr_cat(p)
-                stars[d] = lambda p=dpaths["refit_psf_star_detector"]: read_catalog(p)
-            result = ConsolidateFinalizeCharacterizationDetectorTask().run(
-                psf_ap_corr_detector_dict=models, src_detector_table_dict=stars)
-            result.detector_status = det_status
+            result = _finalize_per_detector(repo, config, visit, band, cats, srcs, active, statuses)
         else:
-            result = FinalizeCharacterizationTask(config.finalize).run(visit, band, cats, srcs, src_dict, exp_dict)
-        for p in paths.values():
-            p.parent.mkdir(parents=True, exist_ok=True)
-        write_psf_ap_corr_cat(result.psf_ap_corr_cat, paths["refit_psf_models"], overwrite=True)
-        write_catalog(result.output_table, paths["refit_psf_star"], overwrite=True)
+            while True:  # a detector whose input cannot be read is dropped and the visit redone without it
+                src_dict = {d: deferred_read(read_catalog, p, d) for d, (p, _) in active.items()}
+                exp_dict = {d: deferred_read(read_exposure, p, d) for d, (_, p) in active.items()}
+                try:
+                    result = FinalizeCharacterizationTask(config.finalize).run(visit, band, cats, srcs, src_dict,
+                                                                               exp_dict)
+                    break
+                except UnreadableInputError as err:
+                    drop(err)
+                    if not active:
+                        raise NoWorkFound(f"visit {visit}: no readable calibrated detector") from None
+        outputs = {
+            repo.relpath(paths["refit_psf_models"]): write_product(
+                paths["refit_psf_models"], lambda p: write_psf_ap_corr_cat(result.psf_ap_corr_cat, p, overwrite=True)),
+            repo.relpath(paths["refit_psf_star"]): write_product(
+                paths["refit_psf_star"], lambda p: write_catalog(result.output_table, p, overwrite=True)),
+        }
         rows = {int(r["detector"]): r for r in result.psf_ap_corr_cat}
         for d, ds in result.detector_status.items():
             _detector_status(statuses[d], ds, rows.get(d))
+            statuses[d].outputs = outputs
     except Exception as err:  # a visit-level failure: recorded on every detector of the visit
         for st in statuses.values():
             if st.error_type is None:
@@ -180,6 +216,34 @@ def finalize_visit(root, visit: int, config_json: str, per_detector: bool = Fals
         st.peak_rss_mb = peak
         repo.write_status(st)
     return [statuses[d] for d in sorted(statuses)]
+
+
+def _finalize_per_detector(repo, config, visit, band, cats, srcs, active, statuses):
+    """The detector task on each readable detector, then the consolidation; a detector that fails is recorded."""
+    task = FinalizeCharacterizationDetectorTask(config.finalize)
+    models, stars, det_status = {}, {}, {}
+    for d in sorted(active):
+        src_path, exp_path = active[d]
+        dpaths = _detector_paths(repo, visit, d)
+        try:
+            res = task.run(visit, band, d, cats, srcs, deferred_read(read_catalog, src_path, d),
+                           deferred_read(read_exposure, exp_path, d))
+        except NoWorkFound as err:
+            statuses[d].error_type, statuses[d].message = "NoWorkFound", str(err)
+            continue
+        except UnreadableInputError as err:
+            statuses[d].error_type, statuses[d].message = err.error_type, str(err)
+            continue
+        det_status.update(res.detector_status)
+        write_product(dpaths["refit_psf_models_detector"],
+                      lambda p: write_psf_ap_corr_cat(res.psf_ap_corr_cat, p, overwrite=True))
+        write_product(dpaths["refit_psf_star_detector"], lambda p: write_catalog(res.output_table, p, overwrite=True))
+        models[d] = lambda p=dpaths["refit_psf_models_detector"]: read_psf_ap_corr_cat(p)
+        stars[d] = lambda p=dpaths["refit_psf_star_detector"]: read_catalog(p)
+    result = ConsolidateFinalizeCharacterizationDetectorTask().run(
+        psf_ap_corr_detector_dict=models, src_detector_table_dict=stars)
+    result.detector_status = det_status
+    return result
 
 
 def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1,
@@ -197,12 +261,13 @@ def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1
     all_visits = sorted({v for v, _ in repo.data_ids()})
     todo = all_visits if visits is None else [v for v in all_visits if v in set(visits)]
     units = [(str(repo.root), v, config.model_dump_json(), per_detector, overwrite) for v in todo]
-    results = run_units(finalize_visit, units, jobs=jobs, executor=executor, progress=progress)
+    results = run_units(finalize_visit, units, jobs=jobs, executor=executor, progress=progress, crashed=_crashed)
     return [s for per_visit in results for s in per_visit]
 
 
 def summary_lines(statuses: list[UnitStatus]) -> list[str]:
-    """The per-detector summary: stars used and reserved, PSF size, ap-corr means, status."""
+    """The per-detector summary: stars used and reserved, PSF size, ap-corr means, status, then the action
+    (``done``, ``redone (<why>)``); a skipped detector's line says ``skipped (up to date)`` only."""
     lines = [f"{'visit':>7} {'det':>4} {'status':<24} {'cand':>5} {'used':>5} {'resvd':>5} {'psfSigma':>8} "
              f"{'apcorr Psf':>10} {'apcorr Gau':>10}"]
     for s in statuses:
@@ -211,9 +276,17 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
         def f(key, fmt):
             return summary_field(sm, key, fmt)
         state = sm.get("finalize_status") or ("ok" if s.ok else (s.error_type or "failed"))
-        lines.append(f"{s.visit:>7} {s.detector:>4} {state:<24} {f('n_matched', 'd'):>5} {f('n_used', 'd'):>5} "
-                     f"{f('n_reserved', 'd'):>5} {f('psf_sigma', '.4f'):>8} {f('apcorr_PsfFlux_mean', '.4f'):>10} "
-                     f"{f('apcorr_GaussianFlux_mean', '.4f'):>10}")
+        lines.append(unit_line(s, f"{s.visit:>7} {s.detector:>4}",
+                               f"{state:<24} {f('n_matched', 'd'):>5} {f('n_used', 'd'):>5} "
+                               f"{f('n_reserved', 'd'):>5} {f('psf_sigma', '.4f'):>8} "
+                               f"{f('apcorr_PsfFlux_mean', '.4f'):>10} {f('apcorr_GaussianFlux_mean', '.4f'):>10}"))
         if not s.ok and s.message:
             lines.append(f"{'':>13}{s.message[:200]}")
     return lines
+
+
+def _crashed(unit, message):
+    """The recorded statuses of a visit whose worker died (`run_units`' ``crashed`` callback): every
+    calibrated detector of the visit fails with ``WorkerCrashed``."""
+    root, visit = unit[:2]
+    return crashed_unit_status(STEP, root, visit, sorted(_visit_inputs(Repository(root), visit)), message)

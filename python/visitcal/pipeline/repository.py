@@ -1,5 +1,5 @@
-"""A data repository: a directory of inputs and of each step's outputs, with a status file per unit
-of work so that a run can resume.
+"""A data repository: a directory of inputs and of each step's outputs, with a provenance file per unit
+of work so that a rerun redoes exactly the units whose configuration or inputs changed.
 
 Layout (visits 6-digit, detectors 3-digit, zero-padded)::
 
@@ -10,25 +10,47 @@ Layout (visits 6-digit, detectors 3-digit, zero-padded)::
           preliminary_visit_image (.fits), preliminary_visit_image_background (.fits),
           single_visit_star (.parquet)
       provenance/<step>/<visit>_<detector>.json                 per detector: status ("ok" or the
-          failure's type and message), timings, peak memory, config hash, versions
+          failure's type and message), action, timings, peak memory, config hash, input and output
+          digests, versions
       skymap.json                                               the sky map of the per-tract steps
                                                                 (`visitcal.core.skymap`)
       <dataset>/<dataset>_<tract>.parquet                       a per-tract step's outputs, e.g.
           isolated_star_association, isolated_star (tracts not zero-padded)
       provenance/<step>/<tract>.json                            per tract, as per detector
+      refit_psf_models/, refit_psf_star/, visit_summary/        per-visit outputs (``<name>_<visit>.<ext>``)
+      provenance/visit_summary/<visit>.json                     per visit, as per detector
 
-A unit (a step on one detector, or on one tract) is done when its provenance says ``ok`` with the same config
-hash and its outputs exist; reruns skip it. Every file is written atomically, so an interrupted run leaves no
-half-written product, and a failure on one detector is recorded without touching the others.
+Up to date, redone, skipped
+---------------------------
+Every unit (a step on one detector, one visit or one tract) records in its provenance the ``config_hash``
+of its configuration, ``inputs``, ``{path relative to ROOT: sha256}`` of every file it read, and
+``outputs``, the same for every file it wrote. A unit is up to date, and skipped, when its recorded status
+is ``ok``, its config hash is the current one, every output exists with the recorded digest, and every
+input's current digest is the recorded one; otherwise it is redone, and its ``action`` says why
+(`unit_action`). Staleness propagates by itself: a redone unit whose outputs change changes the digests
+its consumers read. A redone unit that produces byte-identical output leaves the existing file (bytes and
+mtime) alone (`write_product`), so nothing downstream is redone needlessly.
+
+Digests are the SHA-256 of the file's bytes, of upstream products and raw inputs alike: the simplest truth,
+deterministic, and independent of mtimes, file systems and which process wrote a file. Cost: hashlib's
+SHA-256 runs at ~1.8 GB/s on the development machine (50 MB, a 2k x 2k three-plane FITS, in 28 ms, read from
+the page cache), so a no-op rerun of a 4k x 4k LSST detector (two 190 MB snaps, a 190 MB calexp read by
+three steps, and each unit's outputs) hashes ~1.5 GB, ~1 s, against ~10 s to process it; a producer-side
+digest cache keyed on size and mtime would save that at the price of trusting mtimes, and was not needed.
+
+Every file is written atomically, so an interrupted run leaves no half-written product, and a failure on one
+unit is recorded without touching the others.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import filecmp
 import hashlib
 import json
 import math
+import os
 import re
 import resource
 import time
@@ -36,7 +58,11 @@ from pathlib import Path
 
 from ..core.atomic import atomic_write
 
-__all__ = ["Repository", "UnitStatus", "config_hash", "recorded", "summary_field"]
+__all__ = ["SKIPPED", "Repository", "UnitStatus", "UnreadableInputError", "config_hash", "crashed_unit_status",
+           "deferred_read", "file_digest", "recorded", "summary_field", "unit_line", "write_product"]
+
+#: The `UnitStatus.action` of a unit that was up to date.
+SKIPPED = "skipped (up to date)"
 
 _POST_ISR = re.compile(r"^post_isr_image_(\d+)_(\d+)_(\d+)\.fits$")
 _SINGLE_VISIT_STAR = re.compile(r"^single_visit_star_(\d+)_(\d+)\.parquet$")
@@ -56,8 +82,15 @@ def config_hash(config) -> str:
 
 @dataclasses.dataclass
 class UnitStatus:
-    """What became of one step on one detector (stored as ``provenance/<step>/<visit>_<detector>.json``)
-    or on one tract (``visit`` and ``detector`` None, ``tract`` set; ``provenance/<step>/<tract>.json``)."""
+    """What became of one step on one detector (stored as ``provenance/<step>/<visit>_<detector>.json``),
+    on one tract (``visit`` and ``detector`` None, ``tract`` set; ``provenance/<step>/<tract>.json``) or on one
+    visit (``detector`` and ``tract`` None; ``provenance/<step>/<visit>.json``).
+
+    ``inputs`` and ``outputs`` map each file the unit read or wrote (path relative to the repository, POSIX
+    separators) to the SHA-256 of its bytes. ``action`` says what this run did with the unit: ``"done"`` (no
+    earlier record), ``"skipped (up to date)"`` (the returned status is then the recorded one, nothing ran),
+    or ``"redone (<reason>)"``, e.g. ``"redone (config changed)"``, ``"redone (input changed: <file>, ...)"``.
+    """
 
     step: str
     visit: int | None
@@ -71,6 +104,14 @@ class UnitStatus:
     versions: dict = dataclasses.field(default_factory=dict)
     summary: dict = dataclasses.field(default_factory=dict)
     tract: int | None = None
+    inputs: dict = dataclasses.field(default_factory=dict)
+    outputs: dict = dataclasses.field(default_factory=dict)
+    action: str | None = None
+
+    @property
+    def skipped(self) -> bool:
+        """Whether this run found the unit up to date and did not run it."""
+        return self.action == SKIPPED
 
     @property
     def ok(self) -> bool:
@@ -147,6 +188,22 @@ class Repository:
         """Path of a per-tract unit's provenance: ``ROOT/provenance/<step>/<tract>.json``."""
         return self.root / "provenance" / step / f"{int(tract)}.json"
 
+    def visit_status_path(self, step: str, visit: int) -> Path:
+        """Path of a per-visit unit's provenance: ``ROOT/provenance/<step>/<visit>.json`` (visit padded to 6)."""
+        return self.root / "provenance" / step / f"{int(visit):06d}.json"
+
+    def read_visit_status(self, step: str, visit: int) -> UnitStatus | None:
+        """The recorded `UnitStatus` of ``step`` on one visit; None if absent or unreadable."""
+        return self._read_status_file(self.visit_status_path(step, visit))
+
+    def relpath(self, path) -> str:
+        """``path`` relative to the repository root, with POSIX separators (the key of a digest mapping)."""
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))).as_posix()
+
+    def digests(self, paths) -> dict[str, str]:
+        """``{relpath: file_digest}`` of ``paths`` (a missing file's digest is ``"missing"``), sorted by path."""
+        return {self.relpath(p): file_digest(p) for p in sorted(set(Path(p) for p in paths))}
+
     def single_visit_star_paths(self) -> dict[tuple[int, int], Path]:
         """``{(visit, detector): path}`` of every single_visit_star present, sorted."""
         found = {}
@@ -182,11 +239,58 @@ class Repository:
         """
         if status.tract is not None:
             path = self.tract_status_path(status.step, status.tract)
+        elif status.detector is None:
+            path = self.visit_status_path(status.step, status.visit)
         else:
             path = self.status_path(status.step, status.visit, status.detector)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "w") as f:
             json.dump(dataclasses.asdict(status), f, indent=1, sort_keys=True, default=_json_default)
+
+    def unit_action(self, previous: UnitStatus | None, cfg_hash: str, inputs: dict, outputs,
+                    overwrite: bool = False) -> str:
+        """What to do with a unit: `SKIPPED` when it is up to date, else ``"done"`` or ``"redone (<why>)"``.
+
+        Parameters
+        ----------
+        previous : `UnitStatus` or None
+            The unit's recorded status.
+        cfg_hash : str
+            The current config hash of the unit.
+        inputs : dict
+            ``{relpath: digest}`` of the files the unit reads now (`digests`).
+        outputs : iterable of path-like
+            The unit's products.
+        overwrite : bool
+            Redo even an up-to-date unit (``"redone (overwrite)"``).
+
+        Returns
+        -------
+        action : str
+            `SKIPPED` only when ``previous`` is ok, has ``cfg_hash``, every input's recorded digest equals the
+            current one (same set of files) and every output exists with its recorded digest.
+        """
+        if previous is None:
+            return "done"
+        if overwrite:
+            return "redone (overwrite)"
+        if not previous.ok:
+            return f"redone (previous run failed: {previous.error_type or previous.status})"
+        if previous.config_hash != cfg_hash:
+            return "redone (config changed)"
+        changed = sorted(k for k in set(inputs) | set(previous.inputs or {})
+                         if inputs.get(k) != (previous.inputs or {}).get(k))
+        if changed:
+            return f"redone (input changed: {', '.join(Path(k).name for k in changed)})"
+        outs = [Path(p) for p in outputs]
+        missing = [p.name for p in outs if not p.is_file()]
+        if missing:
+            return f"redone (output missing: {', '.join(missing)})"
+        recorded_out = previous.outputs or {}
+        altered = [p.name for p in outs if file_digest(p) != recorded_out.get(self.relpath(p))]
+        if altered:
+            return f"redone (output changed: {', '.join(altered)})"
+        return SKIPPED
 
     def is_done(self, step: str, visit: int, detector: int, cfg_hash: str, outputs) -> bool:
         """Whether a unit can be skipped: its status is ok with this config hash and all its outputs exist.
@@ -216,6 +320,81 @@ class Repository:
         return bool(st and st.ok and st.config_hash == cfg_hash and all(Path(p).is_file() for p in outputs))
 
 
+def file_digest(path) -> str:
+    """SHA-256 (64 hex digits) of a file's bytes, read in 8 MiB blocks; ``"missing"`` if it is not a file."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 23):
+            h.update(block)
+    return h.hexdigest()
+
+
+class UnreadableInputError(Exception):
+    """One detector's input could not be read (raised by `deferred_read`): that detector fails, its unit's
+    other detectors go on. ``error_type`` is the reader's exception class name; the message names the file."""
+
+    def __init__(self, detector: int, path, err: Exception):
+        super().__init__(f"{path}: cannot be read ({type(err).__name__}: {err})")
+        self.detector, self.error_type = detector, type(err).__name__
+
+
+def deferred_read(read, path, detector: int):
+    """A callable that reads ``path`` with ``read`` when a task asks for it, raising `UnreadableInputError`
+    (naming ``detector`` and the file) if that fails."""
+    def load():
+        try:
+            return read(path)
+        except Exception as err:  # noqa: BLE001 - any reader failure is this detector's failure
+            raise UnreadableInputError(detector, path, err) from err
+    return load
+
+
+def write_product(path, writer) -> str:
+    """Write a product with ``writer(tmp_path)`` beside ``path``; put it in place only if its bytes differ.
+
+    An unchanged product keeps its bytes and its mtime, so a redone unit that produces the same output
+    does not make its consumers look stale. The writer's own atomic write makes the temporary file; the
+    final ``os.replace`` is atomic too.
+
+    Parameters
+    ----------
+    path : path-like
+        The product's path; its folder is created if needed.
+    writer : callable(path)
+        Writes the product to the path it is given (same folder and extension as ``path``).
+
+    Returns
+    -------
+    digest : str
+        `file_digest` of the product now at ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        writer(tmp)
+        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return file_digest(path)
+
+
+def unit_line(status: UnitStatus, prefix: str, row: str) -> str:
+    """One unit's line in a step's table: ``prefix`` (the data id columns) then ``row`` (its state and numbers)
+    followed by its action; a skipped unit shows ``skipped (up to date)`` only (it did not run, so its
+    numbers are not replayed)."""
+    if status.skipped:
+        return f"{prefix} {SKIPPED}"
+    return f"{prefix} {row}  {status.action}" if status.action else f"{prefix} {row}"
+
+
 @contextlib.contextmanager
 def recorded(repo: "Repository", status: UnitStatus):
     """Run one unit's work in the block: an exception is recorded in ``status`` (its type and message; the
@@ -240,3 +419,38 @@ def _json_default(obj):
         return float(obj)
     except (TypeError, ValueError):
         return str(obj)
+
+
+def crashed_unit_status(step: str, root, visit: int, detectors, message: str) -> list[UnitStatus]:
+    """Record and return the failed status of a unit whose worker process died (``WorkerCrashed``).
+
+    What the steps give `visitcal.pipeline.runner.run_units` as its ``crashed`` callback: the runner calls it
+    in the parent process, so the crash is in the unit's provenance (a rerun redoes the unit) and in the
+    step's table, and the other units go on.
+
+    Parameters
+    ----------
+    step : str
+        The step name.
+    root : path
+        The repository.
+    visit : int
+        The unit's visit.
+    detectors : iterable of int
+        The unit's detectors (one for a per-detector step, every input detector of a per-visit one).
+    message : str
+        The runner's description of the death, e.g. ``"worker died (signal 9, SIGKILL)"``.
+
+    Returns
+    -------
+    statuses : list of `UnitStatus`
+        One failed status per detector, ``error_type`` ``"WorkerCrashed"``, written to provenance.
+    """
+    repo = Repository(root)
+    out = []
+    for detector in detectors:
+        status = UnitStatus(step=step, visit=int(visit), detector=int(detector), status="failed",
+                            error_type="WorkerCrashed", message=message, action="done")
+        repo.write_status(status)
+        out.append(status)
+    return out

@@ -10,11 +10,19 @@ Products per detector (LSST v2 names)::
     REPO/provenance/reprocess/<visit>_<detector>.json                     status, counts, timings
 
 A detector whose visit-summary row lacks a calibration is recorded as ``UpstreamFailureNoWorkFound``; any
-other failure with its type and message; the other detectors go on, finished ones are skipped on a rerun.
+other failure (an unreadable input among them) with its type and message; the other detectors go on.
+
+A detector's inputs are its ``post_isr_image`` snaps, its visit's ``visit_summary`` and ``refit_psf_star``,
+its ``preliminary_visit_image_background``, its ``preliminary_visit_image`` (for the mask planes, when
+``copy_mask_planes``) and its ``sky_corr`` (when ``do_use_sky_corr``); its provenance records their SHA-256
+digests and its outputs'. A rerun skips a detector only when it is up to date (`Repository.unit_action`), so
+a visit summary that changes redoes its visit's detectors; products that come out byte-identical are left
+as they were.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -28,7 +36,8 @@ from ..io.footprints import write_footprints
 from ..tasks.reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
 from ..core.table import DetectorVisitIdGenerator
 from ..tasks.update_visit_summary import calibrations_for, read_visit_summary
-from .repository import Repository, UnitStatus, config_hash, recorded, summary_field
+from .repository import (SKIPPED, config_hash, crashed_unit_status, recorded, Repository, summary_field,
+                        unit_line, UnitStatus, write_product)
 from .runner import run_units
 from .visit_summary_step import run_visit_summary, visit_summary_path
 
@@ -53,33 +62,39 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
     config = ReprocessStepConfig.model_validate_json(config_json)
     chash = config_hash(config)
     paths = {name: repo.dataset_path(name, visit, detector, ext) for name, ext in OUTPUTS.items()}
-    if not overwrite and repo.is_done(STEP, visit, detector, chash, paths.values()):
-        return repo.read_status(STEP, visit, detector)
+    vs_path = visit_summary_path(repo, visit)
+    snap_paths = repo.post_isr_snaps().get((visit, detector), [])
+    bg_path = repo.dataset_path("preliminary_visit_image_background", visit, detector, "fits")
+    # LSST's preliminary_mask input: calibrate's mask, for its SPIKE planes; a sky correction only when asked for
+    prelim = repo.dataset_path("preliminary_visit_image", visit, detector, "fits")
+    sky_path = repo.dataset_path("sky_corr", visit, detector, "fits")
+    stars_path = repo.root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet"
+    read = [vs_path, *snap_paths, bg_path] + ([prelim] if config.reprocess.copy_mask_planes else []) \
+        + ([sky_path] if config.reprocess.do_use_sky_corr else []) + ([stars_path] if stars_path.is_file() else [])
+    inputs = repo.digests(read)
+    previous = repo.read_status(STEP, visit, detector)
+    action = repo.unit_action(previous, chash, inputs, paths.values(), overwrite)
+    if action == SKIPPED:
+        return dataclasses.replace(previous, action=SKIPPED)
     timings: dict[str, float] = {}
     status = UnitStatus(step=STEP, visit=visit, detector=detector, status="failed", config_hash=chash,
-                        timings=timings, versions={"visitcal": __version__, "numpy": np.__version__})
+                        timings=timings, versions={"visitcal": __version__, "numpy": np.__version__},
+                        inputs=inputs, action=action)
     with recorded(repo, status):  # a failure is recorded, the other units go on
         t0 = time.perf_counter()
-        vs_path = visit_summary_path(repo, visit)
         if not vs_path.is_file():
             raise FileNotFoundError(f"{vs_path}: no visit summary (run visitcal finalize first)")
         cal = calibrations_for(read_visit_summary(vs_path), detector)
-        snaps = [read_exposure(p) for p in repo.post_isr_snaps().get((visit, detector), [])]
+        snaps = [read_exposure(p) for p in snap_paths]
         if not snaps:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector}")
-        background = BackgroundList.read_fits(repo.dataset_path("preliminary_visit_image_background", visit, detector,
-                                                                "fits"))
-        # LSST's preliminary_mask input: calibrate's mask, for its SPIKE planes; a sky correction only when
-        # asked for
-        prelim = repo.dataset_path("preliminary_visit_image", visit, detector, "fits")
+        background = BackgroundList.read_fits(bg_path)
         prelim_mask = read_mask(prelim) if config.reprocess.copy_mask_planes else None
         sky_corr = None
         if config.reprocess.do_use_sky_corr:
-            sky_path = repo.dataset_path("sky_corr", visit, detector, "fits")
             if not sky_path.is_file():
                 raise FileNotFoundError(f"{sky_path}: do_use_sky_corr is set but there is no sky_corr")
             sky_corr = BackgroundList.read_fits(sky_path)
-        stars_path = repo.root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet"
         calib = None
         if stars_path.is_file():
             stars = read_catalog(stars_path)
@@ -92,14 +107,15 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
             id_generator=DetectorVisitIdGenerator(visit, detector), preliminary_mask=prelim_mask, sky_corr=sky_corr)
         timings["reprocess"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        for p in paths.values():
-            p.parent.mkdir(parents=True, exist_ok=True)
         res.exposure.background = None
-        write_exposure(res.exposure, paths["visit_image"], overwrite=True)
-        write_catalog(res.sources, paths["source"], overwrite=True)
-        write_footprints(paths["source_footprints"], res.sources_footprints, np.asarray(res.sources["id"]),
-                         overwrite=True)
-        res.background.write_fits(paths["visit_image_background"], overwrite=True)
+        writers = {
+            "visit_image": lambda p: write_exposure(res.exposure, p, overwrite=True),
+            "source": lambda p: write_catalog(res.sources, p, overwrite=True),
+            "source_footprints": lambda p: write_footprints(p, res.sources_footprints, np.asarray(res.sources["id"]),
+                                                            overwrite=True),
+            "visit_image_background": lambda p: res.background.write_fits(p, overwrite=True),
+        }
+        status.outputs = {repo.relpath(paths[name]): write_product(paths[name], w) for name, w in writers.items()}
         timings["write"] = time.perf_counter() - t0
         stats = res.exposure.summary_stats or {}
         status.summary = {"n_sources": len(res.sources),
@@ -110,16 +126,25 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
 
 
 def run_reprocess(root, *, visits=None, detectors=None, jobs: int = 1, config: ReprocessStepConfig | None = None,
-                  overwrite: bool = False, progress=None, executor=None) -> list[UnitStatus]:
-    """Reprocess every (visit, detector) of the finalized visits (the visit summaries are written first when
-    missing); returns the statuses in (visit, detector) order."""
+                  overwrite: bool = False, progress=None, executor=None, visit_summaries: bool = True
+                  ) -> list[UnitStatus]:
+    """Reprocess every (visit, detector) of the finalized visits; returns the statuses in (visit, detector)
+    order. With ``visit_summaries`` (the default) the visit summaries are brought up to date first
+    (`run_visit_summary`); pass False when the caller has just done so."""
     repo = Repository(root)
     config = config or ReprocessStepConfig()
-    run_visit_summary(repo.root, visits=visits)
+    if visit_summaries:
+        run_visit_summary(repo.root, visits=visits)
     finalized = {int(p.stem.rsplit("_", 1)[1]) for p in (repo.root / "visit_summary").glob("visit_summary_*.fits")}
     ids = [(v, d) for v, d in repo.data_ids(visits, detectors) if v in finalized]
     units = [(str(repo.root), v, d, config.model_dump_json(), overwrite) for v, d in ids]
-    return run_units(reprocess_detector, units, jobs=jobs, executor=executor, progress=progress)
+    return run_units(reprocess_detector, units, jobs=jobs, executor=executor, progress=progress, crashed=_crashed)
+
+
+def _crashed(unit, message):
+    """The recorded status of a detector whose worker died (`run_units`' ``crashed`` callback)."""
+    root, visit, detector = unit[:3]
+    return crashed_unit_status(STEP, root, visit, [detector], message)[0]
 
 
 def summary_lines(statuses: list[UnitStatus]) -> list[str]:
@@ -134,8 +159,9 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
     -------
     lines : list of str
         Columns: visit, detector, status (``ok`` or the failure's exception type), number of sources,
-        ``calib_psf_used`` stars, ``psfSigma`` (pixels), ``zeroPoint`` (mag) and the unit's total time
-        (seconds); "-" for a missing value. A failed unit is followed by an indented line with the first
+        ``calib_psf_used`` stars, ``psfSigma`` (pixels), ``zeroPoint`` (mag), the unit's total time
+        (seconds) and its action (``done``, ``redone (<why>)``); "-" for a missing value. A skipped unit's
+        line says ``skipped (up to date)`` only. A failed unit is followed by an indented line with the first
         200 characters of its error message.
     """
     lines = [f"{'visit':>7} {'det':>4} {'status':<28} {'nSrc':>6} {'psfUsed':>7} {'psfSigma':>8} {'zp':>8} "
@@ -146,9 +172,10 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
         def f(key, fmt):
             return summary_field(sm, key, fmt)
         state = "ok" if s.ok else (s.error_type or "failed")
-        lines.append(f"{s.visit:>7} {s.detector:>4} {state:<28} {f('n_sources', 'd'):>6} "
-                     f"{f('n_calib_psf_used', 'd'):>7} {f('psfSigma', '.3f'):>8} {f('zeroPoint', '.4f'):>8} "
-                     f"{s.timings.get('total', float('nan')):>7.2f}")
+        lines.append(unit_line(s, f"{s.visit:>7} {s.detector:>4}",
+                               f"{state:<28} {f('n_sources', 'd'):>6} {f('n_calib_psf_used', 'd'):>7} "
+                               f"{f('psfSigma', '.3f'):>8} {f('zeroPoint', '.4f'):>8} "
+                               f"{s.timings.get('total', float('nan')):>7.2f}"))
         if not s.ok and s.message:
             lines.append(f"{'':>13}{s.message[:200]}")
     return lines

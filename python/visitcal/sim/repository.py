@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from .. import __version__
 from ..core.chebyshev import fields_from_table, fields_to_table
 from ..core.image import Mask
 from ..io import read_catalog, read_exposure, write_catalog, write_exposure
-from ..core.atomic import atomic_write
+from ..core.atomic import atomic_write, host_tag, process_alive
 from ..core.photocalib import PhotoCalib
 from ..core.wcs import read_wcs, wcs_to_header
 from .camera import SimCamera
@@ -56,7 +57,7 @@ from .scene import (
 )
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SimRepository", "SimSummary", "check_output_dir", "post_isr_image_path",
-           "simulate"]
+           "remove_stale_partials", "simulate"]
 
 FORMAT_NAME = "visitcal-sim"
 FORMAT_VERSION = 1
@@ -148,7 +149,8 @@ def simulate(config: SimConfig, out, *, overwrite: bool = False,
     t0 = time.perf_counter()
     out = Path(out)
     check_output_dir(out, overwrite)
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    remove_stale_partials(out.parent)
+    stage = out.parent / f".{out.name}.{host_tag()}.partial-{os.getpid()}"
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir()
@@ -160,6 +162,26 @@ def simulate(config: SimConfig, out, *, overwrite: bool = False,
         raise
     n_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return dataclasses.replace(summary, path=out, n_bytes=n_bytes, seconds=time.perf_counter() - t0)
+
+
+# ".<name>.<host>.partial-<pid>"; an older version's ".<name>.partial-<pid>" has no host and is kept
+_PARTIAL = re.compile(r"^\.(?P<name>.+?)(?:\.(?P<host>[^.]+))?\.partial-(?P<pid>\d+)$")
+
+
+def remove_stale_partials(parent) -> list[Path]:
+    """Delete the half-built repositories (``.<name>.<host>.partial-<pid>`` folders) that simulator runs
+    killed on this host left in ``parent``; those of running processes and other hosts are kept. Called
+    by `simulate` before it builds its own. Returns the removed folders, sorted."""
+    removed = []
+    host = host_tag()
+    for entry in sorted(Path(parent).iterdir()) if Path(parent).is_dir() else ():
+        match = _PARTIAL.match(entry.name)
+        if (match is None or not entry.is_dir() or entry.is_symlink() or match["host"] != host
+                or process_alive(int(match["pid"]))):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
 
 
 def _put_in_place(stage: Path, out: Path) -> None:

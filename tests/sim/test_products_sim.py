@@ -1,0 +1,172 @@
+"""Every product of a processed repository (issue 20): each FITS file passes its own CHECKSUM/DATASUM, and
+``visitcal info`` describes each kind of file, the repository root and a dataset folder (and refuses, with
+exit code 2, what visitcal does not write). The repository: 2 visits x 2 detectors of 1024 x 1024 px,
+simulated, calibrated, finalized and reprocessed (~30 s on two cores)."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+
+import pytest
+
+pytest.importorskip("galsim", reason="visitcal.sim needs GalSim (pip install 'visitcal[sim]')")
+
+from astropy.io import fits  # noqa: E402
+
+from visitcal.cli import main  # noqa: E402
+from visitcal.io import read_catalog  # noqa: E402
+from visitcal.sim import SimConfig, simulate  # noqa: E402
+
+CONFIG = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024,
+                   n_snaps=1, seed=11, star_density=120000.0)
+VISITS, DETECTORS = [1000, 1001], [0, 1]
+#: The per-detector FITS and Parquet products of the chain, and the per-visit ones.
+PER_DETECTOR = ["post_isr_image", "preliminary_visit_image", "preliminary_visit_image_background",
+                "single_visit_star", "single_visit_star_footprints", "visit_image", "visit_image_background",
+                "source", "source_footprints"]
+PER_VISIT = ["refit_psf_models", "refit_psf_star", "visit_summary"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("products") / "repo"
+    simulate(CONFIG, root)
+    for argv in (["calibrate", str(root), "-j", "2", "--preset", "sparse"], ["finalize", str(root), "-j", "2"],
+                 ["reprocess", str(root), "-j", "2"]):
+        assert main(argv) == 0, argv
+    return root
+
+
+def _one(repo, dataset):
+    files = sorted((repo / dataset).rglob(f"{dataset}_*.*"))
+    assert files, f"no {dataset} product"
+    return files[0]
+
+
+def _info(capsys, path):
+    capsys.readouterr()
+    code = main(["info", str(path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return captured.out
+
+
+def test_every_fits_file_passes_its_checksums(repo):
+    paths = sorted(repo.rglob("*.fits"))
+    kinds = {p.parent.name if p.parent.name in PER_VISIT else p.parent.parent.name for p in paths}
+    assert kinds == {d for d in PER_DETECTOR + PER_VISIT if d not in ("single_visit_star", "source",
+                                                                        "refit_psf_star")}
+    bad = []
+    for path in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # astropy reports a checksum mismatch as a warning
+            try:
+                with fits.open(path, checksum=True) as hdul:
+                    for k, hdu in enumerate(hdul):
+                        if "CHECKSUM" not in hdu.header or "DATASUM" not in hdu.header:
+                            bad.append((path.name, k, "no checksum cards"))
+                        elif hdu.verify_checksum() != 1 or hdu.verify_datasum() != 1:
+                            bad.append((path.name, k, hdu.name))
+            except Warning as w:
+                bad.append((path.name, str(w)))
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("dataset", ["post_isr_image", "preliminary_visit_image", "visit_image"])
+def test_info_on_an_exposure(repo, capsys, dataset):
+    path = _one(repo, dataset)
+    out = _info(capsys, path)
+    assert out.startswith(f"{path}: visitcal exposure") and "shape (ny, nx): (1024, 1024)" in out
+    assert re.search(r"detector \d \(", out) and "mask planes set" in out
+
+
+@pytest.mark.parametrize("dataset", ["preliminary_visit_image_background", "visit_image_background"])
+def test_info_on_a_background(repo, capsys, dataset):
+    path = _one(repo, dataset)
+    with fits.open(path) as hdul:
+        n = len(hdul["BACKGROUND"].data)
+    out = _info(capsys, path)
+    assert f"background (BackgroundList), {n} model(s)" in out
+    assert len(re.findall(r"model \d+: \d+ x \d+ bins over bbox \(0, 0\)-\(1023, 1023\)", out)) == n
+
+
+@pytest.mark.parametrize("dataset", ["refit_psf_models", "visit_summary"])
+def test_info_on_a_per_visit_model_file_says_what_each_hdu_is(repo, capsys, dataset):
+    path = _one(repo, dataset)
+    out = _info(capsys, path)
+    assert out.startswith(f"{path}: {dataset}, visit 1000, 2 detectors [0, 1]")
+    with fits.open(path) as hdul:
+        index = hdul["INDEX"].data
+        assert len(index) == 2
+        for k, hdu in enumerate(hdul[1:], start=1):
+            rows = len(hdu.data)
+            line = next(line for line in out.splitlines() if line.startswith(f"  HDU {k} {hdu.name}:"))
+            assert f"{rows} row{'s' if rows != 1 else ''}, {len(hdu.columns)} columns" in line
+            if hdu.name != "INDEX":
+                det = int(hdu.name.rsplit("_", 1)[1])
+                assert f"of detector {det} ({hdu.header['VCKIND']})" in line
+    assert "HDU 1 INDEX: one row per detector, 2 rows" in out
+
+
+@pytest.mark.parametrize("dataset", ["single_visit_star_footprints", "source_footprints"])
+def test_info_on_a_footprint_file(repo, capsys, dataset):
+    path = _one(repo, dataset)
+    with fits.open(path) as hdul:
+        n, spans = len(hdul["FOOTPRINTS"].data), len(hdul["SPANS"].data)
+    out = _info(capsys, path)
+    assert out.startswith(f"{path}: footprints, {n} footprints (") and n > 10
+    assert f"HDU 2 SPANS: spans (y, x0, x1), {spans} rows" in out
+
+
+@pytest.mark.parametrize("dataset", ["single_visit_star", "source", "refit_psf_star", "isolated_star"])
+def test_info_on_a_parquet_catalog(repo, capsys, dataset):
+    path = _one(repo, dataset)
+    table = read_catalog(path)
+    out = _info(capsys, path)
+    assert out.startswith(f"{path}: catalog (Parquet), {len(table)} rows, {len(table.colnames)} columns")
+    assert "key columns: " in out and "visits [" in out
+    assert sum(1 for line in out.splitlines() if line.startswith("    ")) == len(table.colnames)
+
+
+def test_info_on_a_provenance_record(repo, capsys):
+    path = repo / "provenance" / "finalize" / "001001_001.json"
+    record = json.loads(path.read_text())
+    out = _info(capsys, path)
+    assert out.startswith(f"{path}: provenance of step finalize, visit 1001 detector 1: {record['status']}")
+    assert f"config hash {record['config_hash']}" in out and "timings (s): " in out
+
+
+def test_info_on_the_repository_root(repo, capsys):
+    out = _info(capsys, repo)
+    assert out.startswith(f"{repo}: visitcal repository, 2 visits [1000, 1001], 2 detectors [0, 1]")
+    assert "2 visits x 2 detectors x 1 snaps" in out  # the simulator's own description
+    for dataset in PER_DETECTOR:
+        n = len(list((repo / dataset).rglob(f"{dataset}_*.*")))
+        assert n == 4 and f"    {dataset}: 4 files (" in out, dataset
+    for dataset in PER_VISIT:
+        assert f"    {dataset}: 2 files (" in out and "per visit: visits [1000, 1001]" in out
+    assert re.search(r"    isolated_star: \d+ files? \(\.parquet\), per tract: tracts \[\d+", out)
+    assert "calibrate 4 (4 ok)" in out and "finalize 4 (4 ok)" in out and "reprocess 4 (4 ok)" in out
+
+
+@pytest.mark.parametrize("folder", ["source", "source/001001"])
+def test_info_on_a_dataset_folder(repo, capsys, folder):
+    out = _info(capsys, repo / folder)
+    n = 4 if "/" not in folder else 2
+    visits = "[1000, 1001]" if n == 4 else "[1001]"
+    assert out.strip() == (f"{repo / folder}: dataset folder, source: {n} files (.parquet), per detector: "
+                           f"visits {visits}, detectors [0, 1]")
+
+
+def test_info_refuses_what_visitcal_does_not_write(repo, capsys, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a product\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path in (text, empty):
+        capsys.readouterr()
+        assert main(["info", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: not a " in err and "visitcal knows" in err

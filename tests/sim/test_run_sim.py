@@ -1,0 +1,132 @@
+"""``visitcal run`` and ``visitcal status`` (issue 20): the whole chain in one command gives the same bytes
+as the steps chained by hand, a rerun skips everything, a removed product is reported out of date and
+redone alone, a second writer is refused by the repository lock, and a worker that dies on one detector
+fails that detector only (``WorkerCrashed``) while the chain finishes the others.
+
+The repository: 2 visits x 2 detectors of 1024 x 1024 px (about 60 s on two cores for the module)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+pytest.importorskip("galsim", reason="visitcal.sim needs GalSim (pip install 'visitcal[sim]')")
+
+from visitcal.cli import main  # noqa: E402
+from visitcal.pipeline import calibrate_step  # noqa: E402
+from visitcal.pipeline.lock import repository_lock  # noqa: E402
+from visitcal.pipeline.repository import Repository  # noqa: E402
+from visitcal.sim import SimConfig, simulate  # noqa: E402
+
+CONFIG = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024,
+                   n_snaps=1, seed=5, star_density=120000.0)
+STEPS = ("calibrate", "associate", "finalize", "visit_summary", "reprocess")
+
+
+def _products(root):
+    """``{relative path: sha256}`` of every product (provenance, which holds timings, left out)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not rel.startswith(("provenance/", "post_isr_image/", "truth/")) and \
+                path.suffix in (".fits", ".parquet"):
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run") / "sim"
+    simulate(CONFIG, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def processed(sim, tmp_path_factory):
+    root = tmp_path_factory.mktemp("run") / "repo"
+    shutil.copytree(sim, root)
+    assert main(["run", str(root), "-j", "2", "--preset", "sparse"]) == 0
+    return root
+
+
+def test_run_equals_the_steps_by_hand(sim, processed, tmp_path):
+    by_hand = tmp_path / "by_hand"
+    shutil.copytree(sim, by_hand)
+    for argv in (["calibrate", str(by_hand), "--preset", "sparse"], ["associate", str(by_hand)],
+                 ["finalize", str(by_hand)], ["reprocess", str(by_hand)]):
+        assert main(argv) == 0, argv
+    ours, theirs = _products(processed), _products(by_hand)
+    assert len(ours) > 30 and set(ours) == set(theirs)
+    assert ours == theirs
+
+
+def test_rerun_skips_and_status_is_clean(processed, capsys):
+    before = {p: p.stat().st_mtime_ns for p in processed.rglob("*.fits")}
+    capsys.readouterr()
+    assert main(["run", str(processed), "-j", "2", "--preset", "sparse"]) == 0
+    out = capsys.readouterr().out
+    for step, n in zip(STEPS, (4, 1, 4, 2, 4)):
+        assert f"== {step}: {n} units, {n} ok ({n} skipped, up to date), 0 failed" in out
+    assert {p: p.stat().st_mtime_ns for p in processed.rglob("*.fits")} == before
+    assert main(["status", str(processed), "--json"]) == 0
+    states = {s["step"]: s for s in json.loads(capsys.readouterr().out)}
+    assert [states[s]["done"] for s in STEPS] == [4, 1, 4, 2, 4]
+    assert all(states[s]["out_of_date"] == states[s]["failed"] == states[s]["missing"] == 0 for s in STEPS)
+
+
+def test_a_removed_product_is_out_of_date_and_redone_alone(processed, tmp_path, capsys):
+    root = tmp_path / "repo"
+    shutil.copytree(processed, root)
+    repo = Repository(root)
+    repo.dataset_path("visit_image", 1001, 1, "fits").unlink()
+    capsys.readouterr()
+    assert main(["status", str(root), "--json"]) == 0
+    states = {s["step"]: s for s in json.loads(capsys.readouterr().out)}
+    assert states["reprocess"]["units"]["out_of_date"] == ["1001/1"]
+    assert sum(states[s]["out_of_date"] for s in STEPS) == 1
+    assert main(["run", str(root), "--preset", "sparse"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "redone" in line or " done" in line]
+    assert len(lines) == 1 and lines[0].split()[:2] == ["1001", "1"] and "output" in lines[0]
+    assert _products(root) == _products(processed)
+
+
+def test_a_second_writer_is_refused(processed, capsys):
+    with repository_lock(processed):
+        capsys.readouterr()
+        assert main(["run", str(processed), "--preset", "sparse"]) == 1
+        err = capsys.readouterr().err
+        assert f"pid {os.getpid()}" in err and ".visitcal.lock" in err
+    assert not (processed / ".visitcal.lock").exists()
+
+
+def crashing_calibrate(root, visit, detector, *args):
+    """`calibrate_detector` whose worker dies (SIGKILL) on visit 1000 detector 1 (used in a forked worker)."""
+    if (visit, detector) == (1000, 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return calibrate_step._real_calibrate_detector(root, visit, detector, *args)
+
+
+def test_a_crashed_worker_fails_one_detector_and_the_chain_goes_on(sim, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "repo"
+    shutil.copytree(sim, root)
+    # the pool's workers are forked from this process, so they see the patched module attribute
+    monkeypatch.setattr(calibrate_step, "_real_calibrate_detector", calibrate_step.calibrate_detector, raising=False)
+    monkeypatch.setattr(calibrate_step, "calibrate_detector", crashing_calibrate)
+    assert main(["run", str(root), "-j", "2", "--preset", "sparse"]) == 3
+    repo = Repository(root)
+    crashed = repo.read_status("calibrate", 1000, 1)
+    assert crashed.error_type == "WorkerCrashed" and "signal 9" in crashed.message
+    for visit, detector in [(1000, 0), (1001, 0), (1001, 1)]:
+        assert repo.read_status("calibrate", visit, detector).ok
+        assert repo.read_status("reprocess", visit, detector).ok
+    # reprocess records the missing upstream product as LSST does (UpstreamFailureNoWorkFound)
+    assert repo.read_status("reprocess", 1000, 1).error_type == "UpstreamFailureNoWorkFound"
+    capsys.readouterr()
+    assert main(["status", str(root), "--json"]) == 0
+    states = {s["step"]: s for s in json.loads(capsys.readouterr().out)}
+    assert states["calibrate"]["failed_by_type"] == {"WorkerCrashed": 1}

@@ -1,0 +1,39 @@
+"""Temporary files of `atomic_write` carry their writer's host and pid, so a killed writer's are removed
+and a live one's are kept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from visitcal.core.atomic import atomic_write, host_tag, process_alive, remove_stale_temporaries
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_temporary_name_carries_host_and_pid(tmp_path):
+    with atomic_write(tmp_path / "a.txt", "w") as fh:
+        assert os.path.basename(fh.name).startswith(f".a.txt.{host_tag()}.{os.getpid()}.")
+        assert fh.name.endswith(".tmp")
+        assert remove_stale_temporaries(tmp_path) == []  # our own, live
+        fh.write("x")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_only_dead_writers_temporaries_are_removed(tmp_path):
+    dead_pid = _dead_pid()
+    assert not process_alive(dead_pid) and process_alive(os.getppid())
+    (tmp_path / "sub").mkdir()
+    dead = tmp_path / "sub" / f".x.fits.{host_tag()}.{dead_pid}.k2j4_9zq.tmp"
+    live = tmp_path / f".y.fits.{host_tag()}.{os.getppid()}.aaaaaaaa.tmp"
+    other_host = tmp_path / f".z.fits.otherhost.{dead_pid}.aaaaaaaa.tmp"
+    unrelated = tmp_path / f".w.{dead_pid}.tmp"
+    for path in (dead, live, other_host, unrelated):
+        path.write_bytes(b"")
+    assert remove_stale_temporaries(tmp_path) == [dead]
+    assert not dead.exists() and live.exists() and other_host.exists() and unrelated.exists()
