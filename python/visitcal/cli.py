@@ -38,6 +38,10 @@ Subcommands available now:
 ``visitcal status REPO [--json]``
     Per step, the units done and up to date, out of date, failed (by error type) and missing.
 
+calibrate, associate, finalize, reprocess and run also take ``--executor process|dask``: with ``dask`` the
+units run on a Dask cluster, a local one of ``--dask-workers N`` single-threaded processes (default ``-j``) or
+the running scheduler at ``--dask-scheduler ADDRESS``; the products are the same bytes as with ``-j``.
+
 Every command that writes into a repository holds its lock (``REPO/.visitcal.lock``, with the holder's pid
 and host) while it runs: a second one on the same repository stops with a message naming the holder.
 
@@ -306,7 +310,8 @@ def _cmd_calibrate(args) -> int:
               file=sys.stderr)
         return 1
     statuses = run_calibrate(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
-                             overwrite=args.overwrite, progress=_Progress(unit="detectors"), config=args.config)
+                             overwrite=args.overwrite, progress=_Progress(unit="detectors"), config=args.config,
+                             executor=args.pool)
     for line in summary_lines(statuses):
         print(line)
     n_bad = sum(not s.ok for s in statuses)
@@ -327,7 +332,7 @@ def _cmd_associate(args) -> int:
               f"first)", file=sys.stderr)
         return 1
     statuses = run_associate(repo.root, tracts=args.tracts, overwrite=args.overwrite,
-                             progress=_Progress(unit="tracts"))
+                             progress=_Progress(unit="tracts"), executor=args.pool)
     for line in summary_lines(statuses):
         print(line)
     n_bad = sum(not s.ok for s in statuses)
@@ -347,7 +352,8 @@ def _cmd_finalize(args) -> int:
               f"visitcal calibrate first)", file=sys.stderr)
         return 1
     statuses = run_finalize(repo.root, visits=args.visits, per_detector=args.per_detector, jobs=args.jobs,
-                            overwrite=args.overwrite, config=args.config, progress=_Progress(unit="visits"))
+                            overwrite=args.overwrite, config=args.config, progress=_Progress(unit="visits"),
+                            executor=args.pool)
     for line in summary_lines(statuses):
         print(line)
     n_bad = sum(not s.ok for s in statuses)
@@ -367,12 +373,13 @@ def _cmd_reprocess(args) -> int:
         print(f"visitcal reprocess: error: no refit_psf_models under {repo.root} (run visitcal finalize first)",
               file=sys.stderr)
         return 1
-    summaries = run_visit_summary(repo.root, visits=args.visits, overwrite=args.overwrite, return_status=True)
+    summaries = run_visit_summary(repo.root, visits=args.visits, overwrite=args.overwrite, return_status=True,
+                                  executor=args.pool)
     for line in visit_summary_lines(summaries):
         print(line)
     statuses = run_reprocess(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
                              config=args.config, overwrite=args.overwrite, progress=_Progress(unit="detectors"),
-                             visit_summaries=False)
+                             visit_summaries=False, executor=args.pool)
     for line in summary_lines(statuses):
         print(line)
     n_bad = sum(not s.ok for s in statuses)
@@ -412,7 +419,7 @@ def _cmd_run(args) -> int:
 
     result = run_chain(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs, config=args.config,
                        overwrite=args.overwrite, progress=lambda name: _Progress(unit=f"{name} units"),
-                       on_step=on_step)
+                       on_step=on_step, executor=args.pool)
     times = ", ".join(f"{name} {sec:.1f} s" for name, sec in result.seconds.items())
     print(f"chain finished with {result.n_failed} failed unit(s) ({times}); provenance in {repo.root / 'provenance'}")
     return 3 if result.n_failed else 0
@@ -500,6 +507,7 @@ def _check_step_args(parser, args) -> None:
         parser.error(f"repo {args.repo!r}: no such directory")
     if getattr(args, "jobs", 1) < 1:
         parser.error(f"-j/--jobs: must be >= 1, got {args.jobs}")
+    _check_executor_args(parser, args)
     if args.command == "calibrate":
         from .pipeline.calibrate_step import CalibrateStepConfig
 
@@ -519,6 +527,51 @@ def _check_step_args(parser, args) -> None:
         from .pipeline.reprocess_step import ReprocessStepConfig
 
         args.config = _load_config(parser, args.config, ReprocessStepConfig)
+
+
+def _add_executor_arguments(parser) -> None:
+    """``--executor``, ``--dask-scheduler`` and ``--dask-workers`` of the commands that run units."""
+    group = parser.add_argument_group("executor", "where the units run: local processes (-j) or Dask")
+    group.add_argument("--executor", choices=("process", "dask"), default="process",
+                       help="process: -j local worker processes (default); dask: a Dask cluster (needs "
+                            "pip install 'visitcal[dask]')")
+    dask = group.add_mutually_exclusive_group()
+    dask.add_argument("--dask-scheduler", metavar="ADDRESS", default=None,
+                      help="with --executor dask: the address of a running scheduler, e.g. tcp://host:8786 "
+                           "(a dask-jobqueue cluster's scheduler_address)")
+    dask.add_argument("--dask-workers", metavar="N", type=int, default=None,
+                      help="with --executor dask: start a local cluster of N single-threaded worker processes "
+                           "(default: -j)")
+
+
+def _check_executor_args(parser, args) -> None:
+    """Usage errors (exit 2) of the executor options; ``args.pool`` is set to None (the executor is opened
+    by `main` around the command)."""
+    args.pool = None
+    if getattr(args, "executor", "process") != "dask":
+        for name in ("dask_scheduler", "dask_workers"):
+            if getattr(args, name, None) is not None:
+                parser.error(f"--{name.replace('_', '-')}: only with --executor dask")
+        return
+    from .pipeline.dask_executor import DASK_MISSING, dask_available
+
+    if not dask_available():
+        parser.error(f"--executor dask: {DASK_MISSING}")
+    if args.dask_workers is not None and args.dask_workers < 1:
+        parser.error(f"--dask-workers: must be >= 1, got {args.dask_workers}")
+
+
+def _open_executor(args):
+    """The context manager of the command's executor: Dask's client (and local cluster), or nothing."""
+    import contextlib
+
+    if getattr(args, "executor", "process") != "dask":
+        return contextlib.nullcontext(None)
+    from .pipeline.dask_executor import dask_executor
+
+    if args.dask_scheduler is not None:
+        return dask_executor(scheduler=args.dask_scheduler)
+    return dask_executor(workers=args.dask_workers or getattr(args, "jobs", 1))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -573,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "stars per detector, e.g. visitcal sim's; see CalibrateStepConfig.preset)")
     cal.add_argument("--config", default=None, help="JSON file of a CalibrateStepConfig: only the fields it changes, "
                      "at any depth, laid over the defaults (overrides --preset)")
+    _add_executor_arguments(cal)
     cal.set_defaults(func=_cmd_calibrate)
 
     asc = sub.add_parser("associate", help="associate isolated stars across visits and bands, per tract",
@@ -583,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     asc.add_argument("repo", help="data repository, calibrated (visitcal calibrate)")
     asc.add_argument("--tracts", type=int, nargs="+", default=None, help="only these tracts")
     asc.add_argument("--overwrite", action="store_true", help="redo tracts already associated")
+    _add_executor_arguments(asc)
     asc.set_defaults(func=_cmd_associate)
 
     fin = sub.add_parser("finalize", help="refit PSF and aperture corrections per visit with consistent reserved stars",
@@ -597,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--overwrite", action="store_true", help="redo visits already finalized")
     fin.add_argument("--config", default=None, help="JSON file of a FinalizeStepConfig: only the fields it changes, "
                      "at any depth (laid over the defaults)")
+    _add_executor_arguments(fin)
     fin.set_defaults(func=_cmd_finalize)
 
     rep = sub.add_parser("reprocess", help="the final calibrated visit images (nJy) and source catalogs",
@@ -610,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--overwrite", action="store_true", help="redo detectors already reprocessed")
     rep.add_argument("--config", default=None, help="JSON file of a ReprocessStepConfig: only the fields it changes, "
                      "at any depth, e.g. {\"reprocess\": {\"do_use_sky_corr\": true}}")
+    _add_executor_arguments(rep)
     rep.set_defaults(func=_cmd_reprocess)
 
     run = sub.add_parser("run", help="the whole chain: calibrate, associate, finalize, visit summaries, reprocess",
@@ -626,6 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=None, help="JSON file of a RunConfig: sections calibrate, associate, "
                      "finalize, reprocess, each giving only the fields it changes (laid over the defaults and "
                      "--preset)")
+    _add_executor_arguments(run)
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", help="where a repository stands: per step, units done, out of date, failed, "
@@ -685,7 +743,8 @@ def main(argv=None) -> int:
     try:
         if args.command in ("associate", "calibrate", "finalize", "reprocess", "run"):
             # one writer at a time; the lock also removes the temporaries of this host's dead writers
-            with repository_lock(args.repo):
+            with repository_lock(args.repo), _open_executor(args) as pool:
+                args.pool = pool
                 return args.func(args)
         return args.func(args)
     except RepositoryLockedError as err:

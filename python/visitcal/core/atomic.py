@@ -18,10 +18,13 @@ import socket
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_fits", "host_tag", "process_alive", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "atomic_write_fits", "host_tag", "process_alive", "remove_stale_temporaries",
+           "temporary_path"]
 
-# ".<name>.<host>.<pid>.<8 random characters from tempfile>.tmp"; the host tag has no dots (host_tag)
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.(?P<random>[a-z0-9_]{8})\.tmp$")
+# ".<name>.<host>.<pid>.<8 random characters from tempfile>.tmp", optionally followed by the product's own
+# extension (".tmp.fits": writers that choose the format by the extension); the host tag has no dots (host_tag)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.(?P<random>[a-z0-9_]{8})\.tmp"
+                        r"(?:\.[A-Za-z0-9]+)?$")
 
 
 def host_tag() -> str:
@@ -32,7 +35,8 @@ def host_tag() -> str:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this id exists on this host (a zombie counts as alive).
+    """Whether a process with this id is running on this host (a zombie, which can write nothing more,
+    counts as dead: killed workers whose parent died may stay zombies where PID 1 does not reap them).
 
     Errs towards alive: a process of another user (``EPERM``) is alive, and so is an unrelated process
     that reused the id, so callers that delete a dead process's leftovers may keep some but never delete
@@ -50,7 +54,27 @@ def process_alive(pid: int) -> bool:
         return True
     except OSError:  # no signals on this platform: do not guess
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` is a zombie (Linux ``/proc``; False where it cannot be told)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ")"
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def temporary_path(path, *, keep_suffix: bool = False) -> Path:
+    """A fresh hidden temporary name beside ``path`` that `remove_stale_temporaries` recognises:
+    ``.<name>.<host>.<pid>.<random>.tmp``, with ``path``'s extension appended when ``keep_suffix`` (for
+    writers that choose the format by the extension). The file is not created."""
+    path = Path(path)
+    random = next(tempfile._get_candidate_names())  # 8 characters of [a-z0-9_], as mkstemp's
+    tail = path.suffix if keep_suffix else ""
+    return path.with_name(f".{path.name}.{host_tag()}.{os.getpid()}.{random}.tmp{tail}")
 
 
 def remove_stale_temporaries(root) -> list[Path]:

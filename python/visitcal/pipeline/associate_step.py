@@ -37,8 +37,10 @@ from ..tasks.isolated_star_association import (
 )
 from ..core.skymap import SKYMAP_FILE, SimpleSkyMap, default_skymap, load_skymap, write_skymap
 from .repository import SKIPPED, Repository, UnitStatus, file_digest, recorded, unit_line, write_product
+from .runner import run_units
 
-__all__ = ["AssociateStepConfig", "OUTPUTS", "STEP", "repository_skymap", "run_associate", "summary_lines"]
+__all__ = ["AssociateStepConfig", "OUTPUTS", "STEP", "associate_tract", "repository_skymap", "run_associate",
+           "summary_lines"]
 
 STEP = "associate"
 #: dataset name -> file extension (one file per tract)
@@ -90,7 +92,7 @@ def _unit_hash(config: AssociateStepConfig, skymap: SimpleSkyMap) -> str:
 
 
 def run_associate(root, *, tracts=None, overwrite: bool = False, config: AssociateStepConfig | None = None,
-                  progress=None) -> list[UnitStatus]:
+                  progress=None, executor=None) -> list[UnitStatus]:
     """Associate isolated stars in every tract the calibrated sources reach (or in ``tracts``).
 
     Parameters
@@ -103,6 +105,9 @@ def run_associate(root, *, tracts=None, overwrite: bool = False, config: Associa
         Redo tracts already done.
     config : AssociateStepConfig, optional
     progress : callable(done, total, label), optional
+    executor : concurrent.futures.Executor, optional
+        Run the tracts on it (e.g. Dask's, `visitcal.pipeline.dask_executor`), each reading its own input
+        tables; by default they run one after another in this process. The same bytes either way.
 
     Returns
     -------
@@ -112,7 +117,6 @@ def run_associate(root, *, tracts=None, overwrite: bool = False, config: Associa
     """
     repo = Repository(root)
     config = config or AssociateStepConfig()
-    task = IsolatedStarAssociationTask(config.association)
     inputs = []
     for (visit, detector), path in repo.single_visit_star_paths().items():
         st = repo.read_status("calibrate", visit, detector)
@@ -133,26 +137,44 @@ def run_associate(root, *, tracts=None, overwrite: bool = False, config: Associa
     todo = sorted(overlaps) if tracts is None else sorted({int(t) for t in tracts})
     for t in todo:
         skymap.tract_indices(t)  # a clear error for a tract not in the sky map
-    statuses: list[UnitStatus] = []
-    if progress is not None:
-        progress(0, len(todo), "")
-    for n_done, tract in enumerate(todo, start=1):
+    units = []
+    for tract in todo:
         members = overlaps.get(tract, [])
+        # in this process the tables already read are used; on an executor each unit reads its own
+        sources = [tables[k] if executor is None else str(inputs[k][3]) for k in members]
         ids = [[inputs[k][0], inputs[k][1], inputs[k][2]] for k in members]
         unit_inputs = {repo.relpath(inputs[k][3]): digests[k] for k in members}
         unit_inputs[SKYMAP_FILE] = skymap_digest
-        unit_inputs = dict(sorted(unit_inputs.items()))
-        paths = _paths(repo, tract)
-        previous = repo.read_tract_status(STEP, tract)
-        action = repo.unit_action(previous, chash, unit_inputs, paths.values(), overwrite)
-        if action == SKIPPED:
-            statuses.append(dataclasses.replace(previous, action=SKIPPED))
-        else:
-            statuses.append(_associate_tract(repo, task, tract, skymap, [tables[k] for k in members], ids, chash,
-                                             paths, t_read, unit_inputs, action))
-        if progress is not None:
-            progress(n_done, len(todo), f"tract {tract}")
-    return statuses
+        units.append((str(repo.root), tract, config.model_dump_json(), skymap, sources, ids,
+                      dict(sorted(unit_inputs.items())), chash, t_read, overwrite))
+    return run_units(associate_tract, units, executor=executor, progress=progress, crashed=_crashed)
+
+
+def associate_tract(root, tract, config_json, skymap, sources, ids, unit_inputs, chash, t_read,
+                    overwrite) -> UnitStatus:
+    """One tract (a unit of `run_associate`, run in this process or on an executor's worker): skipped when up
+    to date, else associated from ``sources`` (the input tables, or their paths to read) and recorded.
+    A failure is recorded and returned as the tract's status."""
+    repo = Repository(root)
+    paths = _paths(repo, tract)
+    previous = repo.read_tract_status(STEP, tract)
+    action = repo.unit_action(previous, chash, unit_inputs, paths.values(), overwrite)
+    if action == SKIPPED:
+        return dataclasses.replace(previous, action=SKIPPED)
+    task = IsolatedStarAssociationTask(AssociateStepConfig.model_validate_json(config_json).association)
+    t0 = time.perf_counter()
+    tables = [read_catalog(s) if isinstance(s, str) else s for s in sources]
+    t_read = t_read if all(not isinstance(s, str) for s in sources) else time.perf_counter() - t0
+    return _associate_tract(repo, task, tract, skymap, tables, ids, chash, paths, t_read, unit_inputs, action)
+
+
+def _crashed(unit, message) -> UnitStatus:
+    """The recorded status of a tract whose worker died (`run_units`' ``crashed`` callback)."""
+    root, tract = unit[:2]
+    status = UnitStatus(step=STEP, visit=None, detector=None, tract=int(tract), status="failed",
+                        error_type="WorkerCrashed", message=message, action="done")
+    Repository(root).write_status(status)
+    return status
 
 
 def _associate_tract(repo, task, tract, skymap, tables, ids, chash, paths, t_read, inputs, action) -> UnitStatus:

@@ -33,8 +33,8 @@ from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
 from ..calib.ref_loader import ReferenceObjectLoader
 from ..core.table import DetectorVisitIdGenerator
-from .repository import (SKIPPED, config_hash, crashed_unit_status, recorded, Repository, summary_field,
-                        unit_line, UnitStatus, write_product)
+from .repository import (SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, recorded, Repository,
+                        summary_field, unit_line, UnitStatus, write_product)
 from .runner import run_units
 
 __all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "run_calibrate"]
@@ -94,6 +94,12 @@ def _paths(repo: Repository, visit: int, detector: int) -> dict[str, Path]:
     return {name: repo.dataset_path(name, visit, detector, ext) for name, ext in OUTPUTS.items()}
 
 
+def _inputs(repo: Repository, visit: int, detector: int) -> tuple[list[Path], dict[str, str]]:
+    """A detector's snaps and the digests of everything it reads (its snaps and the reference catalog)."""
+    snaps_paths = repo.post_isr_snaps().get((visit, detector)) or []
+    return snaps_paths, repo.digests([*snaps_paths, repo.refcat_path])
+
+
 def calibrate_detector(root, visit: int, detector: int, config_json: str, overwrite: bool = False) -> UnitStatus:
     """Characterize and calibrate one detector of the repository at ``root``; never raises for a
     failure of the data (it is recorded in the returned and stored `UnitStatus`)."""
@@ -101,12 +107,11 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
     config = CalibrateStepConfig.model_validate_json(config_json)
     chash = config_hash(config)
     paths = _paths(repo, visit, detector)
-    snaps_paths = repo.post_isr_snaps().get((visit, detector)) or []
-    inputs = repo.digests([*snaps_paths, repo.refcat_path])
+    snaps_paths, inputs = _inputs(repo, visit, detector)
     previous = repo.read_status(STEP, visit, detector)
     action = repo.unit_action(previous, chash, inputs, paths.values(), overwrite)
-    if action == SKIPPED:
-        return dataclasses.replace(previous, action=SKIPPED)
+    if action in (SKIPPED, SKIPPED_CRASHED):  # up to date, or left failed after crashing twice
+        return dataclasses.replace(previous, action=action)
     timings: dict[str, float] = {}
     status = UnitStatus(step=STEP, visit=visit, detector=detector, status="failed", config_hash=chash,
                         timings=timings, versions={"visitcal": __version__, "numpy": np.__version__},
@@ -183,8 +188,10 @@ def run_calibrate(root, *, visits=None, detectors=None, jobs: int = 1, config: C
 
 def _crashed(unit, message):
     """The recorded status of a detector whose worker died (`run_units`' ``crashed`` callback)."""
-    root, visit, detector = unit[:3]
-    return crashed_unit_status(STEP, root, visit, [detector], message)[0]
+    root, visit, detector, config_json = unit[:4]
+    chash = config_hash(CalibrateStepConfig.model_validate_json(config_json))
+    _, inputs = _inputs(Repository(root), visit, detector)
+    return crashed_unit_status(STEP, root, visit, [detector], message, chash, inputs)[0]
 
 
 def summary_lines(statuses: list[UnitStatus]) -> list[str]:

@@ -59,7 +59,7 @@ class ChainResult:
 
 def run_chain(root, *, visits=None, detectors=None, jobs: int = 1, config: RunConfig | None = None,
               overwrite: bool = False, progress: Callable[[str], Callable] | None = None,
-              on_step: Callable[[str, list], None] | None = None) -> ChainResult:
+              on_step: Callable[[str, list], None] | None = None, executor=None) -> ChainResult:
     """Run calibrate, associate, finalize, the visit summaries and reprocess over the repository ``root``.
 
     Parameters
@@ -79,6 +79,9 @@ def run_chain(root, *, visits=None, detectors=None, jobs: int = 1, config: RunCo
         ``progress(step)`` returns the ``progress(done, total, label)`` callback of that step.
     on_step : callable, optional
         Called as ``on_step(step, statuses)`` when a step ends, e.g. to print its summary.
+    executor : concurrent.futures.Executor, optional
+        Every step's units run on it (e.g. Dask's, `visitcal.pipeline.dask_executor.dask_executor`) instead
+        of ``jobs`` local processes; the same bytes either way.
 
     Returns
     -------
@@ -99,14 +102,15 @@ def run_chain(root, *, visits=None, detectors=None, jobs: int = 1, config: RunCo
     bar = (lambda name: progress(name)) if progress is not None else (lambda name: None)
     step("calibrate", lambda: run_calibrate(repo.root, visits=visits, detectors=detectors, jobs=jobs,
                                             config=config.calibrate, overwrite=overwrite,
-                                            progress=bar("calibrate")))
+                                            progress=bar("calibrate"), executor=executor))
     step("associate", lambda: run_associate(repo.root, config=config.associate, overwrite=overwrite,
-                                            progress=bar("associate")))
+                                            progress=bar("associate"), executor=executor))
     step("finalize", lambda: run_finalize(repo.root, visits=visits, jobs=jobs, config=config.finalize,
-                                          overwrite=overwrite, progress=bar("finalize")))
+                                          overwrite=overwrite, progress=bar("finalize"), executor=executor))
     step("visit_summary", lambda: run_visit_summary(repo.root, visits=visits, overwrite=overwrite,
-                                                    return_status=True))
+                                                    return_status=True, executor=executor))
     step("reprocess", lambda: run_reprocess(repo.root, visits=visits, detectors=detectors, jobs=jobs,
                                             config=config.reprocess, overwrite=overwrite,
-                                            progress=bar("reprocess"), visit_summaries=False))
+                                            progress=bar("reprocess"), visit_summaries=False,
+                                            executor=executor))
     return result

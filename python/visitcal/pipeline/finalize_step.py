@@ -50,8 +50,8 @@ from ..tasks.finalize_characterization import NoWorkFound
 from ..io import read_catalog, read_exposure, write_catalog
 from .associate_step import OUTPUTS as ASSOCIATE_OUTPUTS
 from .associate_step import run_associate
-from .repository import (SKIPPED, config_hash, crashed_unit_status, deferred_read, Repository, summary_field,
-                        unit_line, UnitStatus, UnreadableInputError, write_product)
+from .repository import (SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read, Repository,
+                        summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
 from .runner import run_units
 
 __all__ = ["FinalizeStepConfig", "run_finalize", "summary_lines"]
@@ -96,6 +96,13 @@ def _isolated_star_dicts(tract_paths: dict[int, tuple[Path, Path]]) -> tuple[dic
     cats = {t: read_catalog(a) for t, (a, _) in tract_paths.items()}
     srcs = {t: read_catalog(i) for t, (_, i) in tract_paths.items()}
     return cats, srcs
+
+
+def _visit_digests(repo: Repository, inputs: dict[int, tuple[Path, Path]],
+                   tract_paths: dict[int, tuple[Path, Path]]) -> dict[str, str]:
+    """The digests of everything a visit reads: its detectors' inputs and every tract's isolated-star tables."""
+    return repo.digests([p for pair in inputs.values() for p in pair]
+                        + [p for pair in tract_paths.values() for p in pair])
 
 
 def _visit_paths(repo: Repository, visit: int) -> dict[str, Path]:
@@ -151,12 +158,12 @@ def finalize_visit(root, visit: int, config_json: str, per_detector: bool = Fals
     inputs = _visit_inputs(repo, visit)
     paths = _visit_paths(repo, visit)
     tract_paths = _isolated_star_paths(repo)
-    digests = repo.digests([p for pair in inputs.values() for p in pair]
-                           + [p for pair in tract_paths.values() for p in pair])
+    digests = _visit_digests(repo, inputs, tract_paths)
     previous = {d: repo.read_status(STEP, visit, d) for d in sorted(inputs)}
     actions = {d: repo.unit_action(previous[d], chash, digests, paths.values(), overwrite) for d in previous}
-    if inputs and all(a == SKIPPED for a in actions.values()):
-        return [dataclasses.replace(previous[d], action=SKIPPED) for d in sorted(inputs)]
+    # up to date, or left failed after crashing twice (every detector of the visit then says so)
+    if inputs and all(a in (SKIPPED, SKIPPED_CRASHED) for a in actions.values()):
+        return [dataclasses.replace(previous[d], action=actions[d]) for d in sorted(inputs)]
     # the visit is one unit: a detector up to date by itself is redone with the others, for their reason
     reason = next((a for a in actions.values() if a != SKIPPED), "done")
     versions = {"visitcal": __version__, "numpy": np.__version__}
@@ -257,7 +264,7 @@ def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1
     repo = Repository(root)
     config = config or FinalizeStepConfig()
     if not (repo.root / "isolated_star_association").is_dir():
-        run_associate(repo.root)
+        run_associate(repo.root, executor=executor)
     all_visits = sorted({v for v, _ in repo.data_ids()})
     todo = all_visits if visits is None else [v for v in all_visits if v in set(visits)]
     units = [(str(repo.root), v, config.model_dump_json(), per_detector, overwrite) for v in todo]
@@ -288,5 +295,9 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
 def _crashed(unit, message):
     """The recorded statuses of a visit whose worker died (`run_units`' ``crashed`` callback): every
     calibrated detector of the visit fails with ``WorkerCrashed``."""
-    root, visit = unit[:2]
-    return crashed_unit_status(STEP, root, visit, sorted(_visit_inputs(Repository(root), visit)), message)
+    root, visit, config_json = unit[:3]
+    repo = Repository(root)
+    inputs = _visit_inputs(repo, visit)
+    digests = _visit_digests(repo, inputs, _isolated_star_paths(repo))
+    chash = config_hash(FinalizeStepConfig.model_validate_json(config_json))
+    return crashed_unit_status(STEP, root, visit, sorted(inputs), message, chash, digests)

@@ -56,13 +56,17 @@ import resource
 import time
 from pathlib import Path
 
-from ..core.atomic import atomic_write
+from ..core.atomic import atomic_write, temporary_path
 
-__all__ = ["SKIPPED", "Repository", "UnitStatus", "UnreadableInputError", "config_hash", "crashed_unit_status",
+__all__ = ["SKIPPED", "SKIPPED_CRASHED", "Repository",
+           "UnitStatus", "UnreadableInputError", "config_hash", "crashed_unit_status",
            "deferred_read", "file_digest", "recorded", "summary_field", "unit_line", "write_product"]
 
 #: The `UnitStatus.action` of a unit that was up to date.
 SKIPPED = "skipped (up to date)"
+#: The `UnitStatus.action` of a unit not run because its worker died on it twice (``crashes >= 2``) with the
+#: same config and inputs as now (`Repository.unit_action`); the returned status is the recorded failure.
+SKIPPED_CRASHED = "skipped (crashed twice; change its inputs or config, or use --overwrite)"
 
 _POST_ISR = re.compile(r"^post_isr_image_(\d+)_(\d+)_(\d+)\.fits$")
 _SINGLE_VISIT_STAR = re.compile(r"^single_visit_star_(\d+)_(\d+)\.parquet$")
@@ -89,7 +93,11 @@ class UnitStatus:
     ``inputs`` and ``outputs`` map each file the unit read or wrote (path relative to the repository, POSIX
     separators) to the SHA-256 of its bytes. ``action`` says what this run did with the unit: ``"done"`` (no
     earlier record), ``"skipped (up to date)"`` (the returned status is then the recorded one, nothing ran),
-    or ``"redone (<reason>)"``, e.g. ``"redone (config changed)"``, ``"redone (input changed: <file>, ...)"``.
+    or ``"redone (<reason>)"``, e.g. ``"redone (config changed)"``, ``"redone (input changed: <file>, ...)"``,
+    or `SKIPPED_CRASHED` (the returned status is the recorded ``WorkerCrashed`` failure, nothing ran).
+
+    ``crashes`` counts the consecutive runs whose worker died on the unit (``error_type`` ``"WorkerCrashed"``)
+    with this ``config_hash`` and these ``inputs`` (`crashed_unit_status`); 0 for a unit that did not crash.
     """
 
     step: str
@@ -107,6 +115,7 @@ class UnitStatus:
     inputs: dict = dataclasses.field(default_factory=dict)
     outputs: dict = dataclasses.field(default_factory=dict)
     action: str | None = None
+    crashes: int = 0
 
     @property
     def skipped(self) -> bool:
@@ -269,11 +278,19 @@ class Repository:
         action : str
             `SKIPPED` only when ``previous`` is ok, has ``cfg_hash``, every input's recorded digest equals the
             current one (same set of files) and every output exists with its recorded digest.
+            `SKIPPED_CRASHED` when ``previous`` is a ``WorkerCrashed`` failure that happened at least twice
+            (``crashes >= 2``) with ``cfg_hash`` and the same input digests: running it again would most
+            likely kill its worker once more (and cost the runner's isolation retries), so it is left failed
+            until its inputs or config change, or ``overwrite``.
         """
         if previous is None:
             return "done"
         if overwrite:
             return "redone (overwrite)"
+        if (previous.error_type == "WorkerCrashed" and (previous.crashes or 0) >= 2
+                and previous.config_hash is not None and previous.config_hash == cfg_hash
+                and (previous.inputs or {}) == dict(inputs)):
+            return SKIPPED_CRASHED
         if not previous.ok:
             return f"redone (previous run failed: {previous.error_type or previous.status})"
         if previous.config_hash != cfg_hash:
@@ -373,7 +390,7 @@ def write_product(path, writer) -> str:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    tmp = temporary_path(path, keep_suffix=True)  # removed by remove_stale_temporaries if we are killed
     try:
         writer(tmp)
         if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
@@ -421,12 +438,16 @@ def _json_default(obj):
         return str(obj)
 
 
-def crashed_unit_status(step: str, root, visit: int, detectors, message: str) -> list[UnitStatus]:
+def crashed_unit_status(step: str, root, visit: int, detectors, message: str, cfg_hash: str | None = None,
+                        inputs: dict | None = None) -> list[UnitStatus]:
     """Record and return the failed status of a unit whose worker process died (``WorkerCrashed``).
 
     What the steps give `visitcal.pipeline.runner.run_units` as its ``crashed`` callback: the runner calls it
     in the parent process, so the crash is in the unit's provenance (a rerun redoes the unit) and in the
-    step's table, and the other units go on.
+    step's table, and the other units go on. With ``cfg_hash`` and ``inputs`` (what the unit would have
+    recorded) the status counts the crashes: ``crashes`` is the previous record's plus one when that record
+    is a ``WorkerCrashed`` with the same config hash and input digests, else 1; after two, a rerun does not
+    run the unit again until its config or inputs change (`Repository.unit_action`, `SKIPPED_CRASHED`).
 
     Parameters
     ----------
@@ -440,6 +461,10 @@ def crashed_unit_status(step: str, root, visit: int, detectors, message: str) ->
         The unit's detectors (one for a per-detector step, every input detector of a per-visit one).
     message : str
         The runner's description of the death, e.g. ``"worker died (signal 9, SIGKILL)"``.
+    cfg_hash : str, optional
+        The unit's current `config_hash`.
+    inputs : dict, optional
+        ``{relpath: digest}`` of the unit's inputs now (`Repository.digests`), as the unit computes them.
 
     Returns
     -------
@@ -447,10 +472,15 @@ def crashed_unit_status(step: str, root, visit: int, detectors, message: str) ->
         One failed status per detector, ``error_type`` ``"WorkerCrashed"``, written to provenance.
     """
     repo = Repository(root)
+    inputs = dict(inputs) if inputs is not None else {}
     out = []
     for detector in detectors:
+        previous = repo.read_status(step, int(visit), int(detector))
+        same = (cfg_hash is not None and previous is not None and previous.error_type == "WorkerCrashed"
+                and previous.config_hash == cfg_hash and (previous.inputs or {}) == inputs)
         status = UnitStatus(step=step, visit=int(visit), detector=int(detector), status="failed",
-                            error_type="WorkerCrashed", message=message, action="done")
+                            error_type="WorkerCrashed", message=message, config_hash=cfg_hash, inputs=inputs,
+                            action="done", crashes=(previous.crashes or 0) + 1 if same else 1)
         repo.write_status(status)
         out.append(status)
     return out

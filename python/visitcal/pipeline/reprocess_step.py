@@ -36,8 +36,8 @@ from ..io.footprints import write_footprints
 from ..tasks.reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
 from ..core.table import DetectorVisitIdGenerator
 from ..tasks.update_visit_summary import calibrations_for, read_visit_summary
-from .repository import (SKIPPED, config_hash, crashed_unit_status, recorded, Repository, summary_field,
-                        unit_line, UnitStatus, write_product)
+from .repository import (SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, recorded, Repository,
+                        summary_field, unit_line, UnitStatus, write_product)
 from .runner import run_units
 from .visit_summary_step import run_visit_summary, visit_summary_path
 
@@ -56,12 +56,9 @@ class ReprocessStepConfig(BaseModel):
                                                  description="ReprocessVisitImageTask")
 
 
-def reprocess_detector(root, visit: int, detector: int, config_json: str, overwrite: bool = False) -> UnitStatus:
-    """Reprocess one detector; failures are recorded in the returned and stored status, never raised."""
-    repo = Repository(root)
-    config = ReprocessStepConfig.model_validate_json(config_json)
-    chash = config_hash(config)
-    paths = {name: repo.dataset_path(name, visit, detector, ext) for name, ext in OUTPUTS.items()}
+def _input_paths(repo: Repository, visit: int, detector: int):
+    """A detector's possible inputs: visit summary, snaps, background, preliminary image, sky correction and
+    the visit's refit PSF stars."""
     vs_path = visit_summary_path(repo, visit)
     snap_paths = repo.post_isr_snaps().get((visit, detector), [])
     bg_path = repo.dataset_path("preliminary_visit_image_background", visit, detector, "fits")
@@ -69,13 +66,29 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
     prelim = repo.dataset_path("preliminary_visit_image", visit, detector, "fits")
     sky_path = repo.dataset_path("sky_corr", visit, detector, "fits")
     stars_path = repo.root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet"
+    return vs_path, snap_paths, bg_path, prelim, sky_path, stars_path
+
+
+def _input_digests(repo: Repository, config: "ReprocessStepConfig", vs_path, snap_paths, bg_path, prelim, sky_path,
+                   stars_path) -> dict[str, str]:
+    """The digests of the files the detector reads with ``config``."""
     read = [vs_path, *snap_paths, bg_path] + ([prelim] if config.reprocess.copy_mask_planes else []) \
         + ([sky_path] if config.reprocess.do_use_sky_corr else []) + ([stars_path] if stars_path.is_file() else [])
-    inputs = repo.digests(read)
+    return repo.digests(read)
+
+
+def reprocess_detector(root, visit: int, detector: int, config_json: str, overwrite: bool = False) -> UnitStatus:
+    """Reprocess one detector; failures are recorded in the returned and stored status, never raised."""
+    repo = Repository(root)
+    config = ReprocessStepConfig.model_validate_json(config_json)
+    chash = config_hash(config)
+    paths = {name: repo.dataset_path(name, visit, detector, ext) for name, ext in OUTPUTS.items()}
+    vs_path, snap_paths, bg_path, prelim, sky_path, stars_path = _input_paths(repo, visit, detector)
+    inputs = _input_digests(repo, config, vs_path, snap_paths, bg_path, prelim, sky_path, stars_path)
     previous = repo.read_status(STEP, visit, detector)
     action = repo.unit_action(previous, chash, inputs, paths.values(), overwrite)
-    if action == SKIPPED:
-        return dataclasses.replace(previous, action=SKIPPED)
+    if action in (SKIPPED, SKIPPED_CRASHED):  # up to date, or left failed after crashing twice
+        return dataclasses.replace(previous, action=action)
     timings: dict[str, float] = {}
     status = UnitStatus(step=STEP, visit=visit, detector=detector, status="failed", config_hash=chash,
                         timings=timings, versions={"visitcal": __version__, "numpy": np.__version__},
@@ -134,7 +147,7 @@ def run_reprocess(root, *, visits=None, detectors=None, jobs: int = 1, config: R
     repo = Repository(root)
     config = config or ReprocessStepConfig()
     if visit_summaries:
-        run_visit_summary(repo.root, visits=visits)
+        run_visit_summary(repo.root, visits=visits, executor=executor)
     finalized = {int(p.stem.rsplit("_", 1)[1]) for p in (repo.root / "visit_summary").glob("visit_summary_*.fits")}
     ids = [(v, d) for v, d in repo.data_ids(visits, detectors) if v in finalized]
     units = [(str(repo.root), v, d, config.model_dump_json(), overwrite) for v, d in ids]
@@ -143,8 +156,11 @@ def run_reprocess(root, *, visits=None, detectors=None, jobs: int = 1, config: R
 
 def _crashed(unit, message):
     """The recorded status of a detector whose worker died (`run_units`' ``crashed`` callback)."""
-    root, visit, detector = unit[:3]
-    return crashed_unit_status(STEP, root, visit, [detector], message)[0]
+    root, visit, detector, config_json = unit[:4]
+    config = ReprocessStepConfig.model_validate_json(config_json)
+    repo = Repository(root)
+    inputs = _input_digests(repo, config, *_input_paths(repo, visit, detector))
+    return crashed_unit_status(STEP, root, visit, [detector], message, config_hash(config), inputs)[0]
 
 
 def summary_lines(statuses: list[UnitStatus]) -> list[str]:

@@ -340,6 +340,10 @@ def _label(unit, result) -> str:
     """``visit V detector D: status`` for a `UnitStatus` result, else the unit."""
     if isinstance(result, WorkerCrashed):
         return str(result)
+    if getattr(result, "tract", None) is not None:
+        return f"tract {result.tract}: {getattr(result, 'status', '')}"
+    if hasattr(result, "visit") and getattr(result, "detector", None) is None:
+        return f"visit {result.visit}: {getattr(result, 'status', '')}"
     if hasattr(result, "visit") and hasattr(result, "detector"):
         return f"visit {result.visit} detector {result.detector}: {getattr(result, 'status', '')}"
     if isinstance(result, list) and result and all(hasattr(r, "visit") for r in result):

@@ -24,8 +24,9 @@ from ..io import read_catalog, read_exposure
 from ..tasks.update_visit_summary import UpdateVisitSummaryTask, write_visit_summary
 from .repository import (SKIPPED, Repository, UnitStatus, UnreadableInputError, config_hash, deferred_read, recorded,
                          unit_line, write_product)
+from .runner import run_units
 
-__all__ = ["STEP", "run_visit_summary", "summary_lines", "visit_summary_path"]
+__all__ = ["STEP", "run_visit_summary", "summarize_visit", "summary_lines", "visit_summary_path"]
 
 STEP = "visit_summary"
 
@@ -35,7 +36,8 @@ def visit_summary_path(repo: Repository, visit: int) -> Path:
     return repo.root / "visit_summary" / f"visit_summary_{visit:06d}.fits"
 
 
-def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_status: bool = False) -> list:
+def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_status: bool = False,
+                      executor=None) -> list:
     """Write the visit summary of every visit with ``refit_psf_models`` (or of ``visits``).
 
     Parameters
@@ -48,6 +50,9 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
         Redo visits that are up to date.
     return_status : bool
         Return the visits' `UnitStatus` (``action`` says what was done) instead of the summaries' paths.
+    executor : concurrent.futures.Executor, optional
+        Run the visits on it (e.g. Dask's, `visitcal.pipeline.dask_executor`); by default one after another
+        in this process. The same bytes either way.
 
     Returns
     -------
@@ -55,18 +60,36 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
         One per visit, in visit order.
     """
     repo = Repository(root)
-    task = UpdateVisitSummaryTask()
-    chash = config_hash(task.compute_summary_stats.config)
-    paths, statuses = [], []
+    units = []
     models_dir = repo.root / "refit_psf_models"
     for path in sorted(models_dir.glob("refit_psf_models_*.fits")) if models_dir.is_dir() else []:
         visit = int(path.stem.rsplit("_", 1)[1])
         if visits is not None and visit not in set(visits):
             continue
-        target = visit_summary_path(repo, visit)
-        statuses.append(_summarize_visit(repo, task, chash, visit, path, target, overwrite))
-        paths.append(target)
-    return statuses if return_status else paths
+        units.append((str(repo.root), visit, overwrite, str(path)))
+    statuses = run_units(summarize_visit, units, executor=executor, crashed=_crashed)
+    return statuses if return_status else [visit_summary_path(repo, unit[1]) for unit in units]
+
+
+def summarize_visit(root, visit: int, overwrite: bool, models_path=None) -> UnitStatus:
+    """One visit's summary (a unit of `run_visit_summary`, run in this process or on an executor's worker):
+    skipped when up to date, else written and recorded; a failure is recorded and returned as its status."""
+    repo = Repository(root)
+    task = UpdateVisitSummaryTask()
+    chash = config_hash(task.compute_summary_stats.config)
+    if models_path is None:
+        models_path = repo.root / "refit_psf_models" / f"refit_psf_models_{visit:06d}.fits"
+    models_path = Path(models_path)
+    return _summarize_visit(repo, task, chash, visit, models_path, visit_summary_path(repo, visit), overwrite)
+
+
+def _crashed(unit, message) -> UnitStatus:
+    """The recorded status of a visit whose worker died (`run_units`' ``crashed`` callback)."""
+    root, visit = unit[:2]
+    status = UnitStatus(step=STEP, visit=int(visit), detector=None, status="failed", error_type="WorkerCrashed",
+                        message=message, action="done")
+    Repository(root).write_status(status)
+    return status
 
 
 def _summarize_visit(repo, task, chash, visit, models_path, target, overwrite) -> UnitStatus:

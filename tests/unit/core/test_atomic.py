@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+
+import pytest
 
 from visitcal.core.atomic import atomic_write, host_tag, process_alive, remove_stale_temporaries
 
@@ -37,3 +40,21 @@ def test_only_dead_writers_temporaries_are_removed(tmp_path):
         path.write_bytes(b"")
     assert remove_stale_temporaries(tmp_path) == [dead]
     assert not dead.exists() and live.exists() and other_host.exists() and unrelated.exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="zombies are told apart through Linux's /proc")
+def test_a_zombie_writer_is_dead(tmp_path):
+    """A killed writer that nobody reaped (a zombie) writes nothing more: its temporary is stale."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child exits at once and stays a zombie until reaped below
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and process_alive(child):
+            time.sleep(0.01)
+        assert not process_alive(child)
+        stale = tmp_path / f".x.fits.{host_tag()}.{child}.abcd1234.tmp"
+        stale.write_bytes(b"partial")
+        assert remove_stale_temporaries(tmp_path) == [stale]
+    finally:
+        os.waitpid(child, 0)

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+import visitcal
 from visitcal.pipeline.runner import WorkerCrashed, run_units
 
-PYTHON_DIR = Path(__file__).resolve().parents[3] / "python"
+#: The folder holding the visitcal this test imports (installed, or a source tree on PYTHONPATH), for subprocesses.
+PYTHON_DIR = Path(visitcal.__file__).resolve().parents[1]
 
 
 def square_or_die(k: int, victim: int, how: str) -> int:
