@@ -152,3 +152,24 @@ def isolated_star_tables(sim_repo, sources_by_data_id, *, tracts=(9813,), match_
         stars[f"nsource_{band}"] = nsource.astype(np.int32)
         star_dict[tract], source_dict[tract], truth_dict[tract] = stars, sources, uniq_ids[members]
     return star_dict, source_dict, truth_dict
+
+
+#: The small repository of the chain-level tests (run, Dask, kill -9): 2 visits x 2 detectors of
+#: 1024 x 1024 px, dense enough for every step with ``--preset sparse``.
+CHAIN_SIM = dict(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024, n_snaps=1,
+                 seed=5, star_density=120000.0)
+
+
+def product_digests(root, *, skip=("provenance/", "post_isr_image/", "truth/")) -> dict[str, str]:
+    """``{path relative to root: sha256}`` of every ``.fits`` and ``.parquet`` product under ``root``, leaving
+    out the folders in ``skip`` (provenance records timings; the inputs are not products)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(root)
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and path.suffix in (".fits", ".parquet") and not rel.startswith(tuple(skip)):
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

@@ -8,7 +8,6 @@ cores for the module, most of it the three full runs)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -27,21 +26,13 @@ from visitcal.pipeline.dask_executor import dask_executor, init_dask_worker  # n
 from visitcal.pipeline.repository import Repository  # noqa: E402
 from visitcal.sim import SimConfig, simulate  # noqa: E402
 
-CONFIG = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024,
-                   n_snaps=1, seed=5, star_density=120000.0)
+from .helpers import CHAIN_SIM, product_digests  # noqa: E402
+
+CONFIG = SimConfig(**CHAIN_SIM)
 STEPS = ("calibrate", "associate", "finalize", "visit_summary", "reprocess")
 _REAL_CALIBRATE_DETECTOR = calibrate_step.calibrate_detector
 
 
-def _products(root):
-    """``{relative path: sha256}`` of every product (provenance, which holds timings, left out)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and not rel.startswith(("provenance/", "post_isr_image/", "truth/")) and \
-                path.suffix in (".fits", ".parquet"):
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +49,10 @@ def _run(sim, root, *options):
 
 
 def test_dask_gives_the_bytes_of_the_process_pool_and_a_rerun_skips(sim, tmp_path, capsys):
-    serial = _products(_run(sim, tmp_path / "j1", "-j", "1"))
-    pooled = _products(_run(sim, tmp_path / "j2", "-j", "2"))
+    serial = product_digests(_run(sim, tmp_path / "j1", "-j", "1"))
+    pooled = product_digests(_run(sim, tmp_path / "j2", "-j", "2"))
     on_dask = _run(sim, tmp_path / "dask", "--executor", "dask", "--dask-workers", "2")
-    assert len(serial) > 30 and serial == pooled == _products(on_dask)
+    assert len(serial) > 30 and serial == pooled == product_digests(on_dask)
     before = {p: p.stat().st_mtime_ns for p in on_dask.rglob("*") if p.is_file() and "provenance" not in p.parts}
     capsys.readouterr()
     assert main(["run", str(on_dask), "--preset", "sparse", "--executor", "dask", "--dask-workers", "2"]) == 0

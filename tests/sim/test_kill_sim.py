@@ -8,7 +8,6 @@ The repository: 2 visits x 2 detectors of 1024 x 1024 px, one snap (about 60 s o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -23,8 +22,16 @@ pytest.importorskip("galsim", reason="visitcal.sim needs GalSim (pip install 'vi
 
 from visitcal.sim import SimConfig, simulate  # noqa: E402
 
-CONFIG = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024,
-                   n_snaps=1, seed=5, star_density=120000.0)
+from .helpers import CHAIN_SIM, product_digests  # noqa: E402
+
+CONFIG = SimConfig(**CHAIN_SIM)
+
+
+def _products_of(root):
+    """Digests of every product, the inputs (post_isr_image, truth) included."""
+    return product_digests(root, skip=("provenance/",))
+
+
 N_DETECTORS = 2
 SKIPPED = "skipped (up to date)"
 
@@ -49,14 +56,6 @@ def _run(root) -> subprocess.CompletedProcess:
     return subprocess.run(_command(root), env=_env(), capture_output=True, text=True, timeout=600)
 
 
-def _products(root: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every .fits and .parquet outside provenance/."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and not rel.startswith("provenance/") and path.suffix in (".fits", ".parquet"):
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 def _start_time(pid: int) -> int | None:
@@ -116,7 +115,7 @@ def uninterrupted(sim, tmp_path_factory):
     shutil.copytree(sim, root)
     proc = _run(root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return _products(root)
+    return _products_of(root)
 
 
 @pytest.mark.parametrize("step", ["calibrate", "finalize", "reprocess"])
@@ -156,7 +155,7 @@ def test_kill_9_inside_a_step_then_rerun(step, sim, uninterrupted, tmp_path):
     leftovers = [p.relative_to(root).as_posix() for p in root.rglob("*")
                  if ".tmp" in p.name or ".partial" in p.name or p.name.startswith(".visitcal.lock")]
     assert not leftovers, leftovers
-    assert _products(root) == uninterrupted
+    assert _products_of(root) == uninterrupted
 
     # the units finished before the kill were skipped (their records untouched); finalize's unit is the
     # visit, so a visit with only some of its detectors recorded is redone

@@ -7,7 +7,6 @@ The repository: 2 visits x 2 detectors of 1024 x 1024 px (about 60 s on two core
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,20 +22,12 @@ from visitcal.pipeline.lock import repository_lock  # noqa: E402
 from visitcal.pipeline.repository import Repository  # noqa: E402
 from visitcal.sim import SimConfig, simulate  # noqa: E402
 
-CONFIG = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024,
-                   n_snaps=1, seed=5, star_density=120000.0)
+from .helpers import CHAIN_SIM, product_digests  # noqa: E402
+
+CONFIG = SimConfig(**CHAIN_SIM)
 STEPS = ("calibrate", "associate", "finalize", "visit_summary", "reprocess")
 
 
-def _products(root):
-    """``{relative path: sha256}`` of every product (provenance, which holds timings, left out)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_file() and not rel.startswith(("provenance/", "post_isr_image/", "truth/")) and \
-                path.suffix in (".fits", ".parquet"):
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +51,7 @@ def test_run_equals_the_steps_by_hand(sim, processed, tmp_path):
     for argv in (["calibrate", str(by_hand), "--preset", "sparse"], ["associate", str(by_hand)],
                  ["finalize", str(by_hand)], ["reprocess", str(by_hand)]):
         assert main(argv) == 0, argv
-    ours, theirs = _products(processed), _products(by_hand)
+    ours, theirs = product_digests(processed), product_digests(by_hand)
     assert len(ours) > 30 and set(ours) == set(theirs)
     assert ours == theirs
 
@@ -92,7 +83,7 @@ def test_a_removed_product_is_out_of_date_and_redone_alone(processed, tmp_path, 
     assert main(["run", str(root), "--preset", "sparse"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "redone" in line or " done" in line]
     assert len(lines) == 1 and lines[0].split()[:2] == ["1001", "1"] and "output" in lines[0]
-    assert _products(root) == _products(processed)
+    assert product_digests(root) == product_digests(processed)
 
 
 def test_a_second_writer_is_refused(processed, capsys):
