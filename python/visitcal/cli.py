@@ -574,6 +574,15 @@ def _open_executor(args):
     return dask_executor(workers=args.dask_workers or getattr(args, "jobs", 1))
 
 
+def _add_selection_arguments(sub, *, parallel: str, detectors: bool = True) -> None:
+    """The repository steps' ``--visits``, ``--detectors`` (unless ``detectors`` is False) and ``-j``, whose
+    help says what runs in parallel (``parallel``: "detectors", "visits" or "units")."""
+    sub.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
+    if detectors:
+        sub.add_argument("--detectors", type=int, nargs="+", default=None, help="only these detectors")
+    sub.add_argument("-j", "--jobs", type=int, default=1, help=f"{parallel} run in parallel processes (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visitcal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"visitcal {__version__}")
@@ -617,9 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "preliminary_visit_image, preliminary_visit_image_background and "
                                      "single_visit_star under REPO.")
     cal.add_argument("repo", help="data repository (e.g. written by visitcal sim)")
-    cal.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
-    cal.add_argument("--detectors", type=int, nargs="+", default=None, help="only these detectors")
-    cal.add_argument("-j", "--jobs", type=int, default=1, help="detectors run in parallel processes (default 1)")
+    _add_selection_arguments(cal, parallel="detectors")
     cal.add_argument("--overwrite", action="store_true", help="redo detectors already calibrated")
     cal.add_argument("--preset", choices=("lsst", "sparse"), default="lsst",
                      help="task configuration: lsst (LSST's defaults, for 4k x 4k detectors) or sparse (a few dozen "
@@ -645,10 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "missing): FinalizeCharacterization per visit. Writes refit_psf_models and "
                                      "refit_psf_star per visit and prints a per-detector summary.")
     fin.add_argument("repo", help="data repository, calibrated (visitcal calibrate)")
-    fin.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
+    _add_selection_arguments(fin, parallel="visits", detectors=False)
     fin.add_argument("--per-detector", action="store_true",
                      help="the detector task per detector, then the consolidation (same products)")
-    fin.add_argument("-j", "--jobs", type=int, default=1, help="visits run in parallel processes (default 1)")
     fin.add_argument("--overwrite", action="store_true", help="redo visits already finalized")
     fin.add_argument("--config", default=None, help="JSON file of a FinalizeStepConfig: only the fields it changes, "
                      "at any depth (laid over the defaults)")
@@ -660,9 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "ReprocessVisitImageTask per detector. Writes visit_image, source, "
                                      "source_footprints and visit_image_background.")
     rep.add_argument("repo", help="data repository, finalized (visitcal finalize)")
-    rep.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
-    rep.add_argument("--detectors", type=int, nargs="+", default=None, help="only these detectors")
-    rep.add_argument("-j", "--jobs", type=int, default=1, help="detectors run in parallel processes (default 1)")
+    _add_selection_arguments(rep, parallel="detectors")
     rep.add_argument("--overwrite", action="store_true", help="redo detectors already reprocessed")
     rep.add_argument("--config", default=None, help="JSON file of a ReprocessStepConfig: only the fields it changes, "
                      "at any depth, e.g. {\"reprocess\": {\"do_use_sky_corr\": true}}")
@@ -674,9 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "REPO. Units that are up to date (same config, same input digests) are "
                                      "skipped; a failed unit is recorded and the chain goes on with the others.")
     run.add_argument("repo", help="data repository (e.g. written by visitcal sim)")
-    run.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
-    run.add_argument("--detectors", type=int, nargs="+", default=None, help="only these detectors")
-    run.add_argument("-j", "--jobs", type=int, default=1, help="units run in parallel processes (default 1)")
+    _add_selection_arguments(run, parallel="units")
     run.add_argument("--overwrite", action="store_true", help="redo every unit, up to date or not")
     run.add_argument("--preset", choices=("lsst", "sparse"), default="lsst",
                      help="calibrate's task configuration (as visitcal calibrate --preset)")

@@ -12,11 +12,14 @@ killer, a power cut) without touching those of a writer that is still running.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import socket
 import tempfile
 from pathlib import Path
+
+from astropy.io import fits
 
 __all__ = ["atomic_write", "atomic_write_fits", "host_tag", "process_alive", "remove_stale_temporaries",
            "temporary_path"]
@@ -191,9 +194,16 @@ def atomic_write_fits(hdulist, path, *, overwrite: bool = False, checksum: bool 
     ``checksum`` adds CHECKSUM/DATASUM cards to every HDU, which `visitcal.io.read_exposure` verifies.
     Their comments are fixed text (astropy's default is the current time), so the same HDUs always
     give the same bytes.
+
+    A table's character columns are put in their written form first: astropy turns trailing blanks into
+    NULs only while writing, so a checksum taken before would not match the file. Serialising the table
+    HDUs once to memory does that (tables are small; image HDUs need nothing).
     """
     if checksum:
         for hdu in hdulist:
+            is_table = isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))
+            if is_table and any("A" in str(fmt) for fmt in hdu.columns.formats):
+                hdu.writeto(io.BytesIO())
             hdu.add_checksum(when="checksum of this HDU")
     with atomic_write(path, "wb", overwrite=overwrite) as f:
         hdulist.writeto(f, checksum=False)

@@ -47,7 +47,7 @@ from ..core.persistence import component_from_table, component_to_table, persist
 from . import FitsReadError, FitsWriteError
 from ..core.atomic import atomic_write_fits
 
-__all__ = ["write_exposure", "read_exposure", "exposure_to_hdulist", "assert_exposures_equal", "fits_string_column",
+__all__ = ["write_exposure", "read_exposure", "exposure_to_hdulist", "assert_exposures_equal",
            "FORMAT_NAME", "FORMAT_VERSION", "COMPONENT_HDUS"]
 
 FORMAT_NAME = "visitcal-exposure"
@@ -95,25 +95,6 @@ class _SummaryMapping:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-
-def fits_string_column(values) -> np.ndarray:
-    """Strings as the bytes of a FITS ``A`` column: ASCII, trailing blanks turned into NULs, and as wide
-    as ``np.asarray(values, dtype=str)`` (at least 1 character), so the column's ``TFORM`` is unchanged.
-
-    astropy makes that conversion of a ``str`` column only while writing the file, *after* a checksum added
-    by ``add_checksum`` (`visitcal.core.atomic_write_fits`); a column built with this function is already in
-    its written form, so the file's DATASUM and CHECKSUM match its bytes.
-
-    Raises
-    ------
-    ValueError
-        A value is not ASCII (FITS strings are).
-    """
-    text = np.asarray(values, dtype=str)
-    width = max(text.dtype.itemsize // 4, 1)
-    encoded = [s.encode("ascii").rstrip(b" ") for s in text.ravel().tolist()]
-    return np.array(encoded, dtype=f"S{width}").reshape(text.shape)
-
 
 def write_exposure(exposure: Exposure, path, *, overwrite: bool = False) -> None:
     """Write ``exposure`` to ``path`` in visitcal's FITS layout (module docstring), atomically.

@@ -99,7 +99,7 @@ def run_chain(root, *, visits=None, detectors=None, jobs: int = 1, config: RunCo
         if on_step is not None:
             on_step(name, out)
 
-    bar = (lambda name: progress(name)) if progress is not None else (lambda name: None)
+    bar = progress if progress is not None else (lambda name: None)
     step("calibrate", lambda: run_calibrate(repo.root, visits=visits, detectors=detectors, jobs=jobs,
                                             config=config.calibrate, overwrite=overwrite,
                                             progress=bar("calibrate"), executor=executor))

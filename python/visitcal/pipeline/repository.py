@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import filecmp
 import hashlib
 import json
 import math
@@ -238,7 +237,7 @@ class Repository:
             return None
         try:
             return UnitStatus(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError):
+        except (OSError, json.JSONDecodeError, TypeError):
             return None  # unreadable: the unit is not done
 
     def write_status(self, status: UnitStatus) -> None:
@@ -309,33 +308,6 @@ class Repository:
             return f"redone (output changed: {', '.join(altered)})"
         return SKIPPED
 
-    def is_done(self, step: str, visit: int, detector: int, cfg_hash: str, outputs) -> bool:
-        """Whether a unit can be skipped: its status is ok with this config hash and all its outputs exist.
-
-        Parameters
-        ----------
-        step : str
-            The step name (``"calibrate"``, ``"finalize"`` ...).
-        visit, detector : int
-            The data id.
-        cfg_hash : str
-            The `config_hash` of the step's current config.
-        outputs : iterable of path-like
-            The unit's products; every one must be a file.
-
-        Returns
-        -------
-        done : bool
-            False when there is no status, it is a failure, the config changed or a product is missing.
-        """
-        st = self.read_status(step, visit, detector)
-        return bool(st and st.ok and st.config_hash == cfg_hash and all(Path(p).is_file() for p in outputs))
-
-    def is_tract_done(self, step: str, tract: int, cfg_hash: str, outputs) -> bool:
-        """As `is_done`, for a per-tract unit: status ok, same ``cfg_hash``, every output a file."""
-        st = self.read_tract_status(step, tract)
-        return bool(st and st.ok and st.config_hash == cfg_hash and all(Path(p).is_file() for p in outputs))
-
 
 def file_digest(path) -> str:
     """SHA-256 (64 hex digits) of a file's bytes, read in 8 MiB blocks; ``"missing"`` if it is not a file."""
@@ -393,14 +365,15 @@ def write_product(path, writer) -> str:
     tmp = temporary_path(path, keep_suffix=True)  # removed by remove_stale_temporaries if we are killed
     try:
         writer(tmp)
-        if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+        digest = file_digest(tmp)  # read once: it decides whether to replace, and it is the returned digest
+        if file_digest(path) == digest:
             tmp.unlink()
         else:
             os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    return file_digest(path)
+    return digest
 
 
 def unit_line(status: UnitStatus, prefix: str, row: str) -> str:

@@ -12,7 +12,6 @@ are listed as recorded (which tracts a run will touch depends on the sources' po
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -88,11 +87,9 @@ def repository_status(root, *, config_hashes: dict[str, str] | None = None) -> l
         units = {}
         folder = repo.root / "provenance" / step
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            try:
-                status = UnitStatus(**json.loads(path.read_text()))
-            except (OSError, ValueError, TypeError):
-                continue  # unreadable provenance: the unit counts as missing
-            units[_name(status)] = status
+            status = repo._read_status_file(path)
+            if status is not None:  # unreadable provenance: the unit counts as missing
+                units[_name(status)] = status
         recorded[step] = units
 
     calibrated = sorted(k for k, s in recorded["calibrate"].items() if s.ok)

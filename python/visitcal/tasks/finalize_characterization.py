@@ -84,7 +84,6 @@ from ..core.chebyshev import ChebyshevBoundedField
 from ..core.footprint import Footprint, FootprintSet, make_peaks
 from ..core.image import Exposure
 from ..core.atomic import atomic_write_fits
-from ..io.fits import fits_string_column
 from ..measurement.measure_ap_corr import PIXEL_BAD_FLAGS
 from ..measurement.measure_ap_corr import MeasureApCorrConfig, MeasureApCorrTask
 from ..psf.pca import PcaPsfDeterminer, PcaPsfDeterminerConfig
@@ -418,10 +417,9 @@ def write_psf_ap_corr_cat(catalog: Table, path, *, overwrite: bool = False) -> P
     index = Table()
     index["detector"] = np.asarray(catalog["detector"], dtype=np.int32)
     index["visit"] = np.asarray(catalog["visit"], dtype=np.int64)
-    # as written (trailing blanks -> NULs), so the checksums added before writing match the file
-    index["status"] = fits_string_column(np.asarray(catalog["status"], dtype=str))
-    index["message"] = fits_string_column([str(m) for m in catalog["message"]] if len(catalog) else
-                                          np.zeros(0, dtype="U1"))
+    index["status"] = np.asarray(catalog["status"], dtype=str)
+    index["message"] = np.asarray([str(m) for m in catalog["message"]], dtype=str) if len(catalog) else \
+        np.zeros(0, dtype="U1")
     hdus = [fits.PrimaryHDU()]
     psf_hdu = np.full(len(catalog), -1, np.int32)
     apc_hdu = np.full(len(catalog), -1, np.int32)

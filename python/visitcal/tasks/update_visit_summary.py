@@ -29,7 +29,6 @@ from .compute_exposure_summary_stats import ComputeExposureSummaryStatsConfig, C
 from ..core.atomic import atomic_write_fits
 from ..core.persistence import component_from_table, component_to_table
 from ..core.wcs import read_wcs, wcs_to_header
-from ..io.fits import fits_string_column
 
 __all__ = ["UpdateVisitSummaryTask", "UpstreamFailureNoWorkFound", "VisitCalibrations", "calibrations_for",
            "read_visit_summary", "write_visit_summary"]
@@ -164,9 +163,6 @@ def write_visit_summary(table: Table, path, *, overwrite: bool = False) -> Path:
         index[name] = table[name]
     index["wcs_header"] = np.array([wcs_to_header(w).tostring() if w is not None else "" for w in table["wcs"]],
                                    dtype=str) if len(table) else np.zeros(0, "U1")
-    for name in index.colnames:  # str columns as written (trailing blanks -> NULs) so the checksums match
-        if index[name].dtype.kind == "U":
-            index[name] = fits_string_column(index[name])
     hdus = [fits.PrimaryHDU()]
     components = []
     next_hdu = 2

@@ -10,7 +10,11 @@ import time
 
 import pytest
 
-from visitcal.core.atomic import atomic_write, host_tag, process_alive, remove_stale_temporaries
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from visitcal.core.atomic import atomic_write, atomic_write_fits, host_tag, process_alive, remove_stale_temporaries
 
 
 def _dead_pid() -> int:
@@ -58,3 +62,16 @@ def test_a_zombie_writer_is_dead(tmp_path):
         assert remove_stale_temporaries(tmp_path) == [stale]
     finally:
         os.waitpid(child, 0)
+
+
+def test_fits_checksums_match_tables_with_blank_padded_strings(tmp_path):
+    """astropy turns a string column's trailing blanks into NULs only while writing: the checksums that
+    atomic_write_fits adds must be those of the written bytes, and the same table gives the same bytes."""
+    table = Table({"status": ["ok", "failed  ", "two words "], "n": [1, 2, 3]})
+    for name in ("a.fits", "b.fits"):
+        hdus = fits.HDUList([fits.PrimaryHDU(np.arange(4.0)), fits.table_to_hdu(table)])
+        atomic_write_fits(hdus, tmp_path / name)
+    with fits.open(tmp_path / "a.fits") as hdul:
+        assert [(h.verify_checksum(), h.verify_datasum()) for h in hdul] == [(1, 1), (1, 1)]
+        assert hdul[1].data["status"].tolist() == ["ok", "failed", "two words"]
+    assert (tmp_path / "a.fits").read_bytes() == (tmp_path / "b.fits").read_bytes()

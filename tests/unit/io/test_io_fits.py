@@ -20,7 +20,7 @@ from visitcal.core.image import Detector, Exposure, VisitInfo
 from visitcal.core.atomic import atomic_write
 from visitcal.io import FitsReadError, FitsWriteError, VisitcalIOError, read_exposure, read_lsst_calexp, \
     write_exposure
-from visitcal.io.fits import assert_exposures_equal, fits_string_column
+from visitcal.io.fits import assert_exposures_equal
 from visitcal.core.persistence import PersistenceError, persistable
 
 
@@ -350,11 +350,3 @@ def test_read_mask_reads_the_mask_alone(tmp_path):
     with pytest.raises(FitsReadError, match="no MASK HDU"):
         read_mask(tmp_path / "nomask.fits")
 
-
-def test_fits_string_column_is_what_astropy_writes():
-    col = fits_string_column(["ok", "two words  ", ""])
-    assert col.dtype == np.dtype("S11")                     # as wide as the str column: TFORM unchanged
-    assert col.tolist() == [b"ok", b"two words", b""]
-    assert fits_string_column(np.zeros(0, "U1")).dtype == np.dtype("S1")
-    with pytest.raises(ValueError):
-        fits_string_column(["é"])                            # FITS strings are ASCII
