@@ -42,6 +42,11 @@ calibrate, associate, finalize, reprocess and run also take ``--executor process
 units run on a Dask cluster, a local one of ``--dask-workers N`` single-threaded processes (default ``-j``) or
 the running scheduler at ``--dask-scheduler ADDRESS``; the products are the same bytes as with ``-j``.
 
+Every command takes ``-v`` (visitcal's info lines; ``-vv`` its debug lines) or ``-q`` (no progress line and no
+per-unit table: errors and the final line only). Progress is one line on stderr, redrawn in place on a
+terminal (``visitcal run`` shows one line over the whole chain, with the time left); log records and
+warnings are written on lines of their own above it (`visitcal.pipeline.console`).
+
 Every command that writes into a repository holds its lock (``REPO/.visitcal.lock``, with the holder's pid
 and host) while it runs: a second one on the same repository stops with a message naming the holder.
 
@@ -266,36 +271,28 @@ def _cmd_convert_decam(args) -> int:
     return 0
 
 
-class _Progress:
-    """A one-line progress bar on stderr (redrawn in place on a terminal, a line per 10% otherwise)."""
+def _progress(args, unit: str):
+    """The progress callback of a command: a bar on stderr through the command's console (none with -q)."""
+    from .pipeline.console import ProgressBar
 
-    def __init__(self, stream=None, width: int = 30, unit: str = "images"):
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.unit = unit
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.last_decile = -1
+    return ProgressBar(args.console, unit=unit)
 
-    def __call__(self, done: int, total: int, label: str) -> None:
-        filled = int(self.width * done / max(total, 1))
-        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} {self.unit}  {label}"
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if done == total else ""))
-        else:
-            decile = 10 * done // max(total, 1)
-            if decile == self.last_decile and done != total:
-                return
-            self.last_decile = decile
-            self.stream.write(line + "\n")
-        self.stream.flush()
+
+def _table(args, lines) -> None:
+    """Print a per-unit summary table on stdout (not with -q), the progress line cleared first."""
+    if args.quiet:
+        return
+    args.console.clear()
+    for line in lines:
+        print(line)
+    sys.stdout.flush()
 
 
 def _cmd_sim(args) -> int:
     from .sim import simulate
 
-    summary = simulate(args.config, args.out, overwrite=args.overwrite, progress=_Progress())
-    for line in summary.lines():
-        print(line)
+    summary = simulate(args.config, args.out, overwrite=args.overwrite, progress=_progress(args, "images"))
+    _table(args, summary.lines())
     return 0
 
 
@@ -310,10 +307,9 @@ def _cmd_calibrate(args) -> int:
               file=sys.stderr)
         return 1
     statuses = run_calibrate(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
-                             overwrite=args.overwrite, progress=_Progress(unit="detectors"), config=args.config,
+                             overwrite=args.overwrite, progress=_progress(args, "detectors"), config=args.config,
                              executor=args.pool)
-    for line in summary_lines(statuses):
-        print(line)
+    _table(args, summary_lines(statuses))
     n_bad = sum(not s.ok for s in statuses)
     print(f"{len(statuses) - n_bad} of {len(statuses)} detectors calibrated; provenance in "
           f"{repo.root / 'provenance' / 'calibrate'}")
@@ -332,9 +328,8 @@ def _cmd_associate(args) -> int:
               f"first)", file=sys.stderr)
         return 1
     statuses = run_associate(repo.root, tracts=args.tracts, overwrite=args.overwrite,
-                             progress=_Progress(unit="tracts"), executor=args.pool)
-    for line in summary_lines(statuses):
-        print(line)
+                             progress=_progress(args, "tracts"), executor=args.pool)
+    _table(args, summary_lines(statuses))
     n_bad = sum(not s.ok for s in statuses)
     print(f"{len(statuses) - n_bad} of {len(statuses)} tracts associated from {len(ok)} detectors; provenance in "
           f"{repo.root / 'provenance' / 'associate'}")
@@ -352,10 +347,9 @@ def _cmd_finalize(args) -> int:
               f"visitcal calibrate first)", file=sys.stderr)
         return 1
     statuses = run_finalize(repo.root, visits=args.visits, per_detector=args.per_detector, jobs=args.jobs,
-                            overwrite=args.overwrite, config=args.config, progress=_Progress(unit="visits"),
+                            overwrite=args.overwrite, config=args.config, progress=_progress(args, "visits"),
                             executor=args.pool)
-    for line in summary_lines(statuses):
-        print(line)
+    _table(args, summary_lines(statuses))
     n_bad = sum(not s.ok for s in statuses)
     print(f"{len(statuses) - n_bad} of {len(statuses)} detectors finalized; products in {repo.root / 'refit_psf_models'}"
           f" and {repo.root / 'refit_psf_star'}, provenance in {repo.root / 'provenance' / 'finalize'}")
@@ -375,13 +369,11 @@ def _cmd_reprocess(args) -> int:
         return 1
     summaries = run_visit_summary(repo.root, visits=args.visits, overwrite=args.overwrite, return_status=True,
                                   executor=args.pool)
-    for line in visit_summary_lines(summaries):
-        print(line)
+    _table(args, visit_summary_lines(summaries))
     statuses = run_reprocess(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
-                             config=args.config, overwrite=args.overwrite, progress=_Progress(unit="detectors"),
+                             config=args.config, overwrite=args.overwrite, progress=_progress(args, "detectors"),
                              visit_summaries=False, executor=args.pool)
-    for line in summary_lines(statuses):
-        print(line)
+    _table(args, summary_lines(statuses))
     n_bad = sum(not s.ok for s in statuses)
     print(f"{len(statuses) - n_bad} of {len(statuses)} detectors reprocessed; provenance in "
           f"{repo.root / 'provenance' / 'reprocess'}")
@@ -398,11 +390,13 @@ def _step_summary_lines():
 
 
 def _cmd_run(args) -> int:
-    from .pipeline.chain import run_chain
+    from .pipeline.chain import CHAIN_STEPS, run_chain
+    from .pipeline.console import ChainProgress
     from .pipeline.repository import Repository
 
     repo = Repository(args.repo)
-    if not repo.data_ids(args.visits, args.detectors):
+    ids = repo.data_ids(args.visits, args.detectors)
+    if not ids:
         print(f"visitcal run: error: no post_isr_image under {repo.root} for the selected visits/detectors",
               file=sys.stderr)
         return 1
@@ -411,15 +405,12 @@ def _cmd_run(args) -> int:
     def on_step(name, statuses):
         n_bad = sum(not s.ok for s in statuses)
         n_skip = sum(bool(getattr(s, "skipped", False)) for s in statuses)
-        print(f"== {name}: {len(statuses)} units, {len(statuses) - n_bad} ok ({n_skip} skipped, up to date), "
-              f"{n_bad} failed")
-        for line in tables[name](statuses):
-            print(line)
-        sys.stdout.flush()
+        _table(args, [f"== {name}: {len(statuses)} units, {len(statuses) - n_bad} ok ({n_skip} skipped, up to "
+                      f"date), {n_bad} failed", *tables[name](statuses)])
 
+    chain = ChainProgress(CHAIN_STEPS, len(ids), args.console.progress, every_tenth=not args.console.tty)
     result = run_chain(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs, config=args.config,
-                       overwrite=args.overwrite, progress=lambda name: _Progress(unit=f"{name} units"),
-                       on_step=on_step, executor=args.pool)
+                       overwrite=args.overwrite, progress=chain, on_step=on_step, executor=args.pool)
     times = ", ".join(f"{name} {sec:.1f} s" for name, sec in result.seconds.items())
     print(f"chain finished with {result.n_failed} failed unit(s) ({times}); provenance in {repo.root / 'provenance'}")
     return 3 if result.n_failed else 0
@@ -587,8 +578,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visitcal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"visitcal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    # -v/-q on every command (after its name: visitcal calibrate -v REPO)
+    common = argparse.ArgumentParser(add_help=False)
+    talk = common.add_argument_group("output")
+    loud = talk.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="count", default=0,
+                      help="more log lines: -v visitcal's progress notes (INFO), -vv its debug lines")
+    loud.add_argument("-q", "--quiet", action="store_true",
+                      help="no progress line and no per-unit table: errors and the final line only")
 
-    info = sub.add_parser("info", help="summarise any file visitcal writes, a repository or a dataset folder",
+    info = sub.add_parser("info", parents=[common], help="summarise any file visitcal writes, a repository or a dataset folder",
                           description="Describe FILE: an exposure, a background, a per-visit model file "
                                       "(refit_psf_models, visit_summary: HDU by HDU), a footprint file, a Parquet "
                                       "or FITS catalog, a provenance JSON, a repository root or a dataset folder. "
@@ -596,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("file", help="a file, a repository root or a dataset folder")
     info.set_defaults(func=_cmd_info)
 
-    conv = sub.add_parser("convert-decam", help="DECam CP image/weight/dq triplet -> visitcal exposure FITS")
+    conv = sub.add_parser("convert-decam", parents=[common], help="DECam CP image/weight/dq triplet -> visitcal exposure FITS")
     conv.add_argument("image", help="ooi image file")
     conv.add_argument("weight", help="oow inverse-variance file")
     conv.add_argument("dq", help="ood data-quality file")
@@ -605,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     conv.set_defaults(func=_cmd_convert_decam)
 
-    sim = sub.add_parser("sim", help="simulate post-ISR images of dithered visits with their truth (GalSim)",
+    sim = sub.add_parser("sim", parents=[common], help="simulate post-ISR images of dithered visits with their truth (GalSim)",
                          description="Render a data repository of post-ISR images with truth into OUT "
                                      "(layout: visitcal.sim.repository). The same seed gives the same bytes.")
     sim.add_argument("out", help="output directory (created; must be empty or absent unless --overwrite)")
@@ -620,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
     sim.set_defaults(func=_cmd_sim)
 
-    cal = sub.add_parser("calibrate", help="characterize and calibrate every detector of a repository",
+    cal = sub.add_parser("calibrate", parents=[common], help="characterize and calibrate every detector of a repository",
                          description="Per detector: snap sum, background, cosmic rays, detection, measurement, "
                                      "PCA PSF, aperture corrections, astrometry (TAN-SIP), zero point. Writes "
                                      "preliminary_visit_image, preliminary_visit_image_background and "
@@ -636,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_arguments(cal)
     cal.set_defaults(func=_cmd_calibrate)
 
-    asc = sub.add_parser("associate", help="associate isolated stars across visits and bands, per tract",
+    asc = sub.add_parser("associate", parents=[common], help="associate isolated stars across visits and bands, per tract",
                          description="Per tract of REPO/skymap.json (the default sky map is written when absent): "
                                      "select isolated point sources of every calibrated single_visit_star, "
                                      "friends-of-friends across visits band by band, drop stars with a neighbour "
@@ -647,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_arguments(asc)
     asc.set_defaults(func=_cmd_associate)
 
-    fin = sub.add_parser("finalize", help="refit PSF and aperture corrections per visit with consistent reserved stars",
+    fin = sub.add_parser("finalize", parents=[common], help="refit PSF and aperture corrections per visit with consistent reserved stars",
                          description="After visitcal calibrate (and associate, run here if its products are "
                                      "missing): FinalizeCharacterization per visit. Writes refit_psf_models and "
                                      "refit_psf_star per visit and prints a per-detector summary.")
@@ -661,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_arguments(fin)
     fin.set_defaults(func=_cmd_finalize)
 
-    rep = sub.add_parser("reprocess", help="the final calibrated visit images (nJy) and source catalogs",
+    rep = sub.add_parser("reprocess", parents=[common], help="the final calibrated visit images (nJy) and source catalogs",
                          description="After visitcal finalize: the visit summaries (written when missing), then "
                                      "ReprocessVisitImageTask per detector. Writes visit_image, source, "
                                      "source_footprints and visit_image_background.")
@@ -673,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_arguments(rep)
     rep.set_defaults(func=_cmd_reprocess)
 
-    run = sub.add_parser("run", help="the whole chain: calibrate, associate, finalize, visit summaries, reprocess",
+    run = sub.add_parser("run", parents=[common], help="the whole chain: calibrate, associate, finalize, visit summaries, reprocess",
                          description="Run calibrate -> associate -> finalize -> visit summaries -> reprocess over "
                                      "REPO. Units that are up to date (same config, same input digests) are "
                                      "skipped; a failed unit is recorded and the chain goes on with the others.")
@@ -688,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_arguments(run)
     run.set_defaults(func=_cmd_run)
 
-    status = sub.add_parser("status", help="where a repository stands: per step, units done, out of date, failed, "
+    status = sub.add_parser("status", parents=[common], help="where a repository stands: per step, units done, out of date, failed, "
                                            "missing")
     status.add_argument("repo", help="data repository")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -713,6 +712,14 @@ def main(argv=None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .pipeline.console import Console, logging_to
+
+    args.console = Console(show_progress=not args.quiet)
+    with logging_to(args.console, -1 if args.quiet else args.verbose):
+        return _main(parser, args)
+
+
+def _main(parser, args) -> int:
     from .pipeline.runner import tune_allocator
 
     tune_allocator()  # the command's own process (its -j workers do it too): see its docstring
@@ -750,9 +757,11 @@ def main(argv=None) -> int:
                 return args.func(args)
         return args.func(args)
     except RepositoryLockedError as err:
+        args.console.clear()
         print(f"visitcal {args.command}: error: {err}", file=sys.stderr)
         return 1
     except (VisitcalIOError, OSError, ValueError) as err:
+        args.console.clear()
         print(f"visitcal {args.command}: error: {err}", file=sys.stderr)
         return 1
 

@@ -7,10 +7,12 @@ The repository: 2 visits x 2 detectors of 1024 x 1024 px (about 60 s on two core
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import signal
+import sys
 
 import pytest
 
@@ -83,6 +85,35 @@ def test_a_removed_product_is_out_of_date_and_redone_alone(processed, tmp_path, 
     assert main(["run", str(root), "--preset", "sparse"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "redone" in line or " done" in line]
     assert len(lines) == 1 and lines[0].split()[:2] == ["1001", "1"] and "output" in lines[0]
+    assert product_digests(root) == product_digests(processed)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_verbose_records_never_share_the_progress_line_and_quiet_prints_one_line(processed, tmp_path, capsys,
+                                                                                  monkeypatch):
+    root = tmp_path / "repo"
+    shutil.copytree(processed, root)
+    Repository(root).dataset_path("visit_image", 1000, 0, "fits").unlink()
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    assert main(["run", str(root), "--preset", "sparse", "-v"]) == 0
+    screen = [line.split("\r\033[K")[-1] for line in term.getvalue().split("\n")]
+    records = [line for line in screen if line.startswith("INFO visitcal.")]
+    assert records  # reprocess's info lines (cosmic rays, deblending, ...)
+    assert not any("INFO" in line and "] " in line.split("INFO")[0] for line in screen)  # never after a bar
+    bars = [line for line in screen if line.startswith("[")]
+    assert "100%" in bars[-1] and "step 5/5 reprocess 4/4" in bars[-1] and "ETA 0:00" in bars[-1]
+    assert [line.split("step ")[1][:3] for line in bars] == ["1/5", "2/5", "3/5", "4/5", "5/5"]  # one per step
+    monkeypatch.setattr(sys, "stderr", term := _Terminal())
+    capsys.readouterr()
+    assert main(["run", str(root), "--preset", "sparse", "-q"]) == 0
+    assert term.getvalue() == ""
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("chain finished with 0 failed unit(s)")
     assert product_digests(root) == product_digests(processed)
 
 

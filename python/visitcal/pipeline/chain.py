@@ -76,7 +76,8 @@ def run_chain(root, *, visits=None, detectors=None, jobs: int = 1, config: RunCo
     overwrite : bool
         Redo every unit, up to date or not.
     progress : callable, optional
-        ``progress(step)`` returns the ``progress(done, total, label)`` callback of that step.
+        ``progress(step)`` returns the ``progress(done, total, label)`` callback of that step (e.g. a
+        `visitcal.pipeline.console.ChainProgress`, one display over the chain).
     on_step : callable, optional
         Called as ``on_step(step, statuses)`` when a step ends, e.g. to print its summary.
     executor : concurrent.futures.Executor, optional
@@ -108,7 +109,8 @@ def run_chain(root, *, visits=None, detectors=None, jobs: int = 1, config: RunCo
     step("finalize", lambda: run_finalize(repo.root, visits=visits, jobs=jobs, config=config.finalize,
                                           overwrite=overwrite, progress=bar("finalize"), executor=executor))
     step("visit_summary", lambda: run_visit_summary(repo.root, visits=visits, overwrite=overwrite,
-                                                    return_status=True, executor=executor))
+                                                    return_status=True, executor=executor,
+                                                    progress=bar("visit_summary")))
     step("reprocess", lambda: run_reprocess(repo.root, visits=visits, detectors=detectors, jobs=jobs,
                                             config=config.reprocess, overwrite=overwrite,
                                             progress=bar("reprocess"), visit_summaries=False,

@@ -337,7 +337,16 @@ def _one_native_thread() -> list[str]:
 
 
 def _label(unit, result) -> str:
-    """``visit V detector D: status`` for a `UnitStatus` result, else the unit."""
+    """``visit V detector D: status``, ending in ``(skipped)`` for a unit skipped as up to date (what
+    `visitcal.pipeline.console.ChainProgress` leaves out of its rate)."""
+    label = _status_label(result)
+    items = result if isinstance(result, list) else [result]
+    if label and items and all(getattr(r, "skipped", False) is True for r in items):
+        label += " (skipped)"
+    return label
+
+
+def _status_label(result) -> str:
     if isinstance(result, WorkerCrashed):
         return str(result)
     if getattr(result, "tract", None) is not None:

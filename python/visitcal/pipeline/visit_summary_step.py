@@ -37,7 +37,7 @@ def visit_summary_path(repo: Repository, visit: int) -> Path:
 
 
 def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_status: bool = False,
-                      executor=None) -> list:
+                      executor=None, progress=None) -> list:
     """Write the visit summary of every visit with ``refit_psf_models`` (or of ``visits``).
 
     Parameters
@@ -53,6 +53,8 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
     executor : concurrent.futures.Executor, optional
         Run the visits on it (e.g. Dask's, `visitcal.pipeline.dask_executor`); by default one after another
         in this process. The same bytes either way.
+    progress : callable(done, total, label), optional
+        Called as each visit ends.
 
     Returns
     -------
@@ -67,7 +69,7 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
         if visits is not None and visit not in set(visits):
             continue
         units.append((str(repo.root), visit, overwrite, str(path)))
-    statuses = run_units(summarize_visit, units, executor=executor, crashed=_crashed)
+    statuses = run_units(summarize_visit, units, executor=executor, crashed=_crashed, progress=progress)
     return statuses if return_status else [visit_summary_path(repo, unit[1]) for unit in units]
 
 
