@@ -12,6 +12,6 @@ visitcal finalize tutorial_repo -j 2
 # 5. Reprocess: visit summaries, then the final nJy images and source catalogs.
 visitcal reprocess tutorial_repo -j 2
 # 6. Where the repository stands: per step, units done, out of date, failed, missing.
-visitcal status tutorial_repo
+visitcal status tutorial_repo --preset sparse
 # 7. The whole chain in one command: every unit is up to date (same config, same input digests), so skipped.
 visitcal run tutorial_repo -j 2 --preset sparse

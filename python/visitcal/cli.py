@@ -35,8 +35,10 @@ Subcommands available now:
 ``visitcal run REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite] [--preset lsst|sparse] [--config FILE]``
     The whole chain: calibrate, associate, finalize, the visit summaries and reprocess, skipping the units that
     are up to date; ``--config`` holds a section per step (a JSON ``RunConfig``).
-``visitcal status REPO [--json]``
-    Per step, the units done and up to date, out of date, failed (by error type) and missing.
+``visitcal status REPO [--json] [--preset lsst|sparse] [--config FILE]``
+    Per step, the units done and up to date, out of date (with why: an input or output changed, or the
+    configuration differs from what ``visitcal run`` would use with the same ``--preset``/``--config``), failed
+    (by error type) and missing; degraded units with their reason.
 
 calibrate, associate, finalize, reprocess and run also take ``--executor process|dask``: with ``dask`` the
 units run on a Dask cluster, a local one of ``--dask-workers N`` single-threaded processes (default ``-j``) or
@@ -419,9 +421,14 @@ def _cmd_run(args) -> int:
 def _cmd_status(args) -> int:
     import json
 
+    from .pipeline.calibrate_step import CalibrateStepConfig
+    from .pipeline.chain import RunConfig
     from .pipeline.status import repository_status
 
-    states = repository_status(args.repo)
+    # the configuration visitcal run would use with the same --preset / --config (the defaults without them)
+    base = RunConfig(calibrate=CalibrateStepConfig.preset(args.preset))
+    config = _load_config(args.status_parser, args.config, RunConfig, base=base) if args.config is not None else base
+    states = repository_status(args.repo, config=config)
     if args.json:
         print(json.dumps([s.as_dict() for s in states], indent=1, sort_keys=True))
         return 0
@@ -433,9 +440,14 @@ def _cmd_status(args) -> int:
             kinds = ", ".join(f"{k} x{n}" for k, n in st.failed_by_type.items())
             print(f"{st.step} failed: {kinds}: {', '.join(sorted(st.failed))}")
         if st.out_of_date:
-            print(f"{st.step} out of date: {', '.join(st.out_of_date)}")
+            print(f"{st.step} out of date: " + ", ".join(f"{u} ({st.reasons[u]})" for u in st.out_of_date))
         if st.missing:
             print(f"{st.step} missing: {', '.join(st.missing)}")
+        for unit, reason in st.degraded.items():
+            print(f"{st.step} degraded: {unit}: {reason[:300]}")
+    if any(reason == "config changed" for st in states for reason in st.reasons.values()):
+        print("(config compared with " + (f"--config {args.config}" if args.config is not None else
+                                          f"--preset {args.preset}") + ", as visitcal run would use it)")
     return 0
 
 
@@ -688,10 +700,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     status = sub.add_parser("status", parents=[common], help="where a repository stands: per step, units done, out of date, failed, "
-                                           "missing")
+                                                           "missing",
+                            description="Per step, the units done and up to date, out of date (a file changed, or "
+                                        "the configuration: compared with what visitcal run would use with the same "
+                                        "--preset/--config, the lsst preset's defaults without them), failed (by "
+                                        "error type) and missing; degraded units are listed with their reason.")
     status.add_argument("repo", help="data repository")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(func=_cmd_status)
+    status.add_argument("--preset", choices=("lsst", "sparse"), default="lsst",
+                        help="calibrate's task configuration to compare with (as visitcal run --preset)")
+    status.add_argument("--config", default=None, help="JSON file of a RunConfig to compare with (as visitcal run "
+                        "--config: laid over the defaults and --preset)")
+    status.set_defaults(func=_cmd_status, status_parser=status)
     return parser
 
 

@@ -191,3 +191,37 @@ def test_declared_skymap_and_failed_calibration_are_respected(calibrated, tmp_pa
                           for s in statuses])
     assert len(np.unique(ids)) == len(ids)  # unique across tracts (n_tracts = 441 -> factor 1000)
     assert set(ids % 1000) == {s.tract for s in statuses if s.summary["n_stars"]}
+
+
+def test_a_corrupted_table_fails_exactly_the_tracts_it_reaches(calibrated, tmp_path):
+    """Issue 20, fault isolation: with small tracts, one single_visit_star overwritten with garbage fails
+    the tracts its sources reach (placed by the sky extent calibrate recorded; each tract reads its own
+    tables), naming the file; the other tracts are untouched and stay ok."""
+    from visitcal.core.skymap import load_skymap
+    from visitcal.pipeline.associate_step import tracts_of_boundary
+    from visitcal.pipeline.repository import SKIPPED
+
+    root = tmp_path / "repo"
+    shutil.copytree(calibrated, root, ignore=shutil.ignore_patterns("post_isr_image", "preliminary_visit_image*",
+                                                                    "isolated_star*", "associate", "skymap.json"))
+    (root / "skymap.json").write_text(json.dumps({"type": "simple", "ra0": 150.0, "dec0": -30.0,
+                                                  "tract_size_deg": 0.05, "n_tracts_per_side": 21}))
+    good = {s.tract: s for s in run_associate(root)}
+    assert len(good) > 3 and all(s.ok for s in good.values())
+    repo = Repository(root)
+    visit, detector = 1001, 1
+    bad = repo.dataset_path("single_visit_star", visit, detector, "parquet")
+    table = read_catalog(bad, columns=["coord_ra", "coord_dec"])
+    skymap = load_skymap(root / "skymap.json")
+    reached = set(skymap.find_tracts(np.degrees(table["coord_ra"]), np.degrees(table["coord_dec"])))
+    boundary = repo.read_status("calibrate", visit, detector).summary["sky_boundary"]
+    assert set(tracts_of_boundary(skymap, boundary)) == reached  # the recorded extent places it exactly
+    assert 1 < len(reached) < len(good)
+    bad.write_bytes(np.random.default_rng(1).bytes(bad.stat().st_size))
+    again = {s.tract: s for s in run_associate(root)}
+    assert set(again) == set(good)
+    assert {t for t, s in again.items() if not s.ok} == reached
+    for tract in reached:
+        assert again[tract].error_type == "UnreadableInputError"
+        assert str(bad) in again[tract].message and f"visit {visit} detector {detector}" in again[tract].message
+    assert all(again[t].ok and again[t].action == SKIPPED for t in set(good) - reached)

@@ -163,12 +163,67 @@ def test_truncated_calexp_fails_exactly_that_detector(repo_copy):
     assert fin[(visit, 1 - det)].ok and fin[(visit, 1 - det)].action.startswith("redone (input changed: ")
     assert redone(again["finalize"]) == {(visit, 0), (visit, 1)}  # the other visits read nothing that changed
     summaries = {s.visit: s for s in again["visit_summary"]}
-    assert summaries[visit].ok and set(summaries[visit].summary["failed_detectors"]) == {str(det)}
+    assert set(summaries[visit].summary["failed_detectors"]) == {str(det)}
+    # a summary that lost a calibrated detector is degraded (done, not failed), naming it
+    assert summaries[visit].status == "degraded" and summaries[visit].ok
+    assert set(summaries[visit].summary["missing_detectors"]) == {str(det)}
+    assert f"detector {det}: no row" in summaries[visit].message and str(calexp) in summaries[visit].message
     assert summaries[visit].summary["n_detectors"] == 1
-    assert all(s.summary["failed_detectors"] == {} for v, s in summaries.items() if v != visit)
+    assert all(s.status == "ok" and s.summary["failed_detectors"] == {} for v, s in summaries.items() if v != visit)
     # calibrate sees its product altered and redoes it; then the detector comes back everywhere
     cal = {unit_id(s): s for s in run_calibrate(repo_copy, config=CALIBRATE, jobs=2)}
     assert cal[(visit, det)].action == "redone (output changed: preliminary_visit_image_001001_001.fits)"
     assert all(s.action == SKIPPED for k, s in cal.items() if k != (visit, det))
     final = run_chain(repo_copy, steps=STEPS[1:])
-    assert all(s.ok for sts in final.values() for s in sts)
+    assert all(s.status == "ok" for sts in final.values() for s in sts)
+
+
+def test_a_detector_that_lost_its_finalize_calibration_degrades_its_visit_summary(repo_copy, capsys):
+    """Issue 20, "no wrong product ever marked ok": a detector calibrated ok whose finalize failed (its
+    refit_psf_models row without a PSF or ap-corr map) leaves its visit summary ``degraded``, naming it in the
+    provenance, the FITS header and the summary lines; the other visits stay ok; the summary counts as done:
+    reprocess runs the visit's other detector and records the lost one as an upstream failure."""
+    from astropy.io import fits
+
+    from visitcal.pipeline.status import repository_status
+    from visitcal.pipeline.visit_summary_step import summary_lines, visit_summary_path
+    from visitcal.tasks.finalize_characterization import read_psf_ap_corr_cat, write_psf_ap_corr_cat
+
+    repo = Repository(repo_copy)
+    visit, det = 1002, 0
+    models_path = repo_copy / "refit_psf_models" / f"refit_psf_models_{visit:06d}.fits"
+    models = read_psf_ap_corr_cat(models_path)
+    row = list(models["detector"]).index(det)
+    models["psf"][row], models["ap_corr_map"][row] = None, None
+    for name in ("status", "message"):
+        models[name] = models[name].astype("U64")
+    models["status"][row], models["message"][row] = "failed", "too few PSF stars"
+    write_psf_ap_corr_cat(models, models_path, overwrite=True)
+    statuses = {s.visit: s for s in run_visit_summary(repo_copy, return_status=True)}
+    vs = statuses[visit]
+    assert vs.status == "degraded" and vs.ok and vs.degraded and vs.error_type is None
+    assert vs.action.startswith("redone (input changed: refit_psf_models_001002.fits")
+    assert list(vs.summary["missing_detectors"]) == [str(det)] and vs.summary["failed_detectors"] == {}
+    assert f"detector {det}: no psf, ap_corr_map" in vs.message and "too few PSF stars" in vs.message
+    assert repo.read_visit_status("visit_summary", visit).status == "degraded"
+    assert all(s.status == "ok" and s.action == SKIPPED for v, s in statuses.items() if v != visit)
+    with fits.open(visit_summary_path(repo, visit)) as hdul:
+        header = hdul["INDEX"].header
+        assert header["VCSTATUS"] == "degraded" and header["VCMISSDT"] == str(det)
+        assert f"detector {det}: no psf" in header["VCREASON"]
+    with fits.open(visit_summary_path(repo, 1001)) as hdul:
+        assert "VCSTATUS" not in hdul["INDEX"].header  # a complete summary: no such keyword
+    lines = summary_lines(list(statuses.values()))
+    assert any(line.split()[:4] == [str(visit), "degraded", "2", str(det)] for line in lines)
+    assert any(f"detector {det}: no psf" in line for line in lines)
+    # status: done (up to date), listed as degraded with its reason
+    states = {st.step: st for st in repository_status(repo_copy)}
+    assert str(visit) in states["visit_summary"].done and list(states["visit_summary"].degraded) == [str(visit)]
+    assert main(["status", str(repo_copy), "--preset", "sparse"]) == 0
+    assert f"visit_summary degraded: {visit}: visit {visit}: 1 calibrated detector(s)" in capsys.readouterr().out
+    # a rerun skips it (still degraded); reprocess runs the visit's other detector from it
+    again = {s.visit: s for s in run_visit_summary(repo_copy, return_status=True)}
+    assert again[visit].action == SKIPPED and again[visit].degraded
+    rep = {s.detector: s for s in run_reprocess(repo_copy, visits=[visit], visit_summaries=False)}
+    assert rep[det].error_type == "UpstreamFailureNoWorkFound" and "no psf" in rep[det].message
+    assert rep[1 - det].status == "ok"

@@ -66,7 +66,8 @@ def test_rerun_skips_and_status_is_clean(processed, capsys):
     for step, n in zip(STEPS, (4, 1, 4, 2, 4)):
         assert f"== {step}: {n} units, {n} ok ({n} skipped, up to date), 0 failed" in out
     assert {p: p.stat().st_mtime_ns for p in processed.rglob("*.fits")} == before
-    assert main(["status", str(processed), "--json"]) == 0
+    # compared with the configuration of the run (without --preset, status compares with the lsst preset's)
+    assert main(["status", str(processed), "--json", "--preset", "sparse"]) == 0
     states = {s["step"]: s for s in json.loads(capsys.readouterr().out)}
     assert [states[s]["done"] for s in STEPS] == [4, 1, 4, 2, 4]
     assert all(states[s]["out_of_date"] == states[s]["failed"] == states[s]["missing"] == 0 for s in STEPS)
@@ -78,9 +79,10 @@ def test_a_removed_product_is_out_of_date_and_redone_alone(processed, tmp_path, 
     repo = Repository(root)
     repo.dataset_path("visit_image", 1001, 1, "fits").unlink()
     capsys.readouterr()
-    assert main(["status", str(root), "--json"]) == 0
+    assert main(["status", str(root), "--json", "--preset", "sparse"]) == 0
     states = {s["step"]: s for s in json.loads(capsys.readouterr().out)}
     assert states["reprocess"]["units"]["out_of_date"] == ["1001/1"]
+    assert states["reprocess"]["units"]["reasons"] == {"1001/1": "output missing: visit_image_001001_001.fits"}
     assert sum(states[s]["out_of_date"] for s in STEPS) == 1
     assert main(["run", str(root), "--preset", "sparse"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "redone" in line or " done" in line]
@@ -152,3 +154,45 @@ def test_a_crashed_worker_fails_one_detector_and_the_chain_goes_on(sim, tmp_path
     assert main(["status", str(root), "--json"]) == 0
     states = {s["step"]: s for s in json.loads(capsys.readouterr().out)}
     assert states["calibrate"]["failed_by_type"] == {"WorkerCrashed": 1}
+
+
+def test_status_sees_a_changed_configuration(processed, tmp_path, capsys):
+    """``visitcal status`` compares each unit's config hash with the one its step computes from the configuration
+    a rerun would use (``--preset``/``--config`` as ``visitcal run``; the lsst preset without them): a changed
+    calibrate configuration puts exactly calibrate's units out of date, "config changed"."""
+    from visitcal.pipeline.calibrate_step import CalibrateStepConfig
+    from visitcal.pipeline.chain import RunConfig
+    from visitcal.pipeline.status import repository_status
+
+    def out_of_date(states):
+        return {st.step: st.reasons for st in states if st.reasons}
+
+    sparse = CalibrateStepConfig.preset("sparse")
+    assert out_of_date(repository_status(processed, config=RunConfig(calibrate=sparse))) == {}
+    calibrate_units = {"1000/0", "1000/1", "1001/0", "1001/1"}
+    changed = RunConfig(calibrate=sparse.model_copy(update={"calibrate": sparse.calibrate.model_copy(
+        update={"astrometry": sparse.calibrate.astrometry.model_copy(update={"max_iter": 7})})}))
+    assert out_of_date(repository_status(processed, config=changed)) == {
+        "calibrate": {unit: "config changed" for unit in calibrate_units}}
+    # the files only, without a configuration (the library's default)
+    assert out_of_date(repository_status(processed)) == {}
+    # visitcal status without --preset/--config compares with the defaults, the lsst preset: calibrate only
+    capsys.readouterr()
+    assert main(["status", str(processed)]) == 0
+    out = capsys.readouterr().out
+    assert "calibrate out of date: 1000/0 (config changed)" in out and "--preset lsst" in out
+    assert [line.split()[:3] for line in out.splitlines()[1:6]] == [
+        ["calibrate", "0", "4"], ["associate", "1", "0"], ["finalize", "4", "0"], ["visit_summary", "2", "0"],
+        ["reprocess", "4", "0"]]
+    # --config as visitcal run takes it: only the fields it changes, laid over --preset
+    path = tmp_path / "finalize.json"
+    path.write_text(json.dumps({"finalize": {"finalize": {"psf_determiner": {"name": "pca"}}}}))
+    assert main(["status", str(processed), "--json", "--preset", "sparse", "--config", str(path)]) == 0
+    states = {s["step"]: s for s in json.loads(capsys.readouterr().out)}
+    assert {s: states[s]["out_of_date"] for s in STEPS} == {
+        "calibrate": 0, "associate": 0, "finalize": 4, "visit_summary": 0, "reprocess": 0}
+    assert set(states["finalize"]["units"]["reasons"].values()) == {"config changed"}
+    path.write_text(json.dumps({"finalize": {"no_such_field": 1}}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["status", str(processed), "--config", str(path)])
+    assert exit_info.value.code == 2 and "no_such_field" in capsys.readouterr().err

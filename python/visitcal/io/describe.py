@@ -187,7 +187,9 @@ def describe_provenance(path, record: dict) -> list[str]:
         unit = f"visit {record.get('visit')} detector {record.get('detector')}"
     status = record.get("status")
     lines = [f"{path}: provenance of step {record.get('step')}, {unit}: {status}"]
-    if status != "ok":
+    if status == "degraded":
+        lines.append(f"  why: {record.get('message')}")
+    elif status != "ok":
         lines.append(f"  {record.get('error_type')}: {record.get('message')}")
     rss = record.get("peak_rss_mb")
     versions = ", ".join(f"{k} {v}" for k, v in (record.get("versions") or {}).items())

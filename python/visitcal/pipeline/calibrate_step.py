@@ -9,6 +9,9 @@ Each detector is independent: its failure (a typed error such as `AstrometryErro
 `PsfTooFewStarsError`) is recorded in its provenance with the error's type and message, its outputs are
 not written, and the other detectors go on.
 
+The provenance's ``summary`` also records the detector's sky footprint (`sky_boundary`), which ``associate``
+uses to place a ``single_visit_star`` it cannot read.
+
 A detector's inputs are its ``post_isr_image`` snaps and ``refcat.parquet``; its provenance records their
 SHA-256 digests and those of its outputs, and a rerun skips it only when it is up to date: status ok, same
 config, the same input digests, outputs present and unchanged (`Repository.unit_action`). A redone detector
@@ -33,11 +36,12 @@ from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
 from ..calib.ref_loader import ReferenceObjectLoader
 from ..core.table import DetectorVisitIdGenerator
+from ..core.wcs import pixel_to_sky
 from .repository import (SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, recorded, Repository,
                         summary_field, unit_line, UnitStatus, write_product)
 from .runner import run_units
 
-__all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "run_calibrate"]
+__all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "run_calibrate", "sky_boundary"]
 
 STEP = "calibrate"
 #: dataset name -> file extension
@@ -142,8 +146,36 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
                                                   "astrom_offset_mean", "astrom_offset_std", "astrom_n_matches")}
         status.summary.update({k: stats.get(k) for k in ("psfSigma", "skyBg", "skyNoise", "nPsfStar")})
         status.summary["n_sources"] = len(cal.output_cat)
+        status.summary["sky_boundary"] = sky_boundary(cal.output_exposure)
         status.status = "ok"
     return status
+
+
+def sky_boundary(exposure) -> list[list[float]] | None:
+    """The detector's sky footprint, recorded in calibrate's provenance (``summary["sky_boundary"]``) so that
+    ``associate`` can place a ``single_visit_star`` it cannot read in the tracts the detector reaches.
+
+    Parameters
+    ----------
+    exposure : `Exposure`
+        The calibrated exposure (its bbox and WCS).
+
+    Returns
+    -------
+    list of [ra, dec] or None
+        Eight points in degrees on the outer pixel edges (pixel centres at integers, so the edges at
+        ``min - 0.5`` and ``max + 0.5``), counter-clockwise from the (min x, min y) corner: each corner and
+        the middle of each edge; None without a WCS or if a point is not finite.
+    """
+    wcs, bbox = exposure.wcs, exposure.bbox
+    if wcs is None:
+        return None
+    x0, x1, y0, y1 = bbox.min_x - 0.5, bbox.max_x + 0.5, bbox.min_y - 0.5, bbox.max_y + 0.5
+    xm, ym = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    ra, dec = pixel_to_sky(wcs, np.array([x0, xm, x1, x1, x1, xm, x0, x0]), np.array([y0, y0, y0, ym, y1, y1, y1, ym]))
+    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+        return None
+    return [[float(r), float(d)] for r, d in zip(ra, dec)]
 
 
 def _write_outputs(repo: Repository, cal, paths: dict[str, Path], visit: int, detector: int) -> dict[str, str]:

@@ -17,7 +17,8 @@ The inputs of a visit are its detectors whose calibrate provenance is ok.
 The unit is the visit (its products are per visit) and its outcome is recorded per detector. Every detector's
 provenance records the visit's inputs, ``{path: sha256}`` of each detector's ``single_visit_star`` and
 ``preliminary_visit_image`` and of every tract's ``isolated_star_association`` and ``isolated_star`` table
-(all of them are read, as LSST hands finalize the overlapping tracts), and the digests of the two products.
+(all of them are read, as LSST hands finalize the overlapping tracts; not a tract whose latest association
+failed, whose files are stale), and the digests of the two products.
 A rerun skips the visit only when every detector's record is up to date (`Repository.unit_action`):
 recalibrating one detector, or re-associating a tract whose tables change, redoes the visits that read them.
 Products that come out byte-identical are left as they were.
@@ -49,6 +50,7 @@ from ..tasks.finalize_characterization import (
 from ..tasks.finalize_characterization import NoWorkFound
 from ..io import read_catalog, read_exposure, write_catalog
 from .associate_step import OUTPUTS as ASSOCIATE_OUTPUTS
+from .associate_step import STEP as ASSOCIATE_STEP
 from .associate_step import run_associate
 from .repository import (SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read, Repository,
                         summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
@@ -81,11 +83,15 @@ def _visit_inputs(repo: Repository, visit: int) -> dict[int, tuple[Path, Path]]:
 
 
 def _isolated_star_paths(repo: Repository) -> dict[int, tuple[Path, Path]]:
-    """``{tract: (isolated_star_association, isolated_star)}`` paths of every associated tract."""
+    """``{tract: (isolated_star_association, isolated_star)}`` paths of every associated tract. A tract whose
+    latest association failed is left out: its files, if any, are from an earlier run and stale."""
     out = {}
     base = repo.root / "isolated_star_association"
     for path in sorted(base.glob("isolated_star_association_*.parquet")) if base.is_dir() else []:
         tract = int(path.stem.rsplit("_", 1)[1])
+        status = repo.read_tract_status(ASSOCIATE_STEP, tract)
+        if status is not None and not status.ok:
+            continue
         out[tract] = (path, repo.tract_dataset_path("isolated_star", tract, ASSOCIATE_OUTPUTS["isolated_star"]))
     return out
 

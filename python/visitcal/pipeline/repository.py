@@ -9,9 +9,9 @@ Layout (visits 6-digit, detectors 3-digit, zero-padded)::
       <dataset>/<visit>/<dataset>_<visit>_<detector>.<ext>      a step's per-detector outputs, e.g.
           preliminary_visit_image (.fits), preliminary_visit_image_background (.fits),
           single_visit_star (.parquet)
-      provenance/<step>/<visit>_<detector>.json                 per detector: status ("ok" or the
-          failure's type and message), action, timings, peak memory, config hash, input and output
-          digests, versions
+      provenance/<step>/<visit>_<detector>.json                 per detector: status ("ok", "degraded"
+          with its reason, or the failure's type and message), action, timings, peak memory, config hash,
+          input and output digests, versions
       skymap.json                                               the sky map of the per-tract steps
                                                                 (`visitcal.core.skymap`)
       <dataset>/<dataset>_<tract>.parquet                       a per-tract step's outputs, e.g.
@@ -38,6 +38,11 @@ the page cache), so a no-op rerun of a 4k x 4k LSST detector (two 190 MB snaps, 
 three steps, and each unit's outputs) hashes ~1.5 GB, ~1 s, against ~10 s to process it; a producer-side
 digest cache keyed on size and mtime would save that at the price of trusting mtimes, and was not needed.
 
+A unit is ``ok``, ``degraded`` (it completed and wrote its products, but they lack something: e.g. a visit
+summary without a calibrated detector's row; ``message`` says what) or ``failed``. A degraded unit counts as
+done, like an ok one (`UnitStatus.ok` is True for both): its consumers run on its products and a rerun skips it
+while it is up to date; `UnitStatus.degraded` tells it apart.
+
 Every file is written atomically, so an interrupted run leaves no half-written product, and a failure on one
 unit is recorded without touching the others.
 """
@@ -57,10 +62,12 @@ from pathlib import Path
 
 from ..core.atomic import atomic_write, temporary_path
 
-__all__ = ["SKIPPED", "SKIPPED_CRASHED", "Repository",
+__all__ = ["DEGRADED", "SKIPPED", "SKIPPED_CRASHED", "Repository",
            "UnitStatus", "UnreadableInputError", "config_hash", "crashed_unit_status",
            "deferred_read", "file_digest", "recorded", "summary_field", "unit_line", "write_product"]
 
+#: The `UnitStatus.status` of a unit that completed with a documented shortfall (counts as done).
+DEGRADED = "degraded"
 #: The `UnitStatus.action` of a unit that was up to date.
 SKIPPED = "skipped (up to date)"
 #: The `UnitStatus.action` of a unit not run because its worker died on it twice (``crashes >= 2``) with the
@@ -95,6 +102,9 @@ class UnitStatus:
     or ``"redone (<reason>)"``, e.g. ``"redone (config changed)"``, ``"redone (input changed: <file>, ...)"``,
     or `SKIPPED_CRASHED` (the returned status is the recorded ``WorkerCrashed`` failure, nothing ran).
 
+    ``status`` is ``"ok"``, ``"degraded"`` (the unit completed with a documented shortfall, e.g. a visit
+    summary missing a calibrated detector; ``message`` says what, ``error_type`` stays None) or ``"failed"``.
+
     ``crashes`` counts the consecutive runs whose worker died on the unit (``error_type`` ``"WorkerCrashed"``)
     with this ``config_hash`` and these ``inputs`` (`crashed_unit_status`); 0 for a unit that did not crash.
     """
@@ -102,7 +112,7 @@ class UnitStatus:
     step: str
     visit: int | None
     detector: int | None
-    status: str                      # "ok" or "failed"
+    status: str                      # "ok", "degraded" or "failed"
     error_type: str | None = None    # the exception's class name on failure
     message: str | None = None
     config_hash: str | None = None
@@ -123,8 +133,14 @@ class UnitStatus:
 
     @property
     def ok(self) -> bool:
-        """Whether the unit completed (``status == "ok"``)."""
-        return self.status == "ok"
+        """Whether the unit completed and its products are there for the next steps: ``status`` is ``"ok"``
+        or ``"degraded"`` (see `degraded`). A degraded unit counts as done, not failed."""
+        return self.status in ("ok", DEGRADED)
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the unit completed with a shortfall recorded in ``message`` (``status == "degraded"``)."""
+        return self.status == DEGRADED
 
 
 class Repository:
@@ -275,8 +291,8 @@ class Repository:
         Returns
         -------
         action : str
-            `SKIPPED` only when ``previous`` is ok, has ``cfg_hash``, every input's recorded digest equals the
-            current one (same set of files) and every output exists with its recorded digest.
+            `SKIPPED` only when ``previous`` is ok (or degraded), has ``cfg_hash``, every input's recorded digest
+            equals the current one (same set of files) and every output exists with its recorded digest.
             `SKIPPED_CRASHED` when ``previous`` is a ``WorkerCrashed`` failure that happened at least twice
             (``crashes >= 2``) with ``cfg_hash`` and the same input digests: running it again would most
             likely kill its worker once more (and cost the runner's isolation retries), so it is left failed
@@ -389,8 +405,8 @@ def unit_line(status: UnitStatus, prefix: str, row: str) -> str:
 def recorded(repo: "Repository", status: UnitStatus):
     """Run one unit's work in the block: an exception is recorded in ``status`` (its type and message; the
     unit stays "failed") instead of propagating, so the other units go on (a failure never stops a whole
-    visit); the block sets ``status.status = "ok"`` when it completes. Then the total time and the peak RSS
-    are added and the status is written."""
+    visit); the block sets ``status.status = "ok"`` (or ``"degraded"``) when it completes. Then the total time
+    and the peak RSS are added and the status is written."""
     t0 = time.perf_counter()
     try:
         yield status

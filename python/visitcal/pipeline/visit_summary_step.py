@@ -8,6 +8,15 @@ of those inputs and of the summary, and the config hash of the summary statistic
 when it is up to date (`Repository.unit_action`); a summary that comes out byte-identical is left as it was.
 A detector whose ``preliminary_visit_image`` or background cannot be read gets no row (it is listed with its
 error in the unit's ``summary["failed_detectors"]``); the other detectors' rows are written.
+
+A visit summary that lost a detector is ``degraded``, never ``ok``: when a detector whose ``calibrate``
+provenance is ok has no row (its ``preliminary_visit_image`` or background is missing or unreadable) or a row
+without a PSF, an aperture-correction map, a WCS or a PhotoCalib (its finalize failed), the summary is still
+written (the other detectors are reprocessed from it; a degraded unit counts as done), and the unit's status
+is ``"degraded"`` with the reason naming each such detector in its provenance (``message``, and
+``summary["missing_detectors"]``: ``{detector: reason}``), in the FITS file (the ``INDEX`` HDU's header:
+``VCSTATUS = 'degraded'``, ``VCMISSDT`` the detectors, comma-separated, ``VCREASON`` the reason) and in the
+step's summary lines. A complete summary has none of those keywords (the same bytes as before they existed).
 """
 
 from __future__ import annotations
@@ -22,13 +31,22 @@ from ..detection.background import BackgroundList
 from ..tasks.finalize_characterization import read_psf_ap_corr_cat
 from ..io import read_catalog, read_exposure
 from ..tasks.update_visit_summary import UpdateVisitSummaryTask, write_visit_summary
-from .repository import (SKIPPED, Repository, UnitStatus, UnreadableInputError, config_hash, deferred_read, recorded,
-                         unit_line, write_product)
+from .repository import (DEGRADED, SKIPPED, Repository, UnitStatus, UnreadableInputError, config_hash,
+                         deferred_read, recorded, unit_line, write_product)
 from .runner import run_units
 
-__all__ = ["STEP", "run_visit_summary", "summarize_visit", "summary_lines", "visit_summary_path"]
+__all__ = ["CALIBRATIONS", "STEP", "expected_config_hash", "run_visit_summary", "summarize_visit", "summary_lines",
+           "visit_summary_path"]
 
 STEP = "visit_summary"
+#: What a detector's row must hold for reprocessing (`visitcal.tasks.update_visit_summary.calibrations_for`).
+CALIBRATIONS = ("psf", "ap_corr_map", "wcs", "photo_calib")
+
+
+def expected_config_hash() -> str:
+    """The config hash a visit-summary unit records: `config_hash` of the summary statistics' configuration
+    (`UpdateVisitSummaryTask`'s default; the step has no configuration of its own)."""
+    return config_hash(UpdateVisitSummaryTask().compute_summary_stats.config)
 
 
 def visit_summary_path(repo: Repository, visit: int) -> Path:
@@ -75,10 +93,11 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
 
 def summarize_visit(root, visit: int, overwrite: bool, models_path=None) -> UnitStatus:
     """One visit's summary (a unit of `run_visit_summary`, run in this process or on an executor's worker):
-    skipped when up to date, else written and recorded; a failure is recorded and returned as its status."""
+    skipped when up to date, else written and recorded, ``"degraded"`` when a calibrated detector has no usable
+    row (see the module docstring); a failure is recorded and returned as its status."""
     repo = Repository(root)
     task = UpdateVisitSummaryTask()
-    chash = config_hash(task.compute_summary_stats.config)
+    chash = expected_config_hash()
     if models_path is None:
         models_path = repo.root / "refit_psf_models" / f"refit_psf_models_{visit:06d}.fits"
     models_path = Path(models_path)
@@ -96,10 +115,14 @@ def _crashed(unit, message) -> UnitStatus:
 
 def _summarize_visit(repo, task, chash, visit, models_path, target, overwrite) -> UnitStatus:
     exposures, backgrounds = {}, {}
+    absent: dict[str, str] = {}  # calibrated ok, but no preliminary_visit_image to make a row from
     for v, d in repo.data_ids(visits=[visit]):
         st = repo.read_status("calibrate", v, d)
         exp_path = repo.dataset_path("preliminary_visit_image", v, d, "fits")
-        if st is None or not st.ok or not exp_path.is_file():
+        if st is None or not st.ok:
+            continue
+        if not exp_path.is_file():
+            absent[str(d)] = f"{exp_path}: no such file"
             continue
         exposures[d] = exp_path
         bg = repo.dataset_path("preliminary_visit_image_background", v, d, "fits")
@@ -132,22 +155,60 @@ def _summarize_visit(repo, task, chash, visit, models_path, target, overwrite) -
             except UnreadableInputError as err:
                 failed[str(err.detector)] = f"{err.error_type}: {err}"
                 del active[err.detector]
+        missing = _missing_detectors(table, absent, failed)
+        reason = _degradation(visit, missing)
         status.outputs = {repo.relpath(target): write_product(
-            target, lambda p: write_visit_summary(table, p, overwrite=True))}
-        status.summary = {"n_detectors": len(table), "failed_detectors": failed}
-        status.status = "ok"
+            target, lambda p: _write_summary(table, p, missing, reason))}
+        status.summary = {"n_detectors": len(table), "failed_detectors": failed, "missing_detectors": missing}
+        status.status = DEGRADED if missing else "ok"
+        status.message = reason
     return status
 
 
+def _missing_detectors(table, absent: dict[str, str], failed: dict[str, str]) -> dict[str, str]:
+    """``{detector: reason}`` of the calibrated detectors reprocessing cannot use: no row (``absent``: no
+    preliminary_visit_image; ``failed``: an unreadable input) or a row lacking one of `CALIBRATIONS`."""
+    missing = {d: f"no row: {why}" for d, why in {**absent, **failed}.items()}
+    for row in table:
+        lacks = [name for name in CALIBRATIONS if row[name] is None]
+        if lacks:
+            missing[str(int(row["detector"]))] = (f"no {', '.join(lacks)} (finalize status {str(row['status'])!r}: "
+                                                  f"{row['message']})")
+    return dict(sorted(missing.items(), key=lambda item: int(item[0])))
+
+
+def _degradation(visit: int, missing: dict[str, str]) -> str | None:
+    """The reason of a degraded summary, naming each missing detector; None when nothing is missing."""
+    if not missing:
+        return None
+    return (f"visit {visit}: {len(missing)} calibrated detector(s) without a usable row ({', '.join(missing)}): "
+            + "; ".join(f"detector {d}: {why}" for d, why in missing.items()))
+
+
+def _write_summary(table, path, missing: dict[str, str], reason: str | None) -> None:
+    """`write_visit_summary`; a degraded summary has its status, missing detectors and reason in the ``INDEX``
+    header (``VCSTATUS``, ``VCMISSDT``, ``VCREASON``)."""
+    header = None
+    if missing:
+        # no comments on the long values (a card holds 80 characters; astropy would warn as it truncates them):
+        # the detectors without a usable row, then why; long strings continue over CONTINUE cards, in ASCII
+        header = {"VCSTATUS": DEGRADED, "VCMISSDT": ",".join(missing),
+                  "VCREASON": "".join(c if " " <= c <= "~" else "?" for c in reason)[:2000]}
+    write_visit_summary(table, path, overwrite=True, header=header)
+
+
 def summary_lines(statuses: list[UnitStatus]) -> list[str]:
-    """A per-visit table (text): rows written, detectors without a row (unreadable input), then the action;
-    a skipped visit's line says ``skipped (up to date)`` only."""
-    lines = [f"{'visit':>7} {'status':<22} {'rows':>5} {'failed detectors'}"]
+    """A per-visit table (text): state (``ok``, ``degraded`` or the failure's type), rows written, calibrated
+    detectors without a usable row (unreadable or absent input, or no finalize calibration), then the action;
+    a degraded or failed visit is followed by its reason. A skipped visit's line says ``skipped (up to date)``
+    only."""
+    lines = [f"{'visit':>7} {'status':<22} {'rows':>5} {'missing detectors'}"]
     for s in statuses:
         sm = s.summary or {}
-        state = "ok" if s.ok else (s.error_type or "failed")
-        failed = ",".join(sorted(sm.get("failed_detectors", {}))) or "-"
-        lines.append(unit_line(s, f"{s.visit:>7}", f"{state:<22} {sm.get('n_detectors', '-'):>5} {failed}"))
-        if not s.ok and s.message:
+        state = s.status if s.ok else (s.error_type or "failed")
+        missing = sm.get("missing_detectors", sm.get("failed_detectors", {}))
+        names = ",".join(sorted(missing, key=int)) or "-"
+        lines.append(unit_line(s, f"{s.visit:>7}", f"{state:<22} {sm.get('n_detectors', '-'):>5} {names}"))
+        if (s.degraded or not s.ok) and s.message and not s.skipped:
             lines.append(f"{'':>8}{s.message[:200]}")
     return lines

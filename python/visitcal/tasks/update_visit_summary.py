@@ -154,8 +154,11 @@ def _make_table(rows) -> Table:
     return t
 
 
-def write_visit_summary(table: Table, path, *, overwrite: bool = False) -> Path:
-    """Write a visit summary to FITS, losslessly (see the module docstring)."""
+def write_visit_summary(table: Table, path, *, overwrite: bool = False, header: dict | None = None) -> Path:
+    """Write a visit summary to FITS, losslessly (see the module docstring).
+
+    ``header`` adds keywords to the ``INDEX`` HDU's header (``{keyword: value}``; a long string continues over
+    CONTINUE cards), e.g. a degraded summary's status and reason."""
     index = Table()
     for name in table.colnames:
         if name in COMPONENTS or name == "wcs":
@@ -179,6 +182,8 @@ def write_visit_summary(table: Table, path, *, overwrite: bool = False) -> Path:
         index[f"{name}_hdu"] = where
     index_hdu = fits.table_to_hdu(index)
     index_hdu.name = "INDEX"
+    for key, value in (header or {}).items():
+        index_hdu.header[key] = value
     hdus.append(index_hdu)
     hdus.extend(components)
     atomic_write_fits(fits.HDUList(hdus), path, overwrite=overwrite)
