@@ -237,6 +237,11 @@ def _describe_directory(path: Path) -> list[str] | None:
             steps.append(f"{step.name} {sum(statuses.values())} ("
                          + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + ")")
         lines.append("  provenance: " + ("; ".join(steps) or "none"))
+        if steps:  # where it stands (files only: visitcal status also compares a configuration)
+            from .pipeline.status import repository_status
+
+            lines.append("  status (inputs and outputs against their recorded digests; see visitcal status):")
+            lines.extend("    " + line for line in _status_lines(repository_status(path)))
     return lines
 
 
@@ -432,23 +437,31 @@ def _cmd_status(args) -> int:
     if args.json:
         print(json.dumps([s.as_dict() for s in states], indent=1, sort_keys=True))
         return 0
-    print(f"{'step':<14} {'done':>6} {'out of date':>12} {'failed':>7} {'missing':>8}")
-    for st in states:
-        print(f"{st.step:<14} {len(st.done):>6} {len(st.out_of_date):>12} {len(st.failed):>7} {len(st.missing):>8}")
-    for st in states:
-        if st.failed:
-            kinds = ", ".join(f"{k} x{n}" for k, n in st.failed_by_type.items())
-            print(f"{st.step} failed: {kinds}: {', '.join(sorted(st.failed))}")
-        if st.out_of_date:
-            print(f"{st.step} out of date: " + ", ".join(f"{u} ({st.reasons[u]})" for u in st.out_of_date))
-        if st.missing:
-            print(f"{st.step} missing: {', '.join(st.missing)}")
-        for unit, reason in st.degraded.items():
-            print(f"{st.step} degraded: {unit}: {reason[:300]}")
+    for line in _status_lines(states):
+        print(line)
     if any(reason == "config changed" for st in states for reason in st.reasons.values()):
         print("(config compared with " + (f"--config {args.config}" if args.config is not None else
                                           f"--preset {args.preset}") + ", as visitcal run would use it)")
     return 0
+
+
+def _status_lines(states) -> list[str]:
+    """The table of `visitcal.pipeline.status.repository_status`, then the units not done, with why."""
+    lines = [f"{'step':<14} {'done':>6} {'out of date':>12} {'failed':>7} {'missing':>8}"]
+    for st in states:
+        lines.append(f"{st.step:<14} {len(st.done):>6} {len(st.out_of_date):>12} {len(st.failed):>7} "
+                     f"{len(st.missing):>8}")
+    for st in states:
+        if st.failed:
+            kinds = ", ".join(f"{k} x{n}" for k, n in st.failed_by_type.items())
+            lines.append(f"{st.step} failed: {kinds}: {', '.join(sorted(st.failed))}")
+        if st.out_of_date:
+            lines.append(f"{st.step} out of date: " + ", ".join(f"{u} ({st.reasons[u]})" for u in st.out_of_date))
+        if st.missing:
+            lines.append(f"{st.step} missing: {', '.join(st.missing)}")
+        for unit, reason in st.degraded.items():
+            lines.append(f"{st.step} degraded: {unit}: {reason[:300]}")
+    return lines
 
 
 def _sim_config(parser, args):

@@ -71,6 +71,12 @@ def test_rerun_skips_and_status_is_clean(processed, capsys):
     states = {s["step"]: s for s in json.loads(capsys.readouterr().out)}
     assert [states[s]["done"] for s in STEPS] == [4, 1, 4, 2, 4]
     assert all(states[s]["out_of_date"] == states[s]["failed"] == states[s]["missing"] == 0 for s in STEPS)
+    assert main(["info", str(processed)]) == 0  # info on a processed repository shows where it stands too
+    info = capsys.readouterr().out.splitlines()
+    k = next(i for i, line in enumerate(info) if line.strip().startswith("status ("))
+    assert info[k + 1].split() == ["step", "done", "out", "of", "date", "failed", "missing"]
+    assert [line.split() for line in info[k + 2:k + 7]] == [[s, str(n), "0", "0", "0"]
+                                                           for s, n in zip(STEPS, (4, 1, 4, 2, 4))]
 
 
 def test_a_removed_product_is_out_of_date_and_redone_alone(processed, tmp_path, capsys):
