@@ -122,9 +122,21 @@ def _tan_sip_parts(wcs: WCS):
     if not np.all(np.isfinite(cd)) or abs(np.linalg.det(cd)) == 0:
         raise AstrometryFitError("the preliminary WCS's CD matrix is singular or not finite", reason="unsupported_wcs")
     crpix = np.asarray(wcs.wcs.crpix, float) - 1.0
+    crval = np.asarray(wcs.wcs.crval, float)
     sip = wcs.sip
     parts = (None, None, None, None) if sip is None else (sip.a, sip.b, sip.ap, sip.bp)
-    return crpix, np.asarray(wcs.wcs.crval, float), cd, parts
+    # WCSLIB holds a TPV (or other) distortion where CTYPE no longer shows it: rebuild the WCS from the parts
+    # read and compare, 1000 px around CRPIX (an unmodelled distortion differs by far more than 1e-9 deg).
+    rebuilt = make_tan_sip_wcs(crpix, crval, cd, sip_a=parts[0], sip_b=parts[1]) if sip is not None else \
+        make_tan_sip_wcs(crpix, crval, cd)
+    px = crpix[0] + np.array([0.0, 1000.0, -1000.0, 700.0, -700.0])
+    py = crpix[1] + np.array([0.0, 700.0, 1000.0, -1000.0, -700.0])
+    r1, d1 = wcs.all_pix2world(px, py, 0)
+    r2, d2 = rebuilt.all_pix2world(px, py, 0)
+    if not np.all(angular_separation_arcsec(r1, d1, r2, d2) < 1e-5):
+        raise AstrometryFitError("the affine fit keeps a TAN or TAN-SIP distortion; the preliminary WCS has "
+                                 "another (e.g. TPV): use wcs_fitter = 'sip'", reason="unsupported_wcs")
+    return crpix, crval, cd, parts
 
 
 def _poly(coeffs, u, v):
@@ -284,8 +296,8 @@ class FitAffineWcsTask:
         centre = np.average(src, axis=0, weights=w[used])  # conditioning: offsets about the weighted mean
         design = np.column_stack([src - centre, np.ones(src.shape[0])])
         sw = np.sqrt(w[used])[:, None]
-        if np.linalg.matrix_rank(design[:, :2] - design[:, :2].mean(axis=0), tol=1e-6 * max(
-                1.0, float(np.abs(design[:, :2]).max()))) < 2:
+        sv = np.linalg.svd(design[:, :2], compute_uv=False)  # spread of the sources about their centre
+        if not sv[1] > 1e-3 * sv[0]:  # on a line (to 0.1%: a camera's distortion bends a line less than that)
             raise AstrometryFitError("degenerate source geometry: the pixel positions do not span two dimensions",
                                      reason="degenerate")
         sol, *_ = np.linalg.lstsq(design * sw, ref * sw, rcond=None)  # (3, 2): rows M^T, then the constant

@@ -25,6 +25,13 @@ The fit (C++, one call, GIL released; all of it linear least squares, so no star
    survive there.
 4. Fit AP, BP on a grid over ``bbox``; fail if the median on-sky scatter exceeds ``max_scatter_arcsec``.
 
+With ``order = "auto"`` the order is chosen from the data (`FitTanSipWcsTask.select_order`: k-fold held-out
+residuals, each order tried only with ``min_stars_per_parameter`` training pairs per term), and a fit that
+fails `visitcal.calib.wcs_check.check_wcs` (not finite, folding over or changing its pixel area inside the
+box) gives way to the next lower order: a free polynomial must not wander where it has no stars.
+`AstrometryTask` uses this fitter with ``wcs_fitter = "sip"``, for preliminary WCSs without a trustworthy
+distortion; its default is `visitcal.calib.fit_affine_wcs.FitAffineWcsTask`.
+
 Differences from LSST: the rejection is two-sided; the tangent point is iterated to the sky position of
 CRPIX (LSST keeps CRPIX and CRVAL of its initial TAN WCS and absorbs the fit's constant term into CRPIX to
 first order each iteration); ``initial_wcs`` is optional because nothing here linearises about it.
@@ -132,10 +139,11 @@ class FitTanSipWcsConfig(BaseModel):
         return v
 
     def _control(self, order: int | None = None) -> _core.FitTanSipControl:
-        ctl = _core.FitTanSipControl()
-        ctl.order = self.order if order is None else order
-        if ctl.order == "auto":
+        order = self.order if order is None else order
+        if order == "auto":
             raise ValueError("order \"auto\" is resolved by FitTanSipWcsTask.fit_wcs, not by the C++ control")
+        ctl = _core.FitTanSipControl()
+        ctl.order = order
         ctl.num_iter = self.num_iter
         ctl.num_rej_iter = self.num_rej_iter
         ctl.rej_sigma = self.rej_sigma
@@ -269,7 +277,8 @@ class FitTanSipWcsTask:
             Non-finite input (``reason="non_finite"``, the argument named), fewer pairs than the
             ``(order + 1)(order + 2) / 2`` the polynomials need, before or after rejection
             (``"too_few_pairs"``), sources on a line (``"degenerate"``), or a median scatter above
-            ``max_scatter_arcsec`` (``"scatter_too_large"``).
+            ``max_scatter_arcsec`` (``"scatter_too_large"``); with ``order = "auto"``, a lowest-order WCS
+            that fails `check_wcs` (``"fold_over"``, ``"area_change"``, ``"non_finite"``).
         ValueError
             Arrays of different lengths or dimensions, weights <= 0, a bad ``bbox``.
         """
@@ -320,7 +329,9 @@ class FitTanSipWcsTask:
         ((order + 1)(order + 2) / 2 per axis). For each order, each fold is fitted on the other folds and
         predicts its own pairs; the score is the rms of the held-out on-sky distances, each capped at 5 times
         their median at the lowest order (so a few mismatches weigh alike on every order). The chosen order
-        is the lowest whose score is within 5% of the best: a higher order must earn its terms.
+        is the lowest whose mean squared held-out distance exceeds the best order's by no more than one
+        standard error of the paired differences (the "one-standard-error rule"): a higher order must earn
+        its terms.
 
         Parameters
         ----------
@@ -375,9 +386,19 @@ class FitTanSipWcsTask:
         cap = 5.0 * float(np.median(held[orders[0]][finite])) if finite.any() else np.inf
         scores = {o: float(np.sqrt(np.mean(np.minimum(held[o], cap) ** 2))) if np.all(np.isfinite(held[o]))
                   else float("inf") for o in orders}
-        best = min(scores.values())
-        chosen = next((o for o in orders if scores[o] <= 1.05 * best), orders[0]) if np.isfinite(best) else orders[0]
-        return chosen, scores
+        best = min(orders, key=lambda o: scores[o])
+        if not np.isfinite(scores[best]):
+            return orders[0], scores
+        # The one-standard-error rule on the paired held-out squared distances: the lowest order whose excess
+        # over the best is within one standard error of its mean (Hastie, Tibshirani & Friedman, ESL 7.10).
+        sq_best = np.minimum(held[best], cap) ** 2
+        for o in orders:
+            if not np.isfinite(scores[o]):
+                continue
+            diff = np.minimum(held[o], cap) ** 2 - sq_best
+            if diff.mean() <= diff.std(ddof=1) / math.sqrt(n):
+                return o, scores
+        return best, scores
 
     def _fit(self, x, y, ra, dec, weights, box, order: int, initial_wcs) -> FitTanSipWcsResult:
         """One fit of the given order (inputs validated)."""

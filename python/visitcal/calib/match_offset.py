@@ -13,7 +13,8 @@ with triangles, this is the simpler search a known scale and orientation allow):
    ``bin_arcsec``; sum each 3 x 3 block of bins (the rotation and scale errors of the preliminary WCS spread
    the true offsets by up to about its stated error from the detector's centre to its corners);
 2. the block with the most pairs is the candidate; its count must reach ``min_matches`` and exceed the
-   chance coincidences (the mean block count) by ``min_significance`` Poisson sigmas;
+   chance coincidences (the mean block count outside it) by ``min_significance`` Poisson sigmas (of at
+   least one pair);
 3. pair each source, moved by the block's mean offset, with its nearest reference within
    ``match_radius_arcsec`` (each reference to its closest source);
 4. ``num_refine_iter`` times: fit an affine map source -> reference to the pairs (least squares, 6
@@ -179,7 +180,8 @@ class MatchOffsetTask:
                     for dy in (-1, 0, 1) for dx in (-1, 0, 1))
         iy, ix = np.unravel_index(int(np.argmax(block)), block.shape)  # ties: the first, deterministic
         n_peak = int(block[iy, ix])
-        chance = 9.0 * n_pairs / (math.pi * (max_off / bin_pix) ** 2)
+        # the floor: the pairs outside the peak's block spread over the other bins of the searched disc
+        chance = 9.0 * max(n_pairs - n_peak, 0) / max(math.pi * (max_off / bin_pix) ** 2 - 9.0, 1.0)
         need = max(cfg.min_matches, chance + cfg.min_significance * math.sqrt(max(chance, 1.0)))
         if n_peak < need:
             raise MatchError("no_match", ok_src.size, ref_keep.size, n_peak, int(math.ceil(need)),
