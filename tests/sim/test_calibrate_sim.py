@@ -108,6 +108,14 @@ def test_every_detector_calibrates_and_matches_the_truth(sim_repo, calibrated):
         st = exp.summary_stats
         assert st["psfSigma"] == pytest.approx(ours, rel=1e-9) and st["zeroPoint"] == pytest.approx(zp, abs=1e-9)
         assert st["astromOffsetMean"] < 0.05
+        # issue 21: the fit's own residual, its star count, the fitter and the matcher, in the header and the
+        # step's summary (provenance)
+        md = exp.metadata
+        assert md["SFM_ASTROM_FITTER"] == "affine" and md["SFM_ASTROM_MATCHER"] == "pessimistic_b"
+        assert s.summary["astrom_fitter"] == "affine" and s.summary["astrom_matcher"] == "pessimistic_b"
+        assert s.summary["astrom_n_stars"] == md["SFM_ASTROM_NSTARS"] > 20
+        assert s.summary["astrom_rms_arcsec"] == pytest.approx(md["SFM_ASTROM_RMS"])
+        assert 0 < md["SFM_ASTROM_RMS"] < 0.05
         cat = read_catalog(repo.dataset_path("single_visit_star", v, d, "parquet"))
         assert set(cat["visit"]) == {v} and set(cat["detector"]) == {d}
         assert cat["calib_psf_used"].sum() > 10 and cat["calib_astrometry_used"].sum() > 20

@@ -55,7 +55,7 @@ __all__ = ["AstrometryConfig", "AstrometryError", "AstrometryResult", "Astrometr
 class BadAstrometryFit(AstrometryError):
     """The fit finished but its mean match distance exceeds ``max_mean_distance_arcsec`` (LSST's name).
 
-    `AstrometryError` (from `visitcal.calib.fit_tan_sip_wcs`) is the family: no references on the detector,
+    `AstrometryError` (from `visitcal.calib.errors`) is the family: no references on the detector,
     too few matches (the matcher's `MatchError` is the cause), a failed fit (`AstrometryFitError`)."""
 
 

@@ -51,6 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .. import _core
 from ..core.geom import Box2I
 from ..core.wcs import make_tan_sip_wcs
+from .errors import AstrometryError, AstrometryFitError
+from .wcs_check import check_wcs
 
 __all__ = [
     "AstrometryError",
@@ -60,42 +62,6 @@ __all__ = [
     "FitTanSipWcsTask",
     "tan_sip_from_wcs",
 ]
-
-
-class AstrometryError(RuntimeError):
-    """An astrometric calibration that could not be made (LSST's ``BadAstrometryFit`` family).
-
-    Like the other typed failures of visitcal's algorithms (`visitcal.psf.determiner.PsfDeterminerError`,
-    `visitcal.detection.background.BackgroundError`), a `RuntimeError`: the detector fails, the visit goes on.
-    """
-
-
-def _rebuild_fit_error(message, reason, details):
-    return AstrometryFitError(message, reason=reason, **details)
-
-
-class AstrometryFitError(AstrometryError):
-    """`FitTanSipWcsTask` could not fit a WCS.
-
-    Attributes
-    ----------
-    reason : str
-        ``"too_few_pairs"`` (``n_pairs``, ``n_required``), ``"non_finite"`` (``argument``, ``n_bad``),
-        ``"scatter_too_large"`` (``scatter_arcsec``, ``limit_arcsec``) or ``"degenerate"`` (the sources do
-        not span two dimensions).
-    details : dict
-        The numbers named above.
-    """
-
-    def __init__(self, message: str, *, reason: str, **details):
-        super().__init__(message)
-        self.reason = reason
-        self.details = dict(details)
-        for k, v in self.details.items():
-            setattr(self, k, v)
-
-    def __reduce__(self):
-        return (_rebuild_fit_error, (self.args[0], self.reason, self.details))
 
 
 class FitTanSipWcsConfig(BaseModel):
@@ -308,8 +274,6 @@ class FitTanSipWcsTask:
         if cfg.order != "auto":
             return self._fit(x, y, ra, dec, weights, box, cfg.order, initial_wcs)
         order, scores = self.select_order(x, y, ra, dec, weights=weights, bbox=box)
-        from .wcs_check import check_wcs  # here: wcs_check imports this module
-
         for o in range(order, cfg.order_range[0] - 1, -1):  # a model that fails the checks gives way to a lower one
             res = self._fit(x, y, ra, dec, weights, box, o, initial_wcs)
             try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.wcs import local_cd_matrix
-from .fit_tan_sip_wcs import AstrometryFitError
+from .errors import AstrometryFitError
 
 __all__ = ["check_wcs"]
 
