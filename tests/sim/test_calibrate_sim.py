@@ -6,9 +6,9 @@ the same bytes with one or two worker processes.
 
 The repository (module fixture, ~45 s to render): 2 visits x 2 detectors of 2048 x 2048 px, two 30-s snaps,
 a rich star field (60000 stars/deg^2 to r = 24.5, ~200 astrometric and photometric matches per detector),
-LSST's default task configurations except the SIP order: the simulated camera's distortion is a radial
-cubic, which order 2 cannot follow (84 mas rms left over the detector), so the fit uses order 3, as a user
-of such a camera would.
+LSST's default task configurations (since issue 21 the astrometric fit is an affine correction on top of
+the preliminary WCS's camera distortion, LSST's current FitAffineWcsTask; SIP order 2 could not follow the
+simulated camera's radial cubic, 84 mas rms over the detector).
 
 The zero point's truth: LSST calibrates ``slot_CalibFlux``, the compensated-tophat flux normalised to the
 12-px circular aperture (lsst-spec §6.1 step 7, §6.3), so its zero point is the total-flux zero point plus
@@ -29,9 +29,6 @@ from visitcal.cli import main
 from visitcal.io import read_catalog, read_exposure, write_catalog
 from visitcal.io.fits import write_exposure
 from visitcal.io.footprints import read_footprints
-from visitcal.calib.astrometry import AstrometryConfig
-from visitcal.tasks.calibrate import CalibrateConfig
-from visitcal.calib.fit_tan_sip_wcs import FitTanSipWcsConfig
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
 from visitcal.pipeline.repository import Repository, config_hash
 from visitcal.sim import SimConfig, SimRepository, simulate
@@ -51,8 +48,7 @@ def clone(sim_repo, dest):
 #: Two visits of two 2048 x 2048 detectors, two snaps, a rich star field (see the module docstring).
 CAL = SimConfig(preset="small", n_visits=2, n_detectors=2, n_snaps=2, seed=11, star_density=60000.0,
                 galaxy_density=20000.0, exposure_time=60.0)
-CONFIG = CalibrateStepConfig(calibrate=CalibrateConfig(astrometry=AstrometryConfig(
-    wcs_fitter=FitTanSipWcsConfig(order=3))))
+CONFIG = CalibrateStepConfig()
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +108,14 @@ def test_every_detector_calibrates_and_matches_the_truth(sim_repo, calibrated):
         st = exp.summary_stats
         assert st["psfSigma"] == pytest.approx(ours, rel=1e-9) and st["zeroPoint"] == pytest.approx(zp, abs=1e-9)
         assert st["astromOffsetMean"] < 0.05
+        # issue 21: the fit's own residual, its star count, the fitter and the matcher, in the header and the
+        # step's summary (provenance)
+        md = exp.metadata
+        assert md["SFM_ASTROM_FITTER"] == "affine" and md["SFM_ASTROM_MATCHER"] == "pessimistic_b"
+        assert s.summary["astrom_fitter"] == "affine" and s.summary["astrom_matcher"] == "pessimistic_b"
+        assert s.summary["astrom_n_stars"] == md["SFM_ASTROM_NSTARS"] > 20
+        assert s.summary["astrom_rms_arcsec"] == pytest.approx(md["SFM_ASTROM_RMS"])
+        assert 0 < md["SFM_ASTROM_RMS"] < 0.05
         cat = read_catalog(repo.dataset_path("single_visit_star", v, d, "parquet"))
         assert set(cat["visit"]) == {v} and set(cat["detector"]) == {d}
         assert cat["calib_psf_used"].sum() > 10 and cat["calib_astrometry_used"].sum() > 20
@@ -212,10 +216,10 @@ def test_cli_calibrate_prints_a_summary_and_exit_codes(sim_repo, tmp_path, capsy
         main(["calibrate", str(root), "-j", "0"])
     assert exc.value.code == 2
     bad = tmp_path / "bad.json"
-    bad.write_text('{"calibrate": {"astrometry": {"wcs_fitter": {"order": "three"}}}}')
+    bad.write_text('{"calibrate": {"astrometry": {"wcs_fitter": "polynomial"}}}')
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", str(root), "--config", str(bad)])
-    assert exc.value.code == 2 and "calibrate.astrometry.wcs_fitter.order" in capsys.readouterr().err
+    assert exc.value.code == 2 and "calibrate.astrometry.wcs_fitter" in capsys.readouterr().err
     # --config: the test's configuration as a file gives the products the Python run gave
     good = tmp_path / "cfg.json"
     good.write_text(CONFIG.model_dump_json())

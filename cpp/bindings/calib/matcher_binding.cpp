@@ -2,6 +2,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -41,6 +42,24 @@ void bind_matcher(py::module_& m) {
         },
         py::arg("x1").noconvert(), py::arg("y1").noconvert(), py::arg("x2").noconvert(), py::arg("y2").noconvert(),
         py::arg("radius"), py::arg("unique") = false);
+
+    m.def(
+        "offset_histogram",
+        [](const Vec& xs, const Vec& ys, const Vec& xr, const Vec& yr, double max_offset, double bin) {
+            check_pair(xs, ys, "sources");
+            check_pair(xr, yr, "references");
+            visitcal::OffsetHistogram h;
+            {
+                py::gil_scoped_release release;
+                h = visitcal::offset_histogram(xs.data(), ys.data(), static_cast<std::size_t>(xs.shape(0)), xr.data(),
+                                               yr.data(), static_cast<std::size_t>(xr.shape(0)), max_offset, bin);
+            }
+            py::array_t<std::int64_t> counts({static_cast<py::ssize_t>(h.n_bins), static_cast<py::ssize_t>(h.n_bins)});
+            std::copy(h.counts.begin(), h.counts.end(), counts.mutable_data());
+            return py::make_tuple(counts, h.n_pairs);
+        },
+        py::arg("xs").noconvert(), py::arg("ys").noconvert(), py::arg("xr").noconvert(), py::arg("yr").noconvert(),
+        py::arg("max_offset"), py::arg("bin"));
 
     py::class_<MatcherControl>(m, "MatcherControl")
         .def(py::init<>())

@@ -77,6 +77,37 @@ PointGrid::PointGrid(const double* x, const double* y, std::size_t n, double cel
     }
 }
 
+// --- offset_histogram -----------------------------------------------------------------------------
+
+OffsetHistogram offset_histogram(const double* xs, const double* ys, std::size_t n_src, const double* xr,
+                                 const double* yr, std::size_t n_ref, double max_offset, double bin) {
+    if (!(std::isfinite(max_offset) && max_offset > 0)) throw std::invalid_argument("offset_histogram: max_offset must be > 0");
+    if (!(std::isfinite(bin) && bin > 0)) throw std::invalid_argument("offset_histogram: bin must be > 0");
+    const double half = std::ceil(max_offset / bin);
+    if (half > 2048) throw std::invalid_argument("offset_histogram: more than 4097 bins per axis");
+    OffsetHistogram h;
+    h.bin = bin;
+    h.n_bins = 2 * static_cast<int>(half) + 1;
+    const long hb = static_cast<long>(half);
+    h.counts.assign(static_cast<std::size_t>(h.n_bins) * static_cast<std::size_t>(h.n_bins), 0);
+    if (n_src == 0 || n_ref == 0) return h;
+    const PointGrid grid(xr, yr, n_ref, max_offset);
+    const double r2 = max_offset * max_offset;
+    for (std::size_t i = 0; i < n_src; ++i) {
+        if (!finite2(xs[i], ys[i])) continue;
+        grid.for_each_near(xs[i], ys[i], max_offset, [&](std::size_t j) {
+            const double dx = xr[j] - xs[i], dy = yr[j] - ys[i];
+            if (dx * dx + dy * dy > r2) return;
+            const long ix = static_cast<long>(std::floor(dx / bin + 0.5)) + hb;
+            const long iy = static_cast<long>(std::floor(dy / bin + 0.5)) + hb;
+            if (ix < 0 || iy < 0 || ix >= h.n_bins || iy >= h.n_bins) return;
+            ++h.counts[static_cast<std::size_t>(iy) * static_cast<std::size_t>(h.n_bins) + static_cast<std::size_t>(ix)];
+            ++h.n_pairs;
+        });
+    }
+    return h;
+}
+
 // --- match_nearest ---------------------------------------------------------------------------------
 
 namespace {

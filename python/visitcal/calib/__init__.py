@@ -1,24 +1,35 @@
 """Astrometric and photometric calibration, in the spirit of LSST's ``meas_astrom`` and the
 photometric calibration of ``pipe_tasks``: the reference-catalog loader, source matchers (nearest
-neighbour and LSST's pessimistic pattern matcher B), the TAN-SIP WCS fit, the astrometry task that
-ties them together, and the photometric zero point.
+neighbour, LSST's pessimistic pattern matcher B and the offset search that backs it up), the WCS fits (an
+affine correction on top of the camera's distortion, LSST's current default, and a full TAN-SIP fit), the
+WCS check, the astrometry task that ties them together, and the photometric zero point.
 """
 
 from .astrometry import AstrometryConfig, AstrometryError, AstrometryResult, AstrometryTask
-from .fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsResult, FitTanSipWcsTask
+from .fit_affine_wcs import FitAffineWcsConfig, FitAffineWcsResult, FitAffineWcsTask
+from .fit_tan_sip_wcs import AstrometryFitError, FitTanSipWcsConfig, FitTanSipWcsResult, FitTanSipWcsTask
 from .match_nearest import match_nearest, match_nearest_sky
+from .match_offset import MatchOffsetConfig, MatchOffsetResult, MatchOffsetTask
 from .match_pessimistic_b import MatchPessimisticBConfig, MatchPessimisticBResult, MatchPessimisticBTask
 from .photo_cal import PhotoCalConfig, PhotoCalError, PhotoCalResult, PhotoCalTask
 from .ref_loader import ReferenceCatalogError, ReferenceObjectLoader
+from .wcs_check import check_wcs
 
 __all__ = [
     "AstrometryConfig",
     "AstrometryError",
     "AstrometryResult",
+    "AstrometryFitError",
     "AstrometryTask",
+    "FitAffineWcsConfig",
+    "FitAffineWcsResult",
+    "FitAffineWcsTask",
     "FitTanSipWcsConfig",
     "FitTanSipWcsResult",
     "FitTanSipWcsTask",
+    "MatchOffsetConfig",
+    "MatchOffsetResult",
+    "MatchOffsetTask",
     "MatchPessimisticBConfig",
     "MatchPessimisticBResult",
     "MatchPessimisticBTask",
@@ -28,6 +39,7 @@ __all__ = [
     "PhotoCalTask",
     "ReferenceCatalogError",
     "ReferenceObjectLoader",
+    "check_wcs",
     "match_nearest",
     "match_nearest_sky",
 ]

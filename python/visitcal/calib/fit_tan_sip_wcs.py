@@ -25,6 +25,13 @@ The fit (C++, one call, GIL released; all of it linear least squares, so no star
    survive there.
 4. Fit AP, BP on a grid over ``bbox``; fail if the median on-sky scatter exceeds ``max_scatter_arcsec``.
 
+With ``order = "auto"`` the order is chosen from the data (`FitTanSipWcsTask.select_order`: k-fold held-out
+residuals, each order tried only with ``min_stars_per_parameter`` training pairs per term), and a fit that
+fails `visitcal.calib.wcs_check.check_wcs` (not finite, folding over or changing its pixel area inside the
+box) gives way to the next lower order: a free polynomial must not wander where it has no stars.
+`AstrometryTask` uses this fitter with ``wcs_fitter = "sip"``, for preliminary WCSs without a trustworthy
+distortion; its default is `visitcal.calib.fit_affine_wcs.FitAffineWcsTask`.
+
 Differences from LSST: the rejection is two-sided; the tangent point is iterated to the sky position of
 CRPIX (LSST keeps CRPIX and CRVAL of its initial TAN WCS and absorbs the fit's constant term into CRPIX to
 first order each iteration); ``initial_wcs`` is optional because nothing here linearises about it.
@@ -32,15 +39,20 @@ first order each iteration); ``initial_wcs`` is optional because nothing here li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from astropy.wcs import WCS
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import _core
 from ..core.geom import Box2I
 from ..core.wcs import make_tan_sip_wcs
+from .errors import AstrometryError, AstrometryFitError
+from .wcs_check import check_wcs
 
 __all__ = [
     "AstrometryError",
@@ -52,42 +64,6 @@ __all__ = [
 ]
 
 
-class AstrometryError(RuntimeError):
-    """An astrometric calibration that could not be made (LSST's ``BadAstrometryFit`` family).
-
-    Like the other typed failures of visitcal's algorithms (`visitcal.psf.determiner.PsfDeterminerError`,
-    `visitcal.detection.background.BackgroundError`), a `RuntimeError`: the detector fails, the visit goes on.
-    """
-
-
-def _rebuild_fit_error(message, reason, details):
-    return AstrometryFitError(message, reason=reason, **details)
-
-
-class AstrometryFitError(AstrometryError):
-    """`FitTanSipWcsTask` could not fit a WCS.
-
-    Attributes
-    ----------
-    reason : str
-        ``"too_few_pairs"`` (``n_pairs``, ``n_required``), ``"non_finite"`` (``argument``, ``n_bad``),
-        ``"scatter_too_large"`` (``scatter_arcsec``, ``limit_arcsec``) or ``"degenerate"`` (the sources do
-        not span two dimensions).
-    details : dict
-        The numbers named above.
-    """
-
-    def __init__(self, message: str, *, reason: str, **details):
-        super().__init__(message)
-        self.reason = reason
-        self.details = dict(details)
-        for k, v in self.details.items():
-            setattr(self, k, v)
-
-    def __reduce__(self):
-        return (_rebuild_fit_error, (self.args[0], self.reason, self.details))
-
-
 class FitTanSipWcsConfig(BaseModel):
     """Configuration of `FitTanSipWcsTask`: LSST's ``FitTanSipWcsConfig`` in snake_case with its defaults.
 
@@ -96,8 +72,14 @@ class FitTanSipWcsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    order: int = Field(2, ge=2, le=9, description="Order of the forward SIP polynomials A, B (terms 2 <= p + q "
-                       "<= order).")
+    order: int | Literal["auto"] = Field(2, description="Order of the forward SIP polynomials A, B (terms 2 <= "
+                                         "p + q <= order), 2 to 9; or \"auto\": chosen from order_range by "
+                                         "held-out residuals (k-fold cross-validation).")
+    order_range: tuple[int, int] = Field((2, 5), description="Orders tried by order = \"auto\" (inclusive).")
+    min_stars_per_parameter: float = Field(4.0, gt=0, description="order = \"auto\" tries an order only when each "
+                                           "fold's training pairs number at least this many times its terms per "
+                                           "axis, (order + 1)(order + 2) / 2.")
+    n_folds: int = Field(5, ge=2, description="Folds of order = \"auto\"'s cross-validation.")
     num_iter: int = Field(3, ge=1, description="Fits per pass; after each one but the last the tangent point moves "
                           "to the sky position of CRPIX.")
     num_rej_iter: int = Field(1, ge=0, description="Rejection passes before the final fit.")
@@ -108,9 +90,26 @@ class FitTanSipWcsConfig(BaseModel):
     inverse_order: int | None = Field(None, ge=1, le=10, description="Order of the reverse polynomials AP, BP "
                                       "(None: order + 1).")
 
-    def _control(self) -> _core.FitTanSipControl:
+    @field_validator("order")
+    @classmethod
+    def _check_order(cls, v):
+        if v != "auto" and not 2 <= v <= 9:
+            raise ValueError(f"order must be 2 to 9 or \"auto\", got {v!r}")
+        return v
+
+    @field_validator("order_range")
+    @classmethod
+    def _check_range(cls, v):
+        if not 2 <= v[0] <= v[1] <= 9:
+            raise ValueError(f"order_range must satisfy 2 <= low <= high <= 9, got {v!r}")
+        return v
+
+    def _control(self, order: int | None = None) -> _core.FitTanSipControl:
+        order = self.order if order is None else order
+        if order == "auto":
+            raise ValueError("order \"auto\" is resolved by FitTanSipWcsTask.fit_wcs, not by the C++ control")
         ctl = _core.FitTanSipControl()
-        ctl.order = self.order
+        ctl.order = order
         ctl.num_iter = self.num_iter
         ctl.num_rej_iter = self.num_rej_iter
         ctl.rej_sigma = self.rej_sigma
@@ -146,6 +145,11 @@ class FitTanSipWcsResult:
         ``(xmin, xmax, ymin, ymax)`` the reverse polynomials were fitted over.
     tan_sip : `visitcal._core.TanSipWcs`
         The same WCS as C++ evaluates it.
+    order : int
+        The SIP order fitted (the configured one, or the one ``order = "auto"`` chose).
+    order_scores : dict
+        With ``order = "auto"``: held-out rms distance (arcsec, capped as `FitTanSipWcsTask.select_order`
+        says) per order tried; empty otherwise.
     """
 
     wcs: WCS
@@ -157,6 +161,8 @@ class FitTanSipWcsResult:
     reverse_max_error_px: float
     bbox: tuple[float, float, float, float]
     tan_sip: object
+    order: int = 0
+    order_scores: dict = field(default_factory=dict)
 
 
 def tan_sip_from_wcs(wcs: WCS):
@@ -237,7 +243,8 @@ class FitTanSipWcsTask:
             Non-finite input (``reason="non_finite"``, the argument named), fewer pairs than the
             ``(order + 1)(order + 2) / 2`` the polynomials need, before or after rejection
             (``"too_few_pairs"``), sources on a line (``"degenerate"``), or a median scatter above
-            ``max_scatter_arcsec`` (``"scatter_too_large"``).
+            ``max_scatter_arcsec`` (``"scatter_too_large"``); with ``order = "auto"``, a lowest-order WCS
+            that fails `check_wcs` (``"fold_over"``, ``"area_change"``, ``"non_finite"``).
         ValueError
             Arrays of different lengths or dimensions, weights <= 0, a bad ``bbox``.
         """
@@ -263,16 +270,112 @@ class FitTanSipWcsTask:
                 raise ValueError("weights must be > 0 (drop a pair rather than give it zero weight)")
         if np.any(np.abs(dec) > 90.0):
             raise ValueError("dec must be within [-90, 90] degrees")
-        n_required = (cfg.order + 1) * (cfg.order + 2) // 2
-        if n < n_required:
-            raise AstrometryFitError(f"too few pairs for a SIP fit of order {cfg.order}: {n} given, at least "
-                                     f"{n_required} needed", reason="too_few_pairs", n_pairs=n, n_required=n_required)
         box = _bbox_tuple(bbox, initial_wcs, x, y)
+        if cfg.order != "auto":
+            return self._fit(x, y, ra, dec, weights, box, cfg.order, initial_wcs)
+        order, scores = self.select_order(x, y, ra, dec, weights=weights, bbox=box)
+        for o in range(order, cfg.order_range[0] - 1, -1):  # a model that fails the checks gives way to a lower one
+            res = self._fit(x, y, ra, dec, weights, box, o, initial_wcs)
+            try:
+                check_wcs(res.wcs, box)
+            except AstrometryFitError:
+                if o == cfg.order_range[0]:
+                    raise
+                continue
+            return dataclasses.replace(res, order_scores=scores)
+        raise AssertionError("unreachable")
 
-        out = _core.fit_tan_sip_wcs(x, y, ra, dec, weights, box, cfg._control())
+    def select_order(self, x, y, ra, dec, *, weights=None, bbox=None) -> tuple[int, dict]:
+        """The SIP order of ``order_range`` that predicts held-out pairs best (k-fold cross-validation).
+
+        The pairs are dealt into ``n_folds`` folds (a fixed permutation: deterministic). An order is tried only
+        when every fold's training set holds at least ``min_stars_per_parameter`` pairs per polynomial term
+        ((order + 1)(order + 2) / 2 per axis). For each order, each fold is fitted on the other folds and
+        predicts its own pairs; the score is the rms of the held-out on-sky distances, each capped at 5 times
+        their median at the lowest order (so a few mismatches weigh alike on every order). The chosen order
+        is the lowest whose mean squared held-out distance exceeds the best order's by no more than one
+        standard error of the paired differences (the "one-standard-error rule"): a higher order must earn
+        its terms.
+
+        Parameters
+        ----------
+        x, y, ra, dec, weights
+            As `fit_wcs` (validated there).
+        bbox : tuple, optional
+            As `fit_wcs`'s ``bbox`` (the reverse polynomials' region).
+
+        Returns
+        -------
+        order : int
+        scores : dict
+            ``{order: held-out rms (arcsec)}`` of the orders tried (inf when a fold's fit failed).
+
+        Raises
+        ------
+        AstrometryFitError
+            Too few pairs even for the lowest order (``"too_few_pairs"``).
+        """
+        cfg = self.config
+        n = len(x)
+        lo, hi = cfg.order_range
+        k = min(cfg.n_folds, n)
+        n_train = n - int(math.ceil(n / k))
+        orders = [o for o in range(lo, hi + 1) if n_train >= cfg.min_stars_per_parameter * (o + 1) * (o + 2) / 2]
+        if not orders:
+            need = (lo + 1) * (lo + 2) // 2
+            if n < need:
+                raise AstrometryFitError(f"too few pairs for a SIP fit of order {lo}: {n} given, at least {need} "
+                                         f"needed", reason="too_few_pairs", n_pairs=n, n_required=need)
+            return lo, {}
+        if len(orders) == 1:
+            return orders[0], {}
+        box = bbox if bbox is not None else (float(np.min(x)), float(np.max(x)), float(np.min(y)), float(np.max(y)))
+        fold = np.empty(n, np.int64)
+        fold[np.random.default_rng(20261207).permutation(n)] = np.arange(n) % k
+        held = {}
+        for o in orders:
+            d = np.full(n, np.inf)
+            for f in range(k):
+                tr, te = fold != f, fold == f
+                w = None if weights is None else np.ascontiguousarray(weights[tr])
+                try:
+                    res = self._fit(np.ascontiguousarray(x[tr]), np.ascontiguousarray(y[tr]),
+                                    np.ascontiguousarray(ra[tr]), np.ascontiguousarray(dec[tr]), w, box, o, None)
+                except AstrometryFitError:
+                    continue
+                pra, pdec = res.wcs.all_pix2world(x[te], y[te], 0)
+                d[te] = _separation_arcsec(pra, pdec, ra[te], dec[te])
+            held[o] = d
+        finite = np.isfinite(held[orders[0]])
+        cap = 5.0 * float(np.median(held[orders[0]][finite])) if finite.any() else np.inf
+        scores = {o: float(np.sqrt(np.mean(np.minimum(held[o], cap) ** 2))) if np.all(np.isfinite(held[o]))
+                  else float("inf") for o in orders}
+        best = min(orders, key=lambda o: scores[o])
+        if not np.isfinite(scores[best]):
+            return orders[0], scores
+        # The one-standard-error rule on the paired held-out squared distances: the lowest order whose excess
+        # over the best is within one standard error of its mean (Hastie, Tibshirani & Friedman, ESL 7.10).
+        sq_best = np.minimum(held[best], cap) ** 2
+        for o in orders:
+            if not np.isfinite(scores[o]):
+                continue
+            diff = np.minimum(held[o], cap) ** 2 - sq_best
+            if diff.mean() <= diff.std(ddof=1) / math.sqrt(n):
+                return o, scores
+        return best, scores
+
+    def _fit(self, x, y, ra, dec, weights, box, order: int, initial_wcs) -> FitTanSipWcsResult:
+        """One fit of the given order (inputs validated)."""
+        cfg = self.config
+        n = x.shape[0]
+        n_required = (order + 1) * (order + 2) // 2
+        if n < n_required:
+            raise AstrometryFitError(f"too few pairs for a SIP fit of order {order}: {n} given, at least "
+                                     f"{n_required} needed", reason="too_few_pairs", n_pairs=n, n_required=n_required)
+        out = _core.fit_tan_sip_wcs(x, y, ra, dec, weights, box, cfg._control(order))
         status = out["status"]
         if status == 1:
-            raise AstrometryFitError(f"too few pairs left after rejection for a SIP fit of order {cfg.order}: "
+            raise AstrometryFitError(f"too few pairs left after rejection for a SIP fit of order {order}: "
                                      f"{out['n_used']} of {n}, at least {n_required} needed",
                                      reason="too_few_pairs", n_pairs=int(out["n_used"]), n_required=n_required)
         if status == 3:
@@ -298,4 +401,11 @@ class FitTanSipWcsTask:
             reverse_max_error_px=float(out["reverse_max_error_px"]),
             bbox=box,
             tan_sip=core,
+            order=order,
         )
+
+
+def _separation_arcsec(ra1, dec1, ra2, dec2) -> np.ndarray:
+    r1, d1, r2, d2 = (np.radians(np.asarray(v, np.float64)) for v in (ra1, dec1, ra2, dec2))
+    h = np.sin(0.5 * (d2 - d1)) ** 2 + np.cos(d1) * np.cos(d2) * np.sin(0.5 * (r2 - r1)) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))) * 3600.0

@@ -64,15 +64,14 @@ class CalibrateStepConfig(BaseModel):
         bright stars) or ``"sparse"`` (for small or shallow detectors with a few dozen stars, such as
         ``visitcal sim``'s 2048 x 2048 ones: PSF-star detection peaks above 10 sigma instead of 50, the
         objectSize selector on S/N > 20 instead of a 12500-count flux limit, the aperture corrections and
-        the calibration-flux normalisation on stars with S/N > 50 instead of 200, and SIP order 3, which a
-        camera with a radial cubic distortion needs)."""
+        the calibration-flux normalisation on stars with S/N > 50 instead of 200). Astrometry is the same in
+        both: an affine correction on top of the preliminary WCS's camera distortion, which a few dozen stars
+        fix, with the offset search as the pattern matcher's fallback."""
         if name == "lsst":
             return cls()
         if name != "sparse":
             raise ValueError(f"unknown preset {name!r}: 'lsst' or 'sparse'")
-        from ..calib.astrometry import AstrometryConfig
         from ..detection.detection import SourceDetectionConfig
-        from ..calib.fit_tan_sip_wcs import FitTanSipWcsConfig
         from ..measurement.object_size_star_selector import ObjectSizeStarSelectorConfig
 
         def with_snr(mac, minimum):
@@ -90,8 +89,7 @@ class CalibrateStepConfig(BaseModel):
             "normalized_calibration_flux": norm.model_copy(
                 update={"measure_ap_corr": with_snr(norm.measure_ap_corr, 50.0)}),
         })
-        calibrate = CalibrateConfig(astrometry=AstrometryConfig(wcs_fitter=FitTanSipWcsConfig(order=3)))
-        return cls(characterize=characterize, calibrate=calibrate)
+        return cls(characterize=characterize, calibrate=CalibrateConfig())
 
 
 def _paths(repo: Repository, visit: int, detector: int) -> dict[str, Path]:
@@ -143,7 +141,9 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         stats = cal.output_exposure.summary_stats or {}
         m = cal.output_summary_metrics
         status.summary = {k: m.get(k) for k in ("zero_point", "zero_point_err", "photo_cal_n_good",
-                                                  "astrom_offset_mean", "astrom_offset_std", "astrom_n_matches")}
+                                                  "astrom_offset_mean", "astrom_offset_std", "astrom_n_matches",
+                                                  "astrom_rms_arcsec", "astrom_n_stars", "astrom_fitter",
+                                                  "astrom_matcher")}
         status.summary.update({k: stats.get(k) for k in ("psfSigma", "skyBg", "skyNoise", "nPsfStar")})
         status.summary["n_sources"] = len(cal.output_cat)
         status.summary["sky_boundary"] = sky_boundary(cal.output_exposure)

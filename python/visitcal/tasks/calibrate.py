@@ -11,8 +11,9 @@ repaired, with the initial (PCA) PSF and the initial aperture-correction map, wh
 2. the normalized calibration flux, apply only (``base_NormalizedCompensatedTophatFlux``, the
    ``slot_CalibFlux``), then the aperture corrections (`ApplyApCorrTask`) and the extendedness that
    depends on the corrected fluxes;
-3. astrometry (`AstrometryTask`): pattern match to the reference catalog through the preliminary WCS,
-   TAN-SIP fit, coordinates of every source;
+3. astrometry (`AstrometryTask`): match to the reference catalog through the preliminary WCS (pattern
+   matcher, offset search as its fallback), an affine correction on top of the preliminary WCS's camera
+   distortion (or a full TAN-SIP fit), coordinates of every source;
 4. ``calib_psf_candidate/used/reserved`` (and ``calib_detected``) copied from the characterization
    catalog by a nearest match within ``match_radius_pix`` (3 px), children of deblended parents left out;
 5. photometric calibration (`PhotoCalTask`): the zero point against the references, ``MAGZERO`` /
@@ -96,7 +97,9 @@ class CalibrateResult:
     ``output_exposure`` (counts, with psf, ap_corr_map, wcs, photo_calib and summary_stats), ``output_cat``
     (the source catalog), ``output_background`` (the background list, unchanged: this step does not
     re-estimate it), ``astrom_matches`` (`AstrometryResult.matches`, or None), ``output_summary_metrics``
-    (dict: match statistics, zero point and its error, counts, and ``timings`` in seconds per stage).
+    (dict: match statistics, ``astrom_rms_arcsec`` / ``astrom_n_stars`` / ``astrom_fitter`` / ``astrom_matcher``
+    (`AstrometryResult`'s ``rms_arcsec``, ``n_stars``, ``fitter``, ``matcher``), zero point and its error,
+    counts, and ``timings`` in seconds per stage).
     """
 
     output_exposure: Exposure
@@ -182,6 +185,10 @@ class CalibrateTask:
                 metrics["astrom_offset_mean"] = res.match_stats["mean"]
                 metrics["astrom_offset_std"] = res.match_stats["std"]
                 metrics["astrom_n_matches"] = res.match_stats["n"]
+                metrics["astrom_rms_arcsec"] = res.rms_arcsec
+                metrics["astrom_n_stars"] = res.n_stars
+                metrics["astrom_fitter"] = res.fitter
+                metrics["astrom_matcher"] = res.matcher
             except AstrometryError:
                 if c.require_astrometry:
                     raise

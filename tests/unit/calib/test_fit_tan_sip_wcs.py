@@ -378,3 +378,48 @@ def test_degenerate_geometry_and_bad_arguments():
         FitTanSipWcsTask().fit_wcs(x, y, ra, dec, weights=np.zeros(50))
     with pytest.raises(ValueError, match="bbox"):
         FitTanSipWcsTask().fit_wcs(x, y, ra, dec, bbox=(10, 0, 0, 10))
+
+
+# --- order chosen by held-out residuals (order = "auto", issue 21) ---------------------------------------
+
+
+@pytest.mark.parametrize("true_order, n, expected", [(3, 600, 3), (4, 2000, 4), (2, 600, 2)])
+def test_auto_order_finds_the_true_order(true_order, n, expected):
+    """With enough stars, k-fold cross-validation picks the truth's order (a lower one leaves the distortion,
+    a higher one only fits noise, and the lowest within 5% of the best wins), and the fit is then as good as
+    the fixed-order fit of that order."""
+    rng = np.random.default_rng(11 + true_order)
+    x, y = random_sources(rng, n)
+    # each order's terms worth ~0.5 px at the corners, against 0.05 px of centroid noise
+    a, b = radial_sip(true_order, k3=-2e-11, k4=8e-15)
+    truth = truth_wcs(x, y, order=true_order, a=a, b=b)
+    ra, dec = truth.all_pix2world(x, y, 0)
+    x, y = x + rng.normal(0, 0.05, n), y + rng.normal(0, 0.05, n)
+    task = FitTanSipWcsTask(FitTanSipWcsConfig(order="auto"))
+    res = task.fit_wcs(x, y, ra, dec, bbox=Box2I(0, 0, NX - 1, NY - 1))
+    assert res.order == expected, res.order_scores
+    assert set(res.order_scores) == {2, 3, 4, 5}
+    fixed = FitTanSipWcsTask(FitTanSipWcsConfig(order=expected)).fit_wcs(x, y, ra, dec,
+                                                                          bbox=Box2I(0, 0, NX - 1, NY - 1))
+    np.testing.assert_allclose(grid_error_arcsec(res, truth), grid_error_arcsec(fixed, truth), atol=1e-9)
+    assert task.select_order(x, y, ra, dec) == task.select_order(x, y, ra, dec)  # deterministic
+
+
+def test_auto_order_respects_stars_per_parameter():
+    """30 stars, 5 folds (24 training pairs), 4 per term: orders with more than 6 terms are not tried, so the
+    order is 2 with no scores; with 10 stars even order 2 is short of 4 per term, and 2 is used as is."""
+    rng = np.random.default_rng(5)
+    x, y, ra, dec, truth = noisy_case(rng, 30, 0.05, order=3)
+    res = FitTanSipWcsTask(FitTanSipWcsConfig(order="auto")).fit_wcs(x, y, ra, dec)
+    assert res.order == 2 and res.order_scores == {}
+    res = FitTanSipWcsTask(FitTanSipWcsConfig(order="auto")).fit_wcs(x[:10], y[:10], ra[:10], dec[:10])
+    assert res.order == 2
+    with pytest.raises(AstrometryFitError) as exc:
+        FitTanSipWcsTask(FitTanSipWcsConfig(order="auto")).fit_wcs(x[:5], y[:5], ra[:5], dec[:5])
+    assert exc.value.reason == "too_few_pairs"
+    with pytest.raises(ValueError, match="order must be 2 to 9"):
+        FitTanSipWcsConfig(order=1)
+    with pytest.raises(ValueError, match="order_range"):
+        FitTanSipWcsConfig(order_range=(4, 3))
+    with pytest.raises(ValueError, match="auto"):
+        FitTanSipWcsConfig(order="auto")._control()

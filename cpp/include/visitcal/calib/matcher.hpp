@@ -101,6 +101,25 @@ struct NearestMatch {
 NearestMatch match_nearest(const double* x1, const double* y1, std::size_t n1, const double* x2, const double* y2,
                            std::size_t n2, double radius, bool unique = false);
 
+/// The offset search of the matcher's fallback (visitcal.calib.match_offset): a 2-D histogram of the offsets
+/// (xr[j] - xs[i], yr[j] - ys[i]) of every source/reference pair whose offset lies within `max_offset` (px,
+/// Euclidean), in square bins of `bin` px, the central bin centred on zero offset. The histogram has
+/// n = 2 ceil(max_offset / bin) + 1 bins per axis, counts[iy * n + ix] holding offsets dx in
+/// [(ix - h - 1/2) bin, (ix - h + 1/2) bin) with h = (n - 1) / 2 (likewise for y). A correct preliminary
+/// WCS up to a shift puts the true pairs into one bin (or a few, when its rotation and scale errors spread
+/// them), over a flat floor of chance pairs: this is the cross-correlation of the two point lists,
+/// evaluated only at offsets within max_offset. Cost: one grid query of radius max_offset per source,
+/// O(n_src * n_ref * pi max_offset^2 / area). NaN positions are left out. std::invalid_argument for a
+/// non-positive or non-finite bin or max_offset, or more than 4097 bins per axis.
+struct OffsetHistogram {
+    int n_bins = 0;                     // per axis
+    double bin = 0;                     // px
+    std::vector<std::int64_t> counts;   // n_bins * n_bins, row-major (y, x)
+    std::int64_t n_pairs = 0;           // pairs counted (offset within max_offset)
+};
+OffsetHistogram offset_histogram(const double* xs, const double* ys, std::size_t n_src, const double* xr,
+                                 const double* yr, std::size_t n_ref, double max_offset, double bin);
+
 /// Mirrors visitcal.calib.match_pessimistic_b.MatchPessimisticBConfig (LSST's MatchPessimisticBConfig in
 /// snake_case; the pixel-plane fields only).
 struct MatcherControl {

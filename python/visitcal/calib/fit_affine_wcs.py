@@ -1,0 +1,308 @@
+"""Fit an affine correction on top of a WCS's camera distortion: `FitAffineWcsTask` (after LSST meas_astrom's
+``FitAffineWcsTask``, the fitter of the current ``CalibrateImageTask``).
+
+The preliminary WCS of a detector carries the camera model: where each pixel lands on the focal plane and
+the optical distortion. What is uncertain before calibration is mostly how the camera sits on the sky (a
+shift, a rotation, a plate-scale change), so the fit keeps the distortion and solves only for an affine map
+(2 x 2 matrix plus shift: 6 parameters) on the distortion-corrected ("intermediate") coordinates, as LSST's
+task does (it inserts the affine correction between the distortion and the sky mapping). A few dozen stars
+pin 6 parameters down everywhere on the detector; a free polynomial fitted to the same stars wanders where
+there are none.
+
+For a TAN-SIP WCS (FITS SIP convention, Shupe et al. 2005), with ``u = x - CRPIX``:
+
+    (U, V) = (u + A(u, v), v + B(u, v)),   (xi, eta) = CD (U, V),   (ra, dec) = TAN^-1(xi, eta) about CRVAL.
+
+The fit (vectorised numpy, a 6-parameter linear least-squares problem per iteration):
+
+1. project the references onto the plane tangent at CRVAL and take them back through ``CD^-1`` to
+   ``(U_ref, V_ref)`` (pixels); the sources give ``(U, V)`` through the SIP polynomials;
+2. solve ``(U_ref, V_ref) = M (U, V) + t`` (least squares, optionally weighted);
+3. fold ``M`` into the CD matrix (``CD <- CD M``) and ``t`` into the tangent point (``CRVAL <-
+   TAN^-1(CD t)``), which leaves CRPIX and the SIP polynomials -- forward and reverse -- untouched, so the
+   result is again a TAN-SIP WCS with the camera's distortion. Moving the tangent point also turns and
+   stretches the tangent plane by a second-order amount (up to a few mas over a detector 0.2 deg from
+   the optical axis), so steps 1-3 are repeated ``num_iter`` times: the last shift is then ~1e-9 px;
+4. ``num_rej_iter`` passes reject pairs whose tangent-plane residual exceeds ``rej_sigma`` standard
+   deviations in x or y (two-sided, as `FitTanSipWcsTask`; LSST's affine fitter does not reject), then
+   redo 1-3 from the preliminary WCS with the pairs left.
+
+A TAN WCS without SIP is the special case ``A = B = 0``. A TPV WCS (its distortion acts *after* CD) or one
+with lookup-table distortions cannot take the correction this way: `AstrometryFitError` (use
+``wcs_fitter = "sip"`` for those).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.wcs import WCS
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..core.wcs import make_tan_sip_wcs
+from .fit_tan_sip_wcs import AstrometryFitError, _as_float_array, _bbox_tuple
+from .match_nearest import angular_separation_arcsec
+
+__all__ = ["FitAffineWcsConfig", "FitAffineWcsResult", "FitAffineWcsTask"]
+
+#: Parameters of the affine correction (2 x 2 matrix and a shift): the fewest pairs the fit accepts is 3.
+N_PARAMETERS = 6
+
+
+class FitAffineWcsConfig(BaseModel):
+    """Configuration of `FitAffineWcsTask` (LSST's ``FitAffineWcsConfig`` has no fields of its own beyond
+    the scatter limit; the iteration and rejection fields are ours, named as `FitTanSipWcsConfig`'s)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_iter: int = Field(3, ge=1, description="Fits per pass; after each the tangent point moves by the fitted "
+                          "shift (second-order terms make the next fit's shift ~1e-9 px).")
+    num_rej_iter: int = Field(1, ge=0, description="Rejection passes before the final fit.")
+    rej_sigma: float = Field(3.0, gt=0, description="Reject a pair whose tangent-plane residual in x or y exceeds "
+                             "rej_sigma times that axis's standard deviation (two-sided).")
+    max_scatter_arcsec: float = Field(10.0, gt=0, description="Fail when the median on-sky distance between the "
+                                      "fitted and reference positions exceeds this (arcsec).")
+
+
+@dataclass(frozen=True)
+class FitAffineWcsResult:
+    """What `FitAffineWcsTask.fit_wcs` returns (the attributes `FitTanSipWcsResult` shares, plus the affine
+    correction).
+
+    Attributes
+    ----------
+    wcs : `astropy.wcs.WCS`
+        The preliminary WCS with the new CD and CRVAL; CRPIX and the SIP polynomials unchanged.
+    scatter_on_sky : float
+        Median on-sky distance between the fitted positions of the used sources and their references,
+        arcsec (LSST ``scatterOnSky``).
+    rms_arcsec : float
+        ``sqrt(mean(dx^2 + dy^2))`` over the used pairs, arcsec.
+    used : (n,) bool
+        The pair entered the final fit (not rejected).
+    residuals : (n, 2) float64
+        ``(dx, dy)`` = fitted minus reference position on the plane tangent at the new CRVAL (xi east,
+        eta north), arcsec, for every pair.
+    n_used : int
+    matrix : (2, 2) float64
+        ``M`` with ``CD_new = CD_prelim M`` (the product over the iterations): the rotation, scale and shear
+        the preliminary WCS got wrong.
+    crval_shift_arcsec : float
+        How far the tangent point moved (arcsec).
+    bbox : (float, float, float, float)
+        ``(xmin, xmax, ymin, ymax)`` of the detector (pixels), for the callers' checks.
+    """
+
+    wcs: WCS
+    scatter_on_sky: float
+    rms_arcsec: float
+    used: np.ndarray
+    residuals: np.ndarray
+    n_used: int
+    matrix: np.ndarray
+    crval_shift_arcsec: float
+    bbox: tuple[float, float, float, float]
+
+
+def _tan_sip_parts(wcs: WCS):
+    """CRPIX (0-based), CRVAL, CD and the SIP arrays of a TAN or TAN-SIP ``wcs``; AstrometryFitError otherwise."""
+    if not isinstance(wcs, WCS) or not wcs.has_celestial:
+        raise AstrometryFitError("the affine fit needs the preliminary WCS (an astropy WCS with celestial axes)",
+                                 reason="unsupported_wcs")
+    ctype = [str(c) for c in wcs.wcs.ctype]
+    if not (ctype[0].startswith("RA---TAN") and ctype[1].startswith("DEC--TAN")) or any(
+            c.endswith("TPV") for c in ctype):
+        raise AstrometryFitError(f"the affine fit keeps a TAN or TAN-SIP distortion; the preliminary WCS is "
+                                 f"{ctype[0]}/{ctype[1]} (use wcs_fitter = 'sip')", reason="unsupported_wcs")
+    if any(getattr(wcs, n, None) is not None for n in ("cpdis1", "cpdis2", "det2im1", "det2im2")):
+        raise AstrometryFitError("the affine fit cannot keep lookup-table distortions (use wcs_fitter = 'sip')",
+                                 reason="unsupported_wcs")
+    cd = np.asarray(wcs.wcs.get_pc(), float) * np.asarray(wcs.wcs.get_cdelt(), float)[:, None]
+    if not np.all(np.isfinite(cd)) or abs(np.linalg.det(cd)) == 0:
+        raise AstrometryFitError("the preliminary WCS's CD matrix is singular or not finite", reason="unsupported_wcs")
+    crpix = np.asarray(wcs.wcs.crpix, float) - 1.0
+    crval = np.asarray(wcs.wcs.crval, float)
+    sip = wcs.sip
+    parts = (None, None, None, None) if sip is None else (sip.a, sip.b, sip.ap, sip.bp)
+    # WCSLIB holds a TPV (or other) distortion where CTYPE no longer shows it: rebuild the WCS from the parts
+    # read and compare, 1000 px around CRPIX (an unmodelled distortion differs by far more than 1e-9 deg).
+    rebuilt = make_tan_sip_wcs(crpix, crval, cd, sip_a=parts[0], sip_b=parts[1]) if sip is not None else \
+        make_tan_sip_wcs(crpix, crval, cd)
+    px = crpix[0] + np.array([0.0, 1000.0, -1000.0, 700.0, -700.0])
+    py = crpix[1] + np.array([0.0, 700.0, 1000.0, -1000.0, -700.0])
+    r1, d1 = wcs.all_pix2world(px, py, 0)
+    r2, d2 = rebuilt.all_pix2world(px, py, 0)
+    if not np.all(angular_separation_arcsec(r1, d1, r2, d2) < 1e-5):
+        raise AstrometryFitError("the affine fit keeps a TAN or TAN-SIP distortion; the preliminary WCS has "
+                                 "another (e.g. TPV): use wcs_fitter = 'sip'", reason="unsupported_wcs")
+    return crpix, crval, cd, parts
+
+
+def _poly(coeffs, u, v):
+    """``sum_pq c[p, q] u^p v^q`` (a SIP polynomial; None is zero)."""
+    out = np.zeros_like(u)
+    if coeffs is None:
+        return out
+    c = np.asarray(coeffs, float)
+    for p, q in zip(*np.nonzero(c)):
+        out += c[p, q] * u**p * v**q
+    return out
+
+
+def _unit(ra, dec):
+    r, d = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)], axis=-1)
+
+
+def _tangent_basis(ra0, dec0):
+    r0, d0 = np.radians(ra0), np.radians(dec0)
+    centre = np.array([np.cos(d0) * np.cos(r0), np.cos(d0) * np.sin(r0), np.sin(d0)])
+    east = np.array([-np.sin(r0), np.cos(r0), 0.0])
+    return centre, east, np.cross(centre, east)
+
+
+def _project(ra, dec, crval):
+    """Gnomonic (xi, eta) in degrees about ``crval`` (FITS TAN, xi east)."""
+    centre, east, north = _tangent_basis(*crval)
+    u = _unit(ra, dec)
+    w = u @ centre
+    return np.degrees((u @ east) / w), np.degrees((u @ north) / w)
+
+
+def _deproject(xi, eta, crval):
+    """Inverse of `_project` for one point: (ra, dec) degrees."""
+    centre, east, north = _tangent_basis(*crval)
+    v = centre + np.radians(xi) * east + np.radians(eta) * north
+    v /= np.linalg.norm(v)
+    return float(np.degrees(np.arctan2(v[1], v[0])) % 360.0), float(np.degrees(np.arcsin(np.clip(v[2], -1, 1))))
+
+
+class FitAffineWcsTask:
+    """Fit an affine correction on top of the preliminary WCS's distortion (module docstring). Stateless and
+    thread-safe."""
+
+    ConfigClass = FitAffineWcsConfig
+    _DefaultName = "fitAffineWcs"
+
+    def __init__(self, config: FitAffineWcsConfig | None = None):
+        self.config = config if config is not None else FitAffineWcsConfig()
+
+    def __repr__(self) -> str:
+        return f"FitAffineWcsTask({self.config!r})"
+
+    def __reduce__(self):
+        return (FitAffineWcsTask, (self.config,))
+
+    def fit_wcs(self, x, y, ra, dec, *, initial_wcs: WCS, bbox=None, weights=None) -> FitAffineWcsResult:
+        """Fit the affine correction of ``initial_wcs`` to matched pairs.
+
+        Parameters
+        ----------
+        x, y : (n,) array_like
+            Source positions, pixels, 0-based, pixel centres at integers.
+        ra, dec : (n,) array_like
+            Reference positions of the same objects, degrees (ICRS).
+        initial_wcs : `astropy.wcs.WCS`
+            The preliminary WCS, TAN or TAN-SIP: its CRPIX and distortion are kept.
+        bbox : `visitcal.core.geom.Box2I` or (xmin, xmax, ymin, ymax), optional
+            The detector, reported in the result (default: ``initial_wcs.pixel_shape``, else the sources').
+        weights : (n,) array_like, optional
+            Positive least-squares weights; default equal.
+
+        Returns
+        -------
+        result : `FitAffineWcsResult`
+
+        Raises
+        ------
+        AstrometryFitError
+            Non-finite input (``reason="non_finite"``), fewer than 3 pairs before or after rejection
+            (``"too_few_pairs"``), sources on a line (``"degenerate"``), a median scatter above
+            ``max_scatter_arcsec`` (``"scatter_too_large"``), a WCS that is not TAN / TAN-SIP
+            (``"unsupported_wcs"``).
+        ValueError
+            Arrays of different lengths or dimensions, weights <= 0, a bad ``bbox``.
+        """
+        cfg = self.config
+        x = _as_float_array(x, "x")
+        n = x.shape[0]
+        y = _as_float_array(y, "y", n)
+        ra = _as_float_array(ra, "ra", n)
+        dec = _as_float_array(dec, "dec", n)
+        for name, arr in (("x", x), ("y", y), ("ra", ra), ("dec", dec)):
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                raise AstrometryFitError(f"{name} has {int(bad.sum())} non-finite value(s) (first at index "
+                                         f"{int(np.flatnonzero(bad)[0])})", reason="non_finite", argument=name,
+                                         n_bad=int(bad.sum()))
+        w = np.ones(n)
+        if weights is not None:
+            w = _as_float_array(weights, "weights", n)
+            if not np.all(np.isfinite(w)):
+                raise AstrometryFitError("weights has non-finite values", reason="non_finite", argument="weights",
+                                         n_bad=int((~np.isfinite(w)).sum()))
+            if (w <= 0).any():
+                raise ValueError("weights must be > 0 (drop a pair rather than give it zero weight)")
+        if np.any(np.abs(dec) > 90.0):
+            raise ValueError("dec must be within [-90, 90] degrees")
+        n_required = N_PARAMETERS // 2
+        if n < n_required:
+            raise AstrometryFitError(f"too few pairs for the affine fit: {n} given, at least {n_required} needed",
+                                     reason="too_few_pairs", n_pairs=n, n_required=n_required)
+        crpix, crval0, cd0, (a, b, ap, bp) = _tan_sip_parts(initial_wcs)
+        box = _bbox_tuple(bbox, initial_wcs, x, y)
+        u, v = x - crpix[0], y - crpix[1]
+        big_u = np.column_stack([u + _poly(a, u, v), v + _poly(b, u, v)])  # distortion-corrected pixels
+        used = np.ones(n, bool)
+        for rej in range(cfg.num_rej_iter + 1):
+            if used.sum() < n_required:
+                raise AstrometryFitError(f"too few pairs left after rejection for the affine fit: {int(used.sum())} "
+                                         f"of {n}, at least {n_required} needed", reason="too_few_pairs",
+                                         n_pairs=int(used.sum()), n_required=n_required)
+            crval, cd = crval0.copy(), cd0.copy()
+            for _ in range(cfg.num_iter):
+                cd, crval = self._step(big_u, ra, dec, w, used, cd, crval)
+            xi, eta = _project(ra, dec, crval)
+            model = big_u @ cd.T  # degrees on the tangent plane at crval
+            dx, dy = (model[:, 0] - xi) * 3600.0, (model[:, 1] - eta) * 3600.0
+            if rej == cfg.num_rej_iter:
+                break
+            sx, sy = dx[used].std(), dy[used].std()
+            used = used & ~((np.abs(dx) > cfg.rej_sigma * sx) | (np.abs(dy) > cfg.rej_sigma * sy))
+        wcs = make_tan_sip_wcs(crpix, crval, cd, sip_a=a, sip_b=b, sip_ap=ap, sip_bp=bp) if a is not None else \
+            make_tan_sip_wcs(crpix, crval, cd)
+        if getattr(initial_wcs, "pixel_shape", None) is not None:
+            wcs.pixel_shape = initial_wcs.pixel_shape
+        fra, fdec = wcs.all_pix2world(x, y, 0)
+        sep = angular_separation_arcsec(fra, fdec, ra, dec)
+        scatter = float(np.median(sep[used]))
+        if not scatter <= cfg.max_scatter_arcsec:
+            raise AstrometryFitError(f"median on-sky scatter {scatter:.3f}\" exceeds max_scatter_arcsec = "
+                                     f"{cfg.max_scatter_arcsec:g}\"", reason="scatter_too_large",
+                                     scatter_arcsec=scatter, limit_arcsec=float(cfg.max_scatter_arcsec))
+        shift = float(angular_separation_arcsec(crval[0], crval[1], crval0[0], crval0[1]))
+        return FitAffineWcsResult(
+            wcs=wcs, scatter_on_sky=scatter, rms_arcsec=float(np.sqrt(np.mean(dx[used] ** 2 + dy[used] ** 2))),
+            used=used, residuals=np.column_stack([dx, dy]), n_used=int(used.sum()),
+            matrix=np.linalg.solve(cd0, cd), crval_shift_arcsec=shift, bbox=box)
+
+    @staticmethod
+    def _step(big_u, ra, dec, w, used, cd, crval):
+        """One least-squares solve of ``(U_ref, V_ref) = M (U, V) + t`` and its bookkeeping into CD and CRVAL."""
+        xi, eta = _project(ra[used], dec[used], crval)
+        ref = np.column_stack([xi, eta]) @ np.linalg.inv(cd).T  # references in the current pixel frame
+        src = big_u[used]
+        centre = np.average(src, axis=0, weights=w[used])  # conditioning: offsets about the weighted mean
+        design = np.column_stack([src - centre, np.ones(src.shape[0])])
+        sw = np.sqrt(w[used])[:, None]
+        sv = np.linalg.svd(design[:, :2], compute_uv=False)  # spread of the sources about their centre
+        if not sv[1] > 1e-3 * sv[0]:  # on a line (to 0.1%: a camera's distortion bends a line less than that)
+            raise AstrometryFitError("degenerate source geometry: the pixel positions do not span two dimensions",
+                                     reason="degenerate")
+        sol, *_ = np.linalg.lstsq(design * sw, ref * sw, rcond=None)  # (3, 2): rows M^T, then the constant
+        m = sol[:2].T
+        t = sol[2] - m @ centre  # ref = M src + t
+        new_cd = cd @ m
+        shift = cd @ t  # degrees on the tangent plane: the new tangent point
+        return new_cd, np.array(_deproject(shift[0], shift[1], crval))
