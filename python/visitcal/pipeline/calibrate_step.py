@@ -142,6 +142,9 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
                                                   "astrom_offset_mean", "astrom_offset_std", "astrom_n_matches")}
         status.summary.update({k: stats.get(k) for k in ("psfSigma", "skyBg", "skyNoise", "nPsfStar")})
         status.summary["n_sources"] = len(cal.output_cat)
+        status.summary["psf_spatial_order"] = char.metadata.get("psf_spatial_order")
+        if char.metadata.get("degraded"):
+            status.summary["degraded"] = dict(char.metadata["degraded"])
         status.status = "ok"
     return status
 
@@ -205,11 +208,14 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
 
         def f(key, fmt):
             return summary_field(sm, key, fmt)
-        state = "ok" if s.ok else (s.error_type or "failed")
+        degraded = sm.get("degraded") or {}
+        state = ("ok" if not degraded else "degraded: " + ",".join(degraded)) if s.ok else (s.error_type or "failed")
         lines.append(unit_line(s, f"{s.visit:>7} {s.detector:>4}",
                                f"{state:<22} {f('n_sources', 'd'):>6} {f('psfSigma', '.3f'):>8} "
                                f"{f('zero_point', '.4f'):>8} {f('astrom_offset_mean', '.4f'):>12} "
                                f"{s.timings.get('total', float('nan')):>7.2f}"))
         if not s.ok and s.message:
             lines.append(f"{'':>13}{s.message[:200]}")
+        for name, why in degraded.items():
+            lines.append(f"{'':>13}{name}: {str(why)[:200]}")
     return lines

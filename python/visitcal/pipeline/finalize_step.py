@@ -133,7 +133,10 @@ def _detector_status(step_status: UnitStatus, ds, psf_row) -> UnitStatus:
     step_status.message = ds.message or (None if ds.ok else ds.status)
     step_status.timings.update({k: float(v) for k, v in ds.timings.items()})
     summary = {"finalize_status": ds.status, "n_selected": ds.n_selected, "n_matched": ds.n_matched,
-               "n_reserved": ds.n_reserved, "n_candidates": ds.n_candidates, "n_used": ds.n_used}
+               "n_reserved": ds.n_reserved, "n_candidates": ds.n_candidates, "n_used": ds.n_used,
+               "psf_spatial_order": getattr(ds, "psf_spatial_order", -1)}
+    if getattr(ds, "degraded_reason", ""):
+        summary["degraded_reason"] = ds.degraded_reason
     if psf_row is not None:
         psf, apc = psf_row["psf"], psf_row["ap_corr_map"]
         if psf is not None:
@@ -287,7 +290,7 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
                                f"{state:<24} {f('n_matched', 'd'):>5} {f('n_used', 'd'):>5} "
                                f"{f('n_reserved', 'd'):>5} {f('psf_sigma', '.4f'):>8} "
                                f"{f('apcorr_PsfFlux_mean', '.4f'):>10} {f('apcorr_GaussianFlux_mean', '.4f'):>10}"))
-        if not s.ok and s.message:
+        if s.message and (not s.ok or sm.get("degraded_reason")):
             lines.append(f"{'':>13}{s.message[:200]}")
     return lines
 
