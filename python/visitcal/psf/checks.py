@@ -22,7 +22,9 @@ below passes; the first one that fails is named:
     finite, positive and under half the kernel.
 ``"overfit"``
     The fitted stars' total chi-square over the chi-square pure noise would give a perfect model
-    (``sum chi2 / sum chi2_expected``) is at least ``min_chi2_ratio``. A linear model with ``P`` free
+    (``sum chi2 / sum chi2_expected``) is at least ``min_chi2_ratio``, when there are fewer than
+    ``overfit_max_stars_per_parameter`` used stars per spatial term (with more, overfitting is not the
+    explanation of a low chi-square: noise-free or over-estimated variances are). A linear model with ``P`` free
     parameters fitted to ``N`` data points leaves a residual chi-square of about ``(1 - P / N)`` times the
     noise's: a pixel-grid term has as many grid values as a star has pixels, so a fit with ``n`` stars
     per polynomial term leaves about ``1 - 1 / n`` of the noise; below 0.5 (two stars per term) the model
@@ -64,7 +66,11 @@ class PsfCheckConfig(BaseModel):
     max_size_ratio: float = Field(1.5, gt=1, description="The model's size must be within this factor of the "
                                   "stars' median size.")
     min_chi2_ratio: float = Field(0.5, ge=0, lt=1, description="Fitted stars' sum chi2 / sum chi2 expected "
-                                  "from noise below this fails overfit (0: off).")
+                                  "from noise below this fails overfit (0: off)...")
+    overfit_max_stars_per_parameter: float = Field(10.0, gt=0, description="... when the fit has fewer used stars "
+                                                   "per spatial term than this. With more, a low chi2 is not "
+                                                   "overfitting but data whose noise is below their variance plane "
+                                                   "(noise-free tests, overestimated variances).")
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,7 @@ def measure_star_sizes(image: np.ndarray, mask: np.ndarray | None = None, varian
 
 
 def check_psf_model(psf: Psf, bbox: Box2I, star_sizes=None, *, chi2=None, chi2_expected=None,
-                    config: PsfCheckConfig | None = None) -> PsfCheckResult:
+                    stars_per_parameter: float | None = None, config: PsfCheckConfig | None = None) -> PsfCheckResult:
     """Check a fitted PSF model over the detector (see the module docstring).
 
     Parameters
@@ -165,6 +171,9 @@ def check_psf_model(psf: Psf, bbox: Box2I, star_sizes=None, *, chi2=None, chi2_e
     chi2, chi2_expected : arrays of float, optional
         The fitted stars' chi-square under the model and the chi-square noise alone would give (the
         determiners' ``chi2`` and ``chi2_expected``), for the ``overfit`` check; skipped without them.
+    stars_per_parameter : float, optional
+        Used stars per spatial polynomial term; the ``overfit`` check applies only below
+        ``overfit_max_stars_per_parameter`` (always when not given).
     config : `PsfCheckConfig`, optional
 
     Returns
@@ -224,7 +233,8 @@ def check_psf_model(psf: Psf, bbox: Box2I, star_sizes=None, *, chi2=None, chi2_e
                                     f"{cfg.max_size_ratio:g} of the stars' median size {ref:.3f} px")
         elif size >= 0.5 * min(nx, ny):
             return fail("size", f"the model's size {size:.3f} px {where} is not under half the kernel ({nx} px)")
-    if cfg.min_chi2_ratio > 0 and math.isfinite(ratio) and ratio < cfg.min_chi2_ratio:
+    few = stars_per_parameter is None or stars_per_parameter < cfg.overfit_max_stars_per_parameter
+    if cfg.min_chi2_ratio > 0 and few and math.isfinite(ratio) and ratio < cfg.min_chi2_ratio:
         return fail("overfit", f"the fitted stars' chi2 is {ratio:.2f} of what noise alone gives a perfect model "
                                f"(< {cfg.min_chi2_ratio:g}): the model fits their noise")
     return PsfCheckResult(None, "", sizes, ratio)

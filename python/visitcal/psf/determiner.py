@@ -154,7 +154,8 @@ def _star_sizes(candidates) -> np.ndarray:
 
 def fit_with_order_step_down(fit: Callable[[int], PsfDeterminerResult], order: int, candidates, bbox: Box2I,
                              reserved: np.ndarray, *, step_down: bool, min_stars_per_parameter: float,
-                             checks: PsfCheckConfig, what: str) -> PsfDeterminerResult:
+                             checks: PsfCheckConfig, what: str, zeroth_order_fallback: bool = False
+                             ) -> PsfDeterminerResult:
     """Fit at ``order``, checked; with too few stars or a failed check, step the order down to 0.
 
     At each order ``o`` from ``order`` down (only ``order`` when not ``step_down``):
@@ -186,6 +187,9 @@ def fit_with_order_step_down(fit: Callable[[int], PsfDeterminerResult], order: i
         The determiner's configuration.
     what : str
         The determiner's name for messages ("pixel-grid PSF", "PCA PSF").
+    zeroth_order_fallback : bool
+        The determiner's ``zeroth_order_interp_not_enough_stars`` (LSST's own fallback, in the fit): the
+        count of step 1 is left to the fit, which drops to order 0 itself.
     """
     n_avail = int(np.count_nonzero(~np.asarray(reserved, bool)))
     sizes = _star_sizes(candidates) if checks.do_checks else None
@@ -195,7 +199,7 @@ def fit_with_order_step_down(fit: Callable[[int], PsfDeterminerResult], order: i
     for o in range(order, lowest - 1, -1):
         n_terms = n_spatial_terms(o)
         need = max(1, math.ceil(min_stars_per_parameter * n_terms)) if o > 0 else 1
-        if n_avail < need:
+        if n_avail < need and not zeroth_order_fallback:
             reasons.append(f"order {o}: {n_avail} candidates for {n_terms} spatial terms "
                            f"(< {min_stars_per_parameter:g} per term)")
             last = PsfTooFewStarsError(n_avail, need, f"for the {what} at spatial order {o} "
@@ -222,7 +226,8 @@ def fit_with_order_step_down(fit: Callable[[int], PsfDeterminerResult], order: i
             exp = res.chi2_expected if res.chi2_expected is not None else None
             chk = check_psf_model(res.psf, bbox, sizes[used] if sizes is not None else None,
                                   chi2=np.asarray(res.chi2)[used] if exp is not None else None,
-                                  chi2_expected=np.asarray(exp)[used] if exp is not None else None, config=checks)
+                                  chi2_expected=np.asarray(exp)[used] if exp is not None else None,
+                                  stars_per_parameter=n_used / n_spatial_terms(o_fit), config=checks)
             md["chi2_ratio"] = chk.chi2_ratio
             if not chk.ok:
                 reasons.append(f"order {o_fit}: failed the '{chk.failed}' check ({chk.message})")

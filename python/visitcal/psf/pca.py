@@ -231,7 +231,8 @@ class PcaPsfDeterminer:
         return fit_with_order_step_down(
             lambda o: self._fit_order(image, mask, variance, xy0, x, y, res, res_u8, box, o), cfg.spatial_order,
             candidates, bbox, res, step_down=cfg.order_step_down, min_stars_per_parameter=cfg.min_stars_per_parameter,
-            checks=cfg.checks, what="PCA PSF")
+            checks=cfg.checks, zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars,
+            what="PCA PSF")
 
     def _fit_order(self, image, mask, variance, xy0, x, y, res, res_u8, box, order: int) -> PsfDeterminerResult:
         """One fit at spatial ``order`` (no step-down, no checks)."""
@@ -240,9 +241,9 @@ class PcaPsfDeterminer:
         ctl = self.config.to_control(spatial_order=order)
         while True:
             r = _core.fit_pca_psf(image, mask, variance, xy0, x, y, res_u8, ctl, box)
-            if not r["too_few_stars"] or ctl.n_eigen_components <= 1 or r["n_stars"] > 0:
+            if not r["too_few_stars"] or ctl.n_eigen_components <= 1 or r["n_stars"] > 0 or not np.any(~res):
                 break
-            ctl.n_eigen_components = min(ctl.n_eigen_components, max(1, int(np.count_nonzero(~res)))) - 1
+            ctl.n_eigen_components -= 1
         if r["too_few_stars"]:
             raise PsfTooFewStarsError(r["n_stars"], r["n_required"], f"for the PCA PSF at spatial order {order}")
         status = np.array(STATUS_NAMES, dtype=object)[r["status"]].astype(str)

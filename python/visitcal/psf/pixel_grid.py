@@ -496,7 +496,7 @@ class PixelGridPsfDeterminer:
         return fit_with_order_step_down(
             lambda o: self._fit_order(candidates, bbox, x, y, res, o, planes), order, candidates, bbox, res,
             step_down=cfg.order_step_down, min_stars_per_parameter=cfg.min_stars_per_parameter, checks=cfg.checks,
-            what="pixel-grid PSF")
+            zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars, what="pixel-grid PSF")
 
     def _fit_order(self, candidates: PsfCandidates, bbox: Box2I, x, y, res, order: int,
                    mask_planes: MaskPlanes) -> PsfDeterminerResult:
