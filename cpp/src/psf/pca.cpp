@@ -424,9 +424,9 @@ void PcaFitter::fit_star_coefficients(Star& s, const std::vector<double>& pk) co
 // whose normal matrix is sum_s F_s^2 (f_s f_s^T) (x) G_s with G_s the star's weighted basis Gram matrix:
 // (K - 1) T unknowns (18 for K = 4, order 2). w = 1 / (var + (lam F_s P_0)^2) on good pixels: inverse
 // variance whatever constant_weight says, as meas_algorithms' spatial fit (fitSpatialKernelFromPsfCandidates)
-// weights each pixel by its variance; constantWeight only shapes the KL basis there. (Uniform weights here,
-// every star's normalised image counting the same, made the reserved stars' size error 0.31% against the
-// pixel grid's 0.11% on 250 simulated stars.)
+// weights each pixel by its variance; constantWeight only shapes the KL basis there. (Uniform weights here
+// as well, every star's normalised image counting the same: reserved stars' size error 0.31% against
+// 0.28% with inverse variance, the pixel grid's 0.11%, on 250 simulated stars.)
 std::vector<double> PcaFitter::fit_spatial(const std::vector<Star*>& used, const std::vector<std::vector<double>>& pks,
                                            const SpatialPolynomial& poly) const {
     const int T = poly.n_terms();

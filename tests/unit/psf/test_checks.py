@@ -162,9 +162,9 @@ def test_sparse_field_is_never_an_unchecked_order_2_model(kind, m):
     assert r.psf.spatial_order == md["spatial_order_used"] and md["psf_checks"] == "passed"
     assert md["order_step_down_reason"].startswith("order 2: ")
     # A constant model of a PSF 1.8 -> 2.2 px across the detector is at best 2.0 px, 11% off at the
-    # edges; measured 10.4-11.4% (order 0 in all four cases). Without the checks, order 2 was NaN or
-    # worse somewhere (the bad case above).
-    assert size_error(r.psf) < 0.13
+    # edges, more when the few stars sit on one side; measured 10.4-11.4% (pixel grid), 13.6-16.6% (PCA,
+    # the stars' unweighted mean), order 0 in all four cases.
+    assert size_error(r.psf) < 0.2
 
 
 def test_enough_stars_keep_the_configured_order():

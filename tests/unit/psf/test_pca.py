@@ -212,18 +212,23 @@ def varying_field(seed=21, n=300):
 def test_varying_gaussian_is_recovered_at_reserved_positions():
     """sigma = 1.6 + 0.3 x / 2000 + 0.1 y / 2000 px over 2000 x 2000 px, 300 stars of flux 1e4-2e5 with
     sky (100 per pixel) and Poisson noise; 30 reserved. At the reserved positions the model's adaptive
-    size is within 1% of the truth measured the same way (measured: within 0.2%)."""
+    size is within 2% of the truth measured the same way (measured: worst 1.47%, rms 0.53% with LSST's
+    4 components, constant_weight and inverse-variance amplitude/spatial fits; it was 0.2% with the
+    earlier uniform-weight fits and a noise-pruned basis, and is 0.79% / 0.31% with constant_weight=False:
+    see the issue-21 report)."""
     c, reserved = varying_field()
     r = PcaPsfDeterminer().determine_psf(c, BBOX, reserved=reserved)
     assert not r.used[reserved].any() and (r.status[reserved] == "reserved").all()
     assert np.array_equal(r.reserved, reserved)
-    assert r.used[~reserved].mean() > 0.95
+    # LSST's 4 components: the spatial test on the 3 extra amplitudes rejects ~7% of these stars (one
+    # component: under 5%).
+    assert r.used[~reserved].mean() > 0.9 and r.metadata["n_components"] == 4
     assert r.metadata["numAvailStars"] == 270 and r.metadata["numGoodStars"] == r.used.sum()
     x, y = c.table["x"], c.table["y"]
     for k in np.flatnonzero(reserved):
         truth = FixedImagePsf(gaussian((25, 25), -12, -12, 0, 0, sigma_field(x[k], y[k])))
         size = r.psf.compute_shape(x[k], y[k]).determinant_radius
-        assert abs(size / truth.compute_shape(0, 0).determinant_radius - 1) < 0.01
+        assert abs(size / truth.compute_shape(0, 0).determinant_radius - 1) < 0.02
     # Reserved stars are measured against the model: chi2 / dof near 1, fluxes near the truth.
     red = r.chi2[reserved] / r.dof[reserved]
     assert np.all(np.isfinite(red)) and 0.85 < np.median(red) < 1.2
@@ -342,9 +347,10 @@ def test_galaxy_and_double_star_are_rejected_as_outliers():
     c = PsfCandidates(imgs.astype(np.float32), c.mask, c.variance, c.xy0, c.table)
     r = PcaPsfDeterminer().determine_psf(c, BBOX)
     assert list(r.status[[7, 20]]) == ["outlier", "outlier"] and not r.used[[7, 20]].any()
-    # With LSST's four components on a constant PSF, three are noise, and the spatial test also rejects
-    # 6 good stars (chi2/dof 0.93-1.04) on their noise amplitudes; one component rejects none.
-    assert r.metadata["n_components"] == 4 and r.used.sum() >= n - 8
+    # 50 stars at order 2 (6 terms, 3 stars per term) carry 2 components. On this constant PSF the second
+    # is noise, and the spatial test also rejects 2 good stars (chi2/dof 1.04, 1.08) on their noise
+    # amplitudes (LSST's 4 components rejected 6; one component rejects none).
+    assert r.metadata["n_components"] == 2 and r.used.sum() >= n - 4
     assert r.metadata["n_dropped"] == {"outlier": n - int(r.used.sum())}
     t = gaussian((25, 25), -12, -12, 0, 0, 1.8)
     t /= t.sum()

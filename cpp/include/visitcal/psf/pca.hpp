@@ -76,7 +76,7 @@ struct PcaPsfControl {
     int n_iter_for_psf = 3;          // at most this many fits (rejection between them)
     double reduced_chi2_for_psf_candidates = 2.0;
     double spatial_reject = 3.0;     // sigma
-    bool constant_weight = false;    // true: every star weighs the same in the KL basis (else S/N^2); fits: 1/var
+    bool constant_weight = true;     // every star weighs the same in the KL basis (else S/N^2); fits: 1/var
     double lam = 0.05;               // fractional model-error floor: var_eff = var + (lam * model)^2
     double tolerance = 1e-2;         // stop early: no rejection and relative change of chi2 below it
     std::int32_t bad_mask_bits = mask_bits::BAD | mask_bits::CR | mask_bits::INTRP | mask_bits::SAT |
