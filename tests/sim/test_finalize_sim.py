@@ -260,7 +260,12 @@ def test_failure_semantics(inputs, results, case, monkeypatch):
     if case == "no_matches":
         sources = _iso_subset(inputs, good_ids)
     elif case == "too_few_stars":
+        # 4 stars: without the order step-down (LSST's behaviour) a typed failure; with it see
+        # test_too_few_stars_for_the_order_step_down.
         sources = _iso_subset(inputs, good_ids | set(bad_ids[:4]))
+        c = task.config
+        task = FinalizeCharacterizationTask(c.model_copy(update={"psf_determiner": c.psf_determiner.model_copy(
+            update={"pixelgrid": c.psf_determiner.pixelgrid.model_copy(update={"order_step_down": False})})}))
     elif case == "ap_corr":
         faint = [int(i) for i, s in zip(src["id"][rows], snr[rows]) if int(i) not in reserved and s < 120]
         assert len(faint) >= 10
@@ -319,3 +324,23 @@ def test_failure_semantics(inputs, results, case, monkeypatch):
     with pytest.raises(NoWorkFound):
         FinalizeCharacterizationDetectorTask().run(v, inputs.band, d_bad, inputs.stars, _iso_subset(inputs, good_ids),
                                                    inputs.src[(v, d_bad)], inputs.exposure(v, d_bad))
+
+
+def test_too_few_stars_for_the_order_step_down(inputs, results):
+    """Issue 21: 4 isolated stars on a detector no longer fail its PSF: the fit steps down to a constant
+    (order 0), and the detector's status records the fallback (``degraded_reason``; the status itself is
+    ``psf_order_reduced`` unless a later stage failed)."""
+    from visitcal.tasks.finalize_characterization import DEGRADED_STATUSES
+
+    v = inputs.repo.visits[0]
+    d_bad, d_good = inputs.repo.detectors[1], inputs.repo.detectors[0]
+    task = FinalizeCharacterizationTask()
+    src, rows, reserved, snr = _selected_matched(inputs, v, d_bad, task)
+    bad_ids = [int(i) for i in src["id"][rows] if int(i) not in reserved]
+    good_ids = {int(i) for s in inputs.sources.values() for i, dd in zip(s["sourceId"], s["detector"]) if dd == d_good}
+    res = inputs.run_visit(v, task=task, sources=_iso_subset(inputs, good_ids | set(bad_ids[:4])))
+    st = res.detector_status[d_bad]
+    assert st.psf_spatial_order == 0 and st.degraded_reason.startswith("psf_order_reduced: spatial order 0 instead of 2")
+    assert st.status in DEGRADED_STATUSES + ("ap_corr_failed",)
+    k = list(res.psf_ap_corr_cat["detector"]).index(d_bad)
+    assert res.psf_ap_corr_cat["psf"][k] is not None

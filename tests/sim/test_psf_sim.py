@@ -34,7 +34,7 @@ def _shape(image):
     return res.moments_sigma, res.observed_shape.e1, res.observed_shape.e2
 
 
-def _fit(sim_repo, noise: bool):
+def _fit(sim_repo, noise: bool, determiner=None):
     v, d = sim_repo.visits[0], sim_repo.detectors[0]
     true_psf = sim_repo.true_psf(v, d)
     bbox = true_psf.camera[true_psf.detector_id].detector.bbox
@@ -58,7 +58,7 @@ def _fit(sim_repo, noise: bool):
                           {"x": x, "y": y, "used": np.ones(m, bool), "index": np.arange(m)})
     reserved = np.zeros(m, bool)
     reserved[rng.choice(m, m // 5, replace=False)] = True
-    result = PixelGridPsfDeterminer().determine_psf(cands, bbox, reserved=reserved)
+    result = (determiner or PixelGridPsfDeterminer()).determine_psf(cands, bbox, reserved=reserved)
     return true_psf, x, y, reserved, result
 
 
@@ -116,3 +116,50 @@ def test_reserve_chi2_is_consistent_with_noise(fitted):
     assert 0.8 < np.median(red) < 1.2
     assert result.metadata["numGoodStars"] == result.used.sum() >= 0.9 * (~reserved).sum()
 
+
+
+def test_pca_keeps_its_components_and_is_within_2x_of_the_pixel_grid(sim_repo, fitted):
+    """Issue 21: the PCA determiner keeps LSST's four KL components on a field whose PSF varies (the noise
+    threshold it had kept one), and its reserved stars' size error is within 2x of the pixel grid's on
+    the same 250 stars. Measured: PCA 2.3e-3 rms, pixel grid 1.3e-3 (1.7x)."""
+    from visitcal.psf.pca import PcaPsfDeterminer
+
+    pca = _fit(sim_repo, noise=True, determiner=PcaPsfDeterminer())
+    assert pca[4].metadata["n_components"] == 4 and pca[4].metadata["spatial_order_used"] == 2
+    e_pca, e_grid = _errors(pca), _errors(fitted)
+    assert e_pca["size_rms"] < 2.0 * e_grid["size_rms"]
+
+
+@pytest.fixture(scope="module")
+def default_sim(tmp_path_factory):
+    """visitcal.sim's default field (small preset, 6000 stars/deg^2): one visit, two 2048^2 detectors."""
+    from visitcal.sim import SimConfig, SimRepository, simulate
+
+    out = tmp_path_factory.mktemp("default_sim") / "repo"
+    simulate(SimConfig(n_visits=1, n_detectors=2, seed=3), out)
+    return SimRepository(out)
+
+
+def test_default_sparse_field_steps_down_instead_of_failing(default_sim):
+    """Issue 21: on the default field the characterisation's PSF had 5-8 usable stars and failed with
+    PsfTooFewStarsError at order 2. It now steps down to order 0, recorded as degraded, and the PSF's
+    size is within (measured) 0.6% rms, 1.5% worst of the true PSF's over a 5 x 5 lattice."""
+    from visitcal.core.table import DetectorVisitIdGenerator
+    from visitcal.detection.snap_combine import combine_snaps
+    from visitcal.io import read_exposure
+    from visitcal.pipeline.repository import Repository
+    from visitcal.tasks.characterize_image import CharacterizeImageTask
+
+    for (v, d), paths in Repository(default_sim.path).post_isr_snaps().items():
+        exposure = combine_snaps([read_exposure(p) for p in paths])
+        md = CharacterizeImageTask().run(exposure, id_generator=DetectorVisitIdGenerator(v, d)).metadata
+        last = md["iterations"][-1]
+        assert last["n_candidates"] < 18  # fewer than 3 stars per term of order 2
+        assert md["psf_spatial_order"] == last["spatial_order_used"] < 2
+        assert "psf_order_reduced" in md["degraded"] and "per term" in md["degraded"]["psf_order_reduced"]
+        true_psf, psf, box = default_sim.true_psf(v, d), exposure.psf, exposure.bbox
+        err = np.array([psf.compute_shape(x, y).determinant_radius / true_psf.compute_shape(x, y).determinant_radius - 1
+                        for x in np.linspace(100, box.max_x - 100, 5) for y in np.linspace(100, box.max_y - 100, 5)])
+        print(f"\nvisit {v} detector {d}: order {md['psf_spatial_order']}, {last['n_used']} stars, size error "
+              f"rms {np.sqrt(np.mean(err**2)):.4f} worst {np.abs(err).max():.4f}")
+        assert np.sqrt(np.mean(err**2)) < 0.01 and np.abs(err).max() < 0.025

@@ -128,6 +128,7 @@ void bind_pca(py::module_& m) {
             d["flux"] = vec<double>(r.flux);
             d["chi2"] = vec<double>(r.chi2);
             d["dof"] = vec<std::int64_t>(r.dof);
+            d["chi2_expected"] = vec<double>(r.chi2_expected);
             d["n_available"] = r.n_available;
             d["n_good"] = r.n_good;
             d["n_iter"] = r.n_iter;

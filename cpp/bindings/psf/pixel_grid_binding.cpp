@@ -122,6 +122,7 @@ void bind_pixel_grid(py::module_& m) {
             out["flux"] = vec<double>(r.flux);
             out["chi2"] = vec<double>(r.chi2);
             out["dof"] = vec<std::int64_t>(r.dof);
+            out["chi2_expected"] = vec<double>(r.chi2_expected);
             out["x"] = vec<double>(r.x);
             out["y"] = vec<double>(r.y);
             out["n_iter"] = r.n_iter;

@@ -100,6 +100,7 @@ struct Star {
     double x_in = 0, y_in = 0;
     double flux = 0;
     RMat d, w, weff;           // data, weight, weight inside the model's support
+    RMat var;                  // the pixels' variance (0 where unusable), for chi2_expected
     AxisInterp ax, ay;
     std::vector<double> basis;
     int n_eff = 0;             // pixels with weff > 0
@@ -111,6 +112,7 @@ struct Star {
     Eigen::Matrix3d vinv = Eigen::Matrix3d::Zero();
     bool has_projection = false;
     double chi2 = kNaN;
+    double chi2_expected = kNaN;  // sum weff * var: the chi2 pure noise gives a perfect model
     std::int64_t dof = 0;
 };
 
@@ -480,12 +482,14 @@ public:
         if (!(mm > 0) || !std::isfinite(dm) || s.n_eff <= npar) {
             s.flux = kNaN;
             s.chi2 = kNaN;
+            s.chi2_expected = kNaN;
             s.dof = 0;
             return;
         }
         s.flux = dm / mm;
         s.resid = s.d - s.flux * m;
         s.chi2 = (s.weff.array() * s.resid.array().square()).sum();
+        s.chi2_expected = (s.weff.array() * s.var.array()).sum();
         s.dof = s.n_eff - npar;
         // The projection of the next Gauss-Newton step, at the star's new parameters.
         s.vm = m;
@@ -663,6 +667,7 @@ PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* ma
     res.status.assign(static_cast<std::size_t>(m), static_cast<std::uint8_t>(PixelGridStarStatus::used));
     res.flux.assign(static_cast<std::size_t>(m), kNaN);
     res.chi2.assign(static_cast<std::size_t>(m), kNaN);
+    res.chi2_expected.assign(static_cast<std::size_t>(m), kNaN);
     res.x.assign(x, x + m);
     res.y.assign(y, y + m);
     res.dof.assign(static_cast<std::size_t>(m), 0);
@@ -683,6 +688,7 @@ PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* ma
         s.yc = s.y_in = y[i];
         s.d.resize(S, S);
         s.w.resize(S, S);
+        s.var.resize(S, S);
         const float* im = image + plane * i;
         const std::int32_t* mk = mask + plane * i;
         const float* va = variance + plane * i;
@@ -695,6 +701,7 @@ PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* ma
                 const bool good = v != 0.0 && std::isfinite(v) && std::isfinite(d) && (mk[k] & ctl.zero_weight_mask) == 0;
                 s.d(r, c) = good ? d : 0.0;
                 s.w(r, c) = good ? 1.0 : 0.0;
+                s.var(r, c) = good ? v : 0.0;
                 if (good) {
                     ++n_good;
                     sx += d;
@@ -846,6 +853,7 @@ PixelGridFitResult fit_pixel_grid_psf(const float* image, const std::int32_t* ma
             res.status[s.index] = static_cast<std::uint8_t>(s.status);
             res.flux[s.index] = s.flux;
             res.chi2[s.index] = s.chi2;
+            res.chi2_expected[s.index] = s.chi2_expected;
             res.dof[s.index] = s.dof;
             res.x[s.index] = s.xc;
             res.y[s.index] = s.yc;

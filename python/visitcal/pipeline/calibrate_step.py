@@ -37,7 +37,7 @@ from ..io.footprints import write_footprints
 from ..calib.ref_loader import ReferenceObjectLoader
 from ..core.table import DetectorVisitIdGenerator
 from ..core.wcs import pixel_to_sky
-from .repository import (SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, recorded, Repository,
+from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, recorded, Repository,
                         summary_field, unit_line, UnitStatus, write_product)
 from .runner import run_units
 
@@ -147,7 +147,12 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         status.summary.update({k: stats.get(k) for k in ("psfSigma", "skyBg", "skyNoise", "nPsfStar")})
         status.summary["n_sources"] = len(cal.output_cat)
         status.summary["sky_boundary"] = sky_boundary(cal.output_exposure)
-        status.status = "ok"
+        status.summary["psf_spatial_order"] = char.metadata.get("psf_spatial_order")
+        degraded = dict(char.metadata.get("degraded") or {})
+        if degraded:  # usable, with a recorded shortfall (e.g. the PSF fitted at a lower spatial order)
+            status.summary["degraded"] = degraded
+            status.message = "; ".join(f"{what}: {why}" for what, why in degraded.items())
+        status.status = DEGRADED if degraded else "ok"
     return status
 
 
@@ -237,11 +242,14 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
 
         def f(key, fmt):
             return summary_field(sm, key, fmt)
-        state = "ok" if s.ok else (s.error_type or "failed")
+        degraded = sm.get("degraded") or {}
+        state = ("ok" if not degraded else "degraded: " + ",".join(degraded)) if s.ok else (s.error_type or "failed")
         lines.append(unit_line(s, f"{s.visit:>7} {s.detector:>4}",
                                f"{state:<22} {f('n_sources', 'd'):>6} {f('psfSigma', '.3f'):>8} "
                                f"{f('zero_point', '.4f'):>8} {f('astrom_offset_mean', '.4f'):>12} "
                                f"{s.timings.get('total', float('nan')):>7.2f}"))
         if not s.ok and s.message:
             lines.append(f"{'':>13}{s.message[:200]}")
+        for name, why in degraded.items():
+            lines.append(f"{'':>13}{name}: {str(why)[:200]}")
     return lines

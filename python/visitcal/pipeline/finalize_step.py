@@ -52,7 +52,7 @@ from ..io import read_catalog, read_exposure, write_catalog
 from .associate_step import OUTPUTS as ASSOCIATE_OUTPUTS
 from .associate_step import STEP as ASSOCIATE_STEP
 from .associate_step import run_associate
-from .repository import (SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read, Repository,
+from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read, Repository,
                         summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
 from .runner import run_units
 
@@ -134,12 +134,16 @@ def _band(src_path: Path) -> str:
 
 def _detector_status(step_status: UnitStatus, ds, psf_row) -> UnitStatus:
     """Fill a provenance record from the task's `DetectorStatus` (and the detector's catalog row)."""
-    step_status.status = "ok" if ds.ok else "failed"
+    degraded = ds.ok and bool(getattr(ds, "degraded_reason", ""))
+    step_status.status = (DEGRADED if degraded else "ok") if ds.ok else "failed"
     step_status.error_type = None if ds.ok else (ds.error_type or ds.status)
-    step_status.message = ds.message or (None if ds.ok else ds.status)
+    step_status.message = (ds.degraded_reason if degraded else ds.message) or (None if ds.ok else ds.status)
     step_status.timings.update({k: float(v) for k, v in ds.timings.items()})
     summary = {"finalize_status": ds.status, "n_selected": ds.n_selected, "n_matched": ds.n_matched,
-               "n_reserved": ds.n_reserved, "n_candidates": ds.n_candidates, "n_used": ds.n_used}
+               "n_reserved": ds.n_reserved, "n_candidates": ds.n_candidates, "n_used": ds.n_used,
+               "psf_spatial_order": getattr(ds, "psf_spatial_order", -1)}
+    if getattr(ds, "degraded_reason", ""):
+        summary["degraded_reason"] = ds.degraded_reason
     if psf_row is not None:
         psf, apc = psf_row["psf"], psf_row["ap_corr_map"]
         if psf is not None:
@@ -293,7 +297,7 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
                                f"{state:<24} {f('n_matched', 'd'):>5} {f('n_used', 'd'):>5} "
                                f"{f('n_reserved', 'd'):>5} {f('psf_sigma', '.4f'):>8} "
                                f"{f('apcorr_PsfFlux_mean', '.4f'):>10} {f('apcorr_GaussianFlux_mean', '.4f'):>10}"))
-        if not s.ok and s.message:
+        if s.message and (not s.ok or sm.get("degraded_reason")):
             lines.append(f"{'':>13}{s.message[:200]}")
     return lines
 

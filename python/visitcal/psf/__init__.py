@@ -10,13 +10,15 @@ losslessly through FITS.
 """
 
 from .candidates import PsfCandidates, PsfCandidatesConfig, make_psf_candidates
-from .determiner import PsfDeterminerError, PsfDeterminerResult, PsfTooFewStarsError
+from .checks import CHECKS, PsfCheckConfig, PsfCheckResult, check_psf_model
+from .determiner import PsfDeterminerError, PsfDeterminerResult, PsfFitError, PsfTooFewStarsError
 from .models import FixedImagePsf, GaussianPsf, Moments, Psf
 from .pca import PcaPsf, PcaPsfDeterminer, PcaPsfDeterminerConfig
 from .pixel_grid import PixelGridPsf, PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
 from .vignets import candidates_from_vignets
 
 __all__ = [
+    "CHECKS",
     "FixedImagePsf",
     "GaussianPsf",
     "Moments",
@@ -29,9 +31,13 @@ __all__ = [
     "Psf",
     "PsfCandidates",
     "PsfCandidatesConfig",
+    "PsfCheckConfig",
+    "PsfCheckResult",
     "PsfDeterminerError",
     "PsfDeterminerResult",
+    "PsfFitError",
     "PsfTooFewStarsError",
     "candidates_from_vignets",
+    "check_psf_model",
     "make_psf_candidates",
 ]

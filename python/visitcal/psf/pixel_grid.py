@@ -77,7 +77,8 @@ from ..core.image import MaskPlanes
 from ..core.persistence import persistable
 from .models import _check_average_position, _CorePsf
 from .candidates import PsfCandidates
-from .determiner import PsfDeterminerError, PsfDeterminerResult, PsfTooFewStarsError
+from .checks import PsfCheckConfig
+from .determiner import PsfDeterminerError, PsfDeterminerResult, PsfTooFewStarsError, fit_with_order_step_down
 
 __all__ = ["STAR_STATUS", "PixelGridPsf", "PixelGridPsfDeterminer", "PixelGridPsfDeterminerConfig"]
 
@@ -270,6 +271,15 @@ class PixelGridPsfDeterminerConfig(BaseModel):
                                              "usable stamp pixels are dropped.")
     zeroth_order_interp_not_enough_stars: bool = Field(False, description="With too few stars for the order, fit "
                                                        "order 0 (one iteration) instead of failing.")
+    order_step_down: bool = Field(True, description="With too few stars per spatial term, or a model that fails "
+                                  "its checks, refit at the next lower spatial order, down to 0 (a constant PSF), "
+                                  "before failing; the result's metadata says why (not LSST: Piff raises).")
+    min_stars_per_parameter: float = Field(3.0, ge=1, description="Fewest used stars per spatial polynomial term "
+                                           "for orders above 0 (order 2 has 6 terms: 18 stars). Each term has as "
+                                           "many grid values as a star has pixels, so with n stars per term the "
+                                           "model absorbs ~1/n of the noise (LSST's rule is 1 per term).")
+    checks: PsfCheckConfig = Field(default_factory=PsfCheckConfig, description="Checks the fitted model must pass "
+                                   "(visitcal.psf.checks).")
     cg_tolerance: float = Field(1e-10, gt=0, lt=1, description="Relative residual at which the conjugate-gradient "
                                 "solves stop.")
     cg_chi2_tolerance: float = Field(0.01, ge=0, description="The conjugate-gradient solves also stop when a step "
@@ -454,8 +464,15 @@ class PixelGridPsfDeterminer:
         Raises
         ------
         PsfTooFewStarsError
-            Fewer usable stars, before or after outlier rejection, than polynomial terms (unless
-            ``zeroth_order_interp_not_enough_stars``).
+            Too few usable stars, before or after outlier rejection, even at the lowest order tried.
+        PsfFitError
+            The model failed a check of `visitcal.psf.checks` at every order tried (attribute ``check``).
+
+        Notes
+        -----
+        The fit starts at the configured order and steps down (`order_step_down`) as
+        `visitcal.psf.determiner.fit_with_order_step_down` describes: fewer than
+        ``min_stars_per_parameter`` stars per polynomial term, or a failed check, try the next lower order.
         """
         if not isinstance(candidates, PsfCandidates):
             raise TypeError(f"candidates must be PsfCandidates, got {type(candidates).__name__}")
@@ -474,7 +491,17 @@ class PixelGridPsfDeterminer:
             if res.shape != (m,):
                 raise ValueError(f"reserved must have shape ({m},), got {res.shape}")
         order = self.config.order_for_band(band)
-        ctl = self._control(order, mask_planes if mask_planes is not None else MaskPlanes())
+        planes = mask_planes if mask_planes is not None else MaskPlanes()
+        cfg = self.config
+        return fit_with_order_step_down(
+            lambda o: self._fit_order(candidates, bbox, x, y, res, o, planes), order, candidates, bbox, res,
+            step_down=cfg.order_step_down, min_stars_per_parameter=cfg.min_stars_per_parameter, checks=cfg.checks,
+            zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars, what="pixel-grid PSF")
+
+    def _fit_order(self, candidates: PsfCandidates, bbox: Box2I, x, y, res, order: int,
+                   mask_planes: MaskPlanes) -> PsfDeterminerResult:
+        """One fit at spatial ``order`` (no step-down, no checks)."""
+        ctl = self._control(order, mask_planes)
         box = (float(bbox.min_x), float(bbox.max_x), float(bbox.min_y), float(bbox.max_y))
         image = np.ascontiguousarray(candidates.image, np.float32)
         mask = np.ascontiguousarray(candidates.mask, np.int32)
@@ -504,4 +531,4 @@ class PixelGridPsfDeterminer:
         }
         return PsfDeterminerResult(psf=PixelGridPsf._from_core(r["psf"]), used=used, reserved=res.copy(),
                                    flux=r["flux"], chi2=r["chi2"], dof=r["dof"], status=status,
-                                   metadata=metadata, x=r["x"], y=r["y"])
+                                   metadata=metadata, x=r["x"], y=r["y"], chi2_expected=r["chi2_expected"])

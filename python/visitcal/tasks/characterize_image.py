@@ -29,6 +29,10 @@ calibration flux that pipe_tasks' ``CalibrateImageTask`` measures).
    no unresolved cut), the two maps merged into ``exposure.ap_corr_map`` (the normalisation entry is carried
    forward by calibration and reprocessing), then `ApplyApCorrTask` and the flux-ratio extendedness again.
 
+The PSF determiners check their models and step the spatial order down when the stars are too few for
+it (`visitcal.psf.determiner.fit_with_order_step_down`); a PSF of a lower order than configured is a
+degraded result, named in ``metadata["degraded"]``.
+
 Failures are typed and propagate: `visitcal.psf.determiner.PsfTooFewStarsError` (with a note saying how
 many stars the selector and the candidate cut left, in which iteration), `MeasureApCorrError`,
 `visitcal.detection.cosmic_rays.TooManyCosmicRaysError`, `CharacterizeImageError` (a PSF with a NaN size).
@@ -186,7 +190,9 @@ class CharacterizeImageResult:
         The layers subtracted (the input's, then the new ones).
     metadata : dict
         Per iteration the star counts and the determiner's metadata, the ap-corr measurement's
-        metadata, and ``timings`` (seconds per stage).
+        metadata, ``timings`` (seconds per stage), ``psf_spatial_order`` (of the final PSF) and
+        ``degraded`` (fallback name -> reason; ``{"psf_order_reduced": ...}`` when the final PSF was fitted at
+        a lower spatial order than configured, empty otherwise).
     """
 
     exposure: Exposure
@@ -264,6 +270,16 @@ class CharacterizeImageTask:
             sources, footprints, info = self._detect_measure_and_estimate_psf(
                 exposure, background, idg, iteration, timed, input_cr)
             metadata["iterations"].append(info)
+
+        last = metadata["iterations"][-1]
+        metadata["psf_spatial_order"] = int(last.get("spatial_order_used", last.get("spatial_order", -1)))
+        metadata["degraded"] = {}
+        if last.get("order_step_down_reason"):
+            # A documented fallback: the PSF of a lower spatial order than configured (too few stars per
+            # spatial term, or the configured order's model failed its checks).
+            metadata["degraded"]["psf_order_reduced"] = (
+                f"spatial order {metadata['psf_spatial_order']} instead of {last['spatial_order_configured']} "
+                f"({last['order_step_down_reason']})")
 
         timed("repair", self._repair, exposure, False, input_cr)
         timed("measurement", self.measurement.run, sources, exposure, footprints, exposure_id=idg.catalog_id)

@@ -29,9 +29,11 @@ name):
 
 Failures give the rows LSST's task gives: no selected source or no isolated match -> no row anywhere;
 candidate making fails -> an exposure row without PSF and ap-corr map, star rows unmeasured; the PSF fit
-fails (too few stars, NaN size, any error) -> the same; measurement or ap-corr fails -> an exposure row
-with the PSF but no map. Each detector gets a typed `DetectorStatus` (``status`` column of the
-``psf_ap_corr_cat``, and ``detector_status`` of the result).
+fails (too few stars, NaN size, a failed model check, any error) -> the same; measurement or ap-corr
+fails -> an exposure row with the PSF but no map. Each detector gets a typed `DetectorStatus` (``status``
+column of the ``psf_ap_corr_cat``, and ``detector_status`` of the result): ``"ok"``, a degraded status
+(`DEGRADED_STATUSES`: ``"psf_order_reduced"`` when the PSF had to be fitted at a lower spatial order than
+configured; the reason is in ``message``) or a failure (`STATUSES`).
 
 Footprints
     The ``single_visit_star`` catalog does not carry footprints. They are rebuilt from the calexp: every
@@ -90,7 +92,7 @@ from ..psf.pca import PcaPsfDeterminer, PcaPsfDeterminerConfig
 from ..core.persistence import component_from_table, component_to_table
 from ..psf.pixel_grid import PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
 from ..psf.candidates import PsfCandidatesConfig, footprint_index_of, make_psf_candidates
-from ..psf.determiner import PsfTooFewStarsError
+from ..psf.determiner import PsfFitError, PsfTooFewStarsError
 from .reserve_isolated_stars import ReserveIsolatedStarsConfig, ReserveIsolatedStarsTask
 from ..measurement.single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask, SlotsConfig
 from ..measurement.source_selector import (
@@ -104,6 +106,7 @@ from ..measurement.source_selector import (
 __all__ = [
     "ConsolidateFinalizeCharacterizationDetectorConfig",
     "ConsolidateFinalizeCharacterizationDetectorTask",
+    "DEGRADED_STATUSES",
     "DetectorStatus",
     "FinalizeCharacterizationConfig",
     "FinalizeCharacterizationDetectorTask",
@@ -119,9 +122,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Per-detector outcomes. The first two leave the detector out of both outputs, as in LSST.
-STATUSES = ("ok", "no_selected_sources", "no_isolated_matches", "candidates_failed", "psf_too_few_stars",
-            "psf_fit_failed", "psf_nan_size", "measurement_failed", "ap_corr_failed")
+#: Per-detector outcomes. ``"ok"``: PSF and ap-corr map made as configured. `DEGRADED_STATUSES`: both
+#: made, through a documented fallback (the reason is in ``message``). The rest are failures; the first
+#: two leave the detector out of both outputs, as in LSST. ``psf_too_few_stars``: too few stars even for a
+#: constant PSF; ``psf_check_failed``: the model failed a check of `visitcal.psf.checks` at every order
+#: tried (the message names the check); ``psf_fit_failed``: any other error of the fit.
+STATUSES = ("ok", "psf_order_reduced", "no_selected_sources", "no_isolated_matches", "candidates_failed",
+            "psf_too_few_stars", "psf_check_failed", "psf_fit_failed", "psf_nan_size", "measurement_failed",
+            "ap_corr_failed")
+
+#: Statuses of a detector that got its PSF and ap-corr map through a fallback: ``psf_order_reduced``, the
+#: PSF fitted at a lower spatial order than configured (too few stars per spatial term, or the configured
+#: order's model failed a check).
+DEGRADED_STATUSES = ("psf_order_reduced",)
 
 #: The flags the PSF-star selector vetoes (LSST FinalizeCharacterizationConfigBase.setDefaults).
 SELECTOR_BAD_FLAGS = PIXEL_BAD_FLAGS + ("slot_Centroid_flag", "base_GaussianFlux_flag")
@@ -211,7 +224,7 @@ class DetectorStatus:
     status : str
         One of `STATUSES`.
     message : str
-        The error's text for a failure ("" when ok).
+        The error's text for a failure, the fallback's reason for a degraded status ("" when ok).
     error_type : str
         The exception's class name ("" when ok or not an exception).
     n_selected, n_matched, n_reserved, n_candidates, n_used : int
@@ -219,6 +232,11 @@ class DetectorStatus:
         fitted, stars the fit kept.
     timings : dict
         Seconds per stage: ``selection``, ``candidates``, ``psf``, ``measurement``, ``ap_corr``.
+    psf_spatial_order : int
+        Spatial order of the fitted PSF (-1: none fitted).
+    degraded_reason : str
+        Why a fallback was used (e.g. ``"psf_order_reduced: ..."``), kept even when a later stage failed
+        ("" when none was).
     """
 
     detector: int
@@ -231,11 +249,18 @@ class DetectorStatus:
     n_candidates: int = 0
     n_used: int = 0
     timings: dict = dataclasses.field(default_factory=dict)
+    psf_spatial_order: int = -1
+    degraded_reason: str = ""
 
     @property
     def ok(self) -> bool:
-        """Whether the detector got both a PSF and an ap-corr map (``status == "ok"``)."""
-        return self.status == "ok"
+        """Whether the detector got both a PSF and an ap-corr map (``"ok"`` or a degraded status)."""
+        return self.status == "ok" or self.status in DEGRADED_STATUSES
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the products were made through a documented fallback (`DEGRADED_STATUSES`)."""
+        return self.status in DEGRADED_STATUSES
 
     @property
     def has_row(self) -> bool:
@@ -691,6 +716,9 @@ class FinalizeCharacterizationTaskBase:
         except PsfTooFewStarsError as err:
             timings["psf"] = time.perf_counter() - t0
             return fail("psf_too_few_stars", err, measured=self._map_to_output(selected))
+        except PsfFitError as err:
+            timings["psf"] = time.perf_counter() - t0
+            return fail("psf_check_failed", err, measured=self._map_to_output(selected))
         except Exception as err:  # noqa: BLE001 - any fit failure gives a row without PSF (as LSST)
             timings["psf"] = time.perf_counter() - t0
             return fail("psf_fit_failed", err, measured=self._map_to_output(selected))
@@ -700,6 +728,12 @@ class FinalizeCharacterizationTaskBase:
             timings["psf"] = time.perf_counter() - t0
             return fail("psf_nan_size", RuntimeError(f"PSF size at ({ax:.1f}, {ay:.1f}) is NaN"),
                         measured=self._map_to_output(selected))
+        md = result.metadata
+        status.psf_spatial_order = int(md.get("spatial_order_used", md.get("spatial_order", -1)))
+        if result.order_reduced:
+            status.degraded_reason = (f"psf_order_reduced: spatial order {status.psf_spatial_order} instead of "
+                                      f"{md['spatial_order_configured']} ({md.get('order_step_down_reason', '')})")
+            log.warning("visit %d detector %d: %s", visit, detector, status.degraded_reason)
         used = np.zeros(n, bool)
         used[cand_rows[np.asarray(result.used, bool)]] = True
         selected["calib_psf_used"] = used
@@ -734,6 +768,9 @@ class FinalizeCharacterizationTaskBase:
                     ap_corr_map[key] = field
         self.apply_ap_corr.run(measured, ap_corr_map)
         timings["ap_corr"] = time.perf_counter() - t0
+        if status.degraded_reason:
+            status.status = "psf_order_reduced"
+            status.message = status.degraded_reason
         return _DetectorOutput(psf, ap_corr_map, measured, status)
 
     @staticmethod

@@ -14,6 +14,7 @@ from visitcal import _core
 from visitcal.core.geom import Box2I
 from visitcal.core.image import Exposure, MaskPlanes
 from visitcal.io import read_exposure, write_exposure
+from visitcal.psf.checks import PsfCheckConfig
 from visitcal.psf.pca import PcaPsf, PcaPsfDeterminer, PcaPsfDeterminerConfig
 from visitcal.core.persistence import component_from_table, component_to_table
 from visitcal.psf.models import FixedImagePsf
@@ -211,18 +212,23 @@ def varying_field(seed=21, n=300):
 def test_varying_gaussian_is_recovered_at_reserved_positions():
     """sigma = 1.6 + 0.3 x / 2000 + 0.1 y / 2000 px over 2000 x 2000 px, 300 stars of flux 1e4-2e5 with
     sky (100 per pixel) and Poisson noise; 30 reserved. At the reserved positions the model's adaptive
-    size is within 1% of the truth measured the same way (measured: within 0.2%)."""
+    size is within 2% of the truth measured the same way (measured: worst 1.47%, rms 0.53% with LSST's
+    4 components, constant_weight and inverse-variance amplitude/spatial fits; it was 0.2% with the
+    earlier uniform-weight fits and a noise-pruned basis, and is 0.79% / 0.31% with constant_weight=False:
+    see the issue-21 report)."""
     c, reserved = varying_field()
     r = PcaPsfDeterminer().determine_psf(c, BBOX, reserved=reserved)
     assert not r.used[reserved].any() and (r.status[reserved] == "reserved").all()
     assert np.array_equal(r.reserved, reserved)
-    assert r.used[~reserved].mean() > 0.95
+    # LSST's 4 components: the spatial test on the 3 extra amplitudes rejects ~7% of these stars (one
+    # component: under 5%).
+    assert r.used[~reserved].mean() > 0.9 and r.metadata["n_components"] == 4
     assert r.metadata["numAvailStars"] == 270 and r.metadata["numGoodStars"] == r.used.sum()
     x, y = c.table["x"], c.table["y"]
     for k in np.flatnonzero(reserved):
         truth = FixedImagePsf(gaussian((25, 25), -12, -12, 0, 0, sigma_field(x[k], y[k])))
         size = r.psf.compute_shape(x[k], y[k]).determinant_radius
-        assert abs(size / truth.compute_shape(0, 0).determinant_radius - 1) < 0.01
+        assert abs(size / truth.compute_shape(0, 0).determinant_radius - 1) < 0.02
     # Reserved stars are measured against the model: chi2 / dof near 1, fluxes near the truth.
     red = r.chi2[reserved] / r.dof[reserved]
     assert np.all(np.isfinite(red)) and 0.85 < np.median(red) < 1.2
@@ -253,12 +259,20 @@ def test_too_few_stars_raise_or_fall_back_to_order_zero():
     c = make_candidates(xs, ys, [1.8] * 8, [2e4] * 8)
     reserved = np.zeros(8, bool)
     reserved[:3] = True  # 5 usable stars < 6 terms of order 2
+    # LSST's rule (no step-down, one star per spatial term): a typed error.
+    noise_free = PsfCheckConfig(min_chi2_ratio=0.0)  # no noise to overfit
+    lsst = dict(order_step_down=False, min_stars_per_parameter=1.0, checks=noise_free)
     with pytest.raises(PsfTooFewStarsError) as err:
-        PcaPsfDeterminer().determine_psf(c, BBOX, reserved=reserved)
+        PcaPsfDeterminer(PcaPsfDeterminerConfig(**lsst)).determine_psf(c, BBOX, reserved=reserved)
     assert (err.value.n_stars, err.value.n_required) == (5, 6)
-    r = PcaPsfDeterminer().determine_psf(c, BBOX)  # 8 >= 6
+    r = PcaPsfDeterminer(PcaPsfDeterminerConfig(**lsst)).determine_psf(c, BBOX)  # 8 >= 6
     assert r.psf.spatial_order == 2
-    cfg = PcaPsfDeterminerConfig(zeroth_order_interp_not_enough_stars=True)
+    # The default steps down: 5 stars are under 3 per term of orders 2 (6 terms) and 1 (3 terms); these
+    # noise-free stars have no noise to overfit, so the chi2 check is off.
+    r = PcaPsfDeterminer(PcaPsfDeterminerConfig(checks=noise_free)).determine_psf(c, BBOX, reserved=reserved)
+    assert r.psf.spatial_order == 0 and r.metadata["spatial_order_used"] == 0 and r.order_reduced
+    assert "order 2: 5 candidates for 6 spatial terms" in r.metadata["order_step_down_reason"]
+    cfg = PcaPsfDeterminerConfig(zeroth_order_interp_not_enough_stars=True, **lsst)
     r = PcaPsfDeterminer(cfg).determine_psf(c, BBOX, reserved=reserved)
     assert r.psf.spatial_order == 0 and r.metadata["spatial_order"] == 0 and r.psf.coefficients.shape[1] == 1
     assert r.used.sum() == 5 and (r.status[:3] == "reserved").all()
@@ -333,7 +347,11 @@ def test_galaxy_and_double_star_are_rejected_as_outliers():
     c = PsfCandidates(imgs.astype(np.float32), c.mask, c.variance, c.xy0, c.table)
     r = PcaPsfDeterminer().determine_psf(c, BBOX)
     assert list(r.status[[7, 20]]) == ["outlier", "outlier"] and not r.used[[7, 20]].any()
-    assert r.used.sum() >= n - 4
+    # 50 stars at order 2 (6 terms, 3 stars per term) carry 2 components. On this constant PSF the second
+    # is noise, and the spatial test also rejects 2 good stars (chi2/dof 1.04, 1.08) on their noise
+    # amplitudes (LSST's 4 components rejected 6; one component rejects none).
+    assert r.metadata["n_components"] == 2 and r.used.sum() >= n - 4
+    assert r.metadata["n_dropped"] == {"outlier": n - int(r.used.sum())}
     t = gaussian((25, 25), -12, -12, 0, 0, 1.8)
     t /= t.sum()
     assert abs(r.psf.compute_shape(1000, 1000).determinant_radius

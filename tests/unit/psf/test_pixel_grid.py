@@ -16,6 +16,7 @@ from scipy import stats
 from visitcal import _core
 from visitcal.core.geom import Box2I
 from visitcal.core.persistence import component_from_table, component_to_table
+from visitcal.psf.checks import PsfCheckConfig
 from visitcal.psf.pixel_grid import (
     PixelGridPsf,
     PixelGridPsfDeterminer,
@@ -370,14 +371,20 @@ def test_identical_results_run_to_run():
 
 def test_too_few_stars_is_a_typed_error_or_falls_back_to_order_0():
     cands, _ = constant_gaussian_candidates(m=5, seed=13)
+    lsst = dict(order_step_down=False, min_stars_per_parameter=1.0)  # LSST's rule: one star per term
     with pytest.raises(PsfTooFewStarsError) as err:
-        PixelGridPsfDeterminer().determine_psf(cands, BBOX)
+        PixelGridPsfDeterminer(PixelGridPsfDeterminerConfig(**lsst)).determine_psf(cands, BBOX)
     assert err.value.n_stars == 5 and err.value.n_required == 6
     # Reserved stars do not count.
     cands10, _ = constant_gaussian_candidates(m=10, seed=13)
     with pytest.raises(PsfTooFewStarsError):
-        PixelGridPsfDeterminer().determine_psf(cands10, BBOX, reserved=np.arange(10) < 5)
-    cfg = PixelGridPsfDeterminerConfig(zeroth_order_interp_not_enough_stars=True)
+        PixelGridPsfDeterminer(PixelGridPsfDeterminerConfig(**lsst)).determine_psf(cands10, BBOX,
+                                                                                   reserved=np.arange(10) < 5)
+    noise_free = PsfCheckConfig(min_chi2_ratio=0.0)  # no noise to overfit
+    # The default steps down to order 0 (5 stars < 3 per term at orders 2 and 1).
+    r = PixelGridPsfDeterminer(PixelGridPsfDeterminerConfig(checks=noise_free)).determine_psf(cands, BBOX)
+    assert r.psf.spatial_order == 0 and r.metadata["spatial_order_configured"] == 2 and r.order_reduced
+    cfg = PixelGridPsfDeterminerConfig(zeroth_order_interp_not_enough_stars=True, checks=noise_free, **lsst)
     r = PixelGridPsfDeterminer(cfg).determine_psf(cands, BBOX)
     assert r.psf.spatial_order == 0 and r.metadata["n_iter"] == 1 and r.used.all()
     assert worst_residual(r.psf, 2.0, POINTS[:2]) < 1e-3
@@ -506,7 +513,8 @@ def test_smoothness_prior_in_its_strong_limit_gives_the_flat_grid():
     G, s = 11, 0.6
     cands = noisy_supersampled_candidates(40, seed=22)
     cfg = PixelGridPsfDeterminerConfig(model_size=G, sampling_size=s, spatial_order=1, stamp_size=15,
-                                       smoothness=1e9, max_iter=2, outlier_n_sigma=50.0, cg_chi2_tolerance=0.0)
+                                       smoothness=1e9, max_iter=2, outlier_n_sigma=50.0, cg_chi2_tolerance=0.0,
+                                       checks=PsfCheckConfig(do_checks=False))  # a flat grid is no PSF
     c = PixelGridPsfDeterminer(cfg).determine_psf(cands, BBOX).psf.coefficients
     flat = 1.0 / (s * s) / G**2
     np.testing.assert_allclose(c[0], flat, rtol=0, atol=1e-6 * flat)

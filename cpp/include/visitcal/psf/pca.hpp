@@ -70,13 +70,13 @@ private:
 /// Configuration of fit_pca_psf (mirrored by visitcal.psf.pca.PcaPsfDeterminerConfig; LSST defaults).
 struct PcaPsfControl {
     int n_eigen_components = 4;      // basis images K (reduced automatically)
-    double component_noise_threshold = 1.0;  // keep components whose eigenvalue exceeds this x the noise edge
+    double component_noise_threshold = 0.0;  // > 0: keep components whose eigenvalue exceeds this x the noise edge
     int spatial_order = 2;           // order of the amplitude polynomials
     int kernel_size = 25;            // model stamp side n, odd, <= candidate stamp side
     int n_iter_for_psf = 3;          // at most this many fits (rejection between them)
     double reduced_chi2_for_psf_candidates = 2.0;
     double spatial_reject = 3.0;     // sigma
-    bool constant_weight = true;     // every star weighs the same in the basis and the spatial fit
+    bool constant_weight = true;     // every star weighs the same in the KL basis (else S/N^2); fits: 1/var
     double lam = 0.05;               // fractional model-error floor: var_eff = var + (lam * model)^2
     double tolerance = 1e-2;         // stop early: no rejection and relative change of chi2 below it
     std::int32_t bad_mask_bits = mask_bits::BAD | mask_bits::CR | mask_bits::INTRP | mask_bits::SAT |
@@ -113,6 +113,7 @@ struct PcaPsfFit {
     std::vector<double> flux;          // NaN when not fitted
     std::vector<double> chi2;          // NaN when not fitted
     std::vector<std::int64_t> dof;     // 0 when not fitted
+    std::vector<double> chi2_expected; // sum of var / (var + (lam F m)^2): the chi2 of pure noise (NaN: not fitted)
     int n_available = 0;               // non-reserved candidates
     int n_good = 0;                    // used in the final fit
     int n_iter = 0;                    // fits made

@@ -117,6 +117,8 @@ struct PixelGridFitResult {
     std::vector<std::uint8_t> status;        // PixelGridStarStatus per candidate
     std::vector<double> flux, chi2, x, y;    // final flux, chi2, centre (refitted with fit_center)
     std::vector<std::int64_t> dof;
+    std::vector<double> chi2_expected;       // sum of weight x variance over the fitted pixels: the chi2 a
+                                             // perfect model would get from noise alone (the overfit check)
     int n_iter = 0;
     bool converged = false;
     int spatial_order = 0;                   // the order fitted (0 after a fall back)
