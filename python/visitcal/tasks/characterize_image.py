@@ -186,7 +186,9 @@ class CharacterizeImageResult:
         The layers subtracted (the input's, then the new ones).
     metadata : dict
         Per iteration the star counts and the determiner's metadata, the ap-corr measurement's
-        metadata, and ``timings`` (seconds per stage).
+        metadata, ``timings`` (seconds per stage) and, when a documented fallback was used (an aperture
+        correction of lower order or from fainter stars, the normalisation's median ratio),
+        ``degraded_reasons`` (a list of str): the detector is then ``degraded``, not ``ok``.
     """
 
     exposure: Exposure
@@ -372,6 +374,9 @@ class CharacterizeImageTask:
             for k, v in out.items():
                 sources[k] = v
         metadata["ap_corr"] = measured.metadata
+        reasons = [r for r in (norm.degraded_reason, measured.degraded_reason) if r]
+        if reasons:
+            metadata.setdefault("degraded_reasons", []).append("aperture correction: " + "; ".join(reasons))
         metadata["timings"]["ap_corr"] = metadata["timings"].get("ap_corr", 0.0) + time.perf_counter() - t0
 
 

@@ -108,10 +108,15 @@ def test_core_equals_reference(seed, sigma_max):
 
 def test_get_zero_point_cases():
     # A single-valued set: numpy's histogram spans 24.5..25.5, the modal bin is [25.0, 25.05), the quartiles
-    # coincide, sigma = 0 and the strict |dmag - centre| < 0 keeps nothing: zp = the centre, ngood = 0
-    # (LSST's behaviour too).
+    # coincide and sigma = 0. LSST's strict |dmag - centre| < 0 keeps nothing and returns the bin's centre,
+    # 25.025 with ngood = 0; here there is no spread to clip against, so nothing is clipped: the
+    # inverse-variance mean of the five, sigma = 0.1 / sqrt(5).
     r = get_zero_point([25.0] * 5, [0.1] * 5)
-    assert r.zp == pytest.approx(25.025) and r.ngood == 0 and not r.good.any()
+    assert r.zp == pytest.approx(25.0, abs=1e-12) and r.ngood == 5 and r.good.all()
+    assert r.sigma == pytest.approx(0.1 / math.sqrt(5), rel=1e-12)
+    # One star: its own value and error (LSST: 25.025 +- 0, ngood 0).
+    r = get_zero_point([27.31], [0.02])
+    assert (r.zp, r.sigma, r.ngood) == (pytest.approx(27.31, abs=1e-12), pytest.approx(0.02, rel=1e-12), 1)
     with pytest.raises(ValueError, match="no finite"):
         get_zero_point([np.nan, np.inf], [0.1, 0.1])
     # Two far clusters of equal weight in non-contiguous modal bins: median start.
