@@ -112,6 +112,7 @@ __all__ = [
     "NoWorkFound",
     "PsfDeterminerChoice",
     "STATUSES",
+    "apply_visit_level_ap_corr",
     "concat_isolated_star_cats",
     "read_psf_ap_corr_cat",
     "write_psf_ap_corr_cat",
@@ -119,9 +120,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Per-detector outcomes. The first two leave the detector out of both outputs, as in LSST.
-STATUSES = ("ok", "no_selected_sources", "no_isolated_matches", "candidates_failed", "psf_too_few_stars",
-            "psf_fit_failed", "psf_nan_size", "measurement_failed", "ap_corr_failed")
+#: Per-detector outcomes. The first two leave the detector out of both outputs, as in LSST. ``degraded`` (not
+#: LSST): a PSF and an ap-corr map from a documented fallback (an ap corr of lower order or from fainter stars,
+#: or the visit-level ap corr), the reason in the message; usable, like ``ok``.
+STATUSES = ("ok", "degraded", "no_selected_sources", "no_isolated_matches", "candidates_failed",
+            "psf_too_few_stars", "psf_fit_failed", "psf_nan_size", "measurement_failed", "ap_corr_failed")
 
 #: The flags the PSF-star selector vetoes (LSST FinalizeCharacterizationConfigBase.setDefaults).
 SELECTOR_BAD_FLAGS = PIXEL_BAD_FLAGS + ("slot_Centroid_flag", "base_GaussianFlux_flag")
@@ -199,6 +202,11 @@ class FinalizeCharacterizationConfig(BaseModel):
     measure_ap_corr: MeasureApCorrConfig = Field(default_factory=_default_measure_ap_corr,
                                                  description="Aperture corrections (base_PsfFlux S/N > 200).")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="Applying them.")
+    do_visit_level_ap_corr: bool = Field(True, description="Not LSST: a detector whose aperture correction could "
+                                         "not be measured from its own stars (``ap_corr_failed`` with a PSF) takes a "
+                                         "constant per flux fitted on the stars of all the visit's detectors, and is "
+                                         "degraded (`apply_visit_level_ap_corr`). LSST leaves it without a map, "
+                                         "and reprocessing fails it.")
 
 
 @dataclasses.dataclass
@@ -211,7 +219,7 @@ class DetectorStatus:
     status : str
         One of `STATUSES`.
     message : str
-        The error's text for a failure ("" when ok).
+        The error's text for a failure, the fallbacks' reasons when degraded ("" when ok).
     error_type : str
         The exception's class name ("" when ok or not an exception).
     n_selected, n_matched, n_reserved, n_candidates, n_used : int
@@ -234,8 +242,13 @@ class DetectorStatus:
 
     @property
     def ok(self) -> bool:
-        """Whether the detector got both a PSF and an ap-corr map (``status == "ok"``)."""
-        return self.status == "ok"
+        """Whether the detector got both a PSF and an ap-corr map (``status`` ``"ok"`` or ``"degraded"``)."""
+        return self.status in ("ok", "degraded")
+
+    @property
+    def degraded(self) -> bool:
+        """Whether they come from a documented fallback (``status == "degraded"``, the reasons in ``message``)."""
+        return self.status == "degraded"
 
     @property
     def has_row(self) -> bool:
@@ -724,10 +737,13 @@ class FinalizeCharacterizationTaskBase:
         # 13-15. aperture corrections
         t0 = time.perf_counter()
         try:
-            ap_corr_map = self.measure_ap_corr.run(measured, exp).ap_corr_map
+            ap_res = self.measure_ap_corr.run(measured, exp)
+            ap_corr_map = ap_res.ap_corr_map
         except Exception as err:  # noqa: BLE001 - MeasureApCorrError and any other failure
             timings["ap_corr"] = time.perf_counter() - t0
             return fail("ap_corr_failed", err, psf=psf, measured=measured)
+        if ap_res.degraded:
+            status.status, status.message = "degraded", f"aperture correction: {ap_res.degraded_reason}"
         if exposure.ap_corr_map is not None:
             for key, field in exposure.ap_corr_map.items():
                 if key not in ap_corr_map:
@@ -768,7 +784,9 @@ class FinalizeCharacterizationTaskBase:
                                     [r[2] for r in rows], [r[3].status for r in rows], [r[3].message for r in rows])
         table = vstack(tables, join_type="exact", metadata_conflicts="silent") if len(tables) > 1 else tables[0]
         table.meta = copy.deepcopy(template.meta)
-        return FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table, detector_status=statuses)
+        result = FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table, detector_status=statuses)
+        _mark_degraded(result)
+        return result
 
 
 class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
@@ -804,6 +822,7 @@ class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
         if len(iso) == 0:
             raise NoWorkFound(f"visit {visit}: no isolated-star source in this visit")
         rows, tables, statuses = [], [], {}
+        inputs = {}  # detector -> (bbox, input ap-corr map), for the visit-level fallback
         template = None
         for det in detectors:
             src = _load(src_dict[det])
@@ -816,7 +835,11 @@ class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
                 continue
             rows.append((det, out.psf, out.ap_corr_map, out.status))
             tables.append(self._finish_detector(out, visit, det, template))
-        return self._assemble(visit, rows, tables, template, statuses)
+            inputs[det] = (exposure.bbox, exposure.ap_corr_map)
+        result = self._assemble(visit, rows, tables, template, statuses)
+        if self.config.do_visit_level_ap_corr:
+            apply_visit_level_ap_corr(result, inputs, self.config)
+        return result
 
 
 class FinalizeCharacterizationDetectorTask(FinalizeCharacterizationTaskBase):
@@ -896,7 +919,125 @@ class ConsolidateFinalizeCharacterizationDetectorTask:
         tables = [_load(src_detector_table_dict[d]) for d in detectors]
         table = vstack(tables, join_type="exact", metadata_conflicts="silent") if len(tables) > 1 else tables[0].copy()
         table.meta = copy.deepcopy(tables[0].meta)
-        return FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table)
+        result = FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table)
+        _mark_degraded(result)
+        return result
+
+
+def _uncorrected_ap_corr_stars(table: Table, names: list[str], keep: np.ndarray) -> Table:
+    """The rows ``keep`` of a finalized star table with each name's flux and error as measured, before the
+    aperture correction (``instFlux / <name>_apCorr`` on the rows it corrected: ``_flag_apCorr`` False and a
+    finite, positive ``_apCorr``), so that the rows of every detector can be pooled into one fit."""
+    out = table[keep].copy(copy_data=True)
+    for name in names:
+        ap_col, flag_col = f"{name}_apCorr", f"{name}_flag_apCorr"
+        if ap_col not in out.colnames:
+            continue
+        a = np.asarray(out[ap_col], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            corrected = np.isfinite(a) & (a > 0)
+        if flag_col in out.colnames:
+            corrected &= ~np.asarray(out[flag_col], dtype=bool)
+        for suffix in ("_instFlux", "_instFluxErr"):
+            col = np.asarray(out[name + suffix], dtype=np.float64).copy()
+            col[corrected] /= a[corrected]
+            out[name + suffix] = col
+    return out
+
+
+def apply_visit_level_ap_corr(result: FinalizeCharacterizationResult, inputs: Mapping,
+                              config: FinalizeCharacterizationConfig) -> list[int]:
+    """Give every detector of ``result`` whose aperture correction failed (status ``ap_corr_failed``, with a
+    PSF) a visit-level one: per flux, a constant (order 0) fitted by `MeasureApCorrTask` (``measure_ap_corr``'s
+    selector and clipping, its fallback to fainter stars) on the measured stars of all the visit's detectors
+    with a PSF (fluxes before their own detector's correction, `_uncorrected_ap_corr_stars`). Not LSST, which
+    leaves the detector without a map (reprocessing then fails it).
+
+    The detector's row gets the map (plus the input map's entries it lacks, the calibration-flux
+    normalisation), status ``degraded`` and the message ``"visit-level ap corr (N stars from M detectors): ..."``;
+    its star-table rows are corrected with it (`ApplyApCorrTask`); ``result.detector_status`` is updated.
+    ``result.output_table.meta`` gets ``DEGRADED`` / ``DEGRADED_REASON`` (every degraded detector of the visit).
+    A pooled fit that fails too leaves the detector as it was.
+
+    Parameters
+    ----------
+    result : `FinalizeCharacterizationResult`
+        A visit's result (the visit task's, or the consolidated detector tasks'), modified in place.
+    inputs : mapping detector -> (`Box2I`, `ApCorrMap` or None), or a callable returning that pair
+        Each failed detector's bbox (the map's domain) and the input exposure's ap-corr map.
+    config : `FinalizeCharacterizationConfig`
+
+    Returns
+    -------
+    list of int
+        The detectors given a visit-level map.
+    """
+    cat, table = result.psf_ap_corr_cat, result.output_table
+    statuses = [str(s) for s in cat["status"]]
+    failed = [k for k, st in enumerate(statuses) if st == "ap_corr_failed" and cat["psf"][k] is not None]
+    done = []
+    if failed and len(table):
+        with_psf = {int(d) for d, p in zip(cat["detector"], cat["psf"]) if p is not None}
+        det_col = np.asarray(table["detector"])
+        keep = np.isin(det_col, sorted(with_psf))
+        pooled_task = MeasureApCorrTask(config.measure_ap_corr.model_copy(update={
+            "fit_config": config.measure_ap_corr.fit_config.model_copy(update={"order_x": 0, "order_y": 0})}))
+        names = pooled_task.names_in(table)
+        pooled = _uncorrected_ap_corr_stars(table, names, keep)
+        maps, messages, psfs = list(cat["ap_corr_map"]), [str(m) for m in cat["message"]], list(cat["psf"])
+        for k in failed:
+            det = int(cat["detector"][k])
+            bbox, input_map = _load(inputs[det])
+            stars = pooled.copy(copy_data=True)
+            cx, cy = bbox.center
+            for axis, value in (("x", cx), ("y", cy)):  # a constant: every star at the detector's centre
+                stars[resolve_column(stars, f"slot_Centroid_{axis}")] = np.full(len(stars), float(value))
+            try:
+                res = pooled_task.run(stars, bbox)
+            except Exception as err:  # noqa: BLE001 - the pooled stars cannot do it either: left failed
+                log.warning("visit-level aperture correction for detector %d failed too: %s", det, err)
+                messages[k] = f"{messages[k]}; the visit-level fit failed too: {err}"
+                continue
+            n_used = max(int(v["n_used"]) for key, v in res.metadata.items() if isinstance(v, dict))
+            used_rows = np.zeros(len(stars), bool)
+            for name in names:
+                col = f"apcorr_{name}_used"
+                if col in stars.colnames:
+                    used_rows |= np.asarray(stars[col], bool)
+            n_det = len(set(np.asarray(stars["detector"])[used_rows].tolist()))
+            ap_corr_map = res.ap_corr_map
+            if input_map is not None:
+                for key, field in input_map.items():
+                    if key not in ap_corr_map:
+                        ap_corr_map[key] = field
+            values = ", ".join(f"{name} {res.ap_corr_map[name + '_instFlux'].mean():.4f}" for name in names
+                               if name + "_instFlux" in res.ap_corr_map)
+            reason = (f"visit-level ap corr ({n_used} stars from {n_det} detectors: {values}"
+                      + (f"; {res.degraded_reason}" if res.degraded_reason else "") + f"); own fit: {messages[k]}")
+            rows = np.flatnonzero(det_col == det)
+            sub = table[rows]
+            ApplyApCorrTask(config.apply_ap_corr).run(sub, ap_corr_map)
+            for name in sub.colnames:
+                if name in table.colnames:
+                    table[name][rows] = sub[name]
+            maps[k], messages[k], statuses[k] = ap_corr_map, reason, "degraded"
+            ds = result.detector_status.get(det)
+            if ds is not None:
+                ds.status, ds.message, ds.error_type = "degraded", reason, ""
+            log.warning("visit %d detector %d: %s", int(cat["visit"][k]), det, reason)
+            done.append(det)
+        result.psf_ap_corr_cat = _make_psf_ap_corr_cat(cat["detector"], cat["visit"], psfs, maps, statuses, messages)
+    _mark_degraded(result)
+    return done
+
+
+def _mark_degraded(result: FinalizeCharacterizationResult) -> None:
+    """``DEGRADED`` / ``DEGRADED_REASON`` in the star table's metadata, from the degraded rows of the catalog."""
+    cat = result.psf_ap_corr_cat
+    reasons = [f"detector {int(d)}: {m}" for d, s, m in zip(cat["detector"], cat["status"], cat["message"])
+               if str(s) == "degraded"]
+    result.output_table.meta["DEGRADED"] = bool(reasons)
+    result.output_table.meta["DEGRADED_REASON"] = "; ".join(reasons)
 
 
 def _load(obj):
