@@ -43,11 +43,11 @@ from ..io.footprints import write_footprints
 from ..calib.ref_loader import ReferenceObjectLoader
 from ..core.table import DetectorVisitIdGenerator
 from ..core.wcs import pixel_to_sky
-from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, recorded, Repository,
-                        summary_field, unit_line, UnitStatus, write_product)
+from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, degraded_meta,
+                         recorded, Repository, summary_field, unit_line, UnitStatus, write_product)
 from .runner import run_units
 
-__all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "degraded_meta", "run_calibrate", "sky_boundary"]
+__all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "run_calibrate", "sky_boundary"]
 
 STEP = "calibrate"
 #: dataset name -> file extension
@@ -166,15 +166,6 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         status.status = DEGRADED if reasons else "ok"
         status.message = "; ".join(reasons) if reasons else None
     return status
-
-
-def degraded_meta(meta: dict, reasons) -> None:
-    """Mark a product's metadata (an astropy table's ``meta``, kept by Parquet and FITS) with its fallbacks:
-    ``DEGRADED`` (bool) and ``DEGRADED_REASON`` (the reasons joined by "; ", "" when none). Shared by the steps
-    that write catalogs (``single_visit_star``, ``refit_psf_star``, ``source``)."""
-    reasons = [str(r) for r in reasons if r]
-    meta["DEGRADED"] = bool(reasons)
-    meta["DEGRADED_REASON"] = "; ".join(reasons)
 
 
 def sky_boundary(exposure) -> list[list[float]] | None:

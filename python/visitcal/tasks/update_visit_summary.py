@@ -49,12 +49,20 @@ class UpstreamFailureNoWorkFound(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class VisitCalibrations:
-    """What reprocessing attaches to a detector: ``psf``, ``ap_corr_map``, ``wcs``, ``photo_calib``."""
+    """What reprocessing attaches to a detector: ``psf``, ``ap_corr_map``, ``wcs``, ``photo_calib``; and the
+    row's ``status`` and ``message`` (``"degraded"`` and why, when one of them is a documented fallback)."""
 
     psf: object
     ap_corr_map: object
     wcs: object
     photo_calib: object
+    status: str = "ok"
+    message: str = ""
+
+    @property
+    def degraded(self) -> bool:
+        """Whether a calibration of the row is a documented fallback (``status == "degraded"``)."""
+        return self.status == "degraded"
 
 
 def calibrations_for(visit_summary: Table, detector: int) -> VisitCalibrations:
@@ -74,7 +82,7 @@ def calibrations_for(visit_summary: Table, detector: int) -> VisitCalibrations:
         raise UpstreamFailureNoWorkFound(f"detector {detector}: the visit summary row has no {', '.join(missing)} "
                                          f"(status {str(row['status'])!r}: {row['message']})")
     return VisitCalibrations(psf=row["psf"], ap_corr_map=row["ap_corr_map"], wcs=row["wcs"],
-                             photo_calib=row["photo_calib"])
+                             photo_calib=row["photo_calib"], status=str(row["status"]), message=str(row["message"]))
 
 
 class UpdateVisitSummaryTask:
