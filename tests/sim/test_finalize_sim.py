@@ -359,25 +359,35 @@ def test_ap_corr_from_fainter_stars(inputs, results):
 
 
 def test_visit_level_ap_corr_for_a_detector_without_enough_stars(inputs, results, tmp_path):
-    """No fainter stars allowed (fallback_min_snr None): the detector's own ap corr fails, and it takes the visit's
-    constant, fitted on the S/N > 200 stars of both detectors; degraded, with the reason; its star-table rows are
-    corrected with it. Against the truth (the 12-px aperture flux over the PSF flux of a noise-free true PSF, with
-    the detector's fitted PSF) at 16 points. The per-detector mode gives the same bytes."""
+    """The aperture correction's S/N limit at the second-brightest star of one detector and no fainter stars
+    allowed (fallback_min_snr None): that detector's own fit has one star and fails, and it takes the visit's
+    constant, fitted on the stars of both detectors above the limit; degraded, with the reason; its star-table
+    rows are corrected with it. Against the truth (the 12-px aperture flux over the PSF flux of a noise-free true
+    PSF, with the detector's fitted PSF) at 16 points. The per-detector mode gives the same bytes."""
     v = inputs.repo.visits[0]
-    d_bad, d_good = inputs.repo.detectors[1], inputs.repo.detectors[0]
-    mac = FinalizeCharacterizationConfig().measure_ap_corr.model_copy(update={"fallback_min_snr": None})
+    ref = results[v].output_table
+    snr = np.asarray(ref["base_PsfFlux_instFlux"]) / np.asarray(ref["base_PsfFlux_instFluxErr"])
+    det = np.asarray(ref["detector"])
+    second = {d: float(np.sort(snr[(det == d) & np.isfinite(snr)])[-2]) for d in inputs.repo.detectors}
+    d_bad = min(second, key=second.get)  # the detector whose second-brightest star is the fainter
+    d_good = next(d for d in inputs.repo.detectors if d != d_bad)
+    limit = second[d_bad]
+    n_pool = int(np.sum(snr[np.isfinite(snr)] > limit))
+    assert np.sum(snr[det == d_good] > limit) >= 2
+    mac = FinalizeCharacterizationConfig().measure_ap_corr
+    mac = mac.model_copy(update={"fallback_min_snr": None, "source_selector": mac.source_selector.model_copy(
+        update={"signal_to_noise": mac.source_selector.signal_to_noise.model_copy(update={"minimum": limit})})})
     config = FinalizeCharacterizationConfig(measure_ap_corr=mac)
     task = FinalizeCharacterizationTask(config)
-    sources = _faint_only(inputs, v, d_bad, d_good, task)
-    res = inputs.run_visit(v, task=task, sources=sources)
+    sources = inputs.sources
+    res = inputs.run_visit(v, task=task)
     cat, table = res.psf_ap_corr_cat, res.output_table
     k = list(cat["detector"]).index(d_bad)
     ds = res.detector_status[d_bad]
     assert ds.status == "degraded" and cat["status"][k] == "degraded"
-    n_good_stars = int(np.sum(results[v].output_table["apcorr_base_PsfFlux_used"]
-                              & (results[v].output_table["detector"] == d_good)))
-    assert f"visit-level ap corr ({n_good_stars} stars from 1 detectors" in ds.message
-    assert "own fit: unable to measure the aperture correction for 'base_PsfFlux'" in ds.message
+    used = int(ds.message.split("visit-level ap corr (")[1].split(" stars")[0])
+    assert 2 <= used <= n_pool and ": base_PsfFlux " in ds.message  # 4-sigma clipping may drop a few
+    assert "own fit: unable to measure the aperture correction for 'base_PsfFlux': 1 sources" in ds.message
     assert cat["message"][k] == ds.message and f"detector {d_bad}: visit-level" in table.meta["DEGRADED_REASON"]
     apc = cat["ap_corr_map"][k]
     for name in ("base_PsfFlux", "base_GaussianFlux"):
@@ -387,15 +397,14 @@ def test_visit_level_ap_corr_for_a_detector_without_enough_stars(inputs, results
     a = apc["base_PsfFlux_instFlux"].mean()
     assert np.all(~np.asarray(bad_rows["base_PsfFlux_flag_apCorr"]))
     np.testing.assert_allclose(np.asarray(bad_rows["base_PsfFlux_apCorr"]), a, rtol=0, atol=0)
-    # the good detector's map and rows are untouched
-    good = list(cat["detector"]).index(d_good)
-    assert cat["ap_corr_map"][good] == results[v].psf_ap_corr_cat["ap_corr_map"][good]
     truth = inputs.repo.true_psf(v, d_bad, size=61)
     dm = [-2.5 * np.log10(a / _true_ap_corr(truth, cat["psf"][k], x, y))
           for x in np.linspace(100, 923, 4) for y in np.linspace(100, 923, 4)]
     rms, mean = 1000 * float(np.sqrt(np.mean(np.square(dm)))), 1000 * float(np.mean(dm))
     print(f"\nvisit-level base_PsfFlux ap corr {a:.4f} vs truth: mean {mean:.2f}, rms {rms:.2f} mmag")
-    assert rms < 20.0
+    # measured: mean 2.3, rms 17.2 mmag (the detector's own order-2 field: 8.1 rms); a constant cannot follow the
+    # correction's variation over the detector
+    assert abs(mean) < 10.0 and rms < 25.0
     # the per-detector mode: detector tasks, consolidation, then the same fallback
     dtask = FinalizeCharacterizationDetectorTask(config)
     models, stars = {}, {}

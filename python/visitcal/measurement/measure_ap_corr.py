@@ -253,10 +253,16 @@ class MeasureApCorrTask:
             Its bbox (parent pixels) is the fields' domain. LSST's argument order ``(exposure,
             catalog)`` is accepted too.
 
+        Returns
+        -------
+        `MeasureApCorrResult`
+            The map and the metadata; ``degraded`` when a fallback (a lower order, fainter stars) was used.
+
         Raises
         ------
         MeasureApCorrError
-            A name not in ``allow_failure`` could not be measured.
+            A name not in ``allow_failure`` could not be measured, even from the fainter stars down to
+            ``fallback_min_snr`` and at order 0 (its notes list what was tried).
         """
         if isinstance(catalog, (Exposure, Box2I)) and isinstance(exposure, Table):
             catalog, exposure = exposure, catalog  # LSST's order

@@ -58,8 +58,8 @@ from ..io import read_catalog, read_exposure, write_catalog
 from .associate_step import OUTPUTS as ASSOCIATE_OUTPUTS
 from .associate_step import STEP as ASSOCIATE_STEP
 from .associate_step import run_associate
-from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read, Repository,
-                        summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
+from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read,
+                         Repository, summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
 from .runner import run_units
 
 __all__ = ["FinalizeStepConfig", "run_finalize", "summary_lines"]

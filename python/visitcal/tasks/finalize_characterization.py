@@ -33,6 +33,14 @@ fails (too few stars, NaN size, any error) -> the same; measurement or ap-corr f
 with the PSF but no map. Each detector gets a typed `DetectorStatus` (``status`` column of the
 ``psf_ap_corr_cat``, and ``detector_status`` of the result).
 
+Sparse fields (not LSST): an aperture correction fitted at a lower order or from fainter stars
+(`MeasureApCorrTask`'s fallbacks) makes the detector ``degraded``, the reason in its message; a detector whose
+own aperture correction fails (``ap_corr_failed`` with a PSF) takes the visit-level one
+(`apply_visit_level_ap_corr`: a constant per flux on the pooled stars of the visit's detectors), ``degraded``
+too. ``refit_psf_star``'s metadata carries ``DEGRADED`` / ``DEGRADED_REASON``. A detector whose PSF fails
+still has no row with a PSF: a visit-level PSF (the visit's candidates pooled, each in its own detector's
+pixels, into an order-0 model of the determiner) is not built yet.
+
 Footprints
     The ``single_visit_star`` catalog does not carry footprints. They are rebuilt from the calexp: every
     8-connected region of its DETECTED mask plane (the grown detection footprints of the catalog, merged
@@ -1012,7 +1020,7 @@ def apply_visit_level_ap_corr(result: FinalizeCharacterizationResult, inputs: Ma
                         ap_corr_map[key] = field
             values = ", ".join(f"{name} {res.ap_corr_map[name + '_instFlux'].mean():.4f}" for name in names
                                if name + "_instFlux" in res.ap_corr_map)
-            reason = (f"visit-level ap corr ({n_used} stars from {n_det} detectors: {values}"
+            reason = (f"visit-level ap corr ({n_used} stars from {n_det} detector{'s' if n_det != 1 else ''}: {values}"
                       + (f"; {res.degraded_reason}" if res.degraded_reason else "") + f"); own fit: {messages[k]}")
             rows = np.flatnonzero(det_col == det)
             sub = table[rows]
