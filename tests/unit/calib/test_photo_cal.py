@@ -212,3 +212,25 @@ def test_task_failures_are_typed():
         PhotoCalTask(PhotoCalConfig(band="g")).run(None, src, ref)
     with pytest.raises(ValueError, match="band"):
         PhotoCalTask().run(None, src, ref)
+
+
+def test_task_counts_scatter_and_too_few_stars():
+    """MAGZERO_NOBJ / MAGZERO_RMS are real (issue 21): the good stars, the zero point's error and, beside it, the
+    stars' scatter; one matched star gives its own value, ngood 1, its error as sigma and no scatter (NaN), and
+    is below min_n_stars, so the result is degraded, not trusted and not an error."""
+    src, ref = catalogs()
+    res = PhotoCalTask(PhotoCalConfig(band="r")).run(None, src, ref)
+    # 1% noise on the source fluxes: dmag scatters by 1.0857 * 0.01 = 0.0109 mag; the stated errors (1% on
+    # both fluxes, 0.0154 mag in quadrature) make sigma = 0.0154 / sqrt(ngood)
+    assert res.scatter == pytest.approx(0.0109, rel=0.15) and not res.degraded and res.degraded_reason is None
+    assert res.sigma == pytest.approx(1.0857 * 0.01 * math.sqrt(2) / math.sqrt(res.ngood), rel=0.01)
+    one = src[40:41]
+    res = PhotoCalTask(PhotoCalConfig(band="r")).run(None, one, ref)
+    dmag = float(res.matches["dmag"][0])
+    assert res.ngood == 1 and res.zero_point == pytest.approx(dmag, abs=1e-12)
+    assert res.sigma == pytest.approx(float(res.matches["dmag_err"][0]), rel=1e-12) and res.sigma > 0
+    assert math.isnan(res.scatter) and res.degraded
+    assert res.degraded_reason == "zero point from 1 good star(s) of 1 matches, fewer than min_n_stars = 5"
+    few = PhotoCalTask(PhotoCalConfig(band="r", min_n_stars=200)).run(None, src, ref)
+    assert few.degraded and f"{few.ngood} good star(s)" in few.degraded_reason
+    assert few.zero_point == PhotoCalTask(PhotoCalConfig(band="r")).run(None, src, ref).zero_point
