@@ -16,6 +16,10 @@
 5. ``photo_calib = make_photo_calib_from_calib_zero_point(10^(0.4 zp), 0.4 ln10 10^(0.4 zp) sigma)``: the
    zero point is for instFlux in counts (not per second); ``c = 3.631e12 10^(-0.4 zp)`` nJy per count.
    LSST's header ``MAGZERO = zp - 2.5 log10(exptime)`` is the per-second value.
+
+Not LSST: a zero point from fewer than ``min_n_stars`` good stars is returned, marked
+(``degraded_reason``), rather than trusted or raised: calibration records the detector as ``degraded`` and the
+visit summary gives it the visit's median zero point. No match at all is still a `PhotoCalError`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ _log = logging.getLogger(__name__)
 
 #: 2.5 / ln(10): magnitude error per relative flux error.
 MAG_ERR_PER_REL_FLUX = 2.5 / math.log(10.0)
+#: A normal distribution's sigma over its median absolute deviation.
+MAD_TO_SIGMA = 1.482602218505602
 #: 1 sigma of a Gaussian in units of its interquartile range, 1 / (2 * 0.6744897...).
 IQR_TO_SIGMA = 0.741301109252802
 
@@ -129,6 +135,13 @@ class PhotoCalConfig(BaseModel):
     band: str | None = Field(None, description="Reference band (<band>_flux, <band>_fluxErr); None: the "
                              "exposure's band.")
     source_selector: PhotoCalSourceSelectorConfig = Field(default_factory=PhotoCalSourceSelectorConfig)
+    min_n_stars: int = Field(5, ge=1, description="Not LSST: a zero point from fewer good stars is kept but marked "
+                             "degraded (`PhotoCalResult.degraded_reason`), and a visit summary replaces it by the "
+                             "visit's median zero point. 5: fewer values leave the quartile clipping unable to "
+                             "reject an outlier, while 5 bright stars (S/N > 50) still give the zero point to "
+                             "~3 mmag, better than a visit median, which carries the detectors' throughput "
+                             "differences (10 mmag rms in visitcal.sim); visitcal sim's default field gives "
+                             "11-17 good stars on a 2048 x 2048 detector.")
 
 
 @dataclass(frozen=True)
@@ -208,6 +221,10 @@ def get_zero_point(dmag, dmag_err=None, *, sigma_max: float | None = 0.25, n_sig
     - good = ``|dmag - centre| < n_sigma min(sigma, sigma_max)``; stop when its count no longer changes
       (the count before iteration 0 is n), or after ``n_iter`` iterations. If none is good: a warning,
       and ``zp = centre``, ``sigma`` the clipping sigma, ``ngood = 0``.
+    - not LSST: when the clipping width ``n_sigma min(sigma, sigma_max)`` is 0 (a single star, or identical
+      values: no spread to clip against) the current good set is kept and the iterations stop. LSST's strict
+      inequality then keeps nothing and returns the histogram bin's centre (0.025 mag off a single star) with
+      ``ngood = 0``; here one star gives its own ``dmag``, ``ngood = 1`` and ``sigma`` its error.
     - final: ``zp = sum(w dmag) / sum(w)`` over the good set with ``w = 1 / err^2`` (err = 1 without
       ``dmag_err``), ``sigma = sqrt(1 / sum(w))``.
 
@@ -249,7 +266,14 @@ def get_zero_point(dmag, dmag_err=None, *, sigma_max: float | None = 0.25, n_sig
             q3 = g[min(int(0.75 * m + 0.5), m - 1)]
             q1 = g[min(int(0.25 * m + 0.5), m - 1)]
             sig = float(IQR_TO_SIGMA * (q3 - q1))
-        good = np.abs(d - centre) < n_sigma * min(sig, sigma_max)
+        width = n_sigma * min(sig, sigma_max)
+        if not width > 0:
+            # No spread to clip against (one star, or identical values): keep the current set. LSST's strict
+            # |d - centre| < 0 keeps nothing and returns the histogram bin's centre, 0.025 mag from a single
+            # star's value, with ngood = 0 (MAGZERO_NOBJ = 0, MAGZERO_RMS = 0.0 for a one-star zero point).
+            _log.debug("photometric zero point: no spread to clip %d value(s) against; none clipped", int(good.sum()))
+            break
+        good = np.abs(d - centre) < width
         count = int(good.sum())
         if count == 0:
             _log.warning("photometric zero point: no star within %.3g mag of %.4f after %d iterations",
@@ -364,6 +388,12 @@ class PhotoCalResult:
     matches : `astropy.table.Table`
         One row per match: ``src_index``, ``ref_index`` (row numbers), ``distance`` (arcsec), ``src_mag``,
         ``ref_mag``, ``dmag``, ``dmag_err``, ``good``.
+    scatter : float
+        Not LSST: the scatter of ``dmag`` about the zero point over the good stars (mag; 1.4826 MAD about the
+        zero point); NaN with fewer than 2 good stars, which have no scatter to estimate.
+    degraded_reason : str or None
+        Not LSST: why the zero point is not to be trusted as the detector's own (fewer good stars than
+        ``min_n_stars``); None when it is.
     """
 
     photo_calib: PhotoCalib
@@ -371,6 +401,13 @@ class PhotoCalResult:
     sigma: float
     ngood: int
     matches: Table
+    scatter: float = math.nan
+    degraded_reason: str | None = None
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the zero point comes from fewer than ``min_n_stars`` good stars."""
+        return self.degraded_reason is not None
 
 
 def _radec_deg(table: Table, candidates, what: str):
@@ -547,9 +584,19 @@ class PhotoCalTask:
         matches = Table({"src_index": ms, "ref_index": mr, "distance": dist, "src_mag": src_mag,
                          "ref_mag": dmag + src_mag, "dmag": dmag, "dmag_err": dmag_err, "good": zp.good})
         matches["distance"].unit = "arcsec"
+        scatter = math.nan
+        if zp.ngood >= 2:
+            resid = dmag[zp.good] - zp.zp
+            scatter = float(MAD_TO_SIGMA * np.median(np.abs(resid)))
+        degraded = None
+        if zp.ngood < cfg.min_n_stars:
+            degraded = (f"zero point from {zp.ngood} good star(s) of {mr.size} matches, fewer than min_n_stars = "
+                        f"{cfg.min_n_stars}")
+            _log.warning("photometric calibration degraded: %s", degraded)
         _log.info("photometric zero point %.4f +- %.4f from %d of %d matches (%d selected sources, %d references)",
                   zp.zp, zp.sigma, zp.ngood, mr.size, n_sel, n_ref)
-        return PhotoCalResult(photo_calib, zp.zp, zp.sigma, zp.ngood, matches)
+        return PhotoCalResult(photo_calib, zp.zp, zp.sigma, zp.ngood, matches, scatter=scatter,
+                              degraded_reason=degraded)
 
     @staticmethod
     def _source_positions(exposure_or_wcs, source_cat: Table):

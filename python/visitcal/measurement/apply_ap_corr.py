@@ -189,9 +189,11 @@ class NormalizedCalibrationFluxConfig(BaseModel):
 
 @dataclasses.dataclass(frozen=True)
 class NormalizedCalibrationFluxResult:
-    """``ap_corr_map``: the normalisation entries (``<raw>_instFlux``, ``<raw>_instFluxErr``)."""
+    """``ap_corr_map``: the normalisation entries (``<raw>_instFlux``, ``<raw>_instFluxErr``);
+    ``degraded_reason``: None, or the fallback the measurement took (a relaxed S/N limit, the median ratio)."""
 
     ap_corr_map: ApCorrMap
+    degraded_reason: str | None = None
 
 
 class NormalizedCalibrationFluxTask:
@@ -220,8 +222,9 @@ class NormalizedCalibrationFluxTask:
         raw = cfg.raw_calibflux_name
         key, key_err = raw + "_instFlux", raw + "_instFluxErr"
         bbox = exposure.bbox
+        degraded = None
         if cfg.do_measure_ap_corr:
-            field = self._measure(exposure, catalog)
+            field, degraded = self._measure(exposure, catalog)
         else:
             apc = exposure.ap_corr_map
             if apc is not None and key in apc:
@@ -241,13 +244,15 @@ class NormalizedCalibrationFluxTask:
         ap_corr_map = ApCorrMap()
         ap_corr_map[key] = field
         ap_corr_map[key_err] = ChebyshevBoundedField(bbox, np.array([[0.0]]))
-        return NormalizedCalibrationFluxResult(ap_corr_map=ap_corr_map)
+        return NormalizedCalibrationFluxResult(ap_corr_map=ap_corr_map, degraded_reason=degraded)
 
-    def _measure(self, exposure: Exposure, catalog: Table) -> ChebyshevBoundedField:
+    def _measure(self, exposure: Exposure, catalog: Table) -> tuple[ChebyshevBoundedField, str | None]:
+        """The normalisation field and the fallback taken (None when none)."""
         cfg = self.config
         key = cfg.raw_calibflux_name + "_instFlux"
         try:
-            return self.measure_ap_corr.run(catalog, exposure).ap_corr_map[key]
+            res = self.measure_ap_corr.run(catalog, exposure)
+            return res.ap_corr_map[key], res.degraded_reason
         except MeasureApCorrError as err:
             if not cfg.fallback_to_median_ratio:
                 raise
@@ -262,7 +267,8 @@ class NormalizedCalibrationFluxTask:
                 raise MeasureApCorrError(cfg.raw_calibflux_name, 0, -1) from err
             value = float(np.median(ratio))
             log.warning("%s; using the median ratio %s / %s = %g over %d stars", err, ref, key, value, ratio.size)
-            return ChebyshevBoundedField(exposure.bbox, np.array([[value]]))
+            why = f"{cfg.raw_calibflux_name}: the median ratio over {ratio.size} star(s) ({err})"
+            return ChebyshevBoundedField(exposure.bbox, np.array([[value]])), why
 
     def __repr__(self) -> str:
         return f"NormalizedCalibrationFluxTask(config={self.config!r})"

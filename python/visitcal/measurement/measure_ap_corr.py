@@ -18,6 +18,21 @@ For each name ``<name>`` to correct (the registered names of `visitcal.measureme
    to the *last sigma* (the scatter about the previous fit, computed at the start of the last
    iteration); ``apcorr_<name>_used`` is True on the stars of the final fit.
 
+Beyond LSST, for sparse fields (each step recorded, never silent):
+
+* **order step-down**: besides LSST's ``min_degrees_of_freedom``, ``min_stars_per_term`` (off by default)
+  lowers both orders while there are fewer stars than that many per fitted term;
+* **fainter stars**: when even a constant cannot be fitted from the selected stars, the selector's S/N limit is
+  relaxed (halved each time, not below ``fallback_min_snr``) and the name measured again;
+* **check**: the field is evaluated on a ``check_grid_size`` x ``check_grid_size`` grid over the bbox (corners
+  included); it must be finite there and within ``valid_range``, else the order is lowered and the field refit
+  (a constant outside the range fails the name).
+
+The result's ``metadata`` holds per name ``ap_corr_order_<name>`` (the order used), the per-name dict (with
+``degraded_reason``: None, or why the order or the S/N limit was lowered) and ``ap_corr_degraded_reason`` (the
+names' reasons joined by "; ", None when every name used the configured order and S/N limit); `degraded`
+tells whether any fallback was taken.
+
 A failed name raises `MeasureApCorrError` unless it is in ``allow_failure`` (then it is skipped with a
 warning and has no map entry). The work is a few hundred stars of whole-array numpy and two C++ calls
 (the Chebyshev fit and evaluation); no per-pixel work happens here.
@@ -31,7 +46,7 @@ import math
 
 import numpy as np
 from astropy.table import Table
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .ap_corr_registry import get_ap_corr_name_set
 from ..core.apcorr import ApCorrMap
@@ -100,6 +115,25 @@ class MeasureApCorrConfig(BaseModel):
                                "bench_finalize_accuracy's repository an order-4 weighted field is 1.28 mmag rms from "
                                "the true correction, LSST's order-2 unweighted one 1.73 (bench/README.md).")
     allow_failure: tuple[str, ...] = Field((), description="Names whose failure is a warning, not an error.")
+    min_stars_per_term: float = Field(0.0, ge=0, description="Not LSST: also lower the orders while the kept stars "
+                                      "are fewer than this many per fitted term (0: LSST's rule only, "
+                                      "min_degrees_of_freedom). A lowered order is recorded as a fallback.")
+    fallback_min_snr: float | None = Field(50.0, gt=0, description="Not LSST: when not even a constant can be fitted, "
+                                           "relax the selector's S/N minimum (halved each time) down to this floor "
+                                           "before giving up; None: never. A relaxed limit is recorded as a "
+                                           "fallback. 50: the ratio of two fluxes at S/N 50 scatters by ~3%, so a "
+                                           "few such stars still give the constant to ~1-2%.")
+    valid_range: tuple[float, float] = Field((0.5, 2.0), description="Not LSST: the field must lie in this range "
+                                             "(and be finite) on the check grid over the detector; otherwise the "
+                                             "order is lowered (a constant outside it fails the name).")
+    check_grid_size: int = Field(9, ge=2, description="Points per side of the check grid (corners included).")
+
+    @model_validator(mode="after")
+    def _check_range(self):
+        lo, hi = self.valid_range
+        if not 0 < lo < hi:
+            raise ValueError(f"valid_range must satisfy 0 < low < high, got {self.valid_range}")
+        return self
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -123,26 +157,52 @@ class MeasureApCorrError(RuntimeError):
         Their degrees of freedom (stars minus fitted terms, or minus 1 before any fit).
     iteration : int or None
         The clipping iteration (0-based), None before the iterations.
+    reason : str or None
+        Why, when it is not the star count (e.g. a constant field outside ``valid_range``).
     """
 
-    def __init__(self, name: str, n_sources: int, ndof: int, iteration: int | None = None):
+    def __init__(self, name: str, n_sources: int, ndof: int, iteration: int | None = None,
+                 reason: str | None = None):
         self.name, self.n_sources, self.ndof = str(name), int(n_sources), int(ndof)
         self.iteration = None if iteration is None else int(iteration)
+        self.reason = None if reason is None else str(reason)
         where = "" if self.iteration is None else f" at iteration {self.iteration}"
-        super().__init__(f"unable to measure the aperture correction for {self.name!r}{where}: "
-                         f"{self.n_sources} sources, {self.ndof} degrees of freedom")
+        why = f"{self.reason} ({self.n_sources} sources)" if self.reason else \
+            f"{self.n_sources} sources, {self.ndof} degrees of freedom"
+        super().__init__(f"unable to measure the aperture correction for {self.name!r}{where}: {why}")
 
     def __reduce__(self):
-        return (type(self), (self.name, self.n_sources, self.ndof, self.iteration))
+        return (type(self), (self.name, self.n_sources, self.ndof, self.iteration, self.reason))
 
 
 @dataclasses.dataclass(frozen=True)
 class MeasureApCorrResult:
-    """``ap_corr_map``: the measured fields; ``metadata``: per name ``n_used``, ``order``, ``sigma`` (the
-    error entry), ``median``, ``mad``, ``rms`` of fit - ratio on the final stars."""
+    """``ap_corr_map``: the measured fields; ``metadata``: per name a dict (``n_used``, ``order``, ``sigma`` (the
+    error entry), ``median``, ``mad``, ``rms`` of fit - ratio on the final stars, ``min_snr`` the selector's S/N
+    limit used, ``degraded_reason``) and ``ap_corr_order_<name>`` (int, the order used), and
+    ``ap_corr_degraded_reason`` (str or None; see the module docstring)."""
 
     ap_corr_map: ApCorrMap
     metadata: dict
+
+    @property
+    def degraded(self) -> bool:
+        """Whether a fallback (a lower order or a relaxed S/N limit) was used for any name."""
+        return bool(self.metadata.get("ap_corr_degraded_reason"))
+
+    @property
+    def degraded_reason(self) -> str | None:
+        """The fallbacks taken, per name, or None."""
+        return self.metadata.get("ap_corr_degraded_reason")
+
+
+def _fmt(value) -> str:
+    """An S/N limit in words (``"none"`` for no limit)."""
+    return "none" if value is None else f"{value:g}"
+
+
+def _short(err: MeasureApCorrError) -> str:
+    return err.reason or f"{err.n_sources} stars"
 
 
 def _triangular_size(order_x: int, order_y: int, triangular: bool) -> int:
@@ -193,10 +253,16 @@ class MeasureApCorrTask:
             Its bbox (parent pixels) is the fields' domain. LSST's argument order ``(exposure,
             catalog)`` is accepted too.
 
+        Returns
+        -------
+        `MeasureApCorrResult`
+            The map and the metadata; ``degraded`` when a fallback (a lower order, fainter stars) was used.
+
         Raises
         ------
         MeasureApCorrError
-            A name not in ``allow_failure`` could not be measured.
+            A name not in ``allow_failure`` could not be measured, even from the fainter stars down to
+            ``fallback_min_snr`` and at order 0 (its notes list what was tried).
         """
         if isinstance(catalog, (Exposure, Box2I)) and isinstance(exposure, Table):
             catalog, exposure = exposure, catalog  # LSST's order
@@ -210,34 +276,117 @@ class MeasureApCorrTask:
         ref_flag = np.asarray(catalog[resolve_column(catalog, ref + "_flag")], dtype=bool)
         x_all = np.asarray(catalog[resolve_column(catalog, "slot_Centroid_x")], dtype=np.float64)
         y_all = np.asarray(catalog[resolve_column(catalog, "slot_Centroid_y")], dtype=np.float64)
-        sel = self.source_selector.run(catalog)
-        good_ref = sel & ~ref_flag & np.isfinite(ref_flux)
+        ref_ok = ~ref_flag & np.isfinite(ref_flux)
+        levels = self._snr_levels()
+        good_refs: dict[int, np.ndarray] = {}
         ref_used = np.zeros(len(catalog), dtype=bool)
+        conf_order = max(cfg.fit_config.order_x, cfg.fit_config.order_y)
 
         ap_corr_map = ApCorrMap()
         metadata: dict = {}
+        reasons = []
         for name in names:
             used = np.zeros(len(catalog), dtype=bool)
-            try:
-                field, sigma, rows, info = self._measure_one(name, catalog, good_ref, ref_flux, x_all, y_all, bbox)
-            except MeasureApCorrError as err:
-                catalog[f"apcorr_{name}_used"] = used
-                if name in cfg.allow_failure:
-                    log.warning("%s; skipped (allow_failure)", err)
-                    continue
-                raise
+            steps = []
+            field = None
+            for k, (snr, selector) in enumerate(levels):
+                if k not in good_refs:
+                    good_refs[k] = selector.run(catalog) & ref_ok
+                try:
+                    field, sigma, rows, info = self._measure_name(name, catalog, good_refs[k], ref_flux, x_all,
+                                                                  y_all, bbox)
+                    break
+                except MeasureApCorrError as err:
+                    if k + 1 < len(levels):
+                        steps.append(f"S/N > {_fmt(snr)}: {_short(err)}")
+                        log.info("%s; retrying with stars of S/N > %s", err, _fmt(levels[k + 1][0]))
+                        continue
+                    if steps:
+                        err.add_note(f"also tried: {'; '.join(steps)}")
+                    catalog[f"apcorr_{name}_used"] = used
+                    if name in cfg.allow_failure:
+                        log.warning("%s; skipped (allow_failure)", err)
+                        break
+                    raise
+            if field is None:
+                continue
             used[rows] = True
             ref_used |= used
             catalog[f"apcorr_{name}_used"] = used
             ap_corr_map[name + "_instFlux"] = field
             ap_corr_map[name + "_instFluxErr"] = ChebyshevBoundedField(bbox, np.array([[sigma]]))
+            info["min_snr"] = snr
+            why = list(info.pop("order_steps"))
+            if steps:
+                why.insert(0, f"S/N limit {_fmt(levels[0][0])} -> {_fmt(snr)} ({'; '.join(steps)})")
+            order = max(info["order"])
+            info["degraded_reason"] = None
+            if why:
+                info["degraded_reason"] = (f"{name}: order {order} of {conf_order}, S/N > {_fmt(snr)}, "
+                                           f"{info['n_used']} stars: " + "; ".join(why))
+                reasons.append(info["degraded_reason"])
+                log.warning("Aperture correction degraded: %s", info["degraded_reason"])
             metadata[name] = info
+            metadata[f"ap_corr_order_{name}"] = order
             log.info("Aperture correction for %s: median %g, MAD %g, RMS %g of fit - ratio over %d stars",
                      name, info["median"], info["mad"], info["rms"], info["n_used"])
         catalog[f"apcorr_{ref}_used"] = ref_used
+        metadata["ap_corr_degraded_reason"] = "; ".join(reasons) if reasons else None
         return MeasureApCorrResult(ap_corr_map=ap_corr_map, metadata=metadata)
 
-    def _measure_one(self, name, catalog, good_ref, ref_flux, x_all, y_all, bbox):
+    def _snr_levels(self) -> list[tuple[float | None, ScienceSourceSelectorTask]]:
+        """The selector's S/N minimum and its relaxations (halved, down to ``fallback_min_snr``), each with its
+        selector; one level when the S/N cut is off or there is no fallback."""
+        cfg = self.config
+        sel = cfg.source_selector
+        minimum = sel.signal_to_noise.minimum if sel.do_signal_to_noise else None
+        levels = [(minimum, self.source_selector)]
+        floor = cfg.fallback_min_snr
+        if minimum is None or floor is None or floor >= minimum:
+            return levels
+        value = minimum
+        while value > floor:
+            value = max(value / 2.0, floor)
+            relaxed = sel.model_copy(update={"signal_to_noise": sel.signal_to_noise.model_copy(
+                update={"minimum": value})})
+            levels.append((value, ScienceSourceSelectorTask(relaxed)))
+        return levels
+
+    def _measure_name(self, name, catalog, good_ref, ref_flux, x_all, y_all, bbox):
+        """`_measure_one`, then the check of the field on a grid over ``bbox``: a field not finite or outside
+        ``valid_range`` is refit with lower orders (recorded in ``info["order_steps"]``)."""
+        cfg = self.config
+        cap = max(cfg.fit_config.order_x, cfg.fit_config.order_y)
+        failed_checks = []
+        while True:
+            field, sigma, rows, info = self._measure_one(name, catalog, good_ref, ref_flux, x_all, y_all, bbox, cap)
+            problem = self._check(field, sigma, bbox)
+            if problem is None:
+                info["order_steps"] = failed_checks + info["order_steps"]
+                return field, sigma, rows, info
+            order = max(info["order"])
+            if order == 0:
+                raise MeasureApCorrError(name, rows.size, rows.size - 1,
+                                         reason=f"the constant field {problem}")
+            failed_checks.append(f"order {order} field {problem}")
+            cap = order - 1
+
+    def _check(self, field: ChebyshevBoundedField, sigma: float, bbox: Box2I) -> str | None:
+        """None when the field is finite and within ``valid_range`` on the check grid (and its error finite);
+        else what is wrong, in words."""
+        n = self.config.check_grid_size
+        gx = np.linspace(bbox.min_x, bbox.max_x, n)
+        gy = np.linspace(bbox.min_y, bbox.max_y, n)
+        values = field.evaluate_grid(gx, gy)
+        if not np.all(np.isfinite(values)) or not math.isfinite(sigma):
+            return "is not finite on the detector"
+        lo, hi = self.config.valid_range
+        vmin, vmax = float(values.min()), float(values.max())
+        if vmin < lo or vmax > hi:
+            return f"spans [{vmin:.4g}, {vmax:.4g}] on the detector, outside the valid range [{lo:g}, {hi:g}]"
+        return None
+
+    def _measure_one(self, name, catalog, good_ref, ref_flux, x_all, y_all, bbox, order_cap=None):
         cfg = self.config
         flux = np.asarray(catalog[name + "_instFlux"], dtype=np.float64)
         flag = np.asarray(catalog[name + "_flag"], dtype=bool)
@@ -260,6 +409,14 @@ class MeasureApCorrTask:
                 raise MeasureApCorrError(name, rows.size, rows.size - 1)
         x, y = x_all[rows], y_all[rows]
         order_x, order_y, tri = cfg.fit_config.order_x, cfg.fit_config.order_y, cfg.fit_config.triangular
+        if order_cap is not None:
+            order_x, order_y = min(order_x, order_cap), min(order_y, order_cap)
+        steps = []
+
+        def too_few(n, ox, oy):
+            size = _triangular_size(ox, oy, tri)
+            return n - size < cfg.min_degrees_of_freedom or n < cfg.min_stars_per_term * size
+
         fit = np.full(z.shape, np.median(z))
         field = None
         sigma = math.nan
@@ -270,10 +427,15 @@ class MeasureApCorrTask:
             rows, x, y, z = rows[keep], x[keep], y[keep], z[keep]
             if w is not None:
                 w = w[keep]
-            while rows.size - _triangular_size(order_x, order_y, tri) < cfg.min_degrees_of_freedom:
+            before = max(order_x, order_y)
+            while too_few(rows.size, order_x, order_y):
                 if order_x == 0 and order_y == 0:
                     raise MeasureApCorrError(name, rows.size, rows.size - 1, iteration)
                 order_x, order_y = max(order_x - 1, 0), max(order_y - 1, 0)
+            if max(order_x, order_y) < before:
+                steps.append(f"order {before} -> {max(order_x, order_y)}: {rows.size} stars for "
+                             f"{_triangular_size(before, before, tri)} terms"
+                             + (f" (iteration {iteration})" if iteration else ""))
             control = ChebyshevBoundedFieldControl(order_x=order_x, order_y=order_y, triangular=tri)
             try:
                 field = ChebyshevBoundedField.fit(bbox, x, y, z, weights=w, control=control)
@@ -288,7 +450,7 @@ class MeasureApCorrTask:
         d = fit - z
         info = {"n_used": int(rows.size), "order": (order_x, order_y), "sigma": sigma,
                 "median": float(np.median(d)), "mad": float(np.median(np.abs(d - np.median(d)))),
-                "rms": float(np.sqrt(np.mean(d * d)))}
+                "rms": float(np.sqrt(np.mean(d * d))), "order_steps": steps}
         return field, sigma, rows, info
 
     def __repr__(self) -> str:

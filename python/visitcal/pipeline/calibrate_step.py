@@ -9,6 +9,12 @@ Each detector is independent: its failure (a typed error such as `AstrometryErro
 `PsfTooFewStarsError`) is recorded in its provenance with the error's type and message, its outputs are
 not written, and the other detectors go on.
 
+A detector calibrated with a documented fallback (an aperture correction of lower order or from fainter stars,
+the calibration-flux normalisation's median ratio, a zero point from fewer than ``min_n_stars`` stars) is
+``degraded``: its products are written and used downstream, and the reasons are in its provenance
+(``message``, ``summary["degraded_reasons"]``, with ``summary["ap_corr_orders"]``), in the
+``single_visit_star`` metadata (``DEGRADED``, ``DEGRADED_REASON``) and in the step's summary lines.
+
 The provenance's ``summary`` also records the detector's sky footprint (`sky_boundary`), which ``associate``
 uses to place a ``single_visit_star`` it cannot read.
 
@@ -37,8 +43,8 @@ from ..io.footprints import write_footprints
 from ..calib.ref_loader import ReferenceObjectLoader
 from ..core.table import DetectorVisitIdGenerator
 from ..core.wcs import pixel_to_sky
-from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, recorded, Repository,
-                        summary_field, unit_line, UnitStatus, write_product)
+from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, degraded_meta,
+                         recorded, Repository, summary_field, unit_line, UnitStatus, write_product)
 from .runner import run_units
 
 __all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "run_calibrate", "sky_boundary"]
@@ -135,6 +141,11 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         timings["calibrate"] = time.perf_counter() - t0
         for k, v in cal.output_summary_metrics.get("timings", {}).items():
             timings[f"calibrate.{k}"] = v
+        # documented fallbacks (an ap corr of lower order or from fainter stars, a zero point from too few
+        # stars): the products are usable, the detector degraded, with the reasons everywhere it is looked at
+        reasons = list(char.metadata.get("degraded_reasons", [])) + list(
+            cal.output_summary_metrics.get("degraded_reasons", []))
+        degraded_meta(cal.output_cat.meta, reasons)
         t0 = time.perf_counter()
         status.outputs = _write_outputs(repo, cal, paths, visit, detector)
         timings["write"] = time.perf_counter() - t0
@@ -148,11 +159,13 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         status.summary["n_sources"] = len(cal.output_cat)
         status.summary["sky_boundary"] = sky_boundary(cal.output_exposure)
         status.summary["psf_spatial_order"] = char.metadata.get("psf_spatial_order")
-        degraded = dict(char.metadata.get("degraded") or {})
-        if degraded:  # usable, with a recorded shortfall (e.g. the PSF fitted at a lower spatial order)
-            status.summary["degraded"] = degraded
-            status.message = "; ".join(f"{what}: {why}" for what, why in degraded.items())
-        status.status = DEGRADED if degraded else "ok"
+        status.summary["zero_point_scatter"] = m.get("zero_point_scatter")
+        ap_corr_md = char.metadata.get("ap_corr", {})
+        status.summary["ap_corr_orders"] = {k[len("ap_corr_order_"):]: v for k, v in ap_corr_md.items()
+                                            if k.startswith("ap_corr_order_")}
+        status.summary["degraded_reasons"] = reasons
+        status.status = DEGRADED if reasons else "ok"
+        status.message = "; ".join(reasons) if reasons else None
     return status
 
 
@@ -242,14 +255,11 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
 
         def f(key, fmt):
             return summary_field(sm, key, fmt)
-        degraded = sm.get("degraded") or {}
-        state = ("ok" if not degraded else "degraded: " + ",".join(degraded)) if s.ok else (s.error_type or "failed")
+        state = s.status if s.ok else (s.error_type or "failed")
         lines.append(unit_line(s, f"{s.visit:>7} {s.detector:>4}",
                                f"{state:<22} {f('n_sources', 'd'):>6} {f('psfSigma', '.3f'):>8} "
                                f"{f('zero_point', '.4f'):>8} {f('astrom_offset_mean', '.4f'):>12} "
                                f"{s.timings.get('total', float('nan')):>7.2f}"))
-        if not s.ok and s.message:
+        if (s.degraded or not s.ok) and s.message and not s.skipped:
             lines.append(f"{'':>13}{s.message[:200]}")
-        for name, why in degraded.items():
-            lines.append(f"{'':>13}{name}: {str(why)[:200]}")
     return lines

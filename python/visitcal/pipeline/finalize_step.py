@@ -23,6 +23,11 @@ A rerun skips the visit only when every detector's record is up to date (`Reposi
 recalibrating one detector, or re-associating a tract whose tables change, redoes the visits that read them.
 Products that come out byte-identical are left as they were.
 
+A detector finalized with a documented fallback (an ap corr of lower order or from fainter stars, or, when its
+own stars cannot give one, the visit-level ap corr of `apply_visit_level_ap_corr`, in both modes) is recorded
+``degraded`` with the reason (provenance ``message``; the ``status`` and ``message`` of its ``refit_psf_models``
+row; ``DEGRADED`` / ``DEGRADED_REASON`` in the ``refit_psf_star`` metadata); its products are used downstream.
+
 Each input is read inside the unit, when the task needs it: a detector whose ``single_visit_star`` or
 ``preliminary_visit_image`` cannot be read is recorded as failed (the reader's error type, a message naming
 the file) and the visit is finalized from its other detectors.
@@ -44,6 +49,7 @@ from ..tasks.finalize_characterization import (
     FinalizeCharacterizationConfig,
     FinalizeCharacterizationDetectorTask,
     FinalizeCharacterizationTask,
+    apply_visit_level_ap_corr,
     read_psf_ap_corr_cat,
     write_psf_ap_corr_cat,
 )
@@ -52,8 +58,8 @@ from ..io import read_catalog, read_exposure, write_catalog
 from .associate_step import OUTPUTS as ASSOCIATE_OUTPUTS
 from .associate_step import STEP as ASSOCIATE_STEP
 from .associate_step import run_associate
-from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read, Repository,
-                        summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
+from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read,
+                         Repository, summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
 from .runner import run_units
 
 __all__ = ["FinalizeStepConfig", "run_finalize", "summary_lines"]
@@ -134,10 +140,9 @@ def _band(src_path: Path) -> str:
 
 def _detector_status(step_status: UnitStatus, ds, psf_row) -> UnitStatus:
     """Fill a provenance record from the task's `DetectorStatus` (and the detector's catalog row)."""
-    degraded = ds.ok and bool(getattr(ds, "degraded_reason", ""))
-    step_status.status = (DEGRADED if degraded else "ok") if ds.ok else "failed"
+    step_status.status = (DEGRADED if ds.degraded else "ok") if ds.ok else "failed"
     step_status.error_type = None if ds.ok else (ds.error_type or ds.status)
-    step_status.message = (ds.degraded_reason if degraded else ds.message) or (None if ds.ok else ds.status)
+    step_status.message = ds.message or (None if ds.ok else ds.status)
     step_status.timings.update({k: float(v) for k, v in ds.timings.items()})
     summary = {"finalize_status": ds.status, "n_selected": ds.n_selected, "n_matched": ds.n_matched,
                "n_reserved": ds.n_reserved, "n_candidates": ds.n_candidates, "n_used": ds.n_used,
@@ -260,7 +265,16 @@ def _finalize_per_detector(repo, config, visit, band, cats, srcs, active, status
     result = ConsolidateFinalizeCharacterizationDetectorTask().run(
         psf_ap_corr_detector_dict=models, src_detector_table_dict=stars)
     result.detector_status = det_status
+    if config.finalize.do_visit_level_ap_corr:  # as the visit task does, on the same tables: the same bytes
+        inputs = {d: (lambda p=active[d][1], d=d: _bbox_and_ap_corr(p, d)) for d in active}
+        apply_visit_level_ap_corr(result, inputs, config.finalize)
     return result
+
+
+def _bbox_and_ap_corr(path, detector: int):
+    """A calibrated detector's bbox and input ap-corr map (for the visit-level fallback of the per-detector path)."""
+    exposure = deferred_read(read_exposure, path, detector)()
+    return exposure.bbox, exposure.ap_corr_map
 
 
 def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1,
@@ -297,7 +311,7 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
                                f"{state:<24} {f('n_matched', 'd'):>5} {f('n_used', 'd'):>5} "
                                f"{f('n_reserved', 'd'):>5} {f('psf_sigma', '.4f'):>8} "
                                f"{f('apcorr_PsfFlux_mean', '.4f'):>10} {f('apcorr_GaussianFlux_mean', '.4f'):>10}"))
-        if s.message and (not s.ok or sm.get("degraded_reason")):
+        if (s.degraded or not s.ok) and s.message and not s.skipped:
             lines.append(f"{'':>13}{s.message[:200]}")
     return lines
 

@@ -64,7 +64,7 @@ from ..core.atomic import atomic_write, temporary_path
 
 __all__ = ["DEGRADED", "SKIPPED", "SKIPPED_CRASHED", "Repository",
            "UnitStatus", "UnreadableInputError", "config_hash", "crashed_unit_status",
-           "deferred_read", "file_digest", "recorded", "summary_field", "unit_line", "write_product"]
+           "deferred_read", "degraded_meta", "file_digest", "recorded", "summary_field", "unit_line", "write_product"]
 
 #: The `UnitStatus.status` of a unit that completed with a documented shortfall (counts as done).
 DEGRADED = "degraded"
@@ -323,6 +323,15 @@ class Repository:
         if altered:
             return f"redone (output changed: {', '.join(altered)})"
         return SKIPPED
+
+
+def degraded_meta(meta: dict, reasons) -> None:
+    """Mark a product's metadata (an astropy table's ``meta``, kept by Parquet and FITS) with its fallbacks:
+    ``DEGRADED`` (bool) and ``DEGRADED_REASON`` (the reasons joined by "; ", "" when none). Shared by the steps
+    that write catalogs (``single_visit_star``, ``refit_psf_star``, ``source``)."""
+    reasons = [str(r) for r in reasons if r]
+    meta["DEGRADED"] = bool(reasons)
+    meta["DEGRADED_REASON"] = "; ".join(reasons)
 
 
 def file_digest(path) -> str:

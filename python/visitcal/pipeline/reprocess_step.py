@@ -9,7 +9,10 @@ Products per detector (LSST v2 names)::
     REPO/visit_image_background/<visit>/visit_image_background_<visit>_<detector>.fits
     REPO/provenance/reprocess/<visit>_<detector>.json                     status, counts, timings
 
-A detector whose visit-summary row lacks a calibration is recorded as ``UpstreamFailureNoWorkFound``; any
+A detector whose visit-summary row is ``degraded`` (a fallback calibration: see `visitcal.tasks.update_visit_summary`)
+is reprocessed and recorded ``degraded``, the row's message in its provenance and in the ``source`` metadata
+(``DEGRADED``, ``DEGRADED_REASON``). A detector whose visit-summary row lacks a calibration is recorded as
+``UpstreamFailureNoWorkFound``; any
 other failure (an unreadable input among them) with its type and message; the other detectors go on.
 
 A detector's inputs are its ``post_isr_image`` snaps, its visit's ``visit_summary`` and ``refit_psf_star``,
@@ -36,8 +39,8 @@ from ..io.footprints import write_footprints
 from ..tasks.reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
 from ..core.table import DetectorVisitIdGenerator
 from ..tasks.update_visit_summary import calibrations_for, read_visit_summary
-from .repository import (SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, recorded, Repository,
-                        summary_field, unit_line, UnitStatus, write_product)
+from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, degraded_meta,
+                         recorded, Repository, summary_field, unit_line, UnitStatus, write_product)
 from .runner import run_units
 from .visit_summary_step import run_visit_summary, visit_summary_path
 
@@ -119,6 +122,8 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
             photo_calib=cal.photo_calib, wcs=cal.wcs, calib_sources=calib,
             id_generator=DetectorVisitIdGenerator(visit, detector), preliminary_mask=prelim_mask, sky_corr=sky_corr)
         timings["reprocess"] = time.perf_counter() - t0
+        reasons = [f"visit summary: {cal.message}"] if cal.degraded else []
+        degraded_meta(res.sources.meta, reasons)
         t0 = time.perf_counter()
         res.exposure.background = None
         writers = {
@@ -134,7 +139,8 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
         status.summary = {"n_sources": len(res.sources),
                           "n_calib_psf_used": int(np.sum(res.sources["calib_psf_used"])),
                           **{k: stats.get(k) for k in ("psfSigma", "zeroPoint", "skyBg", "skyNoise")}}
-        status.status = "ok"
+        status.status = DEGRADED if reasons else "ok"
+        status.message = "; ".join(reasons) if reasons else None
     return status
 
 
@@ -187,11 +193,11 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
 
         def f(key, fmt):
             return summary_field(sm, key, fmt)
-        state = "ok" if s.ok else (s.error_type or "failed")
+        state = s.status if s.ok else (s.error_type or "failed")
         lines.append(unit_line(s, f"{s.visit:>7} {s.detector:>4}",
                                f"{state:<28} {f('n_sources', 'd'):>6} {f('n_calib_psf_used', 'd'):>7} "
                                f"{f('psfSigma', '.3f'):>8} {f('zeroPoint', '.4f'):>8} "
                                f"{s.timings.get('total', float('nan')):>7.2f}"))
-        if not s.ok and s.message:
+        if (s.degraded or not s.ok) and s.message and not s.skipped:
             lines.append(f"{'':>13}{s.message[:200]}")
     return lines

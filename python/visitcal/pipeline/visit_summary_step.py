@@ -17,6 +17,12 @@ is ``"degraded"`` with the reason naming each such detector in its provenance (`
 ``summary["missing_detectors"]``: ``{detector: reason}``), in the FITS file (the ``INDEX`` HDU's header:
 ``VCSTATUS = 'degraded'``, ``VCMISSDT`` the detectors, comma-separated, ``VCREASON`` the reason) and in the
 step's summary lines. A complete summary has none of those keywords (the same bytes as before they existed).
+
+A summary with a row calibrated by a documented fallback (finalize's ``degraded`` rows: an aperture correction
+of lower order, from fainter stars or from the whole visit; the visit's median zero point for a detector with
+too few photometric stars, `UpdateVisitSummaryTask`) is ``degraded`` too, the row usable: its ``status`` column
+says ``degraded`` and its ``message`` why, the unit's provenance lists it in ``summary["degraded_detectors"]``
+and its message, the ``INDEX`` header in ``VCDEGDT`` (and ``VCREASON``).
 """
 
 from __future__ import annotations
@@ -156,11 +162,13 @@ def _summarize_visit(repo, task, chash, visit, models_path, target, overwrite) -
                 failed[str(err.detector)] = f"{err.error_type}: {err}"
                 del active[err.detector]
         missing = _missing_detectors(table, absent, failed)
-        reason = _degradation(visit, missing)
+        degraded = {str(int(r["detector"])): str(r["message"]) for r in table if str(r["status"]) == DEGRADED}
+        reason = _degradation(visit, missing, degraded)
         status.outputs = {repo.relpath(target): write_product(
-            target, lambda p: _write_summary(table, p, missing, reason))}
-        status.summary = {"n_detectors": len(table), "failed_detectors": failed, "missing_detectors": missing}
-        status.status = DEGRADED if missing else "ok"
+            target, lambda p: _write_summary(table, p, missing, reason, degraded))}
+        status.summary = {"n_detectors": len(table), "failed_detectors": failed, "missing_detectors": missing,
+                          "degraded_detectors": degraded}
+        status.status = DEGRADED if missing or degraded else "ok"
         status.message = reason
     return status
 
@@ -177,23 +185,33 @@ def _missing_detectors(table, absent: dict[str, str], failed: dict[str, str]) ->
     return dict(sorted(missing.items(), key=lambda item: int(item[0])))
 
 
-def _degradation(visit: int, missing: dict[str, str]) -> str | None:
-    """The reason of a degraded summary, naming each missing detector; None when nothing is missing."""
-    if not missing:
-        return None
-    return (f"visit {visit}: {len(missing)} calibrated detector(s) without a usable row ({', '.join(missing)}): "
-            + "; ".join(f"detector {d}: {why}" for d, why in missing.items()))
-
-
-def _write_summary(table, path, missing: dict[str, str], reason: str | None) -> None:
-    """`write_visit_summary`; a degraded summary has its status, missing detectors and reason in the ``INDEX``
-    header (``VCSTATUS``, ``VCMISSDT``, ``VCREASON``)."""
-    header = None
+def _degradation(visit: int, missing: dict[str, str], degraded: dict[str, str] | None = None) -> str | None:
+    """The reason of a degraded summary, naming each missing detector and each degraded row (a fallback
+    calibration: its message); None when nothing is missing or degraded."""
+    parts = []
     if missing:
+        parts.append(f"visit {visit}: {len(missing)} calibrated detector(s) without a usable row "
+                     f"({', '.join(missing)}): " + "; ".join(f"detector {d}: {why}" for d, why in missing.items()))
+    if degraded:
+        parts.append(f"visit {visit}: {len(degraded)} detector(s) with a fallback calibration "
+                     f"({', '.join(degraded)}): " + "; ".join(f"detector {d}: {why}" for d, why in degraded.items()))
+    return " | ".join(parts) if parts else None
+
+
+def _write_summary(table, path, missing: dict[str, str], reason: str | None,
+                   degraded: dict[str, str] | None = None) -> None:
+    """`write_visit_summary`; a degraded summary has its status, missing and degraded detectors and reason in
+    the ``INDEX`` header (``VCSTATUS``, ``VCMISSDT``, ``VCDEGDT``, ``VCREASON``)."""
+    header = None
+    if missing or degraded:
         # no comments on the long values (a card holds 80 characters; astropy would warn as it truncates them):
         # the detectors without a usable row, then why; long strings continue over CONTINUE cards, in ASCII
-        header = {"VCSTATUS": DEGRADED, "VCMISSDT": ",".join(missing),
-                  "VCREASON": "".join(c if " " <= c <= "~" else "?" for c in reason)[:2000]}
+        header = {"VCSTATUS": DEGRADED}
+        if missing:
+            header["VCMISSDT"] = ",".join(missing)
+        if degraded:
+            header["VCDEGDT"] = ",".join(degraded)
+        header["VCREASON"] = "".join(c if " " <= c <= "~" else "?" for c in reason)[:2000]
     write_visit_summary(table, path, overwrite=True, header=header)
 
 

@@ -17,8 +17,10 @@ repaired, with the initial (PCA) PSF and the initial aperture-correction map, wh
 4. ``calib_psf_candidate/used/reserved`` (and ``calib_detected``) copied from the characterization
    catalog by a nearest match within ``match_radius_pix`` (3 px), children of deblended parents left out;
 5. photometric calibration (`PhotoCalTask`): the zero point against the references, ``MAGZERO`` /
-   ``MAGZERO_RMS`` / ``MAGZERO_NOBJ`` in the exposure's metadata; the PhotoCalib is attached, the pixels
-   stay in counts (as LSST's calexp);
+   ``MAGZERO_RMS`` (LSST's: the zero point's error, sqrt(1 / sum of the weights)) / ``MAGZERO_NOBJ`` (the good
+   stars) and, not LSST, ``MAGZERO_MIN_NOBJ`` (`PhotoCalConfig.min_n_stars`) in the exposure's metadata; the
+   PhotoCalib is attached, the pixels stay in counts (as LSST's calexp). A zero point from fewer than
+   ``min_n_stars`` stars is kept, the best available, and the detector marked degraded (below);
 6. the summary statistics known at this stage (`ComputeExposureSummaryStatsTask`).
 
 Differences from LSST, on purpose: the astrometric fit uses the main detection's sources selected by
@@ -26,6 +28,10 @@ S/N > 40 (LSST runs a separate 50-sigma detection and measurement first for it: 
 the cost); a failure of astrometry or photometry is raised as the typed error (`AstrometryError`,
 `PhotoCalError`) when ``require_astrometry`` / ``require_photo_cal`` (the defaults), so that the
 pipeline records it for the detector.
+
+Degraded, not failed: when a documented fallback was used, ``output_summary_metrics["degraded_reasons"]`` lists
+why (a zero point from fewer than ``photo_cal.min_n_stars`` stars; characterisation's fallbacks are added by the
+``calibrate`` step); the products are written and usable, and the pipeline records the detector ``degraded``.
 """
 
 from __future__ import annotations
@@ -98,8 +104,9 @@ class CalibrateResult:
     (the source catalog), ``output_background`` (the background list, unchanged: this step does not
     re-estimate it), ``astrom_matches`` (`AstrometryResult.matches`, or None), ``output_summary_metrics``
     (dict: match statistics, ``astrom_rms_arcsec`` / ``astrom_n_stars`` / ``astrom_fitter`` / ``astrom_matcher``
-    (`AstrometryResult`'s ``rms_arcsec``, ``n_stars``, ``fitter``, ``matcher``), zero point and its error,
-    counts, and ``timings`` in seconds per stage).
+    (`AstrometryResult`'s ``rms_arcsec``, ``n_stars``, ``fitter``, ``matcher``), zero point, its error and the
+    stars' scatter, counts, ``timings`` in seconds per stage and, when a fallback was used,
+    ``degraded_reasons``, a list of str).
     """
 
     output_exposure: Exposure
@@ -209,12 +216,19 @@ class CalibrateTask:
                 md["MAGZERO"] = pres.zero_point - 2.5 * math.log10(exp_time) if exp_time > 0 else pres.zero_point
                 md["HIERARCH MAGZERO_RMS"] = pres.sigma
                 md["HIERARCH MAGZERO_NOBJ"] = pres.ngood
+                # not LSST: the threshold below which the zero point is not the detector's own (a visit
+                # summary replaces it with the visit's median; see PhotoCalConfig.min_n_stars)
+                md["HIERARCH MAGZERO_MIN_NOBJ"] = int(self.photo_cal.config.min_n_stars)
                 for k in (1, 2, 3):
                     md[f"HIERARCH COLORTERM{k}"] = 0.0
                 metrics["zero_point"] = pres.zero_point
                 metrics["zero_point_err"] = float(pres.photo_calib.calibration_err / pres.photo_calib.calibration_mean
                                                   * 2.5 / math.log(10)) if pres.photo_calib.calibration_mean else math.nan
                 metrics["photo_cal_n_good"] = pres.ngood
+                metrics["zero_point_scatter"] = pres.scatter
+                if pres.degraded:
+                    metrics.setdefault("degraded_reasons", []).append(f"photometric calibration: "
+                                                                      f"{pres.degraded_reason}")
             except (PhotoCalError, ValueError) as err:
                 if c.require_photo_cal or not isinstance(err, PhotoCalError):
                     raise

@@ -31,7 +31,7 @@ calibration flux that pipe_tasks' ``CalibrateImageTask`` measures).
 
 The PSF determiners check their models and step the spatial order down when the stars are too few for
 it (`visitcal.psf.determiner.fit_with_order_step_down`); a PSF of a lower order than configured is a
-degraded result, named in ``metadata["degraded"]``.
+degraded result, named in ``metadata["degraded_reasons"]``.
 
 Failures are typed and propagate: `visitcal.psf.determiner.PsfTooFewStarsError` (with a note saying how
 many stars the selector and the candidate cut left, in which iteration), `MeasureApCorrError`,
@@ -190,9 +190,10 @@ class CharacterizeImageResult:
         The layers subtracted (the input's, then the new ones).
     metadata : dict
         Per iteration the star counts and the determiner's metadata, the ap-corr measurement's
-        metadata, ``timings`` (seconds per stage), ``psf_spatial_order`` (of the final PSF) and
-        ``degraded`` (fallback name -> reason; ``{"psf_order_reduced": ...}`` when the final PSF was fitted at
-        a lower spatial order than configured, empty otherwise).
+        metadata, ``timings`` (seconds per stage), ``psf_spatial_order`` (of the final PSF) and, when a
+        documented fallback was used (a PSF of a lower spatial order than configured, an aperture correction of
+        lower order or from fainter stars, the normalisation's median ratio), ``degraded_reasons`` (a list of
+        str): the detector is then ``degraded``, not ``ok``.
     """
 
     exposure: Exposure
@@ -273,13 +274,12 @@ class CharacterizeImageTask:
 
         last = metadata["iterations"][-1]
         metadata["psf_spatial_order"] = int(last.get("spatial_order_used", last.get("spatial_order", -1)))
-        metadata["degraded"] = {}
         if last.get("order_step_down_reason"):
             # A documented fallback: the PSF of a lower spatial order than configured (too few stars per
             # spatial term, or the configured order's model failed its checks).
-            metadata["degraded"]["psf_order_reduced"] = (
-                f"spatial order {metadata['psf_spatial_order']} instead of {last['spatial_order_configured']} "
-                f"({last['order_step_down_reason']})")
+            metadata.setdefault("degraded_reasons", []).append(
+                f"psf_order_reduced: spatial order {metadata['psf_spatial_order']} instead of "
+                f"{last['spatial_order_configured']} ({last['order_step_down_reason']})")
 
         timed("repair", self._repair, exposure, False, input_cr)
         timed("measurement", self.measurement.run, sources, exposure, footprints, exposure_id=idg.catalog_id)
@@ -388,6 +388,9 @@ class CharacterizeImageTask:
             for k, v in out.items():
                 sources[k] = v
         metadata["ap_corr"] = measured.metadata
+        reasons = [r for r in (norm.degraded_reason, measured.degraded_reason) if r]
+        if reasons:
+            metadata.setdefault("degraded_reasons", []).append("aperture correction: " + "; ".join(reasons))
         metadata["timings"]["ap_corr"] = metadata["timings"].get("ap_corr", 0.0) + time.perf_counter() - t0
 
 

@@ -32,8 +32,16 @@ candidate making fails -> an exposure row without PSF and ap-corr map, star rows
 fails (too few stars, NaN size, a failed model check, any error) -> the same; measurement or ap-corr
 fails -> an exposure row with the PSF but no map. Each detector gets a typed `DetectorStatus` (``status``
 column of the ``psf_ap_corr_cat``, and ``detector_status`` of the result): ``"ok"``, a degraded status
-(`DEGRADED_STATUSES`: ``"psf_order_reduced"`` when the PSF had to be fitted at a lower spatial order than
-configured; the reason is in ``message``) or a failure (`STATUSES`).
+(``"degraded"``, `DEGRADED_STATUSES`: e.g. ``psf_order_reduced: ...`` in ``message`` when the PSF had to be fitted
+at a lower spatial order than configured) or a failure (`STATUSES`).
+
+Sparse fields (not LSST): an aperture correction fitted at a lower order or from fainter stars
+(`MeasureApCorrTask`'s fallbacks) makes the detector ``degraded``, the reason in its message; a detector whose
+own aperture correction fails (``ap_corr_failed`` with a PSF) takes the visit-level one
+(`apply_visit_level_ap_corr`: a constant per flux on the pooled stars of the visit's detectors), ``degraded``
+too. ``refit_psf_star``'s metadata carries ``DEGRADED`` / ``DEGRADED_REASON``. A detector whose PSF fails
+still has no row with a PSF: a visit-level PSF (the visit's candidates pooled, each in its own detector's
+pixels, into an order-0 model of the determiner) is not built yet.
 
 Footprints
     The ``single_visit_star`` catalog does not carry footprints. They are rebuilt from the calexp: every
@@ -115,6 +123,7 @@ __all__ = [
     "NoWorkFound",
     "PsfDeterminerChoice",
     "STATUSES",
+    "apply_visit_level_ap_corr",
     "concat_isolated_star_cats",
     "read_psf_ap_corr_cat",
     "write_psf_ap_corr_cat",
@@ -122,19 +131,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Per-detector outcomes. ``"ok"``: PSF and ap-corr map made as configured. `DEGRADED_STATUSES`: both
-#: made, through a documented fallback (the reason is in ``message``). The rest are failures; the first
-#: two leave the detector out of both outputs, as in LSST. ``psf_too_few_stars``: too few stars even for a
-#: constant PSF; ``psf_check_failed``: the model failed a check of `visitcal.psf.checks` at every order
-#: tried (the message names the check); ``psf_fit_failed``: any other error of the fit.
-STATUSES = ("ok", "psf_order_reduced", "no_selected_sources", "no_isolated_matches", "candidates_failed",
+#: Per-detector outcomes. The first two leave the detector out of both outputs, as in LSST. ``degraded`` (not
+#: LSST): a PSF and an ap-corr map through a documented fallback (a PSF of a lower spatial order than
+#: configured, ``psf_order_reduced: ...`` in the message; an ap corr of lower order or from fainter stars, or the
+#: visit-level ap corr), the reasons in the message; usable, like ``ok``. ``psf_too_few_stars``: too few stars
+#: even for a constant PSF; ``psf_check_failed``: the model failed a check of `visitcal.psf.checks` at every
+#: order tried (the message names the check); ``psf_fit_failed``: any other error of the fit.
+STATUSES = ("ok", "degraded", "no_selected_sources", "no_isolated_matches", "candidates_failed",
             "psf_too_few_stars", "psf_check_failed", "psf_fit_failed", "psf_nan_size", "measurement_failed",
             "ap_corr_failed")
 
-#: Statuses of a detector that got its PSF and ap-corr map through a fallback: ``psf_order_reduced``, the
-#: PSF fitted at a lower spatial order than configured (too few stars per spatial term, or the configured
-#: order's model failed a check).
-DEGRADED_STATUSES = ("psf_order_reduced",)
+#: Statuses of a detector that got its PSF and ap-corr map through a fallback.
+DEGRADED_STATUSES = ("degraded",)
 
 #: The flags the PSF-star selector vetoes (LSST FinalizeCharacterizationConfigBase.setDefaults).
 SELECTOR_BAD_FLAGS = PIXEL_BAD_FLAGS + ("slot_Centroid_flag", "base_GaussianFlux_flag")
@@ -212,6 +220,11 @@ class FinalizeCharacterizationConfig(BaseModel):
     measure_ap_corr: MeasureApCorrConfig = Field(default_factory=_default_measure_ap_corr,
                                                  description="Aperture corrections (base_PsfFlux S/N > 200).")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="Applying them.")
+    do_visit_level_ap_corr: bool = Field(True, description="Not LSST: a detector whose aperture correction could "
+                                         "not be measured from its own stars (``ap_corr_failed`` with a PSF) takes a "
+                                         "constant per flux fitted on the stars of all the visit's detectors, and is "
+                                         "degraded (`apply_visit_level_ap_corr`). LSST leaves it without a map, "
+                                         "and reprocessing fails it.")
 
 
 @dataclasses.dataclass
@@ -224,7 +237,7 @@ class DetectorStatus:
     status : str
         One of `STATUSES`.
     message : str
-        The error's text for a failure, the fallback's reason for a degraded status ("" when ok).
+        The error's text for a failure, the fallbacks' reasons when degraded ("" when ok).
     error_type : str
         The exception's class name ("" when ok or not an exception).
     n_selected, n_matched, n_reserved, n_candidates, n_used : int
@@ -259,7 +272,7 @@ class DetectorStatus:
 
     @property
     def degraded(self) -> bool:
-        """Whether the products were made through a documented fallback (`DEGRADED_STATUSES`)."""
+        """Whether they come from a documented fallback (`DEGRADED_STATUSES`, the reasons in ``message``)."""
         return self.status in DEGRADED_STATUSES
 
     @property
@@ -758,19 +771,22 @@ class FinalizeCharacterizationTaskBase:
         # 13-15. aperture corrections
         t0 = time.perf_counter()
         try:
-            ap_corr_map = self.measure_ap_corr.run(measured, exp).ap_corr_map
+            ap_res = self.measure_ap_corr.run(measured, exp)
+            ap_corr_map = ap_res.ap_corr_map
         except Exception as err:  # noqa: BLE001 - MeasureApCorrError and any other failure
             timings["ap_corr"] = time.perf_counter() - t0
             return fail("ap_corr_failed", err, psf=psf, measured=measured)
+        reasons = [status.degraded_reason] if status.degraded_reason else []
+        if ap_res.degraded:
+            reasons.append(f"aperture correction: {ap_res.degraded_reason}")
+        if reasons:
+            status.status, status.message = "degraded", "; ".join(reasons)
         if exposure.ap_corr_map is not None:
             for key, field in exposure.ap_corr_map.items():
                 if key not in ap_corr_map:
                     ap_corr_map[key] = field
         self.apply_ap_corr.run(measured, ap_corr_map)
         timings["ap_corr"] = time.perf_counter() - t0
-        if status.degraded_reason:
-            status.status = "psf_order_reduced"
-            status.message = status.degraded_reason
         return _DetectorOutput(psf, ap_corr_map, measured, status)
 
     @staticmethod
@@ -805,7 +821,9 @@ class FinalizeCharacterizationTaskBase:
                                     [r[2] for r in rows], [r[3].status for r in rows], [r[3].message for r in rows])
         table = vstack(tables, join_type="exact", metadata_conflicts="silent") if len(tables) > 1 else tables[0]
         table.meta = copy.deepcopy(template.meta)
-        return FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table, detector_status=statuses)
+        result = FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table, detector_status=statuses)
+        _mark_degraded(result)
+        return result
 
 
 class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
@@ -841,6 +859,7 @@ class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
         if len(iso) == 0:
             raise NoWorkFound(f"visit {visit}: no isolated-star source in this visit")
         rows, tables, statuses = [], [], {}
+        inputs = {}  # detector -> (bbox, input ap-corr map), for the visit-level fallback
         template = None
         for det in detectors:
             src = _load(src_dict[det])
@@ -853,7 +872,11 @@ class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
                 continue
             rows.append((det, out.psf, out.ap_corr_map, out.status))
             tables.append(self._finish_detector(out, visit, det, template))
-        return self._assemble(visit, rows, tables, template, statuses)
+            inputs[det] = (exposure.bbox, exposure.ap_corr_map)
+        result = self._assemble(visit, rows, tables, template, statuses)
+        if self.config.do_visit_level_ap_corr:
+            apply_visit_level_ap_corr(result, inputs, self.config)
+        return result
 
 
 class FinalizeCharacterizationDetectorTask(FinalizeCharacterizationTaskBase):
@@ -933,7 +956,127 @@ class ConsolidateFinalizeCharacterizationDetectorTask:
         tables = [_load(src_detector_table_dict[d]) for d in detectors]
         table = vstack(tables, join_type="exact", metadata_conflicts="silent") if len(tables) > 1 else tables[0].copy()
         table.meta = copy.deepcopy(tables[0].meta)
-        return FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table)
+        result = FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table)
+        _mark_degraded(result)
+        return result
+
+
+def _uncorrected_ap_corr_stars(table: Table, names: list[str], keep: np.ndarray) -> Table:
+    """The rows ``keep`` of a finalized star table with each name's flux and error as measured, before the
+    aperture correction (``instFlux / <name>_apCorr`` on the rows it corrected: ``_flag_apCorr`` False and a
+    finite, positive ``_apCorr``), so that the rows of every detector can be pooled into one fit."""
+    out = table[keep].copy(copy_data=True)
+    for name in names:
+        ap_col, flag_col = f"{name}_apCorr", f"{name}_flag_apCorr"
+        if ap_col not in out.colnames:
+            continue
+        a = np.asarray(out[ap_col], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            corrected = np.isfinite(a) & (a > 0)
+        if flag_col in out.colnames:
+            corrected &= ~np.asarray(out[flag_col], dtype=bool)
+        for suffix in ("_instFlux", "_instFluxErr"):
+            col = np.asarray(out[name + suffix], dtype=np.float64).copy()
+            col[corrected] /= a[corrected]
+            out[name + suffix] = col
+    return out
+
+
+def apply_visit_level_ap_corr(result: FinalizeCharacterizationResult, inputs: Mapping,
+                              config: FinalizeCharacterizationConfig) -> list[int]:
+    """Give every detector of ``result`` whose aperture correction failed (status ``ap_corr_failed``, with a
+    PSF) a visit-level one: per flux, a constant (order 0) fitted by `MeasureApCorrTask` (``measure_ap_corr``'s
+    selector and clipping, its fallback to fainter stars) on the measured stars of all the visit's detectors
+    with a PSF (fluxes before their own detector's correction, `_uncorrected_ap_corr_stars`). Not LSST, which
+    leaves the detector without a map (reprocessing then fails it).
+
+    The detector's row gets the map (plus the input map's entries it lacks, the calibration-flux
+    normalisation), status ``degraded`` and the message ``"visit-level ap corr (N stars from M detectors): ..."``;
+    its star-table rows are corrected with it (`ApplyApCorrTask`); ``result.detector_status`` is updated.
+    ``result.output_table.meta`` gets ``DEGRADED`` / ``DEGRADED_REASON`` (every degraded detector of the visit).
+    A pooled fit that fails too leaves the detector as it was.
+
+    Parameters
+    ----------
+    result : `FinalizeCharacterizationResult`
+        A visit's result (the visit task's, or the consolidated detector tasks'), modified in place.
+    inputs : mapping detector -> (`Box2I`, `ApCorrMap` or None), or a callable returning that pair
+        Each failed detector's bbox (the map's domain) and the input exposure's ap-corr map.
+    config : `FinalizeCharacterizationConfig`
+
+    Returns
+    -------
+    list of int
+        The detectors given a visit-level map.
+    """
+    cat, table = result.psf_ap_corr_cat, result.output_table
+    statuses = [str(s) for s in cat["status"]]
+    failed = [k for k, st in enumerate(statuses) if st == "ap_corr_failed" and cat["psf"][k] is not None]
+    done = []
+    if failed and len(table):
+        with_psf = {int(d) for d, p in zip(cat["detector"], cat["psf"]) if p is not None}
+        det_col = np.asarray(table["detector"])
+        keep = np.isin(det_col, sorted(with_psf))
+        pooled_task = MeasureApCorrTask(config.measure_ap_corr.model_copy(update={
+            "fit_config": config.measure_ap_corr.fit_config.model_copy(update={"order_x": 0, "order_y": 0})}))
+        names = pooled_task.names_in(table)
+        pooled = _uncorrected_ap_corr_stars(table, names, keep)
+        maps, messages, psfs = list(cat["ap_corr_map"]), [str(m) for m in cat["message"]], list(cat["psf"])
+        for k in failed:
+            det = int(cat["detector"][k])
+            bbox, input_map = _load(inputs[det])
+            stars = pooled.copy(copy_data=True)
+            cx, cy = bbox.center
+            for axis, value in (("x", cx), ("y", cy)):  # a constant: every star at the detector's centre
+                stars[resolve_column(stars, f"slot_Centroid_{axis}")] = np.full(len(stars), float(value))
+            try:
+                res = pooled_task.run(stars, bbox)
+            except Exception as err:  # noqa: BLE001 - the pooled stars cannot do it either: left failed
+                log.warning("visit-level aperture correction for detector %d failed too: %s", det, err)
+                messages[k] = f"{messages[k]}; the visit-level fit failed too: {err}"
+                continue
+            n_used = max(int(v["n_used"]) for key, v in res.metadata.items() if isinstance(v, dict))
+            used_rows = np.zeros(len(stars), bool)
+            for name in names:
+                col = f"apcorr_{name}_used"
+                if col in stars.colnames:
+                    used_rows |= np.asarray(stars[col], bool)
+            n_det = len(set(np.asarray(stars["detector"])[used_rows].tolist()))
+            ap_corr_map = res.ap_corr_map
+            if input_map is not None:
+                for key, field in input_map.items():
+                    if key not in ap_corr_map:
+                        ap_corr_map[key] = field
+            values = ", ".join(f"{name} {res.ap_corr_map[name + '_instFlux'].mean():.4f}" for name in names
+                               if name + "_instFlux" in res.ap_corr_map)
+            reason = (f"visit-level ap corr ({n_used} stars from {n_det} detector{'s' if n_det != 1 else ''}: {values}"
+                      + (f"; {res.degraded_reason}" if res.degraded_reason else "") + f"); own fit: {messages[k]}")
+            rows = np.flatnonzero(det_col == det)
+            sub = table[rows]
+            ApplyApCorrTask(config.apply_ap_corr).run(sub, ap_corr_map)
+            for name in sub.colnames:
+                if name in table.colnames:
+                    table[name][rows] = sub[name]
+            ds = result.detector_status.get(det)
+            if ds is not None and ds.degraded_reason:  # e.g. its PSF was fitted at a lower order too
+                reason = f"{ds.degraded_reason}; {reason}"
+            maps[k], messages[k], statuses[k] = ap_corr_map, reason, "degraded"
+            if ds is not None:
+                ds.status, ds.message, ds.error_type = "degraded", reason, ""
+            log.warning("visit %d detector %d: %s", int(cat["visit"][k]), det, reason)
+            done.append(det)
+        result.psf_ap_corr_cat = _make_psf_ap_corr_cat(cat["detector"], cat["visit"], psfs, maps, statuses, messages)
+    _mark_degraded(result)
+    return done
+
+
+def _mark_degraded(result: FinalizeCharacterizationResult) -> None:
+    """``DEGRADED`` / ``DEGRADED_REASON`` in the star table's metadata, from the degraded rows of the catalog."""
+    cat = result.psf_ap_corr_cat
+    reasons = [f"detector {int(d)}: {m}" for d, s, m in zip(cat["detector"], cat["status"], cat["message"])
+               if str(s) == "degraded"]
+    result.output_table.meta["DEGRADED"] = bool(reasons)
+    result.output_table.meta["DEGRADED_REASON"] = "; ".join(reasons)
 
 
 def _load(obj):

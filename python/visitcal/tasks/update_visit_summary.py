@@ -4,6 +4,11 @@ of finalize (``refit_psf_models``) with the WCS and PhotoCalib of calibration (`
 in LSST these come from gbdes and FGCM, here from our own per-detector fits), and the summary statistics
 recomputed with the refit PSF (`ComputeExposureSummaryStatsTask`).
 
+A detector whose zero point comes from fewer stars than calibration's ``min_n_stars`` (its calexp's
+``MAGZERO_NOBJ`` < ``MAGZERO_MIN_NOBJ``) takes the visit's median zero point over the detectors with enough
+stars (per electron, through each detector's ``GAIN``, when every one has it); its row's status becomes
+``degraded`` (a finalize failure stays) and the message says so. Not LSST (FGCM calibrates the whole visit).
+
 Reprocessing reads its calibrations from this table. A detector whose row lacks one of them (its PSF fit or
 ap-corr fit failed in finalize, its calibration failed) is an upstream failure: `calibrations_for` raises
 `UpstreamFailureNoWorkFound` naming what is missing, as LSST's ``ReprocessVisitImageTask`` does.
@@ -28,6 +33,7 @@ from astropy.table import Table
 from .compute_exposure_summary_stats import ComputeExposureSummaryStatsConfig, ComputeExposureSummaryStatsTask
 from ..core.atomic import atomic_write_fits
 from ..core.persistence import component_from_table, component_to_table
+from ..core.photocalib import PhotoCalib
 from ..core.wcs import read_wcs, wcs_to_header
 
 __all__ = ["UpdateVisitSummaryTask", "UpstreamFailureNoWorkFound", "VisitCalibrations", "calibrations_for",
@@ -43,12 +49,20 @@ class UpstreamFailureNoWorkFound(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class VisitCalibrations:
-    """What reprocessing attaches to a detector: ``psf``, ``ap_corr_map``, ``wcs``, ``photo_calib``."""
+    """What reprocessing attaches to a detector: ``psf``, ``ap_corr_map``, ``wcs``, ``photo_calib``; and the
+    row's ``status`` and ``message`` (``"degraded"`` and why, when one of them is a documented fallback)."""
 
     psf: object
     ap_corr_map: object
     wcs: object
     photo_calib: object
+    status: str = "ok"
+    message: str = ""
+
+    @property
+    def degraded(self) -> bool:
+        """Whether a calibration of the row is a documented fallback (``status == "degraded"``)."""
+        return self.status == "degraded"
 
 
 def calibrations_for(visit_summary: Table, detector: int) -> VisitCalibrations:
@@ -66,9 +80,9 @@ def calibrations_for(visit_summary: Table, detector: int) -> VisitCalibrations:
     missing = [name for name in ("psf", "ap_corr_map", "wcs", "photo_calib") if row[name] is None]
     if missing:
         raise UpstreamFailureNoWorkFound(f"detector {detector}: the visit summary row has no {', '.join(missing)} "
-                                         f"(status {row['status']!r}: {row['message']})")
+                                         f"(status {str(row['status'])!r}: {row['message']})")
     return VisitCalibrations(psf=row["psf"], ap_corr_map=row["ap_corr_map"], wcs=row["wcs"],
-                             photo_calib=row["photo_calib"])
+                             photo_calib=row["photo_calib"], status=str(row["status"]), message=str(row["message"]))
 
 
 class UpdateVisitSummaryTask:
@@ -101,6 +115,8 @@ class UpdateVisitSummaryTask:
         """
         models = {int(r["detector"]): r for r in psf_ap_corr_cat}
         rows = []
+        zps = {}  # detector -> _ZeroPoint of its own stars
+        waiting = {}  # detector -> (row, exposure): a zero point from too few stars, finished below
         for det in sorted(int(d) for d in calexp_dict):
             exposure = _load(calexp_dict[det])
             model = models.get(det)
@@ -108,17 +124,94 @@ class UpdateVisitSummaryTask:
             apc = model["ap_corr_map"] if model is not None else None
             status = str(model["status"]) if model is not None else "no_finalize_row"
             message = str(model["message"]) if model is not None else "finalize gave this detector no row"
-            stats = {}
-            if psf is not None:
-                background = _load(background_dict[det]) if background_dict and det in background_dict else None
-                sources = _load(source_dict[det]) if source_dict and det in source_dict else None
-                exposure.psf = psf
-                stats = self.compute_summary_stats.run(exposure, sources, background)
-            rows.append({"detector": det, "visit": int(visit), "psf": psf, "ap_corr_map": apc, "wcs": exposure.wcs,
-                         "photo_calib": exposure.photo_calib,
-                         "bbox": (exposure.bbox.min_x, exposure.bbox.min_y, exposure.bbox.max_x, exposure.bbox.max_y),
-                         "status": status, "message": message, "stats": stats})
+            row = {"detector": det, "visit": int(visit), "psf": psf, "ap_corr_map": apc, "wcs": exposure.wcs,
+                   "photo_calib": exposure.photo_calib,
+                   "bbox": (exposure.bbox.min_x, exposure.bbox.min_y, exposure.bbox.max_x, exposure.bbox.max_y),
+                   "status": status, "message": message, "stats": {}}
+            rows.append(row)
+            zps[det] = _ZeroPoint.of(exposure)
+            if zps[det] is not None and not zps[det].enough:
+                waiting[det] = (row, exposure)  # its stats wait for the visit's median zero point
+                continue
+            self._stats(row, exposure, det, background_dict, source_dict)
+        if waiting:
+            self._visit_median_zero_points(waiting, zps, background_dict, source_dict)
         return _make_table(rows)
+
+    def _stats(self, row, exposure, det, background_dict, source_dict) -> None:
+        if row["psf"] is None:
+            return
+        background = _load(background_dict[det]) if background_dict and det in background_dict else None
+        sources = _load(source_dict[det]) if source_dict and det in source_dict else None
+        exposure.psf = row["psf"]
+        exposure.photo_calib = row["photo_calib"]
+        row["stats"] = self.compute_summary_stats.run(exposure, sources, background)
+
+    def _visit_median_zero_points(self, waiting, zps, background_dict, source_dict) -> None:
+        """Give each detector of ``waiting`` (a zero point from fewer than its ``MAGZERO_MIN_NOBJ`` stars) the
+        visit's median zero point over the detectors with enough stars, per electron when every one has a
+        ``GAIN`` (the detectors' gains differ), and mark its row degraded; with no such detector it keeps
+        its own, marked too."""
+        good = {d: z for d, z in zps.items() if z is not None and z.enough}
+        use_gain = all(math.isfinite(z.gain) and z.gain > 0 for z in [*good.values(), *(zps[d] for d in waiting)])
+        per_e = np.array([z.zero_point + (2.5 * math.log10(z.gain) if use_gain else 0.0) for z in good.values()])
+        for det, (row, exposure) in waiting.items():
+            own = zps[det]
+            if per_e.size:
+                median = float(np.median(per_e))
+                spread = float(1.482602218505602 * np.median(np.abs(per_e - median))) if per_e.size > 1 else \
+                    next(iter(good.values())).sigma
+                spread = spread if math.isfinite(spread) else 0.0
+                zp = median - (2.5 * math.log10(own.gain) if use_gain else 0.0)
+                row["photo_calib"] = PhotoCalib.from_zero_point(zp, spread)
+                why = (f"zero point: the visit's median {zp:.4f} (over {per_e.size} detector(s) with enough stars, "
+                       f"{'per electron, with each GAIN' if use_gain else 'per count, no GAIN'}; scatter "
+                       f"{spread:.4f} mag) instead of its own {own.zero_point:.4f} from {own.n_stars} star(s), "
+                       f"fewer than {own.min_n_stars}")
+            else:
+                why = (f"zero point: its own {own.zero_point:.4f} from {own.n_stars} star(s), fewer than "
+                       f"{own.min_n_stars}, kept: no detector of the visit has enough stars")
+            if row["status"] == "ok":
+                row["status"] = "degraded"
+            row["message"] = f"{row['message']}; {why}" if row["message"] else why
+            self._stats(row, exposure, det, background_dict, source_dict)
+
+
+def _header_value(metadata, key):
+    """A metadata card by its name, written with or without ``HIERARCH`` (None when absent)."""
+    if metadata is None:
+        return None
+    for name in (key, "HIERARCH " + key):
+        if name in metadata:
+            return metadata[name]
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _ZeroPoint:
+    """A calibrated detector's zero point (mag of one count) from its own stars, as calibration recorded it."""
+
+    zero_point: float
+    sigma: float
+    n_stars: int
+    min_n_stars: int
+    gain: float
+
+    @property
+    def enough(self) -> bool:
+        return self.n_stars >= self.min_n_stars
+
+    @classmethod
+    def of(cls, exposure) -> "_ZeroPoint | None":
+        """None without a PhotoCalib or without the calibration's ``MAGZERO_NOBJ`` / ``MAGZERO_MIN_NOBJ``."""
+        pc, md = exposure.photo_calib, exposure.metadata
+        n, need = _header_value(md, "MAGZERO_NOBJ"), _header_value(md, "MAGZERO_MIN_NOBJ")
+        if pc is None or n is None or need is None:
+            return None
+        gain = _header_value(md, "GAIN")
+        sigma = _header_value(md, "MAGZERO_RMS")
+        return cls(float(pc.zero_point), float(sigma) if sigma is not None else math.nan, int(n), int(need),
+                   float(gain) if gain is not None else math.nan)
 
 
 def _stat_names(rows) -> list[str]:

@@ -108,10 +108,15 @@ def test_core_equals_reference(seed, sigma_max):
 
 def test_get_zero_point_cases():
     # A single-valued set: numpy's histogram spans 24.5..25.5, the modal bin is [25.0, 25.05), the quartiles
-    # coincide, sigma = 0 and the strict |dmag - centre| < 0 keeps nothing: zp = the centre, ngood = 0
-    # (LSST's behaviour too).
+    # coincide and sigma = 0. LSST's strict |dmag - centre| < 0 keeps nothing and returns the bin's centre,
+    # 25.025 with ngood = 0; here there is no spread to clip against, so nothing is clipped: the
+    # inverse-variance mean of the five, sigma = 0.1 / sqrt(5).
     r = get_zero_point([25.0] * 5, [0.1] * 5)
-    assert r.zp == pytest.approx(25.025) and r.ngood == 0 and not r.good.any()
+    assert r.zp == pytest.approx(25.0, abs=1e-12) and r.ngood == 5 and r.good.all()
+    assert r.sigma == pytest.approx(0.1 / math.sqrt(5), rel=1e-12)
+    # One star: its own value and error (LSST: 25.025 +- 0, ngood 0).
+    r = get_zero_point([27.31], [0.02])
+    assert (r.zp, r.sigma, r.ngood) == (pytest.approx(27.31, abs=1e-12), pytest.approx(0.02, rel=1e-12), 1)
     with pytest.raises(ValueError, match="no finite"):
         get_zero_point([np.nan, np.inf], [0.1, 0.1])
     # Two far clusters of equal weight in non-contiguous modal bins: median start.
@@ -207,3 +212,25 @@ def test_task_failures_are_typed():
         PhotoCalTask(PhotoCalConfig(band="g")).run(None, src, ref)
     with pytest.raises(ValueError, match="band"):
         PhotoCalTask().run(None, src, ref)
+
+
+def test_task_counts_scatter_and_too_few_stars():
+    """MAGZERO_NOBJ / MAGZERO_RMS are real (issue 21): the good stars, the zero point's error and, beside it, the
+    stars' scatter; one matched star gives its own value, ngood 1, its error as sigma and no scatter (NaN), and
+    is below min_n_stars, so the result is degraded, not trusted and not an error."""
+    src, ref = catalogs()
+    res = PhotoCalTask(PhotoCalConfig(band="r")).run(None, src, ref)
+    # 1% noise on the source fluxes: dmag scatters by 1.0857 * 0.01 = 0.0109 mag; the stated errors (1% on
+    # both fluxes, 0.0154 mag in quadrature) make sigma = 0.0154 / sqrt(ngood)
+    assert res.scatter == pytest.approx(0.0109, rel=0.15) and not res.degraded and res.degraded_reason is None
+    assert res.sigma == pytest.approx(1.0857 * 0.01 * math.sqrt(2) / math.sqrt(res.ngood), rel=0.01)
+    one = src[40:41]
+    res = PhotoCalTask(PhotoCalConfig(band="r")).run(None, one, ref)
+    dmag = float(res.matches["dmag"][0])
+    assert res.ngood == 1 and res.zero_point == pytest.approx(dmag, abs=1e-12)
+    assert res.sigma == pytest.approx(float(res.matches["dmag_err"][0]), rel=1e-12) and res.sigma > 0
+    assert math.isnan(res.scatter) and res.degraded
+    assert res.degraded_reason == "zero point from 1 good star(s) of 1 matches, fewer than min_n_stars = 5"
+    few = PhotoCalTask(PhotoCalConfig(band="r", min_n_stars=200)).run(None, src, ref)
+    assert few.degraded and f"{few.ngood} good star(s)" in few.degraded_reason
+    assert few.zero_point == PhotoCalTask(PhotoCalConfig(band="r")).run(None, src, ref).zero_point
