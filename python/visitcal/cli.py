@@ -412,8 +412,9 @@ def _cmd_run(args) -> int:
     def on_step(name, statuses):
         n_bad = sum(not s.ok for s in statuses)
         n_skip = sum(bool(getattr(s, "skipped", False)) for s in statuses)
-        _table(args, [f"== {name}: {len(statuses)} units, {len(statuses) - n_bad} ok ({n_skip} skipped, up to "
-                      f"date), {n_bad} failed", *tables[name](statuses)])
+        n_degraded = sum(bool(getattr(s, "degraded", False)) for s in statuses)
+        _table(args, [f"== {name}: {len(statuses)} units, {len(statuses) - n_bad} done ({n_degraded} degraded, "
+                      f"{n_skip} skipped, up to date), {n_bad} failed", *tables[name](statuses)])
 
     chain = ChainProgress(CHAIN_STEPS, len(ids), args.console.progress, every_tenth=not args.console.tty)
     result = run_chain(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs, config=args.config,
