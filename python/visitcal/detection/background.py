@@ -36,6 +36,25 @@ else the median; meant for comparisons with SExtractor/sep together with ``media
 The variance of each bin's statistic (used for the weights) is ``s^2 / n`` with the clipped ``s``
 (MEANCLIP, MODE_SEXTRACTOR), the sample ``s`` (MEAN) or ``(pi/2) (0.7413 IQR)^2 / n`` (MEDIAN);
 NaN when it cannot be estimated (one pixel).
+
+Source masking (``source_mask_threshold``, off by default as in LSST)
+---------------------------------------------------------------------
+In a crowded field the clipped mean of the pixels outside DETECTED still holds the wings of the detected
+stars and the light of the undetected ones, so the sky comes out too high and every flux too faint by an
+additive amount. With ``source_mask_threshold`` set, after the fit the residual ``image - model`` is
+smoothed by a Gaussian of ``source_mask_sigma`` px and thresholded per pixel at that many sigma (the
+smoothed variance: `visitcal.detection.detection.detect_footprints`), the footprints are grown by
+``source_mask_grow_px`` (a disc) and left out, and the background is fitted again
+(``source_mask_iterations`` times). Measured with the simulator's true sky (the characterisation's two
+layers, 5-sigma DETECTED in between, 2048^2 detectors, sky ~370-460 ADU, noise ~16 ADU):
+
+* 150 000 stars/deg^2: sky too high by +0.59 / +0.65 ADU (two detectors) without; +0.043 / +0.058 ADU with
+  ``3.0`` (sigma 2 px, grow 5 px, one pass), -0.001 / +0.008 with two passes; in the whole chain the
+  preliminary background's mean error over the 8 detectors went from +0.633 to +0.066 ADU.
+* the default sim (sparse): +0.19 ADU without, -0.07 / -0.09 with (masking the noise's own 3-sigma peaks
+  lowers a pure-noise sky by ~0.005 sigma).
+
+Cost: a float32 copy of the image, one smoothing of the image and variance and the growth per pass.
 """
 
 from __future__ import annotations

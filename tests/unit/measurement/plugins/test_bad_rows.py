@@ -20,6 +20,7 @@ from visitcal.measurement.plugins import aperture_flux as af
 from visitcal.measurement.plugins import compensated_tophat as ct
 from visitcal.measurement.plugins import gaussian_flux as gf
 from visitcal.measurement.plugins import local_background as lb
+from visitcal.measurement.plugins import psf_flux as pf
 from visitcal.measurement.plugins import sdss_centroid as sc
 from visitcal.measurement.plugins import sdss_shape as ss
 from visitcal.measurement.plugins import variance as va
@@ -49,6 +50,24 @@ def _moments(n, xx=None):
     return (np.full(n, 4.0) if xx is None else xx), np.full(n, 4.0), np.zeros(n)
 
 
+def _psf_stamps(x, y, w):
+    """Gaussian PSF models (21 x 21, sigma ``w``, unit sum) at (x, y): a non-finite position gets a stamp far off the
+    image, a bad width a NaN model (what a PSF evaluated at a bad position gives)."""
+    n = len(x)
+    ok = np.isfinite(x) & np.isfinite(y) & (np.abs(x) < 1e6) & (np.abs(y) < 1e6)
+    x0 = np.where(ok, np.floor(np.where(ok, x, 0.0)) - 10, 10**6).astype(np.int64)
+    y0 = np.where(ok, np.floor(np.where(ok, y, 0.0)) - 10, 10**6).astype(np.int64)
+    yy, xx = np.mgrid[0:21, 0:21]
+    models = np.empty((n, 21, 21))
+    for k in range(n):
+        dx, dy = (x[k] - x0[k], y[k] - y0[k]) if ok[k] else (10.0, 10.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.exp(-((xx - dx) ** 2 + (yy - dy) ** 2) / (2 * w[k] ** 2)) if w[k] > 0 and np.isfinite(w[k]) \
+                else np.full((21, 21), np.nan)
+        models[k] = m / m.sum()
+    return models, x0, y0
+
+
 # name -> (measure(x, y, width) with width an (n,) per-row array, general flag column)
 PLUGINS = {
     "windowed_centroid_sigma": (lambda x, y, w: wc.windowed_centroid(MI, x, y, w), "ext_windowedCentroid_flag"),
@@ -58,6 +77,7 @@ PLUGINS = {
     "local_background": (lambda x, y, w: lb.local_background(MI, x, y, w), "base_LocalBackground_flag"),
     "gaussian_flux": (lambda x, y, w: gf.gaussian_flux(MI, x, y, *_moments(len(x), w)), "base_GaussianFlux_flag"),
     "variance": (lambda x, y, w: va.variance(MI, x, y, *_moments(len(x), w)), "base_Variance_flag"),
+    "psf_flux": (lambda x, y, w: pf.psf_flux(MI, *_psf_stamps(x, y, w)), "base_PsfFlux_flag"),
     # position-only plugins (the width is not used)
     "sdss_shape": (lambda x, y, w: ss.sdss_shape(MI, x, y), "base_SdssShape_flag"),
     "aperture_flux": (lambda x, y, w: af.circular_aperture_flux(MI, x, y), "base_CircularApertureFlux_3_0_flag"),
