@@ -497,7 +497,8 @@ def _moffat_scene(seed, *, n_bright=60, n_faint=0, shape=(512, 512), sky=100.0, 
     for n, (lo, hi) in ((n_bright, (2e4, 2e5)), (n_faint, (100.0, 600.0))):
         for x, y, f in zip(rng.uniform(0, shape[1], n), rng.uniform(0, shape[0], n),
                            np.exp(rng.uniform(np.log(lo), np.log(hi), n))):
-            x0, x1, y0, y1 = int(max(0, x - 60)), int(min(shape[1], x + 61)), int(max(0, y - 60)), int(min(shape[0], y + 61))
+            x0, x1 = int(max(0, x - 60)), int(min(shape[1], x + 61))
+            y0, y1 = int(max(0, y - 60)), int(min(shape[0], y + 61))
             r2 = (xx[y0:y1, x0:x1] - x) ** 2 + (yy[y0:y1, x0:x1] - y) ** 2
             stars[y0:y1, x0:x1] += f * norm * (1 + r2 / alpha**2) ** (-beta)
     img = sky + stars + rng.normal(0, noise, shape)
