@@ -11,12 +11,17 @@ namespace F = windowed_centroid_flags;
 WindowedCentroidResult measure_windowed_centroid(const ExposureView& ev, double x, double y, double sigma,
                                                  const WindowedCentroidControl& ctrl) {
     WindowedCentroidResult r;
-    r.x = x;
-    r.y = y;
-    if (!std::isfinite(x) || !std::isfinite(y) || !std::isfinite(sigma) || !(sigma > 0.0)) {
-        r.flags = F::FAILURE;
+    // A bad input fails this row alone (NaN position), before any pixel is read. The start must lie
+    // on the image: its nearest pixel (centres at integers) inside the bounding box.
+    // Compared in double so that a huge start cannot overflow an int (NaN fails every comparison).
+    const bool start_ok = x >= ev.x0 - 0.5 && x < ev.x0 + ev.image.nx - 0.5 && y >= ev.y0 - 0.5 &&
+                          y < ev.y0 + ev.image.ny - 0.5;
+    if (!start_ok || !std::isfinite(sigma) || !(sigma > 0.0)) {
+        r.flags = F::FAILURE | F::BAD_INPUT;
         return r;
     }
+    r.x = x;
+    r.y = y;
     sigma = std::max(sigma, ctrl.min_sigma);
     const double rmax = ctrl.n_sigma * sigma, rmax2 = rmax * rmax;
     const double inv2s2 = 0.5 / (sigma * sigma);

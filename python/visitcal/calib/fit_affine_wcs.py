@@ -34,6 +34,7 @@ with lookup-table distortions cannot take the correction this way: `AstrometryFi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,7 @@ from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..core.wcs import make_tan_sip_wcs
-from .fit_tan_sip_wcs import AstrometryFitError, _as_float_array, _bbox_tuple
+from .fit_tan_sip_wcs import AstrometryFitError, _as_float_array, _bbox_tuple, _expand_to_all_rows, _usable_pairs
 from .match_nearest import angular_separation_arcsec
 
 __all__ = ["FitAffineWcsConfig", "FitAffineWcsResult", "FitAffineWcsTask"]
@@ -92,6 +93,9 @@ class FitAffineWcsResult:
         How far the tangent point moved (arcsec).
     bbox : (float, float, float, float)
         ``(xmin, xmax, ymin, ymax)`` of the detector (pixels), for the callers' checks.
+    bad_input : (n,) bool
+        The pair could not enter the fit (a non-finite ``x``, ``y``, ``ra``, ``dec`` or weight, a weight
+        <= 0, ``|dec| > 90``): not ``used``, NaN ``residuals``. Such rows are left out, not an error.
     """
 
     wcs: WCS
@@ -103,6 +107,7 @@ class FitAffineWcsResult:
     matrix: np.ndarray
     crval_shift_arcsec: float
     bbox: tuple[float, float, float, float]
+    bad_input: np.ndarray | None = None
 
 
 def _tan_sip_parts(wcs: WCS):
@@ -217,12 +222,17 @@ class FitAffineWcsTask:
         Raises
         ------
         AstrometryFitError
-            Non-finite input (``reason="non_finite"``), fewer than 3 pairs before or after rejection
+            Fewer than 3 usable pairs before or after rejection
             (``"too_few_pairs"``), sources on a line (``"degenerate"``), a median scatter above
             ``max_scatter_arcsec`` (``"scatter_too_large"``), a WCS that is not TAN / TAN-SIP
             (``"unsupported_wcs"``).
         ValueError
-            Arrays of different lengths or dimensions, weights <= 0, a bad ``bbox``.
+            Arrays of different lengths or dimensions, a bad ``bbox``.
+
+        Notes
+        -----
+        A pair with a non-finite ``x``, ``y``, ``ra``, ``dec`` or weight, a weight <= 0 or ``|dec| > 90`` is
+        left out (``bad_input``) and the others are fitted exactly as they would be without it.
         """
         cfg = self.config
         x = _as_float_array(x, "x")
@@ -230,22 +240,14 @@ class FitAffineWcsTask:
         y = _as_float_array(y, "y", n)
         ra = _as_float_array(ra, "ra", n)
         dec = _as_float_array(dec, "dec", n)
-        for name, arr in (("x", x), ("y", y), ("ra", ra), ("dec", dec)):
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                raise AstrometryFitError(f"{name} has {int(bad.sum())} non-finite value(s) (first at index "
-                                         f"{int(np.flatnonzero(bad)[0])})", reason="non_finite", argument=name,
-                                         n_bad=int(bad.sum()))
         w = np.ones(n)
         if weights is not None:
             w = _as_float_array(weights, "weights", n)
-            if not np.all(np.isfinite(w)):
-                raise AstrometryFitError("weights has non-finite values", reason="non_finite", argument="weights",
-                                         n_bad=int((~np.isfinite(w)).sum()))
-            if (w <= 0).any():
-                raise ValueError("weights must be > 0 (drop a pair rather than give it zero weight)")
-        if np.any(np.abs(dec) > 90.0):
-            raise ValueError("dec must be within [-90, 90] degrees")
+        ok = _usable_pairs(x, y, ra, dec, None if weights is None else w)
+        if not ok.all():  # bad rows are left out of the fit, each alone; the rest is fitted as without them
+            res = self.fit_wcs(x[ok], y[ok], ra[ok], dec[ok], initial_wcs=initial_wcs, bbox=bbox,
+                               weights=None if weights is None else w[ok])
+            return _expand_to_all_rows(res, ok)
         n_required = N_PARAMETERS // 2
         if n < n_required:
             raise AstrometryFitError(f"too few pairs for the affine fit: {n} given, at least {n_required} needed",
@@ -285,7 +287,7 @@ class FitAffineWcsTask:
         return FitAffineWcsResult(
             wcs=wcs, scatter_on_sky=scatter, rms_arcsec=float(np.sqrt(np.mean(dx[used] ** 2 + dy[used] ** 2))),
             used=used, residuals=np.column_stack([dx, dy]), n_used=int(used.sum()),
-            matrix=np.linalg.solve(cd0, cd), crval_shift_arcsec=shift, bbox=box)
+            matrix=np.linalg.solve(cd0, cd), crval_shift_arcsec=shift, bbox=box, bad_input=np.zeros(n, bool))
 
     @staticmethod
     def _step(big_u, ra, dec, w, used, cd, crval):

@@ -150,6 +150,9 @@ class FitTanSipWcsResult:
     order_scores : dict
         With ``order = "auto"``: held-out rms distance (arcsec, capped as `FitTanSipWcsTask.select_order`
         says) per order tried; empty otherwise.
+    bad_input : (n,) bool
+        The pair could not enter the fit (a non-finite ``x``, ``y``, ``ra``, ``dec`` or weight, a weight
+        <= 0, ``|dec| > 90``): not ``used``, NaN ``residuals``. Such rows are left out, not an error.
     """
 
     wcs: WCS
@@ -163,6 +166,7 @@ class FitTanSipWcsResult:
     tan_sip: object
     order: int = 0
     order_scores: dict = field(default_factory=dict)
+    bad_input: np.ndarray | None = None
 
 
 def tan_sip_from_wcs(wcs: WCS):
@@ -183,6 +187,24 @@ def _as_float_array(value, name: str, n: int | None = None) -> np.ndarray:
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"{name} has {arr.shape[0]} values, x has {n}")
     return arr
+
+
+def _usable_pairs(x, y, ra, dec, weights) -> np.ndarray:
+    """Rows that can enter a fit: finite ``x``, ``y``, ``ra``, ``dec``, ``|dec| <= 90``, a finite weight > 0."""
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90.0)
+    if weights is not None:
+        ok &= np.isfinite(weights) & (weights > 0)
+    return ok
+
+
+def _expand_to_all_rows(result, ok: np.ndarray):
+    """``result`` of a fit on the rows ``ok`` with its per-pair arrays on every row (bad rows: not used,
+    NaN residuals) and ``bad_input = ~ok``."""
+    used = np.zeros(ok.shape[0], bool)
+    used[ok] = result.used
+    residuals = np.full((ok.shape[0], 2), np.nan)
+    residuals[ok] = result.residuals
+    return dataclasses.replace(result, used=used, residuals=residuals, bad_input=~ok)
 
 
 def _bbox_tuple(bbox, initial_wcs, x, y) -> tuple[float, float, float, float]:
@@ -240,13 +262,19 @@ class FitTanSipWcsTask:
         Raises
         ------
         AstrometryFitError
-            Non-finite input (``reason="non_finite"``, the argument named), fewer pairs than the
+            Fewer usable pairs than the
             ``(order + 1)(order + 2) / 2`` the polynomials need, before or after rejection
             (``"too_few_pairs"``), sources on a line (``"degenerate"``), or a median scatter above
             ``max_scatter_arcsec`` (``"scatter_too_large"``); with ``order = "auto"``, a lowest-order WCS
             that fails `check_wcs` (``"fold_over"``, ``"area_change"``, ``"non_finite"``).
         ValueError
-            Arrays of different lengths or dimensions, weights <= 0, a bad ``bbox``.
+            Arrays of different lengths or dimensions, a bad ``bbox``.
+
+        Notes
+        -----
+        A pair with a non-finite ``x``, ``y``, ``ra``, ``dec`` or weight, a weight <= 0 or ``|dec| > 90`` is
+        left out (``bad_input``) and the others are fitted exactly as they would be without it; only when too
+        few usable pairs remain does the fit fail (``"too_few_pairs"``).
         """
         cfg = self.config
         x = _as_float_array(x, "x")
@@ -254,25 +282,22 @@ class FitTanSipWcsTask:
         y = _as_float_array(y, "y", n)
         ra = _as_float_array(ra, "ra", n)
         dec = _as_float_array(dec, "dec", n)
-        for name, arr in (("x", x), ("y", y), ("ra", ra), ("dec", dec)):
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                raise AstrometryFitError(f"{name} has {int(bad.sum())} non-finite value(s) (first at index "
-                                         f"{int(np.flatnonzero(bad)[0])})", reason="non_finite", argument=name,
-                                         n_bad=int(bad.sum()))
         if weights is not None:
             weights = _as_float_array(weights, "weights", n)
-            bad = ~np.isfinite(weights)
-            if bad.any():
-                raise AstrometryFitError(f"weights has {int(bad.sum())} non-finite value(s)", reason="non_finite",
-                                         argument="weights", n_bad=int(bad.sum()))
-            if (weights <= 0).any():
-                raise ValueError("weights must be > 0 (drop a pair rather than give it zero weight)")
-        if np.any(np.abs(dec) > 90.0):
-            raise ValueError("dec must be within [-90, 90] degrees")
+        ok = _usable_pairs(x, y, ra, dec, weights)
+        if not ok.any():
+            low = cfg.order_range[0] if cfg.order == "auto" else cfg.order
+            raise AstrometryFitError(f"too few pairs for the TAN-SIP fit: none of {n} is usable (finite, "
+                                     f"|dec| <= 90, weight > 0)", reason="too_few_pairs", n_pairs=0,
+                                     n_required=(low + 1) * (low + 2) // 2)
+        if not ok.all():  # bad rows are left out of the fit, each alone; the rest is fitted as without them
+            res = self.fit_wcs(x[ok], y[ok], ra[ok], dec[ok], initial_wcs=initial_wcs, bbox=bbox,
+                               weights=None if weights is None else weights[ok])
+            return _expand_to_all_rows(res, ok)
         box = _bbox_tuple(bbox, initial_wcs, x, y)
         if cfg.order != "auto":
-            return self._fit(x, y, ra, dec, weights, box, cfg.order, initial_wcs)
+            return dataclasses.replace(self._fit(x, y, ra, dec, weights, box, cfg.order, initial_wcs),
+                                       bad_input=np.zeros(n, bool))
         order, scores = self.select_order(x, y, ra, dec, weights=weights, bbox=box)
         for o in range(order, cfg.order_range[0] - 1, -1):  # a model that fails the checks gives way to a lower one
             res = self._fit(x, y, ra, dec, weights, box, o, initial_wcs)
@@ -282,7 +307,7 @@ class FitTanSipWcsTask:
                 if o == cfg.order_range[0]:
                     raise
                 continue
-            return dataclasses.replace(res, order_scores=scores)
+            return dataclasses.replace(res, order_scores=scores, bad_input=np.zeros(n, bool))
         raise AssertionError("unreachable")
 
     def select_order(self, x, y, ra, dec, *, weights=None, bbox=None) -> tuple[int, dict]:

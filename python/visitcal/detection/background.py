@@ -36,6 +36,25 @@ else the median; meant for comparisons with SExtractor/sep together with ``media
 The variance of each bin's statistic (used for the weights) is ``s^2 / n`` with the clipped ``s``
 (MEANCLIP, MODE_SEXTRACTOR), the sample ``s`` (MEAN) or ``(pi/2) (0.7413 IQR)^2 / n`` (MEDIAN);
 NaN when it cannot be estimated (one pixel).
+
+Source masking (``source_mask_threshold``, off by default as in LSST)
+---------------------------------------------------------------------
+In a crowded field the clipped mean of the pixels outside DETECTED still holds the wings of the detected
+stars and the light of the undetected ones, so the sky comes out too high and every flux too faint by an
+additive amount. With ``source_mask_threshold`` set, after the fit the residual ``image - model`` is
+smoothed by a Gaussian of ``source_mask_sigma`` px and thresholded per pixel at that many sigma (the
+smoothed variance: `visitcal.detection.detection.detect_footprints`), the footprints are grown by
+``source_mask_grow_px`` (a disc) and left out, and the background is fitted again
+(``source_mask_iterations`` times). Measured with the simulator's true sky (the characterisation's two
+layers, 5-sigma DETECTED in between, 2048^2 detectors, sky ~370-460 ADU, noise ~16 ADU):
+
+* 150 000 stars/deg^2: sky too high by +0.59 / +0.65 ADU (two detectors) without; +0.043 / +0.058 ADU with
+  ``3.0`` (sigma 2 px, grow 5 px, one pass), -0.001 / +0.008 with two passes; in the whole chain the
+  preliminary background's mean error over the 8 detectors went from +0.633 to +0.066 ADU.
+* the default sim (sparse): +0.19 ADU without, -0.07 / -0.09 with (masking the noise's own 3-sigma peaks
+  lowers a pure-noise sky by ~0.005 sigma).
+
+Cost: a float32 copy of the image, one smoothing of the image and variance and the growth per pass.
 """
 
 from __future__ import annotations
@@ -130,6 +149,16 @@ class BackgroundConfig(BaseModel):
     approx_order_y: int = Field(-1, ge=-1, le=20, description="Chebyshev order in y; -1 follows approx_order_x.")
     weighting: bool = Field(True, description="Weight bins by the inverse variance of their statistic in the "
                                               "Chebyshev fit.")
+    source_mask_threshold: float | None = Field(
+        None, gt=0, description="Iterative source masking (None: off, LSST's behaviour): after a fit, the pixels "
+        "of the residual image, smoothed by a Gaussian of source_mask_sigma, above this many sigma (per pixel, "
+        "the smoothed variance) are left out, grown by source_mask_grow_px, and the background is refitted. "
+        "Removes the light of faint undetected sources and detected sources' wings from the sky (crowded fields).")
+    source_mask_sigma: float = Field(2.0, gt=0, description="Source masking: smoothing Gaussian sigma, px (~the "
+                                                            "PSF's).")
+    source_mask_grow_px: int = Field(5, ge=0, description="Source masking: growth of the masked sources (a disc, "
+                                                          "px), for their wings.")
+    source_mask_iterations: int = Field(1, ge=1, description="Source masking: number of mask-and-refit passes.")
 
     @field_validator("ignored_pixel_mask", mode="before")
     @classmethod
@@ -451,6 +480,20 @@ def make_background(source, config: BackgroundConfig | None = None, *, mask=None
     if image.size == 0:
         raise ValueError(f"image is empty (shape {image.shape})")
     ctrl = config.to_core(planes)
+    background = _fit_layer(image, mask_arr, var_arr, xy0, ctrl, config)
+    if config.source_mask_threshold is not None:
+        masked = np.zeros(image.shape, bool)
+        ignored = np.zeros(image.shape, bool) if mask_arr is None else (mask_arr & np.int32(ctrl.ignored_mask)) != 0
+        for _ in range(config.source_mask_iterations):
+            masked = _source_mask(image, ignored, var_arr, background.get_image(np.float32), config)
+            held = image.copy()  # the statistics skip NaN pixels: the sources are left out this way
+            held[masked] = np.nan
+            background = _fit_layer(held, mask_arr, var_arr, xy0, ctrl, config)
+    return background
+
+
+def _fit_layer(image, mask_arr, var_arr, xy0, ctrl, config: BackgroundConfig) -> Background:
+    """One pass of statistics and the model built from them (`make_background` without source masking)."""
     d = _core.background_stats(image, mask_arr, var_arr, ctrl)
     if not np.any(d["npix"]):
         raise BackgroundError(
@@ -460,6 +503,38 @@ def make_background(source, config: BackgroundConfig | None = None, *, mask=None
     x0, y0 = xy0
     bbox = Box2I.from_shape(image.shape, xy0)
     return Background(stats, d["variance"], d["npix"], d["xcen"] + x0, d["ycen"] + y0, bbox, config)
+
+
+def _source_mask(image, ignored, var_arr, model, config: BackgroundConfig) -> np.ndarray:
+    """Pixels of the sources in ``image - model``: detection (`detect_footprints`, positive, ``pixel_stdev``)
+    at ``source_mask_threshold`` sigma after smoothing by ``source_mask_sigma``, footprints grown by
+    ``source_mask_grow_px``. Ignored, non-finite or zero-variance pixels count as empty sky (value 0); without
+    a variance plane the noise is one robust value, ``(0.7413 IQR)^2`` of the usable residuals.
+
+    Cost on a 4k x 4k detector: one smoothing of the image and of the variance (~0.1 s, C++), the
+    thresholding and growth, and a float32 copy of the image (64 MB) per pass."""
+    from .detection import SourceDetectionConfig, detect_footprints  # detection imports nothing from here
+
+    resid = image - model
+    bad = ignored | ~np.isfinite(resid)
+    if var_arr is None:
+        q1, q3 = np.percentile(resid[~bad], [25.0, 75.0]) if np.any(~bad) else (0.0, 0.0)
+        var = np.full(image.shape, max((0.7413 * (q3 - q1)) ** 2, np.finfo(np.float32).tiny), np.float32)
+    else:
+        var = np.array(var_arr, dtype=np.float32, copy=True)
+        bad |= ~(np.isfinite(var) & (var > 0))
+    resid[bad] = 0.0
+    var[bad] = np.median(var[~bad]) if np.any(~bad) else 1.0
+    sigma = config.source_mask_sigma
+    cfg = SourceDetectionConfig(threshold_value=config.source_mask_threshold, threshold_type="pixel_stdev",
+                                n_sigma_to_grow=config.source_mask_grow_px / sigma, combined_grow=False)
+    planes = MaskPlanes()
+    tmp = MaskedImage(resid, mask=Mask(np.zeros(image.shape, np.int32), planes), variance=var)
+    ny, nx = image.shape
+    if 2 * (int((sigma * cfg.n_sigma_for_kernel + 0.5) / 2)) + 1 > min(nx, ny):
+        return np.zeros(image.shape, bool)  # too small an image to smooth: nothing masked
+    detect_footprints(tmp, sigma, cfg, clear_mask=False)
+    return (tmp.mask.array & np.int32(planes.get_plane_bitmask("DETECTED"))) != 0
 
 
 _SCHEMA_COLUMNS = ("nx_bins", "ny_bins", "bbox_min_x", "bbox_min_y", "bbox_max_x", "bbox_max_y", "xcen", "ycen",

@@ -139,10 +139,18 @@ def test_errors_are_typed_and_in_our_words():
         task.fit_wcs(x[:2], y[:2], ra[:2], dec[:2], initial_wcs=prelim)
     assert exc.value.reason == "too_few_pairs" and exc.value.n_required == 3
     bad = x.copy()
-    bad[3] = np.nan
-    with pytest.raises(AstrometryFitError, match="x has 1 non-finite") as exc:
-        task.fit_wcs(bad, y, ra, dec, initial_wcs=prelim)
-    assert exc.value.reason == "non_finite"
+    bad[3] = np.nan  # a bad row is left out: the fit of the others, bit-identical
+    res = task.fit_wcs(bad, y, ra, dec, initial_wcs=prelim)
+    keep = np.arange(10) != 3
+    clean = task.fit_wcs(x[keep], y[keep], ra[keep], dec[keep], initial_wcs=prelim)
+    assert res.bad_input.tolist() == (~keep).tolist() and not res.used[3] and np.isnan(res.residuals[3]).all()
+    assert np.array_equal(res.residuals[keep], clean.residuals) and np.array_equal(res.matrix, clean.matrix)
+    dbad = dec.copy()
+    dbad[[1, 2]] = [95.0, np.inf]
+    w = np.ones(10)
+    w[5] = 0.0
+    res = task.fit_wcs(x, y, ra, dbad, initial_wcs=prelim, weights=w)
+    assert np.flatnonzero(res.bad_input).tolist() == [1, 2, 5] and res.n_used <= 7
     line = np.linspace(0, 1000, 10)
     lra, ldec = truth.all_pix2world(line, line, 0)
     with pytest.raises(AstrometryFitError, match="degenerate") as exc:
@@ -161,7 +169,7 @@ def test_errors_are_typed_and_in_our_words():
     with pytest.raises(AstrometryFitError, match="wcs_fitter = 'sip'") as exc:
         task.fit_wcs(x, y, ra, dec, initial_wcs=tpv)
     assert exc.value.reason == "unsupported_wcs"
-    with pytest.raises(ValueError, match="weights must be > 0"):
+    with pytest.raises(AstrometryFitError, match="too few pairs"):  # zero weights: every row left out
         task.fit_wcs(x, y, ra, dec, initial_wcs=prelim, weights=np.zeros(10))
     with pytest.raises(ValueError, match="ra has 3 values"):
         task.fit_wcs(x, y, ra[:3], dec, initial_wcs=prelim)

@@ -11,8 +11,10 @@
 //
 // Unusable pixels (off the image, NO_DATA or any of bad_mask_bits, non-finite) are left out and set
 // flag_edge (SExtractor would replace them; sep with a mask uses the mean unmasked value).
-// Failures (a non-positive weighted sum, a non-finite or non-positive sigma, a non-finite start):
-// bit 0 set, x, y left at the last good position (the start when none). Thread-safe, no state.
+// Failures: a non-positive weighted sum (flag_noFlux: x, y left at the last good position), or a bad
+// input (flag_badInput: a non-finite start, a start whose nearest pixel is off the image, a non-finite
+// or non-positive sigma: x, y NaN, n_iter 0, no pixel read). Each source is measured independently, so
+// one bad row never changes another row's result. Thread-safe, no state.
 #pragma once
 
 #include <array>
@@ -34,14 +36,15 @@ struct WindowedCentroidControl {
 };
 
 /// Flag bit i is named kWindowedCentroidFlagNames[i] (column ext_windowedCentroid_<name>).
-inline constexpr std::array<const char*, 4> kWindowedCentroidFlagNames = {"flag", "flag_edge", "flag_noFlux",
-                                                                         "flag_maxIter"};
+inline constexpr std::array<const char*, 5> kWindowedCentroidFlagNames = {"flag", "flag_edge", "flag_noFlux",
+                                                                         "flag_maxIter", "flag_badInput"};
 
 namespace windowed_centroid_flags {
 constexpr std::uint32_t FAILURE = 1u << 0;
 constexpr std::uint32_t EDGE = 1u << 1;      // the window held unusable pixels (not a failure alone)
 constexpr std::uint32_t NO_FLUX = 1u << 2;   // weighted sum <= 0
 constexpr std::uint32_t MAXITER = 1u << 3;   // not converged in max_iter (not a failure alone: SExtractor)
+constexpr std::uint32_t BAD_INPUT = 1u << 4; // non-finite / off-image start or bad sigma (with FAILURE)
 }  // namespace windowed_centroid_flags
 
 struct WindowedCentroidResult {

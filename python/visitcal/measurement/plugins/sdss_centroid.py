@@ -97,7 +97,9 @@ def sdss_centroid(image: Exposure | MaskedImage, peak_x, peak_y, psf_sigma, *,
     peak_x, peak_y : array_like, shape (n,)
         Each source's peak position (parent frame, px); the peak pixel is ``floor(v + 0.5)``.
     psf_sigma : float or array_like, shape (n,)
-        Smoothing sigma (px, > 0): the PSF's determinant radius at each source.
+        Smoothing sigma (px, > 0): the PSF's determinant radius at each source. A row whose value is
+        not finite and positive fails alone (``flag``; the position reported is its peak, errors NaN),
+        it does not reject the batch.
     footprints : sequence of Footprint, optional
         Each source's footprint (``.spans`` parent-frame ``[y, x0, x1]``), for the footprint check
         (``config.do_footprint_check``); none: no check.
@@ -115,8 +117,6 @@ def sdss_centroid(image: Exposure | MaskedImage, peak_x, peak_y, psf_sigma, *,
     n = px.shape[0]
     py = _vector(peak_y, n, "peak_y")
     sig = _vector(psf_sigma, n, "psf_sigma")
-    if np.any(~(sig > 0)):
-        raise ValueError("psf_sigma must be positive and finite")
     spans = offsets = None
     if footprints is not None:
         if len(footprints) != n:

@@ -12,7 +12,12 @@ Conventions
 * Parent-frame pixels, pixel centres at integers (SExtractor's catalogues are 1-based: subtract 1).
 * Pixels in ``config.bad_mask_planes`` (and NO_DATA, non-finite, off-image) are left out and set
   ``flag_edge``; ``flag`` (failure) is set when the weighted flux is not positive (``flag_noFlux``)
-  or the input is not finite; ``flag_maxIter`` alone is not a failure (SExtractor reports it).
+  or the row's input is bad (``flag_badInput``); ``flag_maxIter`` alone is not a failure (SExtractor
+  reports it).
+* Bad inputs are per row, never an error: a non-finite start, a start whose nearest pixel is off the
+  image, a non-finite, zero or negative ``sigma`` / ``flux_radius`` set that row's ``flag`` and
+  ``flag_badInput`` with NaN ``x``, ``y`` and ``niter`` 0; the other rows are measured exactly as they
+  would be without it (each source is independent).
 """
 
 from __future__ import annotations
@@ -104,15 +109,27 @@ def windowed_centroid(image: Exposure | MaskedImage, x, y, sigma=None, *, flux_r
     x, y : array_like, shape (n,)
         Starting positions (parent frame, px), e.g. isophotal barycentres or peaks.
     sigma : float or array_like, shape (n,), optional
-        Window sigma (px, > 0). Give this or ``flux_radius``.
+        Window sigma (px, > 0). Give this or ``flux_radius``. A row whose value is not finite and
+        positive is flagged (``flag``, ``flag_badInput``), not an error.
     flux_radius : float or array_like, shape (n,), optional
-        Half-light radius (px); ``sigma = 2 flux_radius / 2.35`` (SExtractor).
+        Half-light radius (px); ``sigma = 2 flux_radius / 2.35`` (SExtractor). Bad rows as for ``sigma``.
     config : WindowedCentroidConfig, optional
 
     Returns
     -------
     dict of str to numpy.ndarray
-        ``ext_windowedCentroid_x``, ``_y`` (float64, px), ``_niter`` (int32) and one bool array per flag.
+        ``ext_windowedCentroid_x``, ``_y`` (float64, px; NaN for a bad input), ``_niter`` (int32) and one
+        bool array per flag.
+
+    Raises
+    ------
+    ValueError
+        When both or neither of ``sigma`` and ``flux_radius`` are given, or an argument is not 1-D / a
+        scalar, or its length differs from ``x``'s (whole-array errors; per-row values never raise).
+
+    Notes
+    -----
+    Thread-safe; the GIL is released during the loop over sources.
     """
     config = config or WindowedCentroidConfig()
     if (sigma is None) == (flux_radius is None):
@@ -123,9 +140,6 @@ def windowed_centroid(image: Exposure | MaskedImage, x, y, sigma=None, *, flux_r
     ys = _vector(y, n, "y")
     sig = _vector(sigma if sigma is not None else sigma_from_flux_radius(flux_radius), n,
                   "sigma" if sigma is not None else "flux_radius")
-    if np.any(~(sig > 0)):
-        raise ValueError("sigma must be positive and finite" if sigma is not None
-                         else "flux_radius must be positive and finite")
     mi = image.masked_image if isinstance(image, Exposure) else image
     r = _core.windowed_centroid_batch(img, mask, var, int(x0), int(y0), xs, ys, sig, config.to_core(mi.mask))
     out = {f"{PLUGIN_NAME}_x": r["x"], f"{PLUGIN_NAME}_y": r["y"], f"{PLUGIN_NAME}_niter": r["n_iter"]}

@@ -181,8 +181,10 @@ def test_reset_to_peak_and_footprint_check():
 
 def test_bad_arguments():
     mi = masked(np.zeros((10, 10)))
-    with pytest.raises(ValueError, match="psf_sigma"):
-        sdss_centroid(mi, [1.0], [1.0], 0.0)
+    out = sdss_centroid(mi, [1.0, 2.0], [1.0, 2.0], [0.0, np.nan])  # bad per-row sigmas fail their rows
+    assert out[f"{P}_flag"].all() and np.isnan(out[f"{P}_xErr"]).all() and out[f"{P}_x"].tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="psf_sigma has 2 entries"):
+        sdss_centroid(mi, [1.0], [1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="peak_y"):
         sdss_centroid(mi, [1.0, 2.0], [1.0], 1.0)
     with pytest.raises(ValueError, match="footprints"):

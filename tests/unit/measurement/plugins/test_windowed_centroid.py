@@ -110,8 +110,10 @@ def test_flags():
     assert out[f"{P}_flag"][3] and np.isnan(out[f"{P}_x"][3])
     with pytest.raises(ValueError, match="exactly one"):
         windowed_centroid(mi, [1.0], [1.0])
-    with pytest.raises(ValueError, match="flux_radius"):
-        windowed_centroid(mi, [1.0], [1.0], flux_radius=[-1.0])
+    out = windowed_centroid(mi, [20.0], [20.0], flux_radius=[-1.0])  # a bad row is flagged, not an error
+    assert out[f"{P}_flag"][0] and out[f"{P}_flag_badInput"][0] and np.isnan(out[f"{P}_x"][0])
+    with pytest.raises(ValueError, match="flux_radius has 2 entries"):
+        windowed_centroid(mi, [1.0], [1.0], flux_radius=[1.0, 2.0])
     assert sigma_from_flux_radius(2.35) == pytest.approx(2.0)
 
 
