@@ -17,7 +17,7 @@ tracts that table reaches; outputs that come out byte-identical are left as they
 recorded (error type and message) and the others go on.
 
 Fault isolation: one bad table fails the tracts it reaches, never the step
--------------------------------------------------------------------------
+--------------------------------------------------------------------------
 Each tract unit reads its own tables, in this process or on an executor's worker alike; a table that cannot
 be read fails that tract with ``UnreadableInputError`` (its message names the visit, the detector and the
 file, with the reader's error), and the other tracts finish. Before the units, the step reads only what it
