@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import logging
 import multiprocessing
 import os
 import shutil
@@ -43,14 +44,13 @@ UNIT = {"calibrate": "detectors", "associate": "tracts", "finalize": "visits", "
         "reprocess": "detectors"}
 
 
-def vm_hwm_mb(reset: bool = True) -> float:
-    """This process's peak resident memory (``VmHWM``, MB) since the last reset; then reset it to the current
+def vm_hwm_mb() -> float:
+    """This process's peak resident memory (``VmHWM``, MB) since the last call; then reset it to the current
     resident size (``/proc/self/clear_refs``, Linux >= 4.0). Run on the Dask workers with ``client.run``."""
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024.0
-    if reset:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
     return peak
 
 
@@ -64,7 +64,14 @@ def dask_client(n_workers: int):
     with distributed.LocalCluster(n_workers=n_workers, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         client.run(init_dask_worker)  # what dask_executor's worker plugin does on each worker
+        client.run(quiet_logs)
         yield client
+
+
+def quiet_logs() -> None:
+    """Only errors from visitcal's loggers (each detector's routine warnings, e.g. PSF candidates clipped, would
+    fill the output). Run in this process (the -j workers fork from it) and on the Dask workers."""
+    logging.getLogger("visitcal").setLevel(logging.ERROR)
 
 
 def _noop(*unit) -> None:
@@ -116,6 +123,7 @@ def unit_seconds(step: str, statuses) -> list[float]:
 
 
 def n_units(step: str, statuses) -> int:
+    """Units of a step: its statuses, but visits for finalize (one status per detector)."""
     return len({s.visit for s in statuses}) if step == "finalize" else len(statuses)
 
 
@@ -144,25 +152,28 @@ def run_measured(root: Path, config, *, executor=None, jobs: int = 1, client=Non
         recorded = [s.peak_rss_mb for s in statuses if s.peak_rss_mb and not s.skipped]
         steps[name] = {
             "units": units, "unit": UNIT[name], "failed": sum(not s.ok for s in statuses),
+            "degraded": sum(bool(getattr(s, "degraded", False)) for s in statuses),
             "skipped": sum(s.skipped for s in statuses), "wall_s": result.seconds[name],
             "units_per_s": units / result.seconds[name],
             "unit_s_median": statistics.median(times) if times else None, "unit_s_max": max(times, default=None),
+            "unit_s_sum": sum(times),
             "provenance_peak_rss_mb_max": max(recorded, default=None), **peaks[name]}
     n_det = steps["calibrate"]["units"]
     return {"total_s": total, "detectors": n_det, "detectors_per_s": n_det / total, "steps": steps}
 
 
 def step_table(run: dict, *, workers: bool) -> str:
+    """A run's per-step table; peak memory per Dask worker (``workers``) or from the provenance."""
     rows = []
     for name, s in run["steps"].items():
         peak = max(s["workers_mb"]) if workers else s["provenance_peak_rss_mb_max"]
-        rows.append([name, f"{s['units']} {s['unit']}", s["skipped"], s["failed"], s["wall_s"], s["units_per_s"],
-                     s["unit_s_median"], s["unit_s_max"], peak, s["client_mb"]])
-    rows.append(["total", f"{run['detectors']} detectors", "", "", run["total_s"], run["detectors_per_s"],
+        rows.append([name, f"{s['units']} {s['unit']}", s["skipped"], s["degraded"], s["failed"], s["wall_s"],
+                     s["units_per_s"], s["unit_s_median"], s["unit_s_max"], peak, s["client_mb"]])
+    rows.append(["total", f"{run['detectors']} detectors", "", "", "", run["total_s"], run["detectors_per_s"],
                  None, None, None, None])
     worker = "peak MB/worker (max)" if workers else "peak MB (provenance)"
-    return _common.format_table(["step", "units", "skipped", "failed", "wall s", "units/s", "unit s median",
-                                 "unit s max", worker, "client MB"], rows, ".3g")
+    return _common.format_table(["step", "units", "skipped", "degraded", "failed", "wall s", "units/s",
+                                 "unit s median", "unit s max", worker, "client MB"], rows, ".3g")
 
 
 def dataset_sizes(root: Path) -> dict:
@@ -265,6 +276,7 @@ def main() -> None:
     from visitcal.pipeline.chain import RunConfig
 
     sim = simulated_repo(args)
+    quiet_logs()
     _common.tune_allocator_as_the_cli()
     _common.print_header(f"visitcal run on {sim.name}: Dask LocalCluster of {args.workers} workers x 1 thread", None)
     # the calibrate preset `visitcal run --preset` would take: sparse for the small 2048^2 detectors
