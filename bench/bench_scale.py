@@ -1,5 +1,7 @@
-"""The whole chain (calibrate -> associate -> finalize -> visit summaries -> reprocess) on a simulated repository,
-on a Dask ``LocalCluster`` of N single-threaded worker processes (issue 20).
+"""The whole chain on a simulated repository, on a Dask LocalCluster of N workers and with -j N (issue 20).
+
+The chain is calibrate -> associate -> finalize -> visit summaries -> reprocess (``visitcal run``); the Dask
+cluster has N single-threaded worker processes.
 
 A *scaling* benchmark: unlike the other scripts in ``bench/`` it does **not** pin itself to one core. Its N
 workers (one thread each, ``processes=True``, set up as `visitcal.pipeline.dask_executor.dask_executor` sets
@@ -13,9 +15,10 @@ associate, visits for finalize and the visit summaries), per-unit time from the 
 (``timings['total']``; ``timings['visit_total']`` for finalize, whose unit is the visit), and the peak
 resident memory of each worker during the step (``VmHWM``, reset with ``/proc/self/clear_refs`` at each
 step's end, so a worker's peak is per step, not per life) and of this process (client and scheduler).
-Then the same chain with ``jobs=N`` local processes and no executor, a rerun on the finished repository
-(every unit up to date: the cost of the up-to-date check), the files written per dataset, and whether the
-two runs wrote the same bytes. Optional extras for the scale plan (``docs/scale_plan.rst``):
+Also: a rerun on the finished repository (every unit up to date: the cost of the up-to-date check), the files
+written per dataset, the same chain with ``jobs=N`` local processes and no executor, and whether the two runs
+wrote the same bytes. visitcal's loggers are set to errors (routine per-detector warnings would fill the
+output). Optional extras for the scale plan (``docs/scale_plan.rst``):
 ``--scheduler-tasks K`` submits K no-op units shaped like calibrate's to the cluster (scheduler throughput and
 memory); ``--listing-files F`` times the per-unit listing of an F-file ``post_isr_image`` tree.
 
@@ -258,8 +261,8 @@ def listing_test(n_files: int, per_visit: int = 189) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--visits", type=int, default=2)
-    parser.add_argument("--detectors", type=int, default=8)
+    parser.add_argument("--visits", type=int, default=2, help="visits to simulate")
+    parser.add_argument("--detectors", type=int, default=8, help="detectors per visit to simulate")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (and -j of the comparison)")
     parser.add_argument("--preset", choices=("small", "lsst"), default="small", help="camera of the simulation")
     parser.add_argument("--star-density", type=float, default=30000.0, help="stars per deg^2 (simulation)")
