@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import _core
 from .match_nearest import angular_separation_arcsec, match_nearest
-from .match_pessimistic_b import MatchError
+from .match_pessimistic_b import MatchError, _column
 
 __all__ = ["MatchOffsetConfig", "MatchOffsetResult", "MatchOffsetTask"]
 
@@ -95,13 +95,6 @@ class MatchOffsetResult:
 
     def __len__(self) -> int:
         return int(self.source_index.size)
-
-
-def _column(a, name: str) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
-    return a
 
 
 class MatchOffsetTask:
