@@ -420,6 +420,8 @@ class PcaPsf:  # derives from _core.Psf (psf/models.hpp has no stub yet)
 
 class PcaPsfControl:
     n_eigen_components: int
+    component_noise_threshold: float
+    n_basis_refinements: int
     spatial_order: int
     kernel_size: int
     n_iter_for_psf: int

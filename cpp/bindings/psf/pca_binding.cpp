@@ -70,6 +70,7 @@ void bind_pca(py::module_& m) {
         .def(py::init<>())
         .def_readwrite("n_eigen_components", &PcaPsfControl::n_eigen_components)
         .def_readwrite("component_noise_threshold", &PcaPsfControl::component_noise_threshold)
+        .def_readwrite("n_basis_refinements", &PcaPsfControl::n_basis_refinements)
         .def_readwrite("spatial_order", &PcaPsfControl::spatial_order)
         .def_readwrite("kernel_size", &PcaPsfControl::kernel_size)
         .def_readwrite("n_iter_for_psf", &PcaPsfControl::n_iter_for_psf)

@@ -111,8 +111,9 @@ class PsfDeterminerResult:
         LSST's ``spatialFitChi2``, ``numAvailStars``, ``numGoodStars``, ``avgX``, ``avgY``, plus
         ``n_iter``; after `fit_with_order_step_down` also ``spatial_order_configured``,
         ``spatial_order_used``, ``order_step_down_reason`` ("" when the configured order was kept),
-        ``psf_checks`` ("passed" or "off"), ``chi2_ratio`` (the overfit statistic) and ``n_dropped``
-        (candidates neither used nor reserved, by status).
+        ``psf_checks`` ("passed" or "off"), ``chi2_ratio`` (the overfit statistic), ``n_dropped``
+        (candidates neither used nor reserved, counted by status) and ``dropped_candidates`` (their candidate
+        indices, by status: every dropped candidate with its reason; logged at INFO level).
     x, y : (m,) float64 or None
         Each candidate's centre as fitted (a determiner that refits centres), else None.
     chi2_expected : (m,) float64 or None
@@ -240,11 +241,14 @@ def fit_with_order_step_down(fit: Callable[[int], PsfDeterminerResult], order: i
         status = np.asarray(res.status).astype(str)
         dropped = Counter(str(v) for v in status[~np.isin(status, ("used", "reserved"))])
         md["n_dropped"] = dict(sorted(dropped.items()))
+        md["dropped_candidates"] = {reason: np.flatnonzero(status == reason).tolist() for reason in sorted(dropped)}
         if dropped:
+            # INFO, not WARNING: a few outliers are the fit working as meant (a chi2 / spatial test rejecting
+            # stars is expected on every detector); the counts and indices are in the metadata.
             idx = np.flatnonzero(~np.isin(status, ("used", "reserved")))
-            log.warning("%s: %d of %d candidates not used (%s); candidate indices %s%s", what, idx.size, status.size,
-                        ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items())),
-                        idx[:20].tolist(), " ..." if idx.size > 20 else "")
+            log.info("%s: %d of %d candidates not used (%s); candidate indices %s%s", what, idx.size, status.size,
+                     ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items())),
+                     idx[:20].tolist(), " ..." if idx.size > 20 else "")
         if o_fit < order:
             log.warning("%s fitted at spatial order %d instead of %d: %s", what, o_fit, order,
                         md["order_step_down_reason"])

@@ -3,6 +3,7 @@ determinism, persistence, and a numpy reference of the model's evaluation."""
 
 from __future__ import annotations
 
+import logging
 import pickle
 
 import numpy as np
@@ -118,7 +119,8 @@ def test_pca_psf_images_match_the_numpy_reference(order, n_comp, x, y, seed):
 
 def test_config_defaults_match_the_cpp_control():
     cfg, ctl = PcaPsfDeterminerConfig(), _core.PcaPsfControl()
-    for name in ("n_eigen_components", "spatial_order", "kernel_size", "n_iter_for_psf",
+    for name in ("n_eigen_components", "component_noise_threshold", "n_basis_refinements", "spatial_order",
+                 "kernel_size", "n_iter_for_psf",
                  "reduced_chi2_for_psf_candidates", "spatial_reject", "constant_weight", "lam", "tolerance",
                  "interpolant_order", "zeroth_order_interp_not_enough_stars", "min_unmasked_fraction"):
         assert getattr(cfg, name) == getattr(ctl, name), name
@@ -209,26 +211,34 @@ def varying_field(seed=21, n=300):
     return c, reserved
 
 
+def reserved_size_errors(psf, c, reserved):
+    """Fractional determinant-radius error of ``psf`` at each reserved star against the true Gaussian, both
+    measured the same way (adaptive moments of the pixel-sampled 25 x 25 image)."""
+    x, y = c.table["x"], c.table["y"]
+    out = []
+    for k in np.flatnonzero(reserved):
+        truth = FixedImagePsf(gaussian((25, 25), -12, -12, 0, 0, sigma_field(x[k], y[k])))
+        out.append(psf.compute_shape(x[k], y[k]).determinant_radius / truth.compute_shape(0, 0).determinant_radius - 1)
+    return np.array(out)
+
+
 def test_varying_gaussian_is_recovered_at_reserved_positions():
     """sigma = 1.6 + 0.3 x / 2000 + 0.1 y / 2000 px over 2000 x 2000 px, 300 stars of flux 1e4-2e5 with
     sky (100 per pixel) and Poisson noise; 30 reserved. At the reserved positions the model's adaptive
-    size is within 2% of the truth measured the same way (measured: worst 1.47%, rms 0.53% with LSST's
-    4 components, constant_weight and inverse-variance amplitude/spatial fits; it was 0.2% with the
-    earlier uniform-weight fits and a noise-pruned basis, and is 0.79% / 0.31% with constant_weight=False:
-    see the issue-21 report)."""
+    size is within 0.5% of the truth measured the same way, 0.2% rms (measured with the defaults: worst
+    0.16%, rms 0.06%; with LSST's KL basis unrefined, n_basis_refinements=0, and Lanczos-5 centring: worst
+    1.47%, rms 0.53%, which is why those are not the defaults)."""
     c, reserved = varying_field()
     r = PcaPsfDeterminer().determine_psf(c, BBOX, reserved=reserved)
     assert not r.used[reserved].any() and (r.status[reserved] == "reserved").all()
     assert np.array_equal(r.reserved, reserved)
-    # LSST's 4 components: the spatial test on the 3 extra amplitudes rejects ~7% of these stars (one
-    # component: under 5%).
-    assert r.used[~reserved].mean() > 0.9 and r.metadata["n_components"] == 4
+    # LSST's 4 components; with the refined basis the spatial test rejects none of these good stars (with the
+    # unrefined KL basis it rejected 7% of them on their noise amplitudes).
+    assert r.used[~reserved].mean() > 0.97 and r.metadata["n_components"] == 4
     assert r.metadata["numAvailStars"] == 270 and r.metadata["numGoodStars"] == r.used.sum()
+    err = reserved_size_errors(r.psf, c, reserved)
+    assert np.abs(err).max() < 5e-3 and np.sqrt(np.mean(err**2)) < 2e-3
     x, y = c.table["x"], c.table["y"]
-    for k in np.flatnonzero(reserved):
-        truth = FixedImagePsf(gaussian((25, 25), -12, -12, 0, 0, sigma_field(x[k], y[k])))
-        size = r.psf.compute_shape(x[k], y[k]).determinant_radius
-        assert abs(size / truth.compute_shape(0, 0).determinant_radius - 1) < 0.02
     # Reserved stars are measured against the model: chi2 / dof near 1, fluxes near the truth.
     red = r.chi2[reserved] / r.dof[reserved]
     assert np.all(np.isfinite(red)) and 0.85 < np.median(red) < 1.2
@@ -238,6 +248,27 @@ def test_varying_gaussian_is_recovered_at_reserved_positions():
     assert md["avgX"] == pytest.approx(x[r.used].mean()) and md["avgY"] == pytest.approx(y[r.used].mean())
     assert md["spatialFitChi2"] == pytest.approx(r.chi2[r.used].sum())
     assert 1 <= md["n_iter"] <= 3
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_pca_keeps_several_components_and_is_within_2x_of_the_pixel_grid(seed):
+    """Issue 21: on a field whose PSF varies, the PCA determiner (defaults) keeps more than one component and
+    its reserved-star size error is within 2x of the pixel grid's (defaults) on the same stars and the same
+    reserve, both against the true Gaussians. Measured rms (PCA / pixel grid): 5.8e-4 / 6.6e-4, 6.9e-4 /
+    8.8e-4, 9.2e-4 / 9.4e-4 for seeds 21-23. With the KL basis unrefined (n_basis_refinements=0) the PCA's
+    is 2.8e-3-3.8e-3, 4x the pixel grid's: checked too, so that the refinement is what passes the test."""
+    from visitcal.psf.pixel_grid import PixelGridPsfDeterminer
+
+    c, reserved = varying_field(seed)
+    pca = PcaPsfDeterminer().determine_psf(c, BBOX, reserved=reserved)
+    grid = PixelGridPsfDeterminer().determine_psf(c, BBOX, reserved=reserved)
+    assert pca.metadata["n_components"] > 1
+    assert np.array_equal(pca.reserved, grid.reserved)
+    rms = lambda e: float(np.sqrt(np.mean(e**2)))  # noqa: E731
+    rms_pca, rms_grid = rms(reserved_size_errors(pca.psf, c, reserved)), rms(reserved_size_errors(grid.psf, c, reserved))
+    assert rms_pca <= 2 * rms_grid, (rms_pca, rms_grid)
+    kl = PcaPsfDeterminer(PcaPsfDeterminerConfig(n_basis_refinements=0)).determine_psf(c, BBOX, reserved=reserved)
+    assert rms(reserved_size_errors(kl.psf, c, reserved)) > 2 * rms_grid
 
 
 # --- (3) determinism ----------------------------------------------------------------------------------
@@ -330,7 +361,7 @@ def test_pca_psf_rejects_bad_arguments():
 
 
 # --- (6) outliers ------------------------------------------------------------------------------------
-def test_galaxy_and_double_star_are_rejected_as_outliers():
+def test_galaxy_and_double_star_are_rejected_as_outliers(caplog):
     rng = np.random.default_rng(61)
     n = 50
     xs, ys = positions(rng, n)
@@ -348,10 +379,16 @@ def test_galaxy_and_double_star_are_rejected_as_outliers():
     r = PcaPsfDeterminer().determine_psf(c, BBOX)
     assert list(r.status[[7, 20]]) == ["outlier", "outlier"] and not r.used[[7, 20]].any()
     # 50 stars at order 2 (6 terms, 3 stars per term) carry 2 components. On this constant PSF the second
-    # is noise, and the spatial test also rejects 2 good stars (chi2/dof 1.04, 1.08) on their noise
-    # amplitudes (LSST's 4 components rejected 6; one component rejects none).
+    # is noise, and the spatial test may also reject a good star or two on its noise amplitude (measured: 1).
     assert r.metadata["n_components"] == 2 and r.used.sum() >= n - 4
     assert r.metadata["n_dropped"] == {"outlier": n - int(r.used.sum())}
+    # Every dropped candidate is reported with its reason, and logged at INFO, not as a warning.
+    assert r.metadata["dropped_candidates"] == {"outlier": np.flatnonzero(~r.used).tolist()}
+    with caplog.at_level(logging.INFO, logger="visitcal.psf.determiner"):
+        PcaPsfDeterminer().determine_psf(c, BBOX)
+    records = [rec for rec in caplog.records if rec.name == "visitcal.psf.determiner"]
+    assert records and all(rec.levelno == logging.INFO for rec in records)
+    assert f"{n - int(r.used.sum())} of {n} candidates not used (outlier" in records[0].getMessage()
     t = gaussian((25, 25), -12, -12, 0, 0, 1.8)
     t /= t.sum()
     assert abs(r.psf.compute_shape(1000, 1000).determinant_radius

@@ -13,7 +13,9 @@
 //      (bad_mask_bits), non-finite or have non-positive variance are filled first: with the pixel
 //      mirrored through the centre on the first pass, with the current model afterwards;
 //   2. the basis: the leading eigen-images of the stack of used stars (eigen-decomposition of the m x m
-//      Gram matrix), K reduced when there are fewer stars or fewer non-degenerate components;
+//      Gram matrix), K reduced when there are fewer stars or fewer non-degenerate components; then (not in
+//      LSST) `n_basis_refinements` rounds of steps 3-4 followed by an inverse-variance weighted refit of every
+//      basis pixel with the spatial amplitudes held (a weighted rank-K fit; see refine_basis in pca.cpp);
 //   3. each star's coefficients by a forward-model weighted least-squares fit of the basis shifted to the
 //      star (masked pixels get zero weight instead of being filled);
 //   4. one joint pixel-level weighted least-squares fit of the spatial coefficients C[k >= 1, t];
@@ -74,6 +76,7 @@ struct PcaPsfControl {
     int spatial_order = 2;           // order of the amplitude polynomials
     int kernel_size = 25;            // model stamp side n, odd, <= candidate stamp side
     int n_iter_for_psf = 3;          // at most this many fits (rejection between them)
+    int n_basis_refinements = 6;     // not LSST: weighted refits of the basis with the spatial amplitudes held
     double reduced_chi2_for_psf_candidates = 2.0;
     double spatial_reject = 3.0;     // sigma
     bool constant_weight = true;     // every star weighs the same in the KL basis (else S/N^2); fits: 1/var
@@ -81,7 +84,7 @@ struct PcaPsfControl {
     double tolerance = 1e-2;         // stop early: no rejection and relative change of chi2 below it
     std::int32_t bad_mask_bits = mask_bits::BAD | mask_bits::CR | mask_bits::INTRP | mask_bits::SAT |
                                  mask_bits::SUSPECT | mask_bits::NO_DATA;
-    int interpolant_order = 5;       // Lanczos order of every sub-pixel shift
+    int interpolant_order = 11;      // Lanczos order of every sub-pixel shift
     bool zeroth_order_interp_not_enough_stars = false;
     double min_unmasked_fraction = 0.5;  // of the n x n pixels around the star
 };
