@@ -632,7 +632,10 @@ std::shared_ptr<PcaPsf> PcaFitter::fit_once(std::vector<Star*>& used, bool use_m
         used.swap(kept);
         if (used.empty()) return nullptr;
         coefficients = fit_spatial(used, pks, poly);
-        if (round >= ctl_.n_basis_refinements) break;
+        // One component has no spatial freedom (a_0 = 1): refitting it only reweights the mean PSF towards
+        // the bright stars, wherever they sit (on 12-17 simulated stars that moved the size at the detector
+        // centre 1.6% from the truth against 0.9% for the KL mean): kept as LSST's.
+        if (round >= ctl_.n_basis_refinements || K_ < 2) break;
         refine_basis(used, coefficients, poly, use_model);
     }
     for (Star& s : stars_)

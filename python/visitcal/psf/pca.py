@@ -21,8 +21,8 @@ released; pixel centres at integers, stamps ``(y, x)``):
 3. each star's amplitudes, by an inverse-variance weighted least-squares fit of the basis shifted to the
    star (bad pixels have zero weight);
 4. one joint pixel-level inverse-variance weighted least-squares fit of every spatial coefficient
-   (``constant_weight`` shapes only the KL basis, as in LSST); then, not in LSST, ``n_basis_refinements``
-   times: every basis pixel refitted by inverse-variance weighted least squares over the used stars with
+   (``constant_weight`` shapes only the KL basis, as in LSST); then, not in LSST and with two components
+   or more, ``n_basis_refinements`` times: every basis pixel refitted by inverse-variance weighted least squares over the used stars with
    the spatial amplitudes held (B_0 renormalised, the others made zero-sum and orthonormal), and 3-4
    again. This is a weighted rank-K fit of the stars: the KL eigen-images carry every faint star's noise
    at the weight of a bright one, and that noise made the reserved stars' size error 3-5x the pixel grid's;
@@ -84,7 +84,8 @@ class PcaPsfDeterminerConfig(BaseModel):
                                 "them.")
     n_basis_refinements: int = Field(6, ge=0, le=50, description="Not LSST: rounds of refitting every basis pixel by "
                                      "inverse-variance weighted least squares with the spatial amplitudes held, after "
-                                     "the KL basis (0: LSST's KL basis as it is). The KL basis carries the faint stars' "
+                                     "the KL basis (0: LSST's KL basis as it is; with one component, which has no "
+                                     "spatial freedom, there is none). The KL basis carries the faint stars' "
                                      "noise: on 270 simulated stars of a varying Gaussian PSF (three seeds) the "
                                      "reserved stars' size error is 0.06-0.09% rms with 6 (the pixel grid's "
                                      "0.07-0.09%), 0.28-0.38% with 0 (Lanczos-11 centring both).")
