@@ -163,6 +163,7 @@ public:
 private:
     void prepare();
     std::vector<double> centred_star(const Star& s, bool use_model, double* sum_out = nullptr) const;
+    const std::vector<double>& centred(const Star& s, bool use_model, double* sum_out = nullptr);
     std::vector<double> build_basis(const std::vector<Star*>& used, bool use_model);
     void refine_basis(const std::vector<Star*>& used, const std::vector<double>& coefficients,
                       const SpatialPolynomial& poly, bool use_model);
@@ -180,6 +181,10 @@ private:
     int K_ = 0;                  // basis images of the current fit
     std::vector<double> basis_;  // (K, n, n)
     std::vector<Star> stars_;
+    // Per fit_once: each star's centred image and its sum (computed once; the fill of its bad pixels uses the
+    // previous fit's model, which does not change within a fit).
+    std::vector<std::vector<double>> centred_cache_;
+    std::vector<double> centred_sum_;
 };
 
 void PcaFitter::prepare() {
@@ -292,6 +297,17 @@ std::vector<double> PcaFitter::centred_star(const Star& s, bool use_model, doubl
     return out;
 }
 
+const std::vector<double>& PcaFitter::centred(const Star& s, bool use_model, double* sum_out) {
+    if (centred_cache_.size() != stars_.size()) {
+        centred_cache_.assign(stars_.size(), {});
+        centred_sum_.assign(stars_.size(), 0.0);
+    }
+    std::vector<double>& c = centred_cache_[s.index];
+    if (c.empty()) c = centred_star(s, use_model, &centred_sum_[s.index]);
+    if (sum_out != nullptr) *sum_out = centred_sum_[s.index];
+    return c;
+}
+
 // KL basis of the used stars: eigen-decomposition of the m x m Gram matrix of the centred, normalised
 // stars (cheaper than the n^2 x n^2 pixel covariance for m < n^2 = 625; 300 stars: ~10 ms). Not
 // mean-subtracted, so the leading eigen-image is the mean PSF; it becomes B_0 (unit sum) and the others are
@@ -303,7 +319,7 @@ std::vector<double> PcaFitter::build_basis(const std::vector<Star*>& used, bool 
     double noise_sum = 0.0, noise_max = 0.0;
     for (int j = 0; j < m; ++j) {
         const Star& s = *used[j];
-        const std::vector<double> cs = centred_star(s, use_model);
+        const std::vector<double>& cs = centred(s, use_model);
         // constant_weight: every star counts the same; else by its S/N^2 (inverse variance of its
         // normalised image), relative to the first star so the scale is O(1).
         const double w2 = ctl_.constant_weight ? 1.0 : s.snr2 / used[0]->snr2;
@@ -383,7 +399,7 @@ void PcaFitter::refine_basis(const std::vector<Star*>& used, const std::vector<d
     for (const Star* sp : used) {
         const Star& s = *sp;
         double sum = 0.0;
-        const std::vector<double> cs = centred_star(s, use_model, &sum);
+        const std::vector<double>& cs = centred(s, use_model, &sum);
         if (!(sum > 0.0)) continue;
         poly.evaluate(s.x, s.y, f.data());
         for (int k = 0; k < K; ++k) {
@@ -611,7 +627,13 @@ void PcaFitter::evaluate_star(Star& s, const PcaPsf& psf) const {
 // One fit on the used stars: basis, each star's amplitudes, the spatial fit, the model; then every
 // fittable star's flux and chi2 against it. Used stars whose basis fit has no positive flux leave.
 std::shared_ptr<PcaPsf> PcaFitter::fit_once(std::vector<Star*>& used, bool use_model, int order) {
-    basis_ = build_basis(used, use_model);
+    centred_cache_.clear();
+    // The first fit starts from the KL basis (LSST's); a later fit (after outlier rejection) from the previous
+    // fit's refined basis, so the refinement rounds of successive fits add up (the alternation converges
+    // slowly: 3 rounds from the KL basis left the reserved stars' size error 0.12-0.16% rms on the varying
+    // field, 6 rounds 0.07-0.09%) at the cost of one fit's rounds.
+    const bool warm = ctl_.n_basis_refinements > 0 && K_ > 1 && !basis_.empty();
+    if (!warm) basis_ = build_basis(used, use_model);
     const SpatialPolynomial poly(order, xmin_, xmax_, ymin_, ymax_);
     std::vector<double> coefficients;
     // KL basis, then n_basis_refinements rounds of (amplitudes + spatial fit, basis refit), then the final

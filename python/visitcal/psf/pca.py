@@ -24,7 +24,7 @@ released; pixel centres at integers, stamps ``(y, x)``):
    (``constant_weight`` shapes only the KL basis, as in LSST); then, not in LSST and with two components
    or more, ``n_basis_refinements`` times: every basis pixel refitted by inverse-variance weighted least squares over the used stars with
    the spatial amplitudes held (B_0 renormalised, the others made zero-sum and orthonormal), and 3-4
-   again. This is a weighted rank-K fit of the stars: the KL eigen-images carry every faint star's noise
+   again; the fits after the first start from the previous fit's refined basis instead of a new KL basis. This is a weighted rank-K fit of the stars: the KL eigen-images carry every faint star's noise
    at the weight of a bright one, and that noise made the reserved stars' size error 3-5x the pixel grid's;
 5. each star's flux (fitted) and chi2 against the model, reserved stars included; used stars with
    ``chi2 / dof > reduced_chi2_for_psf_candidates``, or whose amplitudes deviate from the spatial fit by
@@ -82,13 +82,15 @@ class PcaPsfDeterminerConfig(BaseModel):
                              "the size LSST's Piff models use on the same candidates).")
     n_iter_for_psf: int = Field(3, ge=1, le=20, description="At most this many fits, with outlier rejection between "
                                 "them.")
-    n_basis_refinements: int = Field(6, ge=0, le=50, description="Not LSST: rounds of refitting every basis pixel by "
+    n_basis_refinements: int = Field(3, ge=0, le=50, description="Not LSST: rounds of refitting every basis pixel by "
                                      "inverse-variance weighted least squares with the spatial amplitudes held, after "
                                      "the KL basis (0: LSST's KL basis as it is; with one component, which has no "
                                      "spatial freedom, there is none). The KL basis carries the faint stars' "
                                      "noise: on 270 simulated stars of a varying Gaussian PSF (three seeds) the "
-                                     "reserved stars' size error is 0.06-0.09% rms with 6 (the pixel grid's "
-                                     "0.07-0.09%), 0.28-0.38% with 0 (Lanczos-11 centring both).")
+                                     "reserved stars' size error is 0.06-0.09% rms with 3 (the pixel grid's "
+                                     "0.07-0.09%), 0.28-0.38% with 0 (Lanczos-11 centring both). Each fit after "
+                                     "the first starts from the previous fit's refined basis, so the rounds add up "
+                                     "over the outlier iterations; a round costs about one fit without refinement.")
     reduced_chi2_for_psf_candidates: float = Field(2.0, gt=0, description="A used star whose chi2 / dof against "
                                                    "the model exceeds this is rejected as an outlier.")
     spatial_reject: float = Field(3.0, gt=0, description="A used star whose basis amplitudes deviate from the "

@@ -76,7 +76,7 @@ struct PcaPsfControl {
     int spatial_order = 2;           // order of the amplitude polynomials
     int kernel_size = 25;            // model stamp side n, odd, <= candidate stamp side
     int n_iter_for_psf = 3;          // at most this many fits (rejection between them)
-    int n_basis_refinements = 6;     // not LSST: weighted refits of the basis with the spatial amplitudes held
+    int n_basis_refinements = 3;     // not LSST: weighted refits of the basis with the spatial amplitudes held
     double reduced_chi2_for_psf_candidates = 2.0;
     double spatial_reject = 3.0;     // sigma
     bool constant_weight = true;     // every star weighs the same in the KL basis (else S/N^2); fits: 1/var
