@@ -323,6 +323,22 @@ def test_stars_with_too_few_good_pixels_are_not_used():
     r = PcaPsfDeterminer().determine_psf(c, BBOX)
     assert list(r.status[:3]) == ["too_few_pixels", "bad_flux", "used"]
     assert np.isnan(r.flux[0]) and r.dof[0] == 0 and r.used.sum() == 10
+    assert r.metadata["dropped_candidates"] == {"bad_flux": [1], "too_few_pixels": [0]}
+    assert r.metadata["n_dropped"] == {"bad_flux": 1, "too_few_pixels": 1}
+
+
+def test_lam_enters_the_chi2_only_not_the_fit():
+    """The model-error floor lam changes each star's chi2 (var + (lam F m)^2) but not the fitted model: with no
+    star rejected either way, the basis and coefficients are the same bytes, while the brightest reserved star's
+    chi2 (and the chi2 noise alone would give) is smaller with the larger floor."""
+    c, reserved = varying_field(seed=71, n=120)
+    a = PcaPsfDeterminer(PcaPsfDeterminerConfig(lam=0.05)).determine_psf(c, BBOX, reserved=reserved)
+    b = PcaPsfDeterminer(PcaPsfDeterminerConfig(lam=0.2)).determine_psf(c, BBOX, reserved=reserved)
+    assert np.array_equal(a.used, b.used) and a.used[~reserved].all()
+    assert a.psf.basis.tobytes() == b.psf.basis.tobytes()
+    assert a.psf.coefficients.tobytes() == b.psf.coefficients.tobytes()
+    k = int(np.argmax(np.where(reserved, c.image.sum(axis=(1, 2)), -np.inf)))  # the brightest reserved star
+    assert b.chi2[k] < a.chi2[k] and b.chi2_expected[k] < a.chi2_expected[k]
 
 
 # --- (5) persistence ----------------------------------------------------------------------------------
