@@ -384,9 +384,10 @@ std::vector<double> PcaFitter::build_basis(const std::vector<Star*>& used, bool 
 // had 0.08%. Here, with the spatial amplitudes a_k(x_s) of the current fit held, each basis pixel is refitted
 // by inverse-variance weighted least squares over the used stars,
 //     minimise sum_s w_sp (u_sp - F_s sum_k a_k(x_s) B_k(p))^2,   w_sp = 1 / var_sp,
-// (u_s: the star centred on the kernel grid, F_s its basis-fit flux; masked pixels have zero weight): one K x K solve per pixel. Alternated with the spatial fit, this is a weighted rank-K fit of
-// the data whose spatial dependence is the polynomials': the span of the basis follows the signal, the noise
-// of each star enters with its own weight. B_0 is then renormalised to unit sum, the others made zero-sum and
+// (u_s: the star centred on the kernel grid, F_s its basis-fit flux; masked pixels have zero weight): one
+// K x K solve per pixel. Alternated with the spatial fit, this is a weighted rank-K fit of the data whose
+// spatial dependence is the polynomials': the span of the basis follows the signal, the noise of each star
+// enters with its own weight. B_0 is then renormalised to unit sum, the others made zero-sum and
 // orthonormal (the spatial fit that follows re-expresses the same model in them); a component left without
 // support (norm below 1e-9 of B_0's) is dropped.
 void PcaFitter::refine_basis(const std::vector<Star*>& used, const std::vector<double>& coefficients,

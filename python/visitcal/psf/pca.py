@@ -22,10 +22,12 @@ released; pixel centres at integers, stamps ``(y, x)``):
    star (bad pixels have zero weight);
 4. one joint pixel-level inverse-variance weighted least-squares fit of every spatial coefficient
    (``constant_weight`` shapes only the KL basis, as in LSST); then, not in LSST and with two components
-   or more, ``n_basis_refinements`` times: every basis pixel refitted by inverse-variance weighted least squares over the used stars with
-   the spatial amplitudes held (B_0 renormalised, the others made zero-sum and orthonormal), and 3-4
-   again; the fits after the first start from the previous fit's refined basis instead of a new KL basis. This is a weighted rank-K fit of the stars: the KL eigen-images carry every faint star's noise
-   at the weight of a bright one, and that noise made the reserved stars' size error 3-5x the pixel grid's;
+   or more, ``n_basis_refinements`` times: every basis pixel refitted by inverse-variance weighted least
+   squares over the used stars with the spatial amplitudes held (B_0 renormalised, the others made
+   zero-sum and orthonormal), and 3-4 again; the fits after the first start from the previous fit's
+   refined basis instead of a new KL basis. This is a weighted rank-K fit of the stars: the KL
+   eigen-images carry every faint star's noise at the weight of a bright one, and that noise made the
+   reserved stars' size error 3-5x the pixel grid's;
 5. each star's flux (fitted) and chi2 against the model, reserved stars included; used stars with
    ``chi2 / dof > reduced_chi2_for_psf_candidates``, or whose amplitudes deviate from the spatial fit by
    more than ``spatial_reject`` sigma (their own error plus the robust scatter of all deviations), are

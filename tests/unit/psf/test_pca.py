@@ -265,7 +265,8 @@ def test_pca_keeps_several_components_and_is_within_2x_of_the_pixel_grid(seed):
     assert pca.metadata["n_components"] > 1
     assert np.array_equal(pca.reserved, grid.reserved)
     rms = lambda e: float(np.sqrt(np.mean(e**2)))  # noqa: E731
-    rms_pca, rms_grid = rms(reserved_size_errors(pca.psf, c, reserved)), rms(reserved_size_errors(grid.psf, c, reserved))
+    rms_pca = rms(reserved_size_errors(pca.psf, c, reserved))
+    rms_grid = rms(reserved_size_errors(grid.psf, c, reserved))
     assert rms_pca <= 2 * rms_grid, (rms_pca, rms_grid)
     kl = PcaPsfDeterminer(PcaPsfDeterminerConfig(n_basis_refinements=0)).determine_psf(c, BBOX, reserved=reserved)
     assert rms(reserved_size_errors(kl.psf, c, reserved)) > 2 * rms_grid
