@@ -179,9 +179,13 @@ class RequireIsolated(BaseModel):
 
     parent_name: str = Field("parent", description="Parent id column.")
     n_child_name: str = Field("deblend_nChild", description="Number-of-children column.")
+    allow_deblended_children: bool = Field(
+        False, description="Also keep deblended children (``parent_name != 0``); parents are still "
+                           "rejected. Not LSST, which keeps unblended sources only.")
 
     def apply(self, catalog: Table) -> np.ndarray:
-        """Rows with ``parent_name == 0`` (not a deblended child) and ``n_child_name == 0`` (not a parent).
+        """Rows with ``parent_name == 0`` (not a deblended child) and ``n_child_name == 0`` (not a parent);
+        with ``allow_deblended_children``, the children pass too (``n_child_name == 0`` only).
 
         Parameters
         ----------
@@ -198,7 +202,10 @@ class RequireIsolated(BaseModel):
         KeyError
             When either column does not exist.
         """
-        return (np.asarray(catalog[self.parent_name]) == 0) & (np.asarray(catalog[self.n_child_name]) == 0)
+        not_parent = np.asarray(catalog[self.n_child_name]) == 0
+        if self.allow_deblended_children:
+            return not_parent
+        return (np.asarray(catalog[self.parent_name]) == 0) & not_parent
 
 
 class ScienceSourceSelectorConfig(BaseModel):

@@ -11,6 +11,7 @@ from astropy.table import Table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from visitcal.measurement.source_selector import RequireIsolated
 from visitcal.tasks.isolated_star_association import (
     COLUMN_MAP,
     IsolatedStarAssociationConfig,
@@ -290,9 +291,14 @@ def test_selector_vetoes():
     t["detect_isPrimary"][7] = False
     t["base_NormalizedCompensatedTophatFlux_flag"][8] = True
     res = run([t])
-    assert len(res.star_cat) == 1
-    assert res.source_cat["source_row"].tolist() == [0]
-    t2 = svs(ra, dec, deblend_nChild=2)
+    # Row 6 is a deblended child: kept by default (isolated by distance), dropped by LSST's rule.
+    assert len(res.star_cat) == 2
+    assert res.source_cat["source_row"].tolist() == [0, 6]
+    lsst_rule = IsolatedStarAssociationConfig().source_selector.model_copy(update=dict(
+        isolated=RequireIsolated(parent_name="parent", n_child_name="deblend_nChild")))
+    res_lsst = run([t], source_selector=lsst_rule)
+    assert res_lsst.source_cat["source_row"].tolist() == [0]
+    t2 = svs(ra, dec, deblend_nChild=2)  # blends' parents never pass
     assert len(run([t2]).star_cat) == 0
     t3 = svs(ra[:1], [np.nan])
     assert len(run([t3]).star_cat) == 0
@@ -389,6 +395,7 @@ def test_config_defaults_and_pickling():
     sel = cfg.source_selector
     assert sel.signal_to_noise.minimum == 8.0 and sel.signal_to_noise.maximum == 1000.0
     assert sel.unresolved.maximum == 0.1 and sel.do_isolated and sel.do_require_primary
+    assert sel.isolated.allow_deblended_children and not RequireIsolated().allow_deblended_children
     assert COLUMN_MAP["centroid_flag"] in sel.flags.bad and len(sel.flags.bad) == 9
     task = IsolatedStarAssociationTask(cfg)
     assert pickle.loads(pickle.dumps(task)).config == cfg
