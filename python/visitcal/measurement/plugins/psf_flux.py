@@ -70,7 +70,8 @@ class PsfFluxConfig(BaseModel):
         """
         c = _core.PsfFluxControl()
         c.bad_mask = int(_c.plane_bits(masked_image, self.bad_mask_planes))
-        c.model_error = float(self.model_error)
+        if self.model_error > 0:  # 0 is the control's own default (LSST's error)
+            c.model_error = float(self.model_error)
         return c
 
 
