@@ -201,6 +201,7 @@ class VarianceControl:
 
 class PsfFluxControl:
     bad_mask: int
+    model_error: float
     def __init__(self) -> None: ...
 
 class GaussianFluxControl:

@@ -96,7 +96,8 @@ void bind_measure_photometry(py::module_& m) {
         .def("validate", &VarianceControl::validate);
     py::class_<PsfFluxControl>(m, "PsfFluxControl")
         .def(py::init<>())
-        .def_readwrite("bad_mask", &PsfFluxControl::bad_mask);
+        .def_readwrite("bad_mask", &PsfFluxControl::bad_mask)
+        .def_readwrite("model_error", &PsfFluxControl::model_error);
     py::class_<GaussianFluxControl>(m, "GaussianFluxControl")
         .def(py::init<>())
         .def_readwrite("box_sigma", &GaussianFluxControl::box_sigma)

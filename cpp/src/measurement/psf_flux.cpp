@@ -57,7 +57,9 @@ PsfFluxResult measure_psf_flux(const ExposureView& ev, const double* model, int 
         }
     }
     res.instFlux = f;
-    res.instFluxErr = std::sqrt(smmv) / smm;
+    const double noise_err = std::sqrt(smmv) / smm;
+    // model_error: a relative error of the model that moves the amplitude by the same fraction
+    res.instFluxErr = ctrl.model_error > 0.0 ? std::hypot(noise_err, ctrl.model_error * f) : noise_err;
     res.area = sm * sm / smm;
     res.chi2 = chi2;
     if (!finite || !std::isfinite(res.instFlux) || !std::isfinite(res.instFluxErr)) {

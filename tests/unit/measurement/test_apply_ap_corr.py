@@ -12,6 +12,8 @@ from visitcal.measurement.apply_ap_corr import ApplyApCorrConfig, ApplyApCorrTas
 from visitcal.core.chebyshev import ChebyshevBoundedField
 from visitcal.core.geom import Box2I
 from visitcal.core.image import Exposure
+from visitcal.measurement.measure_ap_corr import PIXEL_BAD_FLAGS, MeasureApCorrConfig
+from visitcal.measurement.source_selector import RequireFlags, ScienceSourceSelectorConfig, SignalToNoiseLimit
 
 BOX = Box2I(0, 0, 99, 99)  # continuous x in [-0.5, 99.5]: x' = (2x - 99) / 100
 
@@ -77,7 +79,11 @@ def _norm_catalog(n=50, seed=2):
                "base_CircularApertureFlux_12_0_instFluxErr": raw / 500,
                "base_CircularApertureFlux_12_0_flag": np.zeros(n, bool),
                "base_PsfFlux_instFlux": raw, "base_PsfFlux_instFluxErr": raw / 300,
-               "calib_psf_used": np.ones(n, bool)})
+               "calib_psf_used": np.ones(n, bool),
+               # the default selector's columns: unresolved by size, not deblended, no bad pixel
+               "base_ClassificationSizeExtendedness_value": np.zeros(n), "parent": np.zeros(n, np.int64),
+               "deblend_nChild": np.zeros(n, np.int32),
+               **{flag: np.zeros(n, bool) for flag in PIXEL_BAD_FLAGS}})
     t["base_CompensatedTophatFlux_12_flag"][3] = True
     t.meta["slots"] = {"Centroid": "base_SdssCentroid", "CalibFlux": "base_CircularApertureFlux_12_0"}
     return t
@@ -118,8 +124,53 @@ def test_normalization_measured_and_applied():
 def test_normalization_falls_back_to_the_median_ratio():
     exp = Exposure.from_arrays(np.zeros((100, 100), np.float32))
     cat = _norm_catalog(n=5)
-    cat["calib_psf_used"][:] = [True, False, False, False, False]  # one star: MeasureApCorr fails
+    cat["base_ClassificationSizeExtendedness_value"][1:] = 1.0  # one star left: MeasureApCorr fails
     field = NormalizedCalibrationFluxTask().run(exposure=exp, catalog=cat).ap_corr_map[
         "base_CompensatedTophatFlux_12_instFlux"]
     ratio = cat["base_CircularApertureFlux_12_0_instFlux"][0] / cat["base_CompensatedTophatFlux_12_instFlux"][0]
     assert field.evaluate(1.0, 1.0) == pytest.approx(ratio, rel=1e-14)
+
+
+def _noisy_norm_catalog(c_true=1.02, n=40, seed=7):
+    """A sparse field's stars: the ratio circular-12 / compensated-tophat is ``c_true`` for every star plus noise
+    of the stated error, ``sigma_i = 2e-3 (3e5 / raw_i)`` (the background-limited annulus: relative error
+    inversely proportional to the flux); the faint half (raw < 3e5) also carries +2% of neighbour light in the
+    12-px aperture (a bias no error bar covers). Returns the catalog and the inverse-variance weighted mean's
+    standard error over the bright stars."""
+    rng = np.random.default_rng(seed)
+    raw = 10 ** rng.uniform(4.5, 6.3, n)
+    sigma = 2e-3 * (3e5 / raw)
+    ratio = c_true * (1 + sigma * rng.standard_normal(n)) * np.where(raw < 3e5, 1.02, 1.0)
+    t = _norm_catalog(n=n, seed=seed)
+    t["base_CompensatedTophatFlux_12_flag"][:] = False
+    t["base_CompensatedTophatFlux_12_instFlux"] = raw
+    t["base_CompensatedTophatFlux_12_instFluxErr"] = raw * sigma / np.sqrt(2)
+    t["base_CircularApertureFlux_12_0_instFlux"] = raw * ratio
+    t["base_CircularApertureFlux_12_0_instFluxErr"] = raw * ratio * sigma / np.sqrt(2)
+    t["base_PsfFlux_instFlux"] = raw
+    t["base_PsfFlux_instFluxErr"] = raw * sigma / 3  # PSF-flux S/N = 3 / sigma >= 158: every star selected
+    bright = raw >= 3e5
+    return t, float(1 / np.sqrt(np.sum(1 / sigma[bright] ** 2)))
+
+
+def test_normalization_is_inverse_variance_weighted():
+    """The default normalisation weights each star by its ratio's error, so the bright stars set it: within
+    4 standard errors of the truth, where LSST's unweighted fit on the same stars (median of the ratios) is
+    pulled ~1% off by the faint stars' neighbour light."""
+    exp = Exposure.from_arrays(np.zeros((100, 100), np.float32))
+    cat, stderr = _noisy_norm_catalog()
+    c = NormalizedCalibrationFluxTask().run(exposure=exp, catalog=cat).ap_corr_map[
+        "base_CompensatedTophatFlux_12_instFlux"].evaluate(50.0, 50.0)
+    assert abs(c / 1.02 - 1) < 4 * stderr
+    assert stderr < 1e-3  # ~0.5 mmag: the test can tell 1 mmag
+    lsst = NormalizedCalibrationFluxConfig(measure_ap_corr=MeasureApCorrConfig(
+        ref_flux_name="base_CircularApertureFlux_12_0", fit_weighted=False,
+        fit_config=NormalizedCalibrationFluxConfig().measure_ap_corr.fit_config,
+        source_selector=ScienceSourceSelectorConfig(
+            do_flags=True, do_signal_to_noise=True, flags=RequireFlags(good=("calib_psf_used",)),
+            signal_to_noise=SignalToNoiseLimit(flux_field="base_PsfFlux_instFlux",
+                                               err_field="base_PsfFlux_instFluxErr", minimum=50.0))))
+    cat2, _ = _noisy_norm_catalog()
+    c_lsst = NormalizedCalibrationFluxTask(lsst).run(exposure=exp, catalog=cat2).ap_corr_map[
+        "base_CompensatedTophatFlux_12_instFlux"].evaluate(50.0, 50.0)
+    assert abs(c_lsst / 1.02 - 1) > 5e-3

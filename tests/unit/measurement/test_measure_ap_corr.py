@@ -137,6 +137,10 @@ def test_order_is_lowered_for_few_stars():
     field = apc["base_PsfFlux_instFlux"]
     # 5 stars: order 2 (6 terms) leaves no degree of freedom, order 1 (3 terms) leaves 2
     assert field.coefficients.shape == (2, 2)
+    # with 3 stars wanted per term, 5 stars < 3 x 3 give a constant, recorded as a fallback
+    res = MeasureApCorrTask(MeasureApCorrConfig(min_stars_per_term=3)).run(cat, BOX)
+    assert res.ap_corr_map["base_PsfFlux_instFlux"].coefficients.shape == (1, 1)
+    assert res.metadata["ap_corr_order_base_PsfFlux"] == 0 and "order 2 -> 0" in res.degraded_reason
 
 
 def test_lsst_argument_order_and_names_to_correct():

@@ -2,7 +2,8 @@
 // M = the PSF image at the centroid (unit sum, parent-frame x0/y0; Psf::compute_image), clipped to
 // the image; pixels with a `bad_mask` bit are dropped (none by default, LSST's badMaskPlanes = []).
 //   instFlux    = sum(M D) / sum(M^2)
-//   instFluxErr = sqrt(sum(M^2 V)) / sum(M^2)
+//   instFluxErr = sqrt(sum(M^2 V) / sum(M^2)^2 + (model_error * instFlux)^2)
+//                 (model_error = 0 by default, LSST's formula: the pixel noise alone)
 //   area        = (sum M)^2 / sum(M^2)          (over the pixels used)
 //   chi2        = sum((D - instFlux M)^2 / V)
 //   npixels     = number of pixels used
@@ -30,6 +31,9 @@ constexpr std::uint32_t EDGE = 1u << 2;
 
 struct PsfFluxControl {
     std::int32_t bad_mask = 0;  // OR of the badMaskPlanes bits (LSST default: none)
+    // Not LSST: the PSF model's fractional flux error, added in quadrature to the pixel-noise error
+    // (a flux error proportional to the flux, which dominates for stars with S/N > 1 / model_error).
+    double model_error = 0.0;
 };
 
 struct PsfFluxResult {

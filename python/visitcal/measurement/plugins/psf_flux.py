@@ -5,11 +5,25 @@ of that name).
 `Psf`'s ``compute_image``), clipped to the image; pixels with a ``bad_mask_planes`` bit are dropped
 (none by default, as LSST). Then
 
-* ``instFlux = sum(M D) / sum(M^2)``; ``instFluxErr = sqrt(sum(M^2 V)) / sum(M^2)``;
+* ``instFlux = sum(M D) / sum(M^2)``; ``instFluxErr = sqrt(sum(M^2 V)) / sum(M^2)`` (LSST's: the pixel noise
+  alone), or, with ``model_error`` = e > 0 (not LSST, off by default), ``sqrt(sum(M^2 V) / sum(M^2)^2 + (e
+  instFlux)^2)``: the PSF model's own error (see "PSF-flux errors and the PSF model" below);
 * ``_area = (sum M)^2 / sum(M^2)``; ``_chi2 = sum((D - instFlux M)^2 / V)``; ``_npixels`` (pixels used);
 * ``_flag_edge`` (with ``_flag``): the stamp is clipped by the image; values still computed (as LSST);
 * ``_flag_noGoodPixels`` (with ``_flag``): no usable pixel or ``sum(M^2) == 0``;
 * a non-finite image or variance pixel among those used: NaN values and ``_flag``.
+
+PSF-flux errors and the PSF model
+    If the model ``M`` differs from the star's true PSF ``P`` (both of unit sum) by ``d = P - M``, the
+    amplitude of a star of flux ``F`` is ``F (1 + sum(M d) / sum(M^2))``: a *fractional* error ``e`` that does
+    not shrink with the star's S/N, while the pixel-noise error does (``1 / SNR`` of the flux). The aperture
+    correction removes its mean over the detector (as a smooth field fitted on the stars); what is left, the
+    model's error from place to place and from star to star, adds ``e F`` in quadrature: a star's pull
+    ``(measured - true) / instFluxErr`` has a width ``sqrt(1 + (e SNR)^2)``, which reaches 1.1 at
+    ``SNR = 0.46 / e`` (150 for e = 0.3%). ``model_error`` adds that term to ``instFluxErr``. It caps the S/N
+    at ``1 / e``, so it belongs where the errors are reported (reprocessing's measurement), not where a
+    PSF-flux S/N selects stars (the aperture-correction and PSF-star selectors, S/N > 200): with e = 0.5%
+    no star would pass them.
 """
 
 from __future__ import annotations
@@ -31,6 +45,10 @@ class PsfFluxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bad_mask_planes: tuple[str, ...] = Field((), description="Mask planes whose pixels are left out of the fit.")
+    model_error: float = Field(0.0, ge=0.0, le=0.1, description="Not LSST: the PSF model's fractional flux "
+                               "error, added in quadrature to instFluxErr as model_error * instFlux (0: off, "
+                               "LSST's pixel-noise error). Caps the S/N at 1 / model_error: set it where errors "
+                               "are reported, not where a PSF-flux S/N selects stars (module docstring).")
 
     def to_control(self, masked_image):
         """The C++ ``PsfFluxControl``, whose ``bad_mask`` is the OR of ``bad_mask_planes``' bits (0 if none).
@@ -52,6 +70,8 @@ class PsfFluxConfig(BaseModel):
         """
         c = _core.PsfFluxControl()
         c.bad_mask = int(_c.plane_bits(masked_image, self.bad_mask_planes))
+        if self.model_error > 0:  # 0 is the control's own default (LSST's error)
+            c.model_error = float(self.model_error)
         return c
 
 
