@@ -154,7 +154,7 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         status.summary = {k: m.get(k) for k in ("zero_point", "zero_point_err", "photo_cal_n_good",
                                                   "astrom_offset_mean", "astrom_offset_std", "astrom_n_matches",
                                                   "astrom_rms_arcsec", "astrom_n_stars", "astrom_fitter",
-                                                  "astrom_matcher")}
+                                                  "astrom_matcher", "astrom_min_snr", "astrom_transform")}
         status.summary.update({k: stats.get(k) for k in ("psfSigma", "skyBg", "skyNoise", "nPsfStar")})
         status.summary["n_sources"] = len(cal.output_cat)
         status.summary["sky_boundary"] = sky_boundary(cal.output_exposure)
