@@ -262,8 +262,9 @@ class AstrometryTask:
             except _MatchStageError as stage:
                 err = stage.error
                 if k + 1 == len(cuts):
-                    if fallback_reason:
-                        err.add_note(f"with the sources above S/N {cuts[0]:g}: {fallback_reason}")
+                    if fallback_reason:  # both selections failed: say so in the message the pipeline records
+                        raise AstrometryError(f"with the sources above S/N {snr_cut:g}: {err}; above S/N "
+                                              f"{cuts[0]:g}: {fallback_reason}") from err
                     raise err from err.__cause__
                 # Too few bright sources to match (a sparse field, a blue band): the fainter ones, whose pairs the
                 # fit weighs by their centroid errors, so the bright stars still dominate it.

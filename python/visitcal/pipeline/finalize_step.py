@@ -50,6 +50,8 @@ from ..tasks.finalize_characterization import (
     FinalizeCharacterizationDetectorTask,
     FinalizeCharacterizationTask,
     apply_visit_level_ap_corr,
+    apply_visit_level_psf,
+    concat_isolated_star_cats,
     read_psf_ap_corr_cat,
     write_psf_ap_corr_cat,
 )
@@ -265,6 +267,13 @@ def _finalize_per_detector(repo, config, visit, band, cats, srcs, active, status
     result = ConsolidateFinalizeCharacterizationDetectorTask().run(
         psf_ap_corr_detector_dict=models, src_detector_table_dict=stars)
     result.detector_status = det_status
+    if config.finalize.do_visit_level_psf:  # as the visit task does, on the same inputs: the same bytes
+        iso = concat_isolated_star_cats(band, cats, srcs, visit=visit, reserve_selection=task.reserve_selection,
+                                        id_column=config.finalize.id_column)
+        pairs = {d: (lambda s=active[d][0], e=active[d][1], d=d: (deferred_read(read_catalog, s, d)(),
+                                                                  deferred_read(read_exposure, e, d)()))
+                 for d in active}
+        apply_visit_level_psf(result, pairs, config.finalize, visit=visit, band=band, isolated_source_table=iso)
     if config.finalize.do_visit_level_ap_corr:  # as the visit task does, on the same tables: the same bytes
         inputs = {d: (lambda p=active[d][1], d=d: _bbox_and_ap_corr(p, d)) for d in active}
         apply_visit_level_ap_corr(result, inputs, config.finalize)

@@ -174,9 +174,10 @@ class CharacterizeImageConfig(BaseModel):
     do_faint_psf_fallback: bool = Field(
         True, description="Not LSST: when the configured cuts (detection peaks above threshold_value x "
         "include_threshold_multiplier sigma, the star selector's flux or S/N limit) leave fewer PSF candidates than "
-        "the determiner's configured spatial order needs (min_stars_per_parameter per spatial term), detect and "
-        "select again down to min_snr_fallback and fit the PSF on the larger set; the detector is then degraded "
-        "('psf_faint_stars: ...'). A field with enough bright stars keeps the configured cuts.")
+        "a linear PSF needs (3 x the determiner's min_stars_per_parameter; 1 x for a configured order 0), or their "
+        "PSF fails at every order, detect and select again down to min_snr_fallback and fit the PSF on the larger "
+        "set; the detector is then degraded ('psf_faint_stars: ...'). A field with enough bright stars keeps the "
+        "configured cuts.")
     min_snr_fallback: float = Field(
         10.0, ge=5.0, le=1000.0, description="The fainter-star fallback's floor: detection peaks above this many "
         "sigma and star-selector S/N (source_flux_field) above it, in place of the flux limit. Bounded below by the "
@@ -233,6 +234,8 @@ class CharacterizeImageTask:
         self.deblend = SourceDeblendTask(c.deblend)
         self.measurement = SingleFrameMeasurementTask(c.measurement)
         self.star_selector = ObjectSizeStarSelectorTask(c.star_selector)
+        self.psf_determiner = (PixelGridPsfDeterminer(c.pixel_grid_psf_determiner)
+                               if c.psf_determiner_name == "pixelgrid" else PcaPsfDeterminer(c.psf_determiner))
         # The fainter-star fallback: footprints with a peak above min_snr_fallback sigma (never a stricter cut than
         # the configured one), stars by S/N > min_snr_fallback instead of the flux limit.
         faint_multiplier = min(c.detection.include_threshold_multiplier,
@@ -249,8 +252,6 @@ class CharacterizeImageTask:
         # within 0.6-1.2% rms of the true size. The pixel grid weighs its pixels by their variance already.
         self.faint_psf_determiner = (self.psf_determiner if c.psf_determiner_name == "pixelgrid" else
                                      PcaPsfDeterminer(c.psf_determiner.model_copy(update={"constant_weight": False})))
-        self.psf_determiner = (PixelGridPsfDeterminer(c.pixel_grid_psf_determiner)
-                               if c.psf_determiner_name == "pixelgrid" else PcaPsfDeterminer(c.psf_determiner))
         self.normalized_calibration_flux = NormalizedCalibrationFluxTask(c.normalized_calibration_flux)
         self.measure_ap_corr = MeasureApCorrTask(c.measure_ap_corr)
         self.apply_ap_corr = ApplyApCorrTask(c.apply_ap_corr)
@@ -321,9 +322,10 @@ class CharacterizeImageTask:
                                        background=background, metadata=metadata)
 
     # --- steps -----------------------------------------------------------------------------------
-    def _psf_stars_needed(self, band: str | None) -> tuple[int, int]:
-        """``(order, stars)``: the determiner's configured spatial order and the non-reserved candidates it
-        needs to fit it (``min_stars_per_parameter`` per spatial term, as `fit_with_order_step_down` counts)."""
+    def _faint_fallback_threshold(self, band: str | None) -> int:
+        """Non-reserved candidates below which the fainter-star fallback is used: what a linear (order-1) PSF
+        needs at the determiner's ``min_stars_per_parameter`` (3 terms), or a constant's 3 stars when the
+        configured order is 0. Below it the configured cuts would leave a constant PSF from a handful of stars."""
         c = self.config
         if c.psf_determiner_name == "pixelgrid":
             det = c.pixel_grid_psf_determiner
@@ -331,7 +333,7 @@ class CharacterizeImageTask:
         else:
             det = c.psf_determiner
             order = int(det.spatial_order)
-        return order, max(1, math.ceil(det.min_stars_per_parameter * n_spatial_terms(order)))
+        return max(1, math.ceil(det.min_stars_per_parameter * n_spatial_terms(min(order, 1))))
 
     def _detect_measure_and_estimate_psf(self, exposure, background, idg, iteration, timed, input_cr, state):
         c = self.config
@@ -344,28 +346,49 @@ class CharacterizeImageTask:
         sources, footprints = self._deblend_and_measure(exposure, detection, idg, timed)
         selected = self._select_psf_candidates(exposure, sources, footprints, idg, self.star_selector)
         band = exposure.visit_info.band if exposure.visit_info is not None else None
-        order, need = self._psf_stars_needed(band)
+        need = self._faint_fallback_threshold(band)
         n_fit = selected.n_fit
+        first_error = None
+        psf_result = info = None
+        if not (c.do_faint_psf_fallback and (state.get("faint") or n_fit < need)):
+            try:
+                psf_result, info = timed("psf", self._measure_psf, exposure, sources, selected, iteration,
+                                         self.psf_determiner)
+            except PsfDeterminerError as err:
+                if not c.do_faint_psf_fallback:
+                    raise
+                first_error = err  # the bright stars cannot give a PSF that passes its checks: try fainter ones
         fallback = None
-        if c.do_faint_psf_fallback and (state.get("faint") or n_fit < need):
-            # Too few bright stars for the configured order: detect again, on the same background-subtracted
-            # pixels (no new background layer), keeping every footprint with a peak above min_snr_fallback sigma,
-            # and select stars by S/N instead of the flux limit. The faint set contains the bright one, so the
-            # fit only gains stars; a field rich enough for the configured cuts never gets here.
+        if psf_result is None:
+            # Too few bright stars: detect again, on the same background-subtracted pixels (no new background
+            # layer), keeping every footprint with a peak above min_snr_fallback sigma, and select stars by S/N
+            # instead of the flux limit. The faint set contains the bright one; a field rich enough for the
+            # configured cuts never gets here.
             faint_detection = timed("detection", self.faint_detection.run, exposure)
             f_sources, f_footprints = self._deblend_and_measure(exposure, faint_detection, idg, timed)
             f_selected = self._select_psf_candidates(exposure, f_sources, f_footprints, idg, self.faint_star_selector)
+            why = (f"the configured cuts' fit failed ({type(first_error).__name__}: {first_error})" if first_error
+                   else f"the configured cuts leaving {n_fit}, fewer than the {need} of a linear PSF")
+            fallback = (f"psf_faint_stars: PSF candidates down to S/N {c.min_snr_fallback:g} ({f_selected.n_fit} to "
+                        f"fit), {why}")
+            if f_selected.n_fit <= n_fit and first_error is not None:
+                raise first_error  # no fainter star to add: the configured cuts' failure stands
             if f_selected.n_fit > n_fit:
-                fallback = (f"psf_faint_stars: PSF candidates down to S/N {c.min_snr_fallback:g} ({f_selected.n_fit} "
-                            f"to fit), the configured cuts leaving {n_fit} for the {need} that spatial order {order} "
-                            f"needs")
                 log.warning("PSF iteration %d: %s", iteration + 1, fallback)
                 sources, footprints, selected = f_sources, f_footprints, f_selected
                 state["faint"] = True  # the next iteration goes straight to the faint cuts
-        determiner = self.faint_psf_determiner if fallback else self.psf_determiner
-        psf_result, info = timed("psf", self._measure_psf, exposure, sources, selected, iteration, determiner)
+                determiner = self.faint_psf_determiner
+            else:  # nothing fainter: the configured cuts' candidates, as without the fallback
+                fallback, determiner = None, self.psf_determiner
+            try:
+                psf_result, info = timed("psf", self._measure_psf, exposure, sources, selected, iteration, determiner)
+            except PsfDeterminerError as err:
+                if first_error is not None:
+                    err.add_note(f"with the configured cuts ({n_fit} candidates): {type(first_error).__name__}: "
+                                 f"{first_error}")
+                raise
         info["n_candidates_configured_cuts"] = int(n_fit)
-        info["n_candidates_needed"] = int(need)
+        info["faint_fallback_threshold"] = int(need)
         if fallback:
             info["psf_min_snr"] = float(c.min_snr_fallback)
             info["faint_fallback_reason"] = fallback
