@@ -792,7 +792,7 @@ class FinalizeCharacterizationTaskBase:
         n_fit = len(sel.candidates) if sel.candidates is not None else 0
         faint_reason = ""
         bright = sel
-        if c.do_faint_psf_fallback and visit_psf is None and n_fit < need:
+        if c.do_faint_psf_fallback and n_fit < need:
             # Too few stars above the selector's S/N for more than a constant PSF from a handful of them (a sparse
             # field, a blue band): fainter isolated stars, the configured cut's ones among them.
             faint = self._select_psf_stars(exposure, src, isolated_source_table, footprints, fp_index,
