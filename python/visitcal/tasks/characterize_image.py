@@ -243,15 +243,22 @@ class CharacterizeImageTask:
         self.faint_detection = SourceDetectionTask(c.detection.model_copy(
             update={"include_threshold_multiplier": faint_multiplier}))
         self.faint_star_selector = ObjectSizeStarSelectorTask(c.star_selector.model_copy(update={
-            "do_flux_limit": False, "do_signal_to_noise_limit": True,
+            "do_flux_limit": False, "do_signal_to_noise_limit": True, "locus": "smallest_group",
+            "group_half_width_fraction": 0.08, "width_sigma_floor_fraction": 0.05,
             "signal_to_noise_min": min(c.min_snr_fallback, c.star_selector.signal_to_noise_min)
             if c.star_selector.do_signal_to_noise_limit else c.min_snr_fallback}))
         # The faint set spans S/N ~10 to a few hundred: the PCA's equal weights per star (constant_weight) would give
         # an S/N-10 star's noise the weight of the brightest star, and on the u-band sparse field (8-17 stars) its
         # kernels came out peaking 1 px off centre on 6 of 8 detectors; weighted by S/N, all 8 passed the checks,
         # within 0.6-1.2% rms of the true size. The pixel grid weighs its pixels by their variance already.
-        self.faint_psf_determiner = (self.psf_determiner if c.psf_determiner_name == "pixelgrid" else
-                                     PcaPsfDeterminer(c.psf_determiner.model_copy(update={"constant_weight": False})))
+        # And the faint stars fit a constant (spatial order 0) only: their noise does not pin down a spatial
+        # variation (in finalize, an order-1 pixel grid on 17 stars of S/N 10-50 left the PSF fluxes of a
+        # detector's S/N > 50 stars 45 mmag faint; a constant, 5 mmag).
+        self.faint_psf_determiner = (
+            PixelGridPsfDeterminer(c.pixel_grid_psf_determiner.model_copy(update={
+                "spatial_order": 0, "spatial_order_per_band": {}}))
+            if c.psf_determiner_name == "pixelgrid" else
+            PcaPsfDeterminer(c.psf_determiner.model_copy(update={"constant_weight": False, "spatial_order": 0})))
         self.normalized_calibration_flux = NormalizedCalibrationFluxTask(c.normalized_calibration_flux)
         self.measure_ap_corr = MeasureApCorrTask(c.measure_ap_corr)
         self.apply_ap_corr = ApplyApCorrTask(c.apply_ap_corr)
