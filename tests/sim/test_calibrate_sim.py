@@ -248,6 +248,46 @@ def test_cli_calibrate_prints_a_summary_and_exit_codes(sim_repo, tmp_path, capsy
     assert json.loads(Repository(root).status_path("calibrate", w, e).read_text())["config_hash"] == config_hash(CONFIG)
 
 
+def test_faint_psf_stars_only_when_needed(sim_repo, calibrated):
+    """A rich field keeps the configured cuts (no ``psf_min_snr``, no ``psf_faint_stars`` reason, astrometry at
+    S/N > 40); the same image with the flux limit raised above all but 3 of its PSF stars takes the fainter-star
+    fallback, records it, and its constant PSF is within 1% of the truth at the centre."""
+    from visitcal.measurement.object_size_star_selector import ObjectSizeStarSelectorConfig
+    from visitcal.tasks.characterize_image import CharacterizeImageConfig, CharacterizeImageTask
+    from visitcal.core.table import DetectorVisitIdGenerator
+    from visitcal.detection.snap_combine import combine_snaps
+
+    root, statuses = calibrated
+    for st in statuses:
+        assert st.summary["psf_min_snr"] is None and st.summary["astrom_min_snr"] == 40.0
+        assert not any(r.startswith(("psf_faint_stars", "astrometry_faint")) for r in st.summary["degraded_reasons"])
+    v, d = sim_repo.visits[0], sim_repo.detectors[0]
+    cat = read_catalog(Repository(root).dataset_path("single_visit_star", v, d, "parquet"))
+    flux = np.sort(np.asarray(cat["base_GaussianFlux_instFlux"])[np.asarray(cat["calib_psf_used"], bool)])
+    cfg = CharacterizeImageConfig(star_selector=ObjectSizeStarSelectorConfig(flux_min=float(flux[-4])))
+    exposure = combine_snaps([sim_repo.post_isr_image(v, d, s) for s in range(CAL.n_snaps)])
+    r = CharacterizeImageTask(cfg).run(exposure, id_generator=DetectorVisitIdGenerator(v, d))
+    last = r.metadata["iterations"][-1]
+    assert r.metadata["psf_min_snr"] == 10.0 and last["n_candidates"] > 9 >= last["n_candidates_configured_cuts"]
+    assert r.metadata["psf_spatial_order"] == 0
+    assert any(x.startswith("psf_faint_stars: PSF candidates down to S/N 10 (") for x in r.metadata["degraded_reasons"])
+    cx, cy = exposure.bbox.center
+    model = exposure.psf.compute_shape(cx, cy).determinant_radius
+    truth = sim_repo.true_psf(v, d).compute_shape(cx, cy).determinant_radius
+    print(f"\nPSF from {last['n_candidates']} stars down to S/N 10: size {model / truth - 1:+.4f} of the truth")
+    assert abs(model / truth - 1) < 0.01
+    from visitcal.psf.determiner import PsfDeterminerError
+
+    try:  # without the fallback: a PSF from the 3 stars, or (its checks failing) none
+        off = CharacterizeImageTask(cfg.model_copy(update={"do_faint_psf_fallback": False})).run(
+            combine_snaps([sim_repo.post_isr_image(v, d, s) for s in range(CAL.n_snaps)]),
+            id_generator=DetectorVisitIdGenerator(v, d))
+    except PsfDeterminerError:
+        pass
+    else:
+        assert "psf_min_snr" not in off.metadata and off.metadata["iterations"][-1]["n_candidates"] <= 3
+
+
 def test_pixelgrid_initial_psf_option_matches_the_truth(sim_repo):
     """``CharacterizeImageConfig.psf_determiner_name = "pixelgrid"`` (Piff's model, which LSST's
     CalibrateImageTask uses) instead of the PCA: the size at the centre within 1% as well."""

@@ -17,7 +17,8 @@ The fit (vectorised numpy, a 6-parameter linear least-squares problem per iterat
 
 1. project the references onto the plane tangent at CRVAL and take them back through ``CD^-1`` to
    ``(U_ref, V_ref)`` (pixels); the sources give ``(U, V)`` through the SIP polynomials;
-2. solve ``(U_ref, V_ref) = M (U, V) + t`` (least squares, optionally weighted);
+2. solve ``(U_ref, V_ref) = M (U, V) + t`` (least squares, optionally weighted; with ``transform =
+   "similarity"`` ``M`` is a rotation and a scale on the tangent plane, 4 parameters in all);
 3. fold ``M`` into the CD matrix (``CD <- CD M``) and ``t`` into the tangent point (``CRVAL <-
    TAN^-1(CD t)``), which leaves CRPIX and the SIP polynomials -- forward and reverse -- untouched, so the
    result is again a TAN-SIP WCS with the camera's distortion. Moving the tangent point also turns and
@@ -26,6 +27,16 @@ The fit (vectorised numpy, a 6-parameter linear least-squares problem per iterat
 4. ``num_rej_iter`` passes reject pairs whose tangent-plane residual exceeds ``rej_sigma`` standard
    deviations in x or y (two-sided, as `FitTanSipWcsTask`; LSST's affine fitter does not reject), then
    redo 1-3 from the preliminary WCS with the pairs left.
+
+Which correction (``transform``): what a preliminary WCS gets wrong is mostly a pointing, a rotator angle and a
+plate scale, a similarity (4 parameters); the affine adds 2 shear terms (anisotropic scale, e.g. from
+differential refraction). With ``"auto"`` (the default, ours) both are fitted and the affine kept only when its
+shear terms lower the weighted chi-square significantly (an F-test with 2 and ``2 n - 6`` degrees of freedom,
+p-value below ``affine_p_value``, 0.01; for 2 numerator degrees of freedom the F survival function is exactly
+``(1 + 2 F / d2)^(-d2 / 2)``): a rich field with real shear gets the affine, a sparse one is not asked to fit two
+parameters its stars cannot fix. On the u-band field at the default density (7-10 stars per detector, the
+preliminary WCS off by a similarity) the full-detector error went from 5.6-36 mas (affine) to 0.9-16 mas; on the
+default r-band field (11-18 stars) from 1.8-4.9 to 0.9-4.9 mas. ``"affine"`` is LSST's.
 
 A TAN WCS without SIP is the special case ``A = B = 0``. A TPV WCS (its distortion acts *after* CD) or one
 with lookup-table distortions cannot take the correction this way: `AstrometryFitError` (use
@@ -256,8 +267,9 @@ class FitAffineWcsTask:
         Raises
         ------
         AstrometryFitError
-            Fewer than 3 usable pairs before or after rejection
-            (``"too_few_pairs"``), sources on a line (``"degenerate"``), a median scatter above
+            Fewer usable pairs than the transform needs (3 for "affine", 2 for "similarity" and "auto"), before
+            or after rejection (``"too_few_pairs"``), sources on a line for "affine" or all at one position
+            (``"degenerate"``), a median scatter above
             ``max_scatter_arcsec`` (``"scatter_too_large"``), a WCS that is not TAN / TAN-SIP
             (``"unsupported_wcs"``).
         ValueError

@@ -24,6 +24,11 @@ galaxies are larger and spread out. The selector, per catalog:
    again would only eat into its wings, since each clip shrinks the measured sd by ~5%). Candidates may re-enter the locus when the window
    moves, so a locus cut short by the k-means boundary is completed.
 
+``locus = "smallest_group"`` (not LSST) replaces step 2's k-means by `smallest_group`: the first window of
+widths ``[w, w (1 + 2 group_half_width_fraction)]`` from the smallest up holding ``group_min_size`` candidates.
+Characterisation's fainter-star fallback uses it: among sources down to S/N 10 the galaxies can outnumber the
+stars tenfold, and k-means' smallest cluster is then their bulk.
+
 Differences from LSST: LSST converts the moments to the focal plane (pixel distortion) before measuring
 widths, which changes nothing on one detector at the 1e-3 level; its k-means starts from centres spread
 in a similar way but with a spacing proportional to the width in different units; and its clipping only ever removes members. The work is

@@ -23,8 +23,9 @@ A rerun skips the visit only when every detector's record is up to date (`Reposi
 recalibrating one detector, or re-associating a tract whose tables change, redoes the visits that read them.
 Products that come out byte-identical are left as they were.
 
-A detector finalized with a documented fallback (an ap corr of lower order or from fainter stars, or, when its
-own stars cannot give one, the visit-level ap corr of `apply_visit_level_ap_corr`, in both modes) is recorded
+A detector finalized with a documented fallback (a PSF from fainter stars, an ap corr of lower order or from
+fainter stars, or, when its own stars cannot give one, the visit-level PSF of `apply_visit_level_psf` and the
+visit-level ap corr of `apply_visit_level_ap_corr`, in both modes) is recorded
 ``degraded`` with the reason (provenance ``message``; the ``status`` and ``message`` of its ``refit_psf_models``
 row; ``DEGRADED`` / ``DEGRADED_REASON`` in the ``refit_psf_star`` metadata); its products are used downstream.
 
