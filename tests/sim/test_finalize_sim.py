@@ -473,8 +473,10 @@ def test_faint_psf_stars_only_when_needed(inputs, results):
     res = inputs.run_visit(v, task=task, sources=_iso_subset(inputs, good_ids | set(faint[:12])))
     ds = res.detector_status[d_bad]
     assert ds.ok and ds.status == "degraded" and ds.n_candidates == 12
-    assert ds.message.startswith("psf_faint_stars: PSF candidates down to S/N 10 (12 to fit), the configured S/N "
-                                 "cut leaving 0, fewer than the 9 of a linear PSF")
+    assert ds.message.startswith("psf_faint_stars: PSF candidates down to S/N 10 (12 to fit, a constant PSF: spatial "
+                                 "order 0 instead of 2), the configured S/N cut leaving 0, fewer than the 9 of a "
+                                 "linear PSF")
+    assert ds.psf_spatial_order == 0
     assert "psf_faint_stars" not in res.detector_status[d_good].message
     k = list(res.psf_ap_corr_cat["detector"]).index(d_bad)
     psf = res.psf_ap_corr_cat["psf"][k]

@@ -387,8 +387,10 @@ class CharacterizeImageTask:
             f_selected = self._select_psf_candidates(exposure, f_sources, f_footprints, idg, self.faint_star_selector)
             why = (f"the configured cuts' fit failed ({type(first_error).__name__}: {first_error})" if first_error
                    else f"the configured cuts leaving {n_fit}, fewer than the {need} of a linear PSF")
+            order = (c.pixel_grid_psf_determiner.spatial_order_per_band.get(band, c.pixel_grid_psf_determiner.spatial_order)
+                     if c.psf_determiner_name == "pixelgrid" else c.psf_determiner.spatial_order)
             fallback = (f"psf_faint_stars: PSF candidates down to S/N {c.min_snr_fallback:g} ({f_selected.n_fit} to "
-                        f"fit), {why}")
+                        f"fit, a constant PSF: spatial order 0 instead of {order}), {why}")
             if f_selected.n_fit <= n_fit and first_error is not None:
                 raise first_error  # no fainter star to add: the configured cuts' failure stands
             if f_selected.n_fit > n_fit:

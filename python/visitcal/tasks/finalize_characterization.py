@@ -688,15 +688,21 @@ class FinalizeCharacterizationTaskBase:
         return out
 
     # --- one detector (LSST's compute_psf_and_ap_corr_map) ---------------------------------------
-    def _faint_fallback_threshold(self, band: str | None) -> int:
-        """Non-reserved candidates below which the fainter-star fallback is tried: what a linear (order-1) PSF
-        needs at the determiner's ``min_stars_per_parameter``, or 1 x that for a configured order 0."""
+    def _configured_order(self, band: str | None) -> int:
+        """The determiner's configured spatial order (for ``band``)."""
         det = self.config.psf_determiner
         cfg = det.pixelgrid if det.name == "pixelgrid" else det.pca
         order = int(cfg.spatial_order)
         if det.name == "pixelgrid" and band:
             order = int(cfg.spatial_order_per_band.get(band, order))
-        return max(1, math.ceil(cfg.min_stars_per_parameter * n_spatial_terms(min(order, 1))))
+        return order
+
+    def _faint_fallback_threshold(self, band: str | None) -> int:
+        """Non-reserved candidates below which the fainter-star fallback is tried: what a linear (order-1) PSF
+        needs at the determiner's ``min_stars_per_parameter``, or 1 x that for a configured order 0."""
+        det = self.config.psf_determiner
+        cfg = det.pixelgrid if det.name == "pixelgrid" else det.pca
+        return max(1, math.ceil(cfg.min_stars_per_parameter * n_spatial_terms(min(self._configured_order(band), 1))))
 
     def _select_psf_stars(self, exposure: Exposure, src: Table, isolated_source_table: Table, footprints, fp_index,
                           selector) -> "_Selection":
@@ -814,7 +820,8 @@ class FinalizeCharacterizationTaskBase:
             n_faint = len(faint.candidates) if faint.candidates is not None else 0
             if n_faint > n_fit:
                 faint_reason = (f"psf_faint_stars: PSF candidates down to S/N {c.min_snr_fallback:g} ({n_faint} to "
-                                f"fit), the configured S/N cut leaving {n_fit}, fewer than the {need} of a linear PSF")
+                                f"fit, a constant PSF: spatial order 0 instead of {self._configured_order(band)}), the "
+                                f"configured S/N cut leaving {n_fit}, fewer than the {need} of a linear PSF")
                 sel = faint
         status.n_selected = sel.n_selected
         if sel.failure is not None and sel.failure[0] in ("no_selected_sources", "no_isolated_matches"):
@@ -852,7 +859,8 @@ class FinalizeCharacterizationTaskBase:
                     if faint.candidates is None or len(faint.candidates) <= len(candidates):
                         raise
                     faint_reason = (f"psf_faint_stars: PSF candidates down to S/N {c.min_snr_fallback:g} "
-                                    f"({len(faint.candidates)} to fit), the configured S/N cut's fit failed "
+                                    f"({len(faint.candidates)} to fit, a constant PSF: spatial order 0 instead of "
+                                    f"{self._configured_order(band)}), the configured S/N cut's fit failed "
                                     f"({type(err).__name__}: {err})")
                     sel = faint
                     selected, sel_index, cx, cy = sel.selected, sel.sel_index, sel.cx, sel.cy
