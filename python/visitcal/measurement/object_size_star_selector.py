@@ -84,6 +84,9 @@ class ObjectSizeStarSelectorConfig(BaseModel):
     group_half_width_fraction: float = Field(0.05, gt=0, lt=1, description="'smallest_group': the group spans "
                                              "widths w to w (1 + 2 x this).")
     group_min_size: int = Field(3, ge=1, le=1000, description="'smallest_group': fewest candidates in the group.")
+    group_min_snr: float | None = Field(20.0, ge=0, description="'smallest_group': the group is sought among the "
+                                        "candidates above this S/N (source_flux_field), when there are group_min_size "
+                                        "of them (fainter widths scatter and are biased low); None: all.")
     width_sigma_floor_fraction: float = Field(0.025, ge=0, description="The locus's sd used for clipping is at "
                                               "least this fraction of its width (visitcal: a handful of stars "
                                               "can give an sd far below the PSF's variation over the detector).")
@@ -212,7 +215,20 @@ class ObjectSizeStarSelectorTask:
             return ObjectSizeStarSelectorResult(selected, width, candidate, np.nan, np.nan)
         w = width[rows]
         if cfg.locus == "smallest_group":
-            locus = smallest_group(w, cfg.group_half_width_fraction, cfg.group_min_size)
+            # the group is sought among the candidates whose widths are precise (S/N > group_min_snr: at S/N ~10
+            # adaptive-moment widths scatter by ~10% and are biased low, so the smallest group would be the faint
+            # stars' low tail); every candidate near it then joins in the clipping below
+            anchor = np.ones(rows.size, bool)
+            if cfg.group_min_snr:
+                flux = np.asarray(catalog[resolve_column(catalog, cfg.source_flux_field)], np.float64)[rows]
+                err = np.asarray(catalog[resolve_column(catalog, cfg.source_flux_field + "Err")], np.float64)[rows]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    precise = flux / err > cfg.group_min_snr
+                if precise.sum() >= cfg.group_min_size:
+                    anchor = precise
+            locus = np.zeros(rows.size, bool)
+            locus[np.flatnonzero(anchor)[smallest_group(w[anchor], cfg.group_half_width_fraction,
+                                                        cfg.group_min_size)]] = True
             if not locus.any():
                 log.warning("objectSize star selector: no %d candidates within +-%.0f%% of one width",
                             cfg.group_min_size, 100 * cfg.group_half_width_fraction)

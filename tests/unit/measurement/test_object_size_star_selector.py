@@ -91,3 +91,25 @@ def test_smallest_group_edges():
     assert not smallest_group(v, 0.001, 2).any()  # no two within 0.2%
     assert smallest_group(v, 0.005, 1).tolist() == [False, True, False, False, False, False]
     assert smallest_group(np.zeros(0), 0.05, 3).size == 0
+
+
+def test_smallest_group_is_sought_among_the_precise_widths():
+    """Adaptive-moment widths at S/N ~10 scatter and come out low: 30 such stars (width 2.0 x (0.92 +- 0.06))
+    below 8 stars of S/N 50 (2.0 +- 1%) and 60 galaxies (>= 25% wider). Among all widths the smallest group is the faint stars'
+    low tail; among those above ``group_min_snr`` (20) it is the stars, and the faint ones near it join."""
+    rng = np.random.default_rng(11)
+    w = np.concatenate([2.0 * (1 + 0.01 * rng.standard_normal(8)), 2.0 * (0.92 + 0.06 * rng.standard_normal(30)),
+                        np.sqrt(2.0**2 + rng.uniform(1.5, 3.0, 60) ** 2)])
+    snr = np.concatenate([np.full(8, 50.0), np.full(30, 10.5), rng.uniform(10.5, 60.0, 60)])
+    n = w.size
+    t = Table({"base_SdssShape_xx": w**2, "base_SdssShape_yy": w**2, "base_SdssShape_flag": np.zeros(n, bool),
+               "base_GaussianFlux_instFlux": 100.0 * snr, "base_GaussianFlux_instFluxErr": np.full(n, 100.0)})
+    for f in ObjectSizeStarSelectorConfig().bad_flags:
+        t[f] = np.zeros(n, bool)
+    t.meta["slots"] = {"Shape": "base_SdssShape"}
+    base = dict(do_flux_limit=False, do_signal_to_noise_limit=True, signal_to_noise_min=10.0, locus="smallest_group",
+                group_half_width_fraction=0.08, width_sigma_floor_fraction=0.05)
+    r = ObjectSizeStarSelectorTask(ObjectSizeStarSelectorConfig(**base)).run(t)
+    assert r.selected[:8].all() and not r.selected[38:].any() and r.selected[8:38].sum() >= 15
+    tail = ObjectSizeStarSelectorTask(ObjectSizeStarSelectorConfig(**base, group_min_snr=None)).run(t)
+    assert tail.locus_center < r.locus_center - 0.05  # without the anchor: the low tail
