@@ -25,7 +25,10 @@ galaxies are larger and spread out. The selector, per catalog:
    moves, so a locus cut short by the k-means boundary is completed.
 
 ``locus = "smallest_group"`` (not LSST) replaces step 2's k-means by `smallest_group`: the first window of
-widths ``[w, w (1 + 2 group_half_width_fraction)]`` from the smallest up holding ``group_min_size`` candidates.
+widths ``[w, w (1 + 2 group_half_width_fraction)]`` from the smallest up holding ``group_min_size`` candidates,
+sought among the candidates above S/N ``group_min_snr`` (20) when there are enough (the widths of S/N-10 stars
+scatter by ~10% and come out low: the smallest group of all would be their low tail); step 3 then clips over
+every candidate.
 Characterisation's fainter-star fallback uses it: among sources down to S/N 10 the galaxies can outnumber the
 stars tenfold, and k-means' smallest cluster is then their bulk.
 
