@@ -13,7 +13,8 @@ The loop, at most ``max_iter`` times (LSST ``AstrometryTask.solve``):
    weighs them alike), by ``wcs_fitter``:
 
    - ``"affine"`` (default, as LSST's current ``CalibrateImageTask``): `FitAffineWcsTask` keeps the camera
-     distortion of the preliminary WCS and fits a 6-parameter affine correction on top of it; a few dozen
+     distortion of the preliminary WCS and fits a correction on top of it (by default a 4-parameter similarity,
+     the 6-parameter affine when its shear terms are significant: ``fit_affine_wcs.transform``); a few dozen
      stars fix it over the whole detector;
    - ``"sip"``: `FitTanSipWcsTask`, a full TAN-SIP fit whose order is chosen from the data (held-out
      residuals, ``fit_tan_sip_wcs.order = "auto"``), for preliminary WCSs without a trustworthy distortion;
@@ -28,11 +29,20 @@ above ``max_mean_distance_arcsec`` (0.5") is a `BadAstrometryFit`.
 The source selection is the "science" selector LSST's ``AstrometryTask`` configures: S/N > 40 on
 ``slot_PsfFlux``, none of the edge / no-data / interpolated-centre / saturated / centroid flags, primary
 (when the column exists), not a sky source, centroid error under 3 px.
+
+Fainter sources (``do_faint_source_fallback``, not LSST): when those sources cannot be matched (too few, or
+fewer pairs than the matchers need), the loop is run again from the preliminary WCS with the sources above
+``min_snr_fallback`` (10). The fit weighs each pair by its centroid error, so the bright stars still dominate
+it; the result records the cut used (``AstrometryResult.min_snr``, ``fallback_reason``, ``SFM_ASTROM_MIN_SNR``)
+and `CalibrateTask` marks the detector degraded. On the u-band field at the default star density (4-5 pairs
+of the 6 needed above S/N 40 on 7 of 8 detectors) it matches 7-10 stars and the WCS is 0.9-16 mas rms from
+the truth over the detector (median 4.4): the number of stars sets that, not the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Literal
 
 import numpy as np
@@ -50,6 +60,8 @@ from ..measurement.source_selector import resolve_column
 from ..core.wcs import pixel_to_sky
 
 __all__ = ["AstrometryConfig", "AstrometryError", "AstrometryResult", "AstrometryTask", "BadAstrometryFit"]
+
+log = logging.getLogger(__name__)
 
 
 class BadAstrometryFit(AstrometryError):
@@ -92,6 +104,13 @@ class AstrometryConfig(BaseModel):
     reference_pixel_margin: int = Field(250, ge=0, description="references loaded this far beyond the detector")
     source_flux_type: str = Field("base_PsfFlux", description="flux for the S/N cut and the magnitude cull")
     min_snr: float = Field(40.0, ge=0, description="S/N cut of the science source selector")
+    do_faint_source_fallback: bool = Field(True, description="not LSST: when matching the sources above min_snr "
+                                           "fails (too few of them, or too few pairs), select again down to "
+                                           "min_snr_fallback and solve with those (the result records it: "
+                                           "AstrometryResult.min_snr, SFM_ASTROM_MIN_SNR)")
+    min_snr_fallback: float = Field(10.0, ge=5.0, le=1000.0, description="the S/N cut of that fallback; its "
+                                    "centroids are ~4x noisier than S/N 40's, but each pair is weighted by its "
+                                    "centroid error in the fit (weight_by_centroid_error)")
     max_centroid_error: float = Field(3.0, gt=0, description="px; sources with larger centroid errors are dropped")
     bad_flags: list[str] = Field(default_factory=lambda: [
         "base_PixelFlags_flag_edge", "base_PixelFlags_flag_nodata", "base_PixelFlags_flag_interpolatedCenter",
@@ -127,6 +146,14 @@ class AstrometryResult:
         ``"offset_fallback"``.
     sip_order : int or None
         The SIP order fitted (``fitter == "sip"``).
+    min_snr : float
+        The source selection's S/N cut that the solution used: ``min_snr``, or ``min_snr_fallback`` when the
+        faint-source fallback was needed.
+    fallback_reason : str
+        Why the fallback was needed (the first selection's error), "" when it was not.
+    transform : str or None
+        The affine fitter's correction, ``"similarity"`` or ``"affine"`` (`FitAffineWcsResult.transform`);
+        None for the SIP fitter.
     """
 
     wcs: object
@@ -139,6 +166,17 @@ class AstrometryResult:
     fitter: str = "affine"
     matcher: str = "pessimistic_b"
     sip_order: int | None = None
+    min_snr: float = float("nan")
+    fallback_reason: str = ""
+    transform: str | None = None
+
+
+class _MatchStageError(Exception):
+    """Internal: the selection or matching of one S/N cut failed (``error``: the `AstrometryError` to raise)."""
+
+    def __init__(self, error: AstrometryError):
+        super().__init__(str(error))
+        self.error = error
 
 
 class AstrometryTask:
@@ -162,14 +200,16 @@ class AstrometryTask:
         self.wcs_fitter = (FitAffineWcsTask(self.config.fit_affine_wcs) if self.config.wcs_fitter == "affine"
                            else FitTanSipWcsTask(self.config.fit_tan_sip_wcs))
 
-    def select_sources(self, source_cat: Table) -> np.ndarray:
-        """Boolean selection of the sources fit for astrometry (see the module docstring)."""
+    def select_sources(self, source_cat: Table, min_snr: float | None = None) -> np.ndarray:
+        """Boolean selection of the sources fit for astrometry (see the module docstring); ``min_snr``
+        (default ``config.min_snr``) is the S/N cut."""
         cat = source_cat
         n = len(cat)
+        snr_cut = self.config.min_snr if min_snr is None else float(min_snr)
         flux = np.asarray(cat[f"{self.config.source_flux_type}_instFlux"], np.float64)
         err = np.asarray(cat[f"{self.config.source_flux_type}_instFluxErr"], np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            sel = np.isfinite(flux) & (flux > 0) & (flux / err > self.config.min_snr)
+            sel = np.isfinite(flux) & (flux > 0) & (flux / err > snr_cut)
         for flag in self.config.bad_flags + [f"{self.config.source_flux_type}_flag"]:
             if flag in cat.colnames:
                 sel &= ~np.asarray(cat[flag], bool)
@@ -216,40 +256,30 @@ class AstrometryTask:
                                                   pixel_margin=self.config.reference_pixel_margin)
         if len(refs) == 0:
             raise AstrometryError(f"no reference objects on the detector (bbox {exposure.bbox!r}, band {band!r})")
-        sel = np.flatnonzero(self.select_sources(source_cat))
-        if sel.size == 0:
-            raise AstrometryError("no source passes the astrometry source selection")
-        x, y = _centroids(source_cat)
-        x, y = x[sel], y[sel]
-        flux = np.asarray(source_cat[f"{self.config.source_flux_type}_instFlux"], np.float64)[sel]
-        weights = self._weights(source_cat, sel)
         ref_ra = np.asarray(refs["ra"], np.float64)
         ref_dec = np.asarray(refs["dec"], np.float64)
         ref_flux = np.asarray(refs[f"{band}_flux"], np.float64)
-        preliminary = exposure.wcs
-        wcs = preliminary
-        fit = None
-        n_iter = 0
-        matchers = []
-        for n_iter in range(1, self.config.max_iter + 1):
-            m, name = self._match(np.stack([x, y], 1), flux, ref_ra, ref_dec, ref_flux, wcs)
-            matchers.append(name)
-            si, ri = np.asarray(m.source_index, np.int64), np.asarray(m.ref_index, np.int64)
-            if self.config.do_magnitude_outlier_rejection and si.size:
-                keep = _magnitude_cull(flux[si], ref_flux[ri], self.config.magnitude_outlier_rejection_n_sigma)
-                si, ri = si[keep], ri[keep]
+        cuts = [float(self.config.min_snr)]
+        if self.config.do_faint_source_fallback and self.config.min_snr_fallback < self.config.min_snr:
+            cuts.append(float(self.config.min_snr_fallback))
+        fallback_reason = ""
+        for k, snr_cut in enumerate(cuts):
             try:
-                # The affine correction is always relative to the preliminary WCS (its camera model); the SIP fit
-                # needs no starting point.
-                fit = self.wcs_fitter.fit_wcs(x[si], y[si], ref_ra[ri], ref_dec[ri], initial_wcs=preliminary,
-                                              bbox=exposure.bbox, weights=None if weights is None else weights[si])
-            except Exception as err:
-                raise AstrometryError(f"WCS fit ({self.config.wcs_fitter}) failed on {si.size} matches: {err}") from err
-            wcs = fit.wcs
-            dist = _distance_arcsec(wcs, x[si], y[si], ref_ra[ri], ref_dec[ri])
-            used = np.asarray(fit.used, bool)
-            if dist[used].size and dist[used].max() < self.config.min_match_distance_arcsec:
+                sel, x, y, si, ri, fit, wcs, dist, used, n_iter, matchers = self._solve(
+                    exposure, source_cat, ref_ra, ref_dec, ref_flux, snr_cut)
                 break
+            except _MatchStageError as stage:
+                err = stage.error
+                if k + 1 == len(cuts):
+                    if fallback_reason:  # both selections failed: say so in the message the pipeline records
+                        raise AstrometryError(f"with the sources above S/N {snr_cut:g}: {err}; above S/N "
+                                              f"{cuts[0]:g}: {fallback_reason}") from err
+                    raise err from err.__cause__
+                # Too few bright sources to match (a sparse field, a blue band): the fainter ones, whose pairs the
+                # fit weighs by their centroid errors, so the bright stars still dominate it.
+                fallback_reason = str(err)
+                log.warning("astrometry: matching the sources above S/N %g failed (%s); trying S/N > %g", snr_cut,
+                            err, cuts[k + 1])
         check_wcs(wcs, fit.bbox, max_area_ratio=self.config.max_area_ratio)  # AstrometryFitError: not kept
         stats = _stats(dist[used])
         matches = Table({"src_id": np.asarray(source_cat["id"])[sel[si]], "ref_id": np.asarray(refs["id"])[ri],
@@ -263,6 +293,9 @@ class AstrometryTask:
         md["HIERARCH SFM_ASTROM_NSTARS"] = int(fit.n_used)
         md["HIERARCH SFM_ASTROM_FITTER"] = self.config.wcs_fitter
         md["HIERARCH SFM_ASTROM_MATCHER"] = matchers[0]
+        md["HIERARCH SFM_ASTROM_MIN_SNR"] = snr_cut
+        if getattr(fit, "transform", None):
+            md["HIERARCH SFM_ASTROM_TRANSFORM"] = fit.transform
         calib_used = np.zeros(len(source_cat), bool)
         calib_used[sel[si[used]]] = True
         source_cat["calib_astrometry_used"] = calib_used
@@ -277,7 +310,56 @@ class AstrometryTask:
         return AstrometryResult(wcs=wcs, matches=matches, scatter_on_sky=float(fit.scatter_on_sky),
                                 match_stats=stats, n_iter=n_iter, rms_arcsec=float(fit.rms_arcsec),
                                 n_stars=int(fit.n_used), fitter=self.config.wcs_fitter, matcher=matchers[0],
-                                sip_order=getattr(fit, "order", None) if self.config.wcs_fitter == "sip" else None)
+                                sip_order=getattr(fit, "order", None) if self.config.wcs_fitter == "sip" else None,
+                                min_snr=snr_cut, fallback_reason=fallback_reason,
+                                transform=getattr(fit, "transform", None))
+
+    def _solve(self, exposure, source_cat, ref_ra, ref_dec, ref_flux, min_snr: float):
+        """Select the sources above ``min_snr`` and run the match-and-fit loop. A failure to select or match
+        (or too few pairs for the fit) raises `_MatchStageError`, which the caller may answer with fainter
+        sources; a failed fit of enough pairs is an `AstrometryError`."""
+        sel = np.flatnonzero(self.select_sources(source_cat, min_snr))
+        if sel.size == 0:
+            raise _MatchStageError(AstrometryError(f"no source passes the astrometry source selection (S/N > "
+                                                   f"{min_snr:g})"))
+        x, y = _centroids(source_cat)
+        x, y = x[sel], y[sel]
+        flux = np.asarray(source_cat[f"{self.config.source_flux_type}_instFlux"], np.float64)[sel]
+        weights = self._weights(source_cat, sel)
+        preliminary = exposure.wcs
+        wcs = preliminary
+        fit = None
+        n_iter = 0
+        matchers = []
+        for n_iter in range(1, self.config.max_iter + 1):
+            try:
+                m, name = self._match(np.stack([x, y], 1), flux, ref_ra, ref_dec, ref_flux, wcs)
+            except AstrometryError as err:
+                if n_iter == 1:
+                    raise _MatchStageError(err) from err
+                raise
+            matchers.append(name)
+            si, ri = np.asarray(m.source_index, np.int64), np.asarray(m.ref_index, np.int64)
+            if self.config.do_magnitude_outlier_rejection and si.size:
+                keep = _magnitude_cull(flux[si], ref_flux[ri], self.config.magnitude_outlier_rejection_n_sigma)
+                si, ri = si[keep], ri[keep]
+            try:
+                # The affine correction is always relative to the preliminary WCS (its camera model); the SIP fit
+                # needs no starting point.
+                fit = self.wcs_fitter.fit_wcs(x[si], y[si], ref_ra[ri], ref_dec[ri], initial_wcs=preliminary,
+                                              bbox=exposure.bbox, weights=None if weights is None else weights[si])
+            except Exception as err:
+                error = AstrometryError(f"WCS fit ({self.config.wcs_fitter}) failed on {si.size} matches: {err}")
+                error.__cause__ = err
+                if n_iter == 1 and getattr(err, "reason", "") == "too_few_pairs":
+                    raise _MatchStageError(error) from err
+                raise error from err
+            wcs = fit.wcs
+            dist = _distance_arcsec(wcs, x[si], y[si], ref_ra[ri], ref_dec[ri])
+            used = np.asarray(fit.used, bool)
+            if dist[used].size and dist[used].max() < self.config.min_match_distance_arcsec:
+                break
+        return sel, x, y, si, ri, fit, wcs, dist, used, n_iter, matchers
 
     def _weights(self, cat: Table, sel: np.ndarray) -> np.ndarray | None:
         """``1 / (xErr^2 + yErr^2 + 2 floor^2)`` of the selected sources (px^-2), or None (equal weights) when

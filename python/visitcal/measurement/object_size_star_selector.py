@@ -24,6 +24,14 @@ galaxies are larger and spread out. The selector, per catalog:
    again would only eat into its wings, since each clip shrinks the measured sd by ~5%). Candidates may re-enter the locus when the window
    moves, so a locus cut short by the k-means boundary is completed.
 
+``locus = "smallest_group"`` (not LSST) replaces step 2's k-means by `smallest_group`: the first window of
+widths ``[w, w (1 + 2 group_half_width_fraction)]`` from the smallest up holding ``group_min_size`` candidates,
+sought among the candidates above S/N ``group_min_snr`` (20) when there are enough (the widths of S/N-10 stars
+scatter by ~10% and come out low: the smallest group of all would be their low tail); step 3 then clips over
+every candidate.
+Characterisation's fainter-star fallback uses it: among sources down to S/N 10 the galaxies can outnumber the
+stars tenfold, and k-means' smallest cluster is then their bulk.
+
 Differences from LSST: LSST converts the moments to the focal plane (pixel distortion) before measuring
 widths, which changes nothing on one detector at the 1e-3 level; its k-means starts from centres spread
 in a similar way but with a spacing proportional to the width in different units; and its clipping only ever removes members. The work is
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Literal
 
 import numpy as np
 from astropy.table import Table
@@ -42,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .source_selector import resolve_column
 
 __all__ = ["ObjectSizeStarSelectorConfig", "ObjectSizeStarSelectorResult", "ObjectSizeStarSelectorTask",
-           "kmeans_1d"]
+           "kmeans_1d", "smallest_group"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,16 @@ class ObjectSizeStarSelectorConfig(BaseModel):
     width_std_allowed: float = Field(0.15, ge=0, description="Stop clipping once the locus's sd is below this (px).")
     n_sigma_clip: float = Field(2.0, gt=0, description="Half-width of the locus in its sd.")
     n_cluster: int = Field(4, ge=1, description="Number of k-means clusters in width.")
+    locus: Literal["kmeans", "smallest_group"] = Field(
+        "kmeans", description="How the stellar locus starts (step 2): 'kmeans' (LSST's, the smallest k-means "
+        "cluster) or 'smallest_group' (not LSST: the tight group of smallest widths, for faint sources, where the "
+        "galaxies can outnumber the stars tenfold and form the smallest k-means cluster themselves).")
+    group_half_width_fraction: float = Field(0.05, gt=0, lt=1, description="'smallest_group': the group spans "
+                                             "widths w to w (1 + 2 x this).")
+    group_min_size: int = Field(3, ge=1, le=1000, description="'smallest_group': fewest candidates in the group.")
+    group_min_snr: float | None = Field(20.0, ge=0, description="'smallest_group': the group is sought among the "
+                                        "candidates above this S/N (source_flux_field), when there are group_min_size "
+                                        "of them (fainter widths scatter and are biased low); None: all.")
     width_sigma_floor_fraction: float = Field(0.025, ge=0, description="The locus's sd used for clipping is at "
                                               "least this fraction of its width (visitcal: a handful of stars "
                                               "can give an sd far below the PSF's variation over the detector).")
@@ -118,6 +137,28 @@ def kmeans_1d(values: np.ndarray, n_cluster: int, *, spacing: float = 0.3,
     remap[order] = np.arange(occupied.size)
     labels = remap[np.searchsorted(occupied, labels)]
     return labels, centres
+
+
+def smallest_group(values: np.ndarray, half_width_fraction: float, min_size: int) -> np.ndarray:
+    """The members of the first window ``[w, w (1 + 2 half_width_fraction)]``, from the smallest ``w`` of
+    ``values`` up, that holds at least ``min_size`` of them (all False when none does).
+
+    Stars are the smallest objects and all share the PSF's width, so they form the first tight group from
+    below; galaxies, larger and spread over a wide range, come after it. On a u-band detector at S/N > 10 (7-15
+    stars of width 1.9-2.1 px among 60-85 galaxies from 2.2 px up), the k-means' smallest cluster was the
+    galaxies' bulk around 2.7 px; this group is the stars.
+    """
+    v = np.asarray(values, np.float64)
+    order = np.argsort(v, kind="stable")
+    ws = v[order]
+    hi = np.searchsorted(ws, ws * (1.0 + 2.0 * half_width_fraction), side="right")
+    count = hi - np.arange(ws.size)
+    first = np.flatnonzero(count >= min_size)
+    out = np.zeros(v.size, bool)
+    if first.size:
+        i = int(first[0])
+        out[order[i:hi[i]]] = True
+    return out
 
 
 def _robust_sd(w: np.ndarray) -> float:
@@ -176,8 +217,28 @@ class ObjectSizeStarSelectorTask:
             log.warning("objectSize star selector: no candidate passed the flux, size and flag cuts")
             return ObjectSizeStarSelectorResult(selected, width, candidate, np.nan, np.nan)
         w = width[rows]
-        labels, _ = kmeans_1d(w, cfg.n_cluster, spacing=2.0 * cfg.width_std_allowed)
-        locus = labels == 0
+        if cfg.locus == "smallest_group":
+            # the group is sought among the candidates whose widths are precise (S/N > group_min_snr: at S/N ~10
+            # adaptive-moment widths scatter by ~10% and are biased low, so the smallest group would be the faint
+            # stars' low tail); every candidate near it then joins in the clipping below
+            anchor = np.ones(rows.size, bool)
+            if cfg.group_min_snr:
+                flux = np.asarray(catalog[resolve_column(catalog, cfg.source_flux_field)], np.float64)[rows]
+                err = np.asarray(catalog[resolve_column(catalog, cfg.source_flux_field + "Err")], np.float64)[rows]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    precise = flux / err > cfg.group_min_snr
+                if precise.sum() >= cfg.group_min_size:
+                    anchor = precise
+            locus = np.zeros(rows.size, bool)
+            locus[np.flatnonzero(anchor)[smallest_group(w[anchor], cfg.group_half_width_fraction,
+                                                        cfg.group_min_size)]] = True
+            if not locus.any():
+                log.warning("objectSize star selector: no %d candidates within +-%.0f%% of one width",
+                            cfg.group_min_size, 100 * cfg.group_half_width_fraction)
+                return ObjectSizeStarSelectorResult(selected, width, candidate, np.nan, np.nan)
+        else:
+            labels, _ = kmeans_1d(w, cfg.n_cluster, spacing=2.0 * cfg.width_std_allowed)
+            locus = labels == 0
         centre, sd = float(np.median(w[locus])), _robust_sd(w[locus])
         for _ in range(10):
             new = np.abs(w - centre) < cfg.n_sigma_clip * max(sd, cfg.width_sigma_floor_fraction * centre)

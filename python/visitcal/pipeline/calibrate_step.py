@@ -154,11 +154,12 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         status.summary = {k: m.get(k) for k in ("zero_point", "zero_point_err", "photo_cal_n_good",
                                                   "astrom_offset_mean", "astrom_offset_std", "astrom_n_matches",
                                                   "astrom_rms_arcsec", "astrom_n_stars", "astrom_fitter",
-                                                  "astrom_matcher")}
+                                                  "astrom_matcher", "astrom_min_snr", "astrom_transform")}
         status.summary.update({k: stats.get(k) for k in ("psfSigma", "skyBg", "skyNoise", "nPsfStar")})
         status.summary["n_sources"] = len(cal.output_cat)
         status.summary["sky_boundary"] = sky_boundary(cal.output_exposure)
         status.summary["psf_spatial_order"] = char.metadata.get("psf_spatial_order")
+        status.summary["psf_min_snr"] = char.metadata.get("psf_min_snr")  # the fainter-star fallback's cut, or None
         status.summary["zero_point_scatter"] = m.get("zero_point_scatter")
         ap_corr_md = char.metadata.get("ap_corr", {})
         status.summary["ap_corr_orders"] = {k[len("ap_corr_order_"):]: v for k, v in ap_corr_md.items()

@@ -23,8 +23,9 @@ A rerun skips the visit only when every detector's record is up to date (`Reposi
 recalibrating one detector, or re-associating a tract whose tables change, redoes the visits that read them.
 Products that come out byte-identical are left as they were.
 
-A detector finalized with a documented fallback (an ap corr of lower order or from fainter stars, or, when its
-own stars cannot give one, the visit-level ap corr of `apply_visit_level_ap_corr`, in both modes) is recorded
+A detector finalized with a documented fallback (a PSF from fainter stars, an ap corr of lower order or from
+fainter stars, or, when its own stars cannot give one, the visit-level PSF of `apply_visit_level_psf` and the
+visit-level ap corr of `apply_visit_level_ap_corr`, in both modes) is recorded
 ``degraded`` with the reason (provenance ``message``; the ``status`` and ``message`` of its ``refit_psf_models``
 row; ``DEGRADED`` / ``DEGRADED_REASON`` in the ``refit_psf_star`` metadata); its products are used downstream.
 
@@ -50,6 +51,8 @@ from ..tasks.finalize_characterization import (
     FinalizeCharacterizationDetectorTask,
     FinalizeCharacterizationTask,
     apply_visit_level_ap_corr,
+    apply_visit_level_psf,
+    concat_isolated_star_cats,
     read_psf_ap_corr_cat,
     write_psf_ap_corr_cat,
 )
@@ -265,6 +268,13 @@ def _finalize_per_detector(repo, config, visit, band, cats, srcs, active, status
     result = ConsolidateFinalizeCharacterizationDetectorTask().run(
         psf_ap_corr_detector_dict=models, src_detector_table_dict=stars)
     result.detector_status = det_status
+    if config.finalize.do_visit_level_psf:  # as the visit task does, on the same inputs: the same bytes
+        iso = concat_isolated_star_cats(band, cats, srcs, visit=visit, reserve_selection=task.reserve_selection,
+                                        id_column=config.finalize.id_column)
+        pairs = {d: (lambda s=active[d][0], e=active[d][1], d=d: (deferred_read(read_catalog, s, d)(),
+                                                                  deferred_read(read_exposure, e, d)()))
+                 for d in active}
+        apply_visit_level_psf(result, pairs, config.finalize, visit=visit, band=band, isolated_source_table=iso)
     if config.finalize.do_visit_level_ap_corr:  # as the visit task does, on the same tables: the same bytes
         inputs = {d: (lambda p=active[d][1], d=d: _bbox_and_ap_corr(p, d)) for d in active}
         apply_visit_level_ap_corr(result, inputs, config.finalize)

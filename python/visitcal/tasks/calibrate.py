@@ -196,6 +196,14 @@ class CalibrateTask:
                 metrics["astrom_n_stars"] = res.n_stars
                 metrics["astrom_fitter"] = res.fitter
                 metrics["astrom_matcher"] = res.matcher
+                metrics["astrom_min_snr"] = res.min_snr
+                metrics["astrom_transform"] = res.transform
+                if res.fallback_reason:
+                    # a documented fallback: matched (and fitted) with sources fainter than the configured cut
+                    metrics.setdefault("degraded_reasons", []).append(
+                        f"astrometry_faint_sources: matched with the sources above S/N {res.min_snr:g} "
+                        f"({res.n_stars} stars in the fit); above S/N {self.astrometry.config.min_snr:g}: "
+                        f"{res.fallback_reason}")
             except AstrometryError:
                 if c.require_astrometry:
                     raise

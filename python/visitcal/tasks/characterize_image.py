@@ -21,6 +21,17 @@ calibration flux that pipe_tasks' ``CalibrateImageTask`` measures).
 
    The first iteration measures the PSF from a Gaussian guess, the second from the PCA model's own
    detections and moments, which is how the FWHM is found without being known.
+
+   **Fainter stars** (``do_faint_psf_fallback``, not LSST): when the configured cuts leave fewer non-reserved
+   candidates than a linear PSF needs (3 x the determiner's ``min_stars_per_parameter``; a constant's count for
+   a configured order 0), or their PSF fails at every order, the iteration detects again on the same pixels
+   keeping every peak above ``min_snr_fallback`` (10) sigma, selects stars by S/N > ``min_snr_fallback``
+   instead of the flux limit (the locus as the smallest tight width group: among faint sources the galaxies
+   outnumber the stars), and fits the PSF on them as a constant (spatial order 0; the PCA weighting its stars by
+   S/N). The catalog is then the fainter detection's; ``metadata["psf_min_snr"]`` and a ``psf_faint_stars: ...``
+   degraded reason say so. The next iteration starts from the fainter cuts. A u-band detector at the default
+   star density (2-4 stars above S/N 50, 8-14 above S/N 10) then gets a PSF within ~1% of the truth where the
+   configured cuts gave none.
 4. **Final repair**: cosmic rays found with the final PSF are interpolated over.
 5. **Re-measure** the last iteration's sources with the final PSF.
 6. **Aperture corrections**: the normalisation of ``base_CompensatedTophatFlux_12`` onto the 12-px
@@ -30,8 +41,8 @@ calibration flux that pipe_tasks' ``CalibrateImageTask`` measures).
    forward by calibration and reprocessing), then `ApplyApCorrTask` and the flux-ratio extendedness again.
 
 The PSF determiners check their models and step the spatial order down when the stars are too few for
-it (`visitcal.psf.determiner.fit_with_order_step_down`); a PSF of a lower order than configured is a
-degraded result, named in ``metadata["degraded_reasons"]``.
+it (`visitcal.psf.determiner.fit_with_order_step_down`); a PSF of a lower order than configured, or from the
+fainter-star fallback, is a degraded result, named in ``metadata["degraded_reasons"]``.
 
 Failures are typed and propagate: `visitcal.psf.determiner.PsfTooFewStarsError` (with a note saying how
 many stars the selector and the candidate cut left, in which iteration), `MeasureApCorrError`,
@@ -70,7 +81,7 @@ from ..psf.pca import PcaPsfDeterminer, PcaPsfDeterminerConfig
 from ..psf.models import GaussianPsf
 from ..psf.candidates import PsfCandidatesConfig, make_psf_candidates
 from ..psf.pixel_grid import PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
-from ..psf.determiner import PsfDeterminerError
+from ..psf.determiner import PsfDeterminerError, n_spatial_terms
 from ..measurement.single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask
 from ..core.table import DetectorVisitIdGenerator
 
@@ -171,6 +182,17 @@ class CharacterizeImageConfig(BaseModel):
     measure_ap_corr: MeasureApCorrConfig = Field(default_factory=_default_measure_ap_corr,
                                                  description="Aperture corrections, on the calib_psf_used stars.")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="Applying them.")
+    do_faint_psf_fallback: bool = Field(
+        True, description="Not LSST: when the configured cuts (detection peaks above threshold_value x "
+        "include_threshold_multiplier sigma, the star selector's flux or S/N limit) leave fewer PSF candidates than "
+        "a linear PSF needs (3 x the determiner's min_stars_per_parameter; 1 x for a configured order 0), or their "
+        "PSF fails at every order, detect and select again down to min_snr_fallback and fit the PSF on the larger "
+        "set; the detector is then degraded ('psf_faint_stars: ...'). A field with enough bright stars keeps the "
+        "configured cuts.")
+    min_snr_fallback: float = Field(
+        10.0, ge=5.0, le=1000.0, description="The fainter-star fallback's floor: detection peaks above this many "
+        "sigma and star-selector S/N (source_flux_field) above it, in place of the flux limit. Bounded below by the "
+        "5-sigma detection threshold: fainter stars add noise, not information, to a PSF model.")
 
 
 @dataclasses.dataclass
@@ -225,6 +247,29 @@ class CharacterizeImageTask:
         self.star_selector = ObjectSizeStarSelectorTask(c.star_selector)
         self.psf_determiner = (PixelGridPsfDeterminer(c.pixel_grid_psf_determiner)
                                if c.psf_determiner_name == "pixelgrid" else PcaPsfDeterminer(c.psf_determiner))
+        # The fainter-star fallback: footprints with a peak above min_snr_fallback sigma (never a stricter cut than
+        # the configured one), stars by S/N > min_snr_fallback instead of the flux limit.
+        faint_multiplier = min(c.detection.include_threshold_multiplier,
+                               max(1.0, c.min_snr_fallback / c.detection.threshold_value))
+        self.faint_detection = SourceDetectionTask(c.detection.model_copy(
+            update={"include_threshold_multiplier": faint_multiplier}))
+        self.faint_star_selector = ObjectSizeStarSelectorTask(c.star_selector.model_copy(update={
+            "do_flux_limit": False, "do_signal_to_noise_limit": True, "locus": "smallest_group",
+            "group_half_width_fraction": 0.08, "width_sigma_floor_fraction": 0.05,
+            "signal_to_noise_min": min(c.min_snr_fallback, c.star_selector.signal_to_noise_min)
+            if c.star_selector.do_signal_to_noise_limit else c.min_snr_fallback}))
+        # The faint set spans S/N ~10 to a few hundred: the PCA's equal weights per star (constant_weight) would give
+        # an S/N-10 star's noise the weight of the brightest star, and on the u-band sparse field (8-17 stars) its
+        # kernels came out peaking 1 px off centre on 6 of 8 detectors; weighted by S/N, all 8 passed the checks,
+        # within 0.6-1.2% rms of the true size. The pixel grid weighs its pixels by their variance already.
+        # And the faint stars fit a constant (spatial order 0) only: their noise does not pin down a spatial
+        # variation (in finalize, an order-1 pixel grid on 17 stars of S/N 10-50 left the PSF fluxes of a
+        # detector's S/N > 50 stars 45 mmag faint; a constant, 5 mmag).
+        self.faint_psf_determiner = (
+            PixelGridPsfDeterminer(c.pixel_grid_psf_determiner.model_copy(update={
+                "spatial_order": 0, "spatial_order_per_band": {}}))
+            if c.psf_determiner_name == "pixelgrid" else
+            PcaPsfDeterminer(c.psf_determiner.model_copy(update={"constant_weight": False, "spatial_order": 0})))
         self.normalized_calibration_flux = NormalizedCalibrationFluxTask(c.normalized_calibration_flux)
         self.measure_ap_corr = MeasureApCorrTask(c.measure_ap_corr)
         self.apply_ap_corr = ApplyApCorrTask(c.apply_ap_corr)
@@ -267,13 +312,18 @@ class CharacterizeImageTask:
         # cosmic rays under the initial (wrong) PSF are not flagged forever.
         input_cr = exposure.mask.test("CR").copy() if "CR" in exposure.mask.planes else None
         sources = footprints = None
+        state: dict = {}
         for iteration in range(c.psf_iterations):
             sources, footprints, info = self._detect_measure_and_estimate_psf(
-                exposure, background, idg, iteration, timed, input_cr)
+                exposure, background, idg, iteration, timed, input_cr, state)
             metadata["iterations"].append(info)
 
         last = metadata["iterations"][-1]
         metadata["psf_spatial_order"] = int(last.get("spatial_order_used", last.get("spatial_order", -1)))
+        if last.get("faint_fallback_reason"):
+            # A documented fallback: the PSF was fitted on stars fainter than the configured cuts.
+            metadata["psf_min_snr"] = last["psf_min_snr"]
+            metadata.setdefault("degraded_reasons", []).append(last["faint_fallback_reason"])
         if last.get("order_step_down_reason"):
             # A documented fallback: the PSF of a lower spatial order than configured (too few stars per
             # spatial term, or the configured order's model failed its checks).
@@ -290,7 +340,20 @@ class CharacterizeImageTask:
                                        background=background, metadata=metadata)
 
     # --- steps -----------------------------------------------------------------------------------
-    def _detect_measure_and_estimate_psf(self, exposure, background, idg, iteration, timed, input_cr):
+    def _faint_fallback_threshold(self, band: str | None) -> int:
+        """Non-reserved candidates below which the fainter-star fallback is used: what a linear (order-1) PSF
+        needs at the determiner's ``min_stars_per_parameter`` (3 terms), or a constant's 3 stars when the
+        configured order is 0. Below it the configured cuts would leave a constant PSF from a handful of stars."""
+        c = self.config
+        if c.psf_determiner_name == "pixelgrid":
+            det = c.pixel_grid_psf_determiner
+            order = int(det.spatial_order_per_band.get(band, det.spatial_order)) if band else int(det.spatial_order)
+        else:
+            det = c.psf_determiner
+            order = int(det.spatial_order)
+        return max(1, math.ceil(det.min_stars_per_parameter * n_spatial_terms(min(order, 1))))
+
+    def _detect_measure_and_estimate_psf(self, exposure, background, idg, iteration, timed, input_cr, state):
         c = self.config
         timed("repair", self._repair, exposure, True, input_cr)
         detection = timed("detection", self.detection.run, exposure)
@@ -298,6 +361,63 @@ class CharacterizeImageTask:
             layer = timed("background", make_background, exposure.masked_image, c.background)
             timed("background", _subtract_layer, exposure, layer)
             background.append(layer)
+        sources, footprints = self._deblend_and_measure(exposure, detection, idg, timed)
+        selected = self._select_psf_candidates(exposure, sources, footprints, idg, self.star_selector)
+        band = exposure.visit_info.band if exposure.visit_info is not None else None
+        need = self._faint_fallback_threshold(band)
+        n_fit = selected.n_fit
+        first_error = None
+        psf_result = info = None
+        if not (c.do_faint_psf_fallback and (state.get("faint") or n_fit < need)):
+            try:
+                psf_result, info = timed("psf", self._measure_psf, exposure, sources, selected, iteration,
+                                         self.psf_determiner)
+            except PsfDeterminerError as err:
+                if not c.do_faint_psf_fallback:
+                    raise
+                first_error = err  # the bright stars cannot give a PSF that passes its checks: try fainter ones
+        fallback = None
+        if psf_result is None:
+            # Too few bright stars: detect again, on the same background-subtracted pixels (no new background
+            # layer), keeping every footprint with a peak above min_snr_fallback sigma, and select stars by S/N
+            # instead of the flux limit. The faint set contains the bright one; a field rich enough for the
+            # configured cuts never gets here.
+            faint_detection = timed("detection", self.faint_detection.run, exposure)
+            f_sources, f_footprints = self._deblend_and_measure(exposure, faint_detection, idg, timed)
+            f_selected = self._select_psf_candidates(exposure, f_sources, f_footprints, idg, self.faint_star_selector)
+            why = (f"the configured cuts' fit failed ({type(first_error).__name__}: {first_error})" if first_error
+                   else f"the configured cuts leaving {n_fit}, fewer than the {need} of a linear PSF")
+            order = (c.pixel_grid_psf_determiner.spatial_order_per_band.get(band, c.pixel_grid_psf_determiner.spatial_order)
+                     if c.psf_determiner_name == "pixelgrid" else c.psf_determiner.spatial_order)
+            fallback = (f"psf_faint_stars: PSF candidates down to S/N {c.min_snr_fallback:g} ({f_selected.n_fit} to "
+                        f"fit, a constant PSF: spatial order 0 instead of {order}), {why}")
+            if f_selected.n_fit <= n_fit and first_error is not None:
+                raise first_error  # no fainter star to add: the configured cuts' failure stands
+            if f_selected.n_fit > n_fit:
+                log.warning("PSF iteration %d: %s", iteration + 1, fallback)
+                sources, footprints, selected = f_sources, f_footprints, f_selected
+                state["faint"] = True  # the next iteration goes straight to the faint cuts
+                determiner = self.faint_psf_determiner
+            else:  # nothing fainter: the configured cuts' candidates, as without the fallback
+                fallback, determiner = None, self.psf_determiner
+            try:
+                psf_result, info = timed("psf", self._measure_psf, exposure, sources, selected, iteration, determiner)
+            except PsfDeterminerError as err:
+                if first_error is not None:
+                    err.add_note(f"with the configured cuts ({n_fit} candidates): {type(first_error).__name__}: "
+                                 f"{first_error}")
+                raise
+        info["n_candidates_configured_cuts"] = int(n_fit)
+        info["faint_fallback_threshold"] = int(need)
+        if fallback:
+            info["psf_min_snr"] = float(c.min_snr_fallback)
+            info["faint_fallback_reason"] = fallback
+        exposure.psf = psf_result.psf
+        return sources, footprints, info
+
+    def _deblend_and_measure(self, exposure, detection, idg, timed):
+        """The positive detections of ``detection`` deblended and measured with the exposure's current PSF."""
+        c = self.config
         keep = np.flatnonzero(~np.asarray(detection.sources["is_negative"], dtype=bool))
         footprints = [detection.footprints[k] for k in keep]
         sources = Table({"id": idg.source_ids(len(keep)), "parent": np.zeros(len(keep), np.int64)})
@@ -307,9 +427,7 @@ class CharacterizeImageTask:
         else:
             sources["deblend_nChild"] = np.zeros(len(sources), np.int32)
         timed("measurement", self.measurement.run, sources, exposure, footprints, exposure_id=idg.catalog_id)
-        psf_result, info = timed("psf", self._measure_psf, exposure, sources, footprints, idg, iteration)
-        exposure.psf = psf_result.psf
-        return sources, footprints, info
+        return sources, footprints
 
     def _repair(self, exposure, keep_crs: bool, input_cr):
         if input_cr is not None:
@@ -317,10 +435,11 @@ class CharacterizeImageTask:
             exposure.mask.set("CR", input_cr)
         return self.repair.run(exposure, keep_crs=keep_crs)
 
-    def _measure_psf(self, exposure, sources, footprints, idg, iteration):
+    def _select_psf_candidates(self, exposure, sources, footprints, idg, star_selector) -> "_PsfSelection":
+        """Stars by ``star_selector``, their candidate stamps and the reserve (seeded by the catalog id)."""
         c = self.config
         n = len(sources)
-        selection = self.star_selector.run(sources, exposure)
+        selection = star_selector.run(sources, exposure)
         stars = np.flatnonzero(selection.selected)
         # Candidates' blend masking needs each star's top-level footprint (all the blend's peaks).
         parent = np.asarray(sources["parent"], dtype=np.int64)
@@ -344,11 +463,18 @@ class CharacterizeImageTask:
             n_res = int(round(c.reserve_fraction * len(candidates)))
             rng = np.random.RandomState(idg.catalog_id & 0xFFFFFFFF)
             reserved[np.sort(rng.choice(len(candidates), n_res, replace=False))] = True
+        return _PsfSelection(selection, stars, candidates, cand_rows, reserved)
+
+    def _measure_psf(self, exposure, sources, selected: "_PsfSelection", iteration, determiner):
+        c = self.config
+        n = len(sources)
+        selection, stars, candidates = selected.selection, selected.stars, selected.candidates
+        cand_rows, reserved = selected.cand_rows, selected.reserved
         info = {"iteration": iteration, "n_selected": int(stars.size), "n_candidates": int(len(candidates)),
                 "n_reserved": int(reserved.sum()), "locus_width": selection.locus_center,
                 "locus_sigma": selection.locus_sigma}
         try:
-            result = self.psf_determiner.determine_psf(candidates, exposure.bbox, reserved=reserved)
+            result = determiner.determine_psf(candidates, exposure.bbox, reserved=reserved)
         except PsfDeterminerError as err:
             err.add_note(f"CharacterizeImageTask, PSF iteration {iteration + 1} of {c.psf_iterations}: "
                          f"{stars.size} stars selected by objectSize from {n} sources, {len(candidates)} PSF "
@@ -392,6 +518,23 @@ class CharacterizeImageTask:
         if reasons:
             metadata.setdefault("degraded_reasons", []).append("aperture correction: " + "; ".join(reasons))
         metadata["timings"]["ap_corr"] = metadata["timings"].get("ap_corr", 0.0) + time.perf_counter() - t0
+
+
+@dataclasses.dataclass(frozen=True)
+class _PsfSelection:
+    """The star selector's result, the selected rows, their candidate stamps, the rows of the candidates and
+    which candidates are reserved."""
+
+    selection: object
+    stars: np.ndarray
+    candidates: object
+    cand_rows: np.ndarray
+    reserved: np.ndarray
+
+    @property
+    def n_fit(self) -> int:
+        """Candidates the determiner may fit (not reserved)."""
+        return int(np.count_nonzero(~self.reserved))
 
 
 def _subtract_layer(exposure: Exposure, layer) -> None:

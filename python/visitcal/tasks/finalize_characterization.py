@@ -39,9 +39,19 @@ Sparse fields (not LSST): an aperture correction fitted at a lower order or from
 (`MeasureApCorrTask`'s fallbacks) makes the detector ``degraded``, the reason in its message; a detector whose
 own aperture correction fails (``ap_corr_failed`` with a PSF) takes the visit-level one
 (`apply_visit_level_ap_corr`: a constant per flux on the pooled stars of the visit's detectors), ``degraded``
-too. ``refit_psf_star``'s metadata carries ``DEGRADED`` / ``DEGRADED_REASON``. A detector whose PSF fails
-still has no row with a PSF: a visit-level PSF (the visit's candidates pooled, each in its own detector's
-pixels, into an order-0 model of the determiner) is not built yet.
+too. ``refit_psf_star``'s metadata carries ``DEGRADED`` / ``DEGRADED_REASON``.
+
+Sparse fields, the PSF (not LSST): when the selector's S/N cut (50) leaves fewer non-reserved candidates than a
+linear PSF needs (3 x the determiner's ``min_stars_per_parameter``), or their PSF fails at every order, the
+isolated stars down to S/N ``min_snr_fallback`` (10) are taken and the PSF fitted as a constant (spatial order
+0: faint stars do not pin down a spatial variation), ``degraded`` (``psf_faint_stars: ...``). A detector whose
+own stars still give no PSF (`PSF_FAILURES`) takes a visit-level one (``do_visit_level_psf``,
+`apply_visit_level_psf`): the determiner at spatial order 0 fitted on the non-reserved candidates of all the
+visit's detectors, each stamp in its own detector's pixels, checked as any model, then the detector's
+measurement and aperture correction as usual; ``degraded`` (``psf_visit_level: a constant PSF from N stars of M
+detectors (...; own fit: ...)``). On a u-band visit whose detectors fail their own PSF, the visit-level PSF's
+size at each detector's centre was within 0.5% of the truth (13-17 stars of 4 detectors). Both modes (visit
+task, detector tasks + consolidation) apply the visit-level PSF, then the visit-level ap corr, the same way.
 
 Footprints
     The ``single_visit_star`` catalog does not carry footprints. They are rebuilt from the calexp: every
@@ -100,7 +110,8 @@ from ..psf.pca import PcaPsfDeterminer, PcaPsfDeterminerConfig
 from ..core.persistence import component_from_table, component_to_table
 from ..psf.pixel_grid import PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
 from ..psf.candidates import PsfCandidatesConfig, footprint_index_of, make_psf_candidates
-from ..psf.determiner import PsfFitError, PsfTooFewStarsError
+from ..psf.candidates import PsfCandidates
+from ..psf.determiner import PsfDeterminerError, PsfFitError, PsfTooFewStarsError, n_spatial_terms
 from .reserve_isolated_stars import ReserveIsolatedStarsConfig, ReserveIsolatedStarsTask
 from ..measurement.single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameMeasurementTask, SlotsConfig
 from ..measurement.source_selector import (
@@ -121,10 +132,13 @@ __all__ = [
     "FinalizeCharacterizationResult",
     "FinalizeCharacterizationTask",
     "NoWorkFound",
+    "PSF_FAILURES",
     "PsfDeterminerChoice",
     "STATUSES",
     "apply_visit_level_ap_corr",
+    "apply_visit_level_psf",
     "concat_isolated_star_cats",
+    "pool_psf_candidates",
     "read_psf_ap_corr_cat",
     "write_psf_ap_corr_cat",
 ]
@@ -220,6 +234,19 @@ class FinalizeCharacterizationConfig(BaseModel):
     measure_ap_corr: MeasureApCorrConfig = Field(default_factory=_default_measure_ap_corr,
                                                  description="Aperture corrections (base_PsfFlux S/N > 200).")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="Applying them.")
+    do_faint_psf_fallback: bool = Field(True, description="Not LSST: when the selector's S/N cut leaves fewer "
+                                        "non-reserved PSF candidates than a linear PSF needs (3 x the determiner's "
+                                        "min_stars_per_parameter; 1 x for a configured order 0), or their PSF fails "
+                                        "at every order, select again down to S/N min_snr_fallback; the detector is "
+                                        "then degraded ('psf_faint_stars: ...').")
+    min_snr_fallback: float = Field(10.0, ge=5.0, le=1000.0, description="The fainter-star fallback's lower S/N "
+                                    "limit (on the selector's flux): the isolated-star association keeps sources "
+                                    "above S/N 8, so fainter ones could not be matched anyway.")
+    do_visit_level_psf: bool = Field(True, description="Not LSST: a detector whose own stars give no PSF (too few "
+                                     "stars, or a model failing its checks, even with fainter stars) takes one "
+                                     "fitted on the PSF candidates of all the visit's detectors, each star in its own "
+                                     "detector's pixels, at spatial order 0 (a constant over the detector), checked "
+                                     "as any PSF; the detector is degraded ('psf_visit_level: ...'). LSST fails it.")
     do_visit_level_ap_corr: bool = Field(True, description="Not LSST: a detector whose aperture correction could "
                                          "not be measured from its own stars (``ap_corr_failed`` with a PSF) takes a "
                                          "constant per flux fitted on the stars of all the visit's detectors, and is "
@@ -529,6 +556,21 @@ class _DetectorOutput:
     status: DetectorStatus
 
 
+@dataclasses.dataclass
+class _Selection:
+    """One detector's selected isolated stars and the candidate stamps of the non-reserved ones (or the
+    failure, ``(status, error)``, that ends the detector)."""
+
+    n_selected: int = 0
+    selected: Table | None = None
+    sel_index: np.ndarray | None = None
+    cx: np.ndarray | None = None
+    cy: np.ndarray | None = None
+    candidates: object = None
+    cand_rows: np.ndarray | None = None
+    failure: tuple | None = None
+
+
 class FinalizeCharacterizationTaskBase:
     """What the visit and detector tasks share: the subtasks and the per-detector work."""
 
@@ -538,6 +580,10 @@ class FinalizeCharacterizationTaskBase:
         self.config = config if config is not None else FinalizeCharacterizationConfig()
         c = self.config
         self.source_selector = ScienceSourceSelectorTask(c.source_selector)
+        # the fainter-star fallback: the same selector with its S/N floor lowered to min_snr_fallback
+        self.faint_source_selector = ScienceSourceSelectorTask(c.source_selector.model_copy(update={
+            "signal_to_noise": c.source_selector.signal_to_noise.model_copy(update={
+                "minimum": min(c.min_snr_fallback, c.source_selector.signal_to_noise.minimum or c.min_snr_fallback)})}))
         self.reserve_selection = ReserveIsolatedStarsTask(c.reserve_selection)
         self.psf_determiner = c.psf_determiner.make()
         self.measurement = SingleFrameMeasurementTask(c.measurement)
@@ -642,12 +688,108 @@ class FinalizeCharacterizationTaskBase:
         return out
 
     # --- one detector (LSST's compute_psf_and_ap_corr_map) ---------------------------------------
+    def _configured_order(self, band: str | None) -> int:
+        """The determiner's configured spatial order (for ``band``)."""
+        det = self.config.psf_determiner
+        cfg = det.pixelgrid if det.name == "pixelgrid" else det.pca
+        order = int(cfg.spatial_order)
+        if det.name == "pixelgrid" and band:
+            order = int(cfg.spatial_order_per_band.get(band, order))
+        return order
+
+    def _faint_fallback_threshold(self, band: str | None) -> int:
+        """Non-reserved candidates below which the fainter-star fallback is tried: what a linear (order-1) PSF
+        needs at the determiner's ``min_stars_per_parameter``, or 1 x that for a configured order 0."""
+        det = self.config.psf_determiner
+        cfg = det.pixelgrid if det.name == "pixelgrid" else det.pca
+        return max(1, math.ceil(cfg.min_stars_per_parameter * n_spatial_terms(min(self._configured_order(band), 1))))
+
+    def _select_psf_stars(self, exposure: Exposure, src: Table, isolated_source_table: Table, footprints, fp_index,
+                          selector) -> "_Selection":
+        """Steps 2-7 of the module docstring with ``selector``: the selected isolated stars and the candidate
+        stamps of the non-reserved ones, or the failure (``kind``, error) that ends the detector."""
+        c = self.config
+        good = selector.run(src)
+        n_selected = int(good.sum())
+        if not good.any():
+            return _Selection(n_selected=0, failure=("no_selected_sources", None))
+        rows = np.flatnonzero(good)
+        # 4. exact id match to the isolated sources
+        iso_ids = np.asarray(isolated_source_table[c.id_column], dtype=np.int64)
+        iso_reserved = np.asarray(isolated_source_table["reserved"], dtype=bool)
+        order = np.argsort(iso_ids, kind="stable")
+        sorted_ids = iso_ids[order]
+        ids = np.asarray(src["id"], dtype=np.int64)[rows]
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
+        matched = (sorted_ids[pos] == ids) if len(sorted_ids) else np.zeros(ids.size, bool)
+        if not matched.any():
+            return _Selection(n_selected=n_selected, failure=("no_isolated_matches", RuntimeError(
+                "no selected source is an isolated star (probably an earlier astrometry failure)")))
+        rows = rows[matched]
+        # 3. the selected rows with the extra columns, candidate / reserved flags set
+        selected = src[rows]
+        n = len(selected)
+        selected["psf_color_value"] = np.full(n, np.nan, np.float32)
+        selected["psf_color_type"] = np.full(n, "", dtype="U10")
+        selected["psf_max_value"] = np.full(n, np.nan, np.float32)
+        selected["calib_psf_candidate"] = np.ones(n, bool)
+        selected["calib_psf_reserved"] = iso_reserved[order[pos[matched]]]
+        selected["calib_psf_used"] = np.zeros(n, bool)
+        sel_index = fp_index[rows]
+        # 7. candidates: psf_max_value of every row; stamps of the non-reserved ones for the fit
+        cand_cfg = c.make_psf_candidates
+        name = cand_cfg.centroid_name
+        cx = np.asarray(selected[resolve_column(selected, "slot_Centroid_x")], dtype=np.float64)
+        cy = np.asarray(selected[resolve_column(selected, "slot_Centroid_y")], dtype=np.float64)
+        reserved = np.asarray(selected["calib_psf_reserved"], dtype=bool)
+        out = _Selection(n_selected=n_selected, selected=selected, sel_index=sel_index, cx=cx, cy=cy)
+        try:
+            every = make_psf_candidates(exposure, {name + "_x": cx, name + "_y": cy}, footprints,
+                                        cand_cfg.model_copy(update={"max_candidates": n}), footprint_index=sel_index)
+            selected["psf_max_value"] = np.asarray(every.table["psf_max_value"], dtype=np.float32)
+            fit_rows = np.flatnonzero(~reserved)
+            candidates = make_psf_candidates(exposure, {name + "_x": cx[fit_rows], name + "_y": cy[fit_rows]},
+                                             footprints, cand_cfg, footprint_index=sel_index[fit_rows])
+        except Exception as err:  # noqa: BLE001 - LSST's semantics: any failure here -> unmeasured rows
+            out.failure = ("candidates_failed", err)
+            return out
+        out.candidates = candidates
+        out.cand_rows = fit_rows[np.asarray(candidates.table["used"], bool)]
+        return out
+
+    def _fit_psf(self, candidates, bbox, band, *, constant: bool = False):
+        """The configured determiner's fit; ``constant``: at spatial order 0 (the fainter-star fallback, whose
+        noisy stars do not pin down a spatial variation: an order-1 pixel grid on 17 stars of S/N 10-50 left the
+        PSF fluxes of a detector's S/N > 50 stars 45 mmag faint)."""
+        det = _order0_choice(self.config.psf_determiner).make() if constant else self.psf_determiner
+        if self.config.psf_determiner.name == "pixelgrid":
+            return det.determine_psf(candidates, bbox, band=band)
+        return det.determine_psf(candidates, bbox)
+
+    def psf_candidates(self, exposure: Exposure, src: Table, isolated_source_table: Table, *,
+                       band: str | None = None):
+        """The non-reserved PSF candidates of one detector, as `compute_psf_and_ap_corr_map` chooses them (the
+        fainter-star fallback included), for pooling into a visit-level PSF; None when there are none."""
+        footprints, fp_index = footprints_from_detected(exposure, src)
+        sel = self._select_psf_stars(exposure, src, isolated_source_table, footprints, fp_index,
+                                     self.source_selector)
+        n_fit = len(sel.candidates) if sel.candidates is not None else 0
+        if self.config.do_faint_psf_fallback and n_fit < self._faint_fallback_threshold(band):
+            faint = self._select_psf_stars(exposure, src, isolated_source_table, footprints, fp_index,
+                                           self.faint_source_selector)
+            if faint.candidates is not None and len(faint.candidates) > n_fit:
+                sel = faint
+        return sel.candidates if sel.candidates is not None and len(sel.candidates) else None
+
     def compute_psf_and_ap_corr_map(self, visit: int, detector: int, exposure: Exposure, src: Table,
-                                    isolated_source_table: Table, *, band: str | None = None) -> _DetectorOutput:
+                                    isolated_source_table: Table, *, band: str | None = None,
+                                    visit_psf=None) -> _DetectorOutput:
         """PSF, ap-corr map and measured star table of one detector, with its `DetectorStatus`.
 
         ``exposure`` is not modified (the new PSF goes on a shallow copy; the measurement's noise
         replacement restores the pixels). ``measured`` is None exactly when the detector gets no row.
+        ``visit_psf``: ``(psf, reason)``, a visit-level PSF (`apply_visit_level_psf`) used instead of a fit of
+        the detector's own stars, the detector degraded with ``reason``.
         """
         c = self.config
         status = DetectorStatus(detector=int(detector))
@@ -664,91 +806,104 @@ class FinalizeCharacterizationTaskBase:
         t0 = time.perf_counter()
         # 1. footprints of every source, for noise replacement
         footprints, fp_index = footprints_from_detected(exposure, src)
-        # 2. selection
-        good = self.source_selector.run(src)
-        status.n_selected = int(good.sum())
-        if not good.any():
+        # 2-7. selection, isolated-star match, candidates
+        sel = self._select_psf_stars(exposure, src, isolated_source_table, footprints, fp_index, self.source_selector)
+        need = self._faint_fallback_threshold(band)
+        n_fit = len(sel.candidates) if sel.candidates is not None else 0
+        faint_reason = ""
+        bright = sel
+        if c.do_faint_psf_fallback and n_fit < need:
+            # Too few stars above the selector's S/N for more than a constant PSF from a handful of them (a sparse
+            # field, a blue band): fainter isolated stars, the configured cut's ones among them.
+            faint = self._select_psf_stars(exposure, src, isolated_source_table, footprints, fp_index,
+                                           self.faint_source_selector)
+            n_faint = len(faint.candidates) if faint.candidates is not None else 0
+            if n_faint > n_fit:
+                faint_reason = (f"psf_faint_stars: PSF candidates down to S/N {c.min_snr_fallback:g} ({n_faint} to "
+                                f"fit, a constant PSF: spatial order 0 instead of {self._configured_order(band)}), the "
+                                f"configured S/N cut leaving {n_fit}, fewer than the {need} of a linear PSF")
+                sel = faint
+        status.n_selected = sel.n_selected
+        if sel.failure is not None and sel.failure[0] in ("no_selected_sources", "no_isolated_matches"):
             timings["selection"] = time.perf_counter() - t0
-            return fail("no_selected_sources")
-        rows = np.flatnonzero(good)
-        # 4. exact id match to the isolated sources
-        iso_ids = np.asarray(isolated_source_table[c.id_column], dtype=np.int64)
-        iso_reserved = np.asarray(isolated_source_table["reserved"], dtype=bool)
-        order = np.argsort(iso_ids, kind="stable")
-        sorted_ids = iso_ids[order]
-        ids = np.asarray(src["id"], dtype=np.int64)[rows]
-        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(sorted_ids) - 1, 0))
-        matched = (sorted_ids[pos] == ids) if len(sorted_ids) else np.zeros(ids.size, bool)
-        if not matched.any():
-            timings["selection"] = time.perf_counter() - t0
-            return fail("no_isolated_matches", RuntimeError("no selected source is an isolated star (probably an "
-                                                            "earlier astrometry failure)"))
-        rows = rows[matched]
-        # 3. the selected rows with the extra columns, candidate / reserved flags set
-        selected = src[rows]
+            return fail(*sel.failure)
+        selected, sel_index, cx, cy = sel.selected, sel.sel_index, sel.cx, sel.cy
         n = len(selected)
-        selected["psf_color_value"] = np.full(n, np.nan, np.float32)
-        selected["psf_color_type"] = np.full(n, "", dtype="U10")
-        selected["psf_max_value"] = np.full(n, np.nan, np.float32)
-        selected["calib_psf_candidate"] = np.ones(n, bool)
-        selected["calib_psf_reserved"] = iso_reserved[order[pos[matched]]]
-        selected["calib_psf_used"] = np.zeros(n, bool)
         status.n_matched = n
         status.n_reserved = int(np.sum(selected["calib_psf_reserved"]))
-        sel_index = fp_index[rows]
         timings["selection"] = time.perf_counter() - t0
-
-        # 7. candidates: psf_max_value of every row; stamps of the non-reserved ones for the fit
-        t0 = time.perf_counter()
-        cand_cfg = c.make_psf_candidates
-        name = cand_cfg.centroid_name
-        cx = np.asarray(selected[resolve_column(selected, "slot_Centroid_x")], dtype=np.float64)
-        cy = np.asarray(selected[resolve_column(selected, "slot_Centroid_y")], dtype=np.float64)
-        reserved = np.asarray(selected["calib_psf_reserved"], dtype=bool)
-        try:
-            every = make_psf_candidates(exposure, {name + "_x": cx, name + "_y": cy}, footprints,
-                                        cand_cfg.model_copy(update={"max_candidates": n}), footprint_index=sel_index)
-            selected["psf_max_value"] = np.asarray(every.table["psf_max_value"], dtype=np.float32)
-            fit_rows = np.flatnonzero(~reserved)
-            candidates = make_psf_candidates(exposure, {name + "_x": cx[fit_rows], name + "_y": cy[fit_rows]},
-                                             footprints, cand_cfg, footprint_index=sel_index[fit_rows])
-        except Exception as err:  # noqa: BLE001 - LSST's semantics: any failure here -> unmeasured rows
-            timings["candidates"] = time.perf_counter() - t0
-            return fail("candidates_failed", err, measured=self._map_to_output(selected))
-        cand_rows = fit_rows[np.asarray(candidates.table["used"], bool)]
+        if sel.failure is not None:  # candidates_failed
+            timings["candidates"] = 0.0
+            return fail(*sel.failure, measured=self._map_to_output(selected))
+        candidates, cand_rows = sel.candidates, sel.cand_rows
         status.n_candidates = len(candidates)
-        timings["candidates"] = time.perf_counter() - t0
 
         # 9. the PSF fit
         t0 = time.perf_counter()
-        try:
-            if c.psf_determiner.name == "pixelgrid":
-                result = self.psf_determiner.determine_psf(candidates, exposure.bbox, band=band)
-            else:
-                result = self.psf_determiner.determine_psf(candidates, exposure.bbox)
-        except PsfTooFewStarsError as err:
-            timings["psf"] = time.perf_counter() - t0
-            return fail("psf_too_few_stars", err, measured=self._map_to_output(selected))
-        except PsfFitError as err:
-            timings["psf"] = time.perf_counter() - t0
-            return fail("psf_check_failed", err, measured=self._map_to_output(selected))
-        except Exception as err:  # noqa: BLE001 - any fit failure gives a row without PSF (as LSST)
-            timings["psf"] = time.perf_counter() - t0
-            return fail("psf_fit_failed", err, measured=self._map_to_output(selected))
-        psf = result.psf
-        ax, ay = psf.average_position
-        if not math.isfinite(psf.compute_shape(ax, ay).determinant_radius):
-            timings["psf"] = time.perf_counter() - t0
-            return fail("psf_nan_size", RuntimeError(f"PSF size at ({ax:.1f}, {ay:.1f}) is NaN"),
-                        measured=self._map_to_output(selected))
-        md = result.metadata
-        status.psf_spatial_order = int(md.get("spatial_order_used", md.get("spatial_order", -1)))
-        if result.order_reduced:
-            status.degraded_reason = (f"psf_order_reduced: spatial order {status.psf_spatial_order} instead of "
-                                      f"{md['spatial_order_configured']} ({md.get('order_step_down_reason', '')})")
-            log.warning("visit %d detector %d: %s", visit, detector, status.degraded_reason)
-        used = np.zeros(n, bool)
-        used[cand_rows[np.asarray(result.used, bool)]] = True
+        reasons = []
+        if visit_psf is not None:
+            psf, visit_reason = visit_psf
+            status.psf_spatial_order = 0
+            reasons.append(visit_reason)
+            used = np.zeros(n, bool)
+        else:
+            try:
+                try:
+                    result = self._fit_psf(candidates, exposure.bbox, band, constant=bool(faint_reason))
+                except (PsfTooFewStarsError, PsfFitError) as err:
+                    if not (c.do_faint_psf_fallback and not faint_reason):
+                        raise
+                    # the configured cut's stars give no PSF that passes its checks: add the fainter ones
+                    faint = self._select_psf_stars(exposure, src, isolated_source_table, footprints, fp_index,
+                                                   self.faint_source_selector)
+                    if faint.candidates is None or len(faint.candidates) <= len(candidates):
+                        raise
+                    faint_reason = (f"psf_faint_stars: PSF candidates down to S/N {c.min_snr_fallback:g} "
+                                    f"({len(faint.candidates)} to fit, a constant PSF: spatial order 0 instead of "
+                                    f"{self._configured_order(band)}), the configured S/N cut's fit failed "
+                                    f"({type(err).__name__}: {err})")
+                    sel = faint
+                    selected, sel_index, cx, cy = sel.selected, sel.sel_index, sel.cx, sel.cy
+                    n = len(selected)
+                    status.n_selected, status.n_matched = sel.n_selected, n
+                    status.n_reserved = int(np.sum(selected["calib_psf_reserved"]))
+                    candidates, cand_rows = sel.candidates, sel.cand_rows
+                    status.n_candidates = len(candidates)
+                    result = self._fit_psf(candidates, exposure.bbox, band, constant=True)
+            except PsfTooFewStarsError as err:
+                timings["psf"] = time.perf_counter() - t0
+                out = fail("psf_too_few_stars", err, measured=self._map_to_output(selected))
+                status.degraded_reason = faint_reason
+                return out
+            except PsfFitError as err:
+                timings["psf"] = time.perf_counter() - t0
+                out = fail("psf_check_failed", err, measured=self._map_to_output(selected))
+                status.degraded_reason = faint_reason
+                return out
+            except Exception as err:  # noqa: BLE001 - any fit failure gives a row without PSF (as LSST)
+                timings["psf"] = time.perf_counter() - t0
+                out = fail("psf_fit_failed", err, measured=self._map_to_output(selected))
+                status.degraded_reason = faint_reason
+                return out
+            psf = result.psf
+            ax, ay = psf.average_position
+            if not math.isfinite(psf.compute_shape(ax, ay).determinant_radius):
+                timings["psf"] = time.perf_counter() - t0
+                return fail("psf_nan_size", RuntimeError(f"PSF size at ({ax:.1f}, {ay:.1f}) is NaN"),
+                            measured=self._map_to_output(selected))
+            md = result.metadata
+            status.psf_spatial_order = int(md.get("spatial_order_used", md.get("spatial_order", -1)))
+            if faint_reason:
+                reasons.append(faint_reason)
+                log.warning("visit %d detector %d: %s", visit, detector, faint_reason)
+            if result.order_reduced:
+                reason = (f"psf_order_reduced: spatial order {status.psf_spatial_order} instead of "
+                          f"{md['spatial_order_configured']} ({md.get('order_step_down_reason', '')})")
+                reasons.append(reason)
+                log.warning("visit %d detector %d: %s", visit, detector, reason)
+            used = np.zeros(n, bool)
+            used[cand_rows[np.asarray(result.used, bool)]] = True
+        status.degraded_reason = "; ".join(reasons)
         selected["calib_psf_used"] = used
         status.n_used = int(used.sum())
         timings["psf"] = time.perf_counter() - t0
@@ -874,6 +1029,9 @@ class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
             tables.append(self._finish_detector(out, visit, det, template))
             inputs[det] = (exposure.bbox, exposure.ap_corr_map)
         result = self._assemble(visit, rows, tables, template, statuses)
+        if self.config.do_visit_level_psf:
+            pairs = {det: (lambda d=det: (_load(src_dict[d]), _load(calexp_dict[d]))) for det in detectors}
+            apply_visit_level_psf(result, pairs, self.config, visit=visit, band=band, isolated_source_table=iso)
         if self.config.do_visit_level_ap_corr:
             apply_visit_level_ap_corr(result, inputs, self.config)
         return result
@@ -959,6 +1117,144 @@ class ConsolidateFinalizeCharacterizationDetectorTask:
         result = FinalizeCharacterizationResult(psf_ap_corr_cat=cat, output_table=table)
         _mark_degraded(result)
         return result
+
+
+#: Detector statuses whose PSF could not be fitted from the detector's own stars (`apply_visit_level_psf`).
+PSF_FAILURES = ("psf_too_few_stars", "psf_check_failed", "psf_fit_failed", "psf_nan_size")
+
+
+def _order0_choice(choice: PsfDeterminerChoice) -> PsfDeterminerChoice:
+    """The determiner choice at spatial order 0 (a constant over the detector)."""
+    if choice.name == "pixelgrid":
+        return choice.model_copy(update={"pixelgrid": choice.pixelgrid.model_copy(update={
+            "spatial_order": 0, "spatial_order_per_band": {}})})
+    return choice.model_copy(update={"pca": choice.pca.model_copy(update={"spatial_order": 0})})
+
+
+def pool_psf_candidates(parts: Mapping) -> PsfCandidates | None:
+    """One `PsfCandidates` of the stamps of several detectors' candidates (``parts``: detector -> `PsfCandidates`
+    or None), each stamp with its own detector's origin ``xy0`` and centroid: the stars stay in their own
+    detector's pixels. The table has one row per stamp (all ``used``) and a ``detector`` column."""
+    parts = {d: p for d, p in parts.items() if p is not None and len(p)}
+    if not parts:
+        return None
+    keys = ("x", "y", "footprint_index", "psf_max_value", "used", "skip_reason")
+    table = {k: [] for k in keys}
+    table["detector"] = []
+    for d, p in parts.items():
+        kept = np.asarray(p.table["used"], bool)
+        for key in keys:
+            table[key].append(np.asarray(p.table[key])[kept])
+        table["detector"].append(np.full(int(kept.sum()), int(d), np.int64))
+    table = {k: np.concatenate(v) for k, v in table.items()}
+    table["index"] = np.arange(table["x"].size, dtype=np.int64)
+    ps = list(parts.values())
+    return PsfCandidates(np.concatenate([p.image for p in ps]), np.concatenate([p.mask for p in ps]),
+                         np.concatenate([p.variance for p in ps]), np.concatenate([p.xy0 for p in ps]), table)
+
+
+def apply_visit_level_psf(result: FinalizeCharacterizationResult, inputs: Mapping, config: FinalizeCharacterizationConfig,
+                          *, visit: int, band: str | None, isolated_source_table: Table) -> list[int]:
+    """Give every detector of ``result`` whose own stars gave no PSF (a status of `PSF_FAILURES`, even after
+    the fainter-star fallback) a visit-level one, then its measurement and aperture correction as usual. Not
+    LSST, which fails the detector.
+
+    The visit-level PSF is the configured determiner at spatial order 0 (a constant over the detector, the failing
+    detector's bbox) fitted on the non-reserved PSF candidates of every detector of ``inputs``
+    (`FinalizeCharacterizationTaskBase.psf_candidates`, the failing one's own included), each stamp in its own
+    detector's pixels; the determiner checks it as any model (`visitcal.psf.checks`). The PSF varies over the
+    focal plane, so the model is the visit's mean PSF: degraded. The detector's row gets it, status ``degraded``
+    (or a later failure's, e.g. ``ap_corr_failed``, which `apply_visit_level_ap_corr` may then answer) and the
+    message ``"psf_visit_level: a constant PSF from N stars of M detectors (own fit: ...)"``; its star-table
+    rows are remeasured with it (``calib_psf_used`` False: the fit was the visit's). A pooled fit that fails too
+    leaves the detector as it was, the pooled error added to its message.
+
+    Parameters
+    ----------
+    result : `FinalizeCharacterizationResult`
+        A visit's result (the visit task's, or the consolidated detector tasks'), modified in place.
+    inputs : mapping detector -> (``src``, `Exposure`), or a callable returning that pair
+        Every detector of the visit with an input catalog and exposure.
+    config : `FinalizeCharacterizationConfig`
+    visit : int
+    band : str or None
+    isolated_source_table : astropy.table.Table
+        This visit's isolated sources with their reserve flags (`concat_isolated_star_cats`).
+
+    Returns
+    -------
+    list of int
+        The detectors given a visit-level PSF.
+    """
+    cat = result.psf_ap_corr_cat
+    failed = [int(d) for d, st, p in zip(cat["detector"], cat["status"], cat["psf"])
+              if str(st) in PSF_FAILURES and p is None]
+    if not failed:
+        return []
+    task = FinalizeCharacterizationTask(config)
+    loaded = {int(d): _load(inputs[d]) for d in sorted(inputs)}
+    pooled = pool_psf_candidates({d: task.psf_candidates(exp, src, isolated_source_table, band=band)
+                                  for d, (src, exp) in loaded.items()})
+    order0 = _order0_choice(config.psf_determiner)
+    determiner = order0.make()
+    done = []
+    statuses = [str(x) for x in cat["status"]]
+    messages = [str(m) for m in cat["message"]]
+    psfs, maps = list(cat["psf"]), list(cat["ap_corr_map"])
+    new_tables = {}
+    template = None
+    for det in failed:
+        k = int(np.flatnonzero(np.asarray(cat["detector"]) == det)[0])
+        src, exposure = loaded[det]
+        if pooled is None:
+            messages[k] = f"{messages[k]}; no PSF candidate in the visit for a visit-level PSF"
+            continue
+        try:
+            fit = (determiner.determine_psf(pooled, exposure.bbox, band=band) if order0.name == "pixelgrid"
+                   else determiner.determine_psf(pooled, exposure.bbox))
+            ax, ay = fit.psf.average_position
+            if not math.isfinite(fit.psf.compute_shape(ax, ay).determinant_radius):
+                raise PsfFitError("size", "the visit-level PSF's size is NaN", 0)
+        except (PsfDeterminerError, RuntimeError, ValueError) as err:
+            log.warning("visit %d detector %d: the visit-level PSF failed too: %s", visit, det, err)
+            messages[k] = f"{messages[k]}; the visit-level PSF failed too: {err}"
+            continue
+        n_used = int(np.count_nonzero(fit.used))
+        n_dets = len(set(np.asarray(pooled.table["detector"])[np.asarray(fit.used, bool)].tolist()))
+        reason = (f"psf_visit_level: a constant PSF from {n_used} stars of {n_dets} detector"
+                  f"{'s' if n_dets != 1 else ''} (spatial order 0; own fit: {messages[k]})")
+        out = task.compute_psf_and_ap_corr_map(visit, det, exposure, src, isolated_source_table, band=band,
+                                               visit_psf=(fit.psf, reason))
+        if out.status.status in ("ok",) or out.status.ok:
+            out.status.status, out.status.message = "degraded", out.status.message or reason
+        elif not out.status.message.startswith(reason):
+            out.status.message = f"{reason}; then {out.status.status}: {out.status.message}"
+        out.status.degraded_reason = reason
+        log.warning("visit %d detector %d: %s", visit, det, reason)
+        if template is None:
+            template = task._output_template(src, exposure)
+        if out.measured is not None:
+            new_tables[det] = task._finish_detector(out, visit, det, template)
+        psfs[k], maps[k], statuses[k], messages[k] = out.psf, out.ap_corr_map, out.status.status, out.status.message
+        result.detector_status[det] = out.status
+        done.append(det)
+    if done:
+        table = result.output_table
+        det_col = np.asarray(table["detector"])
+        pieces = []
+        for d in [int(x) for x in cat["detector"]]:
+            if d in new_tables:
+                pieces.append(task._conform(new_tables[d], table[:0]) if len(new_tables[d]) else None)
+            else:
+                pieces.append(table[det_col == d])
+        pieces = [p for p in pieces if p is not None]
+        meta = copy.deepcopy(table.meta)
+        joined = vstack(pieces, join_type="exact", metadata_conflicts="silent") if len(pieces) > 1 else pieces[0]
+        joined.meta = meta
+        result.output_table = joined
+    result.psf_ap_corr_cat = _make_psf_ap_corr_cat(cat["detector"], cat["visit"], psfs, maps, statuses, messages)
+    _mark_degraded(result)
+    return done
 
 
 def _uncorrected_ap_corr_stars(table: Table, names: list[str], keep: np.ndarray) -> Table:

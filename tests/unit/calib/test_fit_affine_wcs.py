@@ -10,6 +10,7 @@ and noisy ones to the least-squares expectation.
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 
 import numpy as np
@@ -121,6 +122,62 @@ def test_rejection_drops_a_mismatch():
     assert abs(res.residuals[7, 0]) > 2.0
 
 
+def similarity_preliminary(dec0=-30.0):
+    """The truth of `truth_and_preliminary` and a preliminary WCS off by a rotation, a scale and a shift only
+    (no shear): what a camera model with a pointing, rotator and plate-scale error gives."""
+    truth, _ = truth_and_preliminary(dec0)
+    e = 2e-3
+    m = (1 + 1e-3) * np.array([[np.cos(e), -np.sin(e)], [np.sin(e), np.cos(e)]])
+    prelim = make_tan_sip_wcs(np.asarray(truth.wcs.crpix) - 1.0, (62.0 + 2.0 / 3600, dec0 - 2.2 / 3600),
+                              m @ truth.wcs.cd, sip_a=truth.sip.a, sip_b=truth.sip.b)
+    return truth, prelim
+
+
+@pytest.mark.parametrize("dec0", [-30.0, 75.0])
+def test_similarity_recovers_a_rotation_scale_and_shift_exactly(dec0):
+    truth, prelim = similarity_preliminary(dec0)
+    x, y, ra, dec = pairs(truth, 5)
+    res = FitAffineWcsTask(FitAffineWcsConfig(transform="similarity")).fit_wcs(x, y, ra, dec, initial_wcs=prelim)
+    assert res.transform == "similarity" and math.isnan(res.shear_p_value)
+    assert grid_error(res.wcs, truth).max() < 1e-3  # mas
+    # the fitted matrix is a rotation and a scale: CD_prelim M = CD_true
+    np.testing.assert_allclose(prelim.wcs.cd @ res.matrix, truth.wcs.cd, rtol=0, atol=1e-13)
+
+
+def test_similarity_beats_affine_on_few_noisy_stars():
+    """8 stars with 0.1 px (20 mas) of centroid noise, a preliminary off by a similarity: the 4-parameter fit's
+    expected full-detector rms is about sqrt(4/6) of the 6-parameter one's (fewer parameters from the same
+    pairs, and no shear to extrapolate to the corners); over 30 draws the similarity must be better by 15%."""
+    truth, prelim = similarity_preliminary()
+    rms = {"similarity": [], "affine": []}
+    for seed in range(30):
+        x, y, ra, dec = pairs(truth, 8, seed=seed, noise_px=0.1)
+        for t in rms:
+            res = FitAffineWcsTask(FitAffineWcsConfig(transform=t, num_rej_iter=0)).fit_wcs(
+                x, y, ra, dec, initial_wcs=prelim)
+            rms[t].append(np.sqrt(np.mean(grid_error(res.wcs, truth) ** 2)))
+    sim, aff = (np.sqrt(np.mean(np.square(rms[t]))) for t in ("similarity", "affine"))
+    assert sim < 0.85 * aff
+
+
+def test_auto_keeps_the_affine_only_when_the_shear_is_significant():
+    # a sheared preliminary (3e-4: 1.2 px across the detector) with 0.1 px noise on 20 stars: affine
+    truth, prelim = truth_and_preliminary()
+    x, y, ra, dec = pairs(truth, 20, seed=3, noise_px=0.1)
+    res = FitAffineWcsTask().fit_wcs(x, y, ra, dec, initial_wcs=prelim)
+    assert res.transform == "affine" and res.shear_p_value < 1e-6
+    assert np.sqrt(np.mean(grid_error(res.wcs, truth) ** 2)) < 12.0
+    # no shear: the similarity, in (1 - 0.01) of the draws at least (the test's false-alarm rate is 1%)
+    truth, prelim = similarity_preliminary()
+    chosen = []
+    for seed in range(40):
+        x, y, ra, dec = pairs(truth, 20, seed=seed, noise_px=0.1)
+        res = FitAffineWcsTask(FitAffineWcsConfig(num_rej_iter=0)).fit_wcs(x, y, ra, dec, initial_wcs=prelim)
+        assert 0 <= res.shear_p_value <= 1
+        chosen.append(res.transform)
+    assert chosen.count("similarity") >= 38
+
+
 def test_plain_tan_preliminary_is_supported():
     th = np.radians(10.0)
     cd = SCALE * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]) @ np.diag([-1.0, 1.0])
@@ -136,8 +193,12 @@ def test_errors_are_typed_and_in_our_words():
     x, y, ra, dec = pairs(truth, 10)
     task = FitAffineWcsTask()
     with pytest.raises(AstrometryFitError, match="too few pairs") as exc:
-        task.fit_wcs(x[:2], y[:2], ra[:2], dec[:2], initial_wcs=prelim)
+        FitAffineWcsTask(FitAffineWcsConfig(transform="affine")).fit_wcs(x[:2], y[:2], ra[:2], dec[:2],
+                                                                         initial_wcs=prelim)
     assert exc.value.reason == "too_few_pairs" and exc.value.n_required == 3
+    with pytest.raises(AstrometryFitError, match="too few pairs") as exc:  # "auto" starts from the similarity
+        task.fit_wcs(x[:1], y[:1], ra[:1], dec[:1], initial_wcs=prelim)
+    assert exc.value.reason == "too_few_pairs" and exc.value.n_required == 2
     bad = x.copy()
     bad[3] = np.nan  # a bad row is left out: the fit of the others, bit-identical
     res = task.fit_wcs(bad, y, ra, dec, initial_wcs=prelim)
@@ -154,7 +215,13 @@ def test_errors_are_typed_and_in_our_words():
     line = np.linspace(0, 1000, 10)
     lra, ldec = truth.all_pix2world(line, line, 0)
     with pytest.raises(AstrometryFitError, match="degenerate") as exc:
-        task.fit_wcs(line, line, lra, ldec, initial_wcs=prelim)
+        FitAffineWcsTask(FitAffineWcsConfig(transform="affine")).fit_wcs(line, line, lra, ldec, initial_wcs=prelim)
+    assert exc.value.reason == "degenerate"
+    # a line fixes a rotation and a scale: "auto" keeps the similarity rather than fail
+    assert task.fit_wcs(line, line, lra, ldec, initial_wcs=prelim).transform == "similarity"
+    with pytest.raises(AstrometryFitError, match="degenerate") as exc:
+        task.fit_wcs(line[:1].repeat(3), line[:1].repeat(3), lra[:1].repeat(3), ldec[:1].repeat(3),
+                     initial_wcs=prelim)
     assert exc.value.reason == "degenerate"
     with pytest.raises(AstrometryFitError, match="scatter") as exc:
         FitAffineWcsTask(FitAffineWcsConfig(max_scatter_arcsec=0.5, num_rej_iter=0)).fit_wcs(
