@@ -523,8 +523,14 @@ def _source_mask(image, ignored, var_arr, model, config: BackgroundConfig) -> np
     else:
         var = np.array(var_arr, dtype=np.float32, copy=True)
         bad |= ~(np.isfinite(var) & (var > 0))
-    resid[bad] = 0.0
-    var[bad] = np.median(var[~bad]) if np.any(~bad) else 1.0
+    if bad.any():
+        resid[bad] = 0.0
+        # a typical variance for the unusable pixels: the median of every 7th row and column of the usable ones is
+        # as good for that and ~50x cheaper than the full median (0.16 s on a 4k x 4k detector)
+        sub = var[::7, ::7][~bad[::7, ::7]]
+        if sub.size == 0:
+            sub = var[~bad]
+        var[bad] = np.median(sub) if sub.size else 1.0
     sigma = config.source_mask_sigma
     cfg = SourceDetectionConfig(threshold_value=config.source_mask_threshold, threshold_type="pixel_stdev",
                                 n_sigma_to_grow=config.source_mask_grow_px / sigma, combined_grow=False)

@@ -11,7 +11,8 @@ fluxes: it raises the aperture flux much more than the PSF flux, which weighs th
 
 `aperture_excess` measures that, per star, as a significance: the ratio ``q = aperture flux / PSF flux`` against
 its smooth model over the detector (a Chebyshev field of ``order`` fitted to the reference stars, weighted by
-``1 / sigma_q^2`` and clipped at 3 MAD-sigma three times), in units of the ratio's own error::
+``1 / sigma_q^2`` and clipped three times at -3 and +2 MAD-sigma: the contaminated stars are all on the high side),
+in units of the ratio's own error::
 
     z = (q / model - 1) / sqrt(s_q^2 + floor^2),    s_q^2 = (s_ap / ap)^2 - (s_psf / psf)^2
 
@@ -19,7 +20,8 @@ its smooth model over the detector (a Chebyshev field of ``order`` fitted to the
 covariance of the two fluxes is the PSF flux's variance times the aperture's encircled energy, and the ratio of the
 two fluxes scatters by the difference). ``floor`` is a relative error added in quadrature: the PSF model's own
 error on the ratio, so that the brightest stars are not cut for a model that is off by a few 1e-4. When the
-reference stars' ``z`` scatter more than the errors say (robust sigma above 1), ``z`` is divided by that scatter.
+reference stars' ``z`` scatter more than the errors say (a sigma above 1, measured on the low side, which the
+contaminated stars do not widen), ``z`` is divided by that scatter.
 
 `ApertureExcessConfig` is the cut used by `visitcal.measurement.measure_ap_corr.MeasureApCorrTask` (the stars that
 fit the normalisation of the calibration flux and the aperture corrections) and by
@@ -142,7 +144,7 @@ def aperture_excess(catalog: Table, reference: np.ndarray, config: ApertureExces
         bbox = Box2I(int(math.floor(x[rows].min())), int(math.floor(y[rows].min())),
                      int(math.ceil(x[rows].max())), int(math.ceil(y[rows].max())))
     # The ratio's model: a weighted Chebyshev fit (weights 1 / sigma of q), the outliers -- the contaminated stars
-    # among them, on the high side -- clipped at 3 MAD-sigma of the normalised residuals, three times.
+    # among them, on the high side -- clipped at -3 / +2 MAD-sigma of the normalised residuals, three times.
     keep = rows
     field = None
     order = cfg.order
@@ -158,14 +160,18 @@ def aperture_excess(catalog: Table, reference: np.ndarray, config: ApertureExces
                                               control=ChebyshevBoundedFieldControl(order_x=0, order_y=0))
         r = (q[rows] / field.evaluate(x[rows], y[rows]) - 1.0) / sq[rows]
         sigma = _MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r))))
-        nxt = rows[np.abs(r - np.median(r)) <= 3.0 * max(sigma, 1.0)]
+        d = (r - np.median(r)) / max(sigma, 1.0)
+        nxt = rows[(d >= -3.0) & (d <= 2.0)]  # tighter on the high side, where the contaminated stars are
         if nxt.size < 2 or np.array_equal(nxt, keep):
             break
         keep = nxt
-    # In units of the reference stars' own robust scatter when that exceeds the stated errors (errors that leave out
-    # part of the noise must not turn the one-sided cut into a cut of the ordinary stars on the high side).
+    # In units of the reference stars' own scatter when that exceeds the stated errors (errors that leave out part
+    # of the noise must not turn the one-sided cut into a cut of the ordinary stars on the high side). The scatter
+    # from the low side only (median minus the 15.87th percentile: one sigma of a normal), which the contaminated
+    # stars, all on the high side, hardly widen.
     r = (q[keep] / field.evaluate(x[keep], y[keep]) - 1.0) / sq[keep]
-    scale = max(1.0, _MAD_TO_SIGMA * float(np.median(np.abs(r - np.median(r)))))
+    lo, mid = np.percentile(r, [15.865525393145708, 50.0])
+    scale = max(1.0, float(mid - lo))
     good = np.flatnonzero(ok)
     z[good] = (q[good] / field.evaluate(x[good], y[good]) - 1.0) / (sq[good] * scale)
     return ApertureExcessResult(z, order)
