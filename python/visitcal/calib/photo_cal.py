@@ -3,7 +3,9 @@
 1. Source selection (``PhotoCalSourceSelectorConfig``): primary (``detect_isPrimary``, when the column
    exists), none of the bad flags, unresolved (extendedness < 0.5, when the column exists: the
    obs_lsst value; LSST's task default is 0.1 on ``base_ClassificationSizeExtendedness_value``), and
-   S/N = flux / err > 10 on ``flux_field``. References: finite position and flux > 0.
+   S/N = flux / err > 10 on ``flux_field``; then, not LSST, the aperture-excess cut (``aperture_excess``: the
+   sources whose 12-px aperture holds neighbour light, `visitcal.measurement.aperture_excess`; when it would
+   leave too few stars it is not applied and the result is degraded). References: finite position and flux > 0.
 2. Direct match within ``match_radius`` (0.25 arcsec): each reference to its closest selected source
    (each source at most once). The matched sources get ``calib_photometry_used = True`` (all matches,
    before clipping, as LSST does); ``calib_photometry_reserved`` is False (reserve fraction 0).
@@ -495,8 +497,9 @@ class PhotoCalTask:
 
     def _cut_aperture_excess(self, exposure_or_wcs, source_cat: Table, selected: np.ndarray):
         """``selected`` without the sources whose calibration aperture holds neighbour light
-        (``config.aperture_excess``), and None or why the cut was not applied (a fallback, recorded in the
-        result's ``degraded_reason``). A catalog without the cut's columns is left as it is (debug log)."""
+        (``config.aperture_excess``), and None or why the cut was not applied because it would leave too few stars
+        (a fallback, recorded in the result's ``degraded_reason``). A catalog without the cut's columns, or with
+        fewer than 2 measurable stars, is left as it is (logged)."""
         cfg = self.config.aperture_excess
         if not cfg.do_cut:
             return selected, None
@@ -509,9 +512,12 @@ class PhotoCalTask:
         if info["n_cut"]:
             _log.info("photoCal: %d of %d selected sources left out for light in their aperture that their PSF "
                       "flux does not explain", info["n_cut"], info["n_in"])
-        if info["skipped"]:
+        if info["too_few_left"]:
             _log.warning("photoCal: %s", info["skipped"])
-        return kept, info["skipped"]
+            return kept, info["skipped"]
+        if info["skipped"]:
+            _log.info("photoCal: %s", info["skipped"])
+        return kept, None
 
     def _band(self, exposure_or_wcs) -> str:
         if self.config.band is not None:

@@ -197,13 +197,14 @@ def apply_aperture_excess_cut(catalog: Table, selected: np.ndarray, config: Aper
         ``selected`` after the cut; ``selected`` itself when the cut is off, cannot be measured or would
         leave fewer than ``min_stars`` stars.
     info : dict
-        ``n_in``, ``n_cut`` (stars removed), ``model_order`` and ``skipped``: None, or why the cut was not
-        applied (a sentence; the caller records it as a fallback).
+        ``n_in``, ``n_cut`` (stars removed), ``model_order``, ``skipped``: None, or why the cut was not applied (a
+        sentence), and ``too_few_left``: whether that was because it would leave fewer than ``min_stars`` (a
+        fallback the caller records; fewer than 2 measurable stars is not: there is nothing to cut against).
     """
     cfg = config or ApertureExcessConfig()
     selected = np.asarray(selected, dtype=bool)
     n_in = int(selected.sum())
-    info = {"n_in": n_in, "n_cut": 0, "model_order": -1, "skipped": None}
+    info = {"n_in": n_in, "n_cut": 0, "model_order": -1, "skipped": None, "too_few_left": False}
     if not cfg.do_cut or n_in == 0:
         return selected, info
     res = aperture_excess(catalog, selected, cfg, bbox=bbox)
@@ -217,6 +218,7 @@ def apply_aperture_excess_cut(catalog: Table, selected: np.ndarray, config: Aper
     if int(kept.sum()) < cfg.min_stars and bad.any():
         info["skipped"] = (f"aperture-excess cut not applied: it would leave {int(kept.sum())} of {n_in} stars, "
                            f"fewer than min_stars = {cfg.min_stars}")
+        info["too_few_left"] = True
         return selected, info
     info["n_cut"] = int(bad.sum())
     return kept, info

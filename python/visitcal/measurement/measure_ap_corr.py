@@ -21,8 +21,8 @@ For each name ``<name>`` to correct (the registered names of `visitcal.measureme
 Beyond LSST, for crowded fields: after the selector, ``aperture_excess`` (on by default) leaves out the stars whose
 12-px aperture holds light their PSF flux does not explain (neighbours merged into their footprint), which bias
 the calibration flux's normalisation and the corrections high (`visitcal.measurement.aperture_excess`); what it
-did is ``metadata["aperture_excess"]`` (per S/N level), and a cut skipped because it would leave fewer than its
-``min_stars`` is a fallback (``ap_corr_degraded_reason``).
+did is ``metadata["aperture_excess"]`` (a list, one dict per S/N level tried), and a cut skipped because it would
+leave fewer than its ``min_stars`` at the S/N level used is a fallback (``ap_corr_degraded_reason``).
 
 Beyond LSST, for sparse fields (each step recorded, never silent):
 
@@ -344,9 +344,11 @@ class MeasureApCorrTask:
             log.info("Aperture correction for %s: median %g, MAD %g, RMS %g of fit - ratio over %d stars",
                      name, info["median"], info["mad"], info["rms"], info["n_used"])
         catalog[f"apcorr_{ref}_used"] = ref_used
-        metadata["aperture_excess"] = excess
+        # a list (not a dict: the per-name entries are the dicts of the metadata), one entry per S/N level tried
+        metadata["aperture_excess"] = [dict(min_snr=snr, **info) for snr, info in excess.items()]
+        used_levels = {info["min_snr"] for key, info in metadata.items() if isinstance(info, dict)}
         skipped = [f"S/N > {_fmt(snr)}: {info['skipped']}" for snr, info in excess.items()
-                   if info.get("skipped") and info.get("degrades")]
+                   if snr in used_levels and info.get("too_few_left")]
         if skipped:
             reasons.append("; ".join(skipped))
             log.warning("Aperture correction stars: %s", "; ".join(skipped))
@@ -356,16 +358,16 @@ class MeasureApCorrTask:
     def _isolated(self, catalog: Table, selected: np.ndarray, bbox: Box2I, snr, excess: dict) -> np.ndarray:
         """``selected`` after the aperture-excess cut (``config.aperture_excess``), what it did recorded in
         ``excess[snr]``. A catalog without the cut's flux columns is left as it is (recorded, not degraded: the
-        cut cannot be asked of it); a cut skipped because it would leave too few stars degrades the result."""
+        cut cannot be asked of it); a cut skipped because it would leave too few stars degrades the result when
+        its S/N level is the one a correction was fitted at."""
         cfg = self.config.aperture_excess
         if not cfg.do_cut:
             return selected
         try:
             kept, info = apply_aperture_excess_cut(catalog, selected, cfg, bbox=bbox)
-            info["degrades"] = info["skipped"] is not None
         except KeyError as err:
             kept, info = selected, {"n_in": int(selected.sum()), "n_cut": 0, "model_order": -1,
-                                    "skipped": f"aperture-excess cut not applied: {err.args[0]}", "degrades": False}
+                                    "skipped": f"aperture-excess cut not applied: {err.args[0]}", "too_few_left": False}
             log.debug("%s", info["skipped"])
         excess[snr] = info
         if info["n_cut"]:

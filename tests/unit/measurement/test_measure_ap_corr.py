@@ -143,7 +143,8 @@ def test_aperture_excess_cut_keeps_neighbour_light_out_of_the_correction():
     assert err_lsst > 8e-4
     assert abs(np.median(err_cut)) < 0.5 * err_lsst and abs(np.median(err_cut)) < 5e-4
     assert np.max(np.abs(err_cut)) < 4e-3
-    info = res.metadata["aperture_excess"][200.0]
+    (info,) = res.metadata["aperture_excess"]
+    assert info["min_snr"] == 200.0 and not info["too_few_left"]
     assert info["n_in"] == n and info["n_cut"] > 0.5 * np.sum(c > 0) and info["skipped"] is None
     used = np.asarray(t["apcorr_base_PsfFlux_used"])
     assert np.sum(used & (c > 0.025)) <= 1  # 5.5 sigma and more: out
