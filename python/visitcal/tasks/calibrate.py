@@ -4,7 +4,8 @@ result attribute names; the current DRP runs ``CalibrateImageTask`` instead).
 
 The input exposure has been through `CharacterizeImageTask`: background-subtracted, cosmic rays
 repaired, with the initial (PCA) PSF and the initial aperture-correction map, which carries the
-``base_CompensatedTophatFlux_12`` normalisation entry. Steps (LSST's order):
+``base_CompensatedTophatFlux_12`` normalisation entry. Steps (LSST's order, but for the flags copied
+before the normalisation, which is measured on their stars):
 
 1. ``find_sources``: detection at 5 sigma, sky sources (seeded with the catalog id), deblending,
    measurement with the full plugin set, primary flags (`FindSourcesTask`);
