@@ -87,9 +87,14 @@ def test_cut_off_fallback_and_unmeasurable_rows():
     assert np.isnan(res.z[:2]).all() and np.isfinite(res.z[2:]).all()
     kept, _ = apply_aperture_excess_cut(t, sel)
     assert kept[0] and kept[1]
-    # a single measurable star: no model
-    kept, info = apply_aperture_excess_cut(t, np.arange(len(t)) == 2)
-    assert "fewer than 2" in info["skipped"]
+    # two stars, one measurable: no model
+    kept, info = apply_aperture_excess_cut(t, np.isin(np.arange(len(t)), [0, 2]),
+                                           ApertureExcessConfig(min_reference_stars=2))
+    assert "fewer than 2" in info["skipped"] and not info["too_few_left"]
+    # a sparse selection (fewer than min_reference_stars, 20): not cut, not a fallback
+    kept, info = apply_aperture_excess_cut(t, np.arange(len(t)) < 19)
+    assert np.array_equal(kept, np.arange(len(t)) < 19) and "fewer than min_reference_stars = 20" in info["skipped"]
+    assert not info["too_few_left"]
 
 
 def test_clear_errors():
