@@ -27,25 +27,11 @@ FIN = SimConfig(preset="small", n_visits=3, n_detectors=2, detector_width=1024, 
                 seed=5, star_density=60000.0, galaxy_density=20000.0, exposure_time=60.0)
 
 
-def _calibrate_config() -> CalibrateStepConfig:
-    """The sparse preset with LSST's plain background (no source masking). With the default source-masked one the
-    sky of this repository is right (+0.6 / +0.9 ADU -> -0.02 / +0.06 ADU against the truth), but finalize's order-2
-    PSF of detector 1 of the first visit then fails its 'peak_centred' check at the corner (0, 1023) by 1.7%
-    (0.0428 against 0.0421) and steps down to order 1 (degraded), and reprocess's pull width there is 1.62: a PSF
-    model's fragility at a corner, not this step's mechanics, which is what these tests check (issue 21's crowded
-    background; left to the PSF work)."""
-    from visitcal.detection.background import BackgroundConfig
-
-    base = CalibrateStepConfig.preset("sparse")
-    return base.model_copy(update={"characterize": base.characterize.model_copy(
-        update={"background": BackgroundConfig()})})
-
-
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory):
     root = tmp_path_factory.mktemp("fin") / "repo"
     simulate(FIN, root)
-    statuses = run_calibrate(root, config=_calibrate_config())
+    statuses = run_calibrate(root, config=CalibrateStepConfig.preset("sparse"))
     assert all(s.ok for s in statuses), [(s.visit, s.detector, s.message) for s in statuses]
     return root
 

@@ -5,15 +5,15 @@ result attribute names; the current DRP runs ``CalibrateImageTask`` instead).
 The input exposure has been through `CharacterizeImageTask`: background-subtracted, cosmic rays
 repaired, with the initial (PCA) PSF and the initial aperture-correction map, which carries the
 ``base_CompensatedTophatFlux_12`` normalisation entry. Steps (LSST's order, but for the flags copied
-before the normalisation, which is measured on their stars):
+before the normalisation, which can be measured on their stars):
 
 1. ``find_sources``: detection at 5 sigma, sky sources (seeded with the catalog id), deblending,
    measurement with the full plugin set, primary flags (`FindSourcesTask`);
 2. ``calib_psf_candidate/used/reserved`` (and ``calib_detected``) copied from the characterization
    catalog by a nearest match within ``match_radius_pix`` (3 px), children of deblended parents left out;
-3. the normalized calibration flux (``base_NormalizedCompensatedTophatFlux``, the ``slot_CalibFlux``): not LSST,
-   its normalisation measured again on this catalog's ``calib_psf_used`` stars (LSST applies the
-   characterisation's; see ``CalibrateConfig.normalized_calibration_flux``), then the aperture corrections
+3. the normalized calibration flux (``base_NormalizedCompensatedTophatFlux``, the ``slot_CalibFlux``), the
+   characterisation's normalisation applied (or, an option for crowded fields, measured again on this catalog's
+   ``calib_psf_used`` stars: ``CalibrateConfig.normalized_calibration_flux``), then the aperture corrections
    (`ApplyApCorrTask`) and the extendedness that depends on the corrected fluxes;
 4. astrometry (`AstrometryTask`): match to the reference catalog through the preliminary WCS (pattern
    matcher, offset search as its fallback), an affine correction on top of the preliminary WCS's camera
@@ -75,8 +75,8 @@ def _default_find_sources() -> FindSourcesConfig:
     return FindSourcesConfig(seed_noise_with_catalog_id=True)
 
 
-def _measure_again() -> NormalizedCalibrationFluxConfig:
-    return NormalizedCalibrationFluxConfig(do_measure_ap_corr=True)
+def _apply_only() -> NormalizedCalibrationFluxConfig:
+    return NormalizedCalibrationFluxConfig(do_measure_ap_corr=False)
 
 
 class CalibrateConfig(BaseModel):
@@ -87,12 +87,13 @@ class CalibrateConfig(BaseModel):
     find_sources: FindSourcesConfig = Field(default_factory=_default_find_sources,
                                             description="detection, sky sources, deblending, measurement")
     normalized_calibration_flux: NormalizedCalibrationFluxConfig = Field(
-        default_factory=_measure_again, description="the compensated-tophat normalisation. Not LSST: measured again "
-        "on this catalog's calib_psf_used stars (do_measure_ap_corr; False: applied from the characterisation's "
-        "map, LSST's way), because the compensated tophat's annulus holds the faint neighbours that this deeper "
-        "detection replaces by noise and the characterisation's did not: at 150000 stars/deg^2 the characterisation's "
-        "normalisation made this catalog's calibration fluxes ~1 mmag too bright, and the zero point as much. Where "
-        "it cannot be measured, the characterisation's is applied (a degraded result).")
+        default_factory=_apply_only, description="the compensated-tophat normalisation, applied from the "
+        "characterisation's map (LSST). Not LSST, for crowded fields: do_measure_ap_corr = True measures it again on "
+        "this catalog's calib_psf_used stars, because the compensated tophat's annulus holds the faint neighbours "
+        "that this deeper detection replaces by noise and the characterisation's did not (~1.5 mmag at 150000 "
+        "stars/deg^2); where it cannot be measured the characterisation's is applied (a degraded result). Use it "
+        "with the source-masked background (characterize.background.source_mask_threshold): the 12-px aperture it "
+        "is measured against is biased by a sky that is too high.")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="aperture corrections")
     do_astrometry: bool = Field(True, description="fit the WCS")
     require_astrometry: bool = Field(True, description="a failed astrometry fails the detector")

@@ -67,12 +67,18 @@ def _normalisation_case(n=60, true_norm=1.01, seed=2):
     return cat, SimpleNamespace(bbox=box, ap_corr_map=apc)
 
 
+def _measuring() -> CalibrateConfig:
+    cfg = CalibrateConfig(do_astrometry=False, do_photo_cal=False)
+    return cfg.model_copy(update={"normalized_calibration_flux": cfg.normalized_calibration_flux.model_copy(
+        update={"do_measure_ap_corr": True})})
+
+
 def test_calibration_flux_normalisation_is_measured_on_this_catalog():
-    """Not LSST: the normalisation of the compensated tophat is measured again on calibration's catalog (its
+    """Not LSST (an option for crowded fields): the normalisation of the compensated tophat is measured again on calibration's catalog (its
     calib_psf_used stars) and replaces the characterisation's; the flux corrections measured against the old
     calibration flux are scaled by the change (1.01 / 1.02), so that they correct to the new one."""
     cat, exposure = _normalisation_case()
-    task = CalibrateTask(CalibrateConfig(do_astrometry=False, do_photo_cal=False))
+    task = CalibrateTask(_measuring())
     metrics = {}
     task._normalize_calib_flux(exposure, cat, metrics)
     apc = exposure.ap_corr_map
@@ -89,19 +95,16 @@ def test_calibration_flux_normalisation_falls_back_to_the_characterisation_visib
     cat, exposure = _normalisation_case()
     cat["calib_psf_used"] = False  # no star to measure it on
     metrics = {}
-    CalibrateTask(CalibrateConfig(do_astrometry=False, do_photo_cal=False))._normalize_calib_flux(
-        exposure, cat, metrics)
+    CalibrateTask(_measuring())._normalize_calib_flux(exposure, cat, metrics)
     assert exposure.ap_corr_map["base_CompensatedTophatFlux_12_instFlux"].mean() == 1.02
     assert exposure.ap_corr_map["base_PsfFlux_instFlux"].mean() == 0.99
     np.testing.assert_allclose(cat["base_NormalizedCompensatedTophatFlux_instFlux"],
                                cat["base_CompensatedTophatFlux_12_instFlux"] * 1.02, rtol=1e-12)
     (why,) = metrics["degraded_reasons"]
     assert why.startswith("calibration flux normalisation: the characterisation's, not measured again")
-    # LSST's behaviour on request: applied from the map, nothing recorded
+    # LSST's behaviour, the default: applied from the map, nothing recorded
     cat, exposure = _normalisation_case()
-    cfg = CalibrateConfig(do_astrometry=False, do_photo_cal=False)
-    cfg = cfg.model_copy(update={"normalized_calibration_flux": cfg.normalized_calibration_flux.model_copy(
-        update={"do_measure_ap_corr": False})})
     metrics = {}
-    CalibrateTask(cfg)._normalize_calib_flux(exposure, cat, metrics)
+    CalibrateTask(CalibrateConfig(do_astrometry=False, do_photo_cal=False))._normalize_calib_flux(
+        exposure, cat, metrics)
     assert exposure.ap_corr_map["base_CompensatedTophatFlux_12_instFlux"].mean() == 1.02 and metrics == {}
