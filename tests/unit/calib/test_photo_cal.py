@@ -263,11 +263,11 @@ def crowded_catalogs(seed=4, n=300, zp=29.1, contaminated=0.3):
 
 def test_aperture_excess_cut_keeps_neighbour_light_out_of_the_zero_point():
     """Neighbour light in the calibration aperture of 30% of the stars leaves the zero point ~2 mmag off (too many
-    counts per magnitude) through LSST's clipping; the aperture-excess cut (the default) leaves those stars out and the zero point is the truth within its
+    counts per magnitude) through LSST's clipping; the aperture-excess cut (an option) leaves those stars out and the zero point is the truth within its
     noise. When it would leave too few stars, it is not applied and the result says why (degraded)."""
     src, ref, significance = crowded_catalogs()
-    off = PhotoCalTask(PhotoCalConfig(band="r", aperture_excess={"do_cut": False})).run(None, src.copy(), ref)
-    res = PhotoCalTask(PhotoCalConfig(band="r")).run(None, src, ref)
+    off = PhotoCalTask(PhotoCalConfig(band="r")).run(None, src.copy(), ref)  # the default: LSST's
+    res = PhotoCalTask(PhotoCalConfig(band="r", aperture_excess={"do_cut": True})).run(None, src, ref)
     # zp = ref_mag - src_mag: calibration fluxes too bright -> zero point too large
     assert off.zero_point - 29.1 > 0.0015  # LSST's clipping leaves +2.2 mmag here
     assert abs(res.zero_point - 29.1) < 0.0015 and abs(res.zero_point - 29.1) < 3 * res.sigma + 5e-4
@@ -277,7 +277,8 @@ def test_aperture_excess_cut_keeps_neighbour_light_out_of_the_zero_point():
     assert not res.degraded
     # when the cut would leave fewer than its min_stars, it is not applied and the zero point says so
     src2, ref2, _ = crowded_catalogs()
-    res = PhotoCalTask(PhotoCalConfig(band="r", aperture_excess={"min_stars": 290})).run(None, src2, ref2)
+    res = PhotoCalTask(PhotoCalConfig(band="r", aperture_excess={"do_cut": True, "min_stars": 290})).run(
+        None, src2, ref2)
     assert res.degraded and "aperture-excess cut not applied: it would leave" in res.degraded_reason
     assert np.asarray(src2["calib_photometry_used"]).sum() == len(src2)
     assert res.zero_point == pytest.approx(off.zero_point, abs=1e-12)
