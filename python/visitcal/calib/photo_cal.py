@@ -3,7 +3,9 @@
 1. Source selection (``PhotoCalSourceSelectorConfig``): primary (``detect_isPrimary``, when the column
    exists), none of the bad flags, unresolved (extendedness < 0.5, when the column exists: the
    obs_lsst value; LSST's task default is 0.1 on ``base_ClassificationSizeExtendedness_value``), and
-   S/N = flux / err > 10 on ``flux_field``. References: finite position and flux > 0.
+   S/N = flux / err > 10 on ``flux_field``; then, not LSST and off by default, the aperture-excess cut (``aperture_excess``: the
+   sources whose 12-px aperture holds neighbour light, `visitcal.measurement.aperture_excess`; when it would
+   leave too few stars it is not applied and the result is degraded). References: finite position and flux > 0.
 2. Direct match within ``match_radius`` (0.25 arcsec): each reference to its closest selected source
    (each source at most once). The matched sources get ``calib_photometry_used = True`` (all matches,
    before clipping, as LSST does); ``calib_photometry_reserved`` is False (reserve fraction 0).
@@ -35,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .match_nearest import match_nearest_sky
 from ..core.photocalib import AB_ZERO_POINT_NJY, PhotoCalib, make_photo_calib_from_calib_zero_point
+from ..measurement.aperture_excess import ApertureExcessConfig, apply_aperture_excess_cut
 
 __all__ = ["ColorTerm", "PhotoCalConfig", "PhotoCalError", "PhotoCalResult", "PhotoCalSourceSelectorConfig",
            "PhotoCalTask", "ZeroPointResult", "fit_color_term", "get_zero_point", "zero_point_from_fluxes"]
@@ -135,6 +138,12 @@ class PhotoCalConfig(BaseModel):
     band: str | None = Field(None, description="Reference band (<band>_flux, <band>_fluxErr); None: the "
                              "exposure's band.")
     source_selector: PhotoCalSourceSelectorConfig = Field(default_factory=PhotoCalSourceSelectorConfig)
+    aperture_excess: ApertureExcessConfig = Field(
+        default_factory=lambda: ApertureExcessConfig(do_cut=False), description="Not LSST (off by default; for "
+        "crowded fields, with the source-masked background): leave out of the zero point the selected "
+        "sources whose 12-px aperture holds light their PSF flux does not explain (neighbours merged into their "
+        "footprint: the calibration flux is measured in that aperture; `visitcal.measurement.aperture_excess`). "
+        "At 150000 stars/deg^2 a quarter of the stars carry 1% or more of neighbour light there.")
     min_n_stars: int = Field(5, ge=1, description="Not LSST: a zero point from fewer good stars is kept but marked "
                              "degraded (`PhotoCalResult.degraded_reason`), and a visit summary replaces it by the "
                              "visit's median zero point. 5: fewer values leave the quartile clipping unable to "
@@ -487,6 +496,30 @@ class PhotoCalTask:
             keep &= flux / err > sel.signal_to_noise_min  # NaN fails
         return keep
 
+    def _cut_aperture_excess(self, exposure_or_wcs, source_cat: Table, selected: np.ndarray):
+        """``selected`` without the sources whose calibration aperture holds neighbour light
+        (``config.aperture_excess``), and None or why the cut was not applied because it would leave too few stars
+        (a fallback, recorded in the result's ``degraded_reason``). A catalog without the cut's columns, or with
+        fewer than 2 measurable stars, is left as it is (logged)."""
+        cfg = self.config.aperture_excess
+        if not cfg.do_cut:
+            return selected, None
+        bbox = getattr(exposure_or_wcs, "bbox", None)
+        try:
+            kept, info = apply_aperture_excess_cut(source_cat, selected, cfg, bbox=bbox)
+        except KeyError as err:
+            _log.debug("photoCal: aperture-excess cut not applied: %s", err.args[0])
+            return selected, None
+        if info["n_cut"]:
+            _log.info("photoCal: %d of %d selected sources left out for light in their aperture that their PSF "
+                      "flux does not explain", info["n_cut"], info["n_in"])
+        if info["too_few_left"]:
+            _log.warning("photoCal: %s", info["skipped"])
+            return kept, info["skipped"]
+        if info["skipped"]:
+            _log.info("photoCal: %s", info["skipped"])
+        return kept, None
+
     def _band(self, exposure_or_wcs) -> str:
         if self.config.band is not None:
             return self.config.band
@@ -524,6 +557,7 @@ class PhotoCalTask:
         band = self._band(exposure_or_wcs)
         n_src_all = len(source_cat)
         selected = self.select_sources(source_cat)
+        selected, excess_skipped = self._cut_aperture_excess(exposure_or_wcs, source_cat, selected)
         src_ra, src_dec = self._source_positions(exposure_or_wcs, source_cat)
         selected &= np.isfinite(src_ra) & np.isfinite(src_dec)
 
@@ -593,6 +627,8 @@ class PhotoCalTask:
             degraded = (f"zero point from {zp.ngood} good star(s) of {mr.size} matches, fewer than min_n_stars = "
                         f"{cfg.min_n_stars}")
             _log.warning("photometric calibration degraded: %s", degraded)
+        if excess_skipped:
+            degraded = "; ".join(r for r in (degraded, excess_skipped) if r)
         _log.info("photometric zero point %.4f +- %.4f from %d of %d matches (%d selected sources, %d references)",
                   zp.zp, zp.sigma, zp.ngood, mr.size, n_sel, n_ref)
         return PhotoCalResult(photo_calib, zp.zp, zp.sigma, zp.ngood, matches, scatter=scatter,

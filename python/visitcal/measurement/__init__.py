@@ -9,6 +9,7 @@ from .apply_ap_corr import (
     NormalizedCalibrationFluxConfig,
     NormalizedCalibrationFluxTask,
 )
+from .aperture_excess import ApertureExcessConfig, ApertureExcessResult, aperture_excess, apply_aperture_excess_cut
 from .deblend import SourceDeblendConfig, SourceDeblendResult, SourceDeblendTask
 from .measure_ap_corr import MeasureApCorrConfig, MeasureApCorrError, MeasureApCorrResult, MeasureApCorrTask
 from .object_size_star_selector import ObjectSizeStarSelectorConfig, ObjectSizeStarSelectorTask
@@ -17,6 +18,8 @@ from .single_frame_measurement import SingleFrameMeasurementConfig, SingleFrameM
 from .source_selector import ScienceSourceSelectorConfig, ScienceSourceSelectorTask
 
 __all__ = [
+    "ApertureExcessConfig",
+    "ApertureExcessResult",
     "ApplyApCorrConfig",
     "ApplyApCorrTask",
     "MeasureApCorrConfig",
@@ -34,5 +37,7 @@ __all__ = [
     "SourceDeblendConfig",
     "SourceDeblendResult",
     "SourceDeblendTask",
+    "aperture_excess",
+    "apply_aperture_excess_cut",
     "set_primary_flags",
 ]

@@ -18,6 +18,12 @@ For each name ``<name>`` to correct (the registered names of `visitcal.measureme
    to the *last sigma* (the scatter about the previous fit, computed at the start of the last
    iteration); ``apcorr_<name>_used`` is True on the stars of the final fit.
 
+Beyond LSST, for crowded fields: after the selector, ``aperture_excess`` (off by default) leaves out the stars whose
+12-px aperture holds light their PSF flux does not explain (neighbours merged into their footprint), which bias
+the calibration flux's normalisation and the corrections high (`visitcal.measurement.aperture_excess`); what it
+did is ``metadata["aperture_excess"]`` (a list, one dict per S/N level tried), and a cut skipped because it would
+leave fewer than its ``min_stars`` at the S/N level used is a fallback (``ap_corr_degraded_reason``).
+
 Beyond LSST, for sparse fields (each step recorded, never silent):
 
 * **order step-down**: besides LSST's ``min_degrees_of_freedom``, ``min_stars_per_term`` (off by default)
@@ -49,6 +55,7 @@ from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .ap_corr_registry import get_ap_corr_name_set
+from .aperture_excess import ApertureExcessConfig, apply_aperture_excess_cut
 from ..core.apcorr import ApCorrMap
 from ..core.chebyshev import ChebyshevBoundedField, ChebyshevBoundedFieldControl
 from ..core.geom import Box2I
@@ -127,6 +134,12 @@ class MeasureApCorrConfig(BaseModel):
                                              "(and be finite) on the check grid over the detector; otherwise the "
                                              "order is lowered (a constant outside it fails the name).")
     check_grid_size: int = Field(9, ge=2, description="Points per side of the check grid (corners included).")
+    aperture_excess: ApertureExcessConfig = Field(
+        default_factory=lambda: ApertureExcessConfig(do_cut=False), description="Not LSST (off by default; for "
+        "crowded fields, with the source-masked background): leave out the selected stars whose 12-px "
+        "aperture holds light their PSF flux does not explain (neighbours merged into their footprint; "
+        "`visitcal.measurement.aperture_excess`). In a crowded field they bias the calibration flux's "
+        "normalisation and the corrections high.")
 
     @model_validator(mode="after")
     def _check_range(self):
@@ -285,13 +298,14 @@ class MeasureApCorrTask:
         ap_corr_map = ApCorrMap()
         metadata: dict = {}
         reasons = []
+        excess: dict = {}
         for name in names:
             used = np.zeros(len(catalog), dtype=bool)
             steps = []
             field = None
             for k, (snr, selector) in enumerate(levels):
                 if k not in good_refs:
-                    good_refs[k] = selector.run(catalog) & ref_ok
+                    good_refs[k] = self._isolated(catalog, selector.run(catalog) & ref_ok, bbox, snr, excess)
                 try:
                     field, sigma, rows, info = self._measure_name(name, catalog, good_refs[k], ref_flux, x_all,
                                                                   y_all, bbox)
@@ -331,8 +345,36 @@ class MeasureApCorrTask:
             log.info("Aperture correction for %s: median %g, MAD %g, RMS %g of fit - ratio over %d stars",
                      name, info["median"], info["mad"], info["rms"], info["n_used"])
         catalog[f"apcorr_{ref}_used"] = ref_used
+        # a list (not a dict: the per-name entries are the dicts of the metadata), one entry per S/N level tried
+        metadata["aperture_excess"] = [dict(min_snr=snr, **info) for snr, info in excess.items()]
+        used_levels = {info["min_snr"] for key, info in metadata.items() if isinstance(info, dict)}
+        skipped = [f"S/N > {_fmt(snr)}: {info['skipped']}" for snr, info in excess.items()
+                   if snr in used_levels and info.get("too_few_left")]
+        if skipped:
+            reasons.append("; ".join(skipped))
+            log.warning("Aperture correction stars: %s", "; ".join(skipped))
         metadata["ap_corr_degraded_reason"] = "; ".join(reasons) if reasons else None
         return MeasureApCorrResult(ap_corr_map=ap_corr_map, metadata=metadata)
+
+    def _isolated(self, catalog: Table, selected: np.ndarray, bbox: Box2I, snr, excess: dict) -> np.ndarray:
+        """``selected`` after the aperture-excess cut (``config.aperture_excess``), what it did recorded in
+        ``excess[snr]``. A catalog without the cut's flux columns is left as it is (recorded, not degraded: the
+        cut cannot be asked of it); a cut skipped because it would leave too few stars degrades the result when
+        its S/N level is the one a correction was fitted at."""
+        cfg = self.config.aperture_excess
+        if not cfg.do_cut:
+            return selected
+        try:
+            kept, info = apply_aperture_excess_cut(catalog, selected, cfg, bbox=bbox)
+        except KeyError as err:
+            kept, info = selected, {"n_in": int(selected.sum()), "n_cut": 0, "model_order": -1,
+                                    "skipped": f"aperture-excess cut not applied: {err.args[0]}", "too_few_left": False}
+            log.debug("%s", info["skipped"])
+        excess[snr] = info
+        if info["n_cut"]:
+            log.info("Aperture correction stars (S/N > %s): %d of %d left out for light in their aperture that "
+                     "their PSF flux does not explain", _fmt(snr), info["n_cut"], info["n_in"])
+        return kept
 
     def _snr_levels(self) -> list[tuple[float | None, ScienceSourceSelectorTask]]:
         """The selector's S/N minimum and its relaxations (halved, down to ``fallback_min_snr``), each with its

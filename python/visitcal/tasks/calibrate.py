@@ -4,18 +4,20 @@ result attribute names; the current DRP runs ``CalibrateImageTask`` instead).
 
 The input exposure has been through `CharacterizeImageTask`: background-subtracted, cosmic rays
 repaired, with the initial (PCA) PSF and the initial aperture-correction map, which carries the
-``base_CompensatedTophatFlux_12`` normalisation entry. Steps (LSST's order):
+``base_CompensatedTophatFlux_12`` normalisation entry. Steps (LSST's order, but for the flags copied
+before the normalisation, which can be measured on their stars):
 
 1. ``find_sources``: detection at 5 sigma, sky sources (seeded with the catalog id), deblending,
    measurement with the full plugin set, primary flags (`FindSourcesTask`);
-2. the normalized calibration flux, apply only (``base_NormalizedCompensatedTophatFlux``, the
-   ``slot_CalibFlux``), then the aperture corrections (`ApplyApCorrTask`) and the extendedness that
-   depends on the corrected fluxes;
-3. astrometry (`AstrometryTask`): match to the reference catalog through the preliminary WCS (pattern
+2. ``calib_psf_candidate/used/reserved`` (and ``calib_detected``) copied from the characterization
+   catalog by a nearest match within ``match_radius_pix`` (3 px), children of deblended parents left out;
+3. the normalized calibration flux (``base_NormalizedCompensatedTophatFlux``, the ``slot_CalibFlux``), the
+   characterisation's normalisation applied (or, an option for crowded fields, measured again on this catalog's
+   ``calib_psf_used`` stars: ``CalibrateConfig.normalized_calibration_flux``), then the aperture corrections
+   (`ApplyApCorrTask`) and the extendedness that depends on the corrected fluxes;
+4. astrometry (`AstrometryTask`): match to the reference catalog through the preliminary WCS (pattern
    matcher, offset search as its fallback), an affine correction on top of the preliminary WCS's camera
    distortion (or a full TAN-SIP fit), coordinates of every source;
-4. ``calib_psf_candidate/used/reserved`` (and ``calib_detected``) copied from the characterization
-   catalog by a nearest match within ``match_radius_pix`` (3 px), children of deblended parents left out;
 5. photometric calibration (`PhotoCalTask`): the zero point against the references, ``MAGZERO`` /
    ``MAGZERO_RMS`` (LSST's: the zero point's error, sqrt(1 / sum of the weights)) / ``MAGZERO_NOBJ`` (the good
    stars) and, not LSST, ``MAGZERO_MIN_NOBJ`` (`PhotoCalConfig.min_n_stars`) in the exposure's metadata; the
@@ -44,6 +46,8 @@ import numpy as np
 from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..core.apcorr import ApCorrMap
+from ..measurement.measure_ap_corr import MeasureApCorrError
 from ..measurement.apply_ap_corr import (
     ApplyApCorrConfig,
     ApplyApCorrTask,
@@ -83,7 +87,13 @@ class CalibrateConfig(BaseModel):
     find_sources: FindSourcesConfig = Field(default_factory=_default_find_sources,
                                             description="detection, sky sources, deblending, measurement")
     normalized_calibration_flux: NormalizedCalibrationFluxConfig = Field(
-        default_factory=_apply_only, description="the compensated-tophat normalisation, applied from the map")
+        default_factory=_apply_only, description="the compensated-tophat normalisation, applied from the "
+        "characterisation's map (LSST). Not LSST, for crowded fields: do_measure_ap_corr = True measures it again on "
+        "this catalog's calib_psf_used stars, because the compensated tophat's annulus holds the faint neighbours "
+        "that this deeper detection replaces by noise and the characterisation's did not (~1.5 mmag at 150000 "
+        "stars/deg^2); where it cannot be measured the characterisation's is applied (a degraded result). Use it "
+        "with the source-masked background (characterize.background.source_mask_threshold): the 12-px aperture it "
+        "is measured against is biased by a sky that is too high.")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="aperture corrections")
     do_astrometry: bool = Field(True, description="fit the WCS")
     require_astrometry: bool = Field(True, description="a failed astrometry fails the detector")
@@ -179,7 +189,9 @@ class CalibrateTask:
 
         found = timed("find_sources", self.find_sources.run, exposure, id_generator=idg)
         cat = found.sources
-        timed("normalized_calibration_flux", self.normalized_calibration_flux.run, exposure=exposure, catalog=cat)
+        # first: the calib_psf_used stars are those the normalisation is measured on
+        timed("copy_ic_source_fields", self._copy_ic_source_fields, cat, ic_source_cat)
+        timed("normalized_calibration_flux", self._normalize_calib_flux, exposure, cat, metrics)
         if exposure.ap_corr_map is not None:
             cat = timed("apply_ap_corr", self.apply_ap_corr.run, cat, exposure.ap_corr_map)
             _recompute_extendedness(cat)
@@ -210,8 +222,6 @@ class CalibrateTask:
                 metrics["astrometry_failed"] = True
         if exposure.wcs is not None and "coord_ra" not in cat.colnames:
             update_source_coords(exposure.wcs, cat)
-
-        timed("copy_ic_source_fields", self._copy_ic_source_fields, cat, ic_source_cat)
 
         if self.photo_cal is not None:
             try:
@@ -248,6 +258,43 @@ class CalibrateTask:
         return CalibrateResult(output_exposure=exposure, output_cat=cat, output_background=background,
                                astrom_matches=astrom_matches, output_summary_metrics=metrics,
                                footprints=found.footprints)
+
+    def _normalize_calib_flux(self, exposure: Exposure, cat: Table, metrics: dict) -> None:
+        """The normalised calibration flux of ``cat``. In measure mode (the default) the normalisation is measured on
+        this catalog and replaces the characterisation's in ``exposure.ap_corr_map``; the flux corrections there,
+        measured against the characterisation's calibration flux, are scaled by the ratio of the two
+        normalisations' means, so that they stay corrections to this catalog's calibration flux. A normalisation
+        that cannot be measured here (no star) leaves the characterisation's, applied, and a degraded reason."""
+        cfg = self.config.normalized_calibration_flux
+        if not cfg.do_measure_ap_corr:
+            self.normalized_calibration_flux.run(exposure=exposure, catalog=cat)
+            return
+        key = cfg.raw_calibflux_name + "_instFlux"
+        apc = exposure.ap_corr_map
+        old = apc[key] if apc is not None and key in apc else None
+        try:
+            res = self.normalized_calibration_flux.run(exposure=exposure, catalog=cat)
+        except MeasureApCorrError as err:
+            if old is None:
+                raise
+            NormalizedCalibrationFluxTask(cfg.model_copy(update={"do_measure_ap_corr": False})).run(
+                exposure=exposure, catalog=cat)
+            metrics.setdefault("degraded_reasons", []).append(
+                f"calibration flux normalisation: the characterisation's, not measured again ({err})")
+            return
+        if res.degraded_reason:
+            metrics.setdefault("degraded_reasons", []).append(f"calibration flux normalisation: {res.degraded_reason}")
+        if apc is None:
+            exposure.ap_corr_map = apc = ApCorrMap()
+        new = res.ap_corr_map[key]
+        if old is not None and old.mean() > 0:
+            ratio = new.mean() / old.mean()
+            metrics["calib_flux_normalization_change"] = ratio
+            for name in list(apc):
+                if name.endswith("_instFlux") and name != key:
+                    apc[name] = apc[name] * ratio
+        for name in res.ap_corr_map:
+            apc[name] = res.ap_corr_map[name]
 
     def _copy_ic_source_fields(self, cat: Table, ic: Table | None) -> None:
         """As LSST's ``CalibrateTask.copyIcSourceFields``: each characterization source takes its nearest

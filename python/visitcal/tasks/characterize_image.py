@@ -147,7 +147,13 @@ class CharacterizeImageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     do_subtract_background: bool = Field(True, description="Fit and subtract a background first.")
-    background: BackgroundConfig = Field(default_factory=BackgroundConfig, description="Background model.")
+    background: BackgroundConfig = Field(
+        default_factory=BackgroundConfig, description="Background model (LSST's: a clipped mean of the pixels "
+        "outside DETECTED). For crowded fields set background.source_mask_threshold = 3 (not LSST: iterative source "
+        "masking, `visitcal.detection.background`): at 150000 stars/deg^2 LSST's sky is 0.6 ADU high (noise 16 ADU) "
+        "and the isolated stars' PSF fluxes 1.6 mmag faint; with it, 0.05 ADU and 0.1 mmag. Not the default yet: "
+        "with the right sky, finalize's order-2 PSF of some small test detectors fails its corner checks "
+        "(bench/README.md, issue 21).")
     do_re_estimate_background: bool = Field(True, description="After each detection, fit the residual "
                                             "background with the sources masked and subtract it (a new layer).")
     use_simple_psf: bool = Field(True, description="Start from the Gaussian even if the exposure has a PSF.")
