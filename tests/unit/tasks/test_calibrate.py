@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
+from visitcal.measurement.measure_ap_corr import PIXEL_BAD_FLAGS
 from visitcal.tasks.calibrate import CalibrateConfig, CalibrateTask
 
 
@@ -58,7 +59,12 @@ def _normalisation_case(n=60, true_norm=1.01, seed=2):
                  "base_CircularApertureFlux_12_0_instFlux": flux * true_norm * (1 + 1e-3 * rng.standard_normal(n)),
                  "base_CircularApertureFlux_12_0_instFluxErr": flux * true_norm / 400,
                  "base_CircularApertureFlux_12_0_flag": np.zeros(n, bool),
-                 "calib_psf_used": np.ones(n, bool)})
+                 "calib_psf_used": np.ones(n, bool),
+                 # the normalisation's star selector: unresolved, unblended, no bad pixel flag
+                 "base_ClassificationSizeExtendedness_value": np.zeros(n), "parent": np.zeros(n, np.int64),
+                 "deblend_nChild": np.zeros(n, np.int32)})
+    for flag in PIXEL_BAD_FLAGS:
+        cat[flag] = np.zeros(n, bool)
     cat.meta["slots"] = {"Centroid": "base_SdssCentroid"}
     const = lambda v: ChebyshevBoundedField(box, np.array([[v]]))  # noqa: E731
     apc = ApCorrMap({"base_CompensatedTophatFlux_12_instFlux": const(1.02),
@@ -74,8 +80,8 @@ def _measuring() -> CalibrateConfig:
 
 
 def test_calibration_flux_normalisation_is_measured_on_this_catalog():
-    """Not LSST (an option for crowded fields): the normalisation of the compensated tophat is measured again on calibration's catalog (its
-    calib_psf_used stars) and replaces the characterisation's; the flux corrections measured against the old
+    """Not LSST (an option for crowded fields): the normalisation of the compensated tophat is measured again on calibration's catalog (the
+    normalisation's star selector: unresolved, unblended, unflagged, S/N > 50) and replaces the characterisation's; the flux corrections measured against the old
     calibration flux are scaled by the change (1.01 / 1.02), so that they correct to the new one."""
     cat, exposure = _normalisation_case()
     task = CalibrateTask(_measuring())
@@ -93,7 +99,7 @@ def test_calibration_flux_normalisation_is_measured_on_this_catalog():
 
 def test_calibration_flux_normalisation_falls_back_to_the_characterisation_visibly():
     cat, exposure = _normalisation_case()
-    cat["calib_psf_used"] = False  # no star to measure it on
+    cat["base_ClassificationSizeExtendedness_value"] = 1.0  # no star to measure it on
     metrics = {}
     CalibrateTask(_measuring())._normalize_calib_flux(exposure, cat, metrics)
     assert exposure.ap_corr_map["base_CompensatedTophatFlux_12_instFlux"].mean() == 1.02
