@@ -107,7 +107,13 @@ def test_stars_are_true_isolated_stars_with_the_right_counts(associated):
     for (visit, detector), path in repo.single_visit_star_paths().items():
         t = read_catalog(path)
         keep = selector.run(t)
-        ra, dec = np.degrees(np.asarray(t["coord_ra"]))[keep], np.degrees(np.asarray(t["coord_dec"]))[keep]
+        # a deblended child counts only without another detected (childless) source within 2" (brute force)
+        ara, adec = np.degrees(np.asarray(t["coord_ra"])), np.degrees(np.asarray(t["coord_dec"]))
+        leaf = np.flatnonzero(np.asarray(t["deblend_nChild"]) == 0)
+        for i in np.flatnonzero(keep & (np.asarray(t["parent"]) != 0)):
+            others = leaf[leaf != i]
+            keep[i] = not np.any(sep_arcsec(ara[i], adec[i], ara[others], adec[others]) < 2.0)
+        ra, dec = ara[keep], adec[keep]
         if ra.size:
             dd = sep_arcsec(tra[nearest][:, None], tdec[nearest][:, None], ra[None, :], dec[None, :])
             expected += np.any(dd < 1.0, axis=1)

@@ -12,7 +12,8 @@ Algorithm (`IsolatedStarAssociationTask.run`):
 1. **Select** in each input table the rows passing ``config.source_selector`` (LSST's selector for this
    task: the flags below vetoed, sizeExtendedness < 0.1, 8 < S/N < 1000 on the normalized compensated-tophat
    flux, deblend_nChild == 0 (not a blend's parent; LSST also requires parent == 0, see the selector's
-   comment), detect_isPrimary), with finite coordinates, a band in
+   comment: a deblended child is kept only without any other detected source within ``isolation_radius``),
+   detect_isPrimary), with finite coordinates, a band in
    ``band_order`` and a position inside the tract's *outer* region.
 2. **Primary stars, band by band** in ``band_order``: friends-of-friends groups of that band's
    sources with linking length ``match_radius``; each group gives a star at its mean position (the
@@ -169,9 +170,9 @@ def _default_selector() -> ScienceSourceSelectorConfig:
         signal_to_noise=SignalToNoiseLimit(flux_field=m["normCompTophatFlux_instFlux"],
                                            err_field=m["normCompTophatFlux_instFluxErr"],
                                            minimum=8.0, maximum=1000.0),
-        # Deblended children are kept (not LSST, which keeps unblended sources only): in a crowded field
-        # most stars are children, and the distance isolation below (``isolation_radius``) is what keeps
-        # a PSF star's stamp free of selected neighbours. At 150 000 stars/deg^2 LSST's rule left ~160 of
+        # Deblended children are kept (not LSST, which keeps unblended sources only) when no other detected
+        # source lies within ``isolation_radius`` (`_children_with_neighbours`): in a crowded field most
+        # stars are children of wide blends, and the distance is what keeps a PSF star's stamp clean. At 150 000 stars/deg^2 LSST's rule left ~160 of
         # ~500 PSF candidates per 2k detector and 106 reserved stars (refit PSF size error 1.5e-3 rms);
         # with children, 231 reserved and 1.0e-3 (bench/README.md, the accuracy matrix).
         isolated=RequireIsolated(parent_name=m["parentSourceId"], n_child_name=m["deblend_nChild"],
@@ -364,6 +365,7 @@ class IsolatedStarAssociationTask:
             dec = _coord_degrees(table, names["dec"])
             keep &= np.isfinite(ra) & np.isfinite(dec)
             keep &= np.isin(np.asarray(table[names["band"]]).astype(str), list(bands))
+            keep &= ~self._children_with_neighbours(table, ra, dec)
             idx = np.flatnonzero(keep)
             idx = idx[skymap.contains(tract, ra[idx], dec[idx], inner=False)]
             for c in parts:
@@ -382,6 +384,23 @@ class IsolatedStarAssociationTask:
             else:
                 out[c] = np.zeros(0, dtype=_empty_dtype(c))
         return out, with_ap17
+
+    def _children_with_neighbours(self, table: Table, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+        """Deblended children with another detected source (a blend's child or an unblended source, whatever
+        its S/N or size) within ``isolation_radius``: they are not isolated, though the star-level neighbour
+        removal (step 3) only sees the *selected* sources. Only when the selector admits children."""
+        sel = self.config.source_selector
+        out = np.zeros(len(table), dtype=bool)
+        if not (sel.do_isolated and sel.isolated.allow_deblended_children):
+            return out
+        child = np.asarray(table[sel.isolated.parent_name]) != 0
+        leaf = (np.asarray(table[sel.isolated.n_child_name]) == 0) & np.isfinite(ra) & np.isfinite(dec)
+        if not np.any(child & leaf):
+            return out
+        rows = np.flatnonzero(leaf)
+        crowded = count_neighbours(ra[rows], dec[rows], self.config.isolation_radius) > 0
+        out[rows[crowded]] = True
+        return out & child
 
     def run(self, source_tables: list[Table], tract: int, skymap) -> IsolatedStarAssociationResult:
         """Associate the isolated stars of ``tract``.

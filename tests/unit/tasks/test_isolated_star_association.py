@@ -389,6 +389,21 @@ def test_columns_empty_and_errors():
         IsolatedStarAssociationConfig(bogus=1)
 
 
+def test_deblended_child_needs_no_detected_neighbour():
+    # Two children of one blend 1" apart (the second too faint to be selected) and a lone child 30" away: the
+    # star-level isolation sees only the selected sources, so the pair's bright child is dropped here.
+    pts = [offset(RA0, DEC0, 0.0, 0.0), offset(RA0, DEC0, 1.0, 0.0), offset(RA0, DEC0, 30.0, 0.0)]
+    t = svs([p[0] for p in pts], [p[1] for p in pts])
+    t["parent"][:] = [5, 5, 6]
+    t["base_NormalizedCompensatedTophatFlux_instFlux"][1] = 50.0  # S/N 5: not selected, still detected
+    res = run([t])
+    assert res.source_cat["source_row"].tolist() == [2]
+    assert run([t], isolation_radius=0.5).source_cat["source_row"].tolist() == [0, 2]
+    # an unblended source keeps LSST's rule: only selected neighbours count
+    t["parent"][:] = 0
+    assert run([t]).source_cat["source_row"].tolist() == [0, 2]
+
+
 def test_config_defaults_and_pickling():
     cfg = IsolatedStarAssociationConfig()
     assert cfg.match_radius == 1.0 and cfg.isolation_radius == 2.0 and cfg.band_order == BANDS
