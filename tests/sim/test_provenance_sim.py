@@ -169,13 +169,15 @@ def test_truncated_calexp_fails_exactly_that_detector(repo_copy):
     assert set(summaries[visit].summary["missing_detectors"]) == {str(det)}
     assert f"detector {det}: no row" in summaries[visit].message and str(calexp) in summaries[visit].message
     assert summaries[visit].summary["n_detectors"] == 1
-    assert all(s.status == "ok" and s.summary["failed_detectors"] == {} for v, s in summaries.items() if v != visit)
+    # the other visits: complete (ok, or degraded by a detector's own aperture-correction order step-down)
+    assert all(s.ok and s.summary["failed_detectors"] == {} and not s.summary.get("missing_detectors")
+               for v, s in summaries.items() if v != visit)
     # calibrate sees its product altered and redoes it; then the detector comes back everywhere
     cal = {unit_id(s): s for s in run_calibrate(repo_copy, config=CALIBRATE, jobs=2)}
     assert cal[(visit, det)].action == "redone (output changed: preliminary_visit_image_001001_001.fits)"
     assert all(s.action == SKIPPED for k, s in cal.items() if k != (visit, det))
     final = run_chain(repo_copy, steps=STEPS[1:])
-    assert all(s.status == "ok" for sts in final.values() for s in sts)
+    assert all(s.ok for sts in final.values() for s in sts)
 
 
 def test_a_detector_that_lost_its_finalize_calibration_degrades_its_visit_summary(repo_copy, capsys):

@@ -144,8 +144,10 @@ def default_sim(tmp_path_factory):
 
 def test_default_sparse_field_steps_down_instead_of_failing(default_sim):
     """Issue 21: on the default field the characterisation's PSF had 5-8 usable stars and failed with
-    PsfTooFewStarsError at order 2. It now steps down to order 0, recorded as degraded, and the PSF's
-    size is within (measured) 0.6% rms, 1.5% worst of the true PSF's over a 5 x 5 lattice."""
+    PsfTooFewStarsError at order 2. It now steps down in order or, with fewer bright candidates than a linear
+    PSF needs (8 here, of 9), fits a constant PSF on stars down to S/N 10 (37-42 of them), recorded as degraded,
+    and the PSF's size is within (measured) 0.4-0.5% rms, 1.0-1.3% worst of the true PSF's over a 5 x 5
+    lattice (order 0 from the 5-8 bright stars: 0.6% rms, 1.5% worst)."""
     from visitcal.core.table import DetectorVisitIdGenerator
     from visitcal.detection.snap_combine import combine_snaps
     from visitcal.io import read_exposure
@@ -156,10 +158,13 @@ def test_default_sparse_field_steps_down_instead_of_failing(default_sim):
         exposure = combine_snaps([read_exposure(p) for p in paths])
         md = CharacterizeImageTask().run(exposure, id_generator=DetectorVisitIdGenerator(v, d)).metadata
         last = md["iterations"][-1]
-        assert last["n_candidates"] < 18  # fewer than 3 stars per term of order 2
         assert md["psf_spatial_order"] == last["spatial_order_used"] < 2
-        psf_reasons = [r for r in md["degraded_reasons"] if r.startswith("psf_order_reduced: ")]
-        assert len(psf_reasons) == 1 and "per term" in psf_reasons[0]
+        psf_reasons = [r for r in md["degraded_reasons"] if r.startswith(("psf_order_reduced: ", "psf_faint_stars: "))]
+        assert len(psf_reasons) == 1
+        if psf_reasons[0].startswith("psf_order_reduced: "):
+            assert last["n_candidates"] < 18 and "per term" in psf_reasons[0]  # < 3 stars per term of order 2
+        else:
+            assert "down to S/N 10" in psf_reasons[0] and last["spatial_order_used"] == 0
         true_psf, psf, box = default_sim.true_psf(v, d), exposure.psf, exposure.bbox
         err = np.array([psf.compute_shape(x, y).determinant_radius / true_psf.compute_shape(x, y).determinant_radius - 1
                         for x in np.linspace(100, box.max_x - 100, 5) for y in np.linspace(100, box.max_y - 100, 5)])
