@@ -25,7 +25,10 @@ from visitcal.tasks.characterize_image import (
     CharacterizeImageTask,
     with_crowded_field_options,
 )
-from visitcal.tasks.finalize_characterization import FinalizeCharacterizationConfig
+from visitcal.tasks.finalize_characterization import (
+    FinalizeCharacterizationConfig,
+    FinalizeCharacterizationDetectorTask,
+)
 
 THRESHOLD = CharacterizeImageConfig().crowded_field_threshold
 
@@ -125,6 +128,9 @@ def test_crowded_field_options():
 
     fin = FinalizeCharacterizationConfig()
     assert fin.crowded_field == "auto" and not fin.measure_ap_corr.aperture_excess.do_cut
+    task = FinalizeCharacterizationDetectorTask(fin)  # a crowded detector's aperture corrections: the cut
+    assert task.crowded_measure_ap_corr.config.aperture_excess.do_cut
+    assert not task.measure_ap_corr.config.aperture_excess.do_cut
 
 
 def test_characterize_auto_switches_on_a_crowded_field_only():
