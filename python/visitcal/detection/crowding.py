@@ -9,11 +9,14 @@ so the larger the fraction, the fewer sky pixels are left and the more of them h
 the light of undetected ones (the sky comes out high); and the more the 12-px calibration apertures hold neighbour
 light. It does not depend on the detector's size, on the PSF-star cuts of a preset, or on how detection merges
 touching sources (a count of detections saturates as they merge; their area does not). Its cost is one detection
-(~0.1 s on a 2k x 2k detector).
+(0.04 s on a 2k x 2k detector, 0.12-0.14 s on a 4k x 4k one).
 
-Measured on ``bench/bench_matrix.py``'s rows (every detector, ``docs/performance.rst``): 0.005-0.06 on the sparse and
-default rows, 0.29-0.32 at 150 000 stars/deg^2 (``crowded``); the default threshold, 0.15, sits between them with a
-factor ~2.5 of margin on each side.
+Measured (min-max over the detectors; bench/README.md): 0.010-0.027 on ``bench/bench_matrix.py``'s rows at 6000
+stars/deg^2 (``default``, ``lsst``, ``u_sparse``, ``seeing_0.5``, ``seeing_1.2``); 0.051-0.067 on the sim tests'
+repositories at 60 000 stars/deg^2 with 60-s exposures, where the source-masked background trips PSF checks and the
+cut moves zero points away from the truth (the mode must stay off); 0.096-0.109 at 150 000 stars/deg^2
+(``crowded``), where it is needed. The default threshold, 0.08, is the geometric mean of the last two bounds: a
+margin of ~1.2 on each side (the fraction grows about linearly with the density of detectable stars).
 
 `is_crowded` decides from the mode (``"auto"``: the measure against the threshold; ``"on"`` / ``"off"``: forced).
 The decision travels with the detector's products as metadata cards (`write_crowding_metadata`:
