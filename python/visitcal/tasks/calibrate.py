@@ -293,7 +293,7 @@ class CalibrateTask:
                                footprints=found.footprints)
 
     def _normalize_calib_flux(self, exposure: Exposure, cat: Table, metrics: dict) -> None:
-        """The normalised calibration flux of ``cat``. In measure mode (an option, for crowded fields) the normalisation is measured on
+        """The normalised calibration flux of ``cat``. In measure mode (a crowded detector, crowded_field) the normalisation is measured on
         this catalog and replaces the characterisation's in ``exposure.ap_corr_map``; the flux corrections there,
         measured against the characterisation's calibration flux, are scaled by the ratio of the two
         normalisations' means, so that they stay corrections to this catalog's calibration flux. A normalisation
