@@ -1,10 +1,11 @@
 """Crowded-field photometry (issue 21; slow: ``--runslow``, about 3 minutes).
 
 ``visitcal sim`` at 150 000 stars/deg^2 (the ``crowded`` row of ``bench/bench_matrix.py``, 2 visits x 2 of its
-2048 x 2048 detectors) -> ``run_chain`` with ``RunConfig()`` and the crowded-field options, which are not defaults yet
-(`crowded_run_config`: the characterisation's source-masked background, the aperture-excess cut of the calibration
-stars, the calibration flux's normalisation measured in calibration; docs/lsst.rst, "Crowded fields"). Against the
-simulator's truth:
+2048 x 2048 detectors) -> ``run_chain`` with the default configuration (``RunConfig()``): every detector is found
+crowded (`visitcal.detection.crowding`) and gets the crowded-field options by itself (the characterisation's
+source-masked background, the aperture-excess cut of the calibration stars, the calibration flux's normalisation
+measured in calibration; docs/lsst.rst, "Crowded fields"), recorded in calibrate's provenance and in the
+``preliminary_visit_image`` metadata. Against the simulator's truth:
 
 - the preliminary background (what reprocessing subtracts) against the true sky, mean over the detector: within
   0.2 ADU (the sky noise is ~16 ADU per pixel; LSST's plain clipped mean of the pixels outside DETECTED leaves it
@@ -41,36 +42,6 @@ from .test_reprocess_accuracy_slow import matched_stars
 CROWDED = SimConfig(star_density=150000.0, n_detectors=2)
 
 
-def crowded_run_config():
-    """``RunConfig()`` with the crowded-field options (docs/lsst.rst, "Crowded fields"): the characterisation's
-    source-masked background, the aperture-excess cut wherever calibration stars are chosen (the aperture
-    corrections of characterisation and finalize, the normalisation, the zero point), and the normalisation measured
-    again in calibration."""
-    from visitcal.detection.background import BackgroundConfig
-    from visitcal.measurement.aperture_excess import ApertureExcessConfig
-    from visitcal.pipeline.chain import RunConfig
-
-    def cut(mac):
-        return mac.model_copy(update={"aperture_excess": ApertureExcessConfig(do_cut=True)})
-
-    def norm(ncf, measure):
-        return ncf.model_copy(update={"measure_ap_corr": cut(ncf.measure_ap_corr), "do_measure_ap_corr": measure})
-
-    run = RunConfig()
-    char, cal = run.calibrate.characterize, run.calibrate.calibrate
-    char = char.model_copy(update={"background": BackgroundConfig(source_mask_threshold=3.0),
-                                   "measure_ap_corr": cut(char.measure_ap_corr),
-                                   "normalized_calibration_flux": norm(char.normalized_calibration_flux, True)})
-    cal = cal.model_copy(update={"normalized_calibration_flux": norm(cal.normalized_calibration_flux, True),
-                                 "photo_cal": cal.photo_cal.model_copy(
-                                     update={"aperture_excess": ApertureExcessConfig(do_cut=True)})})
-    fin = run.finalize.finalize
-    fin = fin.model_copy(update={"measure_ap_corr": cut(fin.measure_ap_corr)})
-    return run.model_copy(update={
-        "calibrate": run.calibrate.model_copy(update={"characterize": char, "calibrate": cal}),
-        "finalize": run.finalize.model_copy(update={"finalize": fin})})
-
-
 @pytest.mark.slow
 def test_crowded_field_photometry_and_zero_point_against_the_truth(tmp_path):
     sim_root = tmp_path / "sim"
@@ -81,9 +52,12 @@ def test_crowded_field_photometry_and_zero_point_against_the_truth(tmp_path):
         shutil.copy(sim_root / name, root / name)
     for name in ("truth", "post_isr_image"):
         (root / name).symlink_to(sim_root / name)
-    chain = run_chain(root, config=crowded_run_config())
+    chain = run_chain(root)  # the default configuration: crowded-field mode switches itself on
     repo, sim = Repository(root), SimRepository(sim_root)
     statuses = chain.statuses["reprocess"]
+    for s in chain.statuses["calibrate"]:  # the mode, recorded; not a fallback
+        assert s.summary["crowded_field"] is True and s.summary["crowding"] > s.summary["crowding_threshold"], s.summary
+        assert "crowd" not in (s.message or "")
     assert len(statuses) == 4 and all(s.status in ("ok", "degraded") for s in statuses), \
         [(s.visit, s.detector, s.status, s.message) for s in statuses]
     dm_all = []

@@ -3,7 +3,8 @@
 1. Source selection (``PhotoCalSourceSelectorConfig``): primary (``detect_isPrimary``, when the column
    exists), none of the bad flags, unresolved (extendedness < 0.5, when the column exists: the
    obs_lsst value; LSST's task default is 0.1 on ``base_ClassificationSizeExtendedness_value``), and
-   S/N = flux / err > 10 on ``flux_field``; then, not LSST and off by default, the aperture-excess cut (``aperture_excess``: the
+   S/N = flux / err > 10 on ``flux_field``; then, not LSST and off by default (on for a crowded detector: `visitcal.tasks.CalibrateTask`'s
+   ``crowded_field``), the aperture-excess cut (``aperture_excess``: the
    sources whose 12-px aperture holds neighbour light, `visitcal.measurement.aperture_excess`; when it would
    leave too few stars it is not applied and the result is degraded). References: finite position and flux > 0.
 2. Direct match within ``match_radius`` (0.25 arcsec): each reference to its closest selected source
@@ -139,8 +140,8 @@ class PhotoCalConfig(BaseModel):
                              "exposure's band.")
     source_selector: PhotoCalSourceSelectorConfig = Field(default_factory=PhotoCalSourceSelectorConfig)
     aperture_excess: ApertureExcessConfig = Field(
-        default_factory=lambda: ApertureExcessConfig(do_cut=False), description="Not LSST (off by default; for "
-        "crowded fields, with the source-masked background): leave out of the zero point the selected "
+        default_factory=lambda: ApertureExcessConfig(do_cut=False), description="Not LSST (off by default; "
+        "`visitcal.tasks.CalibrateTask` turns it on for a crowded detector, crowded_field): leave out of the zero point the selected "
         "sources whose 12-px aperture holds light their PSF flux does not explain (neighbours merged into their "
         "footprint: the calibration flux is measured in that aperture; `visitcal.measurement.aperture_excess`). "
         "At 150000 stars/deg^2 a quarter of the stars carry 1% or more of neighbour light there.")

@@ -60,9 +60,10 @@ from 0.11 to 0.40 s on a 4k x 4k detector (one pass; `visitcal.tasks.Characteriz
 Set in `visitcal.tasks.CharacterizeImageTask` (``background.source_mask_threshold = 3``) for the whole chain on the
 ``crowded`` row of ``bench/bench_matrix.py`` (150 000 stars/deg^2), it took the preliminary background from +0.6 to
 +0.05 ADU of the true sky (mean over 8 detectors), and the share of the isolated stars' PSF-flux bias due to the
-sky from +1.6 to +0.1 mmag (median star). Not the default yet: with the right sky, finalize's order-2 PSF of a
-small rich test detector fails its corner peak check and a characterisation PSF of the tutorial comes out 2% large
-(issue 21, bench/README.md).
+sky from +1.6 to +0.1 mmag (median star). It is set there automatically on a crowded detector (``crowded_field``,
+`visitcal.detection.crowding`), not on the others: with the right sky, finalize's order-2 PSF of a small rich test
+detector fails its corner peak check and a characterisation PSF of the tutorial comes out 2% large (issue 21,
+bench/README.md).
 """
 
 from __future__ import annotations
@@ -582,6 +583,10 @@ class BackgroundList:
         if not isinstance(layer, Background):
             raise TypeError(f"a BackgroundList holds Background layers, got {type(layer).__name__}")
         self._layers.append(layer)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` layers (drop those added after them)."""
+        del self._layers[int(n):]
 
     def __iter__(self) -> Iterator[Background]:
         return iter(self._layers)

@@ -25,8 +25,8 @@ contaminated stars do not widen), ``z`` is divided by that scatter.
 
 `ApertureExcessConfig` is the cut used by `visitcal.measurement.measure_ap_corr.MeasureApCorrTask` (the stars that
 fit the normalisation of the calibration flux and the aperture corrections) and by
-`visitcal.calib.photo_cal.PhotoCalTask` (the zero point's stars), off by default there (an option for crowded
-fields, with the source-masked background: alone, it removes a bias that offset the high sky's, and sparse fields'
+`visitcal.calib.photo_cal.PhotoCalTask` (the zero point's stars), off by default there and turned on for crowded detectors (``crowded_field`` of the tasks,
+`visitcal.detection.crowding`, with the source-masked background: alone, it removes a bias that offset the high sky's, and sparse fields'
 zero points move away from the truth): keep ``z <= max_excess_sigma``. The cut is
 one-sided (neighbour light only adds) and leaves the stars it cannot test (a non-finite flux or error) to the
 other criteria. It is not applied to fewer than ``min_reference_stars`` (20) candidates (a sparse field: the

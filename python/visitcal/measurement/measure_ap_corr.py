@@ -18,7 +18,8 @@ For each name ``<name>`` to correct (the registered names of `visitcal.measureme
    to the *last sigma* (the scatter about the previous fit, computed at the start of the last
    iteration); ``apcorr_<name>_used`` is True on the stars of the final fit.
 
-Beyond LSST, for crowded fields: after the selector, ``aperture_excess`` (off by default) leaves out the stars whose
+Beyond LSST, for crowded fields: after the selector, ``aperture_excess`` (off by default; characterisation, calibration's normalisation
+and finalize turn it on for a crowded detector: their ``crowded_field``) leaves out the stars whose
 12-px aperture holds light their PSF flux does not explain (neighbours merged into their footprint), which bias
 the calibration flux's normalisation and the corrections high (`visitcal.measurement.aperture_excess`); what it
 did is ``metadata["aperture_excess"]`` (a list, one dict per S/N level tried), and a cut skipped because it would
@@ -135,8 +136,8 @@ class MeasureApCorrConfig(BaseModel):
                                              "order is lowered (a constant outside it fails the name).")
     check_grid_size: int = Field(9, ge=2, description="Points per side of the check grid (corners included).")
     aperture_excess: ApertureExcessConfig = Field(
-        default_factory=lambda: ApertureExcessConfig(do_cut=False), description="Not LSST (off by default; for "
-        "crowded fields, with the source-masked background): leave out the selected stars whose 12-px "
+        default_factory=lambda: ApertureExcessConfig(do_cut=False), description="Not LSST (off by default; "
+        "characterisation, calibration and finalize turn it on for a crowded detector, their crowded_field): leave out the selected stars whose 12-px "
         "aperture holds light their PSF flux does not explain (neighbours merged into their footprint; "
         "`visitcal.measurement.aperture_excess`). In a crowded field they bias the calibration flux's "
         "normalisation and the corrections high.")

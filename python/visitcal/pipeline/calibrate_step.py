@@ -15,6 +15,13 @@ the calibration-flux normalisation's median ratio, a zero point from fewer than 
 (``message``, ``summary["degraded_reasons"]``, with ``summary["ap_corr_orders"]``), in the
 ``single_visit_star`` metadata (``DEGRADED``, ``DEGRADED_REASON``) and in the step's summary lines.
 
+Crowded-field mode (not LSST, `visitcal.detection.crowding`): characterisation decides per detector whether it is
+crowded (``characterize.crowded_field``, "auto" by default) and calibration follows; the decision, the measure and
+the threshold are in the provenance's ``summary`` (``crowded_field``, ``crowding``, ``crowding_threshold``), in the
+``preliminary_visit_image`` metadata (``CROWDED_FIELD``, ``CROWDING``, ``CROWDING_THRESHOLD``, which finalize
+reads), in the ``single_visit_star`` metadata (``CROWDED_FIELD``) and in the step's summary lines (``crowded``). It is
+a mode, not a fallback: such a detector is ``ok`` unless a fallback made it ``degraded``.
+
 The provenance's ``summary`` also records the detector's sky footprint (`sky_boundary`), which ``associate``
 uses to place a ``single_visit_star`` it cannot read.
 
@@ -146,6 +153,7 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         reasons = list(char.metadata.get("degraded_reasons", [])) + list(
             cal.output_summary_metrics.get("degraded_reasons", []))
         degraded_meta(cal.output_cat.meta, reasons)
+        cal.output_cat.meta["CROWDED_FIELD"] = bool(char.metadata.get("crowded_field", False))
         t0 = time.perf_counter()
         status.outputs = _write_outputs(repo, cal, paths, visit, detector)
         timings["write"] = time.perf_counter() - t0
@@ -165,6 +173,10 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         status.summary["ap_corr_orders"] = {k[len("ap_corr_order_"):]: v for k, v in ap_corr_md.items()
                                             if k.startswith("ap_corr_order_")}
         status.summary["degraded_reasons"] = reasons
+        # the crowded-field mode (visitcal.detection.crowding): a mode, not a fallback (never degraded)
+        status.summary["crowded_field"] = bool(char.metadata.get("crowded_field", False))
+        status.summary["crowding"] = char.metadata.get("crowding")
+        status.summary["crowding_threshold"] = char.metadata.get("crowding_threshold")
         status.status = DEGRADED if reasons else "ok"
         status.message = "; ".join(reasons) if reasons else None
     return status
@@ -257,6 +269,8 @@ def summary_lines(statuses: list[UnitStatus]) -> list[str]:
         def f(key, fmt):
             return summary_field(sm, key, fmt)
         state = s.status if s.ok else (s.error_type or "failed")
+        if s.ok and sm.get("crowded_field"):
+            state += " (crowded)"
         lines.append(unit_line(s, f"{s.visit:>7} {s.detector:>4}",
                                f"{state:<22} {f('n_sources', 'd'):>6} {f('psfSigma', '.3f'):>8} "
                                f"{f('zero_point', '.4f'):>8} {f('astrom_offset_mean', '.4f'):>12} "

@@ -12,7 +12,7 @@ before the normalisation, which can be measured on their stars):
 2. ``calib_psf_candidate/used/reserved`` (and ``calib_detected``) copied from the characterization
    catalog by a nearest match within ``match_radius_pix`` (3 px), children of deblended parents left out;
 3. the normalized calibration flux (``base_NormalizedCompensatedTophatFlux``, the ``slot_CalibFlux``), the
-   characterisation's normalisation applied (or, an option for crowded fields, measured again on this catalog's
+   characterisation's normalisation applied (or, on a crowded detector, measured again on this catalog's
    ``calib_psf_used`` stars: ``CalibrateConfig.normalized_calibration_flux``), then the aperture corrections
    (`ApplyApCorrTask`) and the extendedness that depends on the corrected fluxes;
 4. astrometry (`AstrometryTask`): match to the reference catalog through the preliminary WCS (pattern
@@ -30,6 +30,11 @@ S/N > 40 (LSST runs a separate 50-sigma detection and measurement first for it: 
 the cost); a failure of astrometry or photometry is raised as the typed error (`AstrometryError`,
 `PhotoCalError`) when ``require_astrometry`` / ``require_photo_cal`` (the defaults), so that the
 pipeline records it for the detector.
+
+Crowded fields (not LSST): ``crowded_field`` "auto" follows the characterisation's decision, recorded in the
+exposure's metadata (``CROWDED_FIELD``, `visitcal.detection.crowding`); a crowded detector is calibrated with
+`with_crowded_field_options` (the aperture-excess cut of the zero point's and the normalisation's stars, the
+normalisation measured again). ``output_summary_metrics["crowded_field"]`` says which; a mode, not a fallback.
 
 Degraded, not failed: when a documented fallback was used, ``output_summary_metrics["degraded_reasons"]`` lists
 why (a zero point from fewer than ``photo_cal.min_n_stars`` stars; characterisation's fallbacks are added by the
@@ -54,6 +59,7 @@ from ..measurement.apply_ap_corr import (
     NormalizedCalibrationFluxConfig,
     NormalizedCalibrationFluxTask,
 )
+from ..detection.crowding import CrowdedFieldMode, resolve_crowded_field
 from ..calib.astrometry import AstrometryConfig, AstrometryError, AstrometryTask, update_source_coords
 from .compute_exposure_summary_stats import ComputeExposureSummaryStatsConfig, ComputeExposureSummaryStatsTask
 from .find_sources import FindSourcesConfig, FindSourcesTask
@@ -65,7 +71,7 @@ from ..calib.ref_loader import ReferenceObjectLoader
 from ..measurement.source_selector import resolve_column
 from ..core.table import DetectorVisitIdGenerator
 
-__all__ = ["CalibrateConfig", "CalibrateResult", "CalibrateTask"]
+__all__ = ["CalibrateConfig", "CalibrateResult", "CalibrateTask", "with_crowded_field_options"]
 
 #: Fields copied from the characterization catalog (LSST icSourceFieldsToCopy).
 IC_SOURCE_FIELDS_TO_COPY = ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")
@@ -79,6 +85,19 @@ def _apply_only() -> NormalizedCalibrationFluxConfig:
     return NormalizedCalibrationFluxConfig(do_measure_ap_corr=False)
 
 
+def with_crowded_field_options(config: "CalibrateConfig") -> "CalibrateConfig":
+    """``config`` in crowded-field mode (``crowded_field = "on"``): the aperture-excess cut of the zero point's and
+    the normalisation's stars, and the normalisation measured again on this catalog."""
+    def cut(cfg):
+        return cfg.model_copy(update={"aperture_excess": cfg.aperture_excess.model_copy(update={"do_cut": True})})
+
+    ncf = config.normalized_calibration_flux
+    return config.model_copy(update={
+        "crowded_field": "on", "photo_cal": cut(config.photo_cal),
+        "normalized_calibration_flux": ncf.model_copy(update={"do_measure_ap_corr": True,
+                                                              "measure_ap_corr": cut(ncf.measure_ap_corr)})})
+
+
 class CalibrateConfig(BaseModel):
     """Configuration of `CalibrateTask`: LSST ``CalibrateConfig`` names in snake_case."""
 
@@ -88,12 +107,17 @@ class CalibrateConfig(BaseModel):
                                             description="detection, sky sources, deblending, measurement")
     normalized_calibration_flux: NormalizedCalibrationFluxConfig = Field(
         default_factory=_apply_only, description="the compensated-tophat normalisation, applied from the "
-        "characterisation's map (LSST). Not LSST, for crowded fields: do_measure_ap_corr = True measures it again on "
-        "this catalog's calib_psf_used stars, because the compensated tophat's annulus holds the faint neighbours "
-        "that this deeper detection replaces by noise and the characterisation's did not (~1.5 mmag at 150000 "
-        "stars/deg^2); where it cannot be measured the characterisation's is applied (a degraded result). Use it "
-        "with the source-masked background (characterize.background.source_mask_threshold): the 12-px aperture it "
-        "is measured against is biased by a sky that is too high.")
+        "characterisation's map (LSST). Not LSST, on a crowded detector (crowded_field): do_measure_ap_corr = True "
+        "measures it again on this catalog's calib_psf_used stars, because the compensated tophat's annulus holds the "
+        "faint neighbours that this deeper detection replaces by noise and the characterisation's did not (~1.5 mmag "
+        "at 150000 stars/deg^2); where it cannot be measured the characterisation's is applied (a degraded result). "
+        "It goes with the source-masked background that characterisation gives a crowded detector: the 12-px "
+        "aperture it is measured against is biased by a sky that is too high.")
+    crowded_field: CrowdedFieldMode = Field(
+        "auto", description="not LSST: crowded-field mode (`visitcal.detection.crowding`). 'auto': the "
+        "characterisation's decision (the exposure's CROWDED_FIELD card; not crowded without it); 'on' / 'off': "
+        "forced ('off' is LSST's behaviour). In the mode the zero point's and the normalisation's stars pass the "
+        "aperture-excess cut and the normalisation is measured again on this catalog.")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="aperture corrections")
     do_astrometry: bool = Field(True, description="fit the WCS")
     require_astrometry: bool = Field(True, description="a failed astrometry fails the detector")
@@ -141,8 +165,11 @@ class CalibrateTask:
     _DefaultName = "calibrate"
 
     def __init__(self, config: CalibrateConfig | None = None, *, ref_obj_loader: ReferenceObjectLoader | None = None):
-        self.config = config or CalibrateConfig()
-        c = self.config
+        config = config or CalibrateConfig()
+        if config.crowded_field == "on":
+            config = with_crowded_field_options(config)
+        self.config = c = config
+        self._crowded_task: CalibrateTask | None = None
         if (c.do_astrometry or c.do_photo_cal) and ref_obj_loader is None:
             raise ValueError("ref_obj_loader is required for astrometry and photometric calibration")
         self.ref_obj_loader = ref_obj_loader
@@ -178,8 +205,14 @@ class CalibrateTask:
         if exposure.psf is None:
             raise ValueError("exposure has no PSF: run CharacterizeImageTask first")
         idg = id_generator or DetectorVisitIdGenerator(0, 0)
+        crowded = resolve_crowded_field(c.crowded_field, exposure.metadata)
+        if crowded and c.crowded_field == "auto":  # the characterisation's decision: the crowded-field options
+            if self._crowded_task is None:
+                self._crowded_task = CalibrateTask(c.model_copy(update={"crowded_field": "on"}),
+                                                   ref_obj_loader=self.ref_obj_loader)
+            return self._crowded_task.run(exposure, background, ic_source_cat, id_generator)
         timings: dict[str, float] = {}
-        metrics: dict = {"timings": timings}
+        metrics: dict = {"timings": timings, "crowded_field": crowded}
 
         def timed(stage, fn, *args, **kwargs):
             t0 = time.perf_counter()
@@ -260,7 +293,7 @@ class CalibrateTask:
                                footprints=found.footprints)
 
     def _normalize_calib_flux(self, exposure: Exposure, cat: Table, metrics: dict) -> None:
-        """The normalised calibration flux of ``cat``. In measure mode (an option, for crowded fields) the normalisation is measured on
+        """The normalised calibration flux of ``cat``. In measure mode (a crowded detector, crowded_field) the normalisation is measured on
         this catalog and replaces the characterisation's in ``exposure.ap_corr_map``; the flux corrections there,
         measured against the characterisation's calibration flux, are scaled by the ratio of the two
         normalisations' means, so that they stay corrections to this catalog's calibration flux. A normalisation

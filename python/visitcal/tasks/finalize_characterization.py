@@ -23,7 +23,8 @@ name):
    PSF: our stand-in for LSST's HSM source and PSF moments, the same adaptive-moment definition),
    ``base_GaussianFlux``, ``base_PsfFlux``, ``base_FPPosition``;
 7. `MeasureApCorrTask` (reference ``slot_CalibFlux``, i.e. the input's normalised compensated-tophat flux;
-   stars with ``base_PsfFlux`` S/N > 200, no flag or unresolved cut); every entry of the input exposure's
+   stars with ``base_PsfFlux`` S/N > 200, no flag or unresolved cut; not LSST, on a detector that characterisation
+   found crowded, ``CROWDED_FIELD`` in the exposure's metadata, after the aperture-excess cut: ``crowded_field``); every entry of the input exposure's
    map that the new map lacks is carried over (``base_CompensatedTophatFlux_12_instFlux`` / ``Err``);
 8. `ApplyApCorrTask` on the measured stars.
 
@@ -106,6 +107,7 @@ from ..core.image import Exposure
 from ..core.atomic import atomic_write_fits
 from ..measurement.measure_ap_corr import PIXEL_BAD_FLAGS
 from ..measurement.measure_ap_corr import MeasureApCorrConfig, MeasureApCorrTask
+from ..detection.crowding import CrowdedFieldMode, resolve_crowded_field
 from ..psf.pca import PcaPsfDeterminer, PcaPsfDeterminerConfig
 from ..core.persistence import component_from_table, component_to_table
 from ..psf.pixel_grid import PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
@@ -234,6 +236,11 @@ class FinalizeCharacterizationConfig(BaseModel):
     measure_ap_corr: MeasureApCorrConfig = Field(default_factory=_default_measure_ap_corr,
                                                  description="Aperture corrections (base_PsfFlux S/N > 200).")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="Applying them.")
+    crowded_field: CrowdedFieldMode = Field(
+        "auto", description="Not LSST: crowded-field mode (`visitcal.detection.crowding`). 'auto': the "
+        "characterisation's decision, read from the input exposure's metadata (CROWDED_FIELD; not crowded without "
+        "it); 'on' / 'off': forced ('off' is LSST's behaviour). On a crowded detector the aperture corrections' "
+        "stars pass the aperture-excess cut (measure_ap_corr.aperture_excess.do_cut).")
     do_faint_psf_fallback: bool = Field(True, description="Not LSST: when the selector's S/N cut leaves fewer "
                                         "non-reserved PSF candidates than a linear PSF needs (3 x the determiner's "
                                         "min_stars_per_parameter; 1 x for a configured order 0), or their PSF fails "
@@ -588,6 +595,9 @@ class FinalizeCharacterizationTaskBase:
         self.psf_determiner = c.psf_determiner.make()
         self.measurement = SingleFrameMeasurementTask(c.measurement)
         self.measure_ap_corr = MeasureApCorrTask(c.measure_ap_corr)
+        # a crowded detector's (crowded_field): the same with the aperture-excess cut
+        self.crowded_measure_ap_corr = MeasureApCorrTask(c.measure_ap_corr.model_copy(update={
+            "aperture_excess": c.measure_ap_corr.aperture_excess.model_copy(update={"do_cut": True})}))
         self.apply_ap_corr = ApplyApCorrTask(c.apply_ap_corr)
         self._template_key = None
         self._template: Table | None = None
@@ -926,7 +936,8 @@ class FinalizeCharacterizationTaskBase:
         # 13-15. aperture corrections
         t0 = time.perf_counter()
         try:
-            ap_res = self.measure_ap_corr.run(measured, exp)
+            crowded = resolve_crowded_field(self.config.crowded_field, exposure.metadata)
+            ap_res = (self.crowded_measure_ap_corr if crowded else self.measure_ap_corr).run(measured, exp)
             ap_corr_map = ap_res.ap_corr_map
         except Exception as err:  # noqa: BLE001 - MeasureApCorrError and any other failure
             timings["ap_corr"] = time.perf_counter() - t0
