@@ -68,16 +68,18 @@ def measure_crowding(exposure: Exposure) -> float:
         exposure.mask.array[...] = saved
 
 
+def _forced(mode: CrowdedFieldMode) -> bool | None:
+    """``"on"`` / ``"off"``: True / False; ``"auto"``: None (decided from the data)."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"crowded_field must be 'auto', 'on' or 'off', got {mode!r}")
+    return None if mode == "auto" else mode == "on"
+
+
 def is_crowded(mode: CrowdedFieldMode, value: float, threshold: float) -> bool:
     """The crowded-field decision: ``mode`` ``"on"`` / ``"off"`` forces it; ``"auto"`` is ``value > threshold``
     (a NaN measure is not crowded)."""
-    if mode == "on":
-        return True
-    if mode == "off":
-        return False
-    if mode != "auto":
-        raise ValueError(f"crowded_field must be 'auto', 'on' or 'off', got {mode!r}")
-    return bool(np.isfinite(value) and value > threshold)
+    forced = _forced(mode)
+    return forced if forced is not None else bool(np.isfinite(value) and value > threshold)
 
 
 def write_crowding_metadata(metadata, crowded: bool, value: float, threshold: float) -> None:
@@ -100,10 +102,5 @@ def read_crowded_field(metadata) -> bool | None:
 def resolve_crowded_field(mode: CrowdedFieldMode, metadata) -> bool:
     """A downstream task's decision: ``"on"`` / ``"off"`` forced, ``"auto"`` the characterisation's (recorded in
     ``metadata``; not crowded when it is absent)."""
-    if mode == "on":
-        return True
-    if mode == "off":
-        return False
-    if mode != "auto":
-        raise ValueError(f"crowded_field must be 'auto', 'on' or 'off', got {mode!r}")
-    return bool(read_crowded_field(metadata))
+    forced = _forced(mode)
+    return forced if forced is not None else bool(read_crowded_field(metadata))
