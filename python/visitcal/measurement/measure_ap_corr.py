@@ -31,6 +31,8 @@ Beyond LSST, for sparse fields (each step recorded, never silent):
   lowers both orders while there are fewer stars than that many per fitted term;
 * **fainter stars**: when even a constant cannot be fitted from the selected stars, the selector's S/N limit is
   relaxed (halved each time, not below ``fallback_min_snr``) and the name measured again;
+* **a constant from too few stars** (``few_star_constant``): when even the faintest level leaves too few stars
+  for a fit (one star), the constant is their median ratio with the ratio's own error, recorded;
 * **check**: the field is evaluated on a ``check_grid_size`` x ``check_grid_size`` grid over the bbox (corners
   included); it must be finite there and within ``valid_range``, else the order is lowered and the field refit
   (a constant outside the range fails the name).
@@ -135,6 +137,10 @@ class MeasureApCorrConfig(BaseModel):
                                              "(and be finite) on the check grid over the detector; otherwise the "
                                              "order is lowered (a constant outside it fails the name).")
     check_grid_size: int = Field(9, ge=2, description="Points per side of the check grid (corners included).")
+    few_star_constant: bool = Field(True, description="Not LSST: when even the faintest S/N level leaves too few "
+                                    "stars for a fit with min_degrees_of_freedom (1 star), the constant is that "
+                                    "star's ratio (the median ratio of the stars left), its error the ratio's own, "
+                                    "within valid_range; recorded as a fallback. Off: the name fails (LSST).")
     aperture_excess: ApertureExcessConfig = Field(
         default_factory=lambda: ApertureExcessConfig(do_cut=False), description="Not LSST (off by default; "
         "characterisation, calibration and finalize turn it on for a crowded detector, their crowded_field): leave out the selected stars whose 12-px "
@@ -316,6 +322,13 @@ class MeasureApCorrTask:
                         steps.append(f"S/N > {_fmt(snr)}: {_short(err)}")
                         log.info("%s; retrying with stars of S/N > %s", err, _fmt(levels[k + 1][0]))
                         continue
+                    few = self._few_star_constant(name, catalog, good_refs[k], ref_flux, bbox) \
+                        if cfg.few_star_constant and err.reason is None and err.n_sources >= 1 else None
+                    if few is not None:
+                        field, sigma, rows, info = few
+                        steps.append(f"S/N > {_fmt(snr)}: {_short(err)}: the constant of {rows.size} star(s) "
+                                     f"without degrees of freedom")
+                        break
                     if steps:
                         err.add_note(f"also tried: {'; '.join(steps)}")
                     catalog[f"apcorr_{name}_used"] = used
@@ -413,6 +426,32 @@ class MeasureApCorrTask:
                                          reason=f"the constant field {problem}")
             failed_checks.append(f"order {order} field {problem}")
             cap = order - 1
+
+    def _few_star_constant(self, name, catalog, good_ref, ref_flux, bbox):
+        """The fallback of ``few_star_constant``: the median ratio ref / flux of the usable stars (too few for a
+        fit), with the ratio's own error from the two fluxes' errors (the largest, over several stars); None when
+        no star is usable or the constant fails `_check`."""
+        flux = np.asarray(catalog[name + "_instFlux"], dtype=np.float64)
+        flux_err = np.asarray(catalog[name + "_instFluxErr"], dtype=np.float64)
+        ref_err = np.asarray(catalog[resolve_column(catalog, self.config.ref_flux_name + "_instFluxErr")], np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            is_good = good_ref & ~np.asarray(catalog[name + "_flag"], dtype=bool) & np.isfinite(flux) & (flux > 0)
+            rows = np.flatnonzero(is_good)
+            z = ref_flux[rows] / flux[rows]
+            sz = np.abs(z) * np.hypot(ref_err[rows] / ref_flux[rows], flux_err[rows] / flux[rows])
+        ok = np.isfinite(z) & np.isfinite(sz)
+        rows, z, sz = rows[ok], z[ok], sz[ok]
+        if rows.size == 0:
+            return None
+        value, sigma = float(np.median(z)), float(np.max(sz))
+        field = ChebyshevBoundedField(bbox, np.array([[value]]))
+        if self._check(field, sigma, bbox) is not None:
+            return None
+        d = value - z
+        info = {"n_used": int(rows.size), "order": (0, 0), "sigma": sigma, "median": float(np.median(d)),
+                "mad": float(np.median(np.abs(d - np.median(d)))), "rms": float(np.sqrt(np.mean(d * d))),
+                "order_steps": []}
+        return field, sigma, rows, info
 
     def _check(self, field: ChebyshevBoundedField, sigma: float, bbox: Box2I) -> str | None:
         """None when the field is finite and within ``valid_range`` on the check grid (and its error finite);

@@ -165,15 +165,16 @@ def test_selector_defaults_cut_low_snr_flagged_and_resolved():
 def test_too_few_stars_raises_and_allow_failure_skips():
     cat = _catalog(n=30)
     cat["base_PsfFlux_flag"][1:] = True  # one usable star for base_PsfFlux
+    lsst = MeasureApCorrConfig(few_star_constant=False)
     with pytest.raises(MeasureApCorrError) as info:
-        MeasureApCorrTask().run(cat, BOX)
+        MeasureApCorrTask(lsst).run(cat, BOX)
     err = info.value
     assert (err.name, err.n_sources, err.ndof, err.iteration) == ("base_PsfFlux", 1, 0, None)
     assert "base_PsfFlux" in str(err)
     again = pickle.loads(pickle.dumps(err))
     assert type(again) is MeasureApCorrError and again.name == "base_PsfFlux" and str(again) == str(err)
 
-    task = MeasureApCorrTask(MeasureApCorrConfig(allow_failure=("base_PsfFlux",)))
+    task = MeasureApCorrTask(MeasureApCorrConfig(allow_failure=("base_PsfFlux",), few_star_constant=False))
     apc = task.run(cat, BOX).ap_corr_map
     assert "base_PsfFlux_instFlux" not in apc and "base_GaussianFlux_instFlux" in apc
     assert not np.asarray(cat["apcorr_base_PsfFlux_used"]).any()
@@ -330,13 +331,32 @@ def test_fainter_stars_when_not_even_a_constant_fits():
     assert "S/N limit 200 -> 100 (S/N > 200: 1 stars)" in result.degraded_reason
     np.testing.assert_array_equal(np.asarray(cat["apcorr_base_PsfFlux_used"]), [1, 1, 1, 1, 1, 0])
 
-    cfg = MeasureApCorrConfig(fallback_min_snr=150.0, min_stars_per_term=2.0)
+    cfg = MeasureApCorrConfig(fallback_min_snr=150.0, min_stars_per_term=2.0, few_star_constant=False)
     with pytest.raises(MeasureApCorrError) as info:
         MeasureApCorrTask(cfg, names_to_correct=["base_PsfFlux"]).run(cat, BOX)
     assert info.value.n_sources == 1 and "S/N > 200: 1 stars" in "".join(info.value.__notes__)
-    cfg = MeasureApCorrConfig(fallback_min_snr=None)
+    cfg = MeasureApCorrConfig(fallback_min_snr=None, few_star_constant=False)
     with pytest.raises(MeasureApCorrError):
         MeasureApCorrTask(cfg, names_to_correct=["base_PsfFlux"]).run(cat, BOX)
+
+
+def test_one_star_left_gives_its_own_ratio_recorded():
+    """Not LSST (few_star_constant): one usable star at the faintest S/N level is the constant, its error the
+    ratio's own (from the two fluxes' errors); recorded as a fallback. Without any usable star the name fails."""
+    snr = np.array([1000.0, 30.0, 30.0])
+    cat, z = _constant_catalog(3, snr=snr)
+    result = MeasureApCorrTask(MeasureApCorrConfig(), names_to_correct=["base_PsfFlux"]).run(cat, BOX)
+    field = result.ap_corr_map["base_PsfFlux_instFlux"]
+    assert field.evaluate(100.0, 1500.0) == pytest.approx(z[0], abs=1e-12)
+    ref = np.asarray(cat["base_CircularApertureFlux_12_0_instFlux"])[0]
+    expected_err = z[0] * np.hypot(np.asarray(cat["base_CircularApertureFlux_12_0_instFluxErr"])[0] / ref,
+                                   np.asarray(cat["base_PsfFlux_instFluxErr"])[0] / np.asarray(cat["base_PsfFlux_instFlux"])[0])
+    assert result.ap_corr_map["base_PsfFlux_instFluxErr"].evaluate(0.0, 0.0) == pytest.approx(expected_err, rel=1e-12)
+    assert "the constant of 1 star(s) without degrees of freedom" in result.degraded_reason
+    assert result.metadata["base_PsfFlux"]["n_used"] == 1
+    cat["base_PsfFlux_flag"][:] = True
+    with pytest.raises(MeasureApCorrError):
+        MeasureApCorrTask(MeasureApCorrConfig(), names_to_correct=["base_PsfFlux"]).run(cat, BOX)
 
 
 def test_field_outside_the_valid_range_is_refit_at_lower_order():
