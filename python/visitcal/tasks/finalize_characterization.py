@@ -182,7 +182,9 @@ def _default_source_selector() -> ScienceSourceSelectorConfig:
 
 
 def _default_measure_ap_corr() -> MeasureApCorrConfig:
-    return MeasureApCorrConfig(source_selector=ScienceSourceSelectorConfig(
+    # few_star_constant off: a detector left with one star takes the visit-level constant fitted on the stars of
+    # the visit's detectors (`apply_visit_level_ap_corr`), better than its one star's ratio.
+    return MeasureApCorrConfig(few_star_constant=False, source_selector=ScienceSourceSelectorConfig(
         do_flags=False, do_unresolved=False, do_signal_to_noise=True,
         signal_to_noise=SignalToNoiseLimit(flux_field="base_PsfFlux_instFlux", err_field="base_PsfFlux_instFluxErr",
                                            minimum=200.0)))
