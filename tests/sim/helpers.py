@@ -173,3 +173,15 @@ def product_digests(root, *, skip=("provenance/", "post_isr_image/", "truth/")) 
         if path.is_file() and path.suffix in (".fits", ".parquet") and not rel.startswith(tuple(skip)):
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def clone(sim_repo, dest):
+    """A repository sharing the simulation's images (symlinked) with its own outputs."""
+    import shutil
+
+    dest.mkdir()
+    for name in ("repo.json", "camera.json", "refcat.parquet"):
+        shutil.copy(sim_repo.path / name, dest / name)
+    (dest / "truth").symlink_to(sim_repo.path / "truth")
+    (dest / "post_isr_image").symlink_to(sim_repo.path / "post_isr_image")
+    return dest

@@ -34,15 +34,7 @@ from visitcal.pipeline.repository import Repository, config_hash
 from visitcal.sim import SimConfig, SimRepository, simulate
 from visitcal.core.wcs import pixel_to_sky, shift_wcs
 
-
-def clone(sim_repo, dest):
-    """A repository sharing the simulation's images (symlinked) with its own outputs."""
-    dest.mkdir()
-    for name in ("repo.json", "camera.json", "refcat.parquet"):
-        shutil.copy(sim_repo.path / name, dest / name)
-    (dest / "truth").symlink_to(sim_repo.path / "truth")
-    (dest / "post_isr_image").symlink_to(sim_repo.path / "post_isr_image")
-    return dest
+from .helpers import clone
 
 
 #: Two visits of two 2048 x 2048 detectors, two snaps, a rich star field (see the module docstring).

@@ -390,6 +390,18 @@ def test_ap_corr_from_fainter_stars(inputs, results):
     assert results[v].output_table.meta["DEGRADED"] is False  # the full visit needs no fallback
 
 
+def _per_detector_mode(inputs, v, sources, dtask, tmp_path):
+    """The per-detector mode up to the consolidation: ``dtask`` on each detector of visit ``v``, each
+    detector's PSF/ap-corr catalog through a FITS round trip, then the consolidated result."""
+    models, stars = {}, {}
+    for d in inputs.repo.detectors:
+        r = dtask.run(v, inputs.band, d, inputs.stars, sources, inputs.src[(v, d)], inputs.exposure(v, d))
+        models[d] = read_psf_ap_corr_cat(write_psf_ap_corr_cat(r.psf_ap_corr_cat, tmp_path / f"cat_{d}.fits"))
+        stars[d] = r.output_table
+    return ConsolidateFinalizeCharacterizationDetectorTask().run(psf_ap_corr_detector_dict=models,
+                                                               src_detector_table_dict=stars)
+
+
 def test_visit_level_ap_corr_for_a_detector_without_enough_stars(inputs, results, tmp_path):
     """The aperture correction's S/N limit at the second-brightest star of one detector and no fainter stars
     allowed (fallback_min_snr None): that detector's own fit has one star and fails, and it takes the visit's
@@ -439,13 +451,7 @@ def test_visit_level_ap_corr_for_a_detector_without_enough_stars(inputs, results
     assert abs(mean) < 10.0 and rms < 25.0
     # the per-detector mode: detector tasks, consolidation, then the same fallback
     dtask = FinalizeCharacterizationDetectorTask(config)
-    models, stars = {}, {}
-    for d in inputs.repo.detectors:
-        r = dtask.run(v, inputs.band, d, inputs.stars, sources, inputs.src[(v, d)], inputs.exposure(v, d))
-        models[d] = read_psf_ap_corr_cat(write_psf_ap_corr_cat(r.psf_ap_corr_cat, tmp_path / f"cat_{d}.fits"))
-        stars[d] = r.output_table
-    out = ConsolidateFinalizeCharacterizationDetectorTask().run(psf_ap_corr_detector_dict=models,
-                                                              src_detector_table_dict=stars)
+    out = _per_detector_mode(inputs, v, sources, dtask, tmp_path)
     apply_visit_level_ap_corr(out, {d: (lambda d=d: (inputs.exposure(v, d).bbox, inputs.exposure(v, d).ap_corr_map))
                                     for d in inputs.repo.detectors}, config)
     _cats_equal(out.psf_ap_corr_cat, cat)
@@ -530,13 +536,7 @@ def test_visit_level_psf_for_a_detector_deprived_of_stars(inputs, results, tmp_p
     from visitcal.tasks.finalize_characterization import apply_visit_level_psf, concat_isolated_star_cats
 
     dtask = FinalizeCharacterizationDetectorTask()
-    models, stars = {}, {}
-    for d in inputs.repo.detectors:
-        r = dtask.run(v, inputs.band, d, inputs.stars, sources, inputs.src[(v, d)], inputs.exposure(v, d))
-        models[d] = read_psf_ap_corr_cat(write_psf_ap_corr_cat(r.psf_ap_corr_cat, tmp_path / f"cat_{d}.fits"))
-        stars[d] = r.output_table
-    out = ConsolidateFinalizeCharacterizationDetectorTask().run(psf_ap_corr_detector_dict=models,
-                                                              src_detector_table_dict=stars)
+    out = _per_detector_mode(inputs, v, sources, dtask, tmp_path)
     iso = concat_isolated_star_cats(inputs.band, inputs.stars, sources, visit=v, reserve_selection=dtask.reserve_selection)
     apply_visit_level_psf(out, {d: (lambda d=d: (inputs.src[(v, d)], inputs.exposure(v, d))) for d in inputs.repo.detectors},
                           dtask.config, visit=v, band=inputs.band, isolated_source_table=iso)

@@ -17,7 +17,6 @@ truth (the visit-level ap corr, the visit median zero point) is also checked in 
 from __future__ import annotations
 
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -32,6 +31,7 @@ from visitcal.sim import SimConfig, SimRepository, simulate
 from visitcal.tasks.finalize_characterization import FinalizeCharacterizationConfig
 from visitcal.tasks.update_visit_summary import read_visit_summary
 
+from .helpers import clone
 from .test_calibrate_sim import encircled_energy
 
 SPARSE = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024, n_snaps=1,
@@ -45,19 +45,10 @@ def sim_repo(tmp_path_factory) -> SimRepository:
     return SimRepository(out)
 
 
-def _clone(sim_repo, dest):
-    dest.mkdir()
-    for name in ("repo.json", "camera.json", "refcat.parquet"):
-        shutil.copy(sim_repo.path / name, dest / name)
-    (dest / "truth").symlink_to(sim_repo.path / "truth")
-    (dest / "post_isr_image").symlink_to(sim_repo.path / "post_isr_image")
-    return dest
-
-
 @pytest.fixture(scope="module")
 def chain(sim_repo, tmp_path_factory):
     """Calibrate, finalize, summarize and reprocess one visit with the sparse settings (see the docstring)."""
-    root = _clone(sim_repo, tmp_path_factory.mktemp("sparse") / "repo")
+    root = clone(sim_repo, tmp_path_factory.mktemp("sparse") / "repo")
     repo = Repository(root)
     visit = repo.data_ids()[0][0]
     base = CalibrateStepConfig.preset("sparse")

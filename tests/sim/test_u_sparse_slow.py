@@ -25,7 +25,8 @@ from visitcal.sim import SimConfig, SimRepository, simulate
 from visitcal.tasks.update_visit_summary import read_visit_summary
 from visitcal.core.wcs import pixel_to_sky
 
-from .test_calibrate_sim import clone, sky_separation_mas
+from .helpers import clone
+from .test_calibrate_sim import sky_separation_mas
 
 U_SPARSE = SimConfig(band="u")
 

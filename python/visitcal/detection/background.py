@@ -159,15 +159,15 @@ class BackgroundConfig(BaseModel):
     weighting: bool = Field(True, description="Weight bins by the inverse variance of their statistic in the "
                                               "Chebyshev fit.")
     source_mask_threshold: float | None = Field(
-        None, gt=0, description="Iterative source masking (None: off, LSST's behaviour): after a fit, the pixels "
+        None, gt=0, le=1e4, description="Iterative source masking (None: off, LSST's behaviour): after a fit, the pixels "
         "of the residual image, smoothed by a Gaussian of source_mask_sigma, above this many sigma (per pixel, "
         "the smoothed variance) are left out, grown by source_mask_grow_px, and the background is refitted. "
         "Removes the light of faint undetected sources and detected sources' wings from the sky (crowded fields).")
-    source_mask_sigma: float = Field(2.0, gt=0, description="Source masking: smoothing Gaussian sigma, px (~the "
+    source_mask_sigma: float = Field(2.0, gt=0, le=50.0, description="Source masking: smoothing Gaussian sigma, px (~the "
                                                             "PSF's).")
-    source_mask_grow_px: int = Field(5, ge=0, description="Source masking: growth of the masked sources (a disc, "
+    source_mask_grow_px: int = Field(5, ge=0, le=100, description="Source masking: growth of the masked sources (a disc, "
                                                           "px), for their wings.")
-    source_mask_iterations: int = Field(1, ge=1, description="Source masking: number of mask-and-refit passes.")
+    source_mask_iterations: int = Field(1, ge=1, le=10, description="Source masking: number of mask-and-refit passes.")
 
     @field_validator("ignored_pixel_mask", mode="before")
     @classmethod
