@@ -184,6 +184,38 @@ def zp_offset_mmag(photo_calib, true_zp) -> float:
     return 1000.0 * (2.5 * math.log10(photo_calib.instflux_at_zero_magnitude) - true_zp)
 
 
+def zp_reference_noise_mmag(repo, sim, v, d) -> float:
+    """The zero-point error (mmag, the sign of ``zp_offset_mmag``) that the simulated reference catalog's own noise
+    makes on the stars calibrate's PhotoCal used: ``single_visit_star``'s ``calib_photometry_used`` rows matched
+    within 0.25" to ``refcat.parquet``, the inverse-variance mean of ``-2.5 log10(reference / true flux)`` with
+    PhotoCal's weights (source and reference magnitude errors in quadrature). The zero point's error minus this is
+    the pipeline's own: what the same fit would give with exact reference fluxes (module docstring)."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from visitcal.io import read_catalog
+
+    src = read_catalog(repo.dataset_path("single_visit_star", v, d, "parquet"))
+    src = src[np.asarray(src["calib_photometry_used"], bool)]
+    ref = sim.refcat()
+    band = sim.band
+    obj = sim.objects(v, d)
+    true = dict(zip(np.asarray(obj["id"]).tolist(), np.asarray(obj["flux_nJy"], float).tolist()))
+    sc = SkyCoord(np.asarray(src["coord_ra"], float) * u.rad, np.asarray(src["coord_dec"], float) * u.rad)
+    rc = SkyCoord(np.asarray(ref["ra"], float) * u.deg, np.asarray(ref["dec"], float) * u.deg)
+    idx, sep, _ = sc.match_to_catalog_sky(rc)
+    ok = sep.arcsec < 0.25
+    if not ok.any():
+        raise LookupError("no photometric star matched to the reference catalog")
+    r = ref[idx[ok]]
+    tf = np.array([true.get(int(i), math.nan) for i in r["id"]])
+    rf, rfe = np.asarray(r[f"{band}_flux"], float), np.asarray(r[f"{band}_fluxErr"], float)
+    f = np.asarray(src["base_NormalizedCompensatedTophatFlux_instFlux"], float)[ok]
+    fe = np.asarray(src["base_NormalizedCompensatedTophatFlux_instFluxErr"], float)[ok]
+    w = 1.0 / ((fe / f) ** 2 + (rfe / rf) ** 2)
+    good = np.isfinite(tf) & np.isfinite(w) & (tf > 0) & (rf > 0)
+    return float(1000.0 * np.average(-2.5 * np.log10(rf[good] / tf[good]), weights=w[good]))
+
+
 def psf_errors(work, sim, v, d) -> np.ndarray:
     """(n, 3): fractional size error, e1 error, e2 error of the refit PSF at (v, d)'s reserved stars."""
     from tests.sim.test_finalize_accuracy_slow import _shape
@@ -233,7 +265,8 @@ def analyse_detector(work, repo, sim, v, d, chain) -> tuple[dict, dict]:
     from visitcal.tasks.update_visit_summary import calibrations_for, read_visit_summary
 
     out = {"visit": v, "detector": d, "errors": {}}
-    raw = {"psf": np.zeros((0, 3)), "psf_nonfinite": 0, "dm": np.zeros(0), "pull": np.zeros(0), "snr": np.zeros(0)}
+    raw = {"psf": np.zeros((0, 3)), "psf_nonfinite": 0, "dm": np.zeros(0), "dm_own": np.zeros(0), "pull": np.zeros(0),
+           "snr": np.zeros(0)}
     out.update(detector_statuses(repo, v, d, chain))
     bbox = sim.camera[d].detector.bbox
     true_wcs = sim.true_wcs(v, d)
@@ -255,6 +288,16 @@ def analyse_detector(work, repo, sim, v, d, chain) -> tuple[dict, dict]:
                                             ) if prelim is not None else None
     out["zp_preliminary_mmag"] = attempt("zp_preliminary", lambda: zp_offset_mmag(prelim.photo_calib, tzp)) \
         if prelim is not None and tzp is not None else None
+    if prelim is not None:  # the fit's own account: matches used and residual rms (calibrate's metadata)
+        md = prelim.metadata
+        for key, name, scale in (("astrom_nstars", "SFM_ASTROM_NSTARS", None), ("astrom_fit_rms_mas", "SFM_ASTROM_RMS",
+                                                                                 1000.0)):
+            value = md.get(name, md.get("HIERARCH " + name)) if md is not None else None
+            out[key] = None if value is None else (int(value) if scale is None else scale * float(value))
+    out["zp_reference_noise_mmag"] = attempt("zp_reference_noise", lambda: zp_reference_noise_mmag(repo, sim, v, d)) \
+        if prelim is not None else None
+    if out["zp_preliminary_mmag"] is not None and out["zp_reference_noise_mmag"] is not None:
+        out["zp_own_mmag"] = out["zp_preliminary_mmag"] - out["zp_reference_noise_mmag"]
     del prelim
 
     final = attempt("visit_image", lambda: read_exposure(repo.dataset_path("visit_image", v, d, "fits")))
@@ -278,6 +321,8 @@ def analyse_detector(work, repo, sim, v, d, chain) -> tuple[dict, dict]:
     ph = attempt("photometry", lambda: photometry(source, sim, v, d)) if source is not None else None
     if ph is not None:
         raw["dm"], raw["pull"], raw["snr"] = ph["dm_mmag"], ph["pull"], ph["snr"]
+        # the measurement's own error: dm less the detector's zero-point error (both with the same sign)
+        raw["dm_own"] = ph["dm_mmag"] - (out["zp_final_mmag"] if out.get("zp_final_mmag") is not None else math.nan)
         bright = ph["snr"] > SNR_PULL
         out["photometry"] = {"n": int(ph["dm_mmag"].size), "dm_median_mmag": _stat(np.median, ph["dm_mmag"]),
                              "dm_mean_mmag": _stat(np.mean, ph["dm_mmag"]), "n_snr300": int(bright.sum()),
@@ -343,7 +388,7 @@ def summarise(dets: list[dict], raws: list[dict]) -> dict:
         mx = [d[key]["max_mas"] for d in dets if d.get(key)]
         s[key] = {"n": len(rms), "rms_median": _stat(np.median, rms), "rms_worst": _stat(np.max, rms),
                   "max_worst": _stat(np.max, mx)}
-    for key in ("zp_preliminary_mmag", "zp_final_mmag"):
+    for key in ("zp_preliminary_mmag", "zp_final_mmag", "zp_reference_noise_mmag", "zp_own_mmag"):
         z = [d[key] for d in dets if d.get(key) is not None]
         worst = z[int(np.argmax(np.abs(z)))] if z else math.nan
         s[key] = {"n": len(z), "median": _stat(np.median, z), "worst": float(worst),
@@ -358,11 +403,17 @@ def summarise(dets: list[dict], raws: list[dict]) -> dict:
     dm = np.concatenate([r["dm"] for r in raws]) if raws else np.zeros(0)
     pull = np.concatenate([r["pull"] for r in raws]) if raws else np.zeros(0)
     snr = np.concatenate([r["snr"] for r in raws]) if raws else np.zeros(0)
+    own = np.concatenate([r["dm_own"] for r in raws]) if raws else np.zeros(0)
+    own = own[np.isfinite(own)]
     per_det = [d["photometry"]["dm_median_mmag"] for d in dets if d.get("photometry") and d["photometry"]["n"]]
     bright = snr > SNR_PULL
     s["photometry"] = {"n_detectors": sum(1 for d in dets if d.get("photometry")), "n": int(dm.size),
                        "dm_median_mmag": _stat(np.median, dm), "dm_mean_mmag": _stat(np.mean, dm),
                        "dm_median_worst_detector": float(per_det[int(np.argmax(np.abs(per_det)))]) if per_det
+                       else math.nan,
+                       # the median of dm less each detector's zero-point error, and its standard error
+                       "dm_own_median_mmag": _stat(np.median, own),
+                       "dm_own_median_err_mmag": 1.2533 * _robust_sigma(own) / math.sqrt(own.size) if own.size
                        else math.nan,
                        "n_snr300": int(bright.sum()), "pull_width_snr300": _robust_sigma(pull[bright]),
                        "pull_median_snr300": _stat(np.median, pull[bright])}
@@ -398,6 +449,12 @@ def tables(rows: list[dict], per_detector: bool = False) -> str:
         ["row", "n", "calibrate median", "worst", "rms", "final n", "final median", "worst", "rms"],
         [[r["row"], *_vals(r["summary"]["zp_preliminary_mmag"], "n", "median", "worst", "rms"),
           *_vals(r["summary"]["zp_final_mmag"], "n", "median", "worst", "rms")] for r in rows], floatfmt=".3g"))
+    out.append("Zero point, the pipeline's own error: calibrate's error less the shift the reference catalog's own "
+               "noise (0.5% per star and the survey depth) makes on the stars it used, mmag (the same fit with exact "
+               "reference fluxes)\n" + fmt(
+                   ["row", "n", "reference noise median", "worst", "own median", "own worst", "own rms"],
+                   [[r["row"], *_vals(r["summary"]["zp_reference_noise_mmag"], "n", "median", "worst"),
+                     *_vals(r["summary"]["zp_own_mmag"], "median", "worst", "rms")] for r in rows], floatfmt=".3g"))
     out.append("PSF: refit PSF at the reserved stars vs true PSF, pooled over the row (targets where >= 100 stars: "
                "size rms <= 1e-3, |mean e1|, |mean e2| <= 5e-4)\n" + fmt(
                    ["row", "detectors", "reserved", "NaN moments", "size err rms", "size err mean", "mean e1 err",
@@ -408,10 +465,11 @@ def tables(rows: list[dict], per_detector: bool = False) -> str:
     out.append(f"Photometry: final source base_PsfFlux vs true flux, isolated unblended stars S/N > {SNR_PHOT:g}, "
                f"pooled; pulls of S/N > {SNR_PULL:g} (targets: |bias| <= 1 mmag, width within 10% of 1)\n" + fmt(
                    ["row", "detectors", "stars", "median dm (mmag)", "mean dm (mmag)", "worst detector median",
-                    "S/N>300", "pull width", "median pull"],
+                    "median dm - zp error", "+/-", "S/N>300", "pull width", "median pull"],
                    [[r["row"], *_vals(r["summary"]["photometry"], "n_detectors", "n", "dm_median_mmag", "dm_mean_mmag",
-                                      "dm_median_worst_detector", "n_snr300", "pull_width_snr300",
-                                      "pull_median_snr300")] for r in rows], floatfmt=".3g"))
+                                      "dm_median_worst_detector", "dm_own_median_mmag", "dm_own_median_err_mmag",
+                                      "n_snr300", "pull_width_snr300", "pull_median_snr300")] for r in rows],
+                   floatfmt=".3g"))
     if per_detector:
         body = []
         for r in rows:

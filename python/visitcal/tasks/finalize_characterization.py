@@ -17,7 +17,8 @@ name):
    reach the fitter; ``psf_max_value`` of every row;
 5. the PSF fit (``psf_determiner.name``: ``"pixelgrid"``, Piff's model, the default here as LSST's Piff,
    or ``"pca"``), ``calib_psf_used`` on the stars the fit kept; a PSF whose determinant radius at its
-   average position is NaN is a failure;
+   average position is NaN is a failure; not LSST, on a crowded detector (``crowded_field``) the pixel grid's
+   per-star S/N cap is ``crowded_psf_max_snr`` (1000) instead of its ``max_snr`` (200);
 6. measurement of the candidates with the new PSF at the input catalog's centroid (``slot_Centroid``),
    with every input footprint replaced by noise: ``base_SdssShape`` (adaptive moments of the star and the
    PSF: our stand-in for LSST's HSM source and PSF moments, the same adaptive-moment definition),
@@ -242,7 +243,14 @@ class FinalizeCharacterizationConfig(BaseModel):
         "auto", description="Not LSST: crowded-field mode (`visitcal.detection.crowding`). 'auto': the "
         "characterisation's decision, read from the input exposure's metadata (CROWDED_FIELD; not crowded without "
         "it); 'on' / 'off': forced ('off' is LSST's behaviour). On a crowded detector the aperture corrections' "
-        "stars pass the aperture-excess cut (measure_ap_corr.aperture_excess.do_cut).")
+        "stars pass the aperture-excess cut (measure_ap_corr.aperture_excess.do_cut), and the pixel-grid PSF's "
+        "per-star S/N cap is crowded_psf_max_snr.")
+    crowded_psf_max_snr: float | None = Field(
+        1000.0, gt=0, le=1e6, description="Not LSST: the pixel-grid PSF's per-star S/N cap (max_snr; LSST's maxSNR "
+        "200) on a crowded detector; None keeps the determiner's. In a crowd the faint PSF stars carry their "
+        "neighbours' unmasked wings, a larger fraction of their light than of a bright star's; at LSST's cap they "
+        "weigh as much as the bright ones and the PSF came out 1.1e-3 too large (150 000 stars/deg^2, "
+        "bench/README.md).")
     do_faint_psf_fallback: bool = Field(True, description="Not LSST: when the selector's S/N cut leaves fewer "
                                         "non-reserved PSF candidates than a linear PSF needs (3 x the determiner's "
                                         "min_stars_per_parameter; 1 x for a configured order 0), or their PSF fails "
@@ -595,6 +603,8 @@ class FinalizeCharacterizationTaskBase:
                 "minimum": min(c.min_snr_fallback, c.source_selector.signal_to_noise.minimum or c.min_snr_fallback)})}))
         self.reserve_selection = ReserveIsolatedStarsTask(c.reserve_selection)
         self.psf_determiner = c.psf_determiner.make()
+        self._crowded_psf_choice = _crowded_choice(c.psf_determiner, c.crowded_psf_max_snr)
+        self.crowded_psf_determiner = self._crowded_psf_choice.make()
         self.measurement = SingleFrameMeasurementTask(c.measurement)
         self.measure_ap_corr = MeasureApCorrTask(c.measure_ap_corr)
         # a crowded detector's (crowded_field): the same with the aperture-excess cut
@@ -769,11 +779,15 @@ class FinalizeCharacterizationTaskBase:
         out.cand_rows = fit_rows[np.asarray(candidates.table["used"], bool)]
         return out
 
-    def _fit_psf(self, candidates, bbox, band, *, constant: bool = False):
+    def _fit_psf(self, candidates, bbox, band, *, constant: bool = False, crowded: bool = False):
         """The configured determiner's fit; ``constant``: at spatial order 0 (the fainter-star fallback, whose
         noisy stars do not pin down a spatial variation: an order-1 pixel grid on 17 stars of S/N 10-50 left the
-        PSF fluxes of a detector's S/N > 50 stars 45 mmag faint)."""
-        det = _order0_choice(self.config.psf_determiner).make() if constant else self.psf_determiner
+        PSF fluxes of a detector's S/N > 50 stars 45 mmag faint); ``crowded``: with ``crowded_psf_max_snr``."""
+        choice = self._crowded_psf_choice if crowded else self.config.psf_determiner
+        if constant:
+            det = _order0_choice(choice).make()
+        else:
+            det = self.crowded_psf_determiner if crowded else self.psf_determiner
         if self.config.psf_determiner.name == "pixelgrid":
             return det.determine_psf(candidates, bbox, band=band)
         return det.determine_psf(candidates, bbox)
@@ -816,6 +830,7 @@ class FinalizeCharacterizationTaskBase:
             return _DetectorOutput(psf, None, measured, status)
 
         t0 = time.perf_counter()
+        crowded = resolve_crowded_field(c.crowded_field, exposure.metadata)
         # 1. footprints of every source, for noise replacement
         footprints, fp_index = footprints_from_detected(exposure, src)
         # 2-7. selection, isolated-star match, candidates
@@ -861,7 +876,8 @@ class FinalizeCharacterizationTaskBase:
         else:
             try:
                 try:
-                    result = self._fit_psf(candidates, exposure.bbox, band, constant=bool(faint_reason))
+                    result = self._fit_psf(candidates, exposure.bbox, band, constant=bool(faint_reason),
+                                           crowded=crowded)
                 except (PsfTooFewStarsError, PsfFitError) as err:
                     if not (c.do_faint_psf_fallback and not faint_reason):
                         raise
@@ -881,7 +897,7 @@ class FinalizeCharacterizationTaskBase:
                     status.n_reserved = int(np.sum(selected["calib_psf_reserved"]))
                     candidates, cand_rows = sel.candidates, sel.cand_rows
                     status.n_candidates = len(candidates)
-                    result = self._fit_psf(candidates, exposure.bbox, band, constant=True)
+                    result = self._fit_psf(candidates, exposure.bbox, band, constant=True, crowded=crowded)
             except PsfTooFewStarsError as err:
                 timings["psf"] = time.perf_counter() - t0
                 out = fail("psf_too_few_stars", err, measured=self._map_to_output(selected))
@@ -938,7 +954,6 @@ class FinalizeCharacterizationTaskBase:
         # 13-15. aperture corrections
         t0 = time.perf_counter()
         try:
-            crowded = resolve_crowded_field(self.config.crowded_field, exposure.metadata)
             ap_res = (self.crowded_measure_ap_corr if crowded else self.measure_ap_corr).run(measured, exp)
             ap_corr_map = ap_res.ap_corr_map
         except Exception as err:  # noqa: BLE001 - MeasureApCorrError and any other failure
@@ -1134,6 +1149,13 @@ class ConsolidateFinalizeCharacterizationDetectorTask:
 
 #: Detector statuses whose PSF could not be fitted from the detector's own stars (`apply_visit_level_psf`).
 PSF_FAILURES = ("psf_too_few_stars", "psf_check_failed", "psf_fit_failed", "psf_nan_size")
+
+
+def _crowded_choice(choice: PsfDeterminerChoice, max_snr: float | None) -> PsfDeterminerChoice:
+    """The determiner choice for a crowded detector: the pixel grid's S/N cap raised to ``max_snr``."""
+    if choice.name != "pixelgrid" or max_snr is None:
+        return choice
+    return choice.model_copy(update={"pixelgrid": choice.pixelgrid.model_copy(update={"max_snr": float(max_snr)})})
 
 
 def _order0_choice(choice: PsfDeterminerChoice) -> PsfDeterminerChoice:
