@@ -19,7 +19,7 @@ is ``"degraded"`` with the reason naming each such detector in its provenance (`
 step's summary lines. A complete summary has none of those keywords (the same bytes as before they existed).
 
 A summary with a row calibrated by a documented fallback (finalize's ``degraded`` rows: an aperture correction
-of lower order, from fainter stars or from the whole visit; the visit's median zero point for a detector with
+of lower order, from fainter stars or from the whole visit; the visit's zero point for a detector with
 too few photometric stars, `UpdateVisitSummaryTask`) is ``degraded`` too, the row usable: its ``status`` column
 says ``degraded`` and its ``message`` why, the unit's provenance lists it in ``summary["degraded_detectors"]``
 and its message, the ``INDEX`` header in ``VCDEGDT`` (and ``VCREASON``).

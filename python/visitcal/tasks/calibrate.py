@@ -20,7 +20,8 @@ before the normalisation, which can be measured on their stars):
    distortion (or a full TAN-SIP fit), coordinates of every source;
 5. photometric calibration (`PhotoCalTask`): the zero point against the references, ``MAGZERO`` /
    ``MAGZERO_RMS`` (LSST's: the zero point's error, sqrt(1 / sum of the weights)) / ``MAGZERO_NOBJ`` (the good
-   stars) and, not LSST, ``MAGZERO_MIN_NOBJ`` (`PhotoCalConfig.min_n_stars`) in the exposure's metadata; the
+   stars) and, not LSST, ``MAGZERO_MIN_NOBJ`` (`PhotoCalConfig.min_n_stars`) and ``MAGZERO_ERR`` (the error
+   with the stars' excess scatter, `PhotoCalResult.error`) in the exposure's metadata; the
    PhotoCalib is attached, the pixels stay in counts (as LSST's calexp). A zero point from fewer than
    ``min_n_stars`` stars is kept, the best available, and the detector marked degraded (below);
 6. the summary statistics known at this stage (`ComputeExposureSummaryStatsTask`).
@@ -267,8 +268,10 @@ class CalibrateTask:
                 md["MAGZERO"] = pres.zero_point - 2.5 * math.log10(exp_time) if exp_time > 0 else pres.zero_point
                 md["HIERARCH MAGZERO_RMS"] = pres.sigma
                 md["HIERARCH MAGZERO_NOBJ"] = pres.ngood
+                # not LSST: the error with the stars' excess scatter (PhotoCalResult.error), for the visit summary
+                md["HIERARCH MAGZERO_ERR"] = pres.error
                 # not LSST: the threshold below which the zero point is not the detector's own (a visit
-                # summary replaces it with the visit's median; see PhotoCalConfig.min_n_stars)
+                # summary replaces it with the visit's zero point; see PhotoCalConfig.min_n_stars)
                 md["HIERARCH MAGZERO_MIN_NOBJ"] = int(self.photo_cal.config.min_n_stars)
                 for k in (1, 2, 3):
                     md[f"HIERARCH COLORTERM{k}"] = 0.0

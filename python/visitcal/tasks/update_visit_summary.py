@@ -5,9 +5,15 @@ in LSST these come from gbdes and FGCM, here from our own per-detector fits), an
 recomputed with the refit PSF (`ComputeExposureSummaryStatsTask`).
 
 A detector whose zero point comes from fewer stars than calibration's ``min_n_stars`` (its calexp's
-``MAGZERO_NOBJ`` < ``MAGZERO_MIN_NOBJ``) takes the visit's median zero point over the detectors with enough
-stars (per electron, through each detector's ``GAIN``, when every one has it); its row's status becomes
-``degraded`` (a finalize failure stays) and the message says so. Not LSST (FGCM calibrates the whole visit).
+``MAGZERO_NOBJ`` < ``MAGZERO_MIN_NOBJ``) takes the visit's zero point: the inverse-variance mean of its own
+zero point and every other calibrated detector's, per electron (through each detector's ``GAIN``, when every
+one has it), each other detector's variance its error (``MAGZERO_ERR``, the error with its stars' excess
+scatter; ``MAGZERO_RMS`` without it) squared plus ``detector_zero_point_scatter`` squared (the detectors'
+throughputs differ by that much per electron, which no visit-level value can know). Its row's status becomes
+``degraded`` (a finalize failure stays) and the message gives the value, the detectors and the weight of its
+own. Not LSST (FGCM calibrates the whole visit). A median over the detectors with enough stars, the rule
+before, gave the one detector of a u-band visit that had five stars, 34 mmag off, to three detectors whose own
+zero points were closer (bench/README.md).
 
 Reprocessing reads its calibrations from this table. A detector whose row lacks one of them (its PSF fit or
 ap-corr fit failed in finalize, its calibration failed) is an upstream failure: `calibrations_for` raises
@@ -92,10 +98,19 @@ class UpdateVisitSummaryTask:
     ----------
     config : `ComputeExposureSummaryStatsConfig`, optional
         Of the summary statistics.
+    detector_zero_point_scatter : float, optional
+        Not LSST: the rms (mag) of the detectors' zero points per electron about the visit's, for the visit
+        zero point of a detector with too few stars (module docstring); 0.01, the simulator's throughput
+        offsets. In [0, 1].
     """
 
-    def __init__(self, config: ComputeExposureSummaryStatsConfig | None = None):
+    def __init__(self, config: ComputeExposureSummaryStatsConfig | None = None, *,
+                 detector_zero_point_scatter: float = 0.01):
+        if not (isinstance(detector_zero_point_scatter, (int, float)) and 0.0 <= detector_zero_point_scatter <= 1.0):
+            raise ValueError(f"detector_zero_point_scatter must be a number of magnitudes in [0, 1], got "
+                             f"{detector_zero_point_scatter!r}")
         self.compute_summary_stats = ComputeExposureSummaryStatsTask(config)
+        self.detector_zero_point_scatter = float(detector_zero_point_scatter)
 
     def run(self, visit: int, psf_ap_corr_cat: Table, calexp_dict: Mapping, *, background_dict: Mapping | None = None,
             source_dict: Mapping | None = None) -> Table:
@@ -131,11 +146,11 @@ class UpdateVisitSummaryTask:
             rows.append(row)
             zps[det] = _ZeroPoint.of(exposure)
             if zps[det] is not None and not zps[det].enough:
-                waiting[det] = (row, exposure)  # its stats wait for the visit's median zero point
+                waiting[det] = (row, exposure)  # its stats wait for the visit's zero point
                 continue
             self._stats(row, exposure, det, background_dict, source_dict)
         if waiting:
-            self._visit_median_zero_points(waiting, zps, background_dict, source_dict)
+            self._visit_zero_points(waiting, zps, background_dict, source_dict)
         return _make_table(rows)
 
     def _stats(self, row, exposure, det, background_dict, source_dict) -> None:
@@ -147,30 +162,37 @@ class UpdateVisitSummaryTask:
         exposure.photo_calib = row["photo_calib"]
         row["stats"] = self.compute_summary_stats.run(exposure, sources, background)
 
-    def _visit_median_zero_points(self, waiting, zps, background_dict, source_dict) -> None:
+    def _visit_zero_points(self, waiting, zps, background_dict, source_dict) -> None:
         """Give each detector of ``waiting`` (a zero point from fewer than its ``MAGZERO_MIN_NOBJ`` stars) the
-        visit's median zero point over the detectors with enough stars, per electron when every one has a
-        ``GAIN`` (the detectors' gains differ), and mark its row degraded; with no such detector it keeps
-        its own, marked too."""
-        good = {d: z for d, z in zps.items() if z is not None and z.enough}
-        use_gain = all(math.isfinite(z.gain) and z.gain > 0 for z in [*good.values(), *(zps[d] for d in waiting)])
-        per_e = np.array([z.zero_point + (2.5 * math.log10(z.gain) if use_gain else 0.0) for z in good.values()])
+        visit's zero point (module docstring) and mark its row degraded; with no other calibrated detector it
+        keeps its own, marked too."""
+        have = {d: z for d, z in zps.items() if z is not None and math.isfinite(z.zero_point)}
+        use_gain = all(math.isfinite(z.gain) and z.gain > 0 for z in have.values())
+
+        def per_e(z):
+            return z.zero_point + (2.5 * math.log10(z.gain) if use_gain else 0.0)
+
+        tau2 = self.detector_zero_point_scatter ** 2
         for det, (row, exposure) in waiting.items():
             own = zps[det]
-            if per_e.size:
-                median = float(np.median(per_e))
-                spread = float(1.482602218505602 * np.median(np.abs(per_e - median))) if per_e.size > 1 else \
-                    next(iter(good.values())).sigma
-                spread = spread if math.isfinite(spread) else 0.0
-                zp = median - (2.5 * math.log10(own.gain) if use_gain else 0.0)
-                row["photo_calib"] = PhotoCalib.from_zero_point(zp, spread)
-                why = (f"zero point: the visit's median {zp:.4f} (over {per_e.size} detector(s) with enough stars, "
-                       f"{'per electron, with each GAIN' if use_gain else 'per count, no GAIN'}; scatter "
-                       f"{spread:.4f} mag) instead of its own {own.zero_point:.4f} from {own.n_stars} star(s), "
-                       f"fewer than {own.min_n_stars}")
+            others = {d: z for d, z in have.items() if d != det}
+            if others:
+                values = [per_e(own)] + [per_e(z) for z in others.values()]
+                variances = [own.error ** 2] + [z.error ** 2 + tau2 for z in others.values()]
+                w = 1.0 / np.array(variances)
+                value = float(np.sum(w * np.array(values)) / np.sum(w))
+                err = float(math.sqrt(1.0 / np.sum(w)))
+                zp = value - (2.5 * math.log10(own.gain) if use_gain else 0.0)
+                row["photo_calib"] = PhotoCalib.from_zero_point(zp, err)
+                why = (f"zero point: the visit's {zp:.4f} +- {err:.4f} (inverse-variance mean of its own and "
+                       f"{len(others)} other detector(s)' [{', '.join(str(d) for d in sorted(others))}], "
+                       f"{'per electron, with each GAIN' if use_gain else 'per count, no GAIN'}, detector scatter "
+                       f"{self.detector_zero_point_scatter:.4f} mag; its own weight {w[0] / np.sum(w):.2f}) instead "
+                       f"of its own {own.zero_point:.4f} +- {own.error:.4f} from {own.n_stars} star(s), fewer than "
+                       f"{own.min_n_stars}")
             else:
                 why = (f"zero point: its own {own.zero_point:.4f} from {own.n_stars} star(s), fewer than "
-                       f"{own.min_n_stars}, kept: no detector of the visit has enough stars")
+                       f"{own.min_n_stars}, kept: no other detector of the visit is calibrated")
             if row["status"] == "ok":
                 row["status"] = "degraded"
             row["message"] = f"{row['message']}; {why}" if row["message"] else why
@@ -196,6 +218,7 @@ class _ZeroPoint:
     n_stars: int
     min_n_stars: int
     gain: float
+    error: float  # MAGZERO_ERR (with the stars' excess scatter); MAGZERO_RMS without it; a floor of 1 mmag
 
     @property
     def enough(self) -> bool:
@@ -210,8 +233,13 @@ class _ZeroPoint:
             return None
         gain = _header_value(md, "GAIN")
         sigma = _header_value(md, "MAGZERO_RMS")
-        return cls(float(pc.zero_point), float(sigma) if sigma is not None else math.nan, int(n), int(need),
-                   float(gain) if gain is not None else math.nan)
+        sigma = float(sigma) if sigma is not None else math.nan
+        error = _header_value(md, "MAGZERO_ERR")
+        error = float(error) if error is not None and math.isfinite(float(error)) else sigma
+        # a floor: a zero point is never known better than 1 mmag, and a zero or NaN error must not take all the weight
+        error = max(error, 0.001) if math.isfinite(error) else 0.1
+        return cls(float(pc.zero_point), sigma, int(n), int(need), float(gain) if gain is not None else math.nan,
+                   error)
 
 
 def _stat_names(rows) -> list[str]:
