@@ -5,7 +5,8 @@ in LSST these come from gbdes and FGCM, here from our own per-detector fits), an
 recomputed with the refit PSF (`ComputeExposureSummaryStatsTask`).
 
 A detector whose zero point comes from fewer stars than calibration's ``min_n_stars`` (its calexp's
-``MAGZERO_NOBJ`` < ``MAGZERO_MIN_NOBJ``) takes the visit's zero point: the inverse-variance mean of its own
+``MAGZERO_NOBJ`` < ``MAGZERO_MIN_NOBJ``), or whose error ``MAGZERO_ERR`` exceeds ``detector_zero_point_scatter``
+(its own stars know its zero point less well than the visit's other detectors do), takes the visit's zero point: the inverse-variance mean of its own
 zero point and every other calibrated detector's, per electron (through each detector's ``GAIN``, when every
 one has it), each other detector's variance its error (``MAGZERO_ERR``, the error with its stars' excess
 scatter; ``MAGZERO_RMS`` without it) squared plus ``detector_zero_point_scatter`` squared (the detectors'
@@ -145,7 +146,7 @@ class UpdateVisitSummaryTask:
                    "status": status, "message": message, "stats": {}}
             rows.append(row)
             zps[det] = _ZeroPoint.of(exposure)
-            if zps[det] is not None and not zps[det].enough:
+            if zps[det] is not None and (not zps[det].enough or zps[det].error > self.detector_zero_point_scatter):
                 waiting[det] = (row, exposure)  # its stats wait for the visit's zero point
                 continue
             self._stats(row, exposure, det, background_dict, source_dict)
@@ -163,8 +164,8 @@ class UpdateVisitSummaryTask:
         row["stats"] = self.compute_summary_stats.run(exposure, sources, background)
 
     def _visit_zero_points(self, waiting, zps, background_dict, source_dict) -> None:
-        """Give each detector of ``waiting`` (a zero point from fewer than its ``MAGZERO_MIN_NOBJ`` stars) the
-        visit's zero point (module docstring) and mark its row degraded; with no other calibrated detector it
+        """Give each detector of ``waiting`` (a zero point from fewer than its ``MAGZERO_MIN_NOBJ`` stars, or with
+        an error over ``detector_zero_point_scatter``) the visit's zero point (module docstring) and mark its row degraded; with no other calibrated detector it
         keeps its own, marked too."""
         have = {d: z for d, z in zps.items() if z is not None and math.isfinite(z.zero_point)}
         use_gain = all(math.isfinite(z.gain) and z.gain > 0 for z in have.values())
@@ -188,11 +189,13 @@ class UpdateVisitSummaryTask:
                        f"{len(others)} other detector(s)' [{', '.join(str(d) for d in sorted(others))}], "
                        f"{'per electron, with each GAIN' if use_gain else 'per count, no GAIN'}, detector scatter "
                        f"{self.detector_zero_point_scatter:.4f} mag; its own weight {w[0] / np.sum(w):.2f}) instead "
-                       f"of its own {own.zero_point:.4f} +- {own.error:.4f} from {own.n_stars} star(s), fewer than "
-                       f"{own.min_n_stars}")
+                       f"of its own {own.zero_point:.4f} +- {own.error:.4f} from {own.n_stars} star(s), "
+                       + (f"fewer than {own.min_n_stars}" if not own.enough else
+                          f"its error over the detector scatter {self.detector_zero_point_scatter:.4f}"))
             else:
-                why = (f"zero point: its own {own.zero_point:.4f} from {own.n_stars} star(s), fewer than "
-                       f"{own.min_n_stars}, kept: no other detector of the visit is calibrated")
+                why = (f"zero point: its own {own.zero_point:.4f} +- {own.error:.4f} from {own.n_stars} star(s), "
+                       + (f"fewer than {own.min_n_stars}" if not own.enough else "an error over the detector scatter")
+                       + ", kept: no other detector of the visit is calibrated")
             if row["status"] == "ok":
                 row["status"] = "degraded"
             row["message"] = f"{row['message']}; {why}" if row["message"] else why

@@ -86,3 +86,72 @@ def test_psf_ap_corr_cat_checksums_match_with_blank_padded_messages(tmp_path):
     back = read_psf_ap_corr_cat(path)
     assert list(back["message"]) == ["", "singular matrix"]   # FITS drops trailing blanks
     assert write_psf_ap_corr_cat(cat, tmp_path / "again.fits").read_bytes() == path.read_bytes()
+
+
+# --- the visit zero point of a detector with too few photometric stars or too large an error -----------------
+
+def _calexp(zp: float, n: int, rms: float, err: float | None, gain: float):
+    from visitcal.core.image import Exposure, MaskedImage
+
+    md = fits.Header()
+    md["HIERARCH MAGZERO_NOBJ"] = n
+    md["HIERARCH MAGZERO_MIN_NOBJ"] = 5
+    md["HIERARCH MAGZERO_RMS"] = rms
+    if err is not None:
+        md["HIERARCH MAGZERO_ERR"] = err
+    md["GAIN"] = gain
+    return Exposure(MaskedImage(np.zeros((8, 8), np.float32)), wcs=_wcs(0.0),
+                    photo_calib=PhotoCalib.from_zero_point(zp), metadata=md)
+
+
+def _run_zero_points(calexps, **kw):
+    from visitcal.tasks.update_visit_summary import UpdateVisitSummaryTask
+
+    cat = [{"detector": d, "psf": None, "ap_corr_map": None, "status": "ok", "message": ""} for d in calexps]
+    return {int(r["detector"]): r for r in UpdateVisitSummaryTask(**kw).run(1000, cat, calexps)}
+
+
+def test_visit_zero_point_is_the_inverse_variance_mean_per_electron():
+    """Detector 2 (3 stars) and detector 3 (9 stars but a 30 mmag error) take the inverse-variance mean of
+    their own zero point and the others', per electron, the others' variances their error^2 + 0.01^2 (the
+    detector scatter); detectors 0 and 1 (enough stars, errors under 0.01 mag) keep theirs, ok. Computed here
+    by hand: zero points per electron z + 2.5 log10(gain)."""
+    import math
+
+    specs = {0: (30.00, 20, 0.002, 0.003, 1.0), 1: (30.05, 15, 0.002, 0.004, 1.2),
+             2: (30.20, 3, 0.005, 0.02, 0.9), 3: (30.50, 9, 0.004, 0.03, 1.1)}
+    rows = _run_zero_points({d: _calexp(*s) for d, s in specs.items()})
+    per_e = {d: s[0] + 2.5 * math.log10(s[4]) for d, s in specs.items()}
+    for d in (0, 1):
+        assert str(rows[d]["status"]) == "ok" and rows[d]["photo_calib"].zero_point == pytest.approx(specs[d][0])
+    for d in (2, 3):
+        w = {k: 1.0 / (specs[k][3] ** 2 + (0.0 if k == d else 0.01 ** 2)) for k in specs}
+        want = sum(w[k] * per_e[k] for k in specs) / sum(w.values()) - 2.5 * math.log10(specs[d][4])
+        assert rows[d]["photo_calib"].zero_point == pytest.approx(want, abs=1e-9)
+        assert str(rows[d]["status"]) == "degraded"
+        assert f"instead of its own {specs[d][0]:.4f} +- {specs[d][3]:.4f}" in str(rows[d]["message"])
+    assert "fewer than 5" in str(rows[2]["message"])
+    assert "its error over the detector scatter 0.0100" in str(rows[3]["message"])
+    # the big-error detector moves most of the way to the visit, the 3-star one part of the way
+    assert abs(rows[3]["photo_calib"].zero_point - 30.5) > 0.3
+    # without MAGZERO_ERR (an older calibration) the error is MAGZERO_RMS; a zero scatter weights the others fully
+    rows = _run_zero_points({d: _calexp(*s[:3], None, s[4]) for d, s in specs.items()},
+                            detector_zero_point_scatter=0.0)
+    w = {k: 1.0 / specs[k][2] ** 2 for k in specs}
+    want = sum(w[k] * per_e[k] for k in specs) / sum(w.values()) - 2.5 * math.log10(specs[2][4])
+    assert rows[2]["photo_calib"].zero_point == pytest.approx(want, abs=1e-9)
+    # a zero scatter says the detectors are alike: each one's error is over it, every one takes the same visit value
+    assert all(str(r["status"]) == "degraded" for r in rows.values())
+    visit_per_e = {d: r["photo_calib"].zero_point + 2.5 * math.log10(specs[d][4]) for d, r in rows.items()}
+    assert max(visit_per_e.values()) - min(visit_per_e.values()) < 1e-9
+
+
+def test_visit_zero_point_alone_keeps_its_own_and_bounds_the_scatter():
+    rows = _run_zero_points({7: _calexp(30.3, 2, 0.01, 0.02, 1.0)})
+    assert rows[7]["photo_calib"].zero_point == pytest.approx(30.3)
+    assert str(rows[7]["status"]) == "degraded" and "kept: no other detector" in str(rows[7]["message"])
+    from visitcal.tasks.update_visit_summary import UpdateVisitSummaryTask
+
+    for bad in (-0.1, 2.0, float("nan"), "0.01"):
+        with pytest.raises(ValueError, match="detector_zero_point_scatter"):
+            UpdateVisitSummaryTask(detector_zero_point_scatter=bad)
