@@ -103,12 +103,20 @@ def test_psf_flux_large_valid_offsets_give_the_shifted_frame_flux(x0, y0):
 
 
 def test_image_origin_outside_int32_is_refused_by_name():
-    mi = MaskedImage(np.zeros((10, 10), np.float32), xy0=(I32_MAX - 5, 0))
+    # at construction (every kernel takes the origin as a C++ int) ...
+    for xy0 in ((I32_MAX - 5, 0), (0, -(2**40)), (-(2**31) - 1, 0)):
+        with pytest.raises(ValueError) as info:
+            MaskedImage(np.zeros((10, 10), np.float32), xy0=xy0)
+        assert_ours(info.value, "xy0", "int32")
+    MaskedImage(np.zeros((10, 10), np.float32), xy0=(I32_MAX - 10, -(2**31)))  # the last pixel fits
+    # ... and again where a plugin hands it to the C++, should xy0 have been changed since
+    mi = MaskedImage(np.zeros((10, 10), np.float32))
+    mi.xy0 = (I32_MAX - 5, 0)
     with pytest.raises(ValueError) as info:
         psf_flux(mi, gaussian_stamp(3)[None], [0], [0])
     assert_ours(info.value, "xy0", "int32")
     with pytest.raises(ValueError) as info:
-        local_background(MaskedImage(np.zeros((10, 10), np.float32), xy0=(0, -(2**40))), [1.0], [1.0], [1.0])
+        local_background(mi, [1.0], [1.0], [1.0])
     assert_ours(info.value, "xy0", "int32")
 
 
@@ -276,3 +284,67 @@ def test_standard_library_exceptions_become_typed_errors_in_our_words(kind, what
 def test_our_own_messages_pass_the_boundary_unchanged(kind):
     with pytest.raises(ValueError, match=r"^bin column 3: needs 2 points$"):
         _core._throw_std_for_test(kind, "bin column 3: needs 2 points")
+
+
+# --- the audit of float -> int casts in cpp/src ------------------------------------------------------------
+
+def noisy_image(seed=1, shape=(40, 50)):
+    rng = np.random.default_rng(seed)
+    img = rng.normal(0.0, 1.0, shape).astype(np.float32)
+    var = (1.0 + rng.uniform(0.0, 1.0, shape)).astype(np.float32)
+    return img, np.zeros(shape, np.int32), var
+
+
+def test_huge_aperture_radius_is_flagged_and_the_others_unchanged():
+    img, mask, var = noisy_image()
+    one = _core.measure_circular_apertures(img, mask, var, 0, 0, np.array([20.0]), np.array([20.0]), [3.0])
+    two = _core.measure_circular_apertures(img, mask, var, 0, 0, np.array([20.0]), np.array([20.0]), [3.0, 1e300])
+    assert two["instFlux"][0, 0] == one["instFlux"][0, 0] and two["flags"][0, 0] == 0
+    assert np.isnan(two["instFlux"][0, 1]) and two["flags"][0, 1] == 0b11  # flag, apertureTruncated
+
+
+def test_variance_with_an_extremely_elongated_moment_is_the_row_median():
+    # xx = 1e200: a half width of 1e100 px (its int cast was undefined); yy = 1e-200: one row
+    img, mask, var = noisy_image()
+    out = _core.measure_variance(img, mask, var, 0, 0, np.array([20.0]), np.array([20.0]), np.array([1e200]),
+                                 np.array([1e-200]), np.array([0.0]), _core.VarianceControl())
+    assert out["flags"][0] == 0
+    assert out["value"][0] == np.median(var[20].astype(np.float64))
+
+
+def test_compensated_tophat_with_a_huge_annulus_is_out_of_bounds():
+    from visitcal.measurement.plugins.compensated_tophat import CompensatedTophatConfig, compensated_tophat_flux
+    img, mask, var = noisy_image()
+    mi = MaskedImage(img, mask, var)
+    out = compensated_tophat_flux(mi, [20.0], [20.0], CompensatedTophatConfig(apertures=(3,), outer_scale=1e300))
+    p = "base_CompensatedTophatFlux_3"
+    assert out[f"{p}_flag"][0] and np.isnan(out[f"{p}_instFlux"][0])
+    assert out[f"{p}_mask_bits"][0] == 0
+    with pytest.raises(ValueError) as info:
+        compensated_tophat_flux(mi, [20.0], [20.0], CompensatedTophatConfig(apertures=(2**31,)))
+    assert_ours(info.value, "apertures", str(2**31))
+
+
+def test_windowed_centroid_with_a_huge_window_is_bad_input():
+    from visitcal.measurement.plugins.windowed_centroid import windowed_centroid
+    img, mask, var = noisy_image()
+    out = windowed_centroid(MaskedImage(img, mask, var), [20.0, 20.0], [20.0, 20.0], [1e300, 2.0])
+    assert out["ext_windowedCentroid_flag_badInput"].tolist() == [True, False]
+    assert np.isnan(out["ext_windowedCentroid_x"][0]) and np.isfinite(out["ext_windowedCentroid_x"][1])
+
+
+def test_sphere_link_lengths_are_checked_by_name_and_tiny_ones_work():
+    from visitcal.tasks.isolated_star_association import count_neighbours, fof_groups, match_nearest_sphere
+    for bad in (float("nan"), float("inf"), 0.0, -1.0, 1e300):
+        with pytest.raises(ValueError) as info:
+            fof_groups([10.0, 10.0], [0.0, 0.0], bad)
+        assert_ours(info.value, "link_arcsec")
+        with pytest.raises(ValueError) as info:
+            match_nearest_sphere([10.0], [0.0], [10.0], [0.0], bad)
+        assert_ours(info.value, "radius_arcsec")
+        with pytest.raises(ValueError) as info:
+            count_neighbours([10.0], [0.0], bad)
+        assert_ours(info.value, "radius_arcsec")
+    # 1e-300 arcsec: 1 / chord ~ 1e305 cells was cast to long (undefined); identical points still link
+    labels, n = fof_groups([10.0, 10.0, 10.0001], [0.0, 0.0, 0.0], 1e-300)
+    assert labels.tolist() == [0, 0, 1] and n == 2
