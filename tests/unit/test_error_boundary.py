@@ -348,3 +348,25 @@ def test_sphere_link_lengths_are_checked_by_name_and_tiny_ones_work():
     # 1e-300 arcsec: 1 / chord ~ 1e305 cells was cast to long (undefined); identical points still link
     labels, n = fof_groups([10.0, 10.0, 10.0001], [0.0, 0.0, 0.0], 1e-300)
     assert labels.tolist() == [0, 0, 1] and n == 2
+
+
+def test_footprint_dilation_is_bounded_by_name_and_huge_growth_is_exact():
+    from visitcal.core.footprint import Footprint, FootprintSet
+    mask = np.zeros((20, 30), bool)
+    mask[5:8, 10:14] = True
+    fp = Footprint.from_mask(mask)
+    for radius in (2**20 + 1, 2**31, 2**40):  # 2**31 was a pybind11 signature dump
+        with pytest.raises(ValueError) as info:
+            fp.dilated(radius)
+        assert_ours(info.value, "radius", str(2**20))
+    # near the int32 edge the grown spans would wrap: refused in our words
+    far = Footprint.from_mask(np.ones((1, 1), bool), xy0=(I32_MAX - 3, 0))
+    with pytest.raises(ValueError) as info:
+        far.dilated(10)
+    assert_ours(info.value, "radius", "int32")
+    assert far.dilated(2).area == 13  # the disc of radius 2 still fits
+    # growing a set by more than its box's width + height covers the box, as any such radius does
+    fs = FootprintSet.from_footprints([fp], Box2I(0, 0, 29, 19))
+    for radius in (50, 2**31, 10**12):
+        g = fs.grown(radius)
+        assert len(g) == 1 and g[0].area == 20 * 30
