@@ -370,3 +370,15 @@ def test_footprint_dilation_is_bounded_by_name_and_huge_growth_is_exact():
     for radius in (50, 2**31, 10**12):
         g = fs.grown(radius)
         assert len(g) == 1 and g[0].area == 20 * 30
+
+
+def test_psf_moments_xy0_outside_int32_is_refused_by_name():
+    from visitcal.measurement.plugins.sdss_shape import psf_moments
+    stamp = gaussian_stamp(15, 2.0)
+    ref = psf_moments(stamp)
+    assert ref["xx"] == pytest.approx(4.0, rel=1e-3) and not ref["flag"]
+    with pytest.raises(ValueError) as info:
+        psf_moments(stamp, xy0=(2**31, 0))
+    assert_ours(info.value, "xy0", "int32")
+    far = psf_moments(stamp, xy0=(I32_MAX - 20, -(2**31)))  # the same stamp, far away: same moments
+    assert far["xx"] == ref["xx"] and far["yy"] == ref["yy"] and far["x"] - ref["x"] == I32_MAX - 20 + 7
