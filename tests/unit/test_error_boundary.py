@@ -382,3 +382,14 @@ def test_psf_moments_xy0_outside_int32_is_refused_by_name():
     assert_ours(info.value, "xy0", "int32")
     far = psf_moments(stamp, xy0=(I32_MAX - 20, -(2**31)))  # the same stamp, far away: same moments
     assert far["xx"] == ref["xx"] and far["yy"] == ref["yy"] and far["x"] - ref["x"] == I32_MAX - 20 + 7
+
+
+def test_psf_position_beyond_the_int32_box_is_refused():
+    from visitcal.psf.models import GaussianPsf
+    psf = GaussianPsf(2.0, size=15)
+    near = psf.compute_image(2**30 + 0.25, -(2**30) - 0.25)
+    np.testing.assert_allclose(near, psf.compute_image(0.25, -0.25), rtol=0, atol=1e-15)
+    for xy in ((1e300, 0.0), (0.0, -(2.0**31)), (float("nan"), 0.0)):
+        with pytest.raises(ValueError) as info:
+            psf.compute_image(*xy)
+        assert_ours(info.value, "PSF position")
