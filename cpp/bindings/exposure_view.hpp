@@ -24,6 +24,7 @@ inline visitcal::ExposureView exposure_view(const py::array_t<float, 0>& image,
         ev.variance.nx != ev.image.nx) {
         throw std::invalid_argument("image, mask and variance must have the same shape");
     }
+    check_origin(x0, y0, ev.image.nx, ev.image.ny);
     return ev;
 }
 

@@ -4,10 +4,12 @@
 
 #include <pybind11/numpy.h>
 
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
+#include "visitcal/core/checked.hpp"
 #include "visitcal/core/image_view.hpp"
 
 namespace visitcal_bind {
@@ -33,8 +35,21 @@ visitcal::ImageView<T> image_view(const py::array_t<std::remove_const_t<T>, 0>& 
         if (!a.writeable()) throw std::invalid_argument(std::string(name) + " is read-only");
         data = const_cast<py::array_t<U, 0>&>(a).mutable_data();
     }
+    if (a.shape(0) > std::numeric_limits<int>::max() || a.shape(1) > std::numeric_limits<int>::max()) {
+        throw std::invalid_argument(std::string(name) + " has more than 2^31 - 1 rows or columns");
+    }
     return {data, static_cast<int>(a.shape(0)), static_cast<int>(a.shape(1)),
             a.strides(0) / static_cast<py::ssize_t>(sizeof(U))};
+}
+
+/// The parent frame of an (ny, nx) image at (x0, y0) must fit in int: its last pixel x0 + nx - 1
+/// (and y0 + ny - 1) is computed in int by the kernels.
+inline void check_origin(int x0, int y0, int nx, int ny) {
+    if (!visitcal::run_fits_int(x0, nx) || !visitcal::run_fits_int(y0, ny)) {
+        throw std::invalid_argument("the image's parent frame (xy0 = (" + std::to_string(x0) + ", " +
+                                    std::to_string(y0) + "), shape (" + std::to_string(ny) + ", " +
+                                    std::to_string(nx) + ")) extends beyond the int32 range");
+    }
 }
 
 }  // namespace visitcal_bind

@@ -8,6 +8,9 @@ import numpy.typing as npt
 
 def mask_planes() -> list[tuple[str, int, str]]: ...
 
+# module.cpp: the error boundary's test hook (throws the standard exception `kind` with `what`)
+def _throw_std_for_test(kind: str, what: str) -> None: ...
+
 class Box2I:
     min_x: int
     min_y: int

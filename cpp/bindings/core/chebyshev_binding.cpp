@@ -36,10 +36,14 @@ void grid_into(const ChebyshevBoundedField& f, const DArray& xs, const DArray& y
         throw std::invalid_argument("out must have shape (len(y), len(x)) = (" + std::to_string(ny) + ", " +
                                     std::to_string(nx) + ")");
     }
-    if (out.strides(1) != static_cast<py::ssize_t>(sizeof(T)) || out.strides(0) % sizeof(T) != 0) {
+    if (!out.writeable()) throw std::invalid_argument("out is read-only");
+    // An empty grid has nothing to write, and numpy gives an axis of length 0 or 1 any stride: only
+    // a longer x axis must have unit stride (as image_view's check).
+    if (nx == 0 || ny == 0) return;
+    if ((nx > 1 && out.strides(1) != static_cast<py::ssize_t>(sizeof(T))) ||
+        out.strides(0) % static_cast<py::ssize_t>(sizeof(T)) != 0) {
         throw std::invalid_argument("out must be contiguous along x (its last axis)");
     }
-    if (!out.writeable()) throw std::invalid_argument("out is read-only");
     T* dst = out.mutable_data();
     const std::ptrdiff_t stride = out.strides(0) / static_cast<py::ssize_t>(sizeof(T));
     py::gil_scoped_release release;

@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -43,6 +44,7 @@ ExposureView make_view(const F32& image, const I32& mask, const F32& variance, i
         throw std::invalid_argument("mask shape differs from image shape");
     if (ev.variance.ny != ev.image.ny || ev.variance.nx != ev.image.nx)
         throw std::invalid_argument("variance shape differs from image shape");
+    visitcal_bind::check_origin(x0, y0, ev.image.nx, ev.image.ny);
     return ev;
 }
 
@@ -280,6 +282,8 @@ void bind_measure_photometry(py::module_& m) {
               const py::ssize_t n = models.shape(0);
               if (model_x0.ndim() != 1 || model_x0.shape(0) != n || model_y0.ndim() != 1 || model_y0.shape(0) != n)
                   throw std::invalid_argument("model_x0 and model_y0 must be 1-D of length models.shape[0]");
+              if (models.shape(1) > std::numeric_limits<int>::max() || models.shape(2) > std::numeric_limits<int>::max())
+                  throw std::invalid_argument("models: a stamp has more than 2^31 - 1 rows or columns");
               const int h = static_cast<int>(models.shape(1)), w = static_cast<int>(models.shape(2));
               py::array_t<double> flux(n), err(n), area(n), chi2(n), npix(n);
               py::array_t<std::uint32_t> flags(n);

@@ -43,6 +43,7 @@ void bind_psf_candidates(py::module_& m) {
                 ev.variance.ny != ev.image.ny) {
                 throw std::invalid_argument("image, mask and variance must have the same shape");
             }
+            visitcal_bind::check_origin(x0, y0, ev.image.nx, ev.image.ny);
             if (x.ndim() != 1 || y.ndim() != 1 || footprint_index.ndim() != 1 || y.size() != x.size() ||
                 footprint_index.size() != x.size()) {
                 throw std::invalid_argument("x, y and footprint_index must be 1-D of the same length");

@@ -28,7 +28,8 @@ public:
         if (n >= std::numeric_limits<std::uint32_t>::max()) throw std::invalid_argument("too many points");
         chord_ = chord_of_separation(radius_deg);
         // Cells at least two chords wide (2 / ncell >= 2 chord): see for_each_within.
-        ncell_ = std::max(1L, std::min(kMaxCells, static_cast<long>(std::floor(1.0 / chord_))));
+        // Capped in double: 1 / chord is ~1e300 for a tiny radius (its long cast undefined).
+        ncell_ = std::max(1L, static_cast<long>(std::floor(std::min(1.0 / chord_, static_cast<double>(kMaxCells)))));
         cell_ = 2.0 / static_cast<double>(ncell_);
         xyz_.resize(3 * n);
         finite_.assign(n, 0);

@@ -51,11 +51,20 @@ PointGrid::PointGrid(const double* x, const double* y, std::size_t n, double cel
     c = std::max(c, std::sqrt(w * h / max_cells));
     c = std::max(c, std::max(w, h) / max_cells);
     c = std::max(c, 1e-9 * (1.0 + std::max(w, h)));
-    for (;;) {
-        nx_ = static_cast<long>(std::floor(w / c)) + 1;
-        ny_ = static_cast<long>(std::floor(h / c)) + 1;
-        if (static_cast<double>(nx_) * static_cast<double>(ny_) <= 2.0 * max_cells) break;
-        c *= 1.25;
+    if (!(std::isfinite(w) && std::isfinite(h) && std::isfinite(c))) {
+        // Extents beyond ~1.8e308 (points at +-1e308) overflow to inf, and w / c to NaN, whose cast to
+        // long is undefined (it once sized a vector of ~2^63 cells, or looped forever). One cell of the
+        // largest finite size then holds every point, and for_each_near visits them all.
+        nx_ = ny_ = 1;
+        c = std::numeric_limits<double>::max();
+        overflowed_ = true;
+    } else {
+        for (;;) {  // w / c <= max_cells here: the casts are exact
+            nx_ = static_cast<long>(std::floor(w / c)) + 1;
+            ny_ = static_cast<long>(std::floor(h / c)) + 1;
+            if (static_cast<double>(nx_) * static_cast<double>(ny_) <= 2.0 * max_cells) break;
+            c *= 1.25;
+        }
     }
     cell_ = c;
     const std::size_t n_cells = static_cast<std::size_t>(nx_ * ny_);

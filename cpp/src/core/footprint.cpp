@@ -1,4 +1,5 @@
 #include "visitcal/core/footprint.hpp"
+#include "visitcal/core/checked.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -105,6 +106,18 @@ std::int64_t span_area(const std::vector<Span>& spans) {
 std::vector<Span> dilate_spans(const std::vector<Span>& spans, int radius) {
     if (radius < 0) throw std::invalid_argument("dilation radius must be >= 0, got " + std::to_string(radius));
     if (radius == 0 || spans.empty()) return spans;
+    // Sizes and coordinates checked before the allocation: spans x (2 r + 1) rows are reserved, and
+    // y +- r, x0 - r, x1 + r must not wrap in int.
+    constexpr std::size_t kMaxGrown = std::size_t{1} << 26;  // 768 MB of spans
+    if (static_cast<double>(spans.size()) * (2.0 * radius + 1.0) > static_cast<double>(kMaxGrown))
+        throw std::invalid_argument("dilating " + std::to_string(spans.size()) + " spans by radius " +
+                                    std::to_string(radius) + " makes more than 2^26 spans");
+    for (const Span& sp : spans) {
+        if (!fits_int(static_cast<double>(sp.y) - radius) || !fits_int(static_cast<double>(sp.y) + radius) ||
+            !fits_int(static_cast<double>(sp.x0) - radius) || !fits_int(static_cast<double>(sp.x1) + radius))
+            throw std::invalid_argument("dilation radius " + std::to_string(radius) +
+                                        " moves a span outside the int32 range");
+    }
     // Half-widths of the disc's rows: w(dy) = floor(sqrt(r^2 - dy^2)), computed in integers so the
     // stencil is exact (dx^2 + dy^2 <= r^2).
     std::vector<int> half(static_cast<std::size_t>(radius) + 1);

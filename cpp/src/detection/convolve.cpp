@@ -11,11 +11,17 @@ namespace visitcal {
 
 std::vector<double> gaussian_kernel_1d(double sigma, int half_width) {
     if (!(sigma > 0.0) || !std::isfinite(sigma)) throw std::invalid_argument("sigma must be positive and finite");
-    if (half_width < 0) throw std::invalid_argument("half_width must be >= 0");
+    // Bounded before the allocation (the Python wrapper checks first; this keeps the core safe alone).
+    if (half_width < 0 || half_width > (1 << 20)) throw std::invalid_argument("half_width must be in [0, 1048576]");
     std::vector<double> k(2 * static_cast<std::size_t>(half_width) + 1);
+    if (sigma * sigma == 0.0) {  // sigma < ~1e-162: 0 / 0 at the centre tap would make the kernel NaN
+        k[static_cast<std::size_t>(half_width)] = 1.0;  // the limit: a delta
+        return k;
+    }
     double sum = 0.0;
     for (int i = -half_width; i <= half_width; ++i) {
-        const double v = std::exp(-0.5 * (i * i) / (sigma * sigma));
+        const double di = i;  // i * i in int overflows from half_width 46341 on (a NaN kernel)
+        const double v = std::exp(-0.5 * (di * di) / (sigma * sigma));
         k[static_cast<std::size_t>(i + half_width)] = v;
         sum += v;
     }

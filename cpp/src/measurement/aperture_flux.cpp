@@ -15,6 +15,7 @@
 // G(hi) - G(lo) cancels at most ~pi r^2 / 4 down to <= 1: ~1e-16 * r^2 absolute per pixel, far below
 // the 1e-10 relative agreement with photutils asserted by the tests.
 #include "visitcal/measurement/aperture_flux.hpp"
+#include "visitcal/core/checked.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -106,8 +107,10 @@ inline double sum_run(const T* p, int n) {
 }
 
 // Pixel index range [lo, hi] touched by a circle of radius r centred at local coordinate c.
-inline int first_touched(double c, double r) { return static_cast<int>(std::floor(c - 0.5 - r)) + 1; }
-inline int last_touched(double c, double r) { return static_cast<int>(std::ceil(c + 0.5 + r)) - 1; }
+// Saturated: a finite radius may still be ~1e300 (an int cast would be undefined); such an aperture
+// then fails the on-image test of sort_and_count_valid and is never tabulated.
+inline int first_touched(double c, double r) { return saturate_to_int(std::floor(c - 0.5 - r) + 1.0); }
+inline int last_touched(double c, double r) { return saturate_to_int(std::ceil(c + 0.5 + r) - 1.0); }
 
 struct Sums {
     double flux = 0.0;
@@ -183,8 +186,8 @@ void aperture_core(ImageView<const T> img, ImageView<const float> var, double xc
             int f_lo = 0, f_hi = -1;
             if (m2 <= t.r2) {
                 const double tf = std::sqrt(t.r2 - m2);
-                f_lo = static_cast<int>(std::ceil(xc + 0.5 - tf));
-                f_hi = static_cast<int>(std::floor(xc - 0.5 + tf));
+                f_lo = saturate_to_int(std::ceil(xc + 0.5 - tf));  // |tf| <= r: on the image
+                f_hi = saturate_to_int(std::floor(xc - 0.5 + tf));
             }
             if (f_lo <= f_hi) {
                 if (cur_lo > cur_hi) {
@@ -202,8 +205,8 @@ void aperture_core(ImageView<const T> img, ImageView<const float> var, double xc
             }
             // Boundary pixels: the pixel's nearest point is inside r.
             const double tp = std::sqrt(std::max(t.r2 - n2, 0.0));
-            const int p_lo = std::max(static_cast<int>(std::floor(xc - 0.5 - tp)) + 1, t.ilo);
-            const int p_hi = std::min(static_cast<int>(std::ceil(xc + 0.5 + tp)) - 1, t.ihi);
+            const int p_lo = std::max(saturate_to_int(std::floor(xc - 0.5 - tp) + 1.0), t.ilo);
+            const int p_hi = std::min(saturate_to_int(std::ceil(xc + 0.5 + tp) - 1.0), t.ihi);
             const RowEdge& C = rows[t.row0 + (j - t.jlo)];
             const RowEdge& D = rows[t.row0 + (j + 1 - t.jlo)];
             const ColEdge zc{0.0, 0.0};

@@ -1,5 +1,6 @@
 // base_CompensatedTophatFlux; see compensated_tophat.hpp.
 #include "visitcal/measurement/compensated_tophat.hpp"
+#include "visitcal/core/checked.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -27,18 +28,21 @@ CompensatedTophatResult measure_compensated_tophat(const ExposureView& ev, doubl
         return res;
     }
     const double a = aperture;
-    const int half = static_cast<int>(std::ceil(ctrl.outer_scale * a));
-    const int ix = position_to_index(x), iy = position_to_index(y);
-    // OR of the mask over the box's on-image part.
-    const int bx0 = std::max(ix - half, ev.x0), bx1 = std::min(ix + half, ev.x0 + ev.width() - 1);
-    const int by0 = std::max(iy - half, ev.y0), by1 = std::min(iy + half, ev.y0 + ev.height() - 1);
+    // In double: outer_scale * aperture may pass INT_MAX (its int cast was undefined, ix +- half wrapped).
+    const double half = std::ceil(ctrl.outer_scale * a);
+    const int ix = position_to_index(x), iy = position_to_index(y);  // exact: |x|, |y| <= 1e9
+    // OR of the mask over the box's on-image part (clipped in double).
+    int bx0, bx1, by0, by1;
+    clip_run(ix - half, ix + half, ev.x0, ev.x0 + ev.width() - 1, bx0, bx1);
+    clip_run(iy - half, iy + half, ev.y0, ev.y0 + ev.height() - 1, by0, by1);
     std::int32_t bits = 0;
     for (int py = by0; py <= by1; ++py) {
         const std::int32_t* m = ev.mask.row(py - ev.y0);
         for (int px = bx0; px <= bx1; ++px) bits |= m[px - ev.x0];
     }
     res.mask_bits = bits;
-    if (!ev.contains(ix - half, iy - half) || !ev.contains(ix + half, iy + half)) {
+    // The whole box on the image: clipping left it unchanged.
+    if (bx0 != ix - half || bx1 != ix + half || by0 != iy - half || by1 != iy + half) {
         res.flags = FAILURE | BOUNDS;
         return res;
     }

@@ -836,6 +836,9 @@ DeblendResult deblend_footprint(const ExposureView& ev, const Span* spans, std::
     try {
         const double fwhm = psf_fwhm(psf, mx, my);
         if (!(fwhm > 0) || !std::isfinite(fwhm)) throw std::domain_error("invalid PSF FWHM at the footprint centroid");
+        // The stamps, radii and dilations below convert multiples of the FWHM to int: bounded first
+        // (a broken PSF's 1e300 px made those casts undefined and the dilation unbounded).
+        if (fwhm > 1e5) throw std::domain_error("PSF FWHM at the footprint centroid exceeds 1e5 px");
         // LSST sets tooManyPeaks = n_peaks > maxNumberOfPeaks literally (always true for the default 0).
         res.too_many_peaks = static_cast<long>(n_peaks) > ctrl.max_number_of_peaks;
         run_deblend(ev, fp, peaks, n_peaks, psf, fwhm, sigma1, ctrl, res);

@@ -1,5 +1,6 @@
 // base_GaussianFlux; see gaussian_flux.hpp.
 #include "visitcal/measurement/gaussian_flux.hpp"
+#include "visitcal/core/checked.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -31,10 +32,11 @@ GaussianFluxResult measure_gaussian_flux(const ExposureView& ev, double x, doubl
     }
     const double ixx = q.yy / det, iyy = q.xx / det, ixy = -q.xy / det;  // Q^-1
     const double rad = std::min(ctrl.box_sigma * std::sqrt(std::max(q.xx, q.yy)), ctrl.max_radius);
-    const int px0 = std::max(static_cast<int>(std::ceil(x - rad)), ev.x0);
-    const int px1 = std::min(static_cast<int>(std::floor(x + rad)), ev.x0 + ev.width() - 1);
-    const int py0 = std::max(static_cast<int>(std::ceil(y - rad)), ev.y0);
-    const int py1 = std::min(static_cast<int>(std::floor(y + rad)), ev.y0 + ev.height() - 1);
+    // Clipped to the image in double before the int conversion: a huge moment or max_radius makes
+    // rad too large for an int (the cast was undefined).
+    int px0, px1, py0, py1;
+    clip_run(std::ceil(x - rad), std::floor(x + rad), ev.x0, ev.x0 + ev.width() - 1, px0, px1);
+    clip_run(std::ceil(y - rad), std::floor(y + rad), ev.y0, ev.y0 + ev.height() - 1, py0, py1);
     if (px0 > px1 || py0 > py1) {
         res.flags = FAILURE;
         return res;

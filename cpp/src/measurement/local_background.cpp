@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <vector>
 
+#include "visitcal/core/checked.hpp"
 #include "visitcal/detection/background.hpp"  // clipped_mean_var
 
 namespace visitcal {
@@ -32,17 +34,33 @@ LocalBackgroundResult measure_local_background(const ExposureView& ev, double x,
     }
     const double rin = ctrl.annulus_inner * psf_sigma, rout = ctrl.annulus_outer * psf_sigma;
     const double rin2 = rin * rin, rout2 = rout * rout;
-    const int px0 = std::max(static_cast<int>(std::ceil(x - rout)), ev.x0);
-    const int px1 = std::min(static_cast<int>(std::floor(x + rout)), ev.x0 + ev.width() - 1);
-    const int py0 = std::max(static_cast<int>(std::ceil(y - rout)), ev.y0);
-    const int py1 = std::min(static_cast<int>(std::floor(y + rout)), ev.y0 + ev.height() - 1);
+    // The outer circle's box clipped to the image in double, before any conversion to int: rout may be
+    // ~1e301 (a huge psf_sigma), whose int cast is undefined and whose unclipped area once sized the
+    // reservation below (std::bad_alloc). The clipped box lies on the image, so it fits an int.
+    const double fx0 = std::max(std::ceil(x - rout), static_cast<double>(ev.x0));
+    const double fx1 = std::min(std::floor(x + rout), static_cast<double>(last_of(ev.x0, ev.width())));
+    const double fy0 = std::max(std::ceil(y - rout), static_cast<double>(ev.y0));
+    const double fy1 = std::min(std::floor(y + rout), static_cast<double>(last_of(ev.y0, ev.height())));
+    if (!(fx0 <= fx1 && fy0 <= fy1)) {
+        res.flags = FAILURE | NO_GOOD_PIXELS;
+        return res;
+    }
+    const int px0 = static_cast<int>(fx0), px1 = static_cast<int>(fx1);
+    const int py0 = static_cast<int>(fy0), py1 = static_cast<int>(fy1);
     // The annulus row by row: on each row it is one run of columns (dy beyond the inner radius) or two
     // (left and right of the inner disc), whose ends come from the circle equations and are then moved
     // by the exact test d2 > rin2 && d2 <= rout2, so the pixel set is exactly that test's (inclusive
     // outer, exclusive inner edge) while the runs themselves need no per-pixel geometry.
     std::vector<float> v;
-    v.reserve(static_cast<std::size_t>(3.2 * (rout2 - rin2)) + 64);
-    auto d2_of = [&](int px, double dy2) { return (px - x) * (px - x) + dy2; };
+    // The annulus area (plus slack), at most the clipped box's; rout2 - rin2 is NaN when both are inf.
+    const double box_area = (fx1 - fx0 + 1.0) * (fy1 - fy0 + 1.0);
+    double want = 3.2 * (rout2 - rin2) + 64.0;
+    if (!(want <= box_area)) want = box_area;
+    v.reserve(static_cast<std::size_t>(want));
+    auto d2_of = [&](std::int64_t px, double dy2) {
+        const double dx = static_cast<double>(px) - x;
+        return dx * dx + dy2;
+    };
     auto take = [&](const float* im, const std::int32_t* m, int from, int to) {
         for (int px = from; px <= to; ++px) {
             const int i = px - ev.x0;
@@ -50,12 +68,15 @@ LocalBackgroundResult measure_local_background(const ExposureView& ev, double x,
             v.push_back(im[i]);
         }
     };
-    // The first and last integer of {px : (px - x)^2 + dy2 <= r2}, an interval (empty: first > last).
+    // The first and last integer of {px : (px - x)^2 + dy2 <= r2}, an interval (empty: first > last),
+    // within [px0 - 1, px1 + 1] (enough for the callers, which clip to [px0, px1]; r2 may be inf).
     // The circle equation gives the ends to within a pixel of rounding; starting one pixel outside and
-    // stepping inwards with the exact test lands on them.
-    auto run_of = [&](double r2, double dy2, int& first, int& last) {
+    // stepping inwards with the exact test lands on them. 64-bit: px0 - 1 may be below INT_MIN.
+    const double lo_lim = static_cast<double>(px0) - 1.0, hi_lim = static_cast<double>(px1) + 1.0;
+    auto run_of = [&](double r2, double dy2, std::int64_t& first, std::int64_t& last) {
         const double h = std::sqrt(std::max(0.0, r2 - dy2));
-        const int lo = static_cast<int>(std::ceil(x - h)) - 1, hi = static_cast<int>(std::floor(x + h)) + 1;
+        const auto lo = static_cast<std::int64_t>(std::max(std::ceil(x - h) - 1.0, lo_lim));
+        const auto hi = static_cast<std::int64_t>(std::min(std::floor(x + h) + 1.0, hi_lim));
         first = lo;
         while (first <= hi && d2_of(first, dy2) > r2) ++first;
         last = hi;
@@ -66,18 +87,20 @@ LocalBackgroundResult measure_local_background(const ExposureView& ev, double x,
         if (dy2 > rout2) continue;
         const float* im = ev.image.row(py - ev.y0);
         const std::int32_t* m = ev.mask.row(py - ev.y0);
-        int a0, a1;
-        run_of(rout2, dy2, a0, a1);
-        a0 = std::max(a0, px0);
-        a1 = std::min(a1, px1);
+        std::int64_t r0, r1;
+        run_of(rout2, dy2, r0, r1);
+        const int a0 = static_cast<int>(std::max<std::int64_t>(r0, px0));
+        const int a1 = static_cast<int>(std::min<std::int64_t>(r1, px1));
         if (a0 > a1) continue;
-        int g0 = 1, g1 = 0;  // the inner disc's run on this row, excluded
+        std::int64_t g0 = 1, g1 = 0;  // the inner disc's run on this row, excluded
         if (dy2 <= rin2) run_of(rin2, dy2, g0, g1);
         if (g0 > g1) {
             take(im, m, a0, a1);
         } else {
-            take(im, m, a0, std::min(a1, g0 - 1));
-            take(im, m, std::max(a0, g1 + 1), a1);
+            const std::int64_t left_end = std::min<std::int64_t>(a1, g0 - 1);
+            const std::int64_t right_start = std::max<std::int64_t>(a0, g1 + 1);
+            if (left_end >= a0) take(im, m, a0, static_cast<int>(left_end));
+            if (right_start <= a1) take(im, m, static_cast<int>(right_start), a1);
         }
     }
     if (v.empty()) {

@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+
+#include "visitcal/core/checked.hpp"
 
 namespace visitcal {
 
@@ -14,20 +17,29 @@ PsfFluxResult measure_psf_flux(const ExposureView& ev, const double* model, int 
         res.flags = FAILURE | NO_GOOD_PIXELS;
         return res;
     }
-    const int bx0 = std::max(mx0, ev.x0), bx1 = std::min(mx0 + width - 1, ev.x0 + ev.width() - 1);
-    const int by0 = std::max(my0, ev.y0), by1 = std::min(my0 + height - 1, ev.y0 + ev.height() - 1);
-    if (bx0 != mx0 || by0 != my0 || bx1 != mx0 + width - 1 || by1 != my0 + height - 1) res.flags |= FAILURE | EDGE;
+    // The stamp's last pixel in 64 bits: mx0 + width - 1 wraps in int for an origin near 2^31, and a
+    // wrapped box once made the loops below read far outside the image. The clipped box lies on the
+    // image, so it fits an int again.
+    const std::int64_t mx1 = last_of(mx0, width), my1 = last_of(my0, height);
+    const std::int64_t bx0 = std::max<std::int64_t>(mx0, ev.x0), bx1 = std::min(mx1, last_of(ev.x0, ev.width()));
+    const std::int64_t by0 = std::max<std::int64_t>(my0, ev.y0), by1 = std::min(my1, last_of(ev.y0, ev.height()));
+    if (bx0 != mx0 || by0 != my0 || bx1 != mx1 || by1 != my1) res.flags |= FAILURE | EDGE;
+    if (bx0 > bx1 || by0 > by1) {  // the stamp misses the image
+        res.flags |= FAILURE | NO_GOOD_PIXELS;
+        res.npixels = 0.0;
+        return res;
+    }
     // Two passes: the amplitude first, then chi2 with it (the stamp is small; this avoids the
     // cancellation of the expanded sum(D^2/V) - 2 f sum(MD/V) + f^2 sum(M^2/V)).
     double smm = 0.0, smd = 0.0, smmv = 0.0, sm = 0.0;
     long n = 0;
     bool finite = true;
-    for (int py = by0; py <= by1; ++py) {
+    for (std::int64_t py = by0; py <= by1; ++py) {
         const double* mr = model + static_cast<std::ptrdiff_t>(py - my0) * width + (bx0 - mx0);
-        const float* im = ev.image.row(py - ev.y0) + (bx0 - ev.x0);
-        const float* va = ev.variance.row(py - ev.y0) + (bx0 - ev.x0);
-        const std::int32_t* ma = ev.mask.row(py - ev.y0) + (bx0 - ev.x0);
-        for (int px = 0; px <= bx1 - bx0; ++px) {
+        const float* im = ev.image.row(static_cast<int>(py - ev.y0)) + (bx0 - ev.x0);
+        const float* va = ev.variance.row(static_cast<int>(py - ev.y0)) + (bx0 - ev.x0);
+        const std::int32_t* ma = ev.mask.row(static_cast<int>(py - ev.y0)) + (bx0 - ev.x0);
+        for (std::int64_t px = 0; px <= bx1 - bx0; ++px) {
             if (ma[px] & ctrl.bad_mask) continue;
             const double m = mr[px], d = im[px], v = va[px];
             if (!std::isfinite(d) || !std::isfinite(v)) finite = false;
@@ -45,12 +57,12 @@ PsfFluxResult measure_psf_flux(const ExposureView& ev, const double* model, int 
     }
     const double f = smd / smm;
     double chi2 = 0.0;
-    for (int py = by0; py <= by1; ++py) {
+    for (std::int64_t py = by0; py <= by1; ++py) {
         const double* mr = model + static_cast<std::ptrdiff_t>(py - my0) * width + (bx0 - mx0);
-        const float* im = ev.image.row(py - ev.y0) + (bx0 - ev.x0);
-        const float* va = ev.variance.row(py - ev.y0) + (bx0 - ev.x0);
-        const std::int32_t* ma = ev.mask.row(py - ev.y0) + (bx0 - ev.x0);
-        for (int px = 0; px <= bx1 - bx0; ++px) {
+        const float* im = ev.image.row(static_cast<int>(py - ev.y0)) + (bx0 - ev.x0);
+        const float* va = ev.variance.row(static_cast<int>(py - ev.y0)) + (bx0 - ev.x0);
+        const std::int32_t* ma = ev.mask.row(static_cast<int>(py - ev.y0)) + (bx0 - ev.x0);
+        for (std::int64_t px = 0; px <= bx1 - bx0; ++px) {
             if (ma[px] & ctrl.bad_mask) continue;
             const double r = im[px] - f * mr[px];
             chi2 += r * r / va[px];

@@ -1,5 +1,6 @@
 // base_SdssCentroid; see measurement/sdss_centroid.hpp for the algorithm and our reading of its details.
 #include "visitcal/measurement/sdss_centroid.hpp"
+#include "visitcal/core/checked.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -223,7 +224,7 @@ SdssCentroidResult measure_sdss_centroid(const ExposureView& ev, double peak_x, 
 
     // Kernel half width 4 sigma (truncation moves a Gaussian's centroid by < 1e-5 px), capped so the
     // stamp stays small for absurd sigmas.
-    const int kh_full = std::min(100, std::max(1, static_cast<int>(std::ceil(4.0 * psf_sigma))));
+    const int kh_full = std::min(100, std::max(1, ceil_to_int(4.0 * psf_sigma)));  // saturated: psf_sigma may be huge
     std::vector<double> kernel;
     Stamp stamp;
     std::uint32_t extra = 0;

@@ -1,5 +1,6 @@
 // base_SdssShape adaptive moments; see measurement/sdss_shape.hpp for the algorithm.
 #include "visitcal/measurement/sdss_shape.hpp"
+#include "visitcal/core/checked.hpp"
 
 #include <Eigen/Dense>
 
@@ -95,11 +96,16 @@ struct Box {
 template <class Acc>
 Box weight_box(const Acc& a, double xc, double yc, const Sym2& w) {
     // +-5 sigma of the weight's marginals: the matched product (sigma / sqrt 2) is then cut at 7 sigma.
-    const int hx = static_cast<int>(std::ceil(5.0 * std::sqrt(w.xx))) + 1;
-    const int hy = static_cast<int>(std::ceil(5.0 * std::sqrt(w.yy))) + 1;
-    const int ix = position_to_index(xc), iy = position_to_index(yc);
-    return {std::max(a.xmin(), ix - hx), std::min(a.xmax(), ix + hx), std::max(a.ymin(), iy - hy),
-            std::min(a.ymax(), iy + hy)};
+    // In double, clipped before the int conversion: a huge or non-finite weight (or centre) made the
+    // int casts undefined and ix +- hx wrap. A NaN gives an empty box.
+    const double hx = std::ceil(5.0 * std::sqrt(w.xx)) + 1.0, hy = std::ceil(5.0 * std::sqrt(w.yy)) + 1.0;
+    const double ix = std::floor(xc + 0.5), iy = std::floor(yc + 0.5);  // position_to_index, unrounded
+    Box b;
+    if (!clip_run(ix - hx, ix + hx, a.xmin(), a.xmax(), b.x0, b.x1) ||
+        !clip_run(iy - hy, iy + hy, a.ymin(), a.ymax(), b.y0, b.y1)) {
+        return {1, 0, 1, 0};
+    }
+    return b;
 }
 
 struct Sums {

@@ -1,5 +1,6 @@
 // base_Variance; see variance.hpp.
 #include "visitcal/measurement/variance.hpp"
+#include "visitcal/core/checked.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -26,10 +27,11 @@ VarianceResult measure_variance(const ExposureView& ev, double x, double y, cons
     // (s^2 Q)^-1 = [[yy, -xy], [-xy, xx]] / (s^2 det)
     const double ixx = q.yy / (s2 * det), iyy = q.xx / (s2 * det), ixy = -q.xy / (s2 * det);
     const double hx = ctrl.scale * std::sqrt(q.xx), hy = ctrl.scale * std::sqrt(q.yy);
-    const int px0 = std::max(static_cast<int>(std::ceil(x - hx)), ev.x0);
-    const int px1 = std::min(static_cast<int>(std::floor(x + hx)), ev.x0 + ev.width() - 1);
-    const int py0 = std::max(static_cast<int>(std::ceil(y - hy)), ev.y0);
-    const int py1 = std::min(static_cast<int>(std::floor(y + hy)), ev.y0 + ev.height() - 1);
+    // Clipped to the image in double before the int conversion: a huge moment makes the half
+    // widths too large for an int (the cast was undefined).
+    int px0, px1, py0, py1;
+    clip_run(std::ceil(x - hx), std::floor(x + hx), ev.x0, ev.x0 + ev.width() - 1, px0, px1);
+    clip_run(std::ceil(y - hy), std::floor(y + hy), ev.y0, ev.y0 + ev.height() - 1, py0, py1);
     std::vector<float> v;
     for (int py = py0; py <= py1; ++py) {
         const float* va = ev.variance.row(py - ev.y0);

@@ -1,7 +1,9 @@
 // ext_windowedCentroid; see measurement/windowed_centroid.hpp (SExtractor's XWIN_IMAGE recipe).
 #include "visitcal/measurement/windowed_centroid.hpp"
+#include "visitcal/core/checked.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 
 namespace visitcal {
@@ -16,7 +18,10 @@ WindowedCentroidResult measure_windowed_centroid(const ExposureView& ev, double 
     // Compared in double so that a huge start cannot overflow an int (NaN fails every comparison).
     const bool start_ok = x >= ev.x0 - 0.5 && x < ev.x0 + ev.image.nx - 0.5 && y >= ev.y0 - 0.5 &&
                           y < ev.y0 + ev.image.ny - 0.5;
-    if (!start_ok || !std::isfinite(sigma) || !(sigma > 0.0)) {
+    // A window wider than 2^24 px (rmax below) covers no image: refused as bad input, before its box is
+    // converted to int (undefined beyond INT_MAX) or looped over (2^48 pixels).
+    const bool window_ok = std::max(sigma, ctrl.min_sigma) * ctrl.n_sigma <= 16777216.0;
+    if (!start_ok || !std::isfinite(sigma) || !(sigma > 0.0) || !window_ok) {
         r.flags = F::FAILURE | F::BAD_INPUT;
         return r;
     }
@@ -33,8 +38,9 @@ WindowedCentroidResult measure_windowed_centroid(const ExposureView& ev, double 
     const int max_iter = std::max(1, ctrl.max_iter);
     for (int it = 1; it <= max_iter; ++it) {
         r.n_iter = it;
-        const int xa = static_cast<int>(std::floor(cx - rmax)), xb = static_cast<int>(std::ceil(cx + rmax));
-        const int ya = static_cast<int>(std::floor(cy - rmax)), yb = static_cast<int>(std::ceil(cy + rmax));
+        // Saturated (and below INT_MAX, so ++px cannot overflow): a centre moved near 2^31 stays defined.
+        const int xa = floor_to_int(cx - rmax), xb = std::min(ceil_to_int(cx + rmax), INT_MAX - 1);
+        const int ya = floor_to_int(cy - rmax), yb = std::min(ceil_to_int(cy + rmax), INT_MAX - 1);
         double tw = 0.0, sx = 0.0, sy = 0.0;
         for (int py = ya; py <= yb; ++py) {
             const double dy = py - cy;

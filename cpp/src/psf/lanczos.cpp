@@ -1,6 +1,8 @@
 #include "visitcal/psf/lanczos.hpp"
 
 #include <cmath>
+#include <limits>
+#include <algorithm>
 #include <stdexcept>
 
 namespace visitcal {
@@ -61,10 +63,18 @@ void shift_image_lanczos(const double* in, int width, int height, double dx, dou
     // Taps are summed in ascending order and taps off the image are skipped.
     std::vector<double> wx(2 * static_cast<std::size_t>(n)), wy(wx.size());
     std::vector<double> tmp(static_cast<std::size_t>(width) * height);
+    if (!std::isfinite(dx) || !std::isfinite(dy)) {  // no defined shift (and floor(NaN) has no int)
+        std::fill(out, out + static_cast<std::ptrdiff_t>(width) * height, std::numeric_limits<double>::quiet_NaN());
+        return;
+    }
     const double sx = std::floor(-dx), sy = std::floor(-dy);
     lanczos_weights(-dx - sx, n, wx.data());
     lanczos_weights(-dy - sy, n, wy.data());
-    const int bx = static_cast<int>(sx) - (n - 1), by = static_cast<int>(sy) - (n - 1);
+    // A shift beyond the stamp (plus the taps) leaves every tap off it, whatever its size: clamped
+    // there before the int conversion, which is undefined beyond INT_MAX.
+    const double lx = static_cast<double>(width) + 2.0 * n, ly = static_cast<double>(height) + 2.0 * n;
+    const int bx = static_cast<int>(std::min(std::max(sx, -lx), lx)) - (n - 1);
+    const int by = static_cast<int>(std::min(std::max(sy, -ly), ly)) - (n - 1);
     for (int r = 0; r < height; ++r) {
         const double* row = in + static_cast<std::ptrdiff_t>(r) * width;
         double* t = tmp.data() + static_cast<std::ptrdiff_t>(r) * width;

@@ -47,6 +47,8 @@ _PEAK_VOID = np.dtype((np.void, PEAK_DTYPE.itemsize))
 
 #: Version of the FITS layout written by `footprints_to_hdus`.
 FOOTPRINT_SCHEMA_VERSION = 1
+# Largest radius of Footprint.dilated: its C++ reserves (2 radius + 1) spans per span (and takes an int).
+_MAX_DILATION = 1 << 20
 
 
 def _as_spans(spans) -> np.ndarray:
@@ -191,6 +193,8 @@ class Footprint:
         """The footprint grown by a disc of ``radius`` px (``dx^2 + dy^2 <= radius^2``), peaks kept."""
         if int(radius) != radius or radius < 0:
             raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
+        if radius > _MAX_DILATION:  # before the C++ int (and its (2 radius + 1) rows per span)
+            raise ValueError(f"radius must be <= {_MAX_DILATION} px, got {radius!r}")
         return Footprint._from_normalized(_core.dilate_spans(self._spans, int(radius)), self._peaks.copy())
 
     def clipped_to(self, bbox: Box2I) -> Footprint:
@@ -479,6 +483,9 @@ class FootprintSet(Sequence):
         """
         if int(radius) != radius or radius < 0:
             raise ValueError(f"radius must be a non-negative integer, got {radius!r}")
+        # A disc wider than the box's width + height covers the box from any pixel: the same result,
+        # and the C++ int and its (2 radius + 1) rows per span stay bounded.
+        radius = min(int(radius), self.bbox.width + self.bbox.height)
         x0, y0 = self.bbox.xy0
         local = self._spans - np.array([y0, x0, x0], dtype=np.int32)
         xy = np.stack([self._peaks["i_x"] - x0, self._peaks["i_y"] - y0], axis=1).astype(np.int32)

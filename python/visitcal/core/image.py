@@ -270,7 +270,15 @@ class MaskedImage:
     variance : array_like, 2-D, optional
         Per-pixel variance (image units squared), float32; zeros when omitted.
     xy0 : (int, int)
-        Parent-frame ``(x0, y0)`` of element ``[0, 0]``.
+        Parent-frame ``(x0, y0)`` of element ``[0, 0]``; every pixel (and one past the last) must
+        lie in the int32 range.
+
+    Raises
+    ------
+    ValueError
+        Planes of different shapes, or pixels outside the int32 range.
+    TypeError
+        ``xy0`` is not two integers.
     """
 
     def __init__(self, image, mask=None, variance=None, *, xy0=(0, 0)):
@@ -289,6 +297,11 @@ class MaskedImage:
             x0, y0 = (operator.index(v) for v in xy0)
         except TypeError:
             raise TypeError(f"xy0 must be two integers, got {xy0!r}") from None
+        # The C++ kernels take the origin as int and compute the last pixel x0 + nx - 1 in int.
+        ny, nx = shape
+        if not (-(2**31) <= x0 and x0 + nx < 2**31 and -(2**31) <= y0 and y0 + ny < 2**31):
+            raise ValueError(f"xy0 = ({x0}, {y0}) with shape {shape} puts pixels outside the int32 range "
+                             f"[{-(2**31)}, {2**31 - 2}]")
         self.xy0 = (int(x0), int(y0))
 
     shape = property(lambda self: self.image.shape, doc="``(ny, nx)``: shape of the three planes.")

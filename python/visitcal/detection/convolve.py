@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 
 import numpy as np
 
@@ -53,10 +54,64 @@ class Convolved:
         return mask
 
 
+# Largest kernel half width: 2**20 px (a 2**21 + 1 tap kernel, 16 MB of float64) is far beyond any
+# image this library smooths, and keeps sigma = 1e300 or half_width = 2**31 from sizing an allocation.
+MAX_HALF_WIDTH = 1 << 20
+
+
+def _kernel_half_width(sigma, half_width) -> tuple[float, int]:
+    """``(sigma, h)`` validated: sigma finite and > 0; h an integer in ``[0, MAX_HALF_WIDTH]``.
+
+    Checked here, before any conversion to the C++ ``int``: a NaN, infinite or huge value raises
+    ValueError naming the argument (not a pybind11 signature dump or an OverflowError).
+    """
+    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (int, float, np.integer, np.floating)):
+        raise TypeError(f"sigma must be a real number, got {type(sigma).__name__}")
+    sigma = float(sigma)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be finite and > 0, got {sigma!r}")
+    if half_width is None:
+        if 4.0 * sigma > MAX_HALF_WIDTH:  # before ceil(): 4 sigma may be inf
+            raise ValueError(f"sigma = {sigma!r} px needs a kernel half width ceil(4 sigma) > {MAX_HALF_WIDTH} px; "
+                             f"sigma must be <= {MAX_HALF_WIDTH / 4:g}")
+        return sigma, int(math.ceil(4.0 * sigma))
+    if isinstance(half_width, (bool, np.bool_)):
+        raise TypeError("half_width must be an integer, got bool")
+    if isinstance(half_width, (float, np.floating)) and float(half_width).is_integer():
+        half_width = int(half_width)
+    try:
+        h = operator.index(half_width)
+    except TypeError:
+        raise TypeError(f"half_width must be an integer, got {half_width!r}") from None
+    if not 0 <= h <= MAX_HALF_WIDTH:
+        raise ValueError(f"half_width must be in [0, {MAX_HALF_WIDTH}], got {h}")
+    return sigma, h
+
+
 def gaussian_kernel_1d(sigma: float, half_width: int | None = None) -> np.ndarray:
-    """Unit-sum Gaussian of standard deviation ``sigma`` px at offsets ``-h..h`` (``h = ceil(4 sigma)``)."""
-    h = int(math.ceil(4.0 * sigma)) if half_width is None else int(half_width)
-    return np.asarray(_core.gaussian_kernel_1d(float(sigma), h))
+    """Unit-sum Gaussian of standard deviation ``sigma`` px at offsets ``-h..h`` (``h = ceil(4 sigma)``).
+
+    Parameters
+    ----------
+    sigma : float
+        Standard deviation, pixels: finite and > 0 (and <= ``MAX_HALF_WIDTH / 4`` without ``half_width``).
+    half_width : int, optional
+        ``h``, in ``[0, MAX_HALF_WIDTH]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        The ``2 h + 1`` weights, float64.
+
+    Raises
+    ------
+    ValueError
+        ``sigma`` not finite or <= 0, or ``h`` outside ``[0, MAX_HALF_WIDTH]``.
+    TypeError
+        ``sigma`` not a real number or ``half_width`` not an integer.
+    """
+    sigma, h = _kernel_half_width(sigma, half_width)
+    return np.asarray(_core.gaussian_kernel_1d(sigma, h))
 
 
 def _as_image(array, name: str) -> np.ndarray:
@@ -100,12 +155,19 @@ def gaussian_smooth(image, sigma: float, *, variance=None, half_width: int | Non
         Per-pixel variance of independent pixels; propagated exactly (convolved with the squared
         kernel), so ``result.variance`` is the variance of each smoothed pixel.
     half_width : int, optional
-        Kernel half width; ``ceil(4 sigma)`` by default (scipy.ndimage's ``truncate=4``).
+        Kernel half width; ``ceil(4 sigma)`` by default (scipy.ndimage's ``truncate=4``). The kernel,
+        ``2 h + 1`` px, must fit the image.
 
     Returns
     -------
     Convolved
         Border ``(h, h)``; ``method == "separable"``.
+
+    Raises
+    ------
+    ValueError
+        ``sigma`` not finite or <= 0, a half width outside ``[0, MAX_HALF_WIDTH]``, a kernel larger than
+        the image, or non-finite pixels.
 
     Notes
     -----
@@ -113,8 +175,11 @@ def gaussian_smooth(image, sigma: float, *, variance=None, half_width: int | Non
     ``scipy.ndimage.gaussian_filter`` (bench/bench_convolve.py); twice that with the variance.
     """
     img = _as_image(image, "image")
-    k = gaussian_kernel_1d(sigma, half_width)
-    h = k.size // 2
+    sigma, h = _kernel_half_width(sigma, half_width)
+    if 2 * h + 1 > min(img.shape):  # checked before the kernel is built
+        raise ValueError(f"the kernel ({2 * h + 1} px: half_width {h} for sigma = {sigma:.6g}) is larger than the "
+                         f"image {img.shape}; half_width must be <= {(min(img.shape) - 1) // 2}")
+    k = gaussian_kernel_1d(sigma, h)
     out = _run(_core.convolve_separable, img, "image", k, k)
     var_out = None
     if variance is not None:

@@ -58,10 +58,17 @@ class Moments(NamedTuple):
         return math.sqrt(0.5 * (self.xx + self.yy))
 
 
+# Largest |x|, |y| of a PSF position: the stamp's int32 box (pixel +- half a stamp, stamps < 2**20 px)
+# must fit, and the C++ converts the position to an int pixel index.
+_MAX_POSITION = float(2**31 - 2**20)
+
+
 def _position(x, y) -> tuple[float, float]:
     x, y = float(x), float(y)
     if not (math.isfinite(x) and math.isfinite(y)):
         raise ValueError(f"PSF position must be finite, got ({x}, {y})")
+    if abs(x) > _MAX_POSITION or abs(y) > _MAX_POSITION:
+        raise ValueError(f"PSF position ({x}, {y}) is beyond +-{_MAX_POSITION:.0f} px (its stamp's int32 box)")
     return x, y
 
 

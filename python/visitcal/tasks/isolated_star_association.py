@@ -222,6 +222,17 @@ def _radec(ra, dec, name: str) -> tuple[np.ndarray, np.ndarray]:
     return ra, dec
 
 
+def _link_deg(name: str, value) -> float:
+    """An angle in arcsec as degrees, checked before the C++ call: finite and in (0, 180 deg]."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number (arcsec), got {value!r}") from None
+    if not (math.isfinite(v) and 0.0 < v <= 180.0 * 3600.0):
+        raise ValueError(f"{name} must be finite and in (0, 648000] arcsec, got {value!r}")
+    return v / 3600.0
+
+
 def fof_groups(ra, dec, link_arcsec: float) -> tuple[np.ndarray, int]:
     """Friends-of-friends groups on the sphere.
 
@@ -240,7 +251,7 @@ def fof_groups(ra, dec, link_arcsec: float) -> tuple[np.ndarray, int]:
     n_groups : int
     """
     ra, dec = _radec(ra, dec, "fof_groups")
-    labels, n = _core.fof_groups(ra, dec, float(link_arcsec) / 3600.0)
+    labels, n = _core.fof_groups(ra, dec, _link_deg("link_arcsec", link_arcsec))
     return labels, int(n)
 
 
@@ -249,14 +260,14 @@ def match_nearest_sphere(ra1, dec1, ra2, dec2, radius_arcsec: float) -> tuple[np
     (ties: the lower index; -1 for none) and its separation in arcsec (NaN for none). Degrees in."""
     ra1, dec1 = _radec(ra1, dec1, "list 1")
     ra2, dec2 = _radec(ra2, dec2, "list 2")
-    index, sep = _core.match_nearest_sphere(ra1, dec1, ra2, dec2, float(radius_arcsec) / 3600.0)
+    index, sep = _core.match_nearest_sphere(ra1, dec1, ra2, dec2, _link_deg("radius_arcsec", radius_arcsec))
     return index, sep * 3600.0
 
 
 def count_neighbours(ra, dec, radius_arcsec: float) -> np.ndarray:
     """For each position (degrees), the number of other positions within ``radius_arcsec`` (int64)."""
     ra, dec = _radec(ra, dec, "count_neighbours")
-    return _core.count_neighbours(ra, dec, float(radius_arcsec) / 3600.0)
+    return _core.count_neighbours(ra, dec, _link_deg("radius_arcsec", radius_arcsec))
 
 
 def _mean_positions(ra: np.ndarray, dec: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

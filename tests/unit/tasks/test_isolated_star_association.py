@@ -126,7 +126,7 @@ def test_kernels_non_finite_and_errors():
     assert count_neighbours(ra, dec, 1.0).tolist() == [1, 0, 1]
     idx, _ = match_nearest_sphere(np.array([np.nan]), np.array([0.0]), ra, dec, 1.0)
     assert idx.tolist() == [-1]
-    with pytest.raises(ValueError, match="radius"):
+    with pytest.raises(ValueError, match="link_arcsec"):
         fof_groups(ra, dec, 0.0)
     with pytest.raises(ValueError, match="one length"):
         fof_groups(ra, dec[:2], 1.0)

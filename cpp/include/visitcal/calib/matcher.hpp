@@ -62,6 +62,10 @@ public:
     template <typename F>
     void for_each_near(double x, double y, double r, F&& f) const {
         if (empty_ || !(r >= 0)) return;
+        if (overflowed_) {  // one cell, every point (cell_index would put an inf offset past the grid)
+            for (std::uint32_t k = start_[0]; k < start_[1]; ++k) f(static_cast<std::size_t>(order_[k]));
+            return;
+        }
         const long ix0 = cell_index(x - r, x0_, nx_), ix1 = cell_index(x + r, x0_, nx_);
         const long iy0 = cell_index(y - r, y0_, ny_), iy1 = cell_index(y + r, y0_, ny_);
         if (ix1 < 0 || iy1 < 0 || ix0 >= nx_ || iy0 >= ny_) return;
@@ -78,11 +82,12 @@ public:
 private:
     long cell_index(double v, double origin, long n) const {
         const double f = (v - origin) / cell_;
-        if (f < 0) return -1;
+        if (!(f >= 0)) return -1;  // also NaN: no cell (a long cast of NaN is undefined)
         if (f >= static_cast<double>(n)) return n;
         return static_cast<long>(f);
     }
     bool empty_ = true;
+    bool overflowed_ = false;  // the points' extent overflowed a double: one cell holds them all
     double x0_ = 0, y0_ = 0, cell_ = 1;
     long nx_ = 0, ny_ = 0;
     std::vector<std::uint32_t> start_;  // CSR offsets, size nx*ny + 1

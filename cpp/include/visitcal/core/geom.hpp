@@ -3,13 +3,18 @@
 #pragma once
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
+
+#include "visitcal/core/checked.hpp"
 
 namespace visitcal {
 
 /// Index of the pixel holding continuous coordinate c (afw positionToIndex): floor(c + 0.5).
-inline int position_to_index(double c) { return static_cast<int>(std::floor(c + 0.5)); }
+// The pixel whose centre is nearest c (centres at integers). Saturated to the int range (NaN gives
+// INT_MIN): a plain cast of a position beyond 2^31 or of NaN is undefined behaviour.
+inline int position_to_index(double c) { return saturate_to_int(std::floor(c + 0.5), std::numeric_limits<int>::min()); }
 
 struct Box2I {
     int min_x = 0;

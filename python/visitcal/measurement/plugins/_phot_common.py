@@ -19,8 +19,44 @@ def planes(masked_image) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         masked_image = masked_image.masked_image
     if not isinstance(masked_image, MaskedImage):
         raise TypeError(f"masked_image must be a MaskedImage or Exposure, got {type(masked_image).__name__}")
-    x0, y0 = masked_image.xy0
-    return masked_image.image, masked_image.mask.array, masked_image.variance, int(x0), int(y0)
+    x0, y0 = check_xy0(masked_image.xy0, masked_image.image.shape, "masked_image: xy0")
+    return masked_image.image, masked_image.mask.array, masked_image.variance, x0, y0
+
+
+def check_xy0(xy0, shape, name: str = "xy0") -> tuple[int, int]:
+    """``(x0, y0)`` as ints, once every pixel of an image of ``shape`` (and one past) lies in int32.
+
+    The C++ kernels take int origins and compute the last pixel x0 + nx - 1 in int: refused here, in
+    our words, what pybind11 would refuse with a signature dump (or the kernels would wrap).
+    """
+    x0, y0 = (int(v) for v in xy0)
+    ny, nx = shape
+    if not (INT32_MIN <= x0 and x0 + nx <= INT32_MAX and INT32_MIN <= y0 and y0 + ny <= INT32_MAX):
+        raise ValueError(f"{name} = ({x0}, {y0}) with shape ({ny}, {nx}) puts pixels outside the int32 range "
+                         f"[{INT32_MIN}, {INT32_MAX - 1}]")
+    return x0, y0
+
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def as_int32_offsets(name: str, values, n: int) -> np.ndarray:
+    """A contiguous int32 copy of integer offsets (shape ``(n,)``); ValueError naming the argument otherwise.
+
+    Checked before the conversion: ``astype(np.int32)`` would silently wrap an int64 offset near 2**31,
+    and a wrapped stamp origin once sent the PSF-flux loop gigabytes past the image.
+    """
+    a = np.asarray(values)
+    if a.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got {a.dtype}")
+    if a.size:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < INT32_MIN or hi > INT32_MAX:
+            bad = lo if lo < INT32_MIN else hi
+            raise ValueError(f"{name} must lie in the int32 range [{INT32_MIN}, {INT32_MAX}], got {bad}")
+    return np.ascontiguousarray(a, dtype=np.int32)
 
 
 def mask_of(masked_image):

@@ -89,6 +89,9 @@ def compensated_tophat_flux(masked_image, x, y, config: CompensatedTophatConfig 
         counts), ``..._mask_bits`` (int32) and the flag columns (bool).
     """
     config = config or CompensatedTophatConfig()
+    for a in config.apertures:  # the C++ takes int: refused by name, not by a pybind11 signature dump
+        if not 0 < a <= _c.INT32_MAX:
+            raise ValueError(f"apertures: {a} px is outside [1, {_c.INT32_MAX}]")
     image, mask, variance, x0, y0 = _c.planes(masked_image)
     x = _c.as_positions("x", x)
     y = _c.as_positions("y", y, len(x))

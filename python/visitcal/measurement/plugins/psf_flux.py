@@ -96,7 +96,8 @@ def psf_flux(masked_image, models, model_x0, model_y0, config: PsfFluxConfig | N
     models : array_like, shape (n, height, width), float64
         Each source's PSF image at its centroid (unit sum), ``(y, x)``.
     model_x0, model_y0 : array_like of int, shape (n,)
-        Parent-frame position of each stamp's ``[0, 0]`` pixel.
+        Parent-frame position of each stamp's ``[0, 0]`` pixel, in the int32 range (a stamp off the
+        image is flagged ``_flag_noGoodPixels``).
     config : PsfFluxConfig, optional
 
     Returns
@@ -104,6 +105,12 @@ def psf_flux(masked_image, models, model_x0, model_y0, config: PsfFluxConfig | N
     dict
         ``base_PsfFlux_instFlux``, ``_instFluxErr`` (counts), ``_area`` (pixels), ``_chi2``, ``_npixels``
         (float64) and the flag columns.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not agree, non-integer offsets, offsets (or the image's ``xy0`` box) outside
+        the int32 range; the message names the argument.
     """
     config = config or PsfFluxConfig()
     image, mask, variance, x0, y0 = _c.planes(masked_image)
@@ -111,15 +118,10 @@ def psf_flux(masked_image, models, model_x0, model_y0, config: PsfFluxConfig | N
     if models.ndim != 3:
         raise ValueError(f"models must be 3-D (n, height, width), got shape {models.shape}")
     n = models.shape[0]
-    mx0 = np.ascontiguousarray(model_x0)
-    my0 = np.ascontiguousarray(model_y0)
-    for name, a in (("model_x0", mx0), ("model_y0", my0)):
-        if a.shape != (n,):
-            raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
-        if not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"{name} must be integers, got {a.dtype}")
-    out = _core.measure_psf_flux(image, mask, variance, x0, y0, models, mx0.astype(np.int32), my0.astype(np.int32),
-                                 config.to_control(masked_image))
+    # int32 offsets (the C++ clips each stamp to the image in 64 bits, so its far edge may pass 2**31)
+    mx0 = _c.as_int32_offsets("model_x0", model_x0, n)
+    my0 = _c.as_int32_offsets("model_y0", model_y0, n)
+    out = _core.measure_psf_flux(image, mask, variance, x0, y0, models, mx0, my0, config.to_control(masked_image))
     p = PLUGIN_NAME
     cols = {f"{p}_instFlux": out["instFlux"], f"{p}_instFluxErr": out["instFluxErr"], f"{p}_area": out["area"],
             f"{p}_chi2": out["chi2"], f"{p}_npixels": out["npixels"]}

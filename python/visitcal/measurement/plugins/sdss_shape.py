@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ... import _core
 from ...core.image import Exposure, MaskedImage
+from . import _phot_common as _c
 from .sdss_centroid import _planes, _vector
 
 __all__ = ["PLUGIN_NAME", "SdssShapeConfig", "columns", "flag_names", "psf_moments", "sdss_shape"]
@@ -126,7 +127,7 @@ def psf_moments(image, *, xy0: tuple[int, int] | None = None, x: float | None = 
     ny, nx = a.shape
     if xy0 is None:
         xy0 = (-(nx // 2), -(ny // 2))
-    x0, y0 = int(xy0[0]), int(xy0[1])
+    x0, y0 = _c.check_xy0(xy0, a.shape)
     xc = x0 + nx // 2 if x is None else float(x)
     yc = y0 + ny // 2 if y is None else float(y)
     r = _core.adaptive_moments(a, x0, y0, float(xc), float(yc), config.to_core())
