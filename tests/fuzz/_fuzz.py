@@ -216,3 +216,40 @@ def gaussian_image(shape, xc, yc, sigma, flux=1000.0, background=0.0) -> np.ndar
     yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
     g = np.exp(-((xx - xc) ** 2 + (yy - yc) ** 2) / (2.0 * sigma**2))
     return background + flux * g / (2.0 * np.pi * sigma**2)
+
+
+# --------------------------------------------------------------------------------------------------
+# known crashes: one call in a child interpreter
+
+_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+from fuzz._fuzz import call
+{setup}
+r = call({call})
+print("ok" if r.ok else type(r.error).__name__)
+"""
+
+
+def outcome_in_subprocess(setup: str, call_expr: str, timeout: float = 120.0) -> str:
+    """Run ``call(<call_expr>)`` (the same outcome check as in-process) in a child interpreter after
+    ``setup``; return "ok" or the typed error's class name. Fails when the child dies of a signal,
+    fails the check or does not finish in ``timeout`` s (a hang guard: the call takes milliseconds).
+    For inputs that crash the interpreter today, so that one crash does not end the whole run."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    import pytest
+
+    tests = str(Path(__file__).resolve().parents[1])
+    code = _CHILD.format(tests=tests, setup=textwrap.dedent(setup), call=call_expr)
+    try:
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"call({call_expr}) did not return in {timeout} s")
+    how = f"signal {-p.returncode}" if p.returncode < 0 else f"exit {p.returncode}"
+    assert p.returncode == 0, f"call({call_expr}) ended with {how}:\n{p.stderr[-3000:]}"
+    return p.stdout.strip()

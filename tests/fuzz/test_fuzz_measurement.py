@@ -17,10 +17,6 @@ end with a Python outcome rather than a signal.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,7 +36,8 @@ from visitcal.measurement.plugins import sdss_shape as sds
 from visitcal.measurement.plugins import variance as var
 from visitcal.measurement.plugins import windowed_centroid as wce
 
-from ._fuzz import any_float, arrays1d, arrays2d, call, float_values, fuzz, gaussian_image, layout
+from ._fuzz import any_float, arrays1d, arrays2d, call, float_values, fuzz, gaussian_image, layout,
+                    outcome_in_subprocess)
 
 #: Image origins inside int32, near its ends too (beyond it: test_origin_beyond_int32).
 XY0 = st.one_of(st.tuples(st.integers(-50, 50), st.integers(-50, 50)),
@@ -385,45 +382,16 @@ def test_origin_beyond_int32(name, data, xy0):
         _rows(r.value, 1)
 
 
-_WINDOWED = textwrap.dedent("""
-    import sys
-    import numpy as np
-    sys.path.insert(0, {tests!r})
-    from fuzz._fuzz import call
-    from visitcal.core.image import MaskedImage
-    from visitcal.measurement.plugins.windowed_centroid import windowed_centroid
-    mi = MaskedImage(np.ones((40, 40), np.float32))
-    r = call(windowed_centroid, mi, [20.0], [20.0], {sigma!r})
-    print("ok" if r.ok else type(r.error).__name__)
-""")
-
-
 @pytest.mark.parametrize("sigma", [1e5, 1e6, 2.0**31])
 def test_windowed_centroid_huge_sigma(sigma):
     """A window far larger than the image (sigma = 1e5 px and up) on a 40 x 40 image: a result
     (flagged or not) or a typed error, in a subprocess given 120 s, where the call itself takes
     milliseconds on ordinary input (a loop over the unclipped window would take hours)."""
-    tests = str(Path(__file__).resolve().parents[1])
-    try:
-        p = subprocess.run([sys.executable, "-c", _WINDOWED.format(tests=tests, sigma=sigma)],
-                           capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"windowed_centroid(sigma={sigma}) on a 40 x 40 image did not return in 120 s")
-    assert p.returncode == 0, p.stderr[-2000:]
-
-
-_SUBPROCESS = textwrap.dedent("""
-    import sys
-    import numpy as np
-    sys.path.insert(0, {tests!r})
-    from fuzz._fuzz import call
-    from visitcal.core.image import MaskedImage
-    from visitcal.measurement.plugins.psf_flux import psf_flux
-    mi = MaskedImage(np.ones((20, 20), np.float32), variance=np.ones((20, 20), np.float32), xy0={xy0!r})
-    m = np.full((1, 5, 5), 0.04)
-    r = call(psf_flux, mi, m, np.array([{ox}], np.int64), np.array([{oy}], np.int64))
-    print("ok" if r.ok else type(r.error).__name__)
-""")
+    outcome_in_subprocess("""
+        from visitcal.core.image import MaskedImage
+        from visitcal.measurement.plugins.windowed_centroid import windowed_centroid
+        mi = MaskedImage(np.ones((40, 40), np.float32))
+    """, f"windowed_centroid, mi, [20.0], [20.0], {sigma!r}")
 
 
 @fuzz(6)
@@ -433,9 +401,9 @@ _SUBPROCESS = textwrap.dedent("""
 def test_psf_flux_offsets_near_2_31(ox, oy, xy0):
     """Stamp offsets (and image origins) near 2**31, in a subprocess: must end with a Python outcome
     (a typed error or a result, checked as everywhere else), never a signal."""
-    tests = str(Path(__file__).resolve().parents[1])
-    p = subprocess.run([sys.executable, "-c", _SUBPROCESS.format(tests=tests, xy0=xy0, ox=ox, oy=oy)],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, (f"psf_flux(model offsets ({ox}, {oy}), xy0 {xy0}) ended with "
-                               f"{'signal ' + str(-p.returncode) if p.returncode < 0 else 'exit ' + str(p.returncode)}: "
-                               f"{p.stderr[-2000:]}")
+    outcome_in_subprocess(f"""
+        from visitcal.core.image import MaskedImage
+        from visitcal.measurement.plugins.psf_flux import psf_flux
+        mi = MaskedImage(np.ones((20, 20), np.float32), variance=np.ones((20, 20), np.float32), xy0={xy0!r})
+        m = np.full((1, 5, 5), 0.04)
+    """, f"psf_flux, mi, m, np.array([{ox}], np.int64), np.array([{oy}], np.int64)")
