@@ -52,15 +52,29 @@ done
 if [[ $# -eq 0 ]]; then
   set -- tests/unit tests/fuzz -q
 fi
+# Reports go to files (pytest captures file descriptor 2, and a halted process never prints it back);
+# they are printed at the end. Child interpreters (the fuzz tests' outcome_in_subprocess) inherit all of it.
+reports="$tmp/reports"
+mkdir -p "$reports"
 echo "running: pytest $* (package copy $tmp)"
 start=$SECONDS
 set +e
 PYTHONPATH="$tmp" PYTHONMALLOC=malloc \
   LD_PRELOAD="$libasan $libstdcxx" \
-  ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:halt_on_error=1:allocator_may_return_null=1:detect_stack_use_after_return=0" \
-  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
+  ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:log_path=$reports/asan" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
+  VISITCAL_FUZZ_HANG_SECONDS="${VISITCAL_FUZZ_HANG_SECONDS:-1800}" \
   "$PYTHON" -m pytest -p no:cacheprovider "$@"
 rc=$?
 set -e
 echo "sanitized tests: exit $rc in $((SECONDS - start)) s"
+shopt -s nullglob
+found=("$reports"/*)
+if (( ${#found[@]} )); then
+  echo "sanitizer reports (${#found[@]}):"
+  for f in "${found[@]}"; do echo "--- $f"; cat "$f"; done
+  [[ $rc -eq 0 ]] && rc=1
+else
+  echo "no sanitizer report"
+fi
 exit $rc

@@ -105,17 +105,18 @@ class Outcome:
         return self.error is None
 
 
-def call(fn, *args, **kwargs) -> Outcome:
+def call(fn, *args, _also: tuple = (), **kwargs) -> Outcome:
     """Run ``fn``; return its value, or the typed exception it raised (message checked).
 
-    Fails (AssertionError) on any other exception. RuntimeWarnings from NumPy on non-finite input are
-    not errors here (the suite turns warnings into errors; a warning is not a crash).
+    Fails (AssertionError) on any other exception. ``_also``: more exception classes accepted for
+    this call (IndexError for an index out of range). RuntimeWarnings from NumPy on non-finite input
+    are not errors here (the suite turns warnings into errors; a warning is not a crash).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
             return Outcome(value=fn(*args, **kwargs))
-        except ALLOWED as err:
+        except ALLOWED + tuple(_also) as err:
             check_message(err)
             return Outcome(error=err)
         except Exception as err:  # noqa: BLE001 - that is the failure being tested for
