@@ -13,7 +13,8 @@
 # objects through malloc too, so ASan sees overruns into NumPy's and Python's buffers.
 #
 # Environment: BUILD_DIR (default build/asan), JOBS (default 2), PYTHON (default: python3 on PATH),
-# EIGEN3_DIR (an Eigen3 CMake config directory), KEEP=1 keeps the temporary package copy. Exit status: pytest's (a sanitizer report aborts it, non-zero).
+# EIGEN3_DIR (an Eigen3 CMake config directory), KEEP=1 keeps the temporary package copy, LOG=file
+# keeps the output. Exit status: pytest's, non-zero when a sanitizer reported (a report halts the run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -52,29 +53,25 @@ done
 if [[ $# -eq 0 ]]; then
   set -- tests/unit tests/fuzz -q
 fi
-# Reports go to files (pytest captures file descriptor 2, and a halted process never prints it back);
-# they are printed at the end. Child interpreters (the fuzz tests' outcome_in_subprocess) inherit all of it.
-reports="$tmp/reports"
-mkdir -p "$reports"
+# pytest captures file descriptor 2 per test, and a process halted by a sanitizer never prints it back:
+# --capture=sys leaves fd 2 alone, so the reports reach this script's output (also kept in $log).
+# Child interpreters (the fuzz tests' outcome_in_subprocess) inherit all of it.
+log="${LOG:-$tmp/output.log}"
 echo "running: pytest $* (package copy $tmp)"
 start=$SECONDS
 set +e
 PYTHONPATH="$tmp" PYTHONMALLOC=malloc \
   LD_PRELOAD="$libasan $libstdcxx" \
-  ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:log_path=$reports/asan" \
-  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
+  ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
   VISITCAL_FUZZ_HANG_SECONDS="${VISITCAL_FUZZ_HANG_SECONDS:-1800}" \
-  "$PYTHON" -m pytest -p no:cacheprovider "$@"
-rc=$?
+  "$PYTHON" -m pytest -p no:cacheprovider --capture=sys "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
 set -e
 echo "sanitized tests: exit $rc in $((SECONDS - start)) s"
-shopt -s nullglob
-found=("$reports"/*)
-if (( ${#found[@]} )); then
-  echo "sanitizer reports (${#found[@]}):"
-  for f in "${found[@]}"; do echo "--- $f"; cat "$f"; done
-  [[ $rc -eq 0 ]] && rc=1
-else
-  echo "no sanitizer report"
-fi
+n_ub=$(grep -c "runtime error:" "$log" || true)
+n_asan=$(grep -c "ERROR: AddressSanitizer" "$log" || true)
+echo "sanitizer reports: $n_asan AddressSanitizer, $n_ub UndefinedBehaviorSanitizer"
+grep -E "runtime error:|ERROR: AddressSanitizer|SUMMARY: " "$log" || true
+if [[ $rc -eq 0 && $((n_ub + n_asan)) -gt 0 ]]; then rc=1; fi
 exit $rc
