@@ -48,7 +48,8 @@ def masked_images(draw, max_side=40, min_side=0):
 
 
 @fuzz(40)
-@given(mi=masked_images(), sigma=st.one_of(st.floats(0.5, 3.0), any_float), data=st.data())
+@given(mi=masked_images(min_side=4), sigma=st.one_of(st.floats(0.5, 3.0), st.floats(0.5, 3.0), special_floats),
+       data=st.data())
 def test_detect_footprints(mi, sigma, data):
     cfg = SourceDetectionConfig(threshold_value=data.draw(st.sampled_from([5.0, 1.0, 1e-30, 1e30])),
                                 threshold_type=data.draw(st.sampled_from(["stdev", "value", "pixel_stdev"])),
@@ -186,7 +187,7 @@ def test_noise_replacer_restores_the_image(data, offset, exposure_id):
     "n_sources": st.one_of(st.integers(-2, 20), st.sampled_from([2**31, 10**6])),
     "n_trial_sources": st.one_of(st.none(), st.integers(0, 100))}), seed=any_int)
 def test_generate_sky_objects(data, config_kw, seed):
-    mi = data.draw(masked_images(max_side=48))
+    mi = data.draw(masked_images(min_side=16, max_side=48))
     cfg = call(SkyObjectsConfig, **config_kw)
     if not cfg.ok:
         return
