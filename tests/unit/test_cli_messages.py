@@ -20,7 +20,6 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from visitcal import cli
 
