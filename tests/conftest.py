@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,15 @@ def realdata_dir() -> Path:
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="also run tests marked slow (long integration runs)")
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="tests/fuzz: 2000 random examples per test instead of the CI budget "
+                          "(same as VISITCAL_FUZZ_EXAMPLES=2000; an explicit VISITCAL_FUZZ_EXAMPLES wins)")
+
+
+def pytest_configure(config):
+    # read by tests/fuzz/_fuzz.py when the fuzz modules are imported, after this
+    if config.getoption("--fuzz-long") and not os.environ.get("VISITCAL_FUZZ_EXAMPLES"):
+        os.environ["VISITCAL_FUZZ_EXAMPLES"] = "2000"
 
 
 def pytest_collection_modifyitems(config, items):
