@@ -373,9 +373,14 @@ def test_psf_flux_against_numpy(data, size, n, dtype, lay, xy0):
 @fuzz(3)
 @given(data=st.data(), xy0=st.sampled_from([(2**31, 0), (0, -2**31 - 1), (2**40, 2**40)]))
 def test_origin_beyond_int32(name, data, xy0):
-    """An image origin (xy0) beyond int32 is a Python int MaskedImage accepts: the plugins must refuse
-    it with a typed error that does not dump the binding's signature (or measure)."""
-    mi = MaskedImage(np.ones((8, 8), np.float32), variance=np.ones((8, 8), np.float32), xy0=xy0)
+    """An image origin (xy0) beyond int32: the image is refused with a typed error naming xy0 (the C++
+    indexes pixels with int32), or, were it accepted, the plugins must refuse it with a typed error that
+    does not dump the binding's signature (or measure)."""
+    made = call(MaskedImage, np.ones((8, 8), np.float32), variance=np.ones((8, 8), np.float32), xy0=xy0)
+    if not made.ok:
+        assert isinstance(made.error, ValueError) and "xy0" in str(made.error)
+        return
+    mi = made.value
     x, y = np.array([xy0[0] + 3.0]), np.array([xy0[1] + 2.0])
     r = _call_plugin(name, mi, x, y, data)
     if r.ok:
@@ -404,6 +409,8 @@ def test_psf_flux_offsets_near_2_31(ox, oy, xy0):
     outcome_in_subprocess(f"""
         from visitcal.core.image import MaskedImage
         from visitcal.measurement.plugins.psf_flux import psf_flux
-        mi = MaskedImage(np.ones((20, 20), np.float32), variance=np.ones((20, 20), np.float32), xy0={xy0!r})
-        m = np.full((1, 5, 5), 0.04)
-    """, f"psf_flux, mi, m, np.array([{ox}], np.int64), np.array([{oy}], np.int64)")
+        def measure():  # the image itself may be refused (xy0 beyond int32): a typed outcome too
+            mi = MaskedImage(np.ones((20, 20), np.float32), variance=np.ones((20, 20), np.float32), xy0={xy0!r})
+            m = np.full((1, 5, 5), 0.04)
+            return psf_flux(mi, m, np.array([{ox}], np.int64), np.array([{oy}], np.int64))
+    """, "measure")

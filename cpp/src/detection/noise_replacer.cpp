@@ -34,7 +34,9 @@ ClippedStats clipped_mean_stdev(ImageView<const float> image, ImageView<const st
     if (mask.data && (mask.nx != image.nx || mask.ny != image.ny)) {
         throw std::invalid_argument("mask and image differ in shape");
     }
-    const int step = sample_step;
+    // A step at least as large as the image samples pixel (0, 0) alone: clamped there, so that x += step and
+    // nx + step - 1 cannot overflow int (a step near 2^31 crashed the loop).
+    const int step = std::min(sample_step, std::max({image.nx, image.ny, 1}));
     const std::size_t nxs = static_cast<std::size_t>(std::max(image.nx + step - 1, 0) / step);
     const std::size_t nys = static_cast<std::size_t>(std::max(image.ny + step - 1, 0) / step);
     std::vector<float> v(nxs * nys);

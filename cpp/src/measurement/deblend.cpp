@@ -759,7 +759,9 @@ double deblend_sigma1(const ExposureView& ev, std::int32_t bad_bits, const Span*
                       int sample_step) {
     if (sample_step < 1) throw std::invalid_argument("sample_step must be >= 1");
     if (n_spans == 0) {
-        const double med = whole_image_median_variance(ev, bad_bits, sample_step);
+        // a step at least as large as the image samples pixel (0, 0) alone: clamped, so j += step cannot overflow
+        const double med = whole_image_median_variance(
+            ev, bad_bits, std::min(sample_step, std::max({ev.image.nx, ev.image.ny, 1})));
         return std::isfinite(med) ? std::sqrt(med) : NAN;
     }
     std::vector<float> v;

@@ -39,8 +39,18 @@ WindowedCentroidResult measure_windowed_centroid(const ExposureView& ev, double 
     for (int it = 1; it <= max_iter; ++it) {
         r.n_iter = it;
         // Saturated (and below INT_MAX, so ++px cannot overflow): a centre moved near 2^31 stays defined.
-        const int xa = floor_to_int(cx - rmax), xb = std::min(ceil_to_int(cx + rmax), INT_MAX - 1);
-        const int ya = floor_to_int(cy - rmax), yb = std::min(ceil_to_int(cy + rmax), INT_MAX - 1);
+        int xa = floor_to_int(cx - rmax), xb = std::min(ceil_to_int(cx + rmax), INT_MAX - 1);
+        int ya = floor_to_int(cy - rmax), yb = std::min(ceil_to_int(cy + rmax), INT_MAX - 1);
+        // Only the image and the ring of pixels just outside it are visited: a window reaching further
+        // out reaches that ring too (the disc is convex and its centre starts on the image), which sets
+        // EDGE as the pixels beyond would; without the clip a window of sigma 1e6 px loops over 1e13
+        // pixels. In 64 bits: x0 - 1 and x0 + nx may leave int32.
+        const long long ring_x0 = static_cast<long long>(ev.x0) - 1, ring_x1 = static_cast<long long>(ev.x0) + ev.image.nx;
+        const long long ring_y0 = static_cast<long long>(ev.y0) - 1, ring_y1 = static_cast<long long>(ev.y0) + ev.image.ny;
+        xa = static_cast<int>(std::max<long long>({xa, ring_x0, INT_MIN}));
+        xb = static_cast<int>(std::min<long long>({xb, ring_x1, INT_MAX - 1}));
+        ya = static_cast<int>(std::max<long long>({ya, ring_y0, INT_MIN}));
+        yb = static_cast<int>(std::min<long long>({yb, ring_y1, INT_MAX - 1}));
         double tw = 0.0, sx = 0.0, sy = 0.0;
         for (int py = ya; py <= yb; ++py) {
             const double dy = py - cy;

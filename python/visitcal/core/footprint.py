@@ -59,6 +59,14 @@ def _as_spans(spans) -> np.ndarray:
         raise ValueError(f"spans must have shape (n, 3) [y, x0, x1], got {a.shape}")
     if a.dtype.kind not in "iu":
         raise TypeError(f"spans must be integers, got {a.dtype}")
+    if a.dtype != np.int32:
+        # pixel coordinates are int32 in the C++ core: a value beyond it would wrap without a word
+        info = np.iinfo(np.int32)
+        outside = (a < info.min) | (a > info.max) if a.dtype.kind == "i" else (a > info.max)
+        if np.any(outside):
+            i = int(np.argmax(np.any(outside, axis=1)))
+            raise ValueError(f"span {i} {a[i].tolist()} has a coordinate outside the int32 range "
+                             f"[{info.min}, {info.max}]")
     if np.any(a[:, 2] < a[:, 1]):
         i = int(np.argmax(a[:, 2] < a[:, 1]))
         raise ValueError(f"span {i} has x1 < x0: {a[i].tolist()}")

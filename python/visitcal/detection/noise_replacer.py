@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import _core
+from ..core.arguments import INT32_MAX, checked_int
 from ..core.footprint import Footprint, FootprintSet, HeavyFootprint
 from ..core.image import Exposure, MaskedImage
 
@@ -89,12 +90,11 @@ def noise_statistics(image, *, ignored_mask_planes: Sequence[str] = (), n_sigma_
             raise ValueError("ignored_mask_planes needs an Exposure or MaskedImage (a bare array has no mask)")
     if arr.ndim != 2:
         raise ValueError(f"image must be 2-D (y, x), got shape {arr.shape}")
-    if int(n_iter) != n_iter or n_iter < 0:
-        raise ValueError(f"n_iter must be a non-negative integer, got {n_iter!r}")
+    n_iter = checked_int(n_iter, "n_iter", 0, 1000)
     if not (np.isfinite(n_sigma_clip) and n_sigma_clip > 0):
         raise ValueError(f"n_sigma_clip must be a finite number > 0, got {n_sigma_clip!r}")
-    if int(sample_step) != sample_step or sample_step < 1:
-        raise ValueError(f"sample_step must be a positive integer, got {sample_step!r}")
+    # a step past the image samples its first pixel alone: any larger value is that one (int32 for the C++)
+    sample_step = min(checked_int(sample_step, "sample_step", 1, 2**63 - 1), INT32_MAX)
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if ignored_mask_planes:
         bits = mask.get_plane_bitmask(*ignored_mask_planes)

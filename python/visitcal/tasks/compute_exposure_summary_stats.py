@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import _core
+from ..core.arguments import INT32_MAX, checked_int
 from ..detection.background import sky_bg
 from ..core.wcs import pixel_scale_arcsec, pixel_to_sky
 
@@ -72,15 +73,23 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
                                                      "none, LSST's inf; JSON has no infinity)")
 
 
+#: The most clipping passes `sigma_clipped_stats` takes (afw's default is 3; each pass costs a pass over the pixels).
+MAX_CLIP_ITERATIONS = 1000
+
+
 def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask=None, bad_bits: int = 0,
                         sample_step: int = 1) -> tuple[float, float]:
     """afw's MEANCLIP / STDEVCLIP, in C++ (`visitcal.detection.noise_replacer.noise_statistics`'s kernel): start from
     the median with sigma = 0.7413 IQR, then ``n_iter`` passes keeping ``|v - mean| <= n_sigma sigma`` and
     recomputing the mean and the (n - 1) standard deviation. Non-finite values and, with ``mask``, pixels
-    with any of ``bad_bits`` never count.
+    with any of ``bad_bits`` never count. ``n_iter`` in [0, 1000] and ``sample_step`` >= 1 (integers), else a
+    `ValueError` / `TypeError` naming them.
 
     Returns (mean, std); (nan, nan) for no usable value.
     """
+    n_iter = checked_int(n_iter, "n_iter", 0, MAX_CLIP_ITERATIONS)
+    # a step past the image samples its first pixel alone: any larger value is that one (int32 for the C++)
+    sample_step = min(checked_int(sample_step, "sample_step", 1, 2**63 - 1), INT32_MAX)
     v = np.ascontiguousarray(values, dtype=np.float32)
     if v.ndim == 1:
         v = v.reshape(1, -1)
