@@ -68,9 +68,10 @@ class PcaPsfDeterminerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_eigen_components: int = Field(4, ge=1, description="Number of KL basis images (LSST nEigenComponents); "
+    n_eigen_components: int = Field(4, ge=1, le=100, description="Number of KL basis images (LSST nEigenComponents); "
                                     "reduced automatically only when there are fewer used stars or fewer "
-                                    "non-degenerate components.")
+                                    "non-degenerate components. At most 100: each is a basis image fitted at every "
+                                    "pixel.")
     component_noise_threshold: float = Field(0.0, ge=0, description="0 (LSST): keep n_eigen_components. > 0: "
                                              "components beyond the first are kept only while their eigenvalue "
                                              "exceeds this times the pure-noise edge (see build_basis in "
@@ -79,9 +80,9 @@ class PcaPsfDeterminerConfig(BaseModel):
                                              "grid had 0.1%.")
     spatial_order: int = Field(2, ge=0, le=15, description="Order of the polynomials in x, y (scaled to [-1, 1] "
                                "over the detector) giving each basis amplitude.")
-    kernel_size: int = Field(25, gt=0, description="Side (px, odd) of the model's images. 25 fits inside the "
+    kernel_size: int = Field(25, gt=0, le=1001, description="Side (px, odd) of the model's images. 25 fits inside the "
                              "27-px candidate stamps (LSST's PCA default stampSize 41 needs larger stamps; 25 is "
-                             "the size LSST's Piff models use on the same candidates).")
+                             "the size LSST's Piff models use on the same candidates). At most 1001 px.")
     n_iter_for_psf: int = Field(3, ge=1, le=20, description="At most this many fits, with outlier rejection between "
                                 "them.")
     n_basis_refinements: int = Field(3, ge=0, le=50, description="Not LSST: rounds of refitting every basis pixel by "
@@ -93,8 +94,9 @@ class PcaPsfDeterminerConfig(BaseModel):
                                      "0.07-0.09%), 0.28-0.38% with 0 (Lanczos-11 centring both). Each fit after "
                                      "the first starts from the previous fit's refined basis, so the rounds add up "
                                      "over the outlier iterations; a round costs about one fit without refinement.")
-    reduced_chi2_for_psf_candidates: float = Field(2.0, gt=0, description="A used star whose chi2 / dof against "
-                                                   "the model exceeds this is rejected as an outlier.")
+    reduced_chi2_for_psf_candidates: float = Field(2.0, gt=0, le=1e6, description="A used star whose chi2 / dof "
+                                                                                  "against "
+                                                   "the model exceeds this is rejected as an outlier. At most 1e6.")
     spatial_reject: float = Field(3.0, gt=0, description="A used star whose basis amplitudes deviate from the "
                                   "spatial fit by more than this many sigma is rejected as an outlier.")
     constant_weight: bool = Field(True, description="Give every star the same weight in the KL basis, whatever "

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Annotated
 
 import numpy as np
 from astropy.table import Table
@@ -247,23 +248,32 @@ class PixelGridPsfDeterminerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stamp_size: int = Field(25, gt=0, description="Pixels cut from the centre of each candidate (odd).")
-    model_size: int = Field(25, gt=0, description="Side of the model's pixel grid (model pixels).")
-    sampling_size: float = Field(1.0, gt=0, description="Model pixel size in image pixels (0.5: 2x oversampled).")
+    stamp_size: int = Field(25, gt=0, le=1001, description="Pixels cut from the centre of each candidate (odd). At "
+                                                           "most 1001 px.")
+    model_size: int = Field(25, gt=0, le=401, description="Side of the model's pixel grid (model pixels). At most "
+                                                          "401: the grid times the spatial terms sizes the solve (at "
+                                                          "order 15, 136 terms of 401^2 values, 175 MB a vector).")
+    sampling_size: float = Field(1.0, gt=0, le=10, description="Model pixel size in image pixels (0.5: 2x "
+                                                               "oversampled). At most 10 px.")
     spatial_order: int = Field(2, ge=0, le=15, description="Order of the polynomial over the detector.")
-    spatial_order_per_band: dict[str, int] = Field(default_factory=dict, description="Per-band overrides of "
-                                                   "spatial_order (band name -> order).")
+    spatial_order_per_band: dict[str, Annotated[int, Field(ge=0, le=15)]] = Field(
+        default_factory=dict, description="Per-band overrides of spatial_order (band name -> order), each 0 to 15 "
+        "as spatial_order.")
     fit_center: bool = Field(True, description="Refit each star's centre and constrain the model's centroid to "
                              "zero (LSST piffPixelGridFitCenter, Piff PixelGrid centered).")
     interpolant: str = Field("Lanczos(11)", description="Interpolant of the grid: 'Lanczos(n)'.")
-    outlier_n_sigma: float = Field(4.0, gt=0, description="Chi-square outlier threshold, in Gaussian sigma.")
+    outlier_n_sigma: float = Field(4.0, gt=0, le=100, description="Chi-square outlier threshold, in Gaussian sigma. "
+                                                                  "At most 100.")
     outlier_max_remove: float = Field(0.05, ge=0, le=1, description="Largest fraction of the stars removed as "
                                       "outliers per iteration.")
-    max_iter: int = Field(15, ge=1, description="Most fit iterations (LSST piffMaxIter).")
-    min_iter: int = Field(2, ge=1, description="Fewest fit iterations (Piff min_iter).")
+    max_iter: int = Field(15, ge=1, le=100, description="Most fit iterations (LSST piffMaxIter). At most 100 (each "
+                                                        "is a full fit).")
+    min_iter: int = Field(2, ge=1, le=100, description="Fewest fit iterations (Piff min_iter). At most 100 (each is "
+                                                       "a full fit).")
     chisq_thresh: float = Field(0.1, ge=0, description="Converged when nothing was rejected and the total "
                                 "chi-square improved by less than chisq_thresh * dof (Piff chisq_thresh).")
-    max_snr: float = Field(200.0, gt=0, description="Per-star S/N cap on the weights.")
+    max_snr: float = Field(200.0, gt=0, le=1e15, description="Per-star S/N cap on the weights. At most 1e15 (in "
+                           "effect no cap).")
     zero_weight_mask_planes: list[str] = Field(
         default_factory=lambda: ["BAD", "CR", "INTRP", "SAT", "SUSPECT", "NO_DATA"],
         description="Mask planes whose pixels get zero weight (LSST zeroWeightMaskBits).")
@@ -292,11 +302,13 @@ class PixelGridPsfDeterminerConfig(BaseModel):
                               "weight on one grid value of the constant term, so the value is dimensionless. For "
                               "supersampled grids (sampling_size < 1) on few stars; see the module notes.")
 
-    varying_radius: float = Field(0.0, ge=0, description="Not Piff: > 0 restricts the polynomial terms above the "
+    varying_radius: float = Field(0.0, ge=0, le=1001, description="Not Piff: > 0 restricts the polynomial terms "
+                                                                  "above the "
                                   "constant to the grid pixels within this radius (image pixels) of the centre, so "
                                   "the core varies over the detector and the wings are the constant term's (0: "
                                   "every term spans the grid, as Piff). The wings' noise then no longer moves the "
-                                  "model's PsfFlux normalisation from place to place; see bench/README.md.")
+                                  "model's PsfFlux normalisation from place to place; see bench/README.md. At most "
+                                  "1001 px.")
 
     @field_validator("stamp_size")
     @classmethod
