@@ -50,7 +50,8 @@ from ..core.persistence import persistable
 from .models import _check_average_position, _CorePsf
 from .candidates import PsfCandidates
 from .checks import PsfCheckConfig
-from .determiner import PsfDeterminerResult, PsfTooFewStarsError, fit_with_order_step_down
+from .determiner import (PsfDeterminerResult, PsfTooFewStarsError, fit_screened, fit_with_order_step_down,
+                         screen_candidates)
 
 __all__ = ["STATUS_NAMES", "PcaPsf", "PcaPsfDeterminer", "PcaPsfDeterminerConfig"]
 
@@ -119,6 +120,11 @@ class PcaPsfDeterminerConfig(BaseModel):
                                    "1.6-2 px by +0.085% (noise-free stars), 11 by 0.01%.")
     zeroth_order_interp_not_enough_stars: bool = Field(False, description="With fewer usable stars than spatial "
                                                        "terms, fit a constant (order 0) PSF instead of failing.")
+    min_star_snr: float = Field(3.0, ge=0, le=1000, description="Not LSST: a candidate whose flux (the sum of its "
+                                "usable pixels in the kernel_size box) is not positive is refused as bad_flux, one "
+                                "whose flux is below this many times its noise (the square root of their summed "
+                                "variance) as low_snr, before any fit (visitcal.psf.determiner.screen_candidates). "
+                                "At most 1000.")
     min_unmasked_fraction: float = Field(0.5, ge=0, le=1, description="A star needs at least this fraction of "
                                          "good pixels in its kernel_size^2 box (Piff's minimumUnmaskedFraction).")
     order_step_down: bool = Field(True, description="With too few stars per spatial term, or a model that fails "
@@ -250,12 +256,19 @@ class PcaPsfDeterminer:
             if res.shape != (m,) or res.dtype != bool:
                 raise ValueError(f"reserved must be a ({m},) bool array, got {res.dtype} {res.shape}")
         cfg = self.config
-        res_u8 = np.ascontiguousarray(res, dtype=np.uint8)
+        refused = screen_candidates(candidates, size=cfg.kernel_size, bad_mask_bits=cfg.to_control().bad_mask_bits,
+                                    min_snr=cfg.min_star_snr, min_usable_fraction=cfg.min_unmasked_fraction)
+
+        def fit(_, keep, o):
+            keep = slice(None) if keep.all() else keep  # no copies of the stamps when none was refused
+            r = res[keep]
+            return self._fit_order(image[keep], mask[keep], variance[keep], xy0[keep], x[keep], y[keep], r,
+                                   np.ascontiguousarray(r, dtype=np.uint8), box, o)
+
         return fit_with_order_step_down(
-            lambda o: self._fit_order(image, mask, variance, xy0, x, y, res, res_u8, box, o), cfg.spatial_order,
-            candidates, bbox, res, step_down=cfg.order_step_down, min_stars_per_parameter=cfg.min_stars_per_parameter,
-            checks=cfg.checks, zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars,
-            what="PCA PSF")
+            fit_screened(fit, candidates, res, refused, "PCA PSF"), cfg.spatial_order, candidates, bbox, res,
+            step_down=cfg.order_step_down, min_stars_per_parameter=cfg.min_stars_per_parameter, checks=cfg.checks,
+            zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars, what="PCA PSF", refused=refused)
 
     def _fit_order(self, image, mask, variance, xy0, x, y, res, res_u8, box, order: int) -> PsfDeterminerResult:
         """One fit at spatial ``order`` (no step-down, no checks)."""

@@ -79,7 +79,8 @@ from ..core.persistence import persistable
 from .models import _check_average_position, _CorePsf
 from .candidates import PsfCandidates
 from .checks import PsfCheckConfig
-from .determiner import PsfDeterminerError, PsfDeterminerResult, PsfTooFewStarsError, fit_with_order_step_down
+from .determiner import (PsfDeterminerError, PsfDeterminerResult, PsfTooFewStarsError, fit_screened,
+                         fit_with_order_step_down, screen_candidates)
 
 __all__ = ["STAR_STATUS", "PixelGridPsf", "PixelGridPsfDeterminer", "PixelGridPsfDeterminerConfig"]
 
@@ -272,6 +273,11 @@ class PixelGridPsfDeterminerConfig(BaseModel):
                                                        "a full fit).")
     chisq_thresh: float = Field(0.1, ge=0, description="Converged when nothing was rejected and the total "
                                 "chi-square improved by less than chisq_thresh * dof (Piff chisq_thresh).")
+    min_star_snr: float = Field(3.0, ge=0, le=1000, description="Not Piff: a candidate whose flux (the sum of its "
+                                "usable stamp pixels) is not positive is refused as bad_flux, one whose flux is "
+                                "below this many times its noise (the square root of their summed variance) as "
+                                "low_snr, before any fit (visitcal.psf.determiner.screen_candidates): an empty or "
+                                "negative stamp must not become a model. At most 1000.")
     max_snr: float = Field(200.0, gt=0, le=1e15, description="Per-star S/N cap on the weights. At most 1e15 (in "
                            "effect no cap).")
     zero_weight_mask_planes: list[str] = Field(
@@ -505,10 +511,15 @@ class PixelGridPsfDeterminer:
         order = self.config.order_for_band(band)
         planes = mask_planes if mask_planes is not None else MaskPlanes()
         cfg = self.config
+        refused = screen_candidates(candidates, size=cfg.stamp_size, min_snr=cfg.min_star_snr,
+                                    bad_mask_bits=self._control(0, planes).zero_weight_mask,
+                                    min_usable_fraction=cfg.minimum_unmasked_fraction)
+        fit = fit_screened(lambda c, keep, o: self._fit_order(c, bbox, x[keep], y[keep], res[keep], o, planes),
+                           candidates, res, refused, "pixel-grid PSF")
         return fit_with_order_step_down(
-            lambda o: self._fit_order(candidates, bbox, x, y, res, o, planes), order, candidates, bbox, res,
-            step_down=cfg.order_step_down, min_stars_per_parameter=cfg.min_stars_per_parameter, checks=cfg.checks,
-            zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars, what="pixel-grid PSF")
+            fit, order, candidates, bbox, res, step_down=cfg.order_step_down,
+            min_stars_per_parameter=cfg.min_stars_per_parameter, checks=cfg.checks,
+            zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars, what="pixel-grid PSF", refused=refused)
 
     def _fit_order(self, candidates: PsfCandidates, bbox: Box2I, x, y, res, order: int,
                    mask_planes: MaskPlanes) -> PsfDeterminerResult:
