@@ -188,16 +188,14 @@ def default_skymap(ra, dec) -> SimpleSkyMap:
 
 
 def load_skymap(path) -> SimpleSkyMap:
-    """Read a ``skymap.json``; errors name the file and the field."""
+    """Read a ``skymap.json``; errors (`visitcal.io.JsonReadError`, a ``ValueError``) are one line naming the
+    file and the field."""
+    from .jsonfile import json_fields, read_json
+
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read the sky map: {err}") from err
-    try:
+    doc = read_json(path)
+    with json_fields(path):
         return SimpleSkyMap.model_validate(doc)
-    except ValueError as err:
-        raise ValueError(f"{path}: invalid sky map: {err}") from err
 
 
 def write_skymap(skymap: SimpleSkyMap, path) -> None:
