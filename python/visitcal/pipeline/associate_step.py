@@ -414,7 +414,7 @@ def _associate_tract(repo, task, tract, skymap, sources, ids, chash, paths, inpu
         for name, table in (("isolated_star_association", result.star_cat), ("isolated_star", result.source_cat)):
             table.meta["tract"] = int(tract)
             status.outputs[repo.relpath(paths[name])] = write_product(
-                paths[name], lambda p, table=table: write_catalog(table, p, overwrite=True))
+                paths[name], lambda p, table=table: write_catalog(table, p, overwrite=True), root=repo.root)
         timings["write"] = time.perf_counter() - t0
         stars = result.star_cat
         status.summary = {"n_inputs": len(tables), "inputs": ids, "n_stars": len(stars),
