@@ -93,11 +93,11 @@ class MatchPessimisticBConfig(BaseModel):
                                   "references projected through the preliminary WCS, at the sources' centre. At most "
                                   "1e5 px.")
     max_rotation_deg: float = Field(1.0, ge=0, le=45, description="Largest rotation (deg) between them.")
-    num_points_for_shape: int = Field(6, ge=3, le=20, description="Objects in a pattern that must match (centre + "
-                                                                  "spokes). At most 20: the spokes' combinations "
-                                                                  "grow factorially.")
-    num_points_for_shape_attempt: int = Field(6, ge=3, le=20, description="Objects in a pattern tried at the first "
-                                              "softening step. At most 20: the spokes' combinations grow factorially.")
+    num_points_for_shape: int = Field(6, ge=3, le=10000, description="Objects in a pattern that must match (centre "
+                                      "+ spokes). At most 10000, the most bright stars a pattern can be drawn from "
+                                      "(num_bright_stars); the spokes are taken in order, so the cost is linear in it.")
+    num_points_for_shape_attempt: int = Field(6, ge=3, le=10000, description="Objects in a pattern tried at the first "
+                                              "softening step. At most 10000, as num_points_for_shape.")
     min_match_dist_pixels: float = Field(1.0, gt=0, le=1000, description="Starting pattern tolerance and floor of the "
                                          "match distance (px). At most 1000 px.")
     num_pattern_consensus: int = Field(3, ge=1, le=100, description="Agreeing patterns needed when there are at least "
