@@ -141,3 +141,13 @@ def test_the_bounds_are_reached_from_a_run_config_file():
 def test_the_camera_presets_satisfy_their_bounds():
     for preset in CAMERA_PRESETS.values():
         CameraConfig.model_validate(preset.model_dump())
+
+
+@pytest.mark.parametrize("name", ["lsst", "sparse"])
+def test_the_calibrate_presets_satisfy_the_bounds(name):
+    """A preset is built with model_copy (not validated): written to a --config file and read back, it must
+    still pass."""
+    from visitcal.pipeline.calibrate_step import CalibrateStepConfig
+
+    preset = CalibrateStepConfig.preset(name)
+    assert CalibrateStepConfig.model_validate(preset.model_dump()) == preset

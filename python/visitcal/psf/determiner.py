@@ -27,7 +27,7 @@ from .checks import PsfCheckConfig, check_psf_model, measure_star_sizes
 from .models import Psf
 
 __all__ = ["SCREEN_REASONS", "PsfDeterminerError", "PsfDeterminerResult", "PsfFitError", "PsfTooFewStarsError",
-           "fit_with_order_step_down", "n_spatial_terms", "screen_candidates"]
+           "fit_screened", "fit_with_order_step_down", "n_spatial_terms", "screen_candidates"]
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +132,15 @@ def screen_candidates(candidates, *, size: int, bad_mask_bits: int, min_snr: flo
     img = np.asarray(image[:, lo:hi, lo:hi], np.float64)
     var = np.asarray(np.asarray(candidates.variance)[:, lo:hi, lo:hi], np.float64)
     msk = np.asarray(np.asarray(candidates.mask)[:, lo:hi, lo:hi], np.int64)
+    bits = int(np.uint32(np.int32(bad_mask_bits)))  # the C++ control's int32, bit 31 included
     with np.errstate(invalid="ignore"):
-        good = np.isfinite(img) & np.isfinite(var) & (var > 0) & ((msk & int(np.uint32(np.int32(bad_mask_bits)))) == 0)
+        good = np.isfinite(img) & np.isfinite(var) & (var > 0) & ((msk & bits) == 0)
         flux = np.where(good, img, 0.0).sum(axis=(1, 2))
         noise = np.sqrt(np.where(good, var, 0.0).sum(axis=(1, 2)))
     n_good = good.sum(axis=(1, 2))
     any_good = (n_good > 0) & (n_good >= float(min_usable_fraction) * img.shape[1] * img.shape[2])
     reasons = np.full(m, "", dtype=object)
-    bad_flux = any_good & ~(flux > 0) | any_good & ~np.isfinite(flux)
+    bad_flux = any_good & ~((flux > 0) & np.isfinite(flux))
     reasons[bad_flux] = "bad_flux"
     reasons[any_good & ~bad_flux & ~(flux >= float(min_snr) * noise)] = "low_snr"
     return reasons
