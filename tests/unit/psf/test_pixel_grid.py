@@ -588,9 +588,14 @@ def test_stamps_of_pure_noise_are_refused_as_low_snr():
     with pytest.raises(PsfTooFewStarsError) as info:
         PixelGridPsfDeterminer(PixelGridPsfDeterminerConfig(spatial_order=0)).determine_psf(cands, BBOX)
     assert info.value.dropped_candidates == {"low_snr": list(range(30))}
-    # the threshold is the configured one: at 0.99 sigma every stamp passes the screen
+    # the threshold is the configured one: at 0.99 sigma every stamp passes the screen (its whole box is at 1)
     assert list(screen_candidates(cands, size=27, bad_mask_bits=0, min_snr=0.99)) == [""] * 30
-    assert list(screen_candidates(cands, size=27, bad_mask_bits=0, min_snr=1.01)) == ["low_snr"] * 30
+    # the S/N is the best of the central boxes: a faint star's core is seen where the whole box's sum is not
+    star = np.zeros((1, S, S))
+    star[0, S // 2, S // 2] = 4.0 * 3.0 * 5  # 4 sigma of a 5 x 5 box (noise 3 * 5), 0.74 sigma of 27 x 27
+    one = make_candidates(x[:1], y[:1], star, variance=var[:1])
+    assert list(screen_candidates(one, size=27, bad_mask_bits=0, min_snr=3.0)) == [""]
+    assert list(screen_candidates(one, size=27, bad_mask_bits=0, min_snr=4.1)) == ["low_snr"]
 
 
 def test_garbage_among_good_stars_is_dropped_with_its_reason_and_the_psf_comes_from_the_good_ones():
