@@ -120,11 +120,11 @@ class PcaPsfDeterminerConfig(BaseModel):
                                    "1.6-2 px by +0.085% (noise-free stars), 11 by 0.01%.")
     zeroth_order_interp_not_enough_stars: bool = Field(False, description="With fewer usable stars than spatial "
                                                        "terms, fit a constant (order 0) PSF instead of failing.")
-    min_star_snr: float = Field(3.0, ge=0, le=1000, description="Not LSST: a candidate whose flux (the sum of its "
-                                "usable pixels in the kernel_size box) is not positive is refused as bad_flux, one "
-                                "whose flux is below this many times its noise (the square root of their summed "
-                                "variance) as low_snr, before any fit (visitcal.psf.determiner.screen_candidates). "
-                                "At most 1000.")
+    min_star_snr: float = Field(3.0, ge=0, le=1000, description="Not LSST: before any fit, a candidate whose flux "
+                                "(the sum of its usable pixels) is positive in none of its central 5, 9, 15 px and "
+                                "kernel_size boxes is refused as bad_flux, one whose flux reaches this many times "
+                                "its noise (the square root of their summed variance) in none of them as low_snr "
+                                "(visitcal.psf.determiner.screen_candidates). At most 1000.")
     min_unmasked_fraction: float = Field(0.5, ge=0, le=1, description="A star needs at least this fraction of "
                                          "good pixels in its kernel_size^2 box (Piff's minimumUnmaskedFraction).")
     order_step_down: bool = Field(True, description="With too few stars per spatial term, or a model that fails "

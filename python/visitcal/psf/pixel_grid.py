@@ -273,11 +273,12 @@ class PixelGridPsfDeterminerConfig(BaseModel):
                                                        "a full fit).")
     chisq_thresh: float = Field(0.1, ge=0, description="Converged when nothing was rejected and the total "
                                 "chi-square improved by less than chisq_thresh * dof (Piff chisq_thresh).")
-    min_star_snr: float = Field(3.0, ge=0, le=1000, description="Not Piff: a candidate whose flux (the sum of its "
-                                "usable stamp pixels) is not positive is refused as bad_flux, one whose flux is "
-                                "below this many times its noise (the square root of their summed variance) as "
-                                "low_snr, before any fit (visitcal.psf.determiner.screen_candidates): an empty or "
-                                "negative stamp must not become a model. At most 1000.")
+    min_star_snr: float = Field(3.0, ge=0, le=1000, description="Not Piff: before any fit, a candidate whose flux "
+                                "(the sum of its usable pixels) is positive in none of its central 5, 9, 15 px and "
+                                "stamp_size boxes is refused as bad_flux, one whose flux reaches this many times "
+                                "its noise (the square root of their summed variance) in none of them as low_snr "
+                                "(visitcal.psf.determiner.screen_candidates): an empty or negative stamp must not "
+                                "become a model. At most 1000.")
     max_snr: float = Field(200.0, gt=0, le=1e15, description="Per-star S/N cap on the weights. At most 1e15 (in "
                            "effect no cap).")
     zero_weight_mask_planes: list[str] = Field(

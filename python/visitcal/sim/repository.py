@@ -322,11 +322,10 @@ class SimRepository:
         if not manifest.is_file():
             raise FileNotFoundError(f"{self.path}: no repo.json; not a visitcal.sim repository")
         self.manifest = read_json(manifest)
-        if self.manifest.get("format") != FORMAT_NAME or not isinstance(self.manifest.get("format_version", 0), int) \
-                or self.manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise JsonReadError(f"{manifest}: format {self.manifest.get('format')!r} "
-                                f"v{self.manifest.get('format_version')} is not readable by this visitcal",
-                                path=manifest)
+        version = self.manifest.get("format_version", 0)
+        if self.manifest.get("format") != FORMAT_NAME or not isinstance(version, int) or version > FORMAT_VERSION:
+            raise JsonReadError(f"{manifest}: format {self.manifest.get('format')!r} v{version} is not readable by "
+                                f"this visitcal", path=manifest)
         with json_fields(manifest):
             for key, kind in (("band", str), ("visits", list), ("detectors", list), ("data_ids", list),
                               ("n_snaps", int), ("counts", dict), ("config", dict)):
