@@ -15,6 +15,7 @@ import importlib
 import io
 import os
 import pkgutil
+import re
 import types
 import typing
 from contextlib import redirect_stdout
@@ -102,6 +103,9 @@ def _type_text(annotation) -> str:
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
     text = repr(annotation).replace("typing.", "")
+    # an element bound (Annotated[int, FieldInfo(... Le(le=15))]) reads as its type with the bound
+    text = re.sub(r"Annotated\[(\w+), FieldInfo\([^\]]*metadata=\[([^\]]*)\]\)\]",
+                  lambda m: f"{m.group(1)} ({m.group(2)})", text)
     for model in _models_in(annotation):
         text = text.replace(f"{model.__module__}.{model.__qualname__}", model.__name__)
     return text.replace("<class '", "").replace("'>", "")

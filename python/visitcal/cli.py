@@ -135,15 +135,14 @@ def _cmd_info(args) -> int:
 
 def _describe_file(path: Path) -> list[str] | None:
     """``visitcal info`` on a file; None when it is not one visitcal writes or reads."""
-    import json
-
+    from .io import read_json
     from .io.describe import describe_catalog, describe_fits_tables, describe_provenance, file_kind
 
     kind = file_kind(path)
     if kind == "parquet":
         return describe_catalog(path)
     if kind == "json":
-        record = json.loads(path.read_text())
+        record = read_json(path, expect=None)  # malformed: a JsonReadError naming the file, line and column
         if isinstance(record, dict) and {"step", "status", "visit", "detector"} <= set(record):
             return describe_provenance(path, record)
         known = {"repo.json": "visitcal.sim repository manifest", "camera.json": "camera geometry (visitcal.sim)",
@@ -153,14 +152,18 @@ def _describe_file(path: Path) -> list[str] | None:
         return None
     if kind != "fits":
         return None
-    from .io import read_exposure, read_lsst_calexp
+    from .io import FitsReadError, read_exposure, read_lsst_calexp
     from .io.fits import open_fits
 
     with open_fits(path) as hdul:
         names = [h.name for h in hdul]
         ours = hdul[0].header.get("VCFORMAT") == "visitcal-exposure"
         if "IMAGE" not in names:
-            return describe_fits_tables(path, hdul)
+            try:
+                return describe_fits_tables(path, hdul)
+            except (KeyError, AttributeError, TypeError, IndexError, ValueError) as err:
+                # a table HDU without the column or card its kind has (an INDEX without detector, ...)
+                raise FitsReadError(f"{path}: malformed table HDU: {type(err).__name__}: {err}", path=path) from err
     exp = read_exposure(path) if ours else read_lsst_calexp(path)
     return [f"{path}: {'visitcal' if ours else 'LSST-style'} exposure"] + ["  " + line for line in
                                                                           _describe_exposure(exp)]
@@ -246,20 +249,25 @@ def _describe_directory(path: Path) -> list[str] | None:
 
 
 def _describe_sim_repository(path: Path) -> list[str]:
+    from .io import JsonReadError, json_fields
     from .sim import SimRepository
 
     try:
-        repo = SimRepository(path)
+        repo = SimRepository(path)  # a malformed repo.json / camera.json: a JsonReadError naming file and field
     except ImportError as err:  # GalSim missing
         return [f"  written by visitcal.sim (not described: {err})"]
-    counts = repo.manifest["counts"]
-    lines = [f"  visitcal.sim repository, {len(repo.visits)} visits x {len(repo.detectors)} detectors x "
-             f"{repo.manifest['n_snaps']} snaps, band {repo.band!r}, preset {repo.config.preset!r}, "
-             f"seed {repo.config.seed}",
-             f"  {repo.camera!r}",
-             f"  reference catalog: {counts['refcat']} stars; truth: {counts['stars']} stars, "
-             f"{counts['galaxies']} galaxies, {counts['cosmic_ray_pixels']} cosmic-ray pixels"]
+    with json_fields(path / "repo.json", "counts."):
+        counts = repo.manifest["counts"]
+        lines = [f"  visitcal.sim repository, {len(repo.visits)} visits x {len(repo.detectors)} detectors x "
+                 f"{repo.manifest['n_snaps']} snaps, band {repo.band!r}, preset {repo.config.preset!r}, "
+                 f"seed {repo.config.seed}",
+                 f"  {repo.camera!r}",
+                 f"  reference catalog: {counts['refcat']} stars; truth: {counts['stars']} stars, "
+                 f"{counts['galaxies']} galaxies, {counts['cosmic_ray_pixels']} cosmic-ray pixels"]
     for visit in repo.visits:
+        if visit not in repo.plans:
+            raise JsonReadError(f"{path / 'repo.json'}: field visits: visit {visit} is not in truth/visits.parquet",
+                                path=path / "repo.json")
         plan = repo.plans[visit]
         lines.append(f"  visit {visit}: seeing {plan.atmosphere.seeing_fwhm:.3f}\", airmass {plan.airmass:.3f}, "
                      f"boresight ({plan.boresight_ra:.5f}, {plan.boresight_dec:.5f}), "
@@ -779,7 +787,10 @@ def _main(parser, args) -> int:
         parser.error(f"repo {args.repo!r}: no such directory")
     elif getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
         parser.error(f"out {args.out!r} exists; pass --overwrite to replace it")
+    from pydantic import ValidationError
+
     from .io import VisitcalIOError
+    from .core.jsonfile import validation_message
 
     from .pipeline.lock import RepositoryLockedError, repository_lock
 
@@ -796,7 +807,9 @@ def _main(parser, args) -> int:
         return 1
     except (VisitcalIOError, OSError, ValueError) as err:
         args.console.clear()
-        print(f"visitcal {args.command}: error: {err}", file=sys.stderr)
+        # one line, in our words: a validation error's first field, never pydantic's multi-line dump
+        why = validation_message(err) if isinstance(err, ValidationError) else err
+        print(f"visitcal {args.command}: error: {why}", file=sys.stderr)
         return 1
 
 

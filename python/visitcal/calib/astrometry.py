@@ -91,17 +91,23 @@ class AstrometryConfig(BaseModel):
                                            "centroid variance (ours: LSST's fitters weigh all matches alike)")
     centroid_error_floor_pix: float = Field(0.01, gt=0, description="px per axis added in quadrature to the "
                                             "centroid errors of the weights (what a catalog error misses)")
-    max_area_ratio: float = Field(2.0, gt=1, description="the WCS check: largest change (factor) of the pixel area "
-                                  "over the detector")
-    max_iter: int = Field(3, ge=1, description="match-and-fit iterations at most")
+    max_area_ratio: float = Field(2.0, gt=1, le=100, description="the WCS check: largest change (factor) of the "
+                                                                 "pixel area "
+                                  "over the detector At most 100.")
+    max_iter: int = Field(3, ge=1, le=100, description="match-and-fit iterations at most At most 100 (each iteration "
+                                                       "is a match and a fit).")
     min_match_distance_arcsec: float = Field(0.001, ge=0, description="stop when the largest match distance is "
                                              "below this")
-    max_mean_distance_arcsec: float = Field(0.5, gt=0, description="the check: a larger mean match distance is a "
-                                            "BadAstrometryFit")
+    max_mean_distance_arcsec: float = Field(0.5, gt=0, le=3600, description="the check: a larger mean match distance "
+                                                                            "is a "
+                                            "BadAstrometryFit At most 3600 arcsec.")
     do_magnitude_outlier_rejection: bool = Field(True, description="cull matches whose magnitude difference is an "
                                                  "outlier")
-    magnitude_outlier_rejection_n_sigma: float = Field(3.0, gt=0, description="its threshold, in sigma")
-    reference_pixel_margin: int = Field(250, ge=0, description="references loaded this far beyond the detector")
+    magnitude_outlier_rejection_n_sigma: float = Field(3.0, gt=0, le=100, description="its threshold, in sigma At "
+                                                                                      "most 100.")
+    reference_pixel_margin: int = Field(250, ge=0, le=10000, description="references loaded this far beyond the "
+                                                                         "detector At most 10000 px: it sizes the "
+                                                                         "reference region loaded.")
     source_flux_type: str = Field("base_PsfFlux", description="flux for the S/N cut and the magnitude cull")
     min_snr: float = Field(40.0, ge=0, description="S/N cut of the science source selector")
     do_faint_source_fallback: bool = Field(True, description="not LSST: when matching the sources above min_snr "
@@ -111,7 +117,8 @@ class AstrometryConfig(BaseModel):
     min_snr_fallback: float = Field(10.0, ge=5.0, le=1000.0, description="the S/N cut of that fallback; its "
                                     "centroids are ~4x noisier than S/N 40's, but each pair is weighted by its "
                                     "centroid error in the fit (weight_by_centroid_error)")
-    max_centroid_error: float = Field(3.0, gt=0, description="px; sources with larger centroid errors are dropped")
+    max_centroid_error: float = Field(3.0, gt=0, le=100, description="px; sources with larger centroid errors are "
+                                                                     "dropped At most 100 px.")
     bad_flags: list[str] = Field(default_factory=lambda: [
         "base_PixelFlags_flag_edge", "base_PixelFlags_flag_nodata", "base_PixelFlags_flag_interpolatedCenter",
         "base_PixelFlags_flag_saturated", "base_SdssCentroid_flag"], description="flags vetoing a source")

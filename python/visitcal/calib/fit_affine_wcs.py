@@ -70,9 +70,11 @@ class FitAffineWcsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    num_iter: int = Field(3, ge=1, description="Fits per pass; after each the tangent point moves by the fitted "
-                          "shift (second-order terms make the next fit's shift ~1e-9 px).")
-    num_rej_iter: int = Field(1, ge=0, description="Rejection passes before the final fit.")
+    num_iter: int = Field(3, ge=1, le=100, description="Fits per pass; after each the tangent point moves by the "
+                                                       "fitted "
+                          "shift (second-order terms make the next fit's shift ~1e-9 px). At most 100 (each is a fit).")
+    num_rej_iter: int = Field(1, ge=0, le=100, description="Rejection passes before the final fit. At most 100 (each "
+                                                           "is a fit).")
     rej_sigma: float = Field(3.0, gt=0, description="Reject a pair whose tangent-plane residual in x or y exceeds "
                              "rej_sigma times that axis's standard deviation (two-sided).")
     transform: Literal["auto", "affine", "similarity"] = Field(
@@ -82,8 +84,9 @@ class FitAffineWcsConfig(BaseModel):
         "affine_p_value on the pairs both fits keep).")
     affine_p_value: float = Field(0.01, gt=0, lt=1, description="\"auto\": the affine correction is kept when the "
                                   "F-test's p-value of its shear terms is below this.")
-    max_scatter_arcsec: float = Field(10.0, gt=0, description="Fail when the median on-sky distance between the "
-                                      "fitted and reference positions exceeds this (arcsec).")
+    max_scatter_arcsec: float = Field(10.0, gt=0, le=3600, description="Fail when the median on-sky distance between "
+                                                                       "the "
+                                      "fitted and reference positions exceeds this (arcsec). At most 3600 arcsec.")
 
 
 @dataclass(frozen=True)

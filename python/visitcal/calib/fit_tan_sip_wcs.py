@@ -79,14 +79,18 @@ class FitTanSipWcsConfig(BaseModel):
     min_stars_per_parameter: float = Field(4.0, gt=0, description="order = \"auto\" tries an order only when each "
                                            "fold's training pairs number at least this many times its terms per "
                                            "axis, (order + 1)(order + 2) / 2.")
-    n_folds: int = Field(5, ge=2, description="Folds of order = \"auto\"'s cross-validation.")
-    num_iter: int = Field(3, ge=1, description="Fits per pass; after each one but the last the tangent point moves "
-                          "to the sky position of CRPIX.")
-    num_rej_iter: int = Field(1, ge=0, description="Rejection passes before the final fit.")
+    n_folds: int = Field(5, ge=2, le=100, description="Folds of order = \"auto\"'s cross-validation. At most 100 "
+                                                      "(each fold is a fit per order).")
+    num_iter: int = Field(3, ge=1, le=100, description="Fits per pass; after each one but the last the tangent point "
+                                                       "moves "
+                          "to the sky position of CRPIX. At most 100 (each is a fit).")
+    num_rej_iter: int = Field(1, ge=0, le=100, description="Rejection passes before the final fit. At most 100 (each "
+                                                           "is a fit).")
     rej_sigma: float = Field(3.0, gt=0, description="Reject a pair whose tangent-plane residual in x or y exceeds "
                              "rej_sigma times that axis's standard deviation (two-sided; LSST's is one-sided).")
-    max_scatter_arcsec: float = Field(10.0, gt=0, description="Fail when the median on-sky distance between the "
-                                      "fitted and reference positions exceeds this (arcsec).")
+    max_scatter_arcsec: float = Field(10.0, gt=0, le=3600, description="Fail when the median on-sky distance between "
+                                                                       "the "
+                                      "fitted and reference positions exceeds this (arcsec). At most 3600 arcsec.")
     inverse_order: int | None = Field(None, ge=1, le=10, description="Order of the reverse polynomials AP, BP "
                                       "(None: order + 1).")
 

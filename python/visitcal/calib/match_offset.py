@@ -46,17 +46,23 @@ class MatchOffsetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_offset_arcsec: float = Field(10.0, gt=0, description="Largest offset searched: what the preliminary WCS "
-                                     "may be wrong by at the centre of the sources (visitcal.sim's are within 2\").")
-    bin_arcsec: float = Field(1.0, gt=0, description="Bin of the offset histogram; the peak is summed over 3 x 3 "
-                              "bins.")
-    match_radius_arcsec: float = Field(2.0, gt=0, description="Pairing radius about the offset found, and the "
-                                       "largest of the refinement's.")
-    min_match_radius_arcsec: float = Field(0.2, gt=0, description="Smallest pairing radius of the refinement.")
-    min_matches: int = Field(6, ge=3, description="Pairs needed (in the histogram's peak and at the end).")
+    max_offset_arcsec: float = Field(10.0, gt=0, le=120, description="Largest offset searched: what the preliminary "
+                                     "WCS may be wrong by at the centre of the sources (visitcal.sim's are within "
+                                     "2\"). At most 120 arcsec: with bin_arcsec it sizes the offset histogram "
+                                     "((2 max / bin)^2 bins).")
+    bin_arcsec: float = Field(1.0, ge=0.1, le=60, description="Bin of the offset histogram; the peak is summed over "
+                              "3 x 3 bins. 0.1 to 60 arcsec: with max_offset_arcsec it sizes the histogram (at most "
+                              "2400^2 bins).")
+    match_radius_arcsec: float = Field(2.0, gt=0, le=60, description="Pairing radius about the offset found, and the "
+                                       "largest of the refinement's. At most 60 arcsec.")
+    min_match_radius_arcsec: float = Field(0.2, gt=0, le=60, description="Smallest pairing radius of the refinement. "
+                                                                         "At most 60 arcsec.")
+    min_matches: int = Field(6, ge=3, le=2**31 - 1, description="Pairs needed (in the histogram's peak and at the "
+                                                                "end). Within int32.")
     min_significance: float = Field(5.0, ge=0, description="The peak must exceed the mean 3 x 3 block count by "
                                     "this many Poisson sigmas.")
-    num_refine_iter: int = Field(3, ge=0, description="Affine refits and re-pairings after the first pairing.")
+    num_refine_iter: int = Field(3, ge=0, le=100, description="Affine refits and re-pairings after the first "
+                                                              "pairing. At most 100.")
 
 
 @dataclass(frozen=True)

@@ -79,25 +79,34 @@ class MatchPessimisticBConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    num_bright_stars: int = Field(150, ge=2, description="Brightest sources used to build patterns.")
-    min_matched_pairs: int = Field(30, ge=1, description="Pairs needed to accept a match (or the fraction below, "
-                                   "whichever is smaller).")
+    num_bright_stars: int = Field(150, ge=2, le=10000, description="Brightest sources used to build patterns. At "
+                                                                   "most 10000: the patterns tried grow with it.")
+    min_matched_pairs: int = Field(30, ge=1, le=2**31 - 1, description="Pairs needed to accept a match (or the "
+                                                                       "fraction below, "
+                                   "whichever is smaller). Within int32.")
     min_frac_matched_pairs: float = Field(0.3, ge=0, le=1, description="Fraction of min(n_sources, n_references) "
                                           "that, if smaller than min_matched_pairs, suffices.")
-    matcher_iterations: int = Field(5, ge=1, description="Softening steps: the pattern tolerance doubles at each "
-                                    "and the pattern size tried grows by one.")
-    max_offset_pix: float = Field(250.0, ge=0, description="Largest shift (px) between the sources and the "
-                                  "references projected through the preliminary WCS, at the sources' centre.")
+    matcher_iterations: int = Field(5, ge=1, le=100, description="Softening steps: the pattern tolerance doubles at "
+                                                                 "each "
+                                    "and the pattern size tried grows by one. At most 100.")
+    max_offset_pix: float = Field(250.0, ge=0, le=100000, description="Largest shift (px) between the sources and the "
+                                  "references projected through the preliminary WCS, at the sources' centre. At most "
+                                  "1e5 px.")
     max_rotation_deg: float = Field(1.0, ge=0, le=45, description="Largest rotation (deg) between them.")
-    num_points_for_shape: int = Field(6, ge=3, description="Objects in a pattern that must match (centre + spokes).")
-    num_points_for_shape_attempt: int = Field(6, ge=3, description="Objects in a pattern tried at the first "
-                                              "softening step.")
-    min_match_dist_pixels: float = Field(1.0, gt=0, description="Starting pattern tolerance and floor of the "
-                                         "match distance (px).")
-    num_pattern_consensus: int = Field(3, ge=1, description="Agreeing patterns needed when there are at least "
-                                       "num_ref_require_consensus references.")
-    num_ref_require_consensus: int = Field(1000, ge=0, description="References from which consensus is required.")
-    max_ref_objects: int = Field(8192, ge=1, description="Brightest references kept in the searched region.")
+    num_points_for_shape: int = Field(6, ge=3, le=10000, description="Objects in a pattern that must match (centre "
+                                      "+ spokes). At most 10000, the most bright stars a pattern can be drawn from "
+                                      "(num_bright_stars); the spokes are taken in order, so the cost is linear in it.")
+    num_points_for_shape_attempt: int = Field(6, ge=3, le=10000, description="Objects in a pattern tried at the first "
+                                              "softening step. At most 10000, as num_points_for_shape.")
+    min_match_dist_pixels: float = Field(1.0, gt=0, le=1000, description="Starting pattern tolerance and floor of the "
+                                         "match distance (px). At most 1000 px.")
+    num_pattern_consensus: int = Field(3, ge=1, le=100, description="Agreeing patterns needed when there are at least "
+                                       "num_ref_require_consensus references. At most 100.")
+    num_ref_require_consensus: int = Field(1000, ge=0, le=2**31 - 1, description="References from which consensus is "
+                                                                                 "required. Within int32.")
+    max_ref_objects: int = Field(8192, ge=1, le=1000000, description="Brightest references kept in the searched "
+                                                                     "region. At most 1e6: it sizes the reference "
+                                                                     "arrays.")
     match_distance_sigma: float = Field(2.0, ge=0, description="Match distance = mean + this * std of the pair "
                                         "distances (floored at min_match_dist_pixels).")
     max_scale_error: float = Field(0.01, ge=0, lt=0.5, description="Ours: largest ``abs(scale - 1)`` between "

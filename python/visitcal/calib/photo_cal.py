@@ -124,15 +124,16 @@ class PhotoCalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    match_radius: float = Field(0.25, gt=0, description="Direct-match radius (arcsec).")
+    match_radius: float = Field(0.25, gt=0, le=60, description="Direct-match radius (arcsec). At most 60 arcsec.")
     flux_field: str = Field("slot_CalibFlux_instFlux", description="Source instFlux column (counts); its error "
                             "is the column with 'instFlux' replaced by 'instFluxErr'.")
-    sigma_max: float | None = Field(0.25, description="Largest clipping sigma (mag); None: 2x the first estimate.")
-    n_sigma: float = Field(3.0, gt=0, description="Clip at this many sigma.")
+    sigma_max: float | None = Field(0.25, le=10, description="Largest clipping sigma (mag); None: 2x the first "
+                                                             "estimate. At most 10 mag.")
+    n_sigma: float = Field(3.0, gt=0, le=100, description="Clip at this many sigma. At most 100.")
     use_median: bool = Field(True, description="Centre the clipping on the median (False: LSST's error-weighted "
                              "mean, weighted by the error itself rather than its inverse square, as "
                              "LSST's code does).")
-    n_iter: int = Field(20, ge=1, description="Most clipping iterations.")
+    n_iter: int = Field(20, ge=1, le=1000, description="Most clipping iterations. At most 1000.")
     mag_err_floor: float = Field(0.0, ge=0, description="Added in quadrature to each magnitude difference's error.")
     apply_color_terms: bool = Field(False, description="Apply color_term to the reference magnitudes.")
     color_term: ColorTerm | None = Field(None, description="The colour term (needed if apply_color_terms).")
@@ -145,13 +146,14 @@ class PhotoCalConfig(BaseModel):
         "sources whose 12-px aperture holds light their PSF flux does not explain (neighbours merged into their "
         "footprint: the calibration flux is measured in that aperture; `visitcal.measurement.aperture_excess`). "
         "At 150000 stars/deg^2 a quarter of the stars carry 1% or more of neighbour light there.")
-    min_n_stars: int = Field(5, ge=1, description="Not LSST: a zero point from fewer good stars is kept but marked "
+    min_n_stars: int = Field(5, ge=1, le=2**31 - 1, description="Not LSST: a zero point from fewer good stars is "
+                                                                "kept but marked "
                              "degraded (`PhotoCalResult.degraded_reason`), and a visit summary replaces it by the "
                              "visit's zero point (its own and the other detectors', inverse-variance weighted). 5: "
                              "fewer values leave the quartile clipping unable to reject an outlier, while 5 bright "
                              "stars (S/N > 50) still give the zero point to ~3 mmag, better than a visit value, "
                              "which carries the detectors' throughput differences (10 mmag rms in visitcal.sim); visitcal sim's default field gives "
-                             "11-17 good stars on a 2048 x 2048 detector.")
+                             "11-17 good stars on a 2048 x 2048 detector. Within int32.")
 
 
 @dataclass(frozen=True)

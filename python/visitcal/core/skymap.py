@@ -55,8 +55,9 @@ class SimpleSkyMap(BaseModel):
     dec0: float = Field(ge=-90.0, le=90.0, description="Dec of the tangent point, deg.")
     tract_size_deg: float = Field(1.0, gt=0.0, le=10.0, description="Side of a tract's inner square, deg "
                                                                      "(on the tangent plane).")
-    tract_overlap_deg: float = Field(1.0 / 60.0, ge=0.0, description="Border added to every side of the "
-                                                                      "inner square to make the outer region, deg.")
+    tract_overlap_deg: float = Field(1.0 / 60.0, ge=0.0, le=5.0, description="Border added to every side of the "
+                                                                      "inner square to make the outer region, deg. "
+                                                                      "At most 5 deg.")
     n_tracts_per_side: int = Field(11, ge=1, le=999, description="Tracts per side of the grid (odd).")
 
     def model_post_init(self, __context) -> None:
@@ -187,16 +188,14 @@ def default_skymap(ra, dec) -> SimpleSkyMap:
 
 
 def load_skymap(path) -> SimpleSkyMap:
-    """Read a ``skymap.json``; errors name the file and the field."""
+    """Read a ``skymap.json``; errors (`visitcal.io.JsonReadError`, a ``ValueError``) are one line naming the
+    file and the field."""
+    from .jsonfile import json_fields, read_json
+
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read the sky map: {err}") from err
-    try:
+    doc = read_json(path)
+    with json_fields(path):
         return SimpleSkyMap.model_validate(doc)
-    except ValueError as err:
-        raise ValueError(f"{path}: invalid sky map: {err}") from err
 
 
 def write_skymap(skymap: SimpleSkyMap, path) -> None:

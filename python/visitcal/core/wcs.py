@@ -40,7 +40,8 @@ def read_wcs(header: fits.Header, *, where: str = "header") -> WCS | None:
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(header, naxis=2, relax=True)
     except Exception as err:  # astropy raises several types for malformed WCS cards
-        raise ValueError(f"{where}: cannot read the WCS: {err}") from err
+        why = " ".join(line.strip() for line in str(err).splitlines() if line.strip())  # WCSLIB's run over lines
+        raise ValueError(f"{where}: cannot read the WCS: {why}") from err
     if not wcs.has_celestial:
         return None
     return wcs

@@ -130,20 +130,24 @@ class BackgroundConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    bin_size: int = Field(128, ge=1, description="Bin (superpixel) size in pixels, both axes.")
-    bin_size_x: int | None = Field(None, ge=1, description="Bin width in pixels; overrides bin_size in x.")
-    bin_size_y: int | None = Field(None, ge=1, description="Bin height in pixels; overrides bin_size in y.")
+    bin_size: int = Field(128, ge=1, le=8192, description="Bin (superpixel) size in pixels, both axes. At most 8192 "
+                                                          "px (larger than any detector).")
+    bin_size_x: int | None = Field(None, ge=1, le=8192, description="Bin width in pixels; overrides bin_size in x. "
+                                                                    "At most 8192 px.")
+    bin_size_y: int | None = Field(None, ge=1, le=8192, description="Bin height in pixels; overrides bin_size in y. "
+                                                                    "At most 8192 px.")
     statistic: Literal["MEANCLIP", "MEAN", "MEDIAN", "MODE_SEXTRACTOR"] = Field(
         "MEANCLIP", description="Per-bin statistic (afw's statisticsProperty; MODE_SEXTRACTOR for SExtractor/sep "
         "comparisons).")
     ignored_pixel_mask: tuple[str, ...] = Field(
         DEFAULT_IGNORED, description="Mask planes whose pixels are left out of the statistics.")
-    n_sigma_clip: float = Field(3.0, gt=0, description="MEANCLIP: clipping half-width in standard deviations.")
-    n_iter: int = Field(3, ge=0, description="MEANCLIP: number of clipping passes.")
+    n_sigma_clip: float = Field(3.0, gt=0, le=100, description="MEANCLIP: clipping half-width in standard "
+                                                               "deviations. At most 100.")
+    n_iter: int = Field(3, ge=0, le=100, description="MEANCLIP: number of clipping passes. At most 100 passes.")
     median_filter_size: int = Field(
-        1, ge=1, description="Odd size of a median filter applied to the finite bins of the stats grid before "
+        1, ge=1, le=101, description="Odd size of a median filter applied to the finite bins of the stats grid before "
         "evaluation (1 = none; SExtractor's BACK_FILTERSIZE, 3 there). As SExtractor, the window shrinks "
-        "symmetrically near the grid's edges (a corner bin keeps its value).")
+        "symmetrically near the grid's edges (a corner bin keeps its value). At most 101 bins.")
     algorithm: Literal["CONSTANT", "LINEAR", "NATURAL_SPLINE", "CUBIC_SPLINE", "AKIMA_SPLINE"] = Field(
         "AKIMA_SPLINE", description="Interpolation style when use_approximate is False (CUBIC_SPLINE = "
         "NATURAL_SPLINE, afw's name).")

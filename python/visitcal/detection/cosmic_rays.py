@@ -100,9 +100,11 @@ class FindCosmicRaysConfig(BaseModel):
                                              "pixel values, image units (LSST min_DN).")
     cond3_fac: float = Field(2.0, ge=0, description="Noise margin of criterion 3, in sigma.")
     cond3_fac2: float = Field(0.35, gt=0, description="Scale of the PSF neighbour/peak ratios of criterion 3.")
-    niteration: int = Field(6, ge=1, description="Passes of the detection (and rings of the grow pass).")
-    n_cr_pixel_max: int = Field(1_000_000, ge=0, description="More CR pixels than this raises "
-                                                              "TooManyCosmicRaysError (LSST nCrPixelMax).")
+    niteration: int = Field(6, ge=1, le=100, description="Passes of the detection (and rings of the grow pass). At "
+                                                         "most 100 passes.")
+    n_cr_pixel_max: int = Field(1_000_000, ge=0, le=2**31 - 1, description="More CR pixels than this raises "
+                                                              "TooManyCosmicRaysError (LSST nCrPixelMax). Within "
+                                                              "int32 (the C++ count).")
     keep_crs: bool = Field(False, description="Mask CR pixels but leave their values (LSST keepCRs).")
     grow: bool = Field(True, description="Run the second pass growing each CR (min_sigma / 2, cond3_fac 0).")
     bad_mask_planes: tuple[str, ...] = Field(("BAD", "SAT", "NO_DATA"), description=(

@@ -69,13 +69,20 @@ class SourceDetectionConfig(BaseModel):
         "positive", description="Detect sources above the threshold, below its negative, or both.")
     include_threshold_multiplier: float = Field(
         1.0, gt=0, description="Peaks must exceed threshold_value times this; footprints without such a peak are dropped.")
-    min_pixels: int = Field(1, ge=1, description="Footprints with fewer pixels before growing are dropped.")
-    n_sigma_to_grow: float = Field(2.4, ge=0, description="Grow footprints by int(n_sigma_to_grow * sigma + 0.5) px.")
+    min_pixels: int = Field(1, ge=1, le=2**31 - 1, description="Footprints with fewer pixels before growing are "
+                                                               "dropped. Within int32 (the C++ argument).")
+    n_sigma_to_grow: float = Field(2.4, ge=0, le=50, description="Grow footprints by int(n_sigma_to_grow * sigma + "
+                                                                 "0.5) px. At most 50: the growth disc is applied at "
+                                                                 "every footprint edge pixel, so its area sizes the "
+                                                                 "time (1e6 dilated every footprint to the whole "
+                                                                 "detector).")
     isotropic_grow: bool = Field(True, description="Grow with a disc (the only stencil implemented).")
     combined_grow: bool = Field(True, description="Merge footprints whose grown pixels touch.")
     return_original_footprints: bool = Field(
         False, description="Return the footprints before growing (the mask is still set from the grown ones).")
-    n_sigma_for_kernel: float = Field(7.0, gt=0, description="Smoothing-kernel width in sigma: 2*int((n*sigma+0.5)/2)+1.")
+    n_sigma_for_kernel: float = Field(7.0, gt=0, le=50, description="Smoothing-kernel width in sigma: "
+                                                                    "2*int((n*sigma+0.5)/2)+1. At most 50: it sizes "
+                                                                    "the smoothing kernel.")
     exclude_mask_planes: tuple[str, ...] = Field(
         (), description="Pixels with these planes are zeroed in the smoothed image, so never detected.")
 

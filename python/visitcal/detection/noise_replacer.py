@@ -42,12 +42,15 @@ class NoiseReplacerConfig(BaseModel):
         "and standard deviation (LSST's default; its 'meta' and 'variance' choices are not implemented).")
     noise_offset: float = Field(0.0, description="Added to the measured mean of the noise (image units).")
     statistics_sample_step: int = Field(
-        2, ge=1, description="The clipped mean and sigma are measured on the pixels whose x and y are multiples of "
+        2, ge=1, le=1024, description="The clipped mean and sigma are measured on the pixels whose x and y are "
+        "multiples of "
         "this step (a regular lattice of 1/step^2 of the image; LSST uses every pixel, i.e. 1). On a 4k x 4k "
-        "detector 2 leaves 4 million pixels, which fix sigma to ~5e-4 of itself, and takes 0.04 s instead of 0.16 s.")
+        "detector 2 leaves 4 million pixels, which fix sigma to ~5e-4 of itself, and takes 0.04 s instead of 0.16 s. "
+        "At most 1024 px.")
     noise_seed_multiplier: int = Field(
-        1, ge=1, description="The RNG seed is exposure_id * noise_seed_multiplier, or noise_seed_multiplier without "
-        "an exposure id (LSST's 0 = unseeded is not allowed: results must be reproducible).")
+        1, ge=1, le=2**31 - 1, description="The RNG seed is exposure_id * noise_seed_multiplier, or "
+        "noise_seed_multiplier without "
+        "an exposure id (LSST's 0 = unseeded is not allowed: results must be reproducible). Within int32.")
 
 
 def _masked_image(image) -> MaskedImage:

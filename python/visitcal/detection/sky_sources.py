@@ -90,13 +90,16 @@ class SkyObjectsConfig(BaseModel):
 
     avoid_mask: tuple[str, ...] = Field(("DETECTED", "DETECTED_NEGATIVE", "BAD", "NO_DATA"),
                                         description="Avoid pixels masked with these mask planes.")
-    grow_mask: int = Field(0, ge=0, description="Grow the avoided pixels by a disc of this many pixels.")
-    source_radius: float = Field(8.0, ge=0, description="Radius of the sky sources (px); int(source_radius) is used.")
-    n_sources: int = Field(100, description="Try to add this many sky sources (<= 0: none).")
+    grow_mask: int = Field(0, ge=0, le=100, description="Grow the avoided pixels by a disc of this many pixels. At "
+                                                        "most 100 px: the growth disc's area sizes the time.")
+    source_radius: float = Field(8.0, ge=0, le=200, description="Radius of the sky sources (px); int(source_radius) "
+                                                                "is used. At most 200 px.")
+    n_sources: int = Field(100, le=100000, description="Try to add this many sky sources (<= 0: none). At most 1e5.")
     n_trial_sources: int | None = Field(
-        None, ge=0, description="Maximum number of trial positions (None: n_sources * n_trial_sources_multiplier).")
+        None, ge=0, le=10000000, description="Maximum number of trial positions (None: n_sources * "
+                                             "n_trial_sources_multiplier). At most 1e7: it sizes the trial arrays.")
     n_trial_sources_multiplier: int = Field(
-        5, ge=0, description="n_trial_sources = n_sources * this when n_trial_sources is None.")
+        5, ge=0, le=1000, description="n_trial_sources = n_sources * this when n_trial_sources is None. At most 1000.")
 
     @property
     def effective_n_trial_sources(self) -> int:

@@ -2,7 +2,8 @@
 catalogs (Parquet, FITS tables).
 
 Every reading error is a `FitsReadError` (an `OSError` and a `ValueError`) whose message names the
-file and the HDU or header field at fault; writes are atomic (`visitcal.core.atomic_write`).
+file and the HDU or header field at fault (a malformed JSON file: a `JsonReadError`, a `ValueError` naming the
+file and the field); writes are atomic (`visitcal.core.atomic_write`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ __all__ = [
     "VisitcalIOError",
     "FitsReadError",
     "FitsWriteError",
+    "JsonReadError",
+    "json_fields",
+    "read_json",
     "read_exposure",
     "read_mask",
     "write_exposure",
@@ -51,6 +55,7 @@ class FitsWriteError(VisitcalIOError):
     """An exposure cannot be written (a component cannot be persisted, a header card is invalid)."""
 
 
+from ..core.jsonfile import JsonReadError, json_fields, read_json  # noqa: E402
 from .catalog import CatalogIOError, read_catalog, write_catalog  # noqa: E402
 from .decam import read_decam_cp  # noqa: E402
 from .fits import read_exposure, read_mask, write_exposure  # noqa: E402

@@ -29,7 +29,10 @@ _INDEX_POINTERS = {"psf_hdu": "PSF", "ap_corr_hdu": "aperture-correction map", "
 
 
 def file_kind(path) -> str | None:
-    """``"fits"``, ``"parquet"`` or ``"json"`` from the file's first bytes; None for anything else."""
+    """``"fits"``, ``"parquet"`` or ``"json"`` from the file's first bytes; None for anything else.
+
+    A file named ``*.json`` whose text starts like JSON is ``"json"`` even when it does not parse, so that its
+    reader says what is wrong with it (`visitcal.io.read_json`)."""
     with open(path, "rb") as f:
         head = f.read(4096)
     if head.startswith(b"SIMPLE  ="):
@@ -40,7 +43,7 @@ def file_kind(path) -> str | None:
         try:
             json.loads(Path(path).read_text())
         except (ValueError, UnicodeDecodeError):
-            return None
+            return "json" if Path(path).suffix == ".json" else None
         return "json"
     return None
 

@@ -260,8 +260,20 @@ def read_mask(path) -> Mask:
             return mask_from_hdu(hdu, path, remap=False, require_names=ours)
     except FitsReadError:
         raise
-    except (OSError, ValueError, TypeError, IndexError) as err:
-        raise FitsReadError(f"{path}: not a readable FITS file (truncated or corrupt?): {err}", path=path) from err
+    except _ASTROPY_READ_ERRORS as err:
+        raise FitsReadError(f"{path}: not a readable FITS file (truncated or corrupt?): {_first_line(err)}",
+                            path=path) from err
+
+
+#: What astropy raises on a malformed file: besides OSError and ValueError, a bad header card can surface as a
+#: KeyError, an AttributeError or an AssertionError (e.g. a non-string TTYPE) from deep in its parsing.
+_ASTROPY_READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError)
+
+
+def _first_line(err: BaseException) -> str:
+    """An error's message on one line (astropy's and WCSLIB's run over several), or its type when empty."""
+    text = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+    return text or type(err).__name__
 
 
 def _check_extension_count(hdul, primary, path) -> None:
@@ -277,8 +289,9 @@ def _read_primary(exposure: Exposure, primary: fits.Header, path) -> None:
             exposure.visit_info = VisitInfo.from_header(primary)
         if primary.get("VCDET"):
             exposure.detector = Detector.from_header(primary)
-    except (KeyError, ValueError, TypeError) as err:
-        raise FitsReadError(f"{path}[PRIMARY]: bad VisitInfo/Detector card: {err}", path=path, hdu="PRIMARY") from err
+    except Exception as err:  # noqa: BLE001 - astropy's Time raises its own types (ScaleValueError) for bad cards
+        raise FitsReadError(f"{path}[PRIMARY]: bad VisitInfo/Detector card: {_first_line(err)}", path=path,
+                            hdu="PRIMARY") from err
     exposure.metadata = copy_cards(primary, fits.Header(), RESERVED_PRIMARY_KEYS)
 
 
@@ -286,8 +299,14 @@ def _read_component(hdu, where: str):
     try:
         table = Table.read(hdu, mask_invalid=False)  # NaN stays NaN; components decide
     except Exception as err:
-        raise FitsReadError(f"{where}: not a readable table: {err}", hdu=hdu.name) from err
-    return component_from_table(table, where=where)
+        raise FitsReadError(f"{where}: not a readable table: {_first_line(err)}", hdu=hdu.name) from err
+    try:
+        return component_from_table(table, where=where)
+    except (ValueError, KeyError, TypeError, IndexError) as err:  # a bad VCKIND / VCVERS card or a missing column
+        why = _first_line(err)
+        if isinstance(err, ValueError) and why.startswith(where):
+            raise  # already ours, naming the file and the HDU (a PersistenceError)
+        raise FitsReadError(f"{where}: {why}", hdu=hdu.name) from err
 
 
 @contextlib.contextmanager
@@ -308,10 +327,10 @@ def open_fits(path):
             hdul = fits.open(path, memmap=False, checksum=True, lazy_load_hdus=False)
             for hdu in hdul:
                 hdu.data  # noqa: B018 - force reading (and decompressing) now
-        except (OSError, ValueError, TypeError, IndexError) as err:
+        except _ASTROPY_READ_ERRORS as err:
             if hdul is not None:
                 hdul.close()
-            raise FitsReadError(f"{path}: not a readable FITS file (truncated or corrupt?): {err}",
+            raise FitsReadError(f"{path}: not a readable FITS file (truncated or corrupt?): {_first_line(err)}",
                                 path=path) from err
     others = []
     for w in caught:
@@ -360,6 +379,10 @@ def check_shapes(path, **planes) -> None:
 
 def read_xy0(header: fits.Header, where: str) -> tuple[int, int]:
     """xy0 from the afw alternate WCS ``A`` (``CRVAL1A - CRPIX1A + 1``) or else ``-LTV1, -LTV2``; (0, 0) if neither."""
+    for key in ("CRVAL1A", "CRVAL2A", "CRPIX1A", "CRPIX2A", "LTV1", "LTV2"):
+        value = header.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise FitsReadError(f"{where}: card {key} = {value!r} is not a number")
     if str(header.get("CTYPE1A", "")).strip() == "LINEAR" and "CRVAL1A" in header and "CRVAL2A" in header:
         values = [header[f"CRVAL{i}A"] - header.get(f"CRPIX{i}A", 1.0) + 1.0 for i in (1, 2)]
         source = "CRVAL1A/CRVAL2A"

@@ -35,7 +35,9 @@ def read_footprints(path):
             return footprints_from_hdus(by_name, where=str(path))
     except FileNotFoundError:
         raise FitsReadError(f"{path}: no such file", path=path) from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, IndexError, AssertionError) as err:
+        # astropy and a table without its columns raise all of these on a malformed file
         if isinstance(err, FitsReadError):
             raise
-        raise FitsReadError(f"{path}: {err}", path=path) from None
+        raise FitsReadError(f"{path}: {type(err).__name__ + ': ' if isinstance(err, KeyError) else ''}{err}",
+                            path=path) from None

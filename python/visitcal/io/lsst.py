@@ -64,8 +64,9 @@ def read_lsst_calexp(path) -> Exposure:
         wcs = wcs_from_header(img.header, xy0, f"{path}[IMAGE]")
         try:
             visit_info = visit_info_from_lsst_header(primary)
-        except (ValueError, TypeError) as err:
-            raise FitsReadError(f"{path}[PRIMARY]: bad visit card: {err}", path=path, hdu="PRIMARY") from err
+        except Exception as err:  # noqa: BLE001 - astropy's Time raises its own types (ScaleValueError)
+            why = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+            raise FitsReadError(f"{path}[PRIMARY]: bad visit card: {why}", path=path, hdu="PRIMARY") from err
         metadata = copy_cards(primary, fits.Header(), set(RESERVED_PRIMARY_KEYS) | set(LSST_VISIT_KEYS))
     return Exposure(MaskedImage(image, mask, variance, xy0=xy0), wcs=wcs, visit_info=visit_info, metadata=metadata)
 

@@ -67,8 +67,8 @@ class ApertureExcessConfig(BaseModel):
     aperture_flux_name: str = Field("base_CircularApertureFlux_12_0", description="The aperture flux prefix "
                                     "(_instFlux, _instFluxErr): the calibration aperture, 12 px.")
     psf_flux_name: str = Field("base_PsfFlux", description="The PSF flux prefix (_instFlux, _instFluxErr).")
-    max_excess_sigma: float = Field(3.0, gt=0, description="Keep stars whose aperture excess is at most this "
-                                    "many sigma (one-sided).")
+    max_excess_sigma: float = Field(3.0, gt=0, le=1000, description="Keep stars whose aperture excess is at most this "
+                                    "many sigma (one-sided). At most 1000.")
     floor: float = Field(5e-4, ge=0, le=0.1, description="Relative error added in quadrature to the ratio's "
                          "(the PSF model's own error on it).")
     order: int = Field(2, ge=0, le=4, description="Chebyshev order of the ratio's model over the detector (the "

@@ -108,31 +108,37 @@ class SourceDeblendConfig(BaseModel):
     psf_chisq_2: float = Field(1.5, gt=0, description="Max chi^2/dof of the PSF fit with centroid-shift terms.")
     psf_chisq_2b: float = Field(1.5, gt=0, description="Max chi^2/dof of the refit at the shifted centre.")
     max_number_of_peaks: int = Field(
-        0, description="Deblend only the first this-many peaks (<= 0: all). deblend_tooManyPeaks is set when a "
-        "parent has more peaks than this, literally as LSST does (so always, for the default 0).")
-    max_footprint_area: int = Field(10000, description="Skip parents with more pixels (<= 0: no limit).")
-    max_footprint_size: int = Field(0, description="Skip parents whose bbox side exceeds this, px (<= 0: no limit).")
+        0, le=100000, description="Deblend only the first this-many peaks (<= 0: all). deblend_tooManyPeaks "
+        "is set when a "
+        "parent has more peaks than this, literally as LSST does (so always, for the default 0). At most 1e5.")
+    max_footprint_area: int = Field(10000, le=100000000, description="Skip parents with more pixels (<= 0: no "
+                                                                     "limit). At most 1e8 px (a 10k x 10k detector).")
+    max_footprint_size: int = Field(0, le=100000, description="Skip parents whose bbox side exceeds this, px (<= 0: "
+                                                              "no limit). At most 1e5 px.")
     min_footprint_axis_ratio: float = Field(
         0.0, description="Skip parents whose footprint-shape axis ratio b/a is below this (<= 0: no limit).")
     not_deblended_mask: str | None = Field(
         "NOT_DEBLENDED", description="Mask plane set over skipped parents (None: none).")
-    tiny_footprint_size: int = Field(2, description="Peaks whose PSF-fit stamp is this small (px) are not PSF-fitted.")
+    tiny_footprint_size: int = Field(2, le=1001, description="Peaks whose PSF-fit stamp is this small (px) are not "
+                                                             "PSF-fitted. At most 1001 px.")
     propagate_all_peaks: bool = Field(
         False, description="Make a child (with zero pixels) even for peaks that got no template.")
     catch_failures: bool = Field(True, description="Flag deblend_failed instead of raising when a parent fails.")
     mask_planes: tuple[str, ...] = Field(
         ("SAT", "INTRP", "NO_DATA"), description="Pixels with these planes are ignored by the sigma1 median.")
     sigma1_sample_step: int = Field(
-        2, ge=1, description="sigma1 is the median variance over the pixels whose x and y are multiples of this "
+        2, ge=1, le=1024, description="sigma1 is the median variance over the pixels whose x and y are "
+        "multiples of this "
         "step (1: every pixel, as LSST). 2 keeps 4 million pixels of a 4k x 4k detector, whose median matches the "
-        "full one to ~1e-4, at a quarter of the cost (0.12 s -> 0.03 s).")
+        "full one to ~1e-4, at a quarter of the cost (0.12 s -> 0.03 s). At most 1024 px.")
     mask_limits: dict[str, float] = Field(
         default_factory=lambda: {"NO_DATA": 0.25},
         description="Skip parents (deblend_masked) whose fraction of pixels with the plane exceeds the limit.")
     weight_templates: bool = Field(False, description="Least-squares weight the templates to the image first.")
     remove_degenerate_templates: bool = Field(
         False, description="Drop one of each pair of templates whose cosine exceeds max_temp_dot_prod.")
-    max_temp_dot_prod: float = Field(0.5, description="Cosine above which two templates are degenerate.")
+    max_temp_dot_prod: float = Field(0.5, le=1.0, description="Cosine above which two templates are degenerate. At "
+                                                              "most 1 (a cosine).")
     median_smooth_template: bool = Field(True, description="Median-smooth (5 x 5) the symmetric templates.")
 
     def to_control(self, planes: MaskPlanes | None = None) -> _core.DeblendControl:

@@ -113,8 +113,8 @@ class MeasureApCorrConfig(BaseModel):
     min_degrees_of_freedom: int = Field(1, ge=1, description="Minimum stars minus fitted terms.")
     fit_config: ChebyshevBoundedFieldControl = Field(default_factory=ChebyshevBoundedFieldControl,
                                                      description="Chebyshev field of each correction.")
-    num_iter: int = Field(4, ge=1, description="Number of clip-and-fit iterations.")
-    num_sigma_clip: float = Field(4.0, gt=0, description="Clip at this many (MAD) sigma.")
+    num_iter: int = Field(4, ge=1, le=100, description="Number of clip-and-fit iterations. At most 100.")
+    num_sigma_clip: float = Field(4.0, gt=0, le=100, description="Clip at this many (MAD) sigma. At most 100.")
     do_final_median_shift: bool = Field(True, description="Shift the field's constant term so that the median "
                                         "residual of the final fit is 0.")
     fit_weighted: bool = Field(False, description="Not LSST: weight each star by 1/sigma_z, sigma_z the ratio's "
@@ -136,7 +136,9 @@ class MeasureApCorrConfig(BaseModel):
     valid_range: tuple[float, float] = Field((0.5, 2.0), description="Not LSST: the field must lie in this range "
                                              "(and be finite) on the check grid over the detector; otherwise the "
                                              "order is lowered (a constant outside it fails the name).")
-    check_grid_size: int = Field(9, ge=2, description="Points per side of the check grid (corners included).")
+    check_grid_size: int = Field(9, ge=2, le=1000, description="Points per side of the check grid (corners "
+                                                               "included). At most 1000: the field is evaluated on "
+                                                               "its square.")
     few_star_constant: bool = Field(True, description="Not LSST: when even the faintest S/N level leaves too few "
                                     "stars for a fit with min_degrees_of_freedom (1 star), the constant is that "
                                     "star's ratio (the median ratio of the stars left), its error the ratio's own, "

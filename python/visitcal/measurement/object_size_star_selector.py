@@ -67,8 +67,8 @@ class ObjectSizeStarSelectorConfig(BaseModel):
     do_signal_to_noise_limit: bool = Field(False, description="Apply the S/N limits to source_flux_field.")
     signal_to_noise_min: float = Field(20.0, ge=0, description="Exclusive minimum S/N; 0: none.")
     signal_to_noise_max: float = Field(0.0, ge=0, description="Exclusive maximum S/N; 0: none.")
-    width_min: float = Field(0.0, ge=0, description="Exclusive minimum width (px).")
-    width_max: float = Field(10.0, gt=0, description="Exclusive maximum width (px).")
+    width_min: float = Field(0.0, ge=0, le=1000, description="Exclusive minimum width (px). At most 1000 px.")
+    width_max: float = Field(10.0, gt=0, le=1000, description="Exclusive maximum width (px). At most 1000 px.")
     source_flux_field: str = Field("base_GaussianFlux_instFlux", description="Flux column (its error is "
                                    "<field>Err) for the flux and S/N limits.")
     shape_name: str = Field("slot_Shape", description="Moments prefix: <name>_xx, _yy, _flag.")
@@ -77,9 +77,10 @@ class ObjectSizeStarSelectorConfig(BaseModel):
          "base_PixelFlags_flag_saturatedCenter", "base_PixelFlags_flag_crCenter", "base_PixelFlags_flag_bad",
          "base_PixelFlags_flag_interpolated"),
         description="A source with any of these flags is not a candidate.")
-    width_std_allowed: float = Field(0.15, ge=0, description="Stop clipping once the locus's sd is below this (px).")
-    n_sigma_clip: float = Field(2.0, gt=0, description="Half-width of the locus in its sd.")
-    n_cluster: int = Field(4, ge=1, description="Number of k-means clusters in width.")
+    width_std_allowed: float = Field(0.15, ge=0, le=1000, description="Stop clipping once the locus's sd is below "
+                                                                      "this (px). At most 1000 px.")
+    n_sigma_clip: float = Field(2.0, gt=0, le=100, description="Half-width of the locus in its sd. At most 100.")
+    n_cluster: int = Field(4, ge=1, le=100, description="Number of k-means clusters in width. At most 100 (k-means).")
     locus: Literal["kmeans", "smallest_group"] = Field(
         "kmeans", description="How the stellar locus starts (step 2): 'kmeans' (LSST's, the smallest k-means "
         "cluster) or 'smallest_group' (not LSST: the tight group of smallest widths, for faint sources, where the "
@@ -90,9 +91,10 @@ class ObjectSizeStarSelectorConfig(BaseModel):
     group_min_snr: float | None = Field(20.0, ge=0, description="'smallest_group': the group is sought among the "
                                         "candidates above this S/N (source_flux_field), when there are group_min_size "
                                         "of them (fainter widths scatter and are biased low); None: all.")
-    width_sigma_floor_fraction: float = Field(0.025, ge=0, description="The locus's sd used for clipping is at "
+    width_sigma_floor_fraction: float = Field(0.025, ge=0, le=1.0, description="The locus's sd used for clipping is at "
                                               "least this fraction of its width (visitcal: a handful of stars "
-                                              "can give an sd far below the PSF's variation over the detector).")
+                                              "can give an sd far below the PSF's variation over the detector). At "
+                                              "most 1.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,7 @@ flag) and leaves NaN, and every row of the input catalog gets its measurement.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -58,11 +59,14 @@ from .plugins.sdss_shape import SdssShapeConfig
 from .plugins.variance import VarianceConfig
 from ..detection.noise_replacer import NoiseReplacerConfig, noise_seed, noise_statistics
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "DEFAULT_PLUGINS",
     "SingleFrameMeasurementConfig",
     "SingleFrameMeasurementTask",
     "SlotsConfig",
+    "mask_suspect_pixels",
 ]
 
 #: LSST's default single-frame plugin list (meas_base ``SingleFrameMeasurementConfig``, without
@@ -185,6 +189,12 @@ class SingleFrameMeasurementConfig(BaseModel):
                                                     description="base_LocalBackground")
     variance: VarianceConfig = Field(default_factory=VarianceConfig, description="base_Variance")
     extendedness_flux_ratio: float = Field(0.95, description="base_ClassificationExtendedness fluxRatio")
+    suspect_level: float = Field(1e30, gt=0, le=3.4e38, description="Not LSST: before measuring, pixels whose "
+                                 "absolute value exceeds this (image units) get the SUSPECT plane, so a source "
+                                 "touching them carries base_PixelFlags_flag_suspect (and _suspectCenter at its "
+                                 "centre) instead of being an ordinary source with an absurd flux (a block of 3e38 "
+                                 "pixels once measured as a clean source of flux 9e39). No detector holds 1e30 "
+                                 "counts; at most 3.4e38, the largest float32.")
 
     @field_validator("plugins")
     @classmethod
@@ -197,6 +207,24 @@ class SingleFrameMeasurementConfig(BaseModel):
                 if need not in plugins:
                     raise ValueError(f"plugin {name} needs {need} in the plugin list")
         return tuple(plugins)
+
+
+def mask_suspect_pixels(masked_image, level: float) -> int:
+    """Set SUSPECT on the pixels whose absolute value exceeds ``level`` (image units); return their number.
+
+    Non-finite pixels are left alone (they are masked invalid, or an error, upstream). The SUSPECT plane is
+    added to the mask's planes when it lacks it.
+    """
+    image = np.asarray(masked_image.image)
+    with np.errstate(invalid="ignore"):
+        absurd = np.abs(image) > float(level)  # NaN compares False
+    n = int(np.count_nonzero(absurd))
+    if n:
+        mask = masked_image.mask
+        if "SUSPECT" not in mask.planes:
+            mask.add_plane("SUSPECT", "pixel value beyond the suspect level")
+        mask.set("SUSPECT", absurd)
+    return n
 
 
 def _top_level_index(sources: Table) -> tuple[np.ndarray, np.ndarray]:
@@ -307,6 +335,10 @@ class SingleFrameMeasurementTask:
         mi = exposure.masked_image
         bbox = Box2I.from_shape(mi.image.shape, mi.xy0)
         x0, y0 = mi.xy0
+        # absurd pixel values are SUSPECT (the mask keeps the plane), so base_PixelFlags flags their sources
+        n_suspect = mask_suspect_pixels(mi, cfg.suspect_level)
+        if n_suspect:
+            log.warning("%d pixels beyond the suspect level %g set SUSPECT", n_suspect, cfg.suspect_level)
 
         if noise_footprints is not None:
             if noise_index is None:

@@ -226,6 +226,25 @@ def _recorded_tracts(repo: Repository) -> list[int]:
     return sorted(int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()) if folder.is_dir() else []
 
 
+def _check_skymap_reaches(repo: Repository, skymap: SimpleSkyMap, coords) -> None:
+    """Raise a `ValueError` naming the sky map and the data's extent when sources exist but no tract holds
+    one (a sky map of another field): associating nothing and reporting "0 of 0 tracts" would hide it."""
+    ra = np.concatenate([np.asarray(c[0], np.float64) for c in coords]) if coords else np.empty(0)
+    dec = np.concatenate([np.asarray(c[1], np.float64) for c in coords]) if coords else np.empty(0)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    if not ok.any():
+        return  # no source at all: nothing to associate, and nothing missed
+    ra, dec = ra[ok], dec[ok]
+    # RA extent about the sources' circular mean, so that a field across RA 0 reads as one interval
+    mid = np.degrees(np.arctan2(np.sin(np.radians(ra)).mean(), np.cos(np.radians(ra)).mean())) % 360.0
+    off = (ra - mid + 180.0) % 360.0 - 180.0
+    half = skymap.n_tracts_per_side * skymap.tract_size_deg / 2 + skymap.tract_overlap_deg
+    raise ValueError(f"{repo.root / SKYMAP_FILE}: the sky map misses all the data: its tracts reach {half:g} deg "
+                     f"(on its tangent plane) from (ra, dec) = ({skymap.ra0:g}, {skymap.dec0:g}), the {ra.size} sources "
+                     f"span ra {(mid + off.min()) % 360:.4f} to {(mid + off.max()) % 360:.4f}, dec {dec.min():.4f} to "
+                     f"{dec.max():.4f} deg; fix or remove {SKYMAP_FILE} (a default one is then centred on the data)")
+
+
 def run_associate(root, *, tracts=None, overwrite: bool = False, config: AssociateStepConfig | None = None,
                   progress=None, executor=None) -> list[UnitStatus]:
     """Associate isolated stars in every tract the calibrated sources reach (or in ``tracts``).
@@ -254,7 +273,8 @@ def run_associate(root, *, tracts=None, overwrite: bool = False, config: Associa
     Raises
     ------
     ValueError
-        A requested tract is not in the sky map; there is no sky map and nothing to centre one on; or tables
+        A requested tract is not in the sky map; there is no sky map and nothing to centre one on; the sky map
+        misses every source (the message names it and gives the sources' extent); or tables
         that cannot be read and have no recorded extent leave no tract to fail on them (the message names the
         files).
     """
@@ -291,6 +311,8 @@ def run_associate(root, *, tracts=None, overwrite: bool = False, config: Associa
         for tract in reached:
             overlaps.setdefault(tract, set()).add(k)
     todo = sorted(overlaps) if tracts is None else sorted({int(t) for t in tracts})
+    if tracts is None and not overlaps and not unplaced:
+        _check_skymap_reaches(repo, skymap, [coords[k] for k in sorted(coords)])
     if unplaced:  # nothing known about where it lies: every tract might need it, those associated before too
         everywhere = todo if tracts is not None else sorted(set(todo) | set(_recorded_tracts(repo)))
         if not everywhere:
@@ -392,7 +414,7 @@ def _associate_tract(repo, task, tract, skymap, sources, ids, chash, paths, inpu
         for name, table in (("isolated_star_association", result.star_cat), ("isolated_star", result.source_cat)):
             table.meta["tract"] = int(tract)
             status.outputs[repo.relpath(paths[name])] = write_product(
-                paths[name], lambda p, table=table: write_catalog(table, p, overwrite=True))
+                paths[name], lambda p, table=table: write_catalog(table, p, overwrite=True), root=repo.root)
         timings["write"] = time.perf_counter() - t0
         stars = result.star_cat
         status.summary = {"n_inputs": len(tables), "inputs": ids, "n_stars": len(stars),

@@ -216,9 +216,11 @@ def _write_outputs(repo: Repository, cal, paths: dict[str, Path], visit: int, de
     exposure.background = None  # a separate dataset, as LSST's calexpBackground
     out = {}
     out["preliminary_visit_image"] = write_product(paths["preliminary_visit_image"],
-                                                   lambda p: write_exposure(exposure, p, overwrite=True))
+                                                   lambda p: write_exposure(exposure, p, overwrite=True),
+                                                   root=repo.root)
     out["preliminary_visit_image_background"] = write_product(paths["preliminary_visit_image_background"],
-                                                              lambda p: background.write_fits(p, overwrite=True))
+                                                              lambda p: background.write_fits(p, overwrite=True),
+                                                              root=repo.root)
     cat = cal.output_cat.copy(copy_data=False)
     vi = exposure.visit_info
     n = len(cat)
@@ -227,11 +229,12 @@ def _write_outputs(repo: Repository, cal, paths: dict[str, Path], visit: int, de
     cat["band"] = np.full(n, (vi.band or "") if vi is not None else "")
     cat["physical_filter"] = np.full(n, (vi.physical_filter or "") if vi is not None else "")
     out["single_visit_star"] = write_product(paths["single_visit_star"],
-                                             lambda p: write_catalog(cat, p, overwrite=True))
+                                             lambda p: write_catalog(cat, p, overwrite=True), root=repo.root)
     # The sources' (heavy) footprints by id, for noise replacement downstream (LSST's src carries them).
     out["single_visit_star_footprints"] = write_product(
         paths["single_visit_star_footprints"],
-        lambda p: write_footprints(p, cal.footprints, np.asarray(cal.output_cat["id"]), overwrite=True))
+        lambda p: write_footprints(p, cal.footprints, np.asarray(cal.output_cat["id"]), overwrite=True),
+        root=repo.root)
     return {repo.relpath(paths[name]): digest for name, digest in out.items()}
 
 

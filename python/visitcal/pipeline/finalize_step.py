@@ -223,9 +223,11 @@ def finalize_visit(root, visit: int, config_json: str, per_detector: bool = Fals
                         raise NoWorkFound(f"visit {visit}: no readable calibrated detector") from None
         outputs = {
             repo.relpath(paths["refit_psf_models"]): write_product(
-                paths["refit_psf_models"], lambda p: write_psf_ap_corr_cat(result.psf_ap_corr_cat, p, overwrite=True)),
+                paths["refit_psf_models"], lambda p: write_psf_ap_corr_cat(result.psf_ap_corr_cat, p, overwrite=True),
+                root=repo.root),
             repo.relpath(paths["refit_psf_star"]): write_product(
-                paths["refit_psf_star"], lambda p: write_catalog(result.output_table, p, overwrite=True)),
+                paths["refit_psf_star"], lambda p: write_catalog(result.output_table, p, overwrite=True),
+                root=repo.root),
         }
         rows = {int(r["detector"]): r for r in result.psf_ap_corr_cat}
         for d, ds in result.detector_status.items():
@@ -261,8 +263,9 @@ def _finalize_per_detector(repo, config, visit, band, cats, srcs, active, status
             continue
         det_status.update(res.detector_status)
         write_product(dpaths["refit_psf_models_detector"],
-                      lambda p: write_psf_ap_corr_cat(res.psf_ap_corr_cat, p, overwrite=True))
-        write_product(dpaths["refit_psf_star_detector"], lambda p: write_catalog(res.output_table, p, overwrite=True))
+                      lambda p: write_psf_ap_corr_cat(res.psf_ap_corr_cat, p, overwrite=True), root=repo.root)
+        write_product(dpaths["refit_psf_star_detector"], lambda p: write_catalog(res.output_table, p, overwrite=True),
+                      root=repo.root)
         models[d] = lambda p=dpaths["refit_psf_models_detector"]: read_psf_ap_corr_cat(p)
         stars[d] = lambda p=dpaths["refit_psf_star_detector"]: read_catalog(p)
     result = ConsolidateFinalizeCharacterizationDetectorTask().run(

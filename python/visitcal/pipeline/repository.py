@@ -45,6 +45,11 @@ while it is up to date; `UnitStatus.degraded` tells it apart.
 
 Every file is written atomically, so an interrupted run leaves no half-written product, and a failure on one
 unit is recorded without touching the others.
+
+Outputs stay inside the repository: an output folder (a dataset's, ``provenance/``) that is a symbolic link
+leading out of ROOT is refused with `OutputOutsideRepositoryError` before anything is written there
+(`check_output_path`), so a run never writes elsewhere without a word. Input folders (``post_isr_image/``,
+``truth/``) may be links anywhere: they are only read.
 """
 
 from __future__ import annotations
@@ -61,10 +66,12 @@ import time
 from pathlib import Path
 
 from ..core.atomic import atomic_write, temporary_path
+from ..io import VisitcalIOError
 
 __all__ = ["DEGRADED", "SKIPPED", "SKIPPED_CRASHED", "Repository",
            "UnitStatus", "UnreadableInputError", "config_hash", "crashed_unit_status",
-           "deferred_read", "degraded_meta", "file_digest", "recorded", "summary_field", "unit_line", "write_product"]
+           "deferred_read", "degraded_meta", "file_digest", "recorded", "summary_field", "unit_line", "write_product",
+           "OutputOutsideRepositoryError", "check_output_path"]
 
 #: The `UnitStatus.status` of a unit that completed with a documented shortfall (counts as done).
 DEGRADED = "degraded"
@@ -267,6 +274,7 @@ class Repository:
             path = self.visit_status_path(status.step, status.visit)
         else:
             path = self.status_path(status.step, status.visit, status.detector)
+        check_output_path(self.root, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "w") as f:
             json.dump(dataclasses.asdict(status), f, indent=1, sort_keys=True, default=_json_default)
@@ -366,7 +374,45 @@ def deferred_read(read, path, detector: int):
     return load
 
 
-def write_product(path, writer) -> str:
+class OutputOutsideRepositoryError(VisitcalIOError):
+    """An output would be written outside the repository: a folder on its way is a symbolic link that leads
+    out of the repository root (``path`` is that link)."""
+
+
+def check_output_path(root, path) -> None:
+    """Refuse to write ``path`` when it would land outside the repository ``root``.
+
+    ``path`` (which need not exist yet) lands where its folder resolves to once every symbolic link is
+    followed; when that is not ``root`` or below it, the first folder between ``root`` and ``path`` that is a
+    link is named in an `OutputOutsideRepositoryError`. A link that stays inside the repository is allowed.
+
+    Raises
+    ------
+    OutputOutsideRepositoryError
+        The output would be written outside ``root``.
+    """
+    root, path = Path(root), Path(path)
+    real_root = Path(os.path.realpath(root))
+    real_dir = Path(os.path.realpath(path.parent))
+    if real_dir == real_root or real_root in real_dir.parents:
+        return
+    link, here = path.parent, root
+    try:
+        parts = path.parent.relative_to(root).parts
+    except ValueError:
+        parts = ()
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            link = here
+            break
+    raise OutputOutsideRepositoryError(
+        f"{link}: output folder leads outside the repository {root} (a symbolic link to "
+        f"{os.path.realpath(link)}); visitcal writes its products only inside the repository: replace the link "
+        f"by a folder", path=link)
+
+
+def write_product(path, writer, *, root=None) -> str:
     """Write a product with ``writer(tmp_path)`` beside ``path``; put it in place only if its bytes differ.
 
     An unchanged product keeps its bytes and its mtime, so a redone unit that produces the same output
@@ -379,13 +425,22 @@ def write_product(path, writer) -> str:
         The product's path; its folder is created if needed.
     writer : callable(path)
         Writes the product to the path it is given (same folder and extension as ``path``).
+    root : path-like, optional
+        The repository: ``path`` must land inside it (`check_output_path`).
 
     Returns
     -------
     digest : str
         `file_digest` of the product now at ``path``.
+
+    Raises
+    ------
+    OutputOutsideRepositoryError
+        ``path``'s folder leads outside ``root`` through a symbolic link; nothing is written.
     """
     path = Path(path)
+    if root is not None:
+        check_output_path(root, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path, keep_suffix=True)  # removed by remove_stale_temporaries if we are killed
     try:

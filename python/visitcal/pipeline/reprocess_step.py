@@ -133,7 +133,8 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
                                                             overwrite=True),
             "visit_image_background": lambda p: res.background.write_fits(p, overwrite=True),
         }
-        status.outputs = {repo.relpath(paths[name]): write_product(paths[name], w) for name, w in writers.items()}
+        status.outputs = {repo.relpath(paths[name]): write_product(paths[name], w, root=repo.root)
+                          for name, w in writers.items()}
         timings["write"] = time.perf_counter() - t0
         stats = res.exposure.summary_stats or {}
         status.summary = {"n_sources": len(res.sources),

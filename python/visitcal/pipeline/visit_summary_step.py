@@ -165,7 +165,7 @@ def _summarize_visit(repo, task, chash, visit, models_path, target, overwrite) -
         degraded = {str(int(r["detector"])): str(r["message"]) for r in table if str(r["status"]) == DEGRADED}
         reason = _degradation(visit, missing, degraded)
         status.outputs = {repo.relpath(target): write_product(
-            target, lambda p: _write_summary(table, p, missing, reason, degraded))}
+            target, lambda p: _write_summary(table, p, missing, reason, degraded), root=repo.root)}
         status.summary = {"n_detectors": len(table), "failed_detectors": failed, "missing_detectors": missing,
                           "degraded_detectors": degraded}
         status.status = DEGRADED if missing or degraded else "ok"

@@ -45,14 +45,19 @@ class PsfCandidatesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stamp_size: int = Field(27, gt=0, description="Stamp side in pixels (LSST kernelSize + 2 * border); odd.")
+    stamp_size: int = Field(27, gt=0, le=1001, description="Stamp side in pixels (LSST kernelSize + 2 * border); "
+                                                           "odd. At most 1001 px: every candidate holds three stamps "
+                                                           "of its square (5001 needed 21 GB).")
     do_mask_blends: bool = Field(True, description="Flag INTRP the pixels of the star's footprint nearer "
                                  "another of its peaks than its own (LSST doMaskBlends).")
-    neighbour_grow: int = Field(3, ge=0, description="Radius (px) of the disc by which other DETECTED regions "
-                                "in the stamp are dilated before being flagged INTRP.")
-    max_candidates: int = Field(300, ge=0, description="At most this many candidates are kept (LSST "
-                                "maxCandidates); a seeded random subset when there are more.")
-    seed: int = Field(98765, ge=0, description="Seed of numpy.random.RandomState for the cap (LSST's value).")
+    neighbour_grow: int = Field(3, ge=0, le=100, description="Radius (px) of the disc by which other DETECTED regions "
+                                "in the stamp are dilated before being flagged INTRP. At most 100 px: the growth "
+                                "disc's area sizes the time.")
+    max_candidates: int = Field(300, ge=0, le=100000, description="At most this many candidates are kept (LSST "
+                                "maxCandidates); a seeded random subset when there are more. At most 1e5: it sizes "
+                                "the stamps kept.")
+    seed: int = Field(98765, ge=0, le=2**32 - 1, description="Seed of numpy.random.RandomState for the cap (LSST's "
+                                                             "value). Below 2^32 (numpy's RandomState).")
     centroid_name: str = Field("base_SdssCentroid", description="Column prefix of the centroid: "
                                "<centroid_name>_x and _y are read from the source table (parent-frame pixels).")
 

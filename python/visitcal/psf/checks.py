@@ -59,18 +59,19 @@ class PsfCheckConfig(BaseModel):
     do_checks: bool = Field(True, description="Check the fitted model (False: return it unchecked, as LSST).")
     grid: int = Field(5, ge=1, le=50, description="Positions per axis of the lattice the model is checked on "
                       "(grid x grid over the detector, edges included; 1: the centre only).")
-    core_radius: float = Field(2.0, gt=0, description="Radius of the core, in units of the stars' median "
-                               "sigma (at least 1 px).")
+    core_radius: float = Field(2.0, gt=0, le=100, description="Radius of the core, in units of the stars' median "
+                               "sigma (at least 1 px). At most 100.")
     negative_core_tolerance: float = Field(0.01, ge=0, description="A core pixel below -this x the kernel's "
                                            "peak fails core_non_negative.")
-    max_size_ratio: float = Field(1.5, gt=1, description="The model's size must be within this factor of the "
-                                  "stars' median size.")
+    max_size_ratio: float = Field(1.5, gt=1, le=100, description="The model's size must be within this factor of the "
+                                  "stars' median size. At most 100.")
     min_chi2_ratio: float = Field(0.5, ge=0, lt=1, description="Fitted stars' sum chi2 / sum chi2 expected "
                                   "from noise below this fails overfit (0: off)...")
-    overfit_max_stars_per_parameter: float = Field(10.0, gt=0, description="... when the fit has fewer used stars "
+    overfit_max_stars_per_parameter: float = Field(10.0, gt=0, le=1e6, description="... when the fit has fewer used "
+                                                                                   "stars "
                                                    "per spatial term than this. With more, a low chi2 is not "
                                                    "overfitting but data whose noise is below their variance plane "
-                                                   "(noise-free tests, overestimated variances).")
+                                                   "(noise-free tests, overestimated variances). At most 1e6.")
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from ..core.geom import Box2I
 from .checks import PsfCheckConfig, check_psf_model, measure_star_sizes
 from .models import Psf
 
-__all__ = ["PsfDeterminerError", "PsfDeterminerResult", "PsfFitError", "PsfTooFewStarsError",
-           "fit_with_order_step_down", "n_spatial_terms"]
+__all__ = ["SCREEN_BOXES", "SCREEN_REASONS", "PsfDeterminerError", "PsfDeterminerResult", "PsfFitError", "PsfTooFewStarsError",
+           "fit_screened", "fit_with_order_step_down", "n_spatial_terms", "screen_candidates"]
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,23 @@ class PsfTooFewStarsError(PsfDeterminerError):
         Stars left for the fit (not reserved, not rejected, with enough usable pixels).
     n_required : int
         Free spatial parameters, ``(order + 1) (order + 2) / 2``.
+    dropped_candidates : dict of str to list of int
+        The candidates refused before any fit (`screen_candidates`), their indices by reason ("bad_flux",
+        "low_snr"); empty when none was. The message counts them.
     """
 
-    def __init__(self, n_stars: int, n_required: int, what: str = ""):
+    def __init__(self, n_stars: int, n_required: int, what: str = "", dropped_candidates: dict | None = None):
         self.n_stars = int(n_stars)
         self.n_required = int(n_required)
         self.what = str(what)
+        self.dropped_candidates = {str(k): [int(i) for i in v] for k, v in (dropped_candidates or {}).items() if v}
+        refused = "; ".join(f"{k}: {len(v)}" for k, v in sorted(self.dropped_candidates.items()))
         super().__init__(f"too few PSF stars{(' ' + what) if what else ''}: {self.n_stars} usable, "
-                         f"the spatial model needs at least {self.n_required}")
+                         f"the spatial model needs at least {self.n_required}"
+                         + (f" (refused before the fit, {refused})" if refused else ""))
 
     def __reduce__(self):
-        return (type(self), (self.n_stars, self.n_required, self.what), self.__dict__)
+        return (type(self), (self.n_stars, self.n_required, self.what, self.dropped_candidates), self.__dict__)
 
 
 class PsfFitError(PsfDeterminerError):
@@ -80,6 +86,124 @@ class PsfFitError(PsfDeterminerError):
 
     def __reduce__(self):
         return (type(self), (self.check, self.detail, self.spatial_order), self.__dict__)
+
+
+#: Why `screen_candidates` refuses a candidate: "bad_flux", the sum of its usable pixels is not positive in
+#: any of the central boxes (an empty, negative or non-finite stamp); "low_snr", in none of them is that sum
+#: ``min_snr`` times the square root of their summed variance (no signal above the noise).
+SCREEN_REASONS = ("bad_flux", "low_snr")
+
+#: Sides (px) of the central boxes `screen_candidates` measures a star in, besides the whole fitted box: a
+#: faint star's light is in its core, where the whole box's sum would drown it in the sky's noise (a star
+#: detected at 10 sigma has a 25 x 25 box S/N of ~2; its 5 x 5 core, ~6).
+SCREEN_BOXES = (5, 9, 15)
+
+
+def screen_candidates(candidates, *, size: int, bad_mask_bits: int, min_snr: float,
+                      min_usable_fraction: float = 0.0) -> np.ndarray:
+    """Refuse, before any fit, the candidates that hold no star: garbage must never become a model.
+
+    In each of the stamp's central boxes (`SCREEN_BOXES` and the whole ``size`` x ``size`` box fitted), the
+    usable pixels (finite image and variance, variance > 0, none of ``bad_mask_bits``) give a flux
+    ``F = sum(image)`` and its noise ``N = sqrt(sum(variance))``. A candidate whose ``F`` is positive (and
+    finite) in no box is "bad_flux"; one whose ``F`` reaches ``min_snr * N`` in no box is "low_snr". A
+    candidate with fewer usable pixels than ``min_usable_fraction`` of the whole box (or none) is left to
+    the fit, which reports it as having too few pixels.
+
+    Parameters
+    ----------
+    candidates : `visitcal.psf.candidates.PsfCandidates`
+        The stamps, ``(m, S, S)``.
+    size : int
+        Side of the central box the determiner fits (px); the whole stamp when larger than it.
+    bad_mask_bits : int
+        Mask bits whose pixels are not usable (the determiner's zero-weight planes).
+    min_snr : float
+        Smallest ``F / N`` of a star (dimensionless).
+    min_usable_fraction : float
+        The determiner's own smallest fraction of usable pixels.
+
+    Returns
+    -------
+    reasons : (m,) str array
+        "" for a candidate to fit, else one of `SCREEN_REASONS`.
+    """
+    image = np.asarray(candidates.image)
+    m = len(candidates)
+    if m == 0 or image.ndim != 3:
+        return np.full(m, "", dtype=object)
+    s = image.shape[1]
+    lo = max(0, (s - int(size)) // 2)
+    hi = min(s, lo + int(size))
+    img = np.asarray(image[:, lo:hi, lo:hi], np.float64)
+    var = np.asarray(np.asarray(candidates.variance)[:, lo:hi, lo:hi], np.float64)
+    msk = np.asarray(np.asarray(candidates.mask)[:, lo:hi, lo:hi], np.int64)
+    bits = int(np.uint32(np.int32(bad_mask_bits)))  # the C++ control's int32, bit 31 included
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(img) & np.isfinite(var) & (var > 0) & ((msk & bits) == 0)
+    value, weight = np.where(good, img, 0.0), np.where(good, var, 0.0)
+    n = img.shape[1]
+    positive = np.zeros(m, bool)
+    detected = np.zeros(m, bool)
+    for side in sorted({min(b, n) for b in SCREEN_BOXES} | {n}):
+        a = (n - side) // 2
+        flux = value[:, a:a + side, a:a + side].sum(axis=(1, 2))
+        noise = np.sqrt(weight[:, a:a + side, a:a + side].sum(axis=(1, 2)))
+        ok = (flux > 0) & np.isfinite(flux)
+        positive |= ok
+        detected |= ok & (flux >= float(min_snr) * noise)
+    n_good = good.sum(axis=(1, 2))
+    any_good = (n_good > 0) & (n_good >= float(min_usable_fraction) * n * n)
+    reasons = np.full(m, "", dtype=object)
+    reasons[any_good & ~positive] = "bad_flux"
+    reasons[any_good & positive & ~detected] = "low_snr"
+    return reasons
+
+
+def _subset(candidates, keep: np.ndarray):
+    """The candidates of the boolean ``keep`` (stamps and the kept rows of the table, in order)."""
+    from .candidates import PsfCandidates
+
+    table = {k: np.asarray(v).copy() for k, v in candidates.table.items()}
+    rows = np.flatnonzero(np.asarray(table["used"], bool))
+    table["used"][rows[~keep]] = False
+    xy0 = np.asarray(candidates.xy0).reshape(-1, 2)
+    return PsfCandidates(candidates.image[keep], candidates.mask[keep], candidates.variance[keep], xy0[keep], table)
+
+
+def fit_screened(fit: Callable[..., PsfDeterminerResult], candidates, reserved: np.ndarray, reasons: np.ndarray,
+                 what: str) -> Callable[[int], PsfDeterminerResult]:
+    """``fit_screened(fit, ...)(order)``: ``fit(candidates, keep, order)`` on the candidates `screen_candidates`
+    kept, its result expanded back to every candidate (the refused ones not used, their flux, chi2 and centre
+    NaN, their status the reason)."""
+    keep = np.asarray(reasons == "", bool)
+    reserved = np.asarray(reserved, bool)
+    dropped = {r: np.flatnonzero(reasons == r).tolist() for r in SCREEN_REASONS if np.any(reasons == r)}
+
+    def one(order: int) -> PsfDeterminerResult:
+        if not np.any(keep & ~reserved):
+            raise PsfTooFewStarsError(0, 1, f"for the {what}: no candidate holds a star", dropped_candidates=dropped)
+        if keep.all():
+            return fit(candidates, keep, order)
+        res = fit(_subset(candidates, keep), keep, order)
+        m = keep.size
+
+        def fill(a, value, dtype):
+            if a is None:
+                return None
+            out = np.full(m, value, dtype)
+            out[keep] = a
+            return out
+
+        status = np.array(reasons, dtype=object)
+        status[keep] = np.asarray(res.status).astype(object)
+        return PsfDeterminerResult(psf=res.psf, used=fill(res.used, False, bool), reserved=reserved.copy(),
+                                   flux=fill(res.flux, np.nan, np.float64), chi2=fill(res.chi2, np.nan, np.float64),
+                                   dof=fill(res.dof, 0, np.int64), status=status.astype(str), metadata=res.metadata,
+                                   x=fill(res.x, np.nan, np.float64), y=fill(res.y, np.nan, np.float64),
+                                   chi2_expected=fill(res.chi2_expected, np.nan, np.float64))
+
+    return one
 
 
 def n_spatial_terms(order: int) -> int:
@@ -155,8 +279,8 @@ def _star_sizes(candidates) -> np.ndarray:
 
 def fit_with_order_step_down(fit: Callable[[int], PsfDeterminerResult], order: int, candidates, bbox: Box2I,
                              reserved: np.ndarray, *, step_down: bool, min_stars_per_parameter: float,
-                             checks: PsfCheckConfig, what: str, zeroth_order_fallback: bool = False
-                             ) -> PsfDeterminerResult:
+                             checks: PsfCheckConfig, what: str, zeroth_order_fallback: bool = False,
+                             refused=None) -> PsfDeterminerResult:
     """Fit at ``order``, checked; with too few stars or a failed check, step the order down to 0.
 
     At each order ``o`` from ``order`` down (only ``order`` when not ``step_down``):
@@ -191,8 +315,12 @@ def fit_with_order_step_down(fit: Callable[[int], PsfDeterminerResult], order: i
     zeroth_order_fallback : bool
         The determiner's ``zeroth_order_interp_not_enough_stars`` (LSST's own fallback, in the fit): the
         count of step 1 is left to the fit, which drops to order 0 itself.
+    refused : (m,) str array, optional
+        `screen_candidates`' reasons: the refused candidates are not available (step 1), and a final
+        `PsfTooFewStarsError` lists them.
     """
-    n_avail = int(np.count_nonzero(~np.asarray(reserved, bool)))
+    refused = np.full(len(reserved), "", dtype=object) if refused is None else np.asarray(refused, dtype=object)
+    n_avail = int(np.count_nonzero(~np.asarray(reserved, bool) & (refused == "")))
     sizes = _star_sizes(candidates) if checks.do_checks else None
     reasons: list[str] = []
     last: PsfDeterminerError | None = None
@@ -254,5 +382,8 @@ def fit_with_order_step_down(fit: Callable[[int], PsfDeterminerResult], order: i
                         md["order_step_down_reason"])
         return res
     assert last is not None
+    dropped = {r: np.flatnonzero(refused == r).tolist() for r in SCREEN_REASONS if np.any(refused == r)}
+    if isinstance(last, PsfTooFewStarsError) and dropped and not last.dropped_candidates:
+        last = PsfTooFewStarsError(last.n_stars, last.n_required, last.what, dropped_candidates=dropped)
     last.add_note(f"{what}: every spatial order tried failed: " + "; ".join(reasons))
     raise last

@@ -50,7 +50,8 @@ from ..core.persistence import persistable
 from .models import _check_average_position, _CorePsf
 from .candidates import PsfCandidates
 from .checks import PsfCheckConfig
-from .determiner import PsfDeterminerResult, PsfTooFewStarsError, fit_with_order_step_down
+from .determiner import (PsfDeterminerResult, PsfTooFewStarsError, fit_screened, fit_with_order_step_down,
+                         screen_candidates)
 
 __all__ = ["STATUS_NAMES", "PcaPsf", "PcaPsfDeterminer", "PcaPsfDeterminerConfig"]
 
@@ -68,9 +69,10 @@ class PcaPsfDeterminerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_eigen_components: int = Field(4, ge=1, description="Number of KL basis images (LSST nEigenComponents); "
+    n_eigen_components: int = Field(4, ge=1, le=100, description="Number of KL basis images (LSST nEigenComponents); "
                                     "reduced automatically only when there are fewer used stars or fewer "
-                                    "non-degenerate components.")
+                                    "non-degenerate components. At most 100: each is a basis image fitted at every "
+                                    "pixel.")
     component_noise_threshold: float = Field(0.0, ge=0, description="0 (LSST): keep n_eigen_components. > 0: "
                                              "components beyond the first are kept only while their eigenvalue "
                                              "exceeds this times the pure-noise edge (see build_basis in "
@@ -79,9 +81,9 @@ class PcaPsfDeterminerConfig(BaseModel):
                                              "grid had 0.1%.")
     spatial_order: int = Field(2, ge=0, le=15, description="Order of the polynomials in x, y (scaled to [-1, 1] "
                                "over the detector) giving each basis amplitude.")
-    kernel_size: int = Field(25, gt=0, description="Side (px, odd) of the model's images. 25 fits inside the "
+    kernel_size: int = Field(25, gt=0, le=1001, description="Side (px, odd) of the model's images. 25 fits inside the "
                              "27-px candidate stamps (LSST's PCA default stampSize 41 needs larger stamps; 25 is "
-                             "the size LSST's Piff models use on the same candidates).")
+                             "the size LSST's Piff models use on the same candidates). At most 1001 px.")
     n_iter_for_psf: int = Field(3, ge=1, le=20, description="At most this many fits, with outlier rejection between "
                                 "them.")
     n_basis_refinements: int = Field(3, ge=0, le=50, description="Not LSST: rounds of refitting every basis pixel by "
@@ -93,8 +95,9 @@ class PcaPsfDeterminerConfig(BaseModel):
                                      "0.07-0.09%), 0.28-0.38% with 0 (Lanczos-11 centring both). Each fit after "
                                      "the first starts from the previous fit's refined basis, so the rounds add up "
                                      "over the outlier iterations; a round costs about one fit without refinement.")
-    reduced_chi2_for_psf_candidates: float = Field(2.0, gt=0, description="A used star whose chi2 / dof against "
-                                                   "the model exceeds this is rejected as an outlier.")
+    reduced_chi2_for_psf_candidates: float = Field(2.0, gt=0, le=1e6, description="A used star whose chi2 / dof "
+                                                                                  "against "
+                                                   "the model exceeds this is rejected as an outlier. At most 1e6.")
     spatial_reject: float = Field(3.0, gt=0, description="A used star whose basis amplitudes deviate from the "
                                   "spatial fit by more than this many sigma is rejected as an outlier.")
     constant_weight: bool = Field(True, description="Give every star the same weight in the KL basis, whatever "
@@ -117,6 +120,11 @@ class PcaPsfDeterminerConfig(BaseModel):
                                    "1.6-2 px by +0.085% (noise-free stars), 11 by 0.01%.")
     zeroth_order_interp_not_enough_stars: bool = Field(False, description="With fewer usable stars than spatial "
                                                        "terms, fit a constant (order 0) PSF instead of failing.")
+    min_star_snr: float = Field(3.0, ge=0, le=1000, description="Not LSST: before any fit, a candidate whose flux "
+                                "(the sum of its usable pixels) is positive in none of its central 5, 9, 15 px and "
+                                "kernel_size boxes is refused as bad_flux, one whose flux reaches this many times "
+                                "its noise (the square root of their summed variance) in none of them as low_snr "
+                                "(visitcal.psf.determiner.screen_candidates). At most 1000.")
     min_unmasked_fraction: float = Field(0.5, ge=0, le=1, description="A star needs at least this fraction of "
                                          "good pixels in its kernel_size^2 box (Piff's minimumUnmaskedFraction).")
     order_step_down: bool = Field(True, description="With too few stars per spatial term, or a model that fails "
@@ -248,12 +256,19 @@ class PcaPsfDeterminer:
             if res.shape != (m,) or res.dtype != bool:
                 raise ValueError(f"reserved must be a ({m},) bool array, got {res.dtype} {res.shape}")
         cfg = self.config
-        res_u8 = np.ascontiguousarray(res, dtype=np.uint8)
+        refused = screen_candidates(candidates, size=cfg.kernel_size, bad_mask_bits=cfg.to_control().bad_mask_bits,
+                                    min_snr=cfg.min_star_snr, min_usable_fraction=cfg.min_unmasked_fraction)
+
+        def fit(_, keep, o):
+            keep = slice(None) if keep.all() else keep  # no copies of the stamps when none was refused
+            r = res[keep]
+            return self._fit_order(image[keep], mask[keep], variance[keep], xy0[keep], x[keep], y[keep], r,
+                                   np.ascontiguousarray(r, dtype=np.uint8), box, o)
+
         return fit_with_order_step_down(
-            lambda o: self._fit_order(image, mask, variance, xy0, x, y, res, res_u8, box, o), cfg.spatial_order,
-            candidates, bbox, res, step_down=cfg.order_step_down, min_stars_per_parameter=cfg.min_stars_per_parameter,
-            checks=cfg.checks, zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars,
-            what="PCA PSF")
+            fit_screened(fit, candidates, res, refused, "PCA PSF"), cfg.spatial_order, candidates, bbox, res,
+            step_down=cfg.order_step_down, min_stars_per_parameter=cfg.min_stars_per_parameter, checks=cfg.checks,
+            zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars, what="PCA PSF", refused=refused)
 
     def _fit_order(self, image, mask, variance, xy0, x, y, res, res_u8, box, order: int) -> PsfDeterminerResult:
         """One fit at spatial ``order`` (no step-down, no checks)."""

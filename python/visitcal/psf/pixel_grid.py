@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Annotated
 
 import numpy as np
 from astropy.table import Table
@@ -78,7 +79,8 @@ from ..core.persistence import persistable
 from .models import _check_average_position, _CorePsf
 from .candidates import PsfCandidates
 from .checks import PsfCheckConfig
-from .determiner import PsfDeterminerError, PsfDeterminerResult, PsfTooFewStarsError, fit_with_order_step_down
+from .determiner import (PsfDeterminerError, PsfDeterminerResult, PsfTooFewStarsError, fit_screened,
+                         fit_with_order_step_down, screen_candidates)
 
 __all__ = ["STAR_STATUS", "PixelGridPsf", "PixelGridPsfDeterminer", "PixelGridPsfDeterminerConfig"]
 
@@ -247,23 +249,38 @@ class PixelGridPsfDeterminerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stamp_size: int = Field(25, gt=0, description="Pixels cut from the centre of each candidate (odd).")
-    model_size: int = Field(25, gt=0, description="Side of the model's pixel grid (model pixels).")
-    sampling_size: float = Field(1.0, gt=0, description="Model pixel size in image pixels (0.5: 2x oversampled).")
+    stamp_size: int = Field(25, gt=0, le=1001, description="Pixels cut from the centre of each candidate (odd). At "
+                                                           "most 1001 px.")
+    model_size: int = Field(25, gt=0, le=401, description="Side of the model's pixel grid (model pixels). At most "
+                                                          "401: the grid times the spatial terms sizes the solve (at "
+                                                          "order 15, 136 terms of 401^2 values, 175 MB a vector).")
+    sampling_size: float = Field(1.0, gt=0, le=10, description="Model pixel size in image pixels (0.5: 2x "
+                                                               "oversampled). At most 10 px.")
     spatial_order: int = Field(2, ge=0, le=15, description="Order of the polynomial over the detector.")
-    spatial_order_per_band: dict[str, int] = Field(default_factory=dict, description="Per-band overrides of "
-                                                   "spatial_order (band name -> order).")
+    spatial_order_per_band: dict[str, Annotated[int, Field(ge=0, le=15)]] = Field(
+        default_factory=dict, description="Per-band overrides of spatial_order (band name -> order), each 0 to 15 "
+        "as spatial_order.")
     fit_center: bool = Field(True, description="Refit each star's centre and constrain the model's centroid to "
                              "zero (LSST piffPixelGridFitCenter, Piff PixelGrid centered).")
     interpolant: str = Field("Lanczos(11)", description="Interpolant of the grid: 'Lanczos(n)'.")
-    outlier_n_sigma: float = Field(4.0, gt=0, description="Chi-square outlier threshold, in Gaussian sigma.")
+    outlier_n_sigma: float = Field(4.0, gt=0, le=100, description="Chi-square outlier threshold, in Gaussian sigma. "
+                                                                  "At most 100.")
     outlier_max_remove: float = Field(0.05, ge=0, le=1, description="Largest fraction of the stars removed as "
                                       "outliers per iteration.")
-    max_iter: int = Field(15, ge=1, description="Most fit iterations (LSST piffMaxIter).")
-    min_iter: int = Field(2, ge=1, description="Fewest fit iterations (Piff min_iter).")
+    max_iter: int = Field(15, ge=1, le=100, description="Most fit iterations (LSST piffMaxIter). At most 100 (each "
+                                                        "is a full fit).")
+    min_iter: int = Field(2, ge=1, le=100, description="Fewest fit iterations (Piff min_iter). At most 100 (each is "
+                                                       "a full fit).")
     chisq_thresh: float = Field(0.1, ge=0, description="Converged when nothing was rejected and the total "
                                 "chi-square improved by less than chisq_thresh * dof (Piff chisq_thresh).")
-    max_snr: float = Field(200.0, gt=0, description="Per-star S/N cap on the weights.")
+    min_star_snr: float = Field(3.0, ge=0, le=1000, description="Not Piff: before any fit, a candidate whose flux "
+                                "(the sum of its usable pixels) is positive in none of its central 5, 9, 15 px and "
+                                "stamp_size boxes is refused as bad_flux, one whose flux reaches this many times "
+                                "its noise (the square root of their summed variance) in none of them as low_snr "
+                                "(visitcal.psf.determiner.screen_candidates): an empty or negative stamp must not "
+                                "become a model. At most 1000.")
+    max_snr: float = Field(200.0, gt=0, le=1e15, description="Per-star S/N cap on the weights. At most 1e15 (in "
+                           "effect no cap).")
     zero_weight_mask_planes: list[str] = Field(
         default_factory=lambda: ["BAD", "CR", "INTRP", "SAT", "SUSPECT", "NO_DATA"],
         description="Mask planes whose pixels get zero weight (LSST zeroWeightMaskBits).")
@@ -292,11 +309,13 @@ class PixelGridPsfDeterminerConfig(BaseModel):
                               "weight on one grid value of the constant term, so the value is dimensionless. For "
                               "supersampled grids (sampling_size < 1) on few stars; see the module notes.")
 
-    varying_radius: float = Field(0.0, ge=0, description="Not Piff: > 0 restricts the polynomial terms above the "
+    varying_radius: float = Field(0.0, ge=0, le=1001, description="Not Piff: > 0 restricts the polynomial terms "
+                                                                  "above the "
                                   "constant to the grid pixels within this radius (image pixels) of the centre, so "
                                   "the core varies over the detector and the wings are the constant term's (0: "
                                   "every term spans the grid, as Piff). The wings' noise then no longer moves the "
-                                  "model's PsfFlux normalisation from place to place; see bench/README.md.")
+                                  "model's PsfFlux normalisation from place to place; see bench/README.md. At most "
+                                  "1001 px.")
 
     @field_validator("stamp_size")
     @classmethod
@@ -493,10 +512,15 @@ class PixelGridPsfDeterminer:
         order = self.config.order_for_band(band)
         planes = mask_planes if mask_planes is not None else MaskPlanes()
         cfg = self.config
+        refused = screen_candidates(candidates, size=cfg.stamp_size, min_snr=cfg.min_star_snr,
+                                    bad_mask_bits=self._control(0, planes).zero_weight_mask,
+                                    min_usable_fraction=cfg.minimum_unmasked_fraction)
+        fit = fit_screened(lambda c, keep, o: self._fit_order(c, bbox, x[keep], y[keep], res[keep], o, planes),
+                           candidates, res, refused, "pixel-grid PSF")
         return fit_with_order_step_down(
-            lambda o: self._fit_order(candidates, bbox, x, y, res, o, planes), order, candidates, bbox, res,
-            step_down=cfg.order_step_down, min_stars_per_parameter=cfg.min_stars_per_parameter, checks=cfg.checks,
-            zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars, what="pixel-grid PSF")
+            fit, order, candidates, bbox, res, step_down=cfg.order_step_down,
+            min_stars_per_parameter=cfg.min_stars_per_parameter, checks=cfg.checks,
+            zeroth_order_fallback=cfg.zeroth_order_interp_not_enough_stars, what="pixel-grid PSF", refused=refused)
 
     def _fit_order(self, candidates: PsfCandidates, bbox: Box2I, x, y, res, order: int,
                    mask_planes: MaskPlanes) -> PsfDeterminerResult:

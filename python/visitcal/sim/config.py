@@ -44,16 +44,19 @@ class CameraConfig(BaseModel):
     name: str = Field(description="Preset name, recorded in the repository.")
     detector_width: int = Field(gt=16, le=10000, description="Detector width (x), pixels.")
     detector_height: int = Field(gt=16, le=10000, description="Detector height (y), pixels.")
-    pixel_scale: float = Field(0.2, gt=0, description="Nominal pixel scale, arcsec per pixel.")
-    pixel_size_mm: float = Field(0.010, gt=0, description="Pixel pitch, mm (LSST: 10 um).")
-    gap_px: int = Field(50, ge=0, description="Gap between neighbouring detectors, pixels.")
+    pixel_scale: float = Field(0.2, gt=0, le=10, description="Nominal pixel scale, arcsec per pixel. At most 10 "
+                                                             "arcsec.")
+    pixel_size_mm: float = Field(0.010, gt=0, le=1, description="Pixel pitch, mm (LSST: 10 um). At most 1 mm.")
+    gap_px: int = Field(50, ge=0, le=10000, description="Gap between neighbouring detectors, pixels. At most 10000 px.")
     rotation_sigma_deg: float = Field(0.05, ge=0, description="RMS of the detectors' in-plane rotations, deg.")
     gain: float = Field(1.5, gt=0, description="Mean gain, electrons per ADU (each detector within 5%).")
     read_noise: float = Field(6.0, ge=0, description="Mean read noise, electrons (each detector within 10%).")
     full_well: float = Field(1.0e5, gt=0, description="Full well, electrons: charge above it bleeds along columns.")
     qe_sigma_mag: float = Field(0.01, ge=0, description="RMS of the detectors' throughput offsets, mag.")
-    bad_columns_per_detector: int = Field(2, ge=0, description="Bad (dead) columns per detector, whole or partial.")
-    edge_width: int = Field(4, ge=0, description="Border masked EDGE in every detector, pixels.")
+    bad_columns_per_detector: int = Field(2, ge=0, le=10000, description="Bad (dead) columns per detector, whole or "
+                                                                         "partial. At most 10000.")
+    edge_width: int = Field(4, ge=0, le=1000, description="Border masked EDGE in every detector, pixels. At most "
+                                                          "1000 px.")
     distortion_at_edge_arcsec: float = Field(
         3.0, description="Radial optical distortion (cubic in field radius) at the field edge, arcsec.")
     diameter_m: float = Field(8.36, gt=0, description="Telescope aperture diameter, m.")
@@ -83,8 +86,11 @@ class SimConfig(BaseModel):
     band: Literal["u", "g", "r", "i", "z", "y"] = Field("r", description="Band of every visit.")
     n_snaps: Literal[1, 2] = Field(1, description="Snaps per visit (2: the exposure time is split in two).")
     seed: int = Field(1, ge=0, description="Seed of everything random except the camera's geometry.")
-    detector_width: int | None = Field(None, gt=16, description="Override the preset's detector width, px.")
-    detector_height: int | None = Field(None, gt=16, description="Override the preset's detector height, px.")
+    detector_width: int | None = Field(None, gt=16, le=10000, description="Override the preset's detector width, px. "
+                                                                          "At most 10000 px: it sizes every image.")
+    detector_height: int | None = Field(None, gt=16, le=10000, description="Override the preset's detector height, "
+                                                                           "px. At most 10000 px: it sizes every "
+                                                                           "image.")
 
     first_visit: int = Field(1000, ge=0, description="Id of the first visit; the others follow.")
     exposure_time: float = Field(30.0, gt=0, description="Exposure time of a visit (all snaps), s.")
@@ -96,20 +102,27 @@ class SimConfig(BaseModel):
     seeing_fwhm_range: tuple[float, float] = Field(
         (0.6, 1.0), description="Atmospheric (Kolmogorov) FWHM drawn uniformly in this range, arcsec.")
     airmass_range: tuple[float, float] = Field((1.0, 1.5), description="Airmass drawn in this range.")
-    transparency_loss_max: float = Field(0.1, ge=0, description="Cloud extinction drawn in [0, this], mag.")
+    transparency_loss_max: float = Field(0.1, ge=0, le=10, description="Cloud extinction drawn in [0, this], mag. At "
+                                                                       "most 10 mag.")
     sky_gradient: float = Field(0.04, ge=0, description="Sky gradient across the field radius, fraction of the sky.")
 
-    star_density: float = Field(6000.0, ge=0, description="Stars per deg^2 brighter than star_mag_range[1].")
+    star_density: float = Field(6000.0, ge=0, le=2e6, description="Stars per deg^2 brighter than star_mag_range[1]. "
+                                                                  "At most 2e6 per deg^2 (the densest bulge fields): "
+                                                                  "it sizes the scene.")
     star_slope: float = Field(0.2, ge=0, description="d log10 N(<m) / dm of the star counts.")
     star_mag_range: tuple[float, float] = Field((14.0, 24.5), description="r magnitudes of the stars.")
     refcat_mag_limit: float = Field(23.5, description="Faintest star (in `band`) of the reference catalog.")
-    galaxy_density: float = Field(40000.0, ge=0, description="Galaxies per deg^2 brighter than galaxy_mag_range[1].")
+    galaxy_density: float = Field(40000.0, ge=0, le=2e6, description="Galaxies per deg^2 brighter than "
+                                                                     "galaxy_mag_range[1]. At most 2e6 per deg^2: it "
+                                                                     "sizes the scene.")
     galaxy_slope: float = Field(0.35, ge=0, description="d log10 N(<m) / dm of the galaxy counts.")
     galaxy_mag_range: tuple[float, float] = Field((18.0, 24.0), description="Magnitudes (in `band`) of galaxies.")
     cosmic_ray_rate: float = Field(
-        0.1, ge=0, description="Cosmic rays per cm^2 per second (~50 per LSST CCD in 30 s).")
+        0.1, ge=0, le=100, description="Cosmic rays per cm^2 per second (~50 per LSST CCD in 30 s). At most 100 per "
+                                       "cm^2 per s.")
     preliminary_wcs_max_offset: float = Field(
-        2.0, gt=0, description="Largest offset of the preliminary WCS from the truth over a detector, arcsec.")
+        2.0, gt=0, le=3600, description="Largest offset of the preliminary WCS from the truth over a detector, "
+                                        "arcsec. At most 3600 arcsec.")
 
     @model_validator(mode="after")
     def _check_ranges(self):

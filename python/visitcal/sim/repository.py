@@ -40,12 +40,12 @@ from astropy.table import Table, vstack
 from .. import __version__
 from ..core.chebyshev import fields_from_table, fields_to_table
 from ..core.image import Mask
-from ..io import read_catalog, read_exposure, write_catalog, write_exposure
+from ..io import JsonReadError, json_fields, read_catalog, read_exposure, read_json, write_catalog, write_exposure
 from ..core.atomic import atomic_write, host_tag, process_alive
 from ..core.photocalib import PhotoCalib
 from ..core.wcs import read_wcs, wcs_to_header
 from .camera import SimCamera
-from .config import SimConfig
+from .config import CameraConfig, SimConfig
 from .psf import OpticsDesign, TruePsf, import_galsim
 from .render import render_detector
 from .scene import (
@@ -311,6 +311,9 @@ class SimRepository:
     ------
     FileNotFoundError, ValueError
         Not a visitcal simulation repository (named), or one of a newer format.
+    visitcal.io.JsonReadError
+        ``repo.json`` or ``camera.json`` is not valid JSON or lacks or has a bad field (a ``ValueError``; the
+        one-line message names the file and the field).
     """
 
     def __init__(self, path):
@@ -318,14 +321,28 @@ class SimRepository:
         manifest = self.path / "repo.json"
         if not manifest.is_file():
             raise FileNotFoundError(f"{self.path}: no repo.json; not a visitcal.sim repository")
-        self.manifest = json.loads(manifest.read_text())
-        if self.manifest.get("format") != FORMAT_NAME or self.manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{manifest}: format {self.manifest.get('format')!r} "
-                             f"v{self.manifest.get('format_version')} is not readable by this visitcal")
-        self.config = SimConfig(**self.manifest["config"])
-        camera_doc = json.loads((self.path / "camera.json").read_text())
-        self.optics = OpticsDesign(**camera_doc.pop("optics"))
-        self.camera = SimCamera.from_dict(camera_doc)
+        self.manifest = read_json(manifest)
+        version = self.manifest.get("format_version", 0)
+        if self.manifest.get("format") != FORMAT_NAME or not isinstance(version, int) or version > FORMAT_VERSION:
+            raise JsonReadError(f"{manifest}: format {self.manifest.get('format')!r} v{version} is not readable by "
+                                f"this visitcal", path=manifest)
+        with json_fields(manifest):
+            for key, kind in (("band", str), ("visits", list), ("detectors", list), ("data_ids", list),
+                              ("n_snaps", int), ("counts", dict), ("config", dict)):
+                if not isinstance(self.manifest[key], kind):
+                    raise TypeError(f"field {key} is {type(self.manifest[key]).__name__}, expected {kind.__name__}")
+        with json_fields(manifest, "config."):
+            self.config = SimConfig(**self.manifest["config"])
+        camera_path = self.path / "camera.json"
+        camera_doc = read_json(camera_path)
+        with json_fields(camera_path):
+            optics = camera_doc.pop("optics")
+        with json_fields(camera_path, "optics."):
+            self.optics = OpticsDesign(**optics)
+        with json_fields(camera_path, "config."):
+            CameraConfig.model_validate(camera_doc["config"])  # a bad value named by its field
+        with json_fields(camera_path):
+            self.camera = SimCamera.from_dict(camera_doc)
         visits = read_catalog(self.path / "truth" / "visits.parquet")
         self.plans = {int(row["visit"]): VisitPlan.from_row(row) for row in visits}
         self._exposures = read_catalog(self.path / "truth" / "exposures.parquet")

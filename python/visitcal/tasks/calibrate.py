@@ -123,7 +123,8 @@ class CalibrateConfig(BaseModel):
     do_astrometry: bool = Field(True, description="fit the WCS")
     require_astrometry: bool = Field(True, description="a failed astrometry fails the detector")
     astrometry: AstrometryConfig = Field(default_factory=AstrometryConfig, description="astrometry")
-    match_radius_pix: float = Field(3.0, gt=0, description="radius of the characterization-catalog match, px")
+    match_radius_pix: float = Field(3.0, gt=0, le=100, description="radius of the characterization-catalog match, px "
+                                                                   "At most 100 px.")
     do_photo_cal: bool = Field(True, description="fit the zero point")
     require_photo_cal: bool = Field(True, description="a failed photometric calibration fails the detector")
     photo_cal: PhotoCalConfig = Field(default_factory=PhotoCalConfig, description="photometric calibration")

@@ -132,7 +132,8 @@ class InstallGaussianPsfConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fwhm: float = Field(4.0, gt=0, description="FWHM of the Gaussian, px (CalibrateImageTask's 4 px).")
+    fwhm: float = Field(4.0, gt=0, le=100, description="FWHM of the Gaussian, px (CalibrateImageTask's 4 px). At "
+                                                       "most 100 px: it sizes the PSF's images.")
 
 
 #: The crowded-field background's source masking (`BackgroundConfig.source_mask_threshold`, sigma): at 150 000
@@ -202,7 +203,8 @@ class CharacterizeImageConfig(BaseModel):
     use_simple_psf: bool = Field(True, description="Start from the Gaussian even if the exposure has a PSF.")
     install_simple_psf: InstallGaussianPsfConfig = Field(default_factory=InstallGaussianPsfConfig,
                                                          description="The initial Gaussian PSF.")
-    psf_iterations: int = Field(2, ge=1, description="Detect-measure-fit passes (LSST psfIterations).")
+    psf_iterations: int = Field(2, ge=1, le=10, description="Detect-measure-fit passes (LSST psfIterations). At most "
+                                                            "10 (each is a detect-measure-fit pass).")
     repair: RepairConfig = Field(default_factory=RepairConfig, description="Cosmic-ray repair.")
     detection: SourceDetectionConfig = Field(default_factory=_default_detection, description="Detection of "
                                              "bright sources (5 sigma, peaks above 50 sigma).")

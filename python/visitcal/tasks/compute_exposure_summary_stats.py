@@ -41,16 +41,19 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sigma_clip: float = Field(3.0, gt=0, description="clip of skyNoise / meanVar, in sigma")
-    clip_iter: int = Field(2, ge=1, description="clipping iterations")
+    clip_iter: int = Field(2, ge=1, le=100, description="clipping iterations At most 100.")
     bad_mask_planes: list[str] = Field(default_factory=lambda: ["NO_DATA", "SUSPECT"],
                                        description="pixels excluded from skyNoise and meanVar")
-    statistics_sample_step: int = Field(2, ge=1, description="skyNoise and meanVar from the pixels on a lattice of "
+    statistics_sample_step: int = Field(2, ge=1, le=1024, description="skyNoise and meanVar from the pixels on a "
+                                                                      "lattice of "
                                         "this step (1: all, as afw). 2 reads a quarter of the pixels (0.28 -> 0.07 s "
                                         "on 16 Mpx) for statistics of a few million values; the noise replacer "
-                                        "makes the same choice")
-    psf_sampling: int = Field(8, ge=1, description="grid step (px) of maxDistToNearestPsf")
-    psf_grid_sampling: int = Field(96, ge=1, description="grid step (px) of the PSF grid metrics")
-    min_psf_ap_radius_pix: float = Field(2.0, gt=0, description="smallest radius of psfApFluxDelta's aperture")
+                                        "makes the same choice At most 1024 px.")
+    psf_sampling: int = Field(8, ge=1, le=4096, description="grid step (px) of maxDistToNearestPsf At most 4096 px.")
+    psf_grid_sampling: int = Field(96, ge=1, le=4096, description="grid step (px) of the PSF grid metrics At most "
+                                                                  "4096 px.")
+    min_psf_ap_radius_pix: float = Field(2.0, gt=0, le=1000, description="smallest radius of psfApFluxDelta's "
+                                                                         "aperture At most 1000 px.")
     psf_ap_corr_field_name: str = Field("base_PsfFlux_instFlux", description="ap-corr entry of "
                                         "psfApCorrSigmaScaledDelta")
     psf_bad_mask_planes: list[str] = Field(
@@ -69,8 +72,9 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
         "own value, not one of the LSSTCam fiducials above; 9 is the order of an LSSTCam amplifier's. It "
         "matters little: the fiducial sky (600 counts per pixel in r) dominates 81")
     fiducial_exp_time: float = Field(30.0, gt=0, description="exposure time (s) of the fiducial visit")
-    max_effective_transparency: float | None = Field(None, gt=0, description="cap of effTimeZeroPointScale (None: "
-                                                     "none, LSST's inf; JSON has no infinity)")
+    max_effective_transparency: float | None = Field(None, gt=0, le=1e6, description="cap of effTimeZeroPointScale "
+                                                                                     "(None: "
+                                                     "none, LSST's inf; JSON has no infinity) At most 1e6.")
 
 
 #: The most clipping passes `sigma_clipped_stats` takes (afw's default is 3; each pass costs a pass over the pixels).

@@ -184,10 +184,12 @@ class IsolatedStarAssociationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    match_radius: float = Field(1.0, gt=0.0, description="Friends-of-friends linking length, later-band "
-                                                         "duplicate radius and source-to-star match radius, arcsec.")
-    isolation_radius: float = Field(2.0, gt=0.0, description="Stars with another star within this are removed "
-                                                             "(both), arcsec.")
+    match_radius: float = Field(1.0, gt=0.0, le=60, description="Friends-of-friends linking length, later-band "
+                                                         "duplicate radius and source-to-star match radius, arcsec. "
+                                                         "At most 60 arcsec: the friends-of-friends groups grow with "
+                                                         "it.")
+    isolation_radius: float = Field(2.0, gt=0.0, le=600, description="Stars with another star within this are removed "
+                                                             "(both), arcsec. At most 600 arcsec.")
     band_order: tuple[str, ...] = Field(("i", "z", "r", "g", "y", "u"),
                                         description="Bands in matching priority; sources of other bands are "
                                                     "ignored.")

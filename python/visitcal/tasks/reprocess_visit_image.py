@@ -81,7 +81,8 @@ class ReprocessVisitImageConfig(BaseModel):
     normalized_calibration_flux: NormalizedCalibrationFluxConfig = Field(
         default_factory=_apply_only, description="the compensated-tophat normalisation, applied from the map")
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="aperture corrections")
-    calib_match_radius: float = Field(0.2, gt=0, description="radius of the calib-source cross-match, arcsec")
+    calib_match_radius: float = Field(0.2, gt=0, le=60, description="radius of the calib-source cross-match, arcsec "
+                                                                    "At most 60 arcsec.")
     remove_initial_photo_calib: bool = Field(False, description="the snaps and the background are in the units of "
                                              "initial_photo_calib (nJy): subtract the background there, then divide "
                                              "by its mean back to counts (LSST remove_initial_photo_calib; "

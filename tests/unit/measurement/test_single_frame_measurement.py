@@ -143,3 +143,36 @@ def test_input_centroids_and_caller_noise_footprints():
         SingleFrameMeasurementTask(cfg).run(t, exp, [fps[k] for k in rows], noise_footprints=fps)
     with pytest.raises(ValueError, match="centroids"):
         SingleFrameMeasurementTask(cfg).run(t, exp, [fps[k] for k in rows], centroids=(x[:1], y[:1]))
+
+
+def test_a_block_of_absurd_pixels_is_flagged_suspect_not_an_ordinary_source():
+    """Issue 22: a 100 x 100 block of 3e38 pixels was measured as an unflagged source of flux 9e39."""
+    psf = GaussianPsf(SIGMA, size=25, average_position=(150.0, 150.0))
+    shape = (300, 300)
+    image = np.zeros(shape, np.float32)
+    image[150:250, 150:250] = 3e38
+    x, y, f = 60.3, 50.7, 1e4
+    box = psf.compute_image_bbox(x, y)
+    image[box.min_y:box.max_y + 1, box.min_x:box.max_x + 1] += f * psf.compute_image(x, y)
+    exp = Exposure.from_arrays(image, variance=np.full(shape, 4.0, np.float32), psf=psf)
+    yy, xx = np.mgrid[0:300, 0:300]
+    block = Footprint(Footprint.from_mask((xx >= 145) & (xx < 255) & (yy >= 145) & (yy < 255)).spans,
+                      make_peaks([[200, 200]], [3e38], [1e38]))
+    cat = SingleFrameMeasurementTask().run(_table(2), exp, [_disc(x, y, 12, shape), block])
+    suspect = exp.mask.test("SUSPECT")
+    assert suspect.sum() == 100 * 100 and suspect[150:250, 150:250].all()  # exactly the block
+    assert cat["base_PixelFlags_flag_suspect"][1] and cat["base_PixelFlags_flag_suspectCenterAll"][1]
+    # the star beside it is an ordinary source, measured right
+    assert not cat["base_PixelFlags_flag_suspect"][0] and not cat["base_PixelFlags_flag_suspectCenter"][0]
+    assert cat["base_PsfFlux_instFlux"][0] == pytest.approx(f, rel=1e-5)
+
+
+def test_the_suspect_level_is_configurable_and_bounded():
+    exp, stars, fps = _scene()
+    # peaks: 1e4 / (2 pi sigma^2) = 398 and 2e4 / (2 pi sigma^2) = 796: only the second star's core is beyond 500
+    cfg = SingleFrameMeasurementConfig(suspect_level=500.0)
+    cat = SingleFrameMeasurementTask(cfg).run(_table(2), exp, fps[:2])
+    assert exp.mask.test("SUSPECT").sum() == (np.abs(exp.image) > 500.0).sum() > 0
+    assert list(cat["base_PixelFlags_flag_suspectCenter"]) == [False, True]
+    with pytest.raises(ValueError, match="suspect_level"):
+        SingleFrameMeasurementConfig(suspect_level=1e39)

@@ -266,3 +266,32 @@ def test_the_boundary_tracts_hold_every_source_tract():
     assert sky_boundary(SimpleNamespace(wcs=None, bbox=exposure.bbox)) is None
     with pytest.raises(ValueError, match="sky boundary"):
         tracts_of_boundary(sky, [[150.0, np.nan]])
+
+
+def test_a_sky_map_that_misses_all_the_data_is_an_error_naming_it_and_the_data(tmp_path, capsys):
+    """Issue 22: a sky map of another field associated nothing and exited 0 with "0 of 0 tracts"."""
+    from visitcal.cli import main
+
+    root = tmp_path / "repo"
+    make_repo(root)
+    elsewhere = SimpleSkyMap(ra0=20.0, dec0=10.0, tract_size_deg=0.1, tract_overlap_deg=0.005, n_tracts_per_side=5)
+    write_skymap(elsewhere, root / "skymap.json")
+    with pytest.raises(ValueError) as info:
+        run_associate(root)
+    msg = str(info.value)
+    assert msg.startswith(f"{root / 'skymap.json'}: the sky map misses all the data")
+    assert "(ra, dec) = (20, 10)" in msg and "726 sources" in msg  # 2 visits x 3 detectors x 121 sources
+    tables = [read_catalog(p) for p in Repository(root).single_visit_star_paths().values()]
+    ra = np.degrees(np.concatenate([t["coord_ra"] for t in tables]))
+    dec = np.degrees(np.concatenate([t["coord_dec"] for t in tables]))
+    assert f"span ra {ra.min():.4f} to {ra.max():.4f}, dec {dec.min():.4f} to {dec.max():.4f} deg" in msg
+    assert not (root / "provenance" / "associate").exists()  # nothing recorded as done
+    # the command line: one line on stderr, exit code not 0, no traceback
+    capsys.readouterr()
+    code = main(["associate", str(root)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.strip() == f"visitcal associate: error: {msg}" and "Traceback" not in err
+    # the right sky map associates again
+    write_skymap(SKY, root / "skymap.json")
+    assert sorted(s.tract for s in run_associate(root)) == ALL_TRACTS

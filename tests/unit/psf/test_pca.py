@@ -410,3 +410,14 @@ def test_galaxy_and_double_star_are_rejected_as_outliers(caplog):
     t /= t.sum()
     assert abs(r.psf.compute_shape(1000, 1000).determinant_radius
                / FixedImagePsf(t).compute_shape(0, 0).determinant_radius - 1) < 0.01
+
+
+@pytest.mark.parametrize("garbage", ["zero", "negative"])
+def test_all_zero_or_negative_stamps_raise_too_few_stars_with_a_reason_per_star(garbage):
+    rng = np.random.default_rng(43)
+    xs, ys = positions(rng, 20)
+    c = make_candidates(xs, ys, [1.8] * 20, [2e4] * 20, rng=rng)
+    c.image[:] = 0.0 if garbage == "zero" else -np.abs(c.image)
+    with pytest.raises(PsfTooFewStarsError) as info:
+        PcaPsfDeterminer().determine_psf(c, BBOX)
+    assert info.value.dropped_candidates == {"bad_flux": list(range(20))}

@@ -23,7 +23,7 @@ from visitcal.psf.pixel_grid import (
     PixelGridPsfDeterminerConfig,
 )
 from visitcal.psf.candidates import PsfCandidates
-from visitcal.psf.determiner import PsfTooFewStarsError
+from visitcal.psf.determiner import PsfTooFewStarsError, screen_candidates
 
 W, H = 2048, 2000
 BBOX = Box2I(0, 0, W - 1, H - 1)
@@ -550,3 +550,74 @@ def test_cross_validated_smoothness_follows_its_documented_recipe():
         det.cross_validate_smoothness(cands, BBOX, n_folds=1)
     with pytest.raises(ValueError, match="values"):
         det.cross_validate_smoothness(cands, BBOX, values=(-1.0,))
+
+
+# ------------------------------------------------------------------------------------------------
+# garbage never becomes a model (issue 22)
+
+
+def _noisy_gaussians(m, sigma, seed, noise=3.0):
+    x, y, flux = positions(m, seed)
+    rng = np.random.default_rng(seed + 1)
+    ix, iy = np.floor(x + 0.5).astype(int), np.floor(y + 0.5).astype(int)
+    stamps = np.array([f * gaussian_stamp(a, b, i - S // 2, j - S // 2, sigma)
+                       for a, b, i, j, f in zip(x, y, ix, iy, flux)])
+    return x, y, stamps + rng.normal(0, noise, stamps.shape), np.full(stamps.shape, noise**2)
+
+
+@pytest.mark.parametrize("garbage", ["zero", "negative"])
+def test_all_zero_or_negative_stamps_raise_too_few_stars_with_a_reason_per_star(garbage):
+    """Before issue 22 an all-zero or negative set fitted a flat PSF with every star "used"."""
+    x, y, stamps, var = _noisy_gaussians(30, 2.0, seed=3)
+    stamps = np.zeros_like(stamps) if garbage == "zero" else -stamps
+    cands = make_candidates(x, y, stamps, variance=var)
+    with pytest.raises(PsfTooFewStarsError) as info:
+        PixelGridPsfDeterminer().determine_psf(cands, BBOX)
+    assert info.value.n_stars == 0
+    assert info.value.dropped_candidates == {"bad_flux": list(range(30))}
+    assert "bad_flux: 30" in str(info.value)
+
+
+def test_stamps_of_pure_noise_are_refused_as_low_snr():
+    """Noise stamps whose sum is exactly +1 sigma (sigma = sqrt(sum variance) = 3 * 27 = 81): positive flux, no
+    star above the noise (min_star_snr 3)."""
+    x, y, _, var = _noisy_gaussians(30, 2.0, seed=4)
+    noise = np.random.default_rng(5).normal(0, 3.0, var.shape)
+    noise += (81.0 - noise.sum(axis=(1, 2), keepdims=True)) / S**2
+    cands = make_candidates(x, y, noise, variance=var)
+    with pytest.raises(PsfTooFewStarsError) as info:
+        PixelGridPsfDeterminer(PixelGridPsfDeterminerConfig(spatial_order=0)).determine_psf(cands, BBOX)
+    assert info.value.dropped_candidates == {"low_snr": list(range(30))}
+    # the threshold is the configured one: at 0.99 sigma every stamp passes the screen (its whole box is at 1)
+    assert list(screen_candidates(cands, size=27, bad_mask_bits=0, min_snr=0.99)) == [""] * 30
+    # the S/N is the best of the central boxes: a faint star's core is seen where the whole box's sum is not
+    star = np.zeros((1, S, S))
+    star[0, S // 2, S // 2] = 4.0 * 3.0 * 5  # 4 sigma of a 5 x 5 box (noise 3 * 5), 0.74 sigma of 27 x 27
+    one = make_candidates(x[:1], y[:1], star, variance=var[:1])
+    assert list(screen_candidates(one, size=27, bad_mask_bits=0, min_snr=3.0)) == [""]
+    assert list(screen_candidates(one, size=27, bad_mask_bits=0, min_snr=4.1)) == ["low_snr"]
+
+
+def test_garbage_among_good_stars_is_dropped_with_its_reason_and_the_psf_comes_from_the_good_ones():
+    sigma = 2.0
+    x, y, stamps, var = _noisy_gaussians(60, sigma, seed=6)
+    garbage = {"bad_flux": [3, 17, 41, 50], "low_snr": [8, 29]}
+    stamps[[3, 17]] = 0.0
+    stamps[[41, 50]] *= -1.0
+    stamps[[8, 29]] = np.random.default_rng(7).normal(0, 3.0, (2, S, S))  # noise alone: no star
+    stamps[[8, 29]] -= stamps[[8, 29]].sum(axis=(1, 2), keepdims=True) / S**2 - 0.1  # S/N 0.1 * 729 / 81 = 0.9
+    cands = make_candidates(x, y, stamps, variance=var)
+    r = PixelGridPsfDeterminer(PixelGridPsfDeterminerConfig(spatial_order=1)).determine_psf(cands, BBOX)
+    assert r.metadata["dropped_candidates"] == garbage
+    bad = sorted(garbage["bad_flux"] + garbage["low_snr"])
+    assert not r.used[bad].any() and np.isnan(r.flux[bad]).all() and (r.dof[bad] == 0).all()
+    assert list(r.status[bad]) == ["bad_flux", "low_snr", "bad_flux", "low_snr", "bad_flux", "bad_flux"]
+    good = np.setdiff1d(np.arange(60), bad)
+    assert r.used[good].sum() >= 50
+    assert r.metadata["numGoodStars"] == r.used.sum()
+    # the model is the Gaussian that made the good stamps: its size within 1% of sigma, everywhere
+    for px, py in POINTS:
+        size = r.psf.compute_shape(px, py).determinant_radius
+        assert abs(size / sigma - 1) < 0.01, (px, py, size)
+    flux = positions(60, 6)[2]
+    assert np.allclose(r.flux[good][r.used[good]], flux[good][r.used[good]], rtol=0.02)

@@ -19,6 +19,8 @@ Column names: ``base_CircularApertureFlux_<r>`` with ``"."`` replaced by ``"_"``
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,12 +38,13 @@ class ApertureFluxConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    radii: tuple[float, ...] = Field(
+    radii: tuple[Annotated[float, Field(gt=0, le=1000)], ...] = Field(
         (3.0, 4.5, 6.0, 9.0, 12.0, 17.0, 25.0, 35.0, 50.0, 70.0),
-        description="Aperture radii in pixels (LSST's CircularApertureFlux defaults); at most 64.")
+        description="Aperture radii in pixels (LSST's CircularApertureFlux defaults); at most 64 of them, each at "
+        "most 1000 px (an aperture's area sizes the time).")
     max_sinc_radius: float = Field(
-        12.0, description="LSST's maxSincRadius (reprocess value); kept for reference, unused: every "
-                          "radius uses exact pixel overlap here.")
+        12.0, le=1000, description="LSST's maxSincRadius (reprocess value); kept for reference, unused: every "
+                          "radius uses exact pixel overlap here. At most 1000 px.")
 
     @field_validator("radii")
     @classmethod

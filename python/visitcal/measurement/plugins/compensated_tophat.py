@@ -19,6 +19,8 @@ parent-frame, pixel centres at integers.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -35,9 +37,13 @@ class CompensatedTophatConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    apertures: tuple[int, ...] = Field((12,), description="Aperture radii a in pixels (LSST default [12]).")
-    inner_scale: float = Field(1.0, description="Inner radius of the background annulus in units of a.")
-    outer_scale: float = Field(1.7, description="Outer radius of the background annulus in units of a.")
+    apertures: tuple[Annotated[int, Field(le=1000)], ...] = Field(
+        (12,), description="Aperture radii a in pixels (LSST default [12]), each at most 1000 px (the annulus' "
+        "area sizes the time).")
+    inner_scale: float = Field(1.0, le=10, description="Inner radius of the background annulus in units of a. At "
+                                                       "most 10.")
+    outer_scale: float = Field(1.7, le=10, description="Outer radius of the background annulus in units of a. At "
+                                                       "most 10: the annulus' area sizes the time.")
 
     @model_validator(mode="after")
     def _check(self):

@@ -28,8 +28,10 @@ class GaussianFluxConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    box_sigma: float = Field(4.0, description="Half-size of the summed box in sqrt(max(xx, yy)) (SdssShape's).")
-    max_radius: float = Field(1000.0, description="Cap on the box half-size, pixels.")
+    box_sigma: float = Field(4.0, le=100, description="Half-size of the summed box in sqrt(max(xx, yy)) "
+                                                      "(SdssShape's). At most 100: it sizes the summed box.")
+    max_radius: float = Field(1000.0, le=1000, description="Cap on the box half-size, pixels. At most 1000 px: the "
+                                                           "box's area sizes the time.")
 
     @model_validator(mode="after")
     def _check(self):

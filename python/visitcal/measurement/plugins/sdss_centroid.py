@@ -38,15 +38,16 @@ class SdssCentroidConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    binmax: int = Field(16, ge=1, description="Maximum binning factor along an axis for wide objects.")
+    binmax: int = Field(16, ge=1, le=256, description="Maximum binning factor along an axis for wide objects. At "
+                                                      "most 256.")
     peak_min: float = Field(-1.0, description="A smoothed peak below this forces one more binning "
                                               "(image units; <= 0 disables).")
     wfac: float = Field(1.5, gt=0, description="An axis is binned again while the smoothed width^2 exceeds "
                                                "wfac^2 (1 + sigma^2) (binned px).")
     do_footprint_check: bool = Field(True, description="Reset to the peak (flag_resetToPeak) when the "
                                                        "centroid leaves the source's footprint.")
-    max_dist_to_peak: float = Field(1.0, description="Reset to the peak when the centroid is farther than "
-                                                     "this from it (px); negative disables.")
+    max_dist_to_peak: float = Field(1.0, le=1000, description="Reset to the peak when the centroid is farther than "
+                                                     "this from it (px); negative disables. At most 1000 px.")
 
     def to_core(self) -> _core.SdssCentroidControl:
         """The C++ ``SdssCentroidControl`` holding every field of this config (same names)."""

@@ -44,12 +44,12 @@ class SdssShapeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    max_iter: int = Field(100, ge=1, description="Maximum number of adaptive iterations.")
+    max_iter: int = Field(100, ge=1, le=1000, description="Maximum number of adaptive iterations. At most 1000.")
     tol1: float = Field(1e-5, gt=0, description="Convergence tolerance on the ellipticity e1, e2.")
     tol2: float = Field(1e-4, gt=0, description="Convergence tolerance on the size (fractional change of "
                                                 "the trace xx + yy).")
-    max_shift: float = Field(0.0, description="Largest centre shift from the input (px) before flag_shift; "
-                                              "<= 0 means 2 px.")
+    max_shift: float = Field(0.0, le=1000, description="Largest centre shift from the input (px) before flag_shift; "
+                                              "<= 0 means 2 px. At most 1000 px.")
     do_measure_psf: bool = Field(True, description="Also measure the PSF's moments (_psf_xx ...; done by "
                                                    "the measurement driver).")
 

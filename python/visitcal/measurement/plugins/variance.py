@@ -26,7 +26,8 @@ class VarianceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    scale: float = Field(5.0, description="Scale factor of the shape ellipse's axes.")
+    scale: float = Field(5.0, le=100, description="Scale factor of the shape ellipse's axes. At most 100: the "
+                                                  "ellipse's area sizes the time.")
     mask_planes: tuple[str, ...] = Field(("DETECTED", "DETECTED_NEGATIVE", "BAD", "SAT"),
                                          description="Mask planes whose pixels are excluded.")
 

@@ -40,12 +40,15 @@ class WindowedCentroidConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    max_iter: int = Field(16, ge=1, description="Maximum number of iterations (WINPOS_NITERMAX).")
+    max_iter: int = Field(16, ge=1, le=1000, description="Maximum number of iterations (WINPOS_NITERMAX). At most "
+                                                         "1000.")
     step_min: float = Field(1e-4, gt=0, description="Stop when the weighted offset is below this, px "
                                                     "(WINPOS_STEPMIN).")
-    n_sigma: float = Field(4.0, gt=0, description="Window radius in units of sigma (WINPOS_NSIG).")
-    oversample: int = Field(11, ge=1, description="Sub-pixel grid per axis for pixels on the window's "
-                                                  "boundary (WINPOS_OVERSAMP).")
+    n_sigma: float = Field(4.0, gt=0, le=100, description="Window radius in units of sigma (WINPOS_NSIG). At most "
+                                                          "100: it sizes the window.")
+    oversample: int = Field(11, ge=1, le=101, description="Sub-pixel grid per axis for pixels on the window's "
+                                                  "boundary (WINPOS_OVERSAMP). At most 101: a boundary pixel costs "
+                                                  "its square.")
     min_sigma: float = Field(2.0 * 0.5 / 2.35, ge=0, description="Smallest window sigma, px (a half-light "
                                                                  "radius of 0.5 px, as SExtractor).")
     bad_mask_planes: tuple[str, ...] = Field(("BAD", "SAT", "NO_DATA"), description=(
