@@ -34,9 +34,6 @@ ALLOWED_UNBOUNDED = {
     # selection cuts on measured values (0 = no cut): any finite value is meaningful and none sizes anything
     "ObjectSizeStarSelectorConfig.flux_max", "ObjectSizeStarSelectorConfig.signal_to_noise_max",
     "PhotoCalSourceSelectorConfig.extendedness_max",
-    # LocalBackgroundConfig belongs to the local-background wrapper, which another change of issue 22 rewrites;
-    # its bounds (bg_iter, and the annulus radii, which the name pattern does not catch) go with that rewrite
-    "LocalBackgroundConfig.bg_iter",
 }
 
 

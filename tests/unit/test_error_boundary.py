@@ -316,7 +316,12 @@ def test_compensated_tophat_with_a_huge_annulus_is_out_of_bounds():
     from visitcal.measurement.plugins.compensated_tophat import CompensatedTophatConfig, compensated_tophat_flux
     img, mask, var = noisy_image()
     mi = MaskedImage(img, mask, var)
-    out = compensated_tophat_flux(mi, [20.0], [20.0], CompensatedTophatConfig(apertures=(3,), outer_scale=1e300))
+    with pytest.raises(ValueError, match="outer_scale"):  # the config refuses it (bounded, issue 22)
+        CompensatedTophatConfig(apertures=(3,), outer_scale=1e300)
+    # and the C++ stays safe when a config bypasses validation (model_construct)
+    cfg = CompensatedTophatConfig.model_construct(**{**CompensatedTophatConfig().model_dump(), "apertures": (3,),
+                                                     "outer_scale": 1e300})
+    out = compensated_tophat_flux(mi, [20.0], [20.0], cfg)
     p = "base_CompensatedTophatFlux_3"
     assert out[f"{p}_flag"][0] and np.isnan(out[f"{p}_instFlux"][0])
     assert out[f"{p}_mask_bits"][0] == 0

@@ -32,12 +32,15 @@ class LocalBackgroundConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    annulus_inner: float = Field(7.0, description="Inner radius of the annulus in units of the PSF sigma.")
-    annulus_outer: float = Field(15.0, description="Outer radius of the annulus in units of the PSF sigma.")
+    annulus_inner: float = Field(7.0, ge=0, le=1000, description="Inner radius of the annulus in units of the PSF "
+                                 "sigma (at most 1000: the annulus's pixels are read per source).")
+    annulus_outer: float = Field(15.0, gt=0, le=1000, description="Outer radius of the annulus in units of the PSF "
+                                 "sigma (at most 1000: the annulus's pixels are read per source).")
     bad_mask_planes: tuple[str, ...] = Field(("BAD", "SAT", "NO_DATA"),
                                              description="Mask planes whose pixels are ignored.")
     bg_rej: float = Field(3.0, description="Clipping half-width in standard deviations.")
-    bg_iter: int = Field(3, description="Number of clipping passes.")
+    bg_iter: int = Field(3, ge=0, le=100, description="Number of clipping passes (at most 100: each is a pass over "
+                         "the annulus).")
 
     @model_validator(mode="after")
     def _check(self):
