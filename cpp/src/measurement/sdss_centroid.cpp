@@ -32,8 +32,14 @@ struct Stamp {
 
 bool fill_stamp(const ExposureView& ev, int cx0, int cy0, int bx, int by, int h, Stamp& s) {
     const int n = 2 * h + 1;
-    const int xa = cx0 - h * bx, ya = cy0 - h * by;
-    if (!ev.contains(xa, ya) || !ev.contains(xa + n * bx - 1, ya + n * by - 1)) return false;
+    // The stamp's corners in 64 bits: near an origin of -2^31 they leave int (sanitizer: -2147483642 - 101).
+    const long long xa64 = static_cast<long long>(cx0) - static_cast<long long>(h) * bx;
+    const long long ya64 = static_cast<long long>(cy0) - static_cast<long long>(h) * by;
+    const long long xb64 = xa64 + static_cast<long long>(n) * bx - 1, yb64 = ya64 + static_cast<long long>(n) * by - 1;
+    if (xa64 < ev.x0 || ya64 < ev.y0 || xb64 >= static_cast<long long>(ev.x0) + ev.image.nx ||
+        yb64 >= static_cast<long long>(ev.y0) + ev.image.ny)
+        return false;
+    const int xa = static_cast<int>(xa64), ya = static_cast<int>(ya64);  // on the image: within int
     s.h = h;
     s.img.assign(static_cast<std::size_t>(n * n), 0.0);
     s.var.assign(static_cast<std::size_t>(n * n), 0.0);
