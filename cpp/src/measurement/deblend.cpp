@@ -9,6 +9,7 @@
 #include <Eigen/Dense>
 
 #include <algorithm>
+#include <climits>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -253,13 +254,18 @@ template <typename Val>
 Template symmetric_template(const Raster& f, int cx, int cy, Val val) {
     Template t;
     if (!f.in(cx, cy)) { t.skip = true; return t; }
-    const Box2I box = intersect(f.box, Box2I(2 * cx - f.box.max_x, 2 * cy - f.box.max_y, 2 * cx - f.box.min_x,
-                                             2 * cy - f.box.min_y));
+    // The mirror box in 64 bits (2 cx overflows int beyond 2^30), clamped to int: the intersection with the
+    // footprint's box is within int anyway.
+    const auto mirror = [](int c, int v) {
+        return static_cast<int>(std::clamp<long long>(2LL * c - v, INT_MIN, INT_MAX));
+    };
+    const Box2I box = intersect(f.box, Box2I(mirror(cx, f.box.max_x), mirror(cy, f.box.max_y),
+                                             mirror(cx, f.box.min_x), mirror(cy, f.box.min_y)));
     t.r = Raster(box);
     bool any = false;
     for (int y = box.min_y; y <= box.max_y; ++y) {
         for (int x = box.min_x; x <= box.max_x; ++x) {
-            const int mx = 2 * cx - x, my = 2 * cy - y;
+            const int mx = cx + (cx - x), my = cy + (cy - y);  // on the footprint (box is mirror-symmetric): no overflow
             if (!f.in(x, y) || !f.in(mx, my)) continue;
             const std::size_t i = t.r.idx(x, y);
             t.r.m[i] = 1;
