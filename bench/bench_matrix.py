@@ -201,9 +201,8 @@ def zp_reference_noise_mmag(repo, sim, v, d) -> float:
     within 0.25" to ``refcat.parquet``, the inverse-variance mean of ``-2.5 log10(reference / true flux)`` with
     PhotoCal's weights (source and reference magnitude errors in quadrature). The zero point's error minus this is
     the pipeline's own: what the same fit would give with exact reference fluxes (module docstring)."""
-    import astropy.units as u
-    from astropy.coordinates import SkyCoord
     from visitcal.io import read_catalog
+    from visitcal.tasks.isolated_star_association import match_nearest_sphere
 
     src = read_catalog(repo.dataset_path("single_visit_star", v, d, "parquet"))
     src = src[np.asarray(src["calib_photometry_used"], bool)]
@@ -211,10 +210,10 @@ def zp_reference_noise_mmag(repo, sim, v, d) -> float:
     band = sim.band
     obj = sim.objects(v, d)
     true = dict(zip(np.asarray(obj["id"]).tolist(), np.asarray(obj["flux_nJy"], float).tolist()))
-    sc = SkyCoord(np.asarray(src["coord_ra"], float) * u.rad, np.asarray(src["coord_dec"], float) * u.rad)
-    rc = SkyCoord(np.asarray(ref["ra"], float) * u.deg, np.asarray(ref["dec"], float) * u.deg)
-    idx, sep, _ = sc.match_to_catalog_sky(rc)
-    ok = sep.arcsec < 0.25
+    idx, _ = match_nearest_sphere(np.degrees(np.asarray(src["coord_ra"], float)),
+                                  np.degrees(np.asarray(src["coord_dec"], float)), np.asarray(ref["ra"], float),
+                                  np.asarray(ref["dec"], float), 0.25)
+    ok = idx >= 0
     if not ok.any():
         raise LookupError("no photometric star matched to the reference catalog")
     r = ref[idx[ok]]

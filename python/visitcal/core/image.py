@@ -25,6 +25,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from .. import _core
+from .arguments import check_xy0
 from .geom import Box2I
 
 __all__ = [
@@ -298,11 +299,7 @@ class MaskedImage:
         except TypeError:
             raise TypeError(f"xy0 must be two integers, got {xy0!r}") from None
         # The C++ kernels take the origin as int and compute the last pixel x0 + nx - 1 in int.
-        ny, nx = shape
-        if not (-(2**31) <= x0 and x0 + nx < 2**31 and -(2**31) <= y0 and y0 + ny < 2**31):
-            raise ValueError(f"xy0 = ({x0}, {y0}) with shape {shape} puts pixels outside the int32 range "
-                             f"[{-(2**31)}, {2**31 - 2}]")
-        self.xy0 = (int(x0), int(y0))
+        self.xy0 = check_xy0((x0, y0), shape)
 
     shape = property(lambda self: self.image.shape, doc="``(ny, nx)``: shape of the three planes.")
     width = property(lambda self: self.image.shape[1], doc="Width ``nx`` in pixels (x, the fast axis).")

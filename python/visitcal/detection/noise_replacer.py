@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import _core
-from ..core.arguments import INT32_MAX, checked_int
+from ..core.arguments import checked_int, checked_step
 from ..core.footprint import Footprint, FootprintSet, HeavyFootprint
 from ..core.image import Exposure, MaskedImage
 
@@ -61,6 +61,10 @@ def _masked_image(image) -> MaskedImage:
     raise TypeError(f"expected an Exposure or MaskedImage, got {type(image).__name__}")
 
 
+#: The most clipping passes of the clipped statistics (afw's default is 3; each pass reads every sampled pixel).
+MAX_CLIP_ITERATIONS = 1000
+
+
 def noise_statistics(image, *, ignored_mask_planes: Sequence[str] = (), n_sigma_clip: float = 3.0,
                      n_iter: int = 3, sample_step: int = 1) -> tuple[float, float]:
     """Image-wide clipped mean and standard deviation (afw MEANCLIP / STDEVCLIP).
@@ -93,11 +97,10 @@ def noise_statistics(image, *, ignored_mask_planes: Sequence[str] = (), n_sigma_
             raise ValueError("ignored_mask_planes needs an Exposure or MaskedImage (a bare array has no mask)")
     if arr.ndim != 2:
         raise ValueError(f"image must be 2-D (y, x), got shape {arr.shape}")
-    n_iter = checked_int(n_iter, "n_iter", 0, 1000)
+    n_iter = checked_int(n_iter, "n_iter", 0, MAX_CLIP_ITERATIONS)
     if not (np.isfinite(n_sigma_clip) and n_sigma_clip > 0):
         raise ValueError(f"n_sigma_clip must be a finite number > 0, got {n_sigma_clip!r}")
-    # a step past the image samples its first pixel alone: any larger value is that one (int32 for the C++)
-    sample_step = min(checked_int(sample_step, "sample_step", 1, 2**63 - 1), INT32_MAX)
+    sample_step = checked_step(sample_step)
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if ignored_mask_planes:
         bits = mask.get_plane_bitmask(*ignored_mask_planes)

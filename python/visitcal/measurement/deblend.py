@@ -48,7 +48,7 @@ from astropy.table import Column, Table, vstack
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import _core
-from ..core.arguments import INT32_MAX, checked_int
+from ..core.arguments import checked_step
 from ..core.footprint import Footprint, FootprintSet, HeavyFootprint
 from ..core.geom import Box2I
 from ..core.image import Exposure, MaskPlanes, _to_int32
@@ -203,8 +203,7 @@ def deblend_sigma1(exposure: Exposure, mask_planes: Sequence[str] = ("SAT", "INT
     pixel qualifies. On the whole image, ``sample_step`` > 1 uses only the pixels whose x and y are
     multiples of it.
     """
-    # a step past the image samples its first pixel alone: any larger value is that one (int32 for the C++)
-    sample_step = min(checked_int(sample_step, "sample_step", 1, 2**63 - 1), INT32_MAX)
+    sample_step = checked_step(sample_step)
     image, mask, variance, x0, y0 = _views(exposure)
     bits = int(_to_int32(exposure.masked_image.mask.get_plane_bitmask(*mask_planes))) if mask_planes else 0
     spans = None if footprint is None else footprint.spans

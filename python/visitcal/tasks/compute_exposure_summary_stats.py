@@ -19,8 +19,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import _core
-from ..core.arguments import INT32_MAX, checked_int
+from ..core.arguments import checked_int, checked_step
 from ..detection.background import sky_bg
+from ..detection.noise_replacer import MAX_CLIP_ITERATIONS
 from ..core.wcs import pixel_scale_arcsec, pixel_to_sky
 
 __all__ = ["ComputeExposureSummaryStatsConfig", "ComputeExposureSummaryStatsTask", "compute_magnitude_limit",
@@ -77,10 +78,6 @@ class ComputeExposureSummaryStatsConfig(BaseModel):
                                                      "none, LSST's inf; JSON has no infinity) At most 1e6.")
 
 
-#: The most clipping passes `sigma_clipped_stats` takes (afw's default is 3; each pass costs a pass over the pixels).
-MAX_CLIP_ITERATIONS = 1000
-
-
 def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask=None, bad_bits: int = 0,
                         sample_step: int = 1) -> tuple[float, float]:
     """afw's MEANCLIP / STDEVCLIP, in C++ (`visitcal.detection.noise_replacer.noise_statistics`'s kernel): start from
@@ -92,8 +89,7 @@ def sigma_clipped_stats(values: np.ndarray, n_sigma: float, n_iter: int, *, mask
     Returns (mean, std); (nan, nan) for no usable value.
     """
     n_iter = checked_int(n_iter, "n_iter", 0, MAX_CLIP_ITERATIONS)
-    # a step past the image samples its first pixel alone: any larger value is that one (int32 for the C++)
-    sample_step = min(checked_int(sample_step, "sample_step", 1, 2**63 - 1), INT32_MAX)
+    sample_step = checked_step(sample_step)
     v = np.ascontiguousarray(values, dtype=np.float32)
     if v.ndim == 1:
         v = v.reshape(1, -1)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ...core.arguments import INT32_MAX, INT32_MIN, check_xy0
 from ...core.image import Exposure, MaskedImage, _to_int32
 
 
@@ -23,21 +24,6 @@ def planes(masked_image) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
     return masked_image.image, masked_image.mask.array, masked_image.variance, x0, y0
 
 
-def check_xy0(xy0, shape, name: str = "xy0") -> tuple[int, int]:
-    """``(x0, y0)`` as ints, once every pixel of an image of ``shape`` (and one past) lies in int32.
-
-    The C++ kernels take int origins and compute the last pixel x0 + nx - 1 in int: refused here, in
-    our words, what pybind11 would refuse with a signature dump (or the kernels would wrap).
-    """
-    x0, y0 = (int(v) for v in xy0)
-    ny, nx = shape
-    if not (INT32_MIN <= x0 and x0 + nx <= INT32_MAX and INT32_MIN <= y0 and y0 + ny <= INT32_MAX):
-        raise ValueError(f"{name} = ({x0}, {y0}) with shape ({ny}, {nx}) puts pixels outside the int32 range "
-                         f"[{INT32_MIN}, {INT32_MAX - 1}]")
-    return x0, y0
-
-
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def as_int32_offsets(name: str, values, n: int) -> np.ndarray:
