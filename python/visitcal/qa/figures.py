@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.atomic import atomic_write
 
-__all__ = ["FigureRef", "FigureWriter", "new_figure", "require_matplotlib", "thin"]
+__all__ = ["FigureRef", "FigureWriter", "draw_detector_outlines", "new_figure", "require_matplotlib", "thin"]
 
 
 def require_matplotlib():
@@ -90,3 +90,23 @@ class FigureWriter:
         with atomic_write(path) as f:
             f.write(buf.getvalue())
         return FigureRef(path=path.relative_to(self.relative_to).as_posix(), caption=caption)
+
+
+def draw_detector_outlines(ax, products, *, label: bool = True, **line_kw) -> bool:
+    """Draw every detector of ``products`` (a `VisitProducts`) as its focal-plane outline (mm) on ``ax``,
+    labelled with its number; False (nothing drawn) when no detector's geometry is known."""
+    drawn = False
+    kw = {"color": "0.6", "lw": 0.6, **line_kw}
+    for d in products.detectors:
+        xy = products.detector_outline_mm(d)
+        if xy is None:
+            continue
+        ax.plot(xy[:, 0], xy[:, 1], **kw)
+        if label:
+            ax.text(xy[:4, 0].mean(), xy[:4, 1].mean(), str(d), color="0.5", fontsize=7, ha="center", va="center")
+        drawn = True
+    if drawn:
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xlabel("focal plane x (mm)")
+        ax.set_ylabel("focal plane y (mm)")
+    return drawn

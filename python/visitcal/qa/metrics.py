@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..core.atomic import atomic_write
 
 __all__ = ["GRADES", "Metric", "MetricSpec", "QaConfig", "Threshold", "grade", "metric_spec", "metrics_table",
-           "register", "registered_metrics", "worst_grade", "write_metrics"]
+           "register", "registered_metrics", "robust_sigma", "worst_grade", "write_metrics"]
 
 #: The grades, best first. ``n/a``: the metric could not be measured (no data), which is shown, not hidden.
 GRADES = ("ok", "n/a", "warn", "fail")
@@ -245,3 +245,11 @@ def write_metrics(table: pa.Table, path) -> Path:
     with atomic_write(path) as f:
         pq.write_table(table, f)
     return path
+
+
+def robust_sigma(values) -> float:
+    """1.4826 times the median absolute deviation of the finite ``values`` (the Gaussian sigma a median-based
+    estimate gives; analysis_tools' ``sigmaMad``); NaN when there are none."""
+    a = np.asarray(values, float)
+    a = a[np.isfinite(a)]
+    return float(1.4826 * np.median(np.abs(a - np.median(a)))) if a.size else math.nan
