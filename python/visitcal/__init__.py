@@ -18,6 +18,7 @@ The package is grouped by domain, the way LSST's packages are:
 `visitcal.tasks`           the LSST tasks (``pipe_tasks``, ``drp_tasks``)
 `visitcal.sim`             GalSim visit simulator with truth (the ``sim`` extra)
 `visitcal.pipeline`        data repository, per-detector units, resume
+`visitcal.qa`              metrics, figures and the HTML report, with truth (the ``qa`` extra)
 `visitcal.cli`             the ``visitcal`` command
 =========================  ==================================================================
 

@@ -3,7 +3,7 @@ no import cycles, no module left at a flat path, and a docstring on every public
 
 The layers, lowest first, are those of the README's map (and of ``visitcal.__doc__``):
 ``core`` <- ``io`` <- ``detection`` <- ``psf`` <- ``measurement`` <- ``calib`` <- ``tasks`` <- ``sim`` <-
-``pipeline`` <- ``cli``. A module may import from its own layer and from the layers below it; the
+``pipeline`` <- ``qa`` <- ``cli``. A module may import from its own layer and from the layers below it; the
 compiled kernels (``visitcal._core``) and ``visitcal.__version__`` are below everything. The package's
 own ``__init__`` is the facade above everything: it imports lazily from every layer.
 """
@@ -22,7 +22,7 @@ import pytest
 
 import visitcal
 
-LAYERS = ["core", "io", "detection", "psf", "measurement", "calib", "tasks", "sim", "pipeline", "cli"]
+LAYERS = ["core", "io", "detection", "psf", "measurement", "calib", "tasks", "sim", "pipeline", "qa", "cli"]
 RANK = {name: k for k, name in enumerate(LAYERS)}
 PACKAGE_DIR = Path(visitcal.__file__).resolve().parent
 
