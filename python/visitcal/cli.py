@@ -40,6 +40,12 @@ Subcommands available now:
     configuration differs from what ``visitcal run`` would use with the same ``--preset``/``--config``), failed
     (by error type) and missing; degraded units with their reason.
 
+``visitcal qa REPO [--visits V ...] [--out DIR] [--truth] [--config FILE] [--fail-on never|warn|fail]``
+    A static HTML report of a processed repository (`visitcal.qa.report`): ``REPO/qa/index.html`` and a page per
+    visit of figures, tables and metrics graded ok / warn / fail (``metrics_<visit>.parquet``); ``--truth`` adds
+    the comparison with the simulator's truth. Needs the ``qa`` extra (matplotlib). Exit code 3 with
+    ``--fail-on`` when a visit grades that or worse.
+
 calibrate, associate, finalize, reprocess and run also take ``--executor process|dask``: with ``dask`` the
 units run on a Dask cluster, a local one of ``--dask-workers N`` single-threaded processes (default ``-j``) or
 the running scheduler at ``--dask-scheduler ADDRESS``; the products are the same bytes as with ``-j``.
@@ -432,6 +438,19 @@ def _cmd_run(args) -> int:
     return 3 if result.n_failed else 0
 
 
+def _cmd_qa(args) -> int:
+    from .qa.report import make_report
+
+    report = make_report(args.repo, visits=args.visits, out=args.out, truth=args.truth, config=args.config,
+                         progress=None if args.quiet else print)
+    grades = [g for r in report.visits for g in (r.visit_grade,)]
+    print(f"qa report: {report.index} ({len(report.visits)} visit(s): "
+          + ", ".join(f"{g} {grades.count(g)}" for g in ("ok", "warn", "fail") if grades.count(g)) + ")")
+    worst = {"ok": 0, "warn": 1, "fail": 2}
+    limit = {"never": 3, "warn": 1, "fail": 2}[args.fail_on]
+    return 3 if any(worst[g] >= limit for g in grades) else 0
+
+
 def _cmd_status(args) -> int:
     import json
 
@@ -524,6 +543,26 @@ def _load_config(parser, path: str, cls, base=None):
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "config"
         parser.error(f"--config {path!r}: {where}: {first['msg']} ({err.error_count()} error(s))")
+
+
+def _check_qa_args(parser, args) -> None:
+    """``visitcal qa``'s usage errors (exit 2): matplotlib missing, a bad ``--config`` (its thresholds' metric
+    names too); ``args.config`` becomes the `QaConfig`."""
+    from .qa.figures import require_matplotlib
+    from .qa.metrics import QaConfig
+
+    try:
+        require_matplotlib()
+    except ImportError as err:
+        parser.error(str(err))
+    path = args.config
+    args.config = _load_config(parser, path, QaConfig) if path is not None else QaConfig()
+    from .qa.report import check_thresholds
+
+    try:
+        check_thresholds(args.config)
+    except ValueError as err:
+        parser.error(f"--config {path!r}: {err}")
 
 
 def _check_step_args(parser, args) -> None:
@@ -734,6 +773,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", default=None, help="JSON file of a RunConfig to compare with (as visitcal run "
                         "--config: laid over the defaults and --preset)")
     status.set_defaults(func=_cmd_status, status_parser=status)
+
+    qa = sub.add_parser("qa", parents=[common], help="a static HTML report of a processed repository: figures, metrics "
+                                                   "graded ok / warn / fail, the truth with --truth",
+                        description="Write REPO/qa (or --out): index.html, and per visit a page of figures and "
+                                    "tables (processing, PSF, aperture corrections, astrometry, photometry, "
+                                    "catalog) and metrics_<visit>.parquet. Reads only; opens from disk.")
+    qa.add_argument("repo", help="a processed data repository (visitcal run)")
+    qa.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
+    qa.add_argument("--out", default=None, help="output folder (default REPO/qa); its report files are replaced")
+    qa.add_argument("--truth", action="store_true",
+                    help="add the comparison with the simulator's truth (a repository written by visitcal sim)")
+    qa.add_argument("--config", default=None, help="JSON file of a QaConfig, e.g. {\"thresholds\": "
+                    "{\"astromResidualRms\": {\"warn_above\": 10}}}")
+    qa.add_argument("--fail-on", choices=("never", "warn", "fail"), default="never",
+                    help="exit with code 3 when a visit grades this or worse (default: never)")
+    qa.set_defaults(func=_cmd_qa)
     return parser
 
 
@@ -783,9 +838,12 @@ def _main(parser, args) -> int:
             parser.error(f"out {args.out!r}: {err}" if isinstance(err, OSError) else str(err))
     elif args.command in ("associate", "calibrate", "finalize", "reprocess", "run"):
         _check_step_args(parser, args)
-    elif args.command == "status" and not Path(args.repo).is_dir():
+    elif args.command in ("status", "qa") and not Path(args.repo).is_dir():
         parser.error(f"repo {args.repo!r}: no such directory")
-    elif getattr(args, "out", None) is not None and Path(args.out).exists() and not args.overwrite:
+    elif args.command == "qa":
+        _check_qa_args(parser, args)
+    elif args.command != "qa" and getattr(args, "out", None) is not None and Path(args.out).exists() \
+            and not args.overwrite:
         parser.error(f"out {args.out!r} exists; pass --overwrite to replace it")
     from pydantic import ValidationError
 
