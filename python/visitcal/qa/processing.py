@@ -17,7 +17,7 @@ from .metrics import Metric, MetricSpec, QaConfig, Threshold, register
 from .products import STEPS, VisitProducts
 from .section import HtmlTable, Section
 
-__all__ = ["build", "detector_state"]
+__all__ = ["build", "detector_state", "unit_seconds"]
 
 register(
     MetricSpec("nStepsFailed", "processing", "",
@@ -27,8 +27,8 @@ register(
                "Steps that completed with a documented fallback (status 'degraded') on the detector.",
                threshold=Threshold(warn_above=0)),
     MetricSpec("processingTime", "processing", "s",
-               "Wall time of the detector's calibrate, finalize and reprocess units (sum of their 'total' "
-               "timings; finalize's is its visit's time when it ran per visit)."),
+               "Wall time of the detector's calibrate, finalize and reprocess units (the sum of `unit_seconds`: "
+               "each unit's 'total' timing, or, for finalize run per visit, the detector's own stages)."),
     MetricSpec("peakMemory", "processing", "MB",
                "Largest peak resident memory of the processes that ran the detector's units.",
                threshold=Threshold(warn_above=4000.0, fail_above=16000.0)),
@@ -67,10 +67,8 @@ def build(products: VisitProducts, config: QaConfig, figures: FigureWriter) -> S
         statuses = {step: products.status(step, d) for step in STEPS}
         failed = sum(1 for st in statuses.values() if st is None or st.status == "failed")
         degraded = sum(1 for st in statuses.values() if st is not None and st.status == "degraded")
-        total = [st.timings.get("total") for st in statuses.values() if st is not None]
-        total = [float(t) for t in total if t is not None and math.isfinite(float(t))]
-        times[d] = {step: float(st.timings.get("total", math.nan)) if st is not None else math.nan
-                    for step, st in statuses.items()}
+        times[d] = {step: unit_seconds(st) for step, st in statuses.items()}
+        total = [t for t in times[d].values() if math.isfinite(t)]
         peak = [float(st.peak_rss_mb) for st in statuses.values() if st is not None and st.peak_rss_mb is not None]
         memory[d] = max(peak) if peak else math.nan
         state, why = detector_state(products, d)
@@ -90,6 +88,18 @@ def build(products: VisitProducts, config: QaConfig, figures: FigureWriter) -> S
         section.figures.append(_status_map(products, states, figures))
         section.figures.append(_time_memory(products, times, memory, figures))
     return section
+
+
+def unit_seconds(status) -> float:
+    """A unit's own wall time, s: its ``total`` timing; for a detector of a visit-wide unit (finalize per
+    visit, whose ``visit_total`` is the whole visit's) the sum of its own top-level stages (names without a
+    dot); NaN when the unit never ran or recorded no time."""
+    if status is None or not status.timings:
+        return math.nan
+    if "total" in status.timings:
+        return float(status.timings["total"])
+    own = [float(v) for k, v in status.timings.items() if "." not in k and k != "visit_total"]
+    return float(sum(own)) if own else math.nan
 
 
 def _label(st) -> str:

@@ -254,6 +254,13 @@ def _write_text(path: Path, text: str) -> None:
         f.write(text)
 
 
+def _fold(text: str, limit: int = 300) -> str:
+    """Escaped ``text``; over ``limit`` characters, its start with the rest folded in a ``<details>``."""
+    if len(text) <= limit:
+        return _e(text)
+    return f"<details><summary>{_e(text[:limit - 40])}…</summary>{_e(text)}</details>"
+
+
 def _html_table(t: HtmlTable) -> list[str]:
     lines = ["<table>", f"<caption>{_e(t.caption)}</caption>",
              "<tr>" + "".join(f"<th>{_e(c)}</th>" for c in t.columns) + "</tr>"]
@@ -262,10 +269,7 @@ def _html_table(t: HtmlTable) -> list[str]:
         for col, value in zip(t.columns, row):
             if isinstance(value, str):
                 cls = _GRADE_CLASS.get(value.split(" (")[0], "text")
-                text = _e(value)
-                if len(value) > 160:  # a long provenance message folds away
-                    text = f"<details><summary>{_e(value[:120])}…</summary>{_e(value)}</details>"
-                cells.append(f'<td class="{cls}">{text}</td>')
+                cells.append(f'<td class="{cls}">{_fold(value, 160)}</td>')  # a long message folds away
             else:
                 cells.append(f"<td>{_fmt(value, t.formats.get(col))}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
@@ -322,7 +326,7 @@ def _visit_page(repo, visit, products, sections, table, states, grades, visit_gr
             flagged.setdefault(d, []).append(f"{name} ({g})")
     for d in products.detectors:
         state, why = states[d]
-        reason = _e(why) if len(why) <= 160 else f"<details><summary>{_e(why[:120])}…</summary>{_e(why)}</details>"
+        reason = _fold(why, 160)
         body.append(f'<tr><td>{d}</td><td class="{_GRADE_CLASS[state]}">{_e(state)}</td>'
                     f'<td class="{_GRADE_CLASS[grades[d]]}">{_e(grades[d])}</td>'
                     f'<td class="text">{_e(", ".join(flagged.get(d, [])))}</td><td class="text">{reason}</td></tr>')
@@ -336,7 +340,7 @@ def _visit_page(repo, visit, products, sections, table, states, grades, visit_gr
                     + "</ul></details>")
     for s in sections:
         body.append(f'<h2 id="{_e(s.key)}">{_e(s.title)}</h2>')
-        body += [f'<p class="note">{_e(n)}</p>' for n in s.notes]
+        body += [f'<p class="note">{_fold(n)}</p>' for n in s.notes]
         body += _metric_grid(s, table, products.detectors)
         for t in s.tables:
             body += _html_table(t)
