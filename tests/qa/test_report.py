@@ -166,8 +166,12 @@ def test_a_failed_detector_is_reported_and_graded_fail(processed_repo, tmp_path)
     _parse(r.page)
 
 
-def test_a_rerun_gives_the_same_bytes(report, processed_repo, tmp_path):
+def test_a_rerun_gives_the_same_bytes_and_no_stale_figure(report, processed_repo, tmp_path):
+    stale = tmp_path / "again" / "001000" / "figures" / "psf_stamps_d007.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(PNG)
     again = make_report(processed_repo, out=tmp_path / "again")
+    assert not stale.exists()
     for a, b in zip(report.visits, again.visits):
         assert a.page.read_bytes() == b.page.read_bytes()
         assert pq.read_table(a.metrics_path).equals(pq.read_table(b.metrics_path))

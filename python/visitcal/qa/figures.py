@@ -76,6 +76,7 @@ class FigureWriter:
         self.relative_to = Path(relative_to)
         self.dpi = int(dpi)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.written: set[str] = set()
 
     def save(self, fig, name: str, caption: str) -> FigureRef:
         """Write ``fig`` to ``<directory>/<name>.png`` and release it. ``name`` may hold letters, digits,
@@ -89,7 +90,16 @@ class FigureWriter:
         fig.clear()
         with atomic_write(path) as f:
             f.write(buf.getvalue())
+        self.written.add(path.name)
         return FigureRef(path=path.relative_to(self.relative_to).as_posix(), caption=caption)
+
+    def remove_stale(self) -> list[Path]:
+        """Delete the PNG files of ``directory`` this writer did not write (a previous report's figures that
+        this one no longer draws), so the folder holds exactly the current report's; returns them."""
+        stale = sorted(p for p in self.directory.glob("*.png") if p.name not in self.written)
+        for p in stale:
+            p.unlink()
+        return stale
 
 
 def draw_detector_outlines(ax, products, *, label: bool = True, **line_kw) -> bool:

@@ -180,6 +180,7 @@ def _visit_report(repo, visit, detectors, section_names, out, config) -> VisitRe
             log.exception("qa: section %s failed on visit %s", name, visit)
             errors[name] = f"{type(err).__name__}: {err}"
             sections.append(Section(name, name.capitalize(), notes=[f"This section failed: {errors[name]}"]))
+    figures.remove_stale()
     metrics = [m for s in sections for m in s.metrics]
     table = metrics_table(visit, metrics, config)
     metrics_path = write_metrics(table, folder / f"metrics_{visit:06d}.parquet")
