@@ -4,7 +4,9 @@
   the names in its ``__all__`` (autosummary then writes a stub page per name beside it);
 - ``generated/configuration.rst``: one table per pydantic config model (field, type, default,
   description from ``model_fields``), nested models expanded once and linked;
-- ``generated/cli.rst``: the ``--help`` text of ``visitcal`` and each of its subcommands.
+- ``generated/cli.rst``: the ``--help`` text of ``visitcal`` and each of its subcommands;
+- ``generated/qa_metrics.rst``: every metric of ``visitcal qa`` (name, section, unit, scope, default
+  thresholds, LSST name, description) from the metric registry.
 
 Files are rewritten only when their text changes, so incremental builds stay incremental.
 """
@@ -25,7 +27,7 @@ import pydantic
 
 #: The subpackages documented in the API reference, in the order of the package map.
 SUBPACKAGES = ["core", "io", "detection", "psf", "measurement", "measurement.plugins", "calib", "tasks",
-               "sim", "pipeline"]
+               "sim", "pipeline", "qa"]
 
 #: Modules documented with ``:members:`` on their subpackage's page although the subpackage does not
 #: re-export them (the pipeline steps hold the CLI step configs).
@@ -34,6 +36,10 @@ EXTRA_MODULES = {
                  "visitcal.pipeline.finalize_step", "visitcal.pipeline.visit_summary_step",
                  "visitcal.pipeline.reprocess_step", "visitcal.pipeline.chain", "visitcal.pipeline.status",
                  "visitcal.pipeline.lock", "visitcal.pipeline.runner"],
+    "qa": ["visitcal.qa.report", "visitcal.qa.processing", "visitcal.qa.psf", "visitcal.qa.rho",
+           "visitcal.qa.apcorr", "visitcal.qa.astrometry", "visitcal.qa.photometry", "visitcal.qa.catalog",
+           "visitcal.qa.truth", "visitcal.qa.products", "visitcal.qa.figures", "visitcal.qa.section",
+           "visitcal.qa.metrics"],
 }
 
 #: Roots of the configuration reference: (section title, dotted path of the model).
@@ -44,6 +50,7 @@ CONFIG_ROOTS = [
         "visitcal.pipeline.finalize_step.FinalizeStepConfig",
         "visitcal.pipeline.reprocess_step.ReprocessStepConfig",
         "visitcal.pipeline.chain.RunConfig",
+        "visitcal.qa.metrics.QaConfig",
     ]),
     ("Tasks", [
         "visitcal.tasks.CharacterizeImageConfig",
@@ -207,9 +214,30 @@ def _cli_page() -> str:
     return "\n".join(lines)
 
 
+# -------------------------------------------------------------------------------------- QA metrics
+def _qa_metrics_page() -> str:
+    from visitcal.qa.report import import_sections
+    from visitcal.qa.metrics import registered_metrics
+
+    import_sections()
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 18 9 6 7 14 14 32", "",
+             "   * - metric", "     - section", "     - unit", "     - scope", "     - warn", "     - fail",
+             "     - description"]
+    for spec in registered_metrics():
+        if spec.name.startswith("test"):  # tests register their own; never in the docs
+            continue
+        th = spec.threshold
+        desc = spec.description + (f" LSST: ``{spec.lsst_name}``." if spec.lsst_name else "")
+        lines += [f"   * - ``{spec.name}``", f"     - {spec.section}", f"     - {spec.unit or '—'}",
+                  f"     - {spec.scope}", f"     - {_cell(th.describe('warn')) if th else ''}",
+                  f"     - {_cell(th.describe('fail')) if th else ''}", f"     - {_cell(desc)}"]
+    return "\n".join(lines) + "\n"
+
+
 def generate(docs: Path) -> None:
     """Write every generated page under ``docs`` (called by ``conf.py`` on each build)."""
     for sub in SUBPACKAGES:
         _write(docs / "api" / "generated" / f"visitcal.{sub}.rst", _api_page(sub))
     _write(docs / "generated" / "configuration.rst", _config_page())
     _write(docs / "generated" / "cli.rst", _cli_page())
+    _write(docs / "generated" / "qa_metrics.rst", _qa_metrics_page())
