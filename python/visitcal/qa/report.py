@@ -59,6 +59,7 @@ class VisitReport:
     n_metrics: int
     section_errors: dict[str, str]
     seconds: float
+    section_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -172,14 +173,16 @@ def _visit_report(repo, visit, detectors, section_names, out, config) -> VisitRe
     folder = out / f"{visit:06d}"
     products = VisitProducts(repo, visit, detectors)
     figures = FigureWriter(folder / "figures", folder, dpi=config.dpi)
-    sections, errors = [], {}
+    sections, errors, seconds = [], {}, {}
     for name in section_names:
+        t_section = time.perf_counter()
         try:
             sections.append(_section_builder(name)(products, config, figures))
         except Exception as err:  # noqa: BLE001 - one section's failure must not cost the others
             log.exception("qa: section %s failed on visit %s", name, visit)
             errors[name] = f"{type(err).__name__}: {err}"
             sections.append(Section(name, name.capitalize(), notes=[f"This section failed: {errors[name]}"]))
+        seconds[name] = time.perf_counter() - t_section
     figures.remove_stale()
     metrics = [m for s in sections for m in s.metrics]
     table = metrics_table(visit, metrics, config)
@@ -192,7 +195,7 @@ def _visit_report(repo, visit, detectors, section_names, out, config) -> VisitRe
     _write_text(page, _visit_page(repo, visit, products, sections, table, states, grades, visit_grade, errors))
     return VisitReport(visit=visit, page=page, metrics_path=metrics_path, detector_grades=grades,
                        detector_states=states, visit_grade=visit_grade, n_metrics=table.num_rows,
-                       section_errors=errors, seconds=time.perf_counter() - t0)
+                       section_errors=errors, seconds=time.perf_counter() - t0, section_seconds=seconds)
 
 
 def _detector_grades(table: pa.Table, states) -> dict[int, str]:
