@@ -62,7 +62,7 @@ def tutorial(tmp_path_factory):
 
 def test_the_commands_are_the_whole_chain_and_the_page_shows_them():
     assert [argv[1] for argv in tutorial_commands()] == ["sim", "calibrate", "associate", "finalize", "reprocess",
-                                                         "status", "run"]
+                                                         "status", "run", "qa"]
     page = (TUTORIAL / "index.rst").read_text()
     assert ".. literalinclude:: commands.sh" in page and ".. literalinclude:: inspect_repo.py" in page
 
@@ -88,6 +88,22 @@ def test_every_detector_and_tract_is_ok(tutorial):
         ["finalize", "4", "0", "0", "0"], ["visit_summary", "2", "0", "0", "0"], ["reprocess", "4", "0", "0", "0"]]
     for step, n in (("calibrate", 4), ("finalize", 4), ("visit_summary", 2), ("reprocess", 4)):
         assert re.search(rf"== {step}: {n} units, {n} done \(\d+ degraded, {n} skipped, up to date\), 0 failed", printed["run"])
+
+
+def test_the_qa_report_is_written_and_every_detector_is_ok(tutorial):
+    import pyarrow.parquet as pq
+
+    cwd, outputs = tutorial
+    qa = cwd / REPO / "qa"
+    assert (qa / "index.html").is_file() and "qa report:" in dict(outputs)["qa"]
+    for visit in (1000, 1001):
+        page = (qa / f"{visit:06d}" / "index.html").read_text()
+        assert 'id="truth"' in page and "This section failed" not in page
+        t = pq.read_table(qa / f"{visit:06d}" / f"metrics_{visit:06d}.parquet").to_pydict()
+        rows = {(d, m): (v, g) for d, m, v, g in zip(t["detector"], t["metric"], t["value"], t["grade"])}
+        for _, detector in DETECTORS:
+            assert rows[(detector, "nStepsFailed")] == (0.0, "ok")
+            assert rows[(detector, "truthWcsRms")][0] < 10.0          # mas, the final WCS against the truth
 
 
 def test_visit_images_in_njy_with_their_sources_and_psf_near_truth(tutorial):
