@@ -19,6 +19,8 @@ Layout (visits 6-digit, detectors 3-digit, zero-padded)::
       provenance/<step>/<tract>.json                            per tract, as per detector
       refit_psf_models/, refit_psf_star/, visit_summary/        per-visit outputs (``<name>_<visit>.<ext>``)
       provenance/visit_summary/<visit>.json                     per visit, as per detector
+      qa/index.html, qa/<visit>/...                             ``visitcal qa``'s report (`visitcal.qa.report`):
+                                                                read from the products, never read by a step
 
 Up to date, redone, skipped
 ---------------------------
