@@ -19,7 +19,7 @@ Per detector and default field (``base_PsfFlux`` -> ``PsfFlux``, ``base_Gaussian
   median says the stored map is not the one fitted to these stars);
 * ``apCorr<F>Range`` (mmag): ``2500 log10(max / min)`` of the field on a ``QaConfig.apcorr_grid`` square grid of
   pixel positions spanning the field's box (corners included);
-* ``nApCorrStar``: the stars of the ``base_PsfFlux`` fit.
+* ``nApCorrStar``: the stars of the ``base_PsfFlux`` fit (NaN for a detector without a map: no fit).
 
 Figures: each ``<alg>_instFlux`` field of each detector as an image (``apcorr_map_dNNN``), each field over the
 focal plane (``apcorr_mosaic_<alg>``), and for the default fields the measured ratios against the field at
@@ -168,7 +168,7 @@ def build(products, config: QaConfig, figures) -> Section:
             sec.metrics += [Metric(f"apCorr{short}ResidualMedian", med, d),
                             Metric(f"apCorr{short}ResidualSigmaMad", sig, d), Metric(f"apCorr{short}Range", rng, d)]
         n = math.nan
-        if det_stars is not None and "apcorr_base_PsfFlux_used" in det_stars.colnames:
+        if m is not None and det_stars is not None and "apcorr_base_PsfFlux_used" in det_stars.colnames:
             n = float(np.count_nonzero(np.asarray(det_stars["apcorr_base_PsfFlux_used"], bool)))
         sec.metrics.append(Metric("nApCorrStar", n, d))
     sec.notes.append(f"Measured ratio: {ref}_instFlux over the raw flux (instFlux / apCorr) of the stars each fit "
