@@ -42,7 +42,8 @@ def built(processed_repo, tmp_path_factory):
     out = tmp_path_factory.mktemp("calib_sections")
     writer = FigureWriter(out / "figures", out, dpi=40)
     config = QaConfig()
-    sections = {m.__name__.rsplit(".", 1)[1]: m.build(products, config, writer) for m in (astrometry, photometry, apcorr)}
+    sections = {m.__name__.rsplit(".", 1)[1]: m.build(products, config, writer)
+                for m in (astrometry, photometry, apcorr)}
     return products, config, sections, out
 
 
@@ -116,7 +117,8 @@ def test_photometry_metrics_recomputed(built):
         zp = float(np.asarray(vs["zeroPoint"])[np.asarray(vs["detector"]) == d][0])
         zps.append(zp)
         assert m[("zeroPoint", d)] == zp
-        assert _close(m[("zeroPointErr", d)], 1000 * float(products.header("preliminary_visit_image", d)["MAGZERO_ERR"]))
+        magzero_err = float(products.header("preliminary_visit_image", d)["MAGZERO_ERR"])
+        assert _close(m[("zeroPointErr", d)], 1000 * magzero_err)
         src = products.source(d)
         rows, ridx, _ = _match(src, np.flatnonzero(_point_sources(src, config.photom_min_snr)), ref,
                                config.match_radius_arcsec)
@@ -125,7 +127,8 @@ def test_photometry_metrics_recomputed(built):
         assert diff.size >= 5 and m[("nPhotomMatch", d)] == diff.size
         assert _close(m[("photomRefMagDiffMedian", d)], np.median(diff))
         assert _close(m[("photomRefMagDiffSigmaMad", d)], _robust_sigma(diff))
-        keep = _point_sources(src, config.psf_ap_min_snr) & ~np.asarray(src["base_CircularApertureFlux_12_0_flag"], bool)
+        keep = _point_sources(src, config.psf_ap_min_snr)
+        keep &= ~np.asarray(src["base_CircularApertureFlux_12_0_flag"], bool)
         keep &= np.asarray(src["base_CircularApertureFlux_12_0_flux"], float) > 0
         dm = 1000 * (np.asarray(src["base_PsfFlux_mag"], float) - np.asarray(src["base_CircularApertureFlux_12_0_mag"],
                                                                               float))[keep]

@@ -72,7 +72,8 @@ def star_residuals_mmag(stars, field, alg: str):
     rows = np.flatnonzero(np.asarray(stars[used_col], bool))
     ref_col = _slot(stars, "CalibFlux", "base_NormalizedCompensatedTophatFlux") + "_instFlux"
     cen = _slot(stars, "Centroid", "base_SdssCentroid")
-    if ref_col not in stars.colnames or rows.size == 0:
+    if ref_col not in stars.colnames or f"{cen}_x" not in stars.colnames or f"{cen}_y" not in stars.colnames \
+            or rows.size == 0:
         return empty
     flux = np.asarray(stars[f"{alg}_instFlux"], float)[rows]
     if f"{alg}_apCorr" in stars.colnames:  # finalize applied the correction in place: undo it
@@ -214,7 +215,8 @@ def _figures(sec, products, config, figures, maps, star_data, stars) -> None:
             im = ax.imshow(img, origin="lower", cmap="viridis",
                            extent=(b.min_x - 0.5, b.max_x + 0.5, b.min_y - 0.5, b.max_y + 0.5))
             fig.colorbar(im, ax=ax, shrink=0.8)
-            if stars is not None and f"apcorr_{alg}_used" in stars.colnames:
+            if stars is not None and f"apcorr_{alg}_used" in stars.colnames and f"{cen}_x" in stars.colnames \
+                    and f"{cen}_y" in stars.colnames:
                 s = stars[(np.asarray(stars["detector"]) == d) & np.asarray(stars[f"apcorr_{alg}_used"], bool)]
                 ax.plot(np.asarray(s[f"{cen}_x"], float), np.asarray(s[f"{cen}_y"], float), "k.", ms=3)
             ax.set_title(alg, fontsize=8)

@@ -42,10 +42,13 @@ from .figures import draw_detector_outlines, new_figure, thin
 from .metrics import Metric, MetricSpec, QaConfig, Threshold, register
 from .section import HtmlTable, Section
 
-__all__ = ["AstrometryMatches", "astrometry_stars", "build", "match_to_refcat", "point_sources",
-           "residual_stats"]
+__all__ = ["AstrometryMatches", "SOURCE_COLUMNS", "astrometry_stars", "build", "match_to_refcat", "missing_columns",
+           "point_sources", "residual_stats"]
 
 MAS_PER_DEG = 3.6e6
+
+#: The source-catalog columns `point_sources` and `match_to_refcat` cannot do without.
+SOURCE_COLUMNS = ("coord_ra", "coord_dec", "base_PsfFlux_flux", "base_PsfFlux_fluxErr")
 
 _DET = (
     MetricSpec("astromOffsetMean", "astrometry", "arcsec",
@@ -79,6 +82,11 @@ register(*_DET, *_VISIT)
 #: The per-detector metric names computed from the matches, in table order.
 _MATCH_METRICS = ("nAstromMatch", "astromOffsetMean", "astromOffsetStd", "astromResidualRaMean",
                   "astromResidualDecMean", "astromResidualRms")
+
+
+def missing_columns(table, names) -> list[str]:
+    """The ``names`` that ``table`` (an astropy Table) lacks, in order."""
+    return [n for n in names if n not in table.colnames]
 
 
 def _column(table, name, default=None):
@@ -212,12 +220,20 @@ def build(products, config: QaConfig, figures) -> Section:
     if refcat is None:
         sec.notes.append("No reference catalog: " + products.problems.get("refcat", "not found") +
                          "; the match metrics are NaN.")
+    elif missing_columns(refcat, ("ra", "dec")):
+        sec.notes.append("The reference catalog lacks ra/dec: the match metrics are NaN.")
+        refcat = None
     per_det: dict[int, AstrometryMatches | None] = {}
     for d in products.detectors:
         src = products.source(d) if refcat is not None else None
         if refcat is not None and src is None:
             why = products.problems.get(f"source {products.visit:06d}/{d:03d}", "missing")
             sec.notes.append(f"Detector {d}: no final source catalog ({why}); its astrometry metrics are NaN.")
+        elif src is not None and missing_columns(src, SOURCE_COLUMNS):
+            lacking = ", ".join(missing_columns(src, SOURCE_COLUMNS))
+            sec.notes.append(f"Detector {d}: the source catalog lacks {lacking}; "
+                             "its astrometry metrics are NaN.")
+            src = None
         m = None
         if src is not None:
             mask, selection = astrometry_stars(src, min_snr)

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from ..core.photocalib import AB_ZERO_POINT_NJY
-from .astrometry import match_to_refcat, point_sources
+from .astrometry import SOURCE_COLUMNS, match_to_refcat, missing_columns, point_sources
 from .figures import draw_detector_outlines, new_figure, thin
 from .metrics import Metric, MetricSpec, QaConfig, Threshold, register, robust_sigma
 from .section import HtmlTable, Section
@@ -153,19 +153,23 @@ def build(products, config: QaConfig, figures) -> Section:
     # calibrated - reference, PSF - aperture
     band = band_of(products)
     refcat = products.refcat
-    ref_ok = refcat is not None and band is not None and f"{band}_flux" in refcat.colnames
+    ref_ok = refcat is not None and band is not None and not missing_columns(refcat, ("ra", "dec", f"{band}_flux"))
     if refcat is None:
         sec.notes.append("No reference catalog: the reference-magnitude metrics are NaN.")
     elif band is None:
         sec.notes.append("No BAND card in the image headers: the reference-magnitude metrics are NaN.")
     elif not ref_ok:
-        sec.notes.append(f"The reference catalog has no {band}_flux column: the reference-magnitude metrics are NaN.")
+        lacking = ", ".join(missing_columns(refcat, ("ra", "dec", f"{band}_flux")))
+        sec.notes.append(f"The reference catalog lacks {lacking}: "
+                         "the reference-magnitude metrics are NaN.")
     ref_parts, ap_parts = {}, {}
     for d in products.detectors:
         src = products.source(d)
-        if src is None:
-            why = products.problems.get(f"source {products.visit:06d}/{d:03d}", "missing")
-            sec.notes.append(f"Detector {d}: no final source catalog ({why}); its photometry metrics are NaN.")
+        lacking = missing_columns(src, (*SOURCE_COLUMNS, "base_PsfFlux_mag")) if src is not None else []
+        if src is None or lacking:
+            why = products.problems.get(f"source {products.visit:06d}/{d:03d}", "missing") if src is None \
+                else "lacks " + ", ".join(lacking)
+            sec.notes.append(f"Detector {d}: no usable final source catalog ({why}); its photometry metrics are NaN.")
             for name in (*_REF, *_PSFAP):
                 sec.metrics.append(Metric(name, math.nan, d))
             continue

@@ -239,7 +239,8 @@ def test_apcorr_exact_field_gives_zero_residual_and_known_range(tmp_path, writer
         assert m[(f"apCorr{short}ResidualSigmaMad", 0)] < 1e-9
     # the fields are linear in x and y: their extremes are at the box's corner pixels
     for alg, short in (("base_PsfFlux", "PsfFlux"), ("base_GaussianFlux", "GaussianFlux")):
-        corners = fields[alg].evaluate(np.array([0.0, SIZE - 1, 0.0, SIZE - 1]), np.array([0.0, 0.0, SIZE - 1, SIZE - 1]))
+        corners = fields[alg].evaluate(np.array([0.0, SIZE - 1, 0.0, SIZE - 1]),
+                                       np.array([0.0, 0.0, SIZE - 1, SIZE - 1]))
         expect = 2500 * math.log10(corners.max() / corners.min())
         assert abs(m[(f"apCorr{short}Range", 0)] - expect) < 1e-9 * expect
     assert m[("nApCorrStar", 0)] == 30
@@ -266,3 +267,16 @@ def test_sections_without_any_product_build_with_nan(writer):
     for mod in (astrometry, photometry, apcorr):
         sec = mod.build(products, QaConfig(), writer)
         assert sec.notes and all(math.isnan(x.value) for x in sec.metrics if x.name != "zeroPointScatter")
+
+
+def test_catalog_lacking_a_column_gives_nan_and_a_note(writer):
+    ref = _refcat()
+    broken = _sources(ref, np.arange(20))
+    broken.remove_column("base_PsfFlux_fluxErr")
+    products = FakeProducts([0, 1], {0: broken, 1: _sources(ref, np.arange(20, 40), ddec_mas=30.0, detector=1)},
+                            ref, headers={0: _header(), 1: _header()})
+    for mod, name in ((astrometry, "astromResidualRms"), (photometry, "photomRefMagDiffMedian")):
+        sec = mod.build(products, QaConfig(), writer)
+        m = _metrics(sec)
+        assert math.isnan(m[(name, 0)]) and math.isfinite(m[(name, 1)])
+        assert any("Detector 0" in n and "base_PsfFlux_fluxErr" in n for n in sec.notes)
