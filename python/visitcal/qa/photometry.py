@@ -140,6 +140,9 @@ def build(products, config: QaConfig, figures) -> Section:
         sec.notes.append("No visit summary (" + next((v for k, v in products.problems.items()
                                                      if k.startswith("visit_summary")), "missing") +
                          "): zero points are NaN.")
+    elif missing_columns(vs, ("detector", "zeroPoint")):
+        sec.notes.append("The visit summary lacks " + ", ".join(missing_columns(vs, ("detector", "zeroPoint"))) +
+                         ": zero points are NaN.")
     else:
         for det, value in zip(np.asarray(vs["detector"]), np.asarray(vs["zeroPoint"], float)):
             if int(det) in zp:
