@@ -176,6 +176,23 @@ class QaConfig(BaseModel):
         200_000, ge=100, le=10_000_000, description="Most points drawn in one scatter plot (evenly thinned).")
     dpi: int = Field(90, ge=30, le=300, description="Resolution of the PNG figures.")
 
+    # --- astrometry, photometry and apcorr sections (qa/astrometry.py, photometry.py, apcorr.py) -------------
+    astrom_min_snr: float = Field(
+        50.0, gt=0.0, le=1e6, description="Astrometry: PSF-flux S/N above which a point source is matched to the "
+                                          "reference catalog (when calib_astrometry_used flags none). 50: at S/N 10 "
+                                          "the centroid noise alone (~40 mas rms on the simulated repositories) "
+                                          "exceeds the residual rms's warn bound of 20 mas; above 50 it is ~6 mas.")
+    photom_min_snr: float = Field(
+        50.0, gt=0.0, le=1e6, description="Photometry: PSF-flux S/N above which a matched star enters the "
+                                          "calibrated - reference magnitude metrics.")
+    psf_ap_min_snr: float = Field(
+        100.0, gt=0.0, le=1e6, description="Photometry: PSF-flux S/N above which a star enters the PSF - aperture "
+                                           "magnitude metrics.")
+    apcorr_grid: int = Field(
+        32, ge=2, le=512, description="Aperture corrections: points per side of the grid each field is drawn and "
+                                      "its range measured on.")
+    # --- end of the astrometry, photometry and apcorr block -------------------------------------------------
+
     @model_validator(mode="after")
     def _check(self):
         if self.rho_min_sep_arcmin >= self.rho_max_sep_arcmin:
