@@ -355,22 +355,23 @@ def _rho_figure(res, used, config, figures):
             ax.text(0.5, 0.5, f"too few {kind} stars for pairs", ha="center", va="center", transform=ax.transAxes)
             ax.set_title(f"rho statistics, {kind} stars")
             continue
-        drawn = False
+        lowest = []
         for k, name in enumerate(RHO_NAMES):
             v, err = r.xip[k], np.sqrt(r.varxip[k])
             ok = np.isfinite(v) & (v != 0)
             if not ok.any():
                 continue
-            # one series per rho; negative values as open symbols of the same colour
-            line = ax.errorbar(r.meanr[ok & (v > 0)], v[ok & (v > 0)], yerr=err[ok & (v > 0)], fmt=markers[k],
-                               ms=4, capsize=2, label=name)
-            color = line[0].get_color()
-            neg = ok & (v < 0)
-            ax.errorbar(r.meanr[neg], -v[neg], yerr=err[neg], fmt=markers[k], ms=4, capsize=2, color=color,
+            lowest.append(np.min(np.abs(v[ok])))
+            # shifted a little along x so the five do not overlap; negative values open, same colour
+            x = r.meanr * 1.04 ** (k - 2)
+            pos, neg = ok & (v > 0), ok & (v < 0)
+            line = ax.errorbar(x[pos], v[pos], yerr=err[pos], fmt=markers[k], ms=4, capsize=2, label=name)
+            ax.errorbar(x[neg], -v[neg], yerr=err[neg], fmt=markers[k], ms=4, capsize=2, color=line[0].get_color(),
                         mfc="none")
-            drawn = True
-        if drawn:
+        if lowest:
             ax.set_yscale("log")
+            # error bars reaching zero would stretch the axis to nothing: the axis starts a decade below the data
+            ax.set_ylim(bottom=0.1 * min(lowest))
             ax.legend(fontsize=7)
         ax.set_xlim(config.rho_min_sep_arcmin, config.rho_max_sep_arcmin)
         ax.set_title(f"rho statistics, {kind} stars ({r.n_stars})")
