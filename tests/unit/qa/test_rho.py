@@ -43,8 +43,8 @@ def test_constant_residual_gives_its_square_in_every_bin():
 def test_uncorrelated_residuals_are_consistent_with_zero():
     rng, ra, dec, e1m, e2m, Tm = _field(800, 2)
     s = 0.01
-    r = rho_statistics(ra, dec, e1m + rng.normal(0, s, 800), e2m + rng.normal(0, s, 800), Tm * (1 + rng.normal(0, 0.01, 800)),
-                       e1m, e2m, Tm, **KW)
+    r = rho_statistics(ra, dec, e1m + rng.normal(0, s, 800), e2m + rng.normal(0, s, 800),
+                       Tm * (1 + rng.normal(0, 0.01, 800)), e1m, e2m, Tm, **KW)
     sigma = np.sqrt(r.varxip[0])
     assert np.all(np.abs(r.xip[0]) < 4 * sigma), (r.xip[0], sigma)
     # and the test can fail: the same residuals plus a constant 0.01 are 4 sigma away everywhere
