@@ -514,7 +514,7 @@ def _stamp_figure(d, exposure, psf, stars, picks, config, figures):
     for row, (kind, i) in enumerate(picks):
         star, model, res = star_model_residual(exposure.image, xy0, psf, float(x[i]), float(y[i]), size)
         vmax = float(np.nanmax(model)) if np.isfinite(model).any() and np.nanmax(model) > 0 else 1.0
-        for col, (img, title) in enumerate(((star, "star"), (model, "model"), (res, "residual x10"))):
+        for col, (img, title) in enumerate(((star, "star"), (model, "model"), (res, "residual (+-10% peak)"))):
             ax = axes[row, col]
             if col < 2:
                 ax.imshow(img, origin="lower", cmap="viridis", vmin=-0.05 * vmax, vmax=vmax, interpolation="nearest")
@@ -529,5 +529,5 @@ def _stamp_figure(d, exposure, psf, stars, picks, config, figures):
                 ax.set_ylabel(f"{kind}\n({x[i]:.0f}, {y[i]:.0f})", fontsize=7)
     return figures.save(fig, f"psf_stamps_d{d:03d}",
                         f"Detector {d}: brightest used and reserved PSF stars (visit_image), the refit PSF model "
-                        "scaled by its least-squares amplitude, and star - model on a 10x stretched diverging "
-                        "scale (+-10% of the model peak).")
+                        "scaled by its least-squares amplitude, and star - model on a diverging scale of +-10% of "
+                        "the model peak.")

@@ -16,7 +16,8 @@ x towards +ra (east), y towards +dec (north); the ellipticities must be given in
 PSF section transforms each star's moments with the local Jacobian of its WCS). Pairs are counted by the C++
 kernel ``_core.shear_correlation`` (every pair, exactly: rho1 and rho3 over unordered pairs i < j, the cross
 terms over ordered pairs i != j, TreeCorr's counting), or by TreeCorr (``backend="treecorr"``, the ``qa``
-extra, flat coordinates, ``bin_slop=0``, ``angle_slop=0``), which agree to rounding.
+extra, flat coordinates, ``bin_slop=0``, ``angle_slop=0``), which agree to rounding (TreeCorr keeps weights in
+single precision: with weights that are not exact in float32 the two differ by ~1e-8 relative).
 
 The error is TreeCorr's ``'shot'`` estimate: ``varxip = 2 var(a) var(b) / weight`` per bin, with var the
 per-component weighted variance of each field (``Catalog.varg``), i.e. shape noise only, no cosmic/sample
