@@ -325,3 +325,21 @@ def test_stamp_model_matches_a_known_star():
     # at the image's edge the stamp is NaN outside
     star, _, _ = psf_section.star_model_residual(image, (10, 5), psf, 11.0, 6.0, 15)
     assert np.isnan(star[0, 0]) and np.isfinite(star[7, 7])
+
+
+def test_large_star_sets_go_to_treecorr_with_the_same_numbers(tmp_path, monkeypatch):
+    """Above TREECORR_ABOVE stars the section pairs with TreeCorr (when installed): same metrics to rounding."""
+    pytest.importorskip("treecorr", reason="TreeCorr not installed (pip install 'visitcal[qa]'): not checked")
+    stars, vs = _synthetic_visit(seed=3)
+    # a varying residual, so the rho values are not all |de|^2
+    rng = np.random.default_rng(4)
+    stars["base_SdssShape_xy"] += rng.normal(0, 0.02, len(stars))
+    ref = _values(psf_section.build(FakeProducts(7, [0, 1], stars, vs), CONFIG, FigureWriter(tmp_path / "a", tmp_path)))
+    monkeypatch.setattr(psf_section, "TREECORR_ABOVE", 10)
+    section = psf_section.build(FakeProducts(7, [0, 1], stars, vs), CONFIG, FigureWriter(tmp_path / "b", tmp_path))
+    assert any("paired by TreeCorr" in note for note in section.notes)
+    got = _values(section)
+    for k in range(1, 6):
+        value = got[(f"rho{k}At1Arcmin", None)]
+        assert math.isfinite(value)
+        assert math.isclose(value, ref[(f"rho{k}At1Arcmin", None)], rel_tol=1e-8, abs_tol=1e-14)
