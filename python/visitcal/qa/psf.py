@@ -24,7 +24,8 @@ Metrics, per detector and (suffix ``Visit``) over all the visit's detectors:
 - the whisker means ``psfModelE1Mean``, ``psfModelE2Mean``: the model's ellipticity averaged over every PSF
   star with valid moments;
 
-and per visit the rho statistics (`visitcal.qa.rho`) of the reserved stars: ``rho1At1Arcmin`` ..
+and per visit the rho statistics (`visitcal.qa.rho`; paired by TreeCorr above `TREECORR_ABOVE` stars when it
+is installed) of the reserved stars: ``rho1At1Arcmin`` ..
 ``rho5At1Arcmin`` (xi+ in the bin containing 1 arcmin; NaN when that bin has no pair), ``rho1At1ArcminErr``
 (its shot-noise sigma). For the rho statistics the moments are carried to the sky's tangent plane (x east,
 y north) with the local Jacobian of the visit summary's WCS at each star (`visitcal.core.wcs.local_cd_matrix`),
@@ -53,13 +54,16 @@ __all__ = ["DETECTOR_METRICS", "VISIT_METRICS", "build", "psf_star_quantities", 
 SECTION = "psf"
 
 _LSST_SPECS = [
-    MetricSpec("nPsfStar", SECTION, "", "PSF stars used by the refit PSF (calib_psf_used).",
+    MetricSpec("nPsfStar", SECTION, "",
+               "PSF stars used by the refit PSF (calib_psf_used); warn below 10, fail below 3.",
                threshold=Threshold(warn_below=10, fail_below=3), lsst_name="nPsfStar"),
     MetricSpec("psfStarDeltaE1Median", SECTION, "",
-               "Median of e1(star) - e1(model) over the used PSF stars with 50 < S/N < 1000 (pixel frame).",
+               "Median of e1(star) - e1(model) over the used PSF stars with 50 < S/N < 1000 (pixel frame); warn "
+               "|x| > 0.005, fail |x| > 0.02.",
                threshold=Threshold(warn_above=0.005, fail_above=0.02, absolute=True), lsst_name="psfStarDeltaE1Median"),
     MetricSpec("psfStarDeltaE2Median", SECTION, "",
-               "Median of e2(star) - e2(model) over the used PSF stars with 50 < S/N < 1000 (pixel frame).",
+               "Median of e2(star) - e2(model) over the used PSF stars with 50 < S/N < 1000 (pixel frame); warn "
+               "|x| > 0.005, fail |x| > 0.02.",
                threshold=Threshold(warn_above=0.005, fail_above=0.02, absolute=True), lsst_name="psfStarDeltaE2Median"),
     MetricSpec("psfStarDeltaE1Scatter", SECTION, "",
                "1.4826 MAD of e1(star) - e1(model) over the used PSF stars with 50 < S/N < 1000.",
@@ -74,7 +78,7 @@ _LSST_SPECS = [
                "1.4826 MAD of size(star) - size(model) over the used PSF stars with 50 < S/N < 1000.",
                lsst_name="psfStarDeltaSizeScatter"),
     MetricSpec("psfStarScaledDeltaSizeScatter", SECTION, "",
-               "psfStarDeltaSizeScatter over the median star size; warn above 0.01 (a 2% rms in T).",
+               "psfStarDeltaSizeScatter over the median star size; warn > 0.01 (a 2% rms in T), fail > 0.05.",
                threshold=Threshold(warn_above=0.01, fail_above=0.05), lsst_name="psfStarScaledDeltaSizeScatter"),
 ]
 
@@ -216,6 +220,7 @@ def build(products, config: QaConfig, figures) -> Section:
         measurable, with a note saying why.
     """
     section = Section(key="psf", title="PSF")
+    # base_SdssShape_psf_* are the refit PSF's moments: finalize measures its stars with exp.psf = the new model
     stars = products.refit_psf_star
     nan_det = dict.fromkeys(DETECTOR_METRICS, math.nan)
     if stars is None:
