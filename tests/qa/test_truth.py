@@ -225,7 +225,7 @@ def test_photometry_against_brute_force_isolation(built, sim):
         pull = ((f[good] - true) / fe[good])[f[good] / fe[good] > 300]
         assert values["nTruthPhotometry", d] == good.sum() > 5
         assert values["truthPsfFluxBias", d] == pytest.approx(np.median(dm), rel=1e-9)
-        width = 1.4826 * np.median(np.abs(pull - np.median(pull))) if pull.size else math.nan
+        width = 1.4826 * np.median(np.abs(pull - np.median(pull))) if pull.size >= 5 else math.nan
         assert values["truthPsfFluxPullWidth", d] == pytest.approx(width, rel=1e-9, nan_ok=True)
         assert abs(values["truthPsfFluxBias", d]) < 20.0
         pooled_dm.append(dm)
@@ -266,3 +266,25 @@ def test_without_galsim_qa_imports_and_truth_mode_says_how_to_install(processed_
             "assert 'galsim' not in [m for m in sys.modules if sys.modules[m] is not None]")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+
+
+def test_missing_products_give_nan_metrics_and_notes(processed_repo, tmp_path):
+    root = copy_repo(processed_repo, tmp_path / "broken")
+    repo = Repository(root)
+    visit, detectors = next(iter(repository_visits(repo).items()))
+    gone = detectors[0]
+    repo.dataset_path("source", visit, gone, "parquet").unlink()
+    for path in (root / "visit_summary").rglob(f"*{visit:06d}*"):
+        path.unlink()
+    products = VisitProducts(repo, visit, detectors)
+    section = truth.build(products, QaConfig(), FigureWriter(tmp_path / "f", tmp_path))
+    values = {(m.name, m.detector): m.value for m in section.metrics}
+    for d in detectors:  # no visit summary: no final WCS nor zero point anywhere
+        assert math.isnan(values["truthWcsRms", d]) and math.isnan(values["truthZeroPointOffset", d])
+        assert math.isfinite(values["truthWcsPreliminaryRms", d])  # calibrate's products are still there
+    assert math.isnan(values["truthPsfFluxBias", gone]) and math.isnan(values["truthCompleteness50Mag", gone])
+    assert math.isfinite(values["truthPsfFluxBias", detectors[1]])
+    assert math.isnan(values["truthWcsRmsVisit", None])
+    assert f"source {visit:06d}/{gone:03d}" in products.problems
+    assert any(n.startswith(f"source {visit:06d}/{gone:03d}: missing") and "photometry" in n for n in section.notes)
+    assert sum(n.startswith(f"visit_summary {visit:06d}: missing") for n in section.notes) == 1

@@ -29,7 +29,8 @@ from .figures import draw_detector_outlines, new_figure, thin
 from .metrics import Metric, MetricSpec, QaConfig, Threshold, register, robust_sigma
 from .section import HtmlTable, Section
 
-__all__ = ["APERTURE_RADIUS_PX", "GRID", "ISOLATION_LIMIT", "ISOLATION_SIGMA_PX", "SNR_PHOT", "SNR_PULL",
+__all__ = ["APERTURE_RADIUS_PX", "GRID", "ISOLATION_LIMIT", "ISOLATION_SIGMA_PX", "MIN_PULLS", "NOTES", "SNR_PHOT",
+           "SNR_PULL",
            "TruthUnavailable", "build", "completeness_50_mag", "completeness_curve", "contamination",
            "detected", "encircled_energy", "is_simulated", "matched_stars", "open_truth", "photometry",
            "psf_errors", "psf_errors_at", "reserved_psf_errors", "shape_vector", "sky_separation_mas",
@@ -45,6 +46,9 @@ APERTURE_RADIUS_PX = 12.0
 SNR_PHOT = 50.0
 #: ... and the brighter ones whose pulls give the pull width.
 SNR_PULL = 300.0
+#: Fewest S/N > `SNR_PULL` stars whose pulls' robust width is reported (NaN below: one or two pulls have no
+#: meaningful width).
+MIN_PULLS = 5
 #: Gaussian width (px) of the PSF-overlap weight of the truth's isolation (`contamination`) ...
 ISOLATION_SIGMA_PX = 2.0
 #: ... and the largest neighbour light (relative to the star's own) of an isolated star.
@@ -426,7 +430,7 @@ _DETECTOR_SPECS = [
     ("truthPsfFluxBias", "mmag", "Median of -2.5 log10(PsfFlux / true flux) of the isolated unblended S/N > 50 "
                                  "true stars of the final source catalog.", _FLUX_BIAS),
     ("truthPsfFluxPullWidth", "", "Robust width (1.4826 MAD) of (PsfFlux - true) / fluxErr of those stars with "
-                                  "S/N > 300.", _PULL),
+                                  "S/N > 300 (NaN for fewer than 5).", _PULL),
     ("nTruthPhotometry", "", "Isolated unblended S/N > 50 true stars in the photometry comparison.", None),
     ("truthCompletenessStarsBright", "", "Fraction of the true unsaturated stars on the detector with true S/N > "
                                          "50 (sky-limited) that a final source lies within 1 px of.", None),
@@ -455,7 +459,7 @@ NOTES = [
     "Photometry: final source base_PsfFlux_flux of the true unsaturated stars matched within 1 px, S/N > 50, "
     "primary, unblended and isolated by the truth (the PSF-overlap-weighted light of every other true object "
     "under 1e-3 of the star's); bias = median of -2.5 log10(measured / true); pull width = 1.4826 MAD of "
-    "(measured - true) / fluxErr for S/N > 300.",
+    "(measured - true) / fluxErr for S/N > 300 (at least 5 stars).",
     "Completeness: the fraction of the true objects on the detector (unsaturated stars and galaxies apart) that a "
     "final source (sky sources left out) lies within 1 px of, each source claimed by its closest object; bright "
     "stars: true flux above 50 times the sky-limited PsfFlux error (the median fluxErr of the sky sources, else "
@@ -481,6 +485,11 @@ def _median(a) -> float:
     return float(np.median(a)) if a.size else math.nan
 
 
+def _pull_width(pull) -> float:
+    """`robust_sigma` of the pulls; NaN for fewer than `MIN_PULLS` of them."""
+    return robust_sigma(pull) if np.isfinite(pull).sum() >= MIN_PULLS else math.nan
+
+
 def _sky_limited_flux_err(source) -> float:
     """Median base_PsfFlux_fluxErr (nJy) of the sky sources, else of the non-sky sources of S/N < 20."""
     fe = np.asarray(source["base_PsfFlux_fluxErr"], float)
@@ -490,6 +499,14 @@ def _sky_limited_flux_err(source) -> float:
         if sel.any():
             return float(np.median(fe[sel]))
     return math.nan
+
+
+def _missing(notes, products, d, name, what):
+    """Note (once) that product ``name`` is missing and what is therefore not measured."""
+    key = f"{name} {products.visit:06d}" + ("" if d is None else f"/{d:03d}")
+    note = f"{key}: {products.problems.get(key, 'not available')}: {what}"
+    if note not in notes:
+        notes.append(note)
 
 
 class _Detector:
@@ -527,7 +544,9 @@ def _analyse_detector(products, sim, d, config, notes) -> _Detector:
 
     # --- calibrate's WCS and zero point
     prelim = products.exposure("preliminary_visit_image", d)
-    if prelim is not None:
+    if prelim is None:
+        _missing(notes, products, d, "preliminary_visit_image", "calibrate's WCS and zero point not compared")
+    else:
         if true_wcs is not None and prelim.wcs is not None:
             r = attempt("preliminary WCS", lambda: wcs_vs_truth(prelim.wcs, true_wcs, bbox, config.truth_wcs_grid))
             if r:
@@ -544,7 +563,9 @@ def _analyse_detector(products, sim, d, config, notes) -> _Detector:
 
     # --- the final calibrations (visit summary)
     cal = None
-    if products.visit_summary is not None:
+    if products.visit_summary is None:
+        _missing(notes, products, None, "visit_summary", "the final WCS and zero point not compared")
+    else:
         cal = attempt("visit summary", lambda: calibrations_for(products.visit_summary, d))
     if cal is not None and true_wcs is not None:
         r = attempt("final WCS", lambda: wcs_vs_truth(cal.wcs, true_wcs, bbox, config.truth_wcs_grid))
@@ -559,7 +580,10 @@ def _analyse_detector(products, sim, d, config, notes) -> _Detector:
 
     # --- the refit PSF at the reserved stars
     models, stars = products.refit_psf_models, products.refit_psf_star
-    if models is not None and stars is not None:
+    if models is None or stars is None:
+        _missing(notes, products, None, "refit_psf_models" if models is None else "refit_psf_star",
+                 "the refit PSF not compared")
+    else:
         err = attempt("refit PSF", lambda: reserved_psf_errors(models, stars, sim, v, d))
         if err is not None:
             sel = (np.asarray(stars["detector"]) == d) & np.asarray(stars["calib_psf_reserved"], bool)
@@ -579,14 +603,16 @@ def _analyse_detector(products, sim, d, config, notes) -> _Detector:
 
     # --- photometry and completeness (the final source catalog)
     source = products.source(d)
-    if source is not None:
+    if source is None:
+        _missing(notes, products, d, "source", "photometry and completeness not measured")
+    else:
         ph = attempt("photometry", lambda: photometry(source, sim, v, d))
         if ph is not None:
             out.phot = ph
             bright = ph["snr"] > SNR_PULL
             val["nTruthPhotometry"] = float(ph["dm_mmag"].size)
             val["truthPsfFluxBias"] = _median(ph["dm_mmag"])
-            val["truthPsfFluxPullWidth"] = robust_sigma(ph["pull"][bright])
+            val["truthPsfFluxPullWidth"] = _pull_width(ph["pull"][bright])
 
         def completeness():
             obj = sim.objects(v, d)
@@ -630,7 +656,7 @@ def _visit_values(dets: list[_Detector], config) -> dict[str, float]:
     pull = np.concatenate([p["pull"][p["snr"] > SNR_PULL] for p in phot]) if phot else np.zeros(0)
     val["nTruthPhotometryVisit"] = float(dm.size)
     val["truthPsfFluxBiasVisit"] = _median(dm)
-    val["truthPsfFluxPullWidthVisit"] = robust_sigma(pull)
+    val["truthPsfFluxPullWidthVisit"] = _pull_width(pull)
     stars = [x.stars for x in dets if x.stars is not None]
     if stars:
         mag, found, bright = (np.concatenate(a) for a in zip(*stars))
