@@ -775,8 +775,6 @@ def _psf_figure(products, dets, config, figures):
 def _wcs_figure(products, dets, config, figures):
     from ..measurement.plugins.catalog_plugins import fp_position
 
-    fig, ax = new_figure(1, 1, width=6.0, height=5.5)
-    drawn = False
     xs, ys, us, vs = [], [], [], []
     for x in dets:
         if x.wcs_quiver is None:
@@ -795,12 +793,12 @@ def _wcs_figure(products, dets, config, figures):
     if not xs:
         return None
     x, y, u, v = (np.concatenate(a) for a in (xs, ys, us, vs))
+    fig, ax = new_figure(1, 1, width=6.0, height=5.5)
     amp = float(np.max(np.hypot(u, v))) or 1.0
     q = ax.quiver(x, y, u, v, np.hypot(u, v), angles="xy", scale_units="xy",
                   scale=amp / (0.06 * max(float(np.ptp(x)), float(np.ptp(y)), 1.0)), cmap="viridis", width=0.003)
     fig.colorbar(q, ax=ax, label="|WCS - true WCS| (mas)")
-    drawn = draw_detector_outlines(ax, products)
-    if not drawn:
+    if not draw_detector_outlines(ax, products):
         ax.set_xlabel("focal plane x (mm)")
         ax.set_ylabel("focal plane y (mm)")
     ax.set_title(f"Final WCS - true WCS (east, north), max {amp:.2f} mas")
