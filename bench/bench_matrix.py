@@ -16,8 +16,8 @@ whose SimConfig differs from the row's is re-simulated). For each row the simula
   the final ``visit_image`` (the visit summary's WCS); beside it what the fit's own noise allows, ~ r sqrt(4 / (n - 4))
   from calibrate's ``SFM_ASTROM_NSTARS`` n and residual rms ``SFM_ASTROM_RMS`` r (a 4-parameter correction; approximate);
 - **zero point**: ``2.5 log10(instflux_at_zero_magnitude)`` of the fitted PhotoCalib minus the truth, mmag, with
-  the convention of ``tests/sim/test_calibrate_sim.py``: calibrate calibrates ``slot_CalibFlux`` (normalised to the
-  12-px circular aperture), so the true zero point is that of ``true_photo_calib`` (total flux, nJy/ADU of the
+  the convention of ``visitcal.qa.truth.true_zero_point``: calibrate calibrates ``slot_CalibFlux`` (normalised to
+  the 12-px circular aperture), so the true zero point is that of ``true_photo_calib`` (total flux, nJy/ADU of the
   snap sum) plus 2.5 log10 of the true PSF's encircled energy within 12 px at the detector's centre. Positive:
   calibrated fluxes too low by that much (the sign of the photometry's dm below). For ``preliminary_visit_image``
   (calibrate's) and the visit summary's PhotoCalib (what reprocess applies; the final ``visit_image`` itself carries
@@ -27,14 +27,17 @@ whose SimConfig differs from the row's is re-simulated). For each row the simula
 - **PSF**: the refit PSF (``refit_psf_models``) at the reserved stars (``refit_psf_star``,
   ``calib_psf_reserved``) against ``true_psf``: fractional error of the determinant radius (Ixx Iyy - Ixy^2)^1/4
   (rms, and mean), mean e1 and e2 errors (distortions), as ``bench_finalize_accuracy.py`` and
-  ``tests/sim/test_finalize_accuracy_slow.py`` compute them, with the number of reserved stars;
+  ``tests/sim/test_finalize_accuracy_slow.py`` compute them (``visitcal.qa.truth.psf_errors``), with the number of
+  reserved stars;
 - **photometry**: the final ``source`` table's calibrated ``base_PsfFlux_flux`` (nJy) of the true unsaturated
   stars matched within 1 px, S/N > 50, primary, unblended (``deblend_nChild == 0``, ``parent == 0``) and isolated
   by the truth (the PSF-overlap-weighted light of every other true object under 1e-3 of the star's:
-  ``tests/sim/test_reprocess_accuracy_slow.matched_stars``): median and mean of -2.5 log10(measured / true), mmag;
+  ``visitcal.qa.truth.matched_stars``): median and mean of -2.5 log10(measured / true), mmag;
   for S/N > 300 the pulls (measured - true) / fluxErr: robust width (1.4826 MAD) and median. Pooled over a row,
   also the median of dm less each detector's final zero-point error (the measurement's own bias) with its standard
   error (1.2533 x the robust width / sqrt(n)).
+
+The truth comparisons are those of ``visitcal qa --truth`` (`visitcal.qa.truth`): one implementation.
 
 A failed chain is data: a product that is missing gives NaN (the reason is kept in the JSON), the status table
 counts the failures. Row summaries pool the stars of all the row's detectors (PSF, photometry) or give the median
@@ -54,7 +57,6 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-import sys
 import time
 import traceback
 from collections import Counter
@@ -62,11 +64,12 @@ from collections import Counter
 import _common  # first: sets the BLAS/OpenMP thread counts before numpy loads
 import numpy as np
 
-sys.path.insert(0, str(_common.BENCH_DIR.parent))  # tests.sim: the truth comparisons
+# the truth comparisons: visitcal qa --truth computes the same figures with the same functions
+from visitcal.qa.metrics import robust_sigma
+from visitcal.qa.truth import (GRID, SNR_PHOT, SNR_PULL, photometry, psf_errors, true_zero_point, wcs_vs_truth,
+                               zp_offset_mmag, zp_reference_noise_mmag)
 
 MATRIX_DIR = _common.RESULTS_DIR / "matrix"
-GRID = 21  # astrometry grid points per axis, over the whole detector
-SNR_PHOT, SNR_PULL = 50.0, 300.0
 PSF_MIN_STARS = 100  # the PSF targets apply where at least this many reserved stars
 
 #: name -> (SimConfig fields over SimConfig()'s defaults, description). Seeds: SimConfig's default (1).
@@ -165,103 +168,7 @@ def detector_statuses(repo, v: int, d: int, chain) -> dict:
     return out
 
 
-# --- metrics against the truth ----------------------------------------------------------------------------------
-
-def _grid(bbox):
-    gx, gy = np.meshgrid(np.linspace(bbox.min_x, bbox.max_x, GRID), np.linspace(bbox.min_y, bbox.max_y, GRID))
-    return gx.ravel().astype(float), gy.ravel().astype(float)
-
-
-def wcs_vs_truth(wcs, true_wcs, bbox) -> dict:
-    from tests.sim.test_calibrate_sim import sky_separation_mas
-    from visitcal.core.wcs import pixel_to_sky
-
-    gx, gy = _grid(bbox)
-    (ra, dec), (tra, tdec) = pixel_to_sky(wcs, gx, gy), pixel_to_sky(true_wcs, gx, gy)
-    sep = sky_separation_mas(ra, dec, tra, tdec)
-    return {"rms_mas": float(np.sqrt(np.mean(sep**2))), "max_mas": float(np.max(sep))}
-
-
-def true_zero_point(sim, v, d, bbox) -> float:
-    """The zero point of slot_CalibFlux (12-px aperture) that the truth implies (module docstring)."""
-    from tests.sim.test_calibrate_sim import encircled_energy
-
-    cx, cy = bbox.center
-    return (2.5 * math.log10(sim.true_photo_calib(v, d).instflux_at_zero_magnitude)
-            + 2.5 * math.log10(encircled_energy(sim.true_psf(v, d), cx, cy)))
-
-
-def zp_offset_mmag(photo_calib, true_zp) -> float:
-    return 1000.0 * (2.5 * math.log10(photo_calib.instflux_at_zero_magnitude) - true_zp)
-
-
-def zp_reference_noise_mmag(repo, sim, v, d) -> float:
-    """The zero-point error (mmag, the sign of ``zp_offset_mmag``) that the simulated reference catalog's own noise
-    makes on the stars calibrate's PhotoCal used: ``single_visit_star``'s ``calib_photometry_used`` rows matched
-    within 0.25" to ``refcat.parquet``, the inverse-variance mean of ``-2.5 log10(reference / true flux)`` with
-    PhotoCal's weights (source and reference magnitude errors in quadrature). The zero point's error minus this is
-    the pipeline's own: what the same fit would give with exact reference fluxes (module docstring)."""
-    from visitcal.io import read_catalog
-    from visitcal.tasks.isolated_star_association import match_nearest_sphere
-
-    src = read_catalog(repo.dataset_path("single_visit_star", v, d, "parquet"))
-    src = src[np.asarray(src["calib_photometry_used"], bool)]
-    ref = sim.refcat()
-    band = sim.band
-    obj = sim.objects(v, d)
-    true = dict(zip(np.asarray(obj["id"]).tolist(), np.asarray(obj["flux_nJy"], float).tolist()))
-    idx, _ = match_nearest_sphere(np.degrees(np.asarray(src["coord_ra"], float)),
-                                  np.degrees(np.asarray(src["coord_dec"], float)), np.asarray(ref["ra"], float),
-                                  np.asarray(ref["dec"], float), 0.25)
-    ok = idx >= 0
-    if not ok.any():
-        raise LookupError("no photometric star matched to the reference catalog")
-    r = ref[idx[ok]]
-    tf = np.array([true.get(int(i), math.nan) for i in r["id"]])
-    rf, rfe = np.asarray(r[f"{band}_flux"], float), np.asarray(r[f"{band}_fluxErr"], float)
-    f = np.asarray(src["base_NormalizedCompensatedTophatFlux_instFlux"], float)[ok]
-    fe = np.asarray(src["base_NormalizedCompensatedTophatFlux_instFluxErr"], float)[ok]
-    w = 1.0 / ((fe / f) ** 2 + (rfe / rf) ** 2)
-    good = np.isfinite(tf) & np.isfinite(w) & (tf > 0) & (rf > 0)
-    return float(1000.0 * np.average(-2.5 * np.log10(rf[good] / tf[good]), weights=w[good]))
-
-
-def psf_errors(work, sim, v, d) -> np.ndarray:
-    """(n, 3): fractional size error, e1 error, e2 error of the refit PSF at (v, d)'s reserved stars."""
-    from tests.sim.test_finalize_accuracy_slow import _shape
-    from visitcal.io import read_catalog
-    from visitcal.tasks.finalize_characterization import read_psf_ap_corr_cat
-
-    cat = read_psf_ap_corr_cat(work / "refit_psf_models" / f"refit_psf_models_{v:06d}.fits")
-    rows = [r for r in cat if int(r["detector"]) == d]
-    if not rows or rows[0]["psf"] is None:
-        raise LookupError(f"no refit PSF for detector {d} (status {rows[0]['status'] if rows else 'no row'})")
-    psf = rows[0]["psf"]
-    table = read_catalog(work / "refit_psf_star" / f"refit_psf_star_{v:06d}.parquet")
-    sel = (np.asarray(table["detector"]) == d) & np.asarray(table["calib_psf_reserved"], bool)
-    truth = sim.true_psf(v, d, size=61)
-    err = []
-    for x, y in zip(np.asarray(table["base_SdssCentroid_x"])[sel], np.asarray(table["base_SdssCentroid_y"])[sel]):
-        t, m = _shape(truth.compute_shape(x, y)), _shape(psf.compute_shape(x, y))
-        err.append([m[0] / t[0] - 1, m[1] - t[1], m[2] - t[2]])
-    return np.array(err, float).reshape(-1, 3)
-
-
-def photometry(source, sim, v, d) -> dict:
-    """dm (mmag) and pulls of the isolated unblended S/N > 50 stars (module docstring), as arrays for pooling."""
-    from tests.sim.test_reprocess_accuracy_slow import matched_stars
-
-    obj, i1, i2, f, fe, base, isolated = matched_stars(source, sim, v, d)
-    good = base & isolated
-    true = np.asarray(obj["flux_nJy"], float)[i1][good]
-    f, fe = f[good], fe[good]
-    return {"dm_mmag": -2500.0 * np.log10(f / true), "pull": (f - true) / fe, "snr": f / fe}
-
-
-def _robust_sigma(a) -> float:
-    a = np.asarray(a, float)
-    return float(1.4826 * np.median(np.abs(a - np.median(a)))) if a.size else math.nan
-
+# --- metrics against the truth (visitcal.qa.truth) ----------------------------------------------------------------
 
 def _stat(fn, a):
     a = np.asarray(a, float)
@@ -342,7 +249,7 @@ def analyse_detector(work, repo, sim, v, d, chain) -> tuple[dict, dict]:
         bright = ph["snr"] > SNR_PULL
         out["photometry"] = {"n": int(ph["dm_mmag"].size), "dm_median_mmag": _stat(np.median, ph["dm_mmag"]),
                              "dm_mean_mmag": _stat(np.mean, ph["dm_mmag"]), "n_snr300": int(bright.sum()),
-                             "pull_width_snr300": _robust_sigma(ph["pull"][bright]),
+                             "pull_width_snr300": robust_sigma(ph["pull"][bright]),
                              "pull_median_snr300": _stat(np.median, ph["pull"][bright])}
     return out, raw
 
@@ -432,9 +339,9 @@ def summarise(dets: list[dict], raws: list[dict]) -> dict:
                        else math.nan,
                        # the median of dm less each detector's zero-point error, and its standard error
                        "dm_own_median_mmag": _stat(np.median, own),
-                       "dm_own_median_err_mmag": 1.2533 * _robust_sigma(own) / math.sqrt(own.size) if own.size
+                       "dm_own_median_err_mmag": 1.2533 * robust_sigma(own) / math.sqrt(own.size) if own.size
                        else math.nan,
-                       "n_snr300": int(bright.sum()), "pull_width_snr300": _robust_sigma(pull[bright]),
+                       "n_snr300": int(bright.sum()), "pull_width_snr300": robust_sigma(pull[bright]),
                        "pull_median_snr300": _stat(np.median, pull[bright])}
     fwhm = [d["true_psf_fwhm_arcsec"] for d in dets if d.get("true_psf_fwhm_arcsec")]
     s["true_psf_fwhm_arcsec"] = [_stat(np.min, fwhm), _stat(np.max, fwhm)]

@@ -16,7 +16,7 @@ detector with the default configuration, and compares each ``source`` catalog wi
   carried to a source.
 
 Each detector gets two rows: all those stars, and the truth-isolated ones of
-`tests/sim/test_reprocess_accuracy_slow.py` (the overlap-weighted light of every other true object under 1e-3
+`visitcal.qa.truth.matched_stars` (the overlap-weighted light of every other true object under 1e-3
 of the star's).
 
     PYTHONPATH=python python bench/bench_reprocess_accuracy.py [--reuse]
@@ -35,8 +35,7 @@ REPO = _common.RESULTS_DIR / "sim_repo_finalize"
 
 
 def main() -> None:
-    sys.path.insert(0, str(_common.BENCH_DIR.parent))
-    from tests.sim.test_reprocess_accuracy_slow import matched_stars
+    from visitcal.qa.truth import matched_stars
     from visitcal.io import read_catalog
     from visitcal.pipeline.finalize_step import run_finalize
     from visitcal.pipeline.repository import Repository

@@ -487,6 +487,10 @@ def match_nearest(x1: npt.NDArray[np.float64], y1: npt.NDArray[np.float64], x2: 
                   y2: npt.NDArray[np.float64], radius: float,
                   unique: bool = ...) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]: ...
 
+def gaussian_overlap_sum(x1: npt.NDArray[np.float64], y1: npt.NDArray[np.float64], x2: npt.NDArray[np.float64],
+                         y2: npt.NDArray[np.float64], w2: npt.NDArray[np.float64], sigma: float, radius: float,
+                         min_distance: float) -> npt.NDArray[np.float64]: ...
+
 def offset_histogram(xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64], xr: npt.NDArray[np.float64],
                      yr: npt.NDArray[np.float64], max_offset: float,
                      bin: float) -> tuple[npt.NDArray[np.int64], int]: ...

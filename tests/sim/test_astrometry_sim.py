@@ -27,18 +27,13 @@ from visitcal.core.table import DetectorVisitIdGenerator
 from visitcal.core.wcs import pixel_to_sky
 from visitcal.detection.snap_combine import combine_snaps
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig
+from visitcal.qa.truth import sky_separation_mas
 from visitcal.sim import SimConfig, SimRepository, simulate
 from visitcal.tasks.calibrate import CalibrateConfig, CalibrateTask
 from visitcal.tasks.characterize_image import CharacterizeImageTask
 
 #: The limit of issue 21: rms distance to the true WCS over the detector, mas.
 MAX_RMS_MAS = 5.0
-
-
-def sky_separation_mas(ra1, dec1, ra2, dec2):
-    r1, d1, r2, d2 = (np.radians(np.asarray(v, np.float64)) for v in (ra1, dec1, ra2, dec2))
-    h = np.sin(0.5 * (d2 - d1)) ** 2 + np.cos(d1) * np.cos(d2) * np.sin(0.5 * (r2 - r1)) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(h))) * 3.6e6
 
 
 def grid_error_mas(wcs, truth, bbox, n=41):

@@ -31,6 +31,7 @@ from visitcal.io.fits import write_exposure
 from visitcal.io.footprints import read_footprints
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
 from visitcal.pipeline.repository import Repository, config_hash
+from visitcal.qa.truth import encircled_energy, sky_separation_mas
 from visitcal.sim import SimConfig, SimRepository, simulate
 from visitcal.core.wcs import pixel_to_sky, shift_wcs
 
@@ -55,18 +56,6 @@ def calibrated(sim_repo, tmp_path_factory):
     root = clone(sim_repo, tmp_path_factory.mktemp("cal") / "repo")
     statuses = run_calibrate(root, config=CONFIG)
     return root, statuses
-
-
-def encircled_energy(psf, x, y, radius=12.0, size=101):
-    k = np.asarray(psf.compute_kernel_image(x, y, size), np.float64)
-    yy, xx = np.mgrid[:size, :size] - size // 2
-    return float(k[np.hypot(xx, yy) <= radius].sum() / k.sum())
-
-
-def sky_separation_mas(ra1, dec1, ra2, dec2):
-    r1, d1, r2, d2 = (np.radians(np.asarray(v, np.float64)) for v in (ra1, dec1, ra2, dec2))
-    h = np.sin(0.5 * (d2 - d1)) ** 2 + np.cos(d1) * np.cos(d2) * np.sin(0.5 * (r2 - r1)) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(h))) * 3.6e6
 
 
 def test_every_detector_calibrates_and_matches_the_truth(sim_repo, calibrated):

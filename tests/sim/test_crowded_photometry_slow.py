@@ -12,7 +12,7 @@ measured in calibration; docs/lsst.rst, "Crowded fields"), recorded in calibrate
   ~0.6 ADU high here, 1.6 mmag on the median isolated star's PSF flux);
 - the zero point (the visit summary's, 12-px aperture convention of ``tests/sim/test_calibrate_sim.py``) within
   2 mmag of the truth on every detector;
-- the final ``source`` PsfFlux of the true isolated stars (``tests/sim/test_reprocess_accuracy_slow.matched_stars``:
+- the final ``source`` PsfFlux of the true isolated stars (``visitcal.qa.truth.matched_stars``:
   unsaturated, matched within 1 px, S/N > 50, primary, unblended, the neighbours' PSF-overlap-weighted light under
   1e-3 of the star's), pooled: median of -2.5 log10(measured / true) within 1 mmag;
 - the refit PSF at the reserved stars (at least 100) against the true PSF: determinant-radius error 1e-3 rms, mean
@@ -36,12 +36,11 @@ from visitcal.io import read_catalog
 from visitcal.pipeline.chain import run_chain
 from visitcal.pipeline.repository import Repository
 from visitcal.pipeline.visit_summary_step import visit_summary_path
+from visitcal.qa.truth import encircled_energy, matched_stars
 from visitcal.sim import SimConfig, SimRepository, simulate
 from visitcal.tasks.update_visit_summary import calibrations_for, read_visit_summary
 
-from .test_calibrate_sim import encircled_energy
 from .test_finalize_accuracy_slow import errors_against_truth
-from .test_reprocess_accuracy_slow import matched_stars
 
 CROWDED = SimConfig(star_density=150000.0, n_detectors=2)
 

@@ -25,6 +25,7 @@ from visitcal.tasks.finalize_characterization import FinalizeCharacterizationCon
 from visitcal.io import read_catalog
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
 from visitcal.pipeline.finalize_step import FinalizeStepConfig, run_finalize
+from visitcal.qa.truth import psf_errors_at
 from visitcal.sim import SimConfig, SimRepository, simulate
 
 from .test_finalize_sim import _true_ap_corr
@@ -47,10 +48,6 @@ def goal_config() -> FinalizeCharacterizationConfig:
         "measure_ap_corr": base.measure_ap_corr.model_copy(update={"fit_weighted": True})})
 
 
-def _shape(m):
-    return np.array([m.determinant_radius, (m.xx - m.yy) / (m.xx + m.yy), 2 * m.xy / (m.xx + m.yy)])
-
-
 def errors_against_truth(root) -> tuple[np.ndarray, np.ndarray]:
     """The refit PSF at every reserved star, (n, 3): relative size error and e1, e2 errors against the true PSF;
     and the base_PsfFlux ap-corr field against the true correction on a 5 x 5 grid per detector, each point at a
@@ -64,9 +61,8 @@ def errors_against_truth(root) -> tuple[np.ndarray, np.ndarray]:
             d = int(row["detector"])
             truth = repo.true_psf(v, d, size=61)
             sel = (table["detector"] == d) & table["calib_psf_reserved"]
-            for x, y in zip(table["base_SdssCentroid_x"][sel], table["base_SdssCentroid_y"][sel]):
-                t, m = _shape(truth.compute_shape(x, y)), _shape(row["psf"].compute_shape(x, y))
-                err.append([m[0] / t[0] - 1, m[1] - t[1], m[2] - t[2]])
+            err.extend(psf_errors_at(row["psf"], truth, table["base_SdssCentroid_x"][sel],
+                                     table["base_SdssCentroid_y"][sel]))
             field = row["ap_corr_map"]["base_PsfFlux_instFlux"]
             phase = np.random.default_rng(v).uniform(-0.5, 0.5, (25, 2))
             points = [(x, y) for x in np.linspace(200, 3872, 5) for y in np.linspace(200, 3800, 5)]

@@ -557,7 +557,7 @@ def test_visit_zero_point(inputs, results):
 
     from visitcal.tasks.update_visit_summary import UpdateVisitSummaryTask
 
-    from .test_calibrate_sim import encircled_energy
+    from visitcal.qa.truth import encircled_energy
 
     v = inputs.repo.visits[0]
     d_bad = inputs.repo.detectors[1]

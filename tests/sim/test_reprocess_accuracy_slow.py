@@ -24,49 +24,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from visitcal.io import read_catalog
-from visitcal.calib.match_nearest import match_nearest
 from visitcal.pipeline.calibrate_step import run_calibrate
 from visitcal.pipeline.finalize_step import run_finalize
 from visitcal.pipeline.repository import Repository
 from visitcal.pipeline.reprocess_step import run_reprocess
 from visitcal.pipeline.visit_summary_step import visit_summary_path
+from visitcal.qa.truth import matched_stars
 from visitcal.sim import SimRepository, simulate
 from visitcal.tasks.update_visit_summary import calibrations_for, read_visit_summary
 from visitcal.core.wcs import pixel_to_sky
 
 from .test_finalize_accuracy_slow import RICH, RICH_CALIBRATE
 
-
-
-def _contamination(everything, stars, sigma=2.0):
-    """Per star, the PSF-overlap-weighted flux of every other true object over its own (see the docstring)."""
-    from scipy.spatial import cKDTree
-
-    ox, oy, of = (np.asarray(everything[c], float) for c in ("x", "y", "flux_nJy"))
-    sx, sy, sf = (np.asarray(stars[c], float) for c in ("x", "y", "flux_nJy"))
-    out = np.zeros(len(sx))
-    for k, near in enumerate(cKDTree(np.c_[ox, oy]).query_ball_point(np.c_[sx, sy], 6 * sigma)):
-        near = np.asarray(near, int)
-        r2 = (ox[near] - sx[k]) ** 2 + (oy[near] - sy[k]) ** 2
-        other = r2 > 1e-6
-        out[k] = np.sum(of[near][other] * np.exp(-r2[other] / (4 * sigma * sigma))) / sf[k]
-    return out
-
-
-def matched_stars(sources, sim, visit, detector):
-    """The true unsaturated stars of (visit, detector) matched within 1 px to ``sources``: ``(obj, i1, i2, f, fe,
-    base, isolated)`` with ``obj[i1]`` <-> ``sources[i2]``, the calibrated PsfFlux and its error of the pairs,
-    ``base`` = S/N > 50, primary, unblended, and ``isolated`` = the truth's isolation (module docstring). Also used
-    by bench_reprocess_accuracy.py."""
-    obj = sim.objects(visit, detector)
-    obj = obj[obj["is_star"] & ~obj["saturated"]]
-    x, y = np.asarray(sources["base_SdssCentroid_x"]), np.asarray(sources["base_SdssCentroid_y"])
-    i1, i2, _ = match_nearest(np.asarray(obj["x"], float), np.asarray(obj["y"], float), x, y, 1.0).pairs()
-    f, fe = np.asarray(sources["base_PsfFlux_flux"])[i2], np.asarray(sources["base_PsfFlux_fluxErr"])[i2]
-    base = ((f / fe > 50) & np.asarray(sources["detect_isPrimary"])[i2]
-            & (np.asarray(sources["deblend_nChild"])[i2] == 0) & (np.asarray(sources["parent"])[i2] == 0))
-    isolated = _contamination(sim.objects(visit, detector), obj[i1]) < 1e-3
-    return obj, i1, i2, f, fe, base, isolated
 
 
 @pytest.mark.slow

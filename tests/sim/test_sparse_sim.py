@@ -27,12 +27,12 @@ from visitcal.pipeline.finalize_step import FinalizeStepConfig, run_finalize
 from visitcal.pipeline.repository import Repository
 from visitcal.pipeline.reprocess_step import run_reprocess
 from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
+from visitcal.qa.truth import encircled_energy
 from visitcal.sim import SimConfig, SimRepository, simulate
 from visitcal.tasks.finalize_characterization import FinalizeCharacterizationConfig
 from visitcal.tasks.update_visit_summary import read_visit_summary
 
 from .helpers import clone
-from .test_calibrate_sim import encircled_energy
 
 SPARSE = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024, n_snaps=1,
                    seed=21, star_density=60000.0, galaxy_density=20000.0, exposure_time=60.0)

@@ -21,12 +21,12 @@ from visitcal.io import read_catalog
 from visitcal.pipeline.chain import run_chain
 from visitcal.pipeline.repository import Repository
 from visitcal.pipeline.visit_summary_step import visit_summary_path
+from visitcal.qa.truth import sky_separation_mas
 from visitcal.sim import SimConfig, SimRepository, simulate
 from visitcal.tasks.update_visit_summary import read_visit_summary
 from visitcal.core.wcs import pixel_to_sky
 
 from .helpers import clone
-from .test_calibrate_sim import sky_separation_mas
 
 U_SPARSE = SimConfig(band="u")
 

@@ -29,9 +29,9 @@ from visitcal.measurement.plugins.aperture_flux import ApertureFluxConfig, circu
 from visitcal.measurement.plugins.compensated_tophat import compensated_tophat_flux
 from visitcal.pipeline.calibrate_step import run_calibrate
 from visitcal.pipeline.repository import Repository
+from visitcal.qa.truth import encircled_energy
 from visitcal.sim import SimConfig, SimRepository, simulate
 
-from .test_calibrate_sim import encircled_energy
 
 DEFAULT_DENSITY = SimConfig(n_visits=1, n_detectors=4, seed=5)
 CT = "base_CompensatedTophatFlux_12_instFlux"

@@ -1,4 +1,5 @@
-// Binding of visitcal/calib/matcher.hpp: match_nearest and the pessimistic pattern matcher (GIL released).
+// Binding of visitcal/calib/matcher.hpp: match_nearest, gaussian_overlap_sum and the pessimistic pattern matcher
+// (GIL released).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -6,6 +7,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../array_out.hpp"
 #include "visitcal/calib/matcher.hpp"
@@ -42,6 +44,26 @@ void bind_matcher(py::module_& m) {
         },
         py::arg("x1").noconvert(), py::arg("y1").noconvert(), py::arg("x2").noconvert(), py::arg("y2").noconvert(),
         py::arg("radius"), py::arg("unique") = false);
+
+    m.def(
+        "gaussian_overlap_sum",
+        [](const Vec& x1, const Vec& y1, const Vec& x2, const Vec& y2, const Vec& w2, double sigma, double radius,
+           double min_distance) {
+            check_pair(x1, y1, "list 1");
+            check_pair(x2, y2, "list 2");
+            if (w2.ndim() != 1 || w2.shape(0) != x2.shape(0))
+                throw std::invalid_argument("the weights must be 1-D and as long as list 2");
+            std::vector<double> r;
+            {
+                py::gil_scoped_release release;
+                r = visitcal::gaussian_overlap_sum(x1.data(), y1.data(), static_cast<std::size_t>(x1.shape(0)),
+                                                   x2.data(), y2.data(), w2.data(),
+                                                   static_cast<std::size_t>(x2.shape(0)), sigma, radius, min_distance);
+            }
+            return vec<double>(r);
+        },
+        py::arg("x1").noconvert(), py::arg("y1").noconvert(), py::arg("x2").noconvert(), py::arg("y2").noconvert(),
+        py::arg("w2").noconvert(), py::arg("sigma"), py::arg("radius"), py::arg("min_distance"));
 
     m.def(
         "offset_histogram",

@@ -182,6 +182,34 @@ NearestMatch match_nearest(const double* x1, const double* y1, std::size_t n1, c
     return match_with_grid(grid, x1, y1, n1, x2, y2, n2, radius, unique);
 }
 
+// --- gaussian_overlap_sum --------------------------------------------------------------------------
+
+std::vector<double> gaussian_overlap_sum(const double* x1, const double* y1, std::size_t n1, const double* x2,
+                                         const double* y2, const double* w2, std::size_t n2, double sigma,
+                                         double radius, double min_distance) {
+    if (!(std::isfinite(sigma) && sigma > 0))
+        throw std::invalid_argument("gaussian_overlap_sum: sigma must be finite and > 0, got " + std::to_string(sigma));
+    if (!(std::isfinite(radius) && radius > 0))
+        throw std::invalid_argument("gaussian_overlap_sum: radius must be finite and > 0, got " +
+                                    std::to_string(radius));
+    if (!(std::isfinite(min_distance) && min_distance >= 0))
+        throw std::invalid_argument("gaussian_overlap_sum: min_distance must be finite and >= 0, got " +
+                                    std::to_string(min_distance));
+    const PointGrid grid(x2, y2, n2, radius);
+    const double r2max = radius * radius, r2min = min_distance * min_distance, scale = 4.0 * sigma * sigma;
+    std::vector<double> out(n1, 0.0);
+    for (std::size_t i = 0; i < n1; ++i) {
+        if (!finite2(x1[i], y1[i])) continue;
+        double sum = 0.0;
+        grid.for_each_near(x1[i], y1[i], radius, [&](std::size_t j) {
+            const double dx = x2[j] - x1[i], dy = y2[j] - y1[i], d2 = dx * dx + dy * dy;
+            if (d2 <= r2max && d2 > r2min) sum += w2[j] * std::exp(-d2 / scale);
+        });
+        out[i] = sum;
+    }
+    return out;
+}
+
 // --- the pattern matcher ---------------------------------------------------------------------------
 
 namespace {

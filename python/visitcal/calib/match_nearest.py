@@ -1,6 +1,8 @@
 """Nearest-neighbour pairing of two point lists (C++ grid hash).
 
-`match_nearest` pairs points on a plane (pixels); `match_nearest_sky` pairs sky positions within an
+`match_nearest` pairs points on a plane (pixels); `gaussian_overlap_sum` sums, per point, the
+Gaussian-overlap-weighted values of another list's neighbours (the light of neighbours under a PSF);
+`match_nearest_sky` pairs sky positions within an
 angle (the direct match of LSST's ``PhotoCalTask``, meas_astrom ``DirectMatchTask``) by projecting both
 lists onto the plane tangent at the mean position of the second list (gnomonic, arcsec) and reporting the
 true angular separations.
@@ -14,7 +16,7 @@ import numpy as np
 
 from .. import _core
 
-__all__ = ["NearestMatch", "match_nearest", "match_nearest_sky", "angular_separation_arcsec"]
+__all__ = ["NearestMatch", "angular_separation_arcsec", "gaussian_overlap_sum", "match_nearest", "match_nearest_sky"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,52 @@ def match_nearest(x1, y1, x2, y2, radius: float, *, unique: bool = False) -> Nea
         raise ValueError(f"radius must be finite and >= 0, got {radius!r}")
     index, distance = _core.match_nearest(x1, y1, x2, y2, radius, bool(unique))
     return NearestMatch(index, distance)
+
+
+def gaussian_overlap_sum(x1, y1, x2, y2, w2, *, sigma: float, radius: float,
+                         min_distance: float = 0.0) -> np.ndarray:
+    """Per point of list 1, ``sum_j w2[j] exp(-d_j^2 / (4 sigma^2))`` over the points j of list 2 at a
+    distance ``min_distance < d_j <= radius`` (C++ grid hash).
+
+    ``exp(-d^2 / (4 sigma^2))`` is the overlap of two circular Gaussians of width ``sigma`` at separation d
+    relative to its value at d = 0: with ``w2`` the neighbours' fluxes and ``sigma`` the PSF's, the sum is the
+    neighbours' light that falls under a star's PSF. Distances are Euclidean in the units of the coordinates
+    (pixels: centres at integers).
+
+    Parameters
+    ----------
+    x1, y1 : (n1,) array_like
+        The points at which to sum (NaN positions give 0).
+    x2, y2, w2 : (n2,) array_like
+        The neighbours and their weights (NaN positions never count).
+    sigma : float
+        Gaussian width (> 0), the units of the coordinates.
+    radius : float
+        Largest distance summed over (> 0, inclusive); 6 ``sigma`` leaves out less than 1e-15 of a neighbour.
+    min_distance : float, optional
+        Neighbours at this distance or closer are left out (>= 0): pass a small positive value to leave
+        out the point itself when list 2 contains list 1.
+
+    Returns
+    -------
+    (n1,) float64
+
+    Raises
+    ------
+    ValueError
+        Arrays not 1-D or of different lengths per list; a non-positive or non-finite ``sigma`` or
+        ``radius``, a negative or non-finite ``min_distance``.
+    """
+    x1, y1, x2, y2, w2 = (_column(a, n) for a, n in ((x1, "x1"), (y1, "y1"), (x2, "x2"), (y2, "y2"), (w2, "w2")))
+    if x1.shape != y1.shape:
+        raise ValueError(f"x1 and y1 differ in length: {x1.size} and {y1.size}")
+    if not (x2.shape == y2.shape == w2.shape):
+        raise ValueError(f"x2, y2 and w2 differ in length: {x2.size}, {y2.size} and {w2.size}")
+    for name, value, low in (("sigma", sigma, None), ("radius", radius, None), ("min_distance", min_distance, 0.0)):
+        value = float(value)
+        if not np.isfinite(value) or (value <= 0 if low is None else value < low):
+            raise ValueError(f"{name} must be finite and {'> 0' if low is None else '>= 0'}, got {value!r}")
+    return _core.gaussian_overlap_sum(x1, y1, x2, y2, w2, float(sigma), float(radius), float(min_distance))
 
 
 def _unit(ra, dec) -> np.ndarray:

@@ -193,6 +193,20 @@ class QaConfig(BaseModel):
                                       "its range measured on.")
     # --- end of the astrometry, photometry and apcorr block -------------------------------------------------
 
+    # --- truth section (visitcal.qa.truth, `visitcal qa --truth`) -----------------------------------------------
+    truth_wcs_grid: int = Field(
+        21, ge=2, le=201, description="Truth: points per axis of the grid over each detector on which the fitted "
+                                      "and the true WCS are compared.")
+    truth_match_radius_px: float = Field(
+        1.0, gt=0.0, le=10.0, description="Truth: a true object counts as detected when a final source lies within "
+                                          "this many pixels.")
+    truth_completeness_bin_mag: float = Field(
+        0.5, ge=0.05, le=2.0, description="Truth: width of the magnitude bins of the completeness curve.")
+    truth_bright_snr: float = Field(
+        50.0, gt=0.0, le=1e6, description="Truth: 'bright' stars of the completeness have a true flux above this "
+                                          "many sky-limited PsfFlux errors.")
+    # --- end of the truth section's fields ----------------------------------------------------------------------
+
     @model_validator(mode="after")
     def _check(self):
         if self.rho_min_sep_arcmin >= self.rho_max_sep_arcmin:

@@ -2,6 +2,8 @@
 //
 //  - `match_nearest`: nearest-neighbour pairing of two point lists through a grid hash (PhotoCal's
 //    direct match, the 3-px icSrc match, the matcher's own pairing).
+//  - `gaussian_overlap_sum`: per point, the Gaussian-overlap-weighted sum over the neighbours of another
+//    list within a radius, on the same grid hash (the truth's isolation of stars in visitcal.qa.truth).
 //  - `match_pessimistic_b`: a pessimistic pattern matcher in the spirit of Tabur (2007, PASA 24, 189)
 //    and LSST's pessimistic matcher B. Sources and references are given as pixel positions on one
 //    plane (the references projected through the preliminary WCS); the matcher finds the similarity
@@ -105,6 +107,18 @@ struct NearestMatch {
 };
 NearestMatch match_nearest(const double* x1, const double* y1, std::size_t n1, const double* x2, const double* y2,
                            std::size_t n2, double radius, bool unique = false);
+
+/// For each point i of list 1, the sum over the points j of list 2 at a distance d (Euclidean, the units of the
+/// inputs: px) with min_distance < d <= radius of w2[j] exp(-d^2 / (4 sigma^2)): the overlap of two circular
+/// Gaussians of width sigma at separation d, relative to its value at d = 0, weighted by w2 (the light of a
+/// neighbour that falls under a star's PSF; visitcal.qa.truth's isolation of the true stars). Points at
+/// d <= min_distance (the point itself, when list 2 contains list 1) are left out. NaN positions of list 1
+/// give 0, of list 2 never count; the sum runs in the grid's order (cells, then input order).
+/// std::invalid_argument for a non-finite or non-positive sigma or radius, or a negative or non-finite
+/// min_distance.
+std::vector<double> gaussian_overlap_sum(const double* x1, const double* y1, std::size_t n1, const double* x2,
+                                         const double* y2, const double* w2, std::size_t n2, double sigma,
+                                         double radius, double min_distance);
 
 /// The offset search of the matcher's fallback (visitcal.calib.match_offset): a 2-D histogram of the offsets
 /// (xr[j] - xs[i], yr[j] - ys[i]) of every source/reference pair whose offset lies within `max_offset` (px,
