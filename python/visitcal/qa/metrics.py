@@ -168,8 +168,8 @@ class QaConfig(BaseModel):
     rho_nbins: int = Field(8, ge=1, le=100, description="Logarithmic separation bins of the rho statistics.")
     rho_max_stars: int = Field(
         200_000, ge=10, le=10_000_000,
-        description="Most stars used for the rho statistics (the pair count grows as n^2 without TreeCorr); "
-                    "above, an evenly spaced subset.")
+        description="Most stars used for the rho statistics, paired by TreeCorr above 20 000 when it is installed "
+                    "(without it, at most 20 000: the exact pair sum grows as n^2); above, an evenly spaced subset.")
     match_radius_arcsec: float = Field(
         1.0, gt=0.0, le=10.0, description="Radius of the match of sources to the reference catalog.")
     max_plot_points: int = Field(

@@ -149,9 +149,12 @@ def make_report(root, *, visits=None, out=None, truth: bool = False, config: QaC
         visits = list(known)
     sections = list(SECTIONS)
     if truth:
-        from .truth import require_simulated
+        from .truth import TruthUnavailable, open_truth
 
-        require_simulated(repo.root)
+        try:
+            open_truth(repo.root)
+        except TruthUnavailable as err:
+            raise ValueError(f"--truth: {err}") from None
         sections.append("truth")
     out = Path(out) if out is not None else repo.root / "qa"
     out.mkdir(parents=True, exist_ok=True)
