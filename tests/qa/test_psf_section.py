@@ -39,6 +39,13 @@ def _moments(t):
     return f, T, pT, e1, e2, pe1, pe2, valid
 
 
+def _excess(dtt, sigma) -> float:
+    """rms of dtt beyond sigma in quadrature, by hand."""
+    if dtt.size == 0 or not np.isfinite(sigma).all():
+        return math.nan
+    return math.sqrt(max(0.0, float(np.sum(dtt ** 2) / dtt.size - np.sum(sigma ** 2) / sigma.size)))
+
+
 def expected_metrics(t) -> dict:
     """Every per-detector metric of the PSF stars ``t``, by numpy (LSST's definitions for the psfStar* ones)."""
     f, T, pT, e1, e2, pe1, pe2, valid = _moments(t)
@@ -69,6 +76,9 @@ def expected_metrics(t) -> dict:
         "nPsfStarReserved": float(reserved.sum()),
         "psfReservedDeltaTOverTMean": float(dtt.mean()) if dtt.size else math.nan,
         "psfReservedDeltaTOverTRms": float(np.sqrt(np.mean(dtt ** 2))) if dtt.size else math.nan,
+        "psfReservedDeltaTOverTExcessRms": _excess(dtt, (np.hypot(np.asarray(t["base_SdssShape_xxErr"], float),
+                                                                  np.asarray(t["base_SdssShape_yyErr"], float))
+                                                         / pT)[res]),
         "psfReservedDeltaE1Mean": float((e1 - pe1)[res].mean()) if res.any() else math.nan,
         "psfReservedDeltaE2Mean": float((e2 - pe2)[res].mean()) if res.any() else math.nan,
         "psfModelE1Mean": float(pe1[valid].mean()) if valid.any() else math.nan,
@@ -343,3 +353,13 @@ def test_large_star_sets_go_to_treecorr_with_the_same_numbers(tmp_path, monkeypa
         value = got[(f"rho{k}At1Arcmin", None)]
         assert math.isfinite(value)
         assert math.isclose(value, ref[(f"rho{k}At1Arcmin", None)], rel_tol=1e-8, abs_tol=1e-14)
+
+
+def test_excess_rms_removes_the_measurement_noise():
+    rng = np.random.default_rng(5)
+    sigma = rng.uniform(0.02, 0.06, 20000)
+    model_error = 0.01
+    dtt = rng.normal(0.0, 1.0, sigma.size) * np.hypot(sigma, model_error)
+    assert psf_section.excess_rms(dtt, sigma) == pytest.approx(model_error, abs=1.5e-3)
+    assert psf_section.excess_rms(np.array([0.01]), np.array([0.05])) == 0.0       # all noise
+    assert math.isnan(psf_section.excess_rms(np.array([0.1]), np.array([np.nan])))

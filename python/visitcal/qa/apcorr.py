@@ -34,7 +34,7 @@ import numpy as np
 
 from ..measurement.plugins.catalog_plugins import fp_position
 from .figures import draw_detector_outlines, new_figure, thin
-from .metrics import Metric, MetricSpec, QaConfig, Threshold, register, robust_sigma
+from .metrics import Metric, MetricSpec, QaConfig, Threshold, median_error, register, robust_sigma
 from .section import HtmlTable, Section
 
 __all__ = ["DEFAULT_FIELDS", "build", "field_range_mmag", "star_residuals_mmag"]
@@ -46,8 +46,9 @@ _SPECS = []
 for _alg, _short in DEFAULT_FIELDS.items():
     _SPECS += [
         MetricSpec(f"apCorr{_short}ResidualMedian", "apcorr", "mmag",
-                   f"Median 2500 log10(measured / fitted) aperture correction of the stars of the {_alg} fit.",
-                   threshold=Threshold(warn_above=5.0, absolute=True)),
+                   f"Median 2500 log10(measured / fitted) aperture correction of the stars of the {_alg} fit "
+                   "(graded on its significance: standard error 1.2533 sigmaMAD/sqrt(n); at least 3 stars).",
+                   threshold=Threshold(warn_above=5.0, absolute=True), min_count=3),
         MetricSpec(f"apCorr{_short}ResidualSigmaMad", "apcorr", "mmag",
                    f"Robust sigma (1.4826 MAD) of 2500 log10(measured / fitted) over the stars of the {_alg} fit."),
         MetricSpec(f"apCorr{_short}Range", "apcorr", "mmag",
@@ -157,16 +158,18 @@ def build(products, config: QaConfig, figures) -> Section:
             field = m[key] if m is not None and key in m else None
             if m is not None and field is None:
                 sec.notes.append(f"Detector {d}: the map has no {key} field.")
-            med = sig = rng = math.nan
+            med = sig = rng = err = math.nan
+            count = None
             if field is not None:
                 rng = field_range_mmag(field, config.apcorr_grid)
                 if det_stars is not None:
                     data = star_residuals_mmag(det_stars, field, alg)
                     star_data[(d, alg)] = data
                     r = data[2][np.isfinite(data[2])]
+                    count = int(r.size)
                     if r.size:
-                        med, sig = float(np.median(r)), robust_sigma(r)
-            sec.metrics += [Metric(f"apCorr{short}ResidualMedian", med, d),
+                        med, sig, err = float(np.median(r)), robust_sigma(r), median_error(r)
+            sec.metrics += [Metric(f"apCorr{short}ResidualMedian", med, d, err, count),
                             Metric(f"apCorr{short}ResidualSigmaMad", sig, d), Metric(f"apCorr{short}Range", rng, d)]
         n = math.nan
         if m is not None and det_stars is not None and "apcorr_base_PsfFlux_used" in det_stars.colnames:

@@ -41,7 +41,7 @@ import numpy as np
 from ..measurement.measure_ap_corr import PIXEL_BAD_FLAGS
 from ..tasks.isolated_star_association import match_nearest_sphere
 from .figures import draw_detector_outlines, new_figure, thin
-from .metrics import Metric, MetricSpec, QaConfig, Threshold, register
+from .metrics import Metric, MetricSpec, QaConfig, Threshold, mean_error, register
 from .section import HtmlTable, Section
 
 __all__ = ["AstrometryMatches", "SOURCE_COLUMNS", "astrometry_stars", "build", "match_to_refcat", "missing_columns",
@@ -52,22 +52,28 @@ MAS_PER_DEG = 3.6e6
 #: The source-catalog columns `point_sources` and `match_to_refcat` cannot do without.
 SOURCE_COLUMNS = ("coord_ra", "coord_dec", "base_PsfFlux_flux", "base_PsfFlux_fluxErr")
 
+#: The fewest matches whose offsets are graded (fewer: shown, graded n/a; nAstromMatch itself fails below 5).
+MIN_MATCHES = 5
+
 _DET = (
     MetricSpec("astromOffsetMean", "astrometry", "arcsec",
                "Mean separation of the selected final sources from their reference match.",
-               threshold=Threshold(warn_above=0.05, fail_above=0.5), lsst_name="astromOffsetMean"),
+               threshold=Threshold(warn_above=0.05, fail_above=0.5), lsst_name="astromOffsetMean",
+               min_count=MIN_MATCHES),
     MetricSpec("astromOffsetStd", "astrometry", "arcsec",
                "Standard deviation (ddof 1) of the separations of the selected sources from their match.",
                lsst_name="astromOffsetStd"),
     MetricSpec("astromResidualRaMean", "astrometry", "mas",
-               "Mean source - reference offset in RA times cos(Dec) of the matched sources.",
-               threshold=Threshold(warn_above=10.0, absolute=True)),
+               "Mean source - reference offset in RA times cos(Dec) of the matched sources (graded on its "
+               "significance: standard error std/sqrt(n)).",
+               threshold=Threshold(warn_above=10.0, absolute=True), min_count=MIN_MATCHES),
     MetricSpec("astromResidualDecMean", "astrometry", "mas",
-               "Mean source - reference offset in Dec of the matched sources.",
-               threshold=Threshold(warn_above=10.0, absolute=True)),
+               "Mean source - reference offset in Dec of the matched sources (graded on its significance: "
+               "standard error std/sqrt(n)).",
+               threshold=Threshold(warn_above=10.0, absolute=True), min_count=MIN_MATCHES),
     MetricSpec("astromResidualRms", "astrometry", "mas",
                "2-D rms about zero of the source - reference offsets, sqrt(mean(dRa^2 + dDec^2)).",
-               threshold=Threshold(warn_above=20.0, fail_above=100.0)),
+               threshold=Threshold(warn_above=20.0, fail_above=100.0), min_count=MIN_MATCHES),
     MetricSpec("nAstromMatch", "astrometry", "",
                "Selected final sources matched to the reference catalog.",
                threshold=Threshold(fail_below=5.0)),
@@ -77,7 +83,7 @@ _DET = (
 )
 _VISIT = tuple(
     MetricSpec(s.name + "Visit", s.section, s.unit, s.description.rstrip(".") + ", pooled over the visit.",
-               scope="visit", threshold=s.threshold)
+               scope="visit", threshold=s.threshold, min_count=s.min_count)
     for s in _DET if s.name != "astromFitRms")
 register(*_DET, *_VISIT)
 
@@ -202,6 +208,14 @@ def residual_stats(sep_arcsec, dra_mas, ddec_mas) -> dict[str, float]:
     }
 
 
+def residual_uncertainties(sep_arcsec, dra_mas, ddec_mas) -> dict[str, tuple[float, int]]:
+    """``{metric: (standard error, count)}`` of the match metrics: the mean offsets' standard errors
+    (std/sqrt(n)); the separation mean and the rms carry only their count."""
+    n = int(np.size(sep_arcsec))
+    return {"astromOffsetMean": (math.nan, n), "astromResidualRms": (math.nan, n),
+            "astromResidualRaMean": (mean_error(dra_mas), n), "astromResidualDecMean": (mean_error(ddec_mas), n)}
+
+
 def _fit_rms_mas(products, d) -> float:
     h = products.header("preliminary_visit_image", d)
     if h is None:
@@ -243,18 +257,20 @@ def build(products, config: QaConfig, figures) -> Section:
         per_det[d] = m
         stats = residual_stats(m.sep_arcsec, m.dra_mas, m.ddec_mas) if m is not None \
             else dict.fromkeys(_MATCH_METRICS, math.nan)
+        unc = residual_uncertainties(m.sep_arcsec, m.dra_mas, m.ddec_mas) if m is not None else {}
         for name in _MATCH_METRICS:
-            sec.metrics.append(Metric(name, stats[name], d))
+            sec.metrics.append(Metric(name, stats[name], d, *unc.get(name, (math.nan, None))))
         sec.metrics.append(Metric("astromFitRms", _fit_rms_mas(products, d), d))
 
     got = [m for m in per_det.values() if m is not None]
     if got:
-        pooled = residual_stats(np.concatenate([m.sep_arcsec for m in got]), np.concatenate([m.dra_mas for m in got]),
-                                np.concatenate([m.ddec_mas for m in got]))
+        arrays = (np.concatenate([m.sep_arcsec for m in got]), np.concatenate([m.dra_mas for m in got]),
+                  np.concatenate([m.ddec_mas for m in got]))
+        pooled, unc = residual_stats(*arrays), residual_uncertainties(*arrays)
     else:
-        pooled = dict.fromkeys(_MATCH_METRICS, math.nan)
+        pooled, unc = dict.fromkeys(_MATCH_METRICS, math.nan), {}
     for name in _MATCH_METRICS:
-        sec.metrics.append(Metric(name + "Visit", pooled[name]))
+        sec.metrics.append(Metric(name + "Visit", pooled[name], None, *unc.get(name, (math.nan, None))))
     selections = sorted({m.selection for m in got})
     if selections:
         sec.notes.append(f"Sources checked: {'; '.join(selections)}; matched within {config.match_radius_arcsec:g} "

@@ -10,9 +10,18 @@ A `Threshold` grades a value ``ok``, ``warn`` or ``fail``; each spec carries a d
 `QaConfig.thresholds` overrides them by metric name. A value that is NaN (not measurable on these data)
 grades ``n/a``: never ``ok``.
 
+A statistic of a few stars is noisy, and a report that cries wolf on every sparse detector is a report
+nobody reads; one that calls a real bias ``ok`` is worse. So a metric may carry the number of objects it
+was computed from (``count``) and its standard error (``error``). A spec's ``min_count`` is the fewest
+objects worth grading: below it the value is shown but grades ``n/a``. With an error, a bound is crossed
+only when the value is beyond it by more than ``QaConfig.grade_significance`` (2) standard errors: a
+significant excess, as one would test it by hand (``|x| - 2 sigma > bound``; for a lower bound,
+``x + 2 sigma < bound``).
+
 The table written per visit (`metrics_table`, `write_metrics`) is long: one row per (detector, metric),
-with columns ``visit``, ``detector`` (-1 for the visit), ``section``, ``metric``, ``value``, ``unit``,
-``grade``, ``warn``, ``fail`` (the bounds applied, as text), and ``lsst_name``.
+with columns ``visit``, ``detector`` (-1 for the visit), ``section``, ``metric``, ``value``, ``error``
+(NaN when none), ``count`` (-1 when not counted), ``unit``, ``grade``, ``warn``, ``fail`` (the bounds
+applied, as text), and ``lsst_name``.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..core.atomic import atomic_write
 
 __all__ = ["GRADES", "Metric", "MetricSpec", "QaConfig", "Threshold", "grade", "metric_spec", "metrics_table",
-           "register", "registered_metrics", "robust_sigma", "worst_grade", "write_metrics"]
+           "mean_error", "median_error", "register", "registered_metrics", "robust_sigma", "worst_grade",
+           "write_metrics"]
 
 #: The grades, best first. ``n/a``: the metric could not be measured (no data), which is shown, not hidden.
 GRADES = ("ok", "n/a", "warn", "fail")
@@ -92,6 +102,8 @@ class MetricSpec:
         The default grading bounds; None: the metric is informative only.
     lsst_name : str or None
         The LSST name when LSST computes the same quantity under another name (or the same name).
+    min_count : int
+        The fewest objects (`Metric.count`) a value must come from to be graded; fewer grade ``n/a``.
     """
 
     name: str
@@ -101,6 +113,7 @@ class MetricSpec:
     scope: str = "detector"
     threshold: Threshold | None = None
     lsst_name: str | None = None
+    min_count: int = 0
 
     def __post_init__(self):
         if self.scope not in ("detector", "visit"):
@@ -135,17 +148,23 @@ def registered_metrics() -> list[MetricSpec]:
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
-    """One value of a registered metric: ``detector`` None for a visit-wide one."""
+    """One value of a registered metric: ``detector`` None for a visit-wide one; ``error`` its standard error
+    (NaN: none) and ``count`` the number of objects it comes from (None: not a count-based statistic)."""
 
     name: str
     value: float
     detector: int | None = None
+    error: float = math.nan
+    count: int | None = None
 
     def __post_init__(self):
         spec = metric_spec(self.name)
         if (spec.scope == "visit") != (self.detector is None):
             raise ValueError(f"metric {self.name} is per {spec.scope}; got detector={self.detector}")
         object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "error", float(self.error))
+        if self.count is not None:
+            object.__setattr__(self, "count", int(self.count))
 
 
 class QaConfig(BaseModel):
@@ -175,6 +194,9 @@ class QaConfig(BaseModel):
     max_plot_points: int = Field(
         200_000, ge=100, le=10_000_000, description="Most points drawn in one scatter plot (evenly thinned).")
     dpi: int = Field(90, ge=30, le=300, description="Resolution of the PNG figures.")
+    grade_significance: float = Field(
+        2.0, ge=0.0, le=10.0, description="A metric with a standard error crosses a bound only when it is beyond it "
+                                          "by more than this many errors (0: the value alone decides).")
 
     # --- astrometry, photometry and apcorr sections (qa/astrometry.py, photometry.py, apcorr.py) -------------
     astrom_min_snr: float = Field(
@@ -220,18 +242,25 @@ class QaConfig(BaseModel):
         return self.thresholds.get(name, metric_spec(name).threshold)
 
 
-def grade(value: float, threshold: Threshold | None) -> str:
-    """``ok``, ``warn`` or ``fail`` of ``value`` under ``threshold`` (``ok`` without one); ``n/a`` when the
-    value is not finite."""
+def grade(value: float, threshold: Threshold | None, *, error: float = math.nan, significance: float = 2.0,
+          count: int | None = None, min_count: int = 0) -> str:
+    """``ok``, ``warn`` or ``fail`` of ``value`` under ``threshold`` (``ok`` without one).
+
+    ``n/a`` when the value is not finite, or when it comes from ``count`` objects, fewer than ``min_count``.
+    With a finite ``error`` (standard error), a bound is crossed only by more than ``significance`` errors:
+    ``x - significance * error > above`` and ``x + significance * error < below`` (``x`` being ``|value|``
+    for an absolute threshold).
+    """
     value = float(value)
-    if not math.isfinite(value):
+    if not math.isfinite(value) or (count is not None and count < min_count):
         return "n/a"
     if threshold is None:
         return "ok"
     x = abs(value) if threshold.absolute else value
+    margin = significance * error if math.isfinite(error) and error > 0 else 0.0
     for level in ("fail", "warn"):
         above, below = getattr(threshold, f"{level}_above"), getattr(threshold, f"{level}_below")
-        if (above is not None and x > above) or (below is not None and x < below):
+        if (above is not None and x - margin > above) or (below is not None and x + margin < below):
             return level
     return "ok"
 
@@ -249,22 +278,26 @@ def metrics_table(visit: int, metrics, config: QaConfig) -> pa.Table:
     for m in metrics:
         spec = metric_spec(m.name)
         th = config.threshold(m.name)
-        rows.append((-1 if m.detector is None else int(m.detector), spec.section, m.name, m.value, spec.unit,
-                     grade(m.value, th), th.describe("warn") if th else "", th.describe("fail") if th else "",
-                     spec.lsst_name or ""))
+        g = grade(m.value, th, error=m.error, significance=config.grade_significance, count=m.count,
+                  min_count=spec.min_count)
+        rows.append((-1 if m.detector is None else int(m.detector), spec.section, m.name, m.value, m.error,
+                     -1 if m.count is None else m.count, spec.unit, g, th.describe("warn") if th else "",
+                     th.describe("fail") if th else "", spec.lsst_name or ""))
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    cols = list(zip(*rows)) if rows else [[] for _ in range(9)]
+    cols = list(zip(*rows)) if rows else [[] for _ in range(11)]
     return pa.table({
         "visit": pa.array([int(visit)] * len(rows), pa.int64()),
         "detector": pa.array(cols[0], pa.int32()),
         "section": pa.array(cols[1], pa.string()),
         "metric": pa.array(cols[2], pa.string()),
         "value": pa.array(np.asarray(cols[3], float), pa.float64()),
-        "unit": pa.array(cols[4], pa.string()),
-        "grade": pa.array(cols[5], pa.string()),
-        "warn": pa.array(cols[6], pa.string()),
-        "fail": pa.array(cols[7], pa.string()),
-        "lsst_name": pa.array(cols[8], pa.string()),
+        "error": pa.array(np.asarray(cols[4], float), pa.float64()),
+        "count": pa.array(cols[5], pa.int64()),
+        "unit": pa.array(cols[6], pa.string()),
+        "grade": pa.array(cols[7], pa.string()),
+        "warn": pa.array(cols[8], pa.string()),
+        "fail": pa.array(cols[9], pa.string()),
+        "lsst_name": pa.array(cols[10], pa.string()),
     })
 
 
@@ -282,3 +315,18 @@ def robust_sigma(values) -> float:
     a = np.asarray(values, float)
     a = a[np.isfinite(a)]
     return float(1.4826 * np.median(np.abs(a - np.median(a)))) if a.size else math.nan
+
+
+def mean_error(values) -> float:
+    """Standard error of the mean of the finite ``values``: ``std(ddof=1) / sqrt(n)``; NaN below 2 values."""
+    a = np.asarray(values, float)
+    a = a[np.isfinite(a)]
+    return float(np.std(a, ddof=1) / math.sqrt(a.size)) if a.size >= 2 else math.nan
+
+
+def median_error(values) -> float:
+    """Standard error of the median of the finite ``values`` for a Gaussian core: ``1.2533 * robust_sigma /
+    sqrt(n)`` (the median's efficiency is 2/pi of the mean's); NaN below 2 values."""
+    a = np.asarray(values, float)
+    a = a[np.isfinite(a)]
+    return float(1.2533 * robust_sigma(a) / math.sqrt(a.size)) if a.size >= 2 else math.nan

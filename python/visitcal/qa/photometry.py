@@ -30,12 +30,15 @@ import numpy as np
 from ..core.photocalib import AB_ZERO_POINT_NJY
 from .astrometry import SOURCE_COLUMNS, match_to_refcat, missing_columns, point_sources
 from .figures import draw_detector_outlines, new_figure, thin
-from .metrics import Metric, MetricSpec, QaConfig, Threshold, register, robust_sigma
+from .metrics import Metric, MetricSpec, QaConfig, Threshold, median_error, register, robust_sigma
 from .section import HtmlTable, Section
 
 __all__ = ["band_of", "build", "psf_ap_diff_mmag", "ref_mag_diff_mmag"]
 
 APERTURE = "base_CircularApertureFlux_12_0"
+
+#: The fewest stars whose median magnitude differences are graded (fewer: shown, graded n/a).
+MIN_STARS = 5
 
 _DET = (
     MetricSpec("zeroPoint", "photometry", "mag",
@@ -43,15 +46,17 @@ _DET = (
     MetricSpec("zeroPointErr", "photometry", "mmag",
                "Error of calibrate's zero point (MAGZERO_ERR of the preliminary_visit_image header)."),
     MetricSpec("photomRefMagDiffMedian", "photometry", "mmag",
-               "Median calibrated PSF - reference AB magnitude of the matched point sources above the S/N cut.",
-               threshold=Threshold(warn_above=10.0, fail_above=50.0, absolute=True)),
+               "Median calibrated PSF - reference AB magnitude of the matched point sources above the S/N cut "
+               "(graded on its significance: standard error 1.2533 sigmaMAD/sqrt(n)).",
+               threshold=Threshold(warn_above=10.0, fail_above=50.0, absolute=True), min_count=MIN_STARS),
     MetricSpec("photomRefMagDiffSigmaMad", "photometry", "mmag",
                "Robust sigma (1.4826 MAD) of calibrated PSF - reference AB magnitude of those stars."),
     MetricSpec("nPhotomMatch", "photometry", "",
                "Point sources above the photometry S/N cut matched to the reference catalog."),
     MetricSpec("psfApMagDiffMedian", "photometry", "mmag",
-               "Median PSF - 12-pixel aperture magnitude of the bright point sources.",
-               threshold=Threshold(warn_above=10.0, fail_above=30.0, absolute=True)),
+               "Median PSF - 12-pixel aperture magnitude of the bright point sources (graded on its significance: "
+               "standard error 1.2533 sigmaMAD/sqrt(n)).",
+               threshold=Threshold(warn_above=10.0, fail_above=30.0, absolute=True), min_count=MIN_STARS),
     MetricSpec("psfApMagDiffSigmaMad", "photometry", "mmag",
                "Robust sigma (1.4826 MAD) of the PSF - 12-pixel aperture magnitude of the bright point sources."),
     MetricSpec("nPsfApStar", "photometry", "", "Bright point sources of the PSF - aperture magnitude metrics."),
@@ -61,7 +66,7 @@ _VISIT = (
                "Standard deviation (ddof 1) of the detectors' zero points.", scope="visit",
                threshold=Threshold(warn_above=20.0)),
     *(MetricSpec(s.name + "Visit", s.section, s.unit, s.description.rstrip(".") + ", pooled over the visit.",
-                 scope="visit", threshold=s.threshold)
+                 scope="visit", threshold=s.threshold, min_count=s.min_count)
       for s in _DET if s.name in ("photomRefMagDiffMedian", "photomRefMagDiffSigmaMad", "nPhotomMatch",
                                   "psfApMagDiffMedian", "psfApMagDiffSigmaMad", "nPsfApStar")),
 )
@@ -109,6 +114,12 @@ def psf_ap_diff_mmag(src, min_snr: float):
     ap = np.asarray(src[f"{APERTURE}_mag"], float)[keep]
     ok = np.isfinite(psf) & np.isfinite(ap)
     return 1000.0 * (psf[ok] - ap[ok]), psf[ok]
+
+
+def _uncertainties(values, names) -> dict[str, tuple[float, int]]:
+    """The median's standard error and the count, for the median metric of ``names``."""
+    v = np.asarray(values, float)
+    return {names[0]: (median_error(v), int(v.size))}
 
 
 def _stats(values, names) -> dict[str, float]:
@@ -176,21 +187,26 @@ def build(products, config: QaConfig, figures) -> Section:
             for name in (*_REF, *_PSFAP):
                 sec.metrics.append(Metric(name, math.nan, d))
             continue
+        unc = {}
         if ref_ok:
             ref_parts[d] = ref_mag_diff_mmag(src, refcat, band, config.photom_min_snr, config.match_radius_arcsec)
             st = _stats(ref_parts[d][0], _REF)
+            unc.update(_uncertainties(ref_parts[d][0], _REF))
         else:
             st = dict.fromkeys(_REF, math.nan)
         ap_parts[d] = psf_ap_diff_mmag(src, config.psf_ap_min_snr)
         st.update(_stats(ap_parts[d][0], _PSFAP))
+        unc.update(_uncertainties(ap_parts[d][0], _PSFAP))
         for name in (*_REF, *_PSFAP):
-            sec.metrics.append(Metric(name, st[name], d))
-    pooled = _stats(np.concatenate([p[0] for p in ref_parts.values()]), _REF) if ref_parts \
-        else dict.fromkeys(_REF, math.nan)
-    pooled.update(_stats(np.concatenate([p[0] for p in ap_parts.values()]), _PSFAP) if ap_parts
-                  else dict.fromkeys(_PSFAP, math.nan))
+            sec.metrics.append(Metric(name, st[name], d, *unc.get(name, (math.nan, None))))
+    pooled, unc = dict.fromkeys((*_REF, *_PSFAP), math.nan), {}
+    for parts, names in ((ref_parts, _REF), (ap_parts, _PSFAP)):
+        if parts:
+            values = np.concatenate([p[0] for p in parts.values()])
+            pooled.update(_stats(values, names))
+            unc.update(_uncertainties(values, names))
     for name in (*_REF, *_PSFAP):
-        sec.metrics.append(Metric(name + "Visit", pooled[name]))
+        sec.metrics.append(Metric(name + "Visit", pooled[name], None, *unc.get(name, (math.nan, None))))
     if ref_ok:
         sec.notes.append(f"Reference magnitudes: {band}_flux as AB; stars: point sources with PSF S/N > "
                          f"{config.photom_min_snr:g} matched within {config.match_radius_arcsec:g} arcsec. "

@@ -290,9 +290,10 @@ def _metric_grid(section: Section, table: pa.Table, detectors) -> list[str]:
     if not names:
         return []
     cell = {}
-    for d, name, value, g in zip(table["detector"].to_pylist(), table["metric"].to_pylist(),
-                                 table["value"].to_pylist(), table["grade"].to_pylist()):
-        cell[(name, d)] = (value, g)
+    for d, name, value, err, count, g in zip(table["detector"].to_pylist(), table["metric"].to_pylist(),
+                                             table["value"].to_pylist(), table["error"].to_pylist(),
+                                             table["count"].to_pylist(), table["grade"].to_pylist()):
+        cell[(name, d)] = (value, err, count, g)
     visit_cols = any((n, -1) in cell for n in names)
     cols = ([-1] if visit_cols else []) + [d for d in detectors if any((n, d) in cell for n in names)]
     lines = ["<table>", "<tr><th>metric</th><th>unit</th>"
@@ -304,8 +305,10 @@ def _metric_grid(section: Section, table: pa.Table, detectors) -> list[str]:
         row = [f'<td class="text" title="{_e(spec.description)}">{_e(name)}</td><td>{_e(spec.unit)}</td>']
         for d in cols:
             if (name, d) in cell:
-                value, g = cell[(name, d)]
-                row.append(f'<td class="{_GRADE_CLASS[g]}">{_fmt(value)}</td>')
+                value, err, count, g = cell[(name, d)]
+                extra = f" ± {_fmt(err, '{:.2g}')}" if err is not None and math.isfinite(err) else ""
+                title = f' title="n = {count}"' if count is not None and count >= 0 else ""
+                row.append(f'<td class="{_GRADE_CLASS[g]}"{title}>{_fmt(value)}{extra}</td>')
             else:
                 row.append("<td></td>")
         for d, n, w, f in zip(table["detector"].to_pylist(), table["metric"].to_pylist(), table["warn"].to_pylist(),

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .figures import draw_detector_outlines, new_figure, thin
-from .metrics import Metric, MetricSpec, QaConfig, Threshold, register, robust_sigma
+from .metrics import Metric, MetricSpec, QaConfig, Threshold, median_error, register, robust_sigma
 from .section import HtmlTable, Section
 
 __all__ = ["APERTURE_RADIUS_PX", "GRID", "ISOLATION_LIMIT", "ISOLATION_SIGMA_PX", "MIN_PULLS", "NOTES", "SNR_PHOT",
@@ -428,7 +428,8 @@ _DETECTOR_SPECS = [
     ("truthZeroPointReferenceNoise", "mmag", "The zero-point shift the simulated reference catalog's own noise "
                                              "makes on the stars calibrate's PhotoCal used.", None),
     ("truthPsfFluxBias", "mmag", "Median of -2.5 log10(PsfFlux / true flux) of the isolated unblended S/N > 50 "
-                                 "true stars of the final source catalog.", _FLUX_BIAS),
+                                 "true stars of the final source catalog (graded on its significance: standard error "
+                                 "1.2533 sigmaMAD/sqrt(n)).", _FLUX_BIAS),
     ("truthPsfFluxPullWidth", "", "Robust width (1.4826 MAD) of (PsfFlux - true) / fluxErr of those stars with "
                                   "S/N > 300 (NaN for fewer than 5).", _PULL),
     ("nTruthPhotometry", "", "Isolated unblended S/N > 50 true stars in the photometry comparison.", None),
@@ -634,6 +635,16 @@ def _analyse_detector(products, sim, d, config, notes) -> _Detector:
     return out
 
 
+def _bias_uncertainty(phots) -> tuple[float, int | None]:
+    """The PSF-flux bias's standard error (of a median) and star count over the photometry arrays ``phots``
+    (None entries skipped): a bias is graded on its significance, not on the noise of a few stars."""
+    dm = [p["dm_mmag"] for p in phots if p is not None]
+    if not dm:
+        return math.nan, None
+    dm = np.concatenate(dm)
+    return median_error(dm), int(dm.size)
+
+
 def _visit_values(dets: list[_Detector], config) -> dict[str, float]:
     """The pooled figures: stars of every detector together; WCS grids together; zero points: the worst."""
     val: dict[str, float] = {}
@@ -716,9 +727,13 @@ def build(products, config: QaConfig, figures) -> Section:
             continue
         dets.append(_analyse_detector(products, sim, d, config, sec.notes))
     for x in dets:
-        sec.metrics.extend(Metric(name, value, x.d) for name, value in x.values.items())
+        bias = _bias_uncertainty([x.phot])
+        sec.metrics.extend(Metric(name, value, x.d, *(bias if name == "truthPsfFluxBias" else (math.nan, None)))
+                           for name, value in x.values.items())
     pooled = _visit_values(dets, config)
-    sec.metrics.extend(Metric(name, value) for name, value in pooled.items())
+    bias = _bias_uncertainty([x.phot for x in dets])
+    sec.metrics.extend(Metric(name, value, None, *(bias if name == "truthPsfFluxBiasVisit" else (math.nan, None)))
+                       for name, value in pooled.items())
 
     rows = []
     for x in dets:

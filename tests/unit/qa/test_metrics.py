@@ -100,3 +100,44 @@ def test_robust_sigma_is_the_scaled_mad(values):
 
 def test_robust_sigma_of_nothing_is_nan():
     assert math.isnan(robust_sigma([math.nan]))
+
+
+def test_a_bound_is_crossed_only_by_a_significant_excess():
+    th = Threshold(warn_above=5.0, fail_above=10.0, absolute=True)
+    assert grade(7.0, th, error=1.5) == "ok"            # 7 - 2 * 1.5 = 4 <= 5
+    assert grade(7.0, th, error=0.9) == "warn"          # 7 - 1.8 = 5.2 > 5
+    assert grade(-14.0, th, error=1.9) == "fail"        # 14 - 3.8 = 10.2 > 10
+    assert grade(-14.0, th, error=2.1) == "warn"
+    assert grade(7.0, th, error=1.5, significance=0.0) == "warn"
+    assert grade(7.0, th, error=math.nan) == "warn"     # no error: the value alone
+    low = Threshold(warn_below=10.0, fail_below=3.0)
+    assert grade(8.0, low, error=1.5) == "ok" and grade(8.0, low, error=0.5) == "warn"
+
+
+def test_too_few_objects_grade_na():
+    th = Threshold(warn_above=0.0)
+    assert grade(1.0, th, count=2, min_count=3) == "n/a"
+    assert grade(1.0, th, count=3, min_count=3) == "warn"
+    assert grade(1.0, th, count=None, min_count=3) == "warn"   # not a count-based statistic
+
+
+def test_table_carries_error_and_count(tmp_path):
+    register(MetricSpec("testMetricCounted", "processing", "", "A counted test metric.", min_count=5,
+                        threshold=Threshold(warn_above=1.0, absolute=True)))
+    metrics = [Metric("testMetricCounted", 3.0, 0, error=0.5, count=10),
+               Metric("testMetricCounted", 3.0, 1, error=1.5, count=10),
+               Metric("testMetricCounted", 3.0, 2, count=4)]
+    t = pq.read_table(write_metrics(metrics_table(1, metrics, QaConfig()), tmp_path / "m.parquet")).to_pydict()
+    assert t["grade"] == ["warn", "ok", "n/a"]
+    assert t["error"][:2] == [0.5, 1.5] and math.isnan(t["error"][2]) and t["count"] == [10, 10, 4]
+    assert pq.read_table(write_metrics(metrics_table(1, metrics, QaConfig(grade_significance=0.0)),
+                                       tmp_path / "n.parquet")).to_pydict()["grade"] == ["warn", "warn", "n/a"]
+
+
+def test_standard_errors():
+    from visitcal.qa.metrics import mean_error, median_error
+
+    a = np.array([1.0, 2.0, 4.0, 8.0, math.nan])
+    assert mean_error(a) == pytest.approx(np.std(a[:4], ddof=1) / 2.0, rel=1e-12)
+    assert median_error(a) == pytest.approx(1.2533 * 1.4826 * np.median(np.abs(a[:4] - 3.0)) / 2.0, rel=1e-12)
+    assert math.isnan(mean_error([1.0])) and math.isnan(median_error([]))
