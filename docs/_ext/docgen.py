@@ -215,6 +215,14 @@ def _cli_page() -> str:
 
 
 # -------------------------------------------------------------------------------------- QA metrics
+def _rst_text(text: str) -> str:
+    """Plain text safe in reStructuredText: its markup characters escaped (``|x|`` is not a substitution)."""
+    text = str(text).replace("\\", "\\\\")
+    for ch in "*|`":
+        text = text.replace(ch, "\\" + ch)
+    return re.sub(r"_(?=\W|$)", r"\\_", text)
+
+
 def _qa_metrics_page() -> str:
     from visitcal.qa.report import import_sections
     from visitcal.qa.metrics import registered_metrics
@@ -227,10 +235,13 @@ def _qa_metrics_page() -> str:
         if spec.name.startswith("test"):  # tests register their own; never in the docs
             continue
         th = spec.threshold
-        desc = spec.description + (f" LSST: ``{spec.lsst_name}``." if spec.lsst_name else "")
-        lines += [f"   * - ``{spec.name}``", f"     - {spec.section}", f"     - {spec.unit or '—'}",
-                  f"     - {spec.scope}", f"     - {_cell(th.describe('warn')) if th else ''}",
-                  f"     - {_cell(th.describe('fail')) if th else ''}", f"     - {_cell(desc)}"]
+        desc = spec.description + (f" LSST: {spec.lsst_name}." if spec.lsst_name else "")
+        warn, fail = (th.describe(level) if th else "" for level in ("warn", "fail"))
+        if spec.min_count:
+            desc += f" Graded from {spec.min_count} objects."
+        lines += [f"   * - ``{spec.name}``", f"     - {spec.section}", f"     - {_rst_text(spec.unit) or '—'}",
+                  f"     - {spec.scope}", f"     - {_literal(warn) if warn else ''}",
+                  f"     - {_literal(fail) if fail else ''}", f"     - {_rst_text(_cell(desc))}"]
     return "\n".join(lines) + "\n"
 
 
