@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,12 +49,14 @@ def main(argv=None) -> int:
     out = _common.RESULTS_DIR / "qa" / "report"
     rows, payload = [], {"machine": _common.machine_info(), "repo": str(repo), "cases": {}}
     for case, extra in (("qa", []), ("qa --truth", ["--truth"])):
-        times = []
+        times, peaks = [], []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "visitcal.cli", "qa", str(repo), "--out", str(out), "-q", *extra],
                            check=True)
             times.append(time.perf_counter() - t0)
+            # the largest child so far: each case's commands are alike, so the running maximum is theirs
+            peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
         from visitcal.qa.report import make_report
 
         report = make_report(repo, out=out, truth=bool(extra))
@@ -62,13 +65,14 @@ def main(argv=None) -> int:
             for name, sec in r.section_seconds.items():
                 sections[name] = sections.get(name, 0.0) + sec
         payload["cases"][case] = {"seconds": times, "best": min(times), "median": statistics.median(times),
+                                  "peak_rss_mb": max(peaks),
                                   "section_seconds": sections,
                                   "n_figures": sum(len(list((r.page.parent / "figures").glob("*.png")))
                                                    for r in report.visits),
                                   "n_metrics": sum(r.n_metrics for r in report.visits)}
-        rows.append((case, min(times), statistics.median(times),
+        rows.append((case, min(times), statistics.median(times), max(peaks),
                      ", ".join(f"{k} {v:.2f}" for k, v in sections.items())))
-    print(_common.format_table(["command (2 visits x 4 detectors, 1 core)", "best s", "median s",
+    print(_common.format_table(["command (2 visits x 4 detectors, 1 core)", "best s", "median s", "peak RSS MB",
                                 "section seconds (in-process)"], rows, floatfmt=".2f"))
     _common.write_json("qa", payload)
     return 0
