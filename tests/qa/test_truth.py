@@ -222,11 +222,14 @@ def test_photometry_against_brute_force_isolation(built, sim):
         good = base & (cont < 1e-3)
         true = np.asarray(obj["flux_nJy"], float)[i1][good]
         dm = -2500 * np.log10(f[good] / true)
-        pull = ((f[good] - true) / fe[good])[f[good] / fe[good] > 300]
+        snr = f[good] / fe[good]
+        pulls = (f[good] - true) / fe[good]
+        pull, pull_mid = pulls[snr > 300], pulls[(snr > 50) & (snr < 200)]
         assert values["nTruthPhotometry", d] == good.sum() > 5
         assert values["truthPsfFluxBias", d] == pytest.approx(np.median(dm), rel=1e-9)
-        width = 1.4826 * np.median(np.abs(pull - np.median(pull))) if pull.size >= 5 else math.nan
-        assert values["truthPsfFluxPullWidth", d] == pytest.approx(width, rel=1e-9, nan_ok=True)
+        for name, p in (("truthPsfFluxPullWidthBright", pull), ("truthPsfFluxPullWidth", pull_mid)):
+            width = 1.4826 * np.median(np.abs(p - np.median(p))) if p.size >= 5 else math.nan
+            assert values[name, d] == pytest.approx(width, rel=1e-9, nan_ok=True)
         assert abs(values["truthPsfFluxBias", d]) < 20.0
         pooled_dm.append(dm)
     assert values["truthPsfFluxBiasVisit", None] == pytest.approx(np.median(np.concatenate(pooled_dm)), rel=1e-9)
@@ -240,7 +243,8 @@ def test_default_thresholds_grade_as_documented():
     assert grade(-0.006, cfg.threshold("truthPsfSizeErrorMean")) == "warn"
     assert grade(0.004, cfg.threshold("truthPsfSizeErrorMean")) == "ok"
     assert grade(6.0, cfg.threshold("truthPsfFluxBias")) == "warn"
-    assert [grade(w, cfg.threshold("truthPsfFluxPullWidth")) for w in (0.6, 1.0, 1.6)] == ["warn", "ok", "warn"]
+    assert [grade(w, cfg.threshold("truthPsfFluxPullWidth")) for w in (0.75, 1.0, 1.3)] == ["warn", "ok", "warn"]
+    assert cfg.threshold("truthPsfFluxPullWidthBright") is None
     assert grade(math.nan, cfg.threshold("truthWcsRms")) == "n/a"
 
 
