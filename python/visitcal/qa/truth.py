@@ -30,7 +30,7 @@ from .metrics import Metric, MetricSpec, QaConfig, Threshold, median_error, regi
 from .section import HtmlTable, Section
 
 __all__ = ["APERTURE_RADIUS_PX", "GRID", "ISOLATION_LIMIT", "ISOLATION_SIGMA_PX", "MIN_PULLS", "NOTES", "SNR_PHOT",
-           "PULL_SNR_RANGE", "SNR_PULL",
+           "PULL_MIN_COUNT", "PULL_SNR_RANGE", "SNR_PULL",
            "TruthUnavailable", "build", "completeness_50_mag", "completeness_curve", "contamination",
            "detected", "encircled_energy", "is_simulated", "matched_stars", "open_truth", "photometry",
            "psf_errors", "psf_errors_at", "reserved_psf_errors", "shape_vector", "sky_separation_mas",
@@ -402,8 +402,14 @@ def completeness_50_mag(centres, fraction, count, min_count: int = 5) -> float:
 
 # --- metrics ----------------------------------------------------------------------------------------------------
 
+#: The fewest stars whose pull width is graded: the robust width of n pulls is uncertain by ~1.1/sqrt(n) (35% at
+#: 10 stars, too much to tell 1 from 1.25 below that).
+PULL_MIN_COUNT = 10
+
+
 def _spec(name, unit, description, threshold=None, scope="detector"):
-    return MetricSpec(name, "truth", unit, description, scope=scope, threshold=threshold)
+    return MetricSpec(name, "truth", unit, description, scope=scope, threshold=threshold,
+                      min_count=PULL_MIN_COUNT if name.startswith("truthPsfFluxPullWidth") else 0)
 
 
 _PSF_SIZE_MEAN = Threshold(warn_above=0.005, absolute=True)
@@ -650,14 +656,18 @@ def _analyse_detector(products, sim, d, config, notes) -> _Detector:
     return out
 
 
-def _bias_uncertainty(phots) -> tuple[float, int | None]:
-    """The PSF-flux bias's standard error (of a median) and star count over the photometry arrays ``phots``
-    (None entries skipped): a bias is graded on its significance, not on the noise of a few stars."""
-    dm = [p["dm_mmag"] for p in phots if p is not None]
-    if not dm:
-        return math.nan, None
-    dm = np.concatenate(dm)
-    return median_error(dm), int(dm.size)
+def _photometry_uncertainties(phots) -> dict[str, tuple[float, int | None]]:
+    """``{metric: (standard error, count)}`` of the photometry metrics over the photometry arrays ``phots`` (None
+    entries skipped): the bias's standard error (of a median), so that it is graded on its significance, and the
+    star counts of the pull widths, which are graded from `PULL_MIN_COUNT` stars."""
+    phots = [p for p in phots if p is not None]
+    if not phots:
+        return {}
+    dm = np.concatenate([p["dm_mmag"] for p in phots])
+    snr = np.concatenate([p["snr"] for p in phots])
+    return {"truthPsfFluxBias": (median_error(dm), int(dm.size)),
+            "truthPsfFluxPullWidth": (math.nan, int(_noise_dominated(snr).sum())),
+            "truthPsfFluxPullWidthBright": (math.nan, int((snr > SNR_PULL).sum()))}
 
 
 def _visit_values(dets: list[_Detector], config) -> dict[str, float]:
@@ -745,12 +755,12 @@ def build(products, config: QaConfig, figures) -> Section:
             continue
         dets.append(_analyse_detector(products, sim, d, config, sec.notes))
     for x in dets:
-        bias = _bias_uncertainty([x.phot])
-        sec.metrics.extend(Metric(name, value, x.d, *(bias if name == "truthPsfFluxBias" else (math.nan, None)))
+        unc = _photometry_uncertainties([x.phot])
+        sec.metrics.extend(Metric(name, value, x.d, *unc.get(name, (math.nan, None)))
                            for name, value in x.values.items())
     pooled = _visit_values(dets, config)
-    bias = _bias_uncertainty([x.phot for x in dets])
-    sec.metrics.extend(Metric(name, value, None, *(bias if name == "truthPsfFluxBiasVisit" else (math.nan, None)))
+    unc = _photometry_uncertainties([x.phot for x in dets])
+    sec.metrics.extend(Metric(name, value, None, *unc.get(name.removesuffix("Visit"), (math.nan, None)))
                        for name, value in pooled.items())
 
     rows = []
