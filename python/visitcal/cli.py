@@ -40,11 +40,12 @@ Subcommands available now:
     configuration differs from what ``visitcal run`` would use with the same ``--preset``/``--config``), failed
     (by error type) and missing; degraded units with their reason.
 
-``visitcal qa REPO [--visits V ...] [--out DIR] [--truth] [--config FILE] [--fail-on never|warn|fail]``
+``visitcal qa REPO [--visits V ...] [-j N] [--out DIR] [--truth] [--config FILE] [--fail-on never|warn|fail]``
     A static HTML report of a processed repository (`visitcal.qa.report`): ``REPO/qa/index.html`` and a page per
     visit of figures, tables and metrics graded ok / warn / fail (``metrics_<visit>.parquet``); ``--truth`` adds
-    the comparison with the simulator's truth. Needs the ``qa`` extra (matplotlib). Exit code 3 with
-    ``--fail-on`` when a visit grades that or worse.
+    the comparison with the simulator's truth; ``-j N`` reports N visits at once. Needs the ``qa`` extra
+    (matplotlib). Exit code 3 with ``--fail-on`` when a visit grades that or worse, 1 when a visit's report could
+    not be made.
 
 calibrate, associate, finalize, reprocess and run also take ``--executor process|dask``: with ``dask`` the
 units run on a Dask cluster, a local one of ``--dask-workers N`` single-threaded processes (default ``-j``) or
@@ -442,12 +443,16 @@ def _cmd_qa(args) -> int:
     from .qa.report import make_report
 
     report = make_report(args.repo, visits=args.visits, out=args.out, truth=args.truth, config=args.config,
-                         progress=None if args.quiet else print)
+                         progress=None if args.quiet else print, jobs=args.jobs)
+    for v, why in report.failed.items():
+        print(f"visitcal qa: visit {v}: no report: {why}", file=sys.stderr)
     grades = [g for r in report.visits for g in (r.visit_grade,)]
     print(f"qa report: {report.index} ({len(report.visits)} visit(s): "
           + ", ".join(f"{g} {grades.count(g)}" for g in ("ok", "warn", "fail") if grades.count(g)) + ")")
     worst = {"ok": 0, "warn": 1, "fail": 2}
     limit = {"never": 3, "warn": 1, "fail": 2}[args.fail_on]
+    if report.failed:
+        return 1
     return 3 if any(worst[g] >= limit for g in grades) else 0
 
 
@@ -555,6 +560,8 @@ def _check_qa_args(parser, args) -> None:
         require_matplotlib()
     except ImportError as err:
         parser.error(str(err))
+    if not 1 <= args.jobs <= 256:
+        parser.error(f"-j/--jobs: must be in [1, 256], got {args.jobs}")
     path = args.config
     args.config = _load_config(parser, path, QaConfig) if path is not None else QaConfig()
     from .qa.report import check_thresholds
@@ -781,6 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "catalog) and metrics_<visit>.parquet. Reads only; opens from disk.")
     qa.add_argument("repo", help="a processed data repository (visitcal run)")
     qa.add_argument("--visits", type=int, nargs="+", default=None, help="only these visits")
+    qa.add_argument("-j", "--jobs", type=int, default=1, help="visits reported in parallel processes (default 1)")
     qa.add_argument("--out", default=None, help="output folder (default REPO/qa); its report files are replaced")
     qa.add_argument("--truth", action="store_true",
                     help="add the comparison with the simulator's truth (a repository written by visitcal sim)")

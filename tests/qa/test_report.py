@@ -166,12 +166,13 @@ def test_a_failed_detector_is_reported_and_graded_fail(processed_repo, tmp_path)
     _parse(r.page)
 
 
-def test_a_rerun_gives_the_same_bytes_and_no_stale_figure(report, processed_repo, tmp_path):
+def test_a_rerun_in_two_processes_gives_the_same_bytes_and_no_stale_figure(report, processed_repo, tmp_path):
     stale = tmp_path / "again" / "001000" / "figures" / "psf_stamps_d007.png"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(PNG)
-    again = make_report(processed_repo, out=tmp_path / "again")
-    assert not stale.exists()
+    again = make_report(processed_repo, out=tmp_path / "again", jobs=2)
+    assert not stale.exists() and not again.failed
+    assert report.index.read_bytes() == again.index.read_bytes()
     for a, b in zip(report.visits, again.visits):
         assert a.page.read_bytes() == b.page.read_bytes()
         assert a.metrics_path.read_bytes() == b.metrics_path.read_bytes()

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 #: The report's sections in page order: each module of `visitcal.qa` exposes ``build(products, config,
 #: figures) -> Section``. ``truth`` is added with ``truth=True``.
 SECTIONS = ("processing", "psf", "apcorr", "astrometry", "photometry", "catalog")
+#: Most worker processes of ``make_report(jobs=...)``.
+MAX_JOBS = 256
 
 
 @dataclasses.dataclass
@@ -69,6 +71,7 @@ class QaReport:
     out: Path
     index: Path
     visits: list[VisitReport]
+    failed: dict[int, str] = dataclasses.field(default_factory=dict)   # visits whose report could not be made
 
 
 def _worst(grades) -> str:
@@ -99,7 +102,7 @@ def check_thresholds(config: QaConfig) -> None:
 
 
 def make_report(root, *, visits=None, out=None, truth: bool = False, config: QaConfig | None = None,
-                progress: Callable[[str], None] | None = None) -> QaReport:
+                progress: Callable[[str], None] | None = None, jobs: int = 1) -> QaReport:
     """Write the QA report of the repository ``root``.
 
     Parameters
@@ -117,6 +120,9 @@ def make_report(root, *, visits=None, out=None, truth: bool = False, config: QaC
         Thresholds and figure settings.
     progress : callable, optional
         Called with a line of text per visit done.
+    jobs : int
+        Visits reported in parallel worker processes (1: in this process). Each visit's files are the same
+        bytes whatever ``jobs``; a visit whose worker dies is listed in the index with the error.
 
     Returns
     -------
@@ -158,17 +164,34 @@ def make_report(root, *, visits=None, out=None, truth: bool = False, config: QaC
         sections.append("truth")
     out = Path(out) if out is not None else repo.root / "qa"
     out.mkdir(parents=True, exist_ok=True)
-    reports = []
-    for v in visits:
-        reports.append(_visit_report(repo, v, known[v], sections, out, config))
+    if not 1 <= int(jobs) <= MAX_JOBS:
+        raise ValueError(f"jobs must be in [1, {MAX_JOBS}], got {jobs}")
+    reports, failed = [], {}
+
+    def done(r: VisitReport) -> None:
+        reports.append(r)
         if progress is not None:
-            r = reports[-1]
             counts = {g: list(r.detector_grades.values()).count(g) for g in ("ok", "warn", "fail")}
-            progress(f"visit {v}: {r.visit_grade} ({counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail "
-                     f"detector(s)); {r.n_metrics} metrics; {r.seconds:.1f} s -> {r.page}")
+            progress(f"visit {r.visit}: {r.visit_grade} ({counts['ok']} ok, {counts['warn']} warn, {counts['fail']} "
+                     f"fail detector(s)); {r.n_metrics} metrics; {r.seconds:.1f} s -> {r.page}")
+
+    if int(jobs) == 1 or len(visits) == 1:
+        for v in visits:
+            done(_visit_report(repo, v, known[v], sections, out, config))
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(int(jobs), len(visits))) as pool:
+            futures = {v: pool.submit(_visit_report, repo, v, known[v], sections, out, config) for v in visits}
+            for v, future in futures.items():  # in visit order: the same progress lines whatever finishes first
+                try:
+                    done(future.result())
+                except Exception as err:  # noqa: BLE001 - a dead worker costs its visit only (BrokenProcessPool...)
+                    failed[v] = f"{type(err).__name__}: {err}"
+                    log.error("qa: visit %s: %s", v, failed[v])
     index = out / "index.html"
-    _write_text(index, _index_page(repo, reports, out, truth))
-    return QaReport(out=out, index=index, visits=reports)
+    _write_text(index, _index_page(repo, reports, out, truth, failed))
+    return QaReport(out=out, index=index, visits=reports, failed=failed)
 
 
 def _visit_report(repo, visit, detectors, section_names, out, config) -> VisitReport:
@@ -360,7 +383,7 @@ def _visit_page(repo, visit, products, sections, table, states, grades, visit_gr
     return _page(f"visitcal qa: visit {visit}", body)
 
 
-def _index_page(repo, reports, out, truth) -> str:
+def _index_page(repo, reports, out, truth, failed=None) -> str:
     body = [f"<h1>visitcal qa: {_e(repo.root.name)}</h1>",
             f"<p>{len(reports)} visit(s){' · with the simulator&#x27;s truth' if truth else ''}. Grades: "
             + " ".join(f'<span class="{_GRADE_CLASS[g]}">{_e(g)}</span>' for g in GRADES)
@@ -378,5 +401,7 @@ def _index_page(repo, reports, out, truth) -> str:
                     f"<td>{grades.count('fail')}</td>"
                     f'<td><a href="{_e(r.metrics_path.relative_to(out).as_posix())}">{r.n_metrics}</a></td>'
                     f'<td class="text">{_e("; ".join(f"{k}: {v}" for k, v in r.section_errors.items()))}</td></tr>')
+    for v, why in sorted((failed or {}).items()):
+        body.append(f'<tr><td>{v}</td><td class="fail">no report</td><td colspan="8" class="text">{_e(why)}</td></tr>')
     body.append("</table>")
     return _page(f"visitcal qa: {repo.root.name}", body)
