@@ -308,7 +308,9 @@ def _html_table(t: HtmlTable) -> list[str]:
 
 
 def _metric_grid(section: Section, table: pa.Table, detectors) -> list[str]:
-    """The section's metrics: a row per metric, a column for the visit and each detector, coloured by grade."""
+    """The section's metrics: a row per metric, a column for the visit and each detector, coloured by grade (a
+    per-detector metric's pooled ``<name>Visit`` in the visit column of its row; the error after ``±``, the
+    count in the cell's tooltip)."""
     names = list(dict.fromkeys(m.name for m in section.metrics))
     if not names:
         return []
@@ -317,6 +319,11 @@ def _metric_grid(section: Section, table: pa.Table, detectors) -> list[str]:
                                              table["value"].to_pylist(), table["error"].to_pylist(),
                                              table["count"].to_pylist(), table["grade"].to_pylist()):
         cell[(name, d)] = (value, err, count, g)
+    pooled = {n: f"{n}Visit" for n in names if f"{n}Visit" in names}
+    for n, v in pooled.items():
+        if (v, -1) in cell:
+            cell[(n, -1)] = cell[(v, -1)]
+    names = [n for n in names if n not in set(pooled.values())]
     visit_cols = any((n, -1) in cell for n in names)
     cols = ([-1] if visit_cols else []) + [d for d in detectors if any((n, d) in cell for n in names)]
     lines = ["<table>", "<tr><th>metric</th><th>unit</th>"
