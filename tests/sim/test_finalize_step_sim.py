@@ -158,6 +158,20 @@ def test_visit_summary_joins_refit_models_and_calibrations(finalized):
             assert row["psfSigma"] == pytest.approx(model["psf"].compute_shape(cx, cy).determinant_radius, rel=1e-12)
             assert row["zeroPoint"] == pytest.approx(exp.summary_stats["zeroPoint"], abs=1e-12)
             assert row["nPsfStar"] > 10 and len(row["raCorners"]) == 4
+            # LSST's columns: id (the detector), band and physical_filter, and the PSF stars' residual statistics
+            # of finalize's star table, recomputed here with numpy (LSST's definition: used stars, 50 < S/N < 1000)
+            assert row["id"] == d and row["band"] == exp.visit_info.band
+            assert row["physical_filter"] == exp.visit_info.physical_filter
+            stars = read_catalog(root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet")
+            stars = stars[np.asarray(stars["detector"]) == d]
+            xx, yy, pxx, pyy = (np.asarray(stars[c], float) for c in (
+                "base_SdssShape_xx", "base_SdssShape_yy", "base_SdssShape_psf_xx", "base_SdssShape_psf_yy"))
+            snr = np.asarray(stars["base_PsfFlux_instFlux"], float) / np.asarray(stars["base_PsfFlux_instFluxErr"],
+                                                                                 float)
+            sel = (np.asarray(stars["calib_psf_used"], bool) & (snr > 50) & (snr < 1000)
+                   & ~np.asarray(stars["base_SdssShape_flag"], bool) & ~np.asarray(stars["base_PsfFlux_flag"], bool))
+            de1 = ((xx - yy) / (xx + yy) - (pxx - pyy) / (pxx + pyy))[sel]
+            assert row["psfStarDeltaE1Median"] == pytest.approx(np.median(de1), rel=1e-12, abs=1e-15)
             cal = calibrations_for(vs, d)
             assert cal.psf is row["psf"] and cal.wcs is row["wcs"]
         # a row without its PSF (a failed finalize fit): a typed failure naming it, after a round trip

@@ -147,7 +147,7 @@ def _summarize_visit(repo, task, chash, visit, models_path, target, overwrite) -
         cat = read_psf_ap_corr_cat(models_path)
         sources = {}
         if stars_path.is_file():
-            stars = read_catalog(stars_path, columns=["detector", "calib_psf_used"])
+            stars = read_catalog(stars_path)  # the shapes too: the psfStarDelta* statistics
             det = np.asarray(stars["detector"])
             sources = {d: stars[det == d] for d in exposures}
         failed: dict[str, str] = {}

@@ -129,6 +129,27 @@ def compute_magnitude_limit(psf_area: float, sky_bg: float, zero_point: float, r
     return float(zero_point - 2.5 * math.log10(counts)) if counts > 0 else math.nan
 
 
+def zenith_distance(visit_info) -> float:
+    """The boresight's zenith distance (deg) at the middle of the exposure, from its ICRS position, the date
+    (``mjd``, UTC) and the observatory's longitude and latitude: ``90 - altitude`` with the hour angle from the
+    mean sidereal time (IAU 1982, UT1 taken as UTC: < 1 s, 15 arcsec) and no refraction, precession or
+    nutation (< 0.5 deg; LSST's ``zenithDistance`` is ``90 - boresightAzAlt.altitude`` from the observatory's
+    own record). NaN when any input is unknown."""
+    if visit_info is None or visit_info.observatory is None or not math.isfinite(visit_info.mjd):
+        return math.nan
+    ra, dec = visit_info.boresight_ra_dec
+    lon, lat = visit_info.observatory[0], visit_info.observatory[1]
+    if not all(math.isfinite(v) for v in (ra, dec, lon, lat)):
+        return math.nan
+    d = visit_info.mjd + 2400000.5 - 2451545.0          # days from J2000.0
+    t = d / 36525.0
+    gmst = 280.46061837 + 360.98564736629 * d + 0.000387933 * t * t - t ** 3 / 38710000.0
+    ha = math.radians((gmst + lon - ra) % 360.0)
+    phi, delta = math.radians(lat), math.radians(dec)
+    sin_alt = math.sin(phi) * math.sin(delta) + math.cos(phi) * math.cos(delta) * math.cos(ha)
+    return 90.0 - math.degrees(math.asin(max(-1.0, min(1.0, sin_alt))))
+
+
 def _mad_scatter(v: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else math.nan
 
@@ -198,6 +219,10 @@ class ComputeExposureSummaryStatsTask:
         cx, cy = bbox.center
         vi = exposure.visit_info
         s["expTime"] = float(vi.exposure_time) if vi is not None else math.nan
+        # the visit summary's identification columns (LSST: physical_filter, band from the exposure's filter)
+        s["band"] = (vi.band or "") if vi is not None else ""
+        s["physical_filter"] = (vi.physical_filter or "") if vi is not None else ""
+        s["zenithDistance"] = zenith_distance(vi)
         psf = exposure.psf
         if psf is not None:
             shape = psf.compute_shape(cx, cy)

@@ -127,7 +127,8 @@ class UpdateVisitSummaryTask:
         background_dict : mapping detector -> `BackgroundList` (or callable), optional
             For ``skyBg``.
         source_dict : mapping detector -> Table (or callable), optional
-            finalize's star table rows of the detector, for ``nPsfStar`` (``calib_psf_used``).
+            finalize's star table rows of the detector, for ``nPsfStar`` (``calib_psf_used``) and the
+            ``psfStarDelta*`` statistics (its stars' and the refit model's moments).
         """
         models = {int(r["detector"]): r for r in psf_ap_corr_cat}
         rows = []
@@ -267,9 +268,12 @@ def _make_table(rows) -> Table:
     t["bbox"] = np.array([r["bbox"] for r in rows], np.int32).reshape(n, 4)
     t["status"] = np.array([r["status"] for r in rows], dtype=str).reshape(n) if n else np.zeros(0, "U1")
     t["message"] = np.array([r["message"] for r in rows], dtype=str).reshape(n) if n else np.zeros(0, "U1")
+    t["id"] = t["detector"].copy()  # LSST's name of the detector column (visit summaries are ExposureCatalogs)
     for name in _stat_names(rows):
         values = [r["stats"].get(name) for r in rows]
-        if any(isinstance(v, (list, tuple)) for v in values):
+        if any(isinstance(v, str) for v in values):
+            t[name] = np.array(["" if v is None else str(v) for v in values], dtype=str).reshape(n)
+        elif any(isinstance(v, (list, tuple)) for v in values):
             width = max(len(v) for v in values if isinstance(v, (list, tuple)))
             t[name] = np.array([v if isinstance(v, (list, tuple)) else [math.nan] * width for v in values],
                                np.float64).reshape(n, width)
