@@ -584,10 +584,13 @@ def _check_step_args(parser, args) -> None:
 
         args.config = (_load_config(parser, args.config, CalibrateStepConfig) if args.config is not None
                        else CalibrateStepConfig.preset(args.preset))
-    elif args.command == "finalize" and args.config is not None:
+    elif args.command == "finalize" and (args.config is not None or args.preset != "lsst"):
         from .pipeline.finalize_step import FinalizeStepConfig
+        from .tasks.finalize_characterization import FinalizeCharacterizationConfig
 
-        args.config = _load_config(parser, args.config, FinalizeStepConfig)
+        base = FinalizeStepConfig(finalize=FinalizeCharacterizationConfig.preset(args.preset))
+        args.config = _load_config(parser, args.config, FinalizeStepConfig, base=base) if args.config is not None \
+            else base
     elif args.command == "run":
         from .pipeline.calibrate_step import CalibrateStepConfig
         from .pipeline.chain import RunConfig
@@ -735,8 +738,11 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--per-detector", action="store_true",
                      help="the detector task per detector, then the consolidation (same products)")
     fin.add_argument("--overwrite", action="store_true", help="redo visits already finalized")
+    fin.add_argument("--preset", choices=("lsst", "lsstcam"), default="lsst",
+                     help="lsst: LSST's defaults; lsstcam: obs_lsst's LSSTCam overrides (PSF spatial order 4, "
+                          "2 in u; star centres not refitted)")
     fin.add_argument("--config", default=None, help="JSON file of a FinalizeStepConfig: only the fields it changes, "
-                     "at any depth (laid over the defaults)")
+                     "at any depth (laid over the defaults, or --preset)")
     _add_executor_arguments(fin)
     fin.set_defaults(func=_cmd_finalize)
 

@@ -97,7 +97,7 @@ from typing import Literal
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .. import _core
 from ..core.apcorr import ApCorrMap
@@ -264,11 +264,47 @@ class FinalizeCharacterizationConfig(BaseModel):
                                      "fitted on the PSF candidates of all the visit's detectors, each star in its own "
                                      "detector's pixels, at spatial order 0 (a constant over the detector), checked "
                                      "as any PSF; the detector is degraded ('psf_visit_level: ...'). LSST fails it.")
+    do_add_sky_moments: bool = Field(
+        False, description="LSST's do_add_sky_moments (the PSF stars' moments in sky / alt-az coordinates): accepted "
+                           "so that LSST configurations load; True is refused (not implemented).")
+    do_add_fgcm_photometry: bool = Field(
+        False, description="LSST's do_add_fgcm_photometry (FGCM photometry of the PSF stars for Piff's colour "
+                           "term): accepted so that LSST configurations load; True is refused (no FGCM).")
+    fgcm_photometry_bands: list[str] = Field(
+        default_factory=lambda: ["g", "r", "i", "z", "y"], max_length=20,
+        description="LSST's fgcmPhotometryBands: the bands of do_add_fgcm_photometry (unused while it is False).")
     do_visit_level_ap_corr: bool = Field(True, description="Not LSST: a detector whose aperture correction could "
                                          "not be measured from its own stars (``ap_corr_failed`` with a PSF) takes a "
                                          "constant per flux fitted on the stars of all the visit's detectors, and is "
                                          "degraded (`apply_visit_level_ap_corr`). LSST leaves it without a map, "
                                          "and reprocessing fails it.")
+
+
+    @model_validator(mode="after")
+    def _refuse_unimplemented(self):
+        for field, lsst in (("do_add_sky_moments", "doAddSkyMoments (do_add_sky_moments)"),
+                            ("do_add_fgcm_photometry", "doAddFgcmPhotometry (do_add_fgcm_photometry)")):
+            if getattr(self, field):
+                raise ValueError(f"{field}: LSST's {lsst} is not implemented by visitcal; set it False")
+        return self
+
+    @classmethod
+    def preset(cls, name: str) -> "FinalizeCharacterizationConfig":
+        """A named configuration: ``"lsst"`` (the defaults) or ``"lsstcam"``, obs_lsst's LSSTCam overrides
+        (lsst-spec.md): the pixel-grid PSF at spatial order 4 in g, r, i, z, y and 2 in u
+        (``spatialOrderPerBand``, DM-53160), stars' centres not refitted (``piffPixelGridFitCenter = False``),
+        no sky moments, no FGCM photometry. (Its ``zerothOrderInterpNotEnoughStars = False`` and
+        ``piffBasisPolynomialSolver = "cpp"`` have no visitcal counterpart: our order step-down and Eigen solver
+        are always used.)"""
+        if name == "lsst":
+            return cls()
+        if name != "lsstcam":
+            raise ValueError(f"unknown preset {name!r}: 'lsst' or 'lsstcam'")
+        base = cls()
+        pd = base.psf_determiner
+        grid = pd.pixelgrid.model_copy(update={
+            "spatial_order_per_band": {"u": 2, "g": 4, "r": 4, "i": 4, "z": 4, "y": 4}, "fit_center": False})
+        return base.model_copy(update={"psf_determiner": pd.model_copy(update={"pixelgrid": grid})})
 
 
 @dataclasses.dataclass
