@@ -174,3 +174,37 @@ def test_footprints_areas_and_peaks(result, raw):
     # first footprint's spans, straight from the SpanSet table
     np.testing.assert_array_equal(footprints[IDS[0]].spans[0], [2, 46, 51])
     np.testing.assert_array_equal(footprints[IDS[0]].spans[-1], [15, 46, 49])
+
+
+def test_source_table_export_of_the_afw_catalog(result):
+    """The DPDD-style export on the real catalog: positions in degrees, the slot centroid, renamed flags;
+    this old file has no instFlux / LocalPhotoCalib columns, so no calibrated fluxes (listed as missing)."""
+    from visitcal.io.afw_catalog import to_source_table
+    table, _ = result
+    s = to_source_table(table)
+    assert s["sourceId"].tolist() == IDS
+    np.testing.assert_allclose(s["ra"], np.degrees(table["coord_ra"]))
+    np.testing.assert_allclose(s["ra"][0], 150.3000495, atol=1e-6)  # 2.62323073 rad
+    np.testing.assert_array_equal(s["x"], table["base_SdssCentroid_x"])
+    np.testing.assert_array_equal(s["ixx"], table["ext_shapeHSM_HsmSourceMoments_xx"].astype(np.float32))
+    assert s["pixelFlags_edge"].tolist() == [True, True, True, True, False]
+    assert s["centroid_flag"].tolist() == [True] * 5
+    assert "psfFlux" in s.meta["missing"] and "calibFlux" in s.meta["missing"]
+
+
+def test_round_trip_through_visitcal_products(result, tmp_path):
+    """The result goes into visitcal's own products: the Parquet catalog keeps flags and slots, the
+    footprint file keeps spans and peaks (peaks compared as bytes: the file's missing significance is NaN)."""
+    from visitcal.io import read_catalog, read_footprints, write_catalog, write_footprints
+    table, footprints = result
+    write_catalog(table, tmp_path / "src.parquet")
+    back = read_catalog(tmp_path / "src.parquet")
+    assert back.meta["slots"] == table.meta["slots"]
+    assert resolve_column(back, "slot_Centroid_flag") == "base_SdssCentroid_flag"
+    assert back["base_PixelFlags_flag_edge"].tolist() == [True, True, True, True, False]
+    write_footprints(tmp_path / "fp.fits", list(footprints.values()), list(footprints))
+    ids, fps = read_footprints(tmp_path / "fp.fits")
+    assert ids.tolist() == IDS
+    for a, b in zip(fps, footprints.values()):
+        np.testing.assert_array_equal(a.spans, b.spans)
+        assert a.peaks.tobytes() == b.peaks.tobytes()

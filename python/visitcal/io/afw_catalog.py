@@ -40,11 +40,13 @@ from astropy.table import Table
 from astropy.units import UnitsWarning
 
 from ..core.footprint import PEAK_DTYPE, Footprint, HeavyFootprint
+from ..core.table import slot_column
 from . import FitsReadError
 from .afw_archive import AfwArchive, hdu_type
 from .fits import open_fits
 
-__all__ = ["read_afw_source_catalog", "afw_column", "KNOWN_FOOTPRINT_CLASSES"]
+__all__ = ["read_afw_source_catalog", "afw_column", "to_source_table", "KNOWN_FOOTPRINT_CLASSES",
+           "SOURCE_TABLE_FLAGS", "SOURCE_TABLE_RENAME_RULES"]
 
 _log = logging.getLogger(__name__)
 
@@ -146,7 +148,7 @@ def read_afw_source_catalog(path) -> tuple[Table, dict[int, Footprint]]:
 
 def _read_columns(hdu, path) -> Table:
     header = hdu.header
-    with warnings.catch_warnings():  # afw's units ("count", "rad", "pixel^2"...) are afw's, not FITS's: not ours to judge
+    with warnings.catch_warnings():  # afw's units ("count", "pixel^2"...) are afw's, not FITS's: not ours to judge
         warnings.simplefilter("ignore", UnitsWarning)
         raw = Table.read(hdu, mask_invalid=False, character_as_bytes=False)
     raw.meta.clear()
@@ -161,7 +163,9 @@ def _read_columns(hdu, path) -> Table:
         if not str(header.get(f"TFORM{flag_number}", "")).strip().endswith("X"):
             raise FitsReadError(f"{path}[1]: the flag column {flag_name!r} (FLAGCOL = {flag_number}) is not a bit "
                                 f"array (TFORM{flag_number} = {header.get(f'TFORM{flag_number}')!r})", path=path, hdu=1)
-        flag_bits = np.asarray(raw[flag_name], dtype=bool).reshape(len(raw), -1)
+        flag_bits = np.asarray(raw[flag_name], dtype=bool)
+        if flag_bits.ndim == 1:  # a one-bit column
+            flag_bits = flag_bits[:, None]
         nbits = flag_bits.shape[1]
         for key in header:
             m = re.fullmatch(r"TFLAG(\d+)", key)
@@ -239,12 +243,6 @@ def _aliases(header, path) -> tuple[dict[str, str], dict[str, str]]:
         else:
             aliases[alias] = target
     return slots, aliases
-
-
-def _text(value) -> str:
-    if isinstance(value, np.ndarray):  # afw variable-length char columns come back as arrays of characters
-        return "".join(str(c) for c in value.ravel()).strip()
-    return str(value).strip()
 
 
 def _spans_from(cat: Table, where: str, path) -> np.ndarray:
@@ -328,9 +326,170 @@ def _read_footprints(archive: AfwArchive, table: Table, path) -> tuple[dict[int,
             raise FitsReadError(f"{path}[1]: {record}: column 'footprint' = {fid}, not an archive object",
                                 path=path, hdu=1)
         name = archive.name(fid)
-        if name != "Footprint" and not name.startswith("HeavyFootprint") or name not in KNOWN_FOOTPRINT_CLASSES:
+        if name == "SpanSet" or name not in KNOWN_FOOTPRINT_CLASSES:  # a record's footprint: (Heavy)Footprint
             unread.add(name)
             continue
         out[int(sid)] = _read_one(archive, fid, record, path)
     unread |= {e.name for e in archive.entries} - set(KNOWN_FOOTPRINT_CLASSES)
     return out, sorted(unread)
+
+
+# --- a DPDD-style export ---------------------------------------------------------------------------
+
+#: The measurement flags and values that LSST's single-visit ``sourceTable`` copies (pipe_tasks
+#: ``schemas/Source.yaml``, its ``flags`` list), renamed by `SOURCE_TABLE_RENAME_RULES`.
+SOURCE_TABLE_FLAGS = (
+    "base_LocalPhotoCalib", "base_LocalPhotoCalib_flag", "base_LocalPhotoCalibErr", "base_LocalWcs_flag",
+    "base_LocalWcs_CDMatrix_2_1", "base_LocalWcs_CDMatrix_1_1", "base_LocalWcs_CDMatrix_1_2",
+    "base_LocalWcs_CDMatrix_2_2", "base_Blendedness_flag", "base_Blendedness_flag_noCentroid",
+    "base_Blendedness_flag_noShape", "base_CircularApertureFlux_12_0_flag",
+    "base_CircularApertureFlux_12_0_flag_apertureTruncated", "base_CircularApertureFlux_12_0_flag_sincCoeffsTruncated",
+    "base_CircularApertureFlux_12_0_instFlux", "base_CircularApertureFlux_12_0_instFluxErr",
+    "base_CircularApertureFlux_17_0_flag", "base_CircularApertureFlux_17_0_instFlux",
+    "base_CircularApertureFlux_17_0_instFluxErr", "base_CircularApertureFlux_35_0_flag",
+    "base_CircularApertureFlux_35_0_instFlux", "base_CircularApertureFlux_35_0_instFluxErr",
+    "base_CircularApertureFlux_50_0_flag", "base_CircularApertureFlux_50_0_instFlux",
+    "base_CircularApertureFlux_50_0_instFluxErr", "base_NormalizedCompensatedTophatFlux_flag",
+    "base_NormalizedCompensatedTophatFlux_instFlux", "base_NormalizedCompensatedTophatFlux_instFluxErr",
+    "base_ClassificationExtendedness_flag", "base_ClassificationSizeExtendedness_flag", "base_FootprintArea_value",
+    "base_InvalidPsf_flag", "base_Jacobian_flag", "base_Jacobian_value", "base_LocalBackground_instFlux",
+    "base_LocalBackground_instFluxErr", "base_LocalBackground_flag", "base_LocalBackground_flag_noGoodPixels",
+    "base_LocalBackground_flag_noPsf", "base_PixelFlags_flag_bad", "base_PixelFlags_flag_cr",
+    "base_PixelFlags_flag_crCenter", "base_PixelFlags_flag_edge", "base_PixelFlags_flag_interpolated",
+    "base_PixelFlags_flag_interpolatedCenter", "base_PixelFlags_flag_nodata", "base_PixelFlags_flag_offimage",
+    "base_PixelFlags_flag_saturated", "base_PixelFlags_flag_saturatedCenter", "base_PixelFlags_flag_suspect",
+    "base_PixelFlags_flag_suspectCenter", "base_PsfFlux_apCorr", "base_PsfFlux_apCorrErr", "base_PsfFlux_area",
+    "base_PsfFlux_flag", "base_PsfFlux_flag_apCorr", "base_PsfFlux_flag_edge", "base_PsfFlux_flag_noGoodPixels",
+    "base_GaussianFlux_flag", "base_SdssCentroid_flag", "base_SdssCentroid_flag_almostNoSecondDerivative",
+    "base_SdssCentroid_flag_badError", "base_SdssCentroid_flag_edge", "base_SdssCentroid_flag_noSecondDerivative",
+    "base_SdssCentroid_flag_notAtMaximum", "base_SdssCentroid_flag_resetToPeak", "base_Variance_flag",
+    "base_Variance_flag_emptyFootprint", "base_Variance_value", "calib_astrometry_used", "calib_photometry_reserved",
+    "calib_photometry_used", "calib_psf_candidate", "calib_psf_reserved", "calib_psf_used",
+    "deblend_deblendedAsPsf", "deblend_hasStrayFlux", "deblend_masked", "deblend_nChild", "deblend_parentTooBig",
+    "deblend_patchedTemplate", "deblend_rampedTemplate", "deblend_skipped", "deblend_tooManyPeaks",
+    "ext_shapeHSM_HsmPsfMoments_flag", "ext_shapeHSM_HsmShapeRegauss_flag", "sky_source", "detect_isPrimary",
+)
+
+#: ``(old, new)``: applied in order, each to a name that starts with ``old`` (every ``old`` in it replaced), as
+#: LSST's sourceTable transform renames the copied flags (``base_PixelFlags_flag_edge`` -> ``pixelFlags_edge``).
+SOURCE_TABLE_RENAME_RULES = (
+    ("ext_photometryKron_", ""), ("base_Blendedness", "base_blendedness"), ("base_Local", "local"),
+    ("base_PixelFlags_flag", "pixelFlags"), ("base_ClassificationE", "e"), ("base_ClassificationS", "s"),
+    ("base_SdssCentroid", "centroid"), ("base_Variance", "variance"), ("base_Psf", "psf"),
+    ("base_InvalidPsf_flag", "invalidPsfFlag"), ("base_GaussianFlux", "gaussianFlux"),
+    ("base_CircularApertureFlux", "apFlux"), ("base_NormalizedCompensatedTophatFlux", "normCompTophatFlux"),
+    ("base_FootprintArea", "footprintArea"), ("base_Jacobian", "jacobian"),
+    ("ext_shapeHSM_HsmPsfMomentsDebiased", "iDebiasedPSF"), ("ext_shapeHSM_Hsm", "hsm"), ("ext_convolved_", ""),
+    ("undeblended_base", "undeblended"), ("undeblended_ext_photometryKron", "undeblended"), ("base_", ""),
+    ("slot_", ""),
+)
+
+
+def _renamed(name: str) -> str:
+    for old, new in SOURCE_TABLE_RENAME_RULES:
+        if name.startswith(old):
+            name = name.replace(old, new)
+    return name
+
+
+def to_source_table(table: Table) -> Table:
+    """A DPDD-style single-visit source table (LSST's ``sourceTable`` names) from a visitcal ``source``
+    catalog (or any catalog with afw's column names and slots).
+
+    Columns, when their inputs exist (the others are left out and listed in ``meta["missing"]``):
+
+    - ``sourceId`` (``id``), ``parentSourceId`` (``parent``), ``visit``, ``detector``;
+    - ``coord_ra``, ``coord_dec``, ``ra``, ``dec``: degrees (the input's ``coord_*`` are radians);
+    - ``x``, ``y`` (``slot_Centroid``, 0-based pixels, centres at integers), ``xErr``, ``yErr`` (float32);
+    - calibrated fluxes in nJy (float32), ``instFlux * base_LocalPhotoCalib`` and
+      ``instFluxErr * base_LocalPhotoCalib``: ``psfFlux`` (``slot_PsfFlux``), ``calibFlux``
+      (``slot_CalibFlux``), ``gaussianFlux`` (``base_GaussianFlux``), ``apNNFlux`` for the circular
+      apertures of radius NN px (3, 6, 9, 12, 17, 25, 35, 50, 70) with ``apNNFlux_flag``, ``sky``
+      (``base_LocalBackground``); each with its ``...Err``;
+    - ``ixx``, ``iyy``, ``ixy`` (``slot_Shape``), ``ixxPSF``, ``iyyPSF``, ``ixyPSF`` (``slot_PsfShape``): pixel²,
+      float32; ``extendedness``, ``sizeExtendedness`` (float32);
+    - the flags and values of `SOURCE_TABLE_FLAGS` present in ``table``, renamed by
+      `SOURCE_TABLE_RENAME_RULES` (``pixelFlags_edge``, ``psfFlux_flag``, ``centroid_flag``,
+      ``extendedness_flag``, ``calib_psf_used``, ``localPhotoCalib``...).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        Slots in ``meta["slots"]`` (`visitcal.core.table`) or ``slot_*`` columns.
+
+    Returns
+    -------
+    astropy.table.Table
+    """
+    out = Table()
+    missing: list[str] = []
+
+    def col(name):
+        if name in table.colnames:
+            return name
+        if name.startswith("slot_"):
+            slot, _, suffix = name[len("slot_"):].partition("_")
+            try:
+                return slot_column(table, slot, suffix)
+            except KeyError:
+                return None
+        return None
+
+    def copy(dst, src, *, dtype=None, unit=None, scale=1.0):
+        c = col(src)
+        if c is None:
+            missing.append(dst)
+            return
+        data = np.asarray(table[c])
+        if scale != 1.0:
+            data = data * scale
+        out[dst] = data.astype(dtype) if dtype is not None else data
+        u = unit if unit is not None else table[c].unit
+        if u is not None:
+            out[dst].unit = u
+
+    def flux(dst, prefix):
+        c, e, cal = col(f"{prefix}_instFlux"), col(f"{prefix}_instFluxErr"), col("base_LocalPhotoCalib")
+        if c is None or cal is None:
+            missing.append(dst)
+        else:
+            out[dst] = (np.asarray(table[c]) * np.asarray(table[cal])).astype(np.float32)
+            out[dst].unit = "nJy"
+        if e is None or cal is None:
+            missing.append(dst + "Err")
+        else:
+            out[dst + "Err"] = (np.asarray(table[e]) * np.asarray(table[cal])).astype(np.float32)
+            out[dst + "Err"].unit = "nJy"
+
+    deg = 180.0 / np.pi
+    copy("sourceId", "id")
+    copy("coord_ra", "coord_ra", scale=deg, unit="deg")
+    copy("coord_dec", "coord_dec", scale=deg, unit="deg")
+    copy("parentSourceId", "parent")
+    for name in ("visit", "detector"):
+        if name in table.colnames:
+            copy(name, name)
+    copy("x", "slot_Centroid_x", unit="pixel")
+    copy("y", "slot_Centroid_y", unit="pixel")
+    copy("xErr", "slot_Centroid_xErr", dtype=np.float32, unit="pixel")
+    copy("yErr", "slot_Centroid_yErr", dtype=np.float32, unit="pixel")
+    copy("ra", "coord_ra", scale=deg, unit="deg")
+    copy("dec", "coord_dec", scale=deg, unit="deg")
+    flux("calibFlux", "slot_CalibFlux")
+    for r in (3, 6, 9, 12, 17, 25, 35, 50, 70):
+        flux(f"ap{r:02d}Flux", f"base_CircularApertureFlux_{r}_0")
+        copy(f"ap{r:02d}Flux_flag", f"base_CircularApertureFlux_{r}_0_flag")
+    flux("sky", "base_LocalBackground")
+    flux("psfFlux", "slot_PsfFlux")
+    for q in ("xx", "yy", "xy"):
+        copy(f"i{q}", f"slot_Shape_{q}", dtype=np.float32, unit="pixel2")
+    for q in ("xx", "yy", "xy"):
+        copy(f"i{q}PSF", f"slot_PsfShape_{q}", dtype=np.float32, unit="pixel2")
+    flux("gaussianFlux", "base_GaussianFlux")
+    copy("extendedness", "base_ClassificationExtendedness_value", dtype=np.float32)
+    copy("sizeExtendedness", "base_ClassificationSizeExtendedness_value", dtype=np.float32)
+    for name in SOURCE_TABLE_FLAGS:
+        if name in table.colnames and _renamed(name) not in out.colnames:
+            copy(_renamed(name), name)
+    out.meta["missing"] = missing
+    return out

@@ -66,6 +66,13 @@ def test_flag_bit_order_is_fits_order(tmp_path):
     assert table["id"].dtype == np.int64 and table["id"].dtype.byteorder in "=|"
 
 
+def test_empty_catalog(tmp_path):
+    path = _write(tmp_path, [_catalog_hdu(np.zeros((0, 10), bool))])
+    table, footprints = read_afw_source_catalog(path)
+    assert len(table) == 0 and footprints == {}
+    assert table.colnames[3:] == FLAG_NAMES and table["alg1_flag"].dtype == bool
+
+
 def test_aliases_become_slots_and_aliases(tmp_path):
     path = _write(tmp_path, [_catalog_hdu(np.zeros((2, 10), bool))])
     table, _ = read_afw_source_catalog(path)
@@ -112,7 +119,7 @@ def test_dangling_alias_is_kept_and_fails_on_use(tmp_path):
 
 # --- footprints ----------------------------------------------------------------------------------------
 
-def _table(name, columns, **cards):
+def _table(name, columns):
     hdu = fits.BinTableHDU.from_columns(columns)
     hdu.header["EXTTYPE"] = "ARCHIVE_DATA"
     hdu.header["AR_NAME"] = name
@@ -208,3 +215,85 @@ def test_not_a_catalog(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2)))]).writeto(path)
     with pytest.raises(FitsReadError, match="HDU 1 is not an afw catalog"):
         read_afw_source_catalog(path)
+
+
+# --- the DPDD-style export -----------------------------------------------------------------------------
+
+def _visitcal_like_source():
+    from astropy.table import Table
+    t = Table()
+    t["id"] = np.array([11, 12, 13], dtype=np.int64)
+    t["parent"] = np.array([0, 0, 11], dtype=np.int64)
+    t["coord_ra"] = np.array([0.0, np.pi / 2, np.pi])
+    t["coord_dec"] = np.array([-np.pi / 4, 0.0, np.pi / 6])
+    t["base_SdssCentroid_x"] = [1.5, 2.5, 3.5]
+    t["base_SdssCentroid_y"] = [4.0, 5.0, 6.0]
+    t["base_SdssCentroid_xErr"] = [0.1, 0.2, 0.3]
+    t["base_SdssCentroid_yErr"] = [0.1, 0.2, 0.3]
+    t["base_PsfFlux_instFlux"] = [100.0, 200.0, np.nan]
+    t["base_PsfFlux_instFluxErr"] = [10.0, 20.0, np.nan]
+    t["base_CircularApertureFlux_12_0_instFlux"] = [110.0, 210.0, 310.0]
+    t["base_CircularApertureFlux_12_0_instFluxErr"] = [11.0, 21.0, 31.0]
+    t["base_CircularApertureFlux_12_0_flag"] = [False, False, True]
+    t["base_LocalPhotoCalib"] = [2.0, 3.0, 4.0]
+    t["base_SdssShape_xx"] = [4.0, 5.0, 6.0]
+    t["base_SdssShape_yy"] = [4.5, 5.5, 6.5]
+    t["base_SdssShape_xy"] = [0.1, 0.2, 0.3]
+    t["base_PixelFlags_flag_edge"] = [True, False, False]
+    t["base_PsfFlux_flag"] = [False, False, True]
+    t["base_SdssCentroid_flag"] = [False, True, False]
+    t["base_ClassificationExtendedness_value"] = [0.0, 1.0, np.nan]
+    t["base_ClassificationExtendedness_flag"] = [False, False, True]
+    t["calib_psf_used"] = [True, False, False]
+    t.meta["slots"] = {"Centroid": "base_SdssCentroid", "PsfFlux": "base_PsfFlux",
+                       "CalibFlux": "base_CircularApertureFlux_12_0", "Shape": "base_SdssShape"}
+    return t
+
+
+def test_to_source_table_names_and_values():
+    from visitcal.io.afw_catalog import to_source_table
+    s = to_source_table(_visitcal_like_source())
+    assert s["sourceId"].tolist() == [11, 12, 13] and s["parentSourceId"].tolist() == [0, 0, 11]
+    np.testing.assert_allclose(s["ra"], [0.0, 90.0, 180.0])
+    np.testing.assert_allclose(s["dec"], [-45.0, 0.0, 30.0])
+    np.testing.assert_allclose(s["coord_ra"], s["ra"])
+    assert str(s["ra"].unit) == "deg"
+    np.testing.assert_array_equal(s["x"], [1.5, 2.5, 3.5])
+    assert s["xErr"].dtype == np.float32
+    np.testing.assert_allclose(s["psfFlux"], [200.0, 600.0, np.nan])       # instFlux * localPhotoCalib
+    np.testing.assert_allclose(s["psfFluxErr"], [20.0, 60.0, np.nan])
+    assert s["psfFlux"].dtype == np.float32 and str(s["psfFlux"].unit) == "nJy"
+    np.testing.assert_allclose(s["calibFlux"], [220.0, 630.0, 1240.0])
+    np.testing.assert_allclose(s["ap12Flux"], s["calibFlux"])
+    assert s["ap12Flux_flag"].tolist() == [False, False, True]
+    np.testing.assert_allclose(s["ixx"], [4.0, 5.0, 6.0])
+    assert s["pixelFlags_edge"].tolist() == [True, False, False]
+    assert s["psfFlux_flag"].tolist() == [False, False, True]
+    assert s["centroid_flag"].tolist() == [False, True, False]
+    assert s["extendedness_flag"].tolist() == [False, False, True]
+    assert s["calib_psf_used"].tolist() == [True, False, False]
+    np.testing.assert_array_equal(s["extendedness"], np.array([0.0, 1.0, np.nan], np.float32))
+    assert "localPhotoCalib" in s.colnames
+    assert "gaussianFlux" in s.meta["missing"] and "ixxPSF" in s.meta["missing"]
+
+
+def test_to_source_table_on_a_visitcal_source_product():
+    from pathlib import Path
+
+    from visitcal.io import read_catalog
+    from visitcal.io.afw_catalog import to_source_table
+    files = sorted(Path("/tmp/qa_small/source").glob("*/source_*.parquet"))
+    if not files:
+        pytest.skip("no visitcal source product under /tmp/qa_small/source (made by `visitcal qa` runs)")
+    t = read_catalog(files[0])
+    s = to_source_table(t)
+    assert len(s) == len(t) and s.meta["missing"] == []
+    # visitcal's own calibrated columns are instFlux * base_LocalPhotoCalib in nJy: the same numbers
+    np.testing.assert_allclose(s["psfFlux"], t["base_PsfFlux_flux"].astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(s["psfFluxErr"], t["base_PsfFlux_fluxErr"].astype(np.float32), rtol=1e-6)
+    calib = t.meta["slots"]["CalibFlux"]
+    np.testing.assert_allclose(s["calibFlux"], t[f"{calib}_flux"].astype(np.float32), rtol=1e-6)
+    np.testing.assert_allclose(s["ra"], np.degrees(t["coord_ra"]))
+    np.testing.assert_array_equal(s["x"], t[t.meta["slots"]["Centroid"] + "_x"])
+    np.testing.assert_array_equal(s["pixelFlags_edge"], t["base_PixelFlags_flag_edge"])
+    np.testing.assert_array_equal(s["visit"], t["visit"])
