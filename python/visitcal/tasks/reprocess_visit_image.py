@@ -7,7 +7,9 @@ Steps of `ReprocessVisitImageTask.run`, in the order of LSST's:
 0. with ``do_use_sky_corr``, the ``sky_corr`` layers appended to the background;
 1. snap combination (one or two snaps: images and variances summed, masks OR-ed, exposure time summed; more
    than two snaps or snaps of different boxes are a `ValueError` naming them);
-2. the preliminary background subtracted (a background of another box is a `ValueError`);
+2. the preliminary background subtracted (a background of another box is a `ValueError`); with
+   ``remove_initial_photo_calib`` (background in nJy) the snaps are first calibrated with
+   ``initial_photo_calib``, and after the subtraction divided by its calibration mean (back to counts);
 3. ``psf``, ``ap_corr_map``, ``wcs`` and ``photo_calib`` attached (from the visit summary);
 4. cosmic-ray repair with the PSF;
 5. `FindSourcesTask`: detection at 5 sigma (the background is not re-estimated), sky sources, deblending,
@@ -83,10 +85,10 @@ class ReprocessVisitImageConfig(BaseModel):
     apply_ap_corr: ApplyApCorrConfig = Field(default_factory=ApplyApCorrConfig, description="aperture corrections")
     calib_match_radius: float = Field(0.2, gt=0, le=60, description="radius of the calib-source cross-match, arcsec "
                                                                     "At most 60 arcsec.")
-    remove_initial_photo_calib: bool = Field(False, description="the snaps and the background are in the units of "
-                                             "initial_photo_calib (nJy): subtract the background there, then divide "
-                                             "by its mean back to counts (LSST remove_initial_photo_calib; "
-                                             "off in the DRP pipeline)")
+    remove_initial_photo_calib: bool = Field(False, description="the snaps are in counts and the background in the "
+                                             "units of initial_photo_calib (nJy): calibrate the snaps with it, "
+                                             "subtract the background, then divide by its calibration mean back to "
+                                             "counts (LSST remove_initial_photo_calib; off in the DRP pipeline)")
     do_calibrate_pixels: bool = Field(True, description="calibrate the image and variance to nJy")
     do_use_sky_corr: bool = Field(False, description="subtract the sky-correction layers (``sky_corr``) after the "
                                   "preliminary background's (LSST do_use_sky_corr; True in the DRP-full "
@@ -103,7 +105,8 @@ class ReprocessVisitImageResult:
 
     ``exposure`` (image in nJy, variance in nJy^2, identity PhotoCalib, ``BUNIT = 'nJy'``), ``sources`` (the
     calibrated catalog), ``sources_footprints`` (the footprints, aligned with the rows of ``sources``),
-    ``background`` (the subtracted background, still in counts) and ``timings`` (seconds per stage).
+    ``background`` (the subtracted background as given: in counts, or in the initial calibration's nJy with
+    ``remove_initial_photo_calib``) and ``timings`` (seconds per stage).
     """
 
     exposure: Exposure
@@ -138,7 +141,9 @@ class ReprocessVisitImageTask:
         exposures : `Exposure` or sequence of one or two
             The post-ISR snaps (counts).
         initial_photo_calib : `PhotoCalib`, optional
-            With ``remove_initial_photo_calib``: the calibration the snaps and background carry.
+            With ``remove_initial_photo_calib``: the calibration the background carries (nJy per count); the
+            snaps (counts) are calibrated with it before the background is subtracted, and the result is
+            divided by its ``calibration_mean``.
         psf, ap_corr, wcs, photo_calib
             The detector's calibrations (`visitcal.tasks.update_visit_summary.calibrations_for`).
         background : `BackgroundList`
@@ -187,8 +192,10 @@ class ReprocessVisitImageTask:
                 raise ValueError("do_use_sky_corr is set but sky_corr is None")
             background = BackgroundList(list(background or []) + list(sky_corr))
         if self.config.remove_initial_photo_calib:
-            # As LSST's remove_initial_photo_calib: the background is in the initial calibration's units;
-            # subtract it there, then divide by the initial calibration's mean to return to counts.
+            # As LSST's remove_initial_photo_calib (drp_tasks ReprocessVisitImageTask): the snaps are in counts
+            # and the background in the initial calibration's units (nJy). Calibrate the combined snaps with
+            # the initial PhotoCalib (image * c(x, y), variance * c**2), subtract the background there, then
+            # divide by the initial calibration mean to return to (flattened) counts.
             if initial_photo_calib is None:
                 raise ValueError("remove_initial_photo_calib is set but initial_photo_calib is None")
         if background is not None:
@@ -196,6 +203,9 @@ class ReprocessVisitImageTask:
                 if layer.bbox != exposure.bbox:
                     raise ValueError(f"background: layer {k} was fitted on {layer.bbox!r}, the exposure is "
                                      f"{exposure.bbox!r}")
+        if self.config.remove_initial_photo_calib:
+            initial_photo_calib.calibrate_image_in_place(exposure.masked_image)
+        if background is not None:
             exposure.image[...] -= background.get_image(np.float32, bbox=exposure.bbox)
         if self.config.remove_initial_photo_calib:
             mean = float(initial_photo_calib.calibration_mean)

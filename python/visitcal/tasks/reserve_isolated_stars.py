@@ -3,7 +3,8 @@
 
 For ``nstar`` stars and an ``extra`` string (FinalizeCharacterization passes ``f"{band}_{tract}"``):
 
-* ``name = reserve_name + "_" + extra`` (just ``reserve_name`` when ``extra`` is empty), e.g. ``reserved_r_9813``;
+* ``name = reserve_name + "_" + extra``, always joined (``"reserved_"`` when ``extra`` is empty, as LSST's),
+  e.g. ``reserved_r_9813``;
 * ``seed = int(sha256(name.encode("utf-8")).hexdigest(), 16) & 0xFFFFFFFF`` (the digest's low 32 bits);
 * a boolean array whose first ``int(nstar * reserve_fraction)`` entries are True, shuffled in place by
   ``numpy.random.default_rng(seed).shuffle``.
@@ -49,8 +50,9 @@ class ReserveIsolatedStarsTask:
         self.config = config if config is not None else ReserveIsolatedStarsConfig()
 
     def name(self, extra: str = "") -> str:
-        """The seeding name: ``reserve_name`` or ``reserve_name + "_" + extra``."""
-        return f"{self.config.reserve_name}_{extra}" if extra else self.config.reserve_name
+        """The seeding name ``reserve_name + "_" + extra``, joined even when ``extra`` is empty (as LSST's
+        ``ReserveIsolatedStarsTask``: ``"reserved_"``, never ``"reserved"``)."""
+        return f"{self.config.reserve_name}_{extra}"
 
     def run(self, nstar: int, extra: str = "") -> np.ndarray:
         """(nstar,) bool: True for the reserved stars.
@@ -60,7 +62,8 @@ class ReserveIsolatedStarsTask:
         nstar : int
             Number of stars (>= 0).
         extra : str
-            Appended to the name (``"<band>_<tract>"`` in FinalizeCharacterization).
+            Appended to the name after ``"_"`` (``"<band>_<tract>"`` in FinalizeCharacterization; the
+            separator is kept when it is empty).
         """
         nstar = int(nstar)
         if nstar < 0:

@@ -48,7 +48,65 @@ def test_reserve_seed_is_the_low_32_bits_of_the_digest():
     digest = hashlib.sha256(b"reserved_r_9813").hexdigest()
     assert reserve_seed("reserved_r_9813") == int(digest[-8:], 16)
     assert ReserveIsolatedStarsTask().name("r_9813") == "reserved_r_9813"
-    assert ReserveIsolatedStarsTask().name() == "reserved"
+    # LSST always joins name and extra with "_": the empty extra gives "reserved_" (we used to drop the "_")
+    assert ReserveIsolatedStarsTask().name() == "reserved_"
+    assert ReserveIsolatedStarsTask().name("") == "reserved_"
+
+
+def _lsst_recipe(name: str, nstar: int, fraction: float = 0.1) -> np.ndarray:
+    """The spec's recipe (lsst-spec §4.4 step 4) with hashlib and numpy only: seed = low 32 bits of the SHA-256
+    hex digest of the UTF-8 name; the first floor(f N) of N False flags set True; shuffled in place by
+    ``numpy.random.default_rng(seed)``."""
+    seed = int("0x" + hashlib.sha256(name.encode("UTF-8")).hexdigest(), 0) & 0xFFFFFFFF
+    flags = np.zeros(nstar, dtype=bool)
+    flags[: int(nstar * fraction)] = True
+    np.random.default_rng(seed).shuffle(flags)
+    return flags
+
+
+@pytest.mark.parametrize("nstar", [10, 57, 400, 3001])
+def test_reserve_with_empty_extra_is_seeded_by_reserved_underscore(nstar):
+    """The empty ``extra`` seeds from "reserved_" (LSST joins them always), not from "reserved": our draw equals
+    the recipe on "reserved_" and (for these N) differs from the old one on "reserved"."""
+    got = ReserveIsolatedStarsTask().run(nstar)
+    assert np.array_equal(got, _lsst_recipe("reserved_", nstar))
+    assert got.sum() == nstar // 10
+    assert not np.array_equal(got, _lsst_recipe("reserved", nstar))
+    # a custom prefix: "<prefix>_"
+    task = ReserveIsolatedStarsTask(ReserveIsolatedStarsConfig(reserve_name="psf_reserve", reserve_fraction=0.2))
+    assert np.array_equal(task.run(nstar, extra=""), _lsst_recipe("psf_reserve_", nstar, 0.2))
+
+
+def test_reserved_set_on_a_hand_built_isolated_star_table():
+    """A hand-built tract of 60 isolated stars (rows in the table's order; 12 never seen in r) and the r-band
+    sources of visit 5: the reserved stars are those the recipe on "reserved_r_9813" picks among the 48 stars
+    with nsource_r > 0, in the table's row order, and every source carries its star's flag."""
+    n = 60
+    nsource_r = np.array([0 if i % 5 == 3 else 1 + i % 3 for i in range(n)], np.int32)
+    stars = Table({"isolated_star_id": np.arange(100, 100 + n, dtype=np.int64),
+                   "nsource_r": nsource_r, "nsource_g": np.ones(n, np.int32)})
+    obj, visit, det = [], [], []
+    for i in range(n):
+        for k in range(int(nsource_r[i])):
+            obj.append(i)
+            visit.append(5 if k == 0 else 6)
+            det.append(i % 2)
+    src = Table({"sourceId": np.arange(len(obj), dtype=np.int64) + 7000, "obj_index": np.array(obj, np.int64),
+                 "visit": np.array(visit, np.int64), "detector": np.array(det, np.int32)})
+    out = concat_isolated_star_cats("r", {9813: stars}, {9813: src}, visit=5)
+    use_band = [i for i in range(n) if nsource_r[i] > 0]
+    assert len(use_band) == 48
+    flags = _lsst_recipe("reserved_r_9813", len(use_band))
+    assert flags.sum() == 4
+    expected_reserved_stars = {use_band[j] for j in np.flatnonzero(flags)}
+    # every star with an r source has one in visit 5 (its first): the output covers all 48 stars once
+    assert len(out) == 48
+    got_reserved_stars = {int(src["obj_index"][src["sourceId"] == sid][0])
+                          for sid, r in zip(out["sourceId"], out["reserved"]) if r}
+    assert got_reserved_stars == expected_reserved_stars
+    for sid, j, r in zip(out["sourceId"], out["obj_index"], out["reserved"]):
+        assert int(src["obj_index"][src["sourceId"] == sid][0]) == use_band[int(j)]
+        assert bool(r) == bool(flags[int(j)])
 
 
 @pytest.mark.parametrize("nstar,band,tract", [(0, "r", 9813), (1, "g", 1), (9, "i", 2), (10, "r", 9813),

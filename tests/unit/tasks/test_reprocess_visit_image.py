@@ -4,6 +4,7 @@ would make it 0.2 degrees, or 0.2 radians): a neighbour 0.3" away must not match
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from astropy.table import Table
 from visitcal.tasks.reprocess_visit_image import ReprocessVisitImageTask
 
@@ -80,35 +81,122 @@ def test_bad_inputs_are_clear_errors():
         task.run(exposures=[snap()], **{**kw, "psf": None})
 
 
-def test_remove_initial_photo_calib_returns_to_counts():
-    """Snaps and background in the units of an initial calibration c: with remove_initial_photo_calib the
-    counts-space image is the one of the uncalibrated inputs (lsst-spec §5.3 steps 4-6)."""
+def _remove_initial_kw():
     from visitcal.core.apcorr import ApCorrMap
-    from visitcal.detection.background import BackgroundConfig, BackgroundList, make_background
-    from visitcal.core.image import Exposure
     from visitcal.core.photocalib import PhotoCalib
     from visitcal.psf.models import GaussianPsf
-    from visitcal.tasks.reprocess_visit_image import ReprocessVisitImageConfig
     from visitcal.core.wcs import make_tan_sip_wcs
 
+    return dict(psf=GaussianPsf(1.5), ap_corr=ApCorrMap(), photo_calib=PhotoCalib(10.0),
+                wcs=make_tan_sip_wcs((48, 48), (10.0, 0.0), np.diag([-5e-5, 5e-5])))
+
+
+def _snaps_with_stars(rng, shape=(96, 96), sky=50.0):
+    """Two post-ISR snaps in counts: a sky of ``sky`` counts, Gaussian noise and a few Gaussian stars."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    stars = np.zeros(shape)
+    for x0, y0, flux in ((20.3, 30.7, 4000.0), (70.1, 60.4, 9000.0), (50.0, 15.2, 2500.0)):
+        stars += flux / (2 * np.pi * 1.5**2) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * 1.5**2))
+    return [(sky + stars / 2 + rng.normal(0, 5, shape)).astype(np.float32) for _ in range(2)]
+
+
+def _exposure(image, variance):
+    from visitcal.core.image import Exposure
+
+    return Exposure.from_arrays(np.array(image, np.float32), None, np.array(variance, np.float32))
+
+
+def test_remove_initial_photo_calib_matches_the_plain_path():
+    """LSST's remove_initial_photo_calib (lsst-spec §5.3 steps 4-6): the post-ISR snaps are in counts, the
+    preliminary background is in nJy (calibrateImage ran with do_calibrate_pixels=True, initial PhotoCalib
+    c = 57.3 nJy/count). Calibrating the snaps with c, subtracting the nJy background and dividing by c must give
+    the plain path's image (counts snaps, counts background) to float precision.
+
+    (This replaces ``test_remove_initial_photo_calib_returns_to_counts``, which encoded the old order: it fed
+    snaps already in nJy and subtracted the background before any calibration.)"""
+    from visitcal.detection.background import BackgroundConfig, BackgroundList, make_background
+    from visitcal.core.photocalib import PhotoCalib
+    from visitcal.tasks.reprocess_visit_image import ReprocessVisitImageConfig
+
     rng = np.random.default_rng(2)
-    counts = rng.normal(100, 5, (96, 96)).astype(np.float32)
-    c = 4.0  # a power of two: exact in float32
-    bg_counts = BackgroundList([make_background(Exposure.from_arrays(counts, None, np.full_like(counts, 25)).masked_image,
-                                                BackgroundConfig(bin_size=32))])
-    bg_njy = BackgroundList([make_background(Exposure.from_arrays(counts * c, None, np.full_like(counts, 25 * c * c))
-                                             .masked_image, BackgroundConfig(bin_size=32))])
-    kw = dict(psf=GaussianPsf(1.5), ap_corr=ApCorrMap(), photo_calib=PhotoCalib(10.0),
-              wcs=make_tan_sip_wcs((48, 48), (10.0, 0.0), np.diag([-5e-5, 5e-5])))
+    snaps = _snaps_with_stars(rng)
+    var = np.full(snaps[0].shape, 25, np.float32)
+    c = 57.3
+    prelim_counts = snaps[0] + snaps[1]
+    bcfg = BackgroundConfig(bin_size=32)
+    bg_counts = BackgroundList([make_background(_exposure(prelim_counts, 2 * var).masked_image, bcfg)])
+    # the preliminary image and its background in nJy, as calibrateImage with do_calibrate_pixels=True writes
+    bg_njy = BackgroundList([make_background(_exposure(prelim_counts * c, 2 * var * c * c).masked_image, bcfg)])
+    np.testing.assert_allclose(bg_njy.get_image(np.float64) / c, bg_counts.get_image(np.float64), rtol=1e-5)
+    kw = _remove_initial_kw()
     cfg = ReprocessVisitImageConfig(do_calibrate_pixels=False, do_repair=False)
     # the task works in place on its snaps (as LSST's): each run gets its own arrays
-    a = ReprocessVisitImageTask(cfg).run(exposures=[Exposure.from_arrays(counts.copy(), None, np.full_like(counts, 25))],
-                                         background=bg_counts, **kw)
+    a = ReprocessVisitImageTask(cfg).run(exposures=[_exposure(s, var) for s in snaps], background=bg_counts, **kw)
     b = ReprocessVisitImageTask(cfg.model_copy(update={"remove_initial_photo_calib": True})).run(
-        exposures=[Exposure.from_arrays(counts * c, None, np.full_like(counts, 25 * c * c))], background=bg_njy,
-        initial_photo_calib=PhotoCalib(c), **kw)
-    np.testing.assert_allclose(b.exposure.image, a.exposure.image, rtol=0, atol=1e-4)
+        exposures=[_exposure(s, var) for s in snaps], background=bg_njy, initial_photo_calib=PhotoCalib(c), **kw)
+    # pixels reach ~900 counts: float32 rounding of image * c / c and of the nJy background fit
+    np.testing.assert_allclose(b.exposure.image, a.exposure.image, rtol=0, atol=2e-3)
     np.testing.assert_allclose(b.exposure.variance, a.exposure.variance, rtol=1e-6)
+    assert abs(float(np.median(b.exposure.image))) < 1.0
+    # the same sources are found and measured alike
+    assert len(b.sources) == len(a.sources) >= 3
+    np.testing.assert_allclose(b.sources["base_PsfFlux_instFlux"], a.sources["base_PsfFlux_instFlux"], rtol=1e-5)
+
+
+def test_remove_initial_photo_calib_constant_sky_known_answer():
+    """Hand-built: two snaps of a constant 50-count sky (100 counts combined), initial calibration 5 nJy/count,
+    so the preliminary background is a constant 500 nJy. LSST: (100 * 5 - 500) / 5 = 0 everywhere; the old order
+    ((100 - 500) / 5) gave -80. The variance 2 * 4 counts^2 comes back as 8 counts^2 (* 25 / 25)."""
+    from visitcal.detection.background import BackgroundConfig, BackgroundList, make_background
+    from visitcal.core.photocalib import PhotoCalib
+    from visitcal.tasks.reprocess_visit_image import ReprocessVisitImageConfig
+
+    shape = (64, 64)
+    snaps = [np.full(shape, 50.0, np.float32)] * 2
+    var = np.full(shape, 4.0, np.float32)
+    bg_njy = BackgroundList([make_background(_exposure(np.full(shape, 500.0), np.full(shape, 200.0)).masked_image,
+                                             BackgroundConfig(bin_size=32))])
+    np.testing.assert_allclose(bg_njy.get_image(np.float64), 500.0, rtol=1e-6)
+    cfg = ReprocessVisitImageConfig(do_calibrate_pixels=False, do_repair=False, remove_initial_photo_calib=True)
+    out = ReprocessVisitImageTask(cfg).run(exposures=[_exposure(s, var) for s in snaps], background=bg_njy,
+                                           initial_photo_calib=PhotoCalib(5.0), **_remove_initial_kw())
+    assert float(np.median(out.exposure.image)) == pytest.approx(0.0, abs=1e-3)
+    np.testing.assert_allclose(out.exposure.image, 0.0, atol=1e-3)
+    np.testing.assert_allclose(out.exposure.variance, 8.0, rtol=1e-6)
+
+
+def test_remove_initial_photo_calib_spatially_varying():
+    """A spatially varying initial calibration c(x, y) (a Chebyshev field): the result is
+    (snaps * c(x, y) - background_nJy) / mean(c), with c evaluated here independently from the afw definition
+    (x' = (2x - (xmin + xmax)) / W on the box's continuous edges) and the variance (var * c^2) / mean^2."""
+    from numpy.polynomial import chebyshev as C
+    from visitcal.core.chebyshev import ChebyshevBoundedField
+    from visitcal.core.geom import Box2I
+    from visitcal.detection.background import BackgroundConfig, BackgroundList, make_background
+    from visitcal.core.photocalib import PhotoCalib
+    from visitcal.tasks.reprocess_visit_image import ReprocessVisitImageConfig
+
+    rng = np.random.default_rng(5)
+    shape = (96, 96)
+    snaps = _snaps_with_stars(rng, shape)
+    var = np.full(shape, 25, np.float32)
+    coeffs = np.array([[60.0, 3.0, -1.0], [2.0, 0.5, 0.0], [-1.5, 0.0, 0.0]])  # [order_y + 1, order_x + 1]
+    box = Box2I(0, 0, shape[1] - 1, shape[0] - 1)
+    initial = PhotoCalib.from_field(ChebyshevBoundedField(box, coeffs))
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    xp = (2 * xx - (-0.5 + shape[1] - 0.5)) / shape[1]
+    yp = (2 * yy - (-0.5 + shape[0] - 0.5)) / shape[0]
+    c = C.chebval2d(yp, xp, coeffs)  # sum a_ij T_i(y') T_j(x'), a indexed [y, x]
+    counts = snaps[0].astype(np.float64) + snaps[1]
+    bg_njy = BackgroundList([make_background(_exposure(counts * c, 2 * var * c * c).masked_image,
+                                             BackgroundConfig(bin_size=32))])
+    mean = initial.calibration_mean
+    expected = (counts * c - bg_njy.get_image(np.float64)) / mean
+    cfg = ReprocessVisitImageConfig(do_calibrate_pixels=False, do_repair=False, remove_initial_photo_calib=True)
+    out = ReprocessVisitImageTask(cfg).run(exposures=[_exposure(s, var) for s in snaps], background=bg_njy,
+                                           initial_photo_calib=initial, **_remove_initial_kw())
+    np.testing.assert_allclose(out.exposure.image, expected, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(out.exposure.variance, 2 * 25 * c * c / mean**2, rtol=1e-5)
 
 
 def test_spike_planes_and_sky_correction():
