@@ -289,6 +289,12 @@ class CalibrateTask:
                     raise
                 metrics["photo_cal_failed"] = True
 
+        if exposure.photo_calib is not None or exposure.wcs is not None:
+            # LSST's post-calculation plugins, after calibration (its single_visit_star has them)
+            from ..measurement.plugins.catalog_plugins import local_calibration
+
+            for name, values in local_calibration(cat, exposure.photo_calib, exposure.wcs).items():
+                cat[name] = values
         stats = timed("summary_stats", self.compute_summary_stats.run, exposure, cat, background)
         exposure.summary_stats = stats
         metrics["summary_stats"] = stats

@@ -281,27 +281,12 @@ class ReprocessVisitImageTask:
 
 
 def _post_calculations(cat: Table, photo_calib, wcs) -> None:
-    """LSST's post-calculation plugins: ``base_LocalPhotoCalib`` (nJy per count at the centroid) and its
-    error, and ``base_LocalWcs_CDMatrix_{1,2}_{1,2}`` (the local linear WCS at the centroid, radians per
-    pixel)."""
-    from ..measurement.source_selector import resolve_column
-    from ..core.wcs import local_cd_matrix
+    """LSST's post-calculation plugins (`visitcal.measurement.plugins.catalog_plugins.local_calibration`):
+    ``base_LocalPhotoCalib(Err)`` and ``base_LocalWcs_CDMatrix_*`` at each centroid."""
+    from ..measurement.plugins.catalog_plugins import local_calibration
 
-    x = np.asarray(cat[resolve_column(cat, "slot_Centroid_x")], np.float64)
-    y = np.asarray(cat[resolve_column(cat, "slot_Centroid_y")], np.float64)
-    n = len(cat)
-    ok = np.isfinite(x) & np.isfinite(y)
-    local = np.full(n, np.nan)
-    if ok.any():
-        local[ok] = photo_calib.local_calibration(x[ok], y[ok])
-    cat["base_LocalPhotoCalib"] = local
-    cat["base_LocalPhotoCalibErr"] = np.where(ok, photo_calib.calibration_err, np.nan)
-    cd = np.full((n, 2, 2), np.nan)
-    if ok.any():
-        cd[ok] = np.radians(local_cd_matrix(wcs, x[ok], y[ok]))
-    for i in range(2):
-        for j in range(2):
-            cat[f"base_LocalWcs_CDMatrix_{i + 1}_{j + 1}"] = cd[:, i, j]
+    for name, values in local_calibration(cat, photo_calib, wcs).items():
+        cat[name] = values
 
 
 def magnitude_offset_mmag(measured_njy, true_njy) -> float:

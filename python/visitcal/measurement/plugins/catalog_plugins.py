@@ -19,6 +19,7 @@ __all__ = [
     "classification_size_extendedness",
     "fp_position",
     "jacobian",
+    "local_calibration",
     "sky_coord",
 ]
 
@@ -104,3 +105,31 @@ def classification_extendedness(psf_flux, psf_flux_flag, model_flux, model_flux_
     value = np.where(flux_ratio * model_flux < psf_flux, 0.0, 1.0)
     value[bad] = np.nan
     return {"base_ClassificationExtendedness_value": value, "base_ClassificationExtendedness_flag": bad}
+
+
+def local_calibration(cat, photo_calib, wcs) -> dict[str, np.ndarray]:
+    """LSST's post-calculation plugins of a calibrated catalog, at each slot centroid: ``base_LocalPhotoCalib``
+    (nJy per count) and ``base_LocalPhotoCalibErr`` (the PhotoCalib's calibration error), and
+    ``base_LocalWcs_CDMatrix_{1,2}_{1,2}`` (the local linear WCS, radians per pixel). NaN where the centroid is
+    not finite, and for the columns of a missing ``photo_calib`` / ``wcs``."""
+    from ..source_selector import resolve_column
+
+    x = np.asarray(cat[resolve_column(cat, "slot_Centroid_x")], np.float64)
+    y = np.asarray(cat[resolve_column(cat, "slot_Centroid_y")], np.float64)
+    n = len(cat)
+    ok = np.isfinite(x) & np.isfinite(y)
+    out = {}
+    local = np.full(n, np.nan)
+    if photo_calib is not None and ok.any():
+        local[ok] = photo_calib.local_calibration(x[ok], y[ok])
+    out["base_LocalPhotoCalib"] = local
+    out["base_LocalPhotoCalibErr"] = np.where(ok & (photo_calib is not None),
+                                              photo_calib.calibration_err if photo_calib is not None else np.nan,
+                                              np.nan)
+    cd = np.full((n, 2, 2), np.nan)
+    if wcs is not None and ok.any():
+        cd[ok] = np.radians(local_cd_matrix(wcs, x[ok], y[ok]))
+    for i in range(2):
+        for j in range(2):
+            out[f"base_LocalWcs_CDMatrix_{i + 1}_{j + 1}"] = cd[:, i, j]
+    return out
