@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.time import Time
 from erfa import ErfaWarning
 
 from visitcal.core.apcorr import ApCorrMap
@@ -202,3 +201,23 @@ def test_afw_definition_of_the_transform_matches_ours():
                                rtol=0, atol=1e-12)
     assert math.isclose(float(field.evaluate(9.5, -3.5)),
                         float(np.sum(coeffs * np.outer([1, -1, 1], [1, -1, 1, -1]))), abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("name, expect", [("afw/HSC-0908120-056-small.fits", {"wcs": "TanWcs"}),
+                                          ("meas_extensions_piff/exp.fits", {"psf": "PiffPsf", "wcs": "SkyWcs"})])
+def test_other_exposures_components_read_or_listed(realdata_dir, name, expect):
+    # the HSC cut-out names its TanWcs with the older WCS_ID card only; the Piff exposure has a PiffPsf
+    path = realdata_dir / "lsst_afw" / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    with fits.open(path) as hdul:
+        components, unsupported = read_afw_components(hdul, path)
+    for key, cls in expect.items():
+        assert (key in components) != (cls in unsupported), (key, cls)
+    assert set(unsupported) <= set(expect.values())
+    exp = read_lsst_calexp(path)
+    assert exp.wcs is not None  # the archive's when its reader is registered, else the header's
+    if name.startswith("afw/HSC"):
+        assert exp.shape == (200, 200) and exp.xy0 == (100, 100)
+    else:
+        assert exp.shape == (301, 110)

@@ -70,6 +70,8 @@ __all__ = [
     "COMPONENT_ATTRIBUTES",
     "COMPONENT_READERS",
     "FilterLabel",
+    "LEGACY_ID_CARDS",
+    "afw_component_ids",
     "read_afw_components",
     "read_afw_exposure_catalog",
     "read_ap_corr_map",
@@ -78,7 +80,6 @@ __all__ = [
     "read_filter_label",
     "read_photo_calib",
     "read_visit_info",
-    "visit_info_from_afw_header",
 ]
 
 log = logging.getLogger(__name__)
@@ -290,7 +291,8 @@ def read_detector(archive: AfwArchive, object_id: int, **options) -> AfwDetector
                                   bbox=_box(archive, object_id, a)))
     fp = (_float(row["fpPosition_x"]), _float(row["fpPosition_y"])) if "fpPosition_x" in row.colnames \
         else (math.nan, math.nan)
-    return AfwDetector(id=int(_col(archive, object_id, row, "id")), name=afw_string(_col(archive, object_id, row, "name")),
+    name = afw_string(_col(archive, object_id, row, "name"))
+    return AfwDetector(id=int(_col(archive, object_id, row, "id")), name=name,
                        bbox=_box(archive, object_id, row), focal_plane_center=fp,
                        rotation=math.degrees(float(row["yaw"])) if "yaw" in row.colnames else 0.0,
                        pixel_size_mm=float(row["pixelSize_x"]) if "pixelSize_x" in row.colnames else math.nan,
@@ -362,26 +364,9 @@ def read_visit_info(archive: AfwArchive, object_id: int, **options) -> AfwVisitI
         return AfwVisitInfo(id=visit_id, exposure_time=g("exposuretime"), date=date, airmass=g("boresightairmass"),
                             boresight_ra_dec=(deg("boresightradec_ra"), deg("boresightradec_dec")),
                             boresight_rot_angle=deg("boresightrotangle"), observatory=obs,
-                            dark_time=g("darktime"), rotation_type=ROT_TYPES.get(rot, None if rot is None else str(rot)),
+                            dark_time=g("darktime"),
+                            rotation_type=ROT_TYPES.get(rot, None if rot is None else str(rot)),
                             extras=tuple(extras))
-
-
-def visit_info_from_afw_header(header: Mapping) -> AfwVisitInfo | None:
-    """`AfwVisitInfo` from the primary-header cards afw writes for an exposure's VisitInfo.
-
-    The `VisitInfo` part is `visitcal.io.lsst.visit_info_from_lsst_header`'s (``EXPID``, ``EXPTIME``,
-    ``DATE-AVG`` + ``TIMESYS``, ``BORE-*``, ``OBS-LONG``/``OBS-LAT``/``OBS-ELEV`` ...); added: ``DARKTIME``
-    (s) and ``ROTTYPE``. None when the header has no visit card.
-    """
-    from .lsst import visit_info_from_lsst_header
-
-    base = visit_info_from_lsst_header(header)
-    if base is None and "DARKTIME" not in header:
-        return None
-    d = base.to_dict() if base is not None else {}
-    rot = header.get("ROTTYPE")
-    return AfwVisitInfo(**d, dark_time=float(header.get("DARKTIME", math.nan)),
-                        rotation_type=None if rot is None else str(rot).strip())
 
 
 #: afw class name -> reader. Open: other modules register theirs (``SkyWcs``, ``PiffPsf`` ...).
@@ -400,6 +385,24 @@ COMPONENT_ATTRIBUTES = {"SKYWCS": "wcs", "PSF": "psf", "PHOTOCALIB": "photo_cali
                         "DETECTOR": "detector", "FILTER": "filter", "VISITINFO": "visit_info",
                         "VALIDPOLYGON": "valid_polygon", "TRANSMISSIONCURVE": "transmission_curve",
                         "SUMMARYSTATS": "summary_stats"}
+
+
+#: Older afw files name some components with ``<NAME>_ID`` cards only (the HSC cut-out: ``WCS_ID``).
+LEGACY_ID_CARDS = {"WCS_ID": "SKYWCS", "PSF_ID": "PSF"}
+
+
+def afw_component_ids(header) -> dict[str, int]:
+    """``{component: archive id}`` named by a primary header: its ``ARCHIVE_ID_<NAME>`` cards (as
+    `AfwArchive.components`), plus the older ``WCS_ID`` / ``PSF_ID`` cards for a component that has no
+    ``ARCHIVE_ID_`` card. Ids of 0 (absent) are left out."""
+    out = {}
+    for key, value in header.items():
+        if key.startswith("ARCHIVE_ID_") and int(value or 0) > 0:
+            out[key[len("ARCHIVE_ID_"):]] = int(value)
+    for key, comp in LEGACY_ID_CARDS.items():
+        if comp not in out and isinstance(header.get(key), (int, np.integer)) and int(header[key]) > 0:
+            out[comp] = int(header[key])
+    return out
 
 
 def _read_object(archive: AfwArchive, object_id: int, readers: Mapping[str, Callable], unsupported: list[str],
@@ -424,7 +427,7 @@ def _read_object(archive: AfwArchive, object_id: int, readers: Mapping[str, Call
 
 def read_afw_components(hdul, path, *, readers: Mapping[str, Callable] = COMPONENT_READERS,
                         **options) -> tuple[dict[str, object], list[str]]:
-    """Every component that the primary header's ``ARCHIVE_ID_<NAME>`` cards name, read by its class's reader.
+    """Every component that the primary header names (`afw_component_ids`), read by its class's reader.
 
     Parameters
     ----------
@@ -453,7 +456,7 @@ def read_afw_components(hdul, path, *, readers: Mapping[str, Callable] = COMPONE
     archive = AfwArchive(hdul, path)
     out: dict[str, object] = {}
     unsupported: list[str] = []
-    for comp, object_id in archive.components().items():
+    for comp, object_id in afw_component_ids(hdul[0].header).items():
         obj = _read_object(archive, object_id, readers, unsupported, options)
         if obj is not None:
             out[COMPONENT_ATTRIBUTES.get(comp, comp.lower())] = obj

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from astropy.io import fits
@@ -30,10 +31,11 @@ from astropy.time import Time, TimeDelta
 
 from ..core.image import Exposure, MaskedImage, VisitInfo
 from . import FitsReadError
+from .afw import COMPONENT_READERS, AfwVisitInfo, afw_component_ids, read_afw_components
 from .fits import RESERVED_PRIMARY_KEYS, check_shapes, copy_cards, find_hdu, float_plane, mask_from_hdu, open_fits, \
     read_xy0, wcs_from_header
 
-__all__ = ["find_afw_hdu", "read_lsst_calexp", "visit_info_from_lsst_header"]
+__all__ = ["find_afw_hdu", "read_lsst_calexp", "visit_info_from_afw_header", "visit_info_from_lsst_header"]
 
 #: Primary-header keys turned into `VisitInfo` (and therefore not kept in the metadata).
 LSST_VISIT_KEYS = ("EXPID", "EXPNUM", "VISIT", "EXPTIME", "FILTER", "BAND", "DATE-AVG", "TIMESYS", "MJD-AVG",
@@ -88,8 +90,6 @@ def read_lsst_calexp(path, *, trust_pickle: bool = False) -> Exposure:
     FitsReadError
         Missing HDU, shape mismatch, missing or colliding ``MP_`` cards, truncated file, a malformed archive.
     """
-    from .afw import COMPONENT_READERS, read_afw_components, visit_info_from_afw_header
-
     path = Path(path)
     with open_fits(path) as hdul:
         primary = hdul[0].header
@@ -99,7 +99,7 @@ def read_lsst_calexp(path, *, trust_pickle: bool = False) -> Exposure:
         mask = mask_from_hdu(msk, path, remap=True, require_names=True)
         check_shapes(path, IMAGE=image, MASK=mask.array, VARIANCE=variance)
         wcs = wcs_from_header(img.header, xy0, f"{path}[IMAGE]")
-        has_archive = any(k.startswith("ARCHIVE_ID_") and int(v or 0) > 0 for k, v in primary.items())
+        has_archive = bool(afw_component_ids(primary))
         try:
             visit_info = visit_info_from_afw_header(primary) if has_archive else visit_info_from_lsst_header(primary)
         except Exception as err:  # noqa: BLE001 - astropy's Time raises its own types (ScaleValueError)
@@ -145,3 +145,19 @@ def visit_info_from_lsst_header(header) -> VisitInfo | None:
     return VisitInfo(id=visit_id, band=g("BAND"), physical_filter=g("FILTER"), exposure_time=exptime, date=date,
                      airmass=g("BORE-AIRMASS", g("AIRMASS")), boresight_ra_dec=(g("BORE-RA"), g("BORE-DEC")),
                      boresight_rot_angle=g("BORE-ROTANG"), observatory=obs)
+
+
+def visit_info_from_afw_header(header: Mapping) -> "AfwVisitInfo | None":
+    """`AfwVisitInfo` from the primary-header cards afw writes for an exposure's VisitInfo.
+
+    The `VisitInfo` part is `visit_info_from_lsst_header`'s (``EXPID``, ``EXPTIME``,
+    ``DATE-AVG`` + ``TIMESYS``, ``BORE-*``, ``OBS-LONG``/``OBS-LAT``/``OBS-ELEV`` ...); added: ``DARKTIME``
+    (s) and ``ROTTYPE``. None when the header has no visit card.
+    """
+    base = visit_info_from_lsst_header(header)
+    if base is None and "DARKTIME" not in header:
+        return None
+    d = base.to_dict() if base is not None else {}
+    rot = header.get("ROTTYPE")
+    return AfwVisitInfo(**d, dark_time=float(header.get("DARKTIME", math.nan)),
+                        rotation_type=None if rot is None else str(rot).strip())
