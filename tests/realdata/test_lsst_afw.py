@@ -221,3 +221,9 @@ def test_other_exposures_components_read_or_listed(realdata_dir, name, expect):
         assert exp.shape == (200, 200) and exp.xy0 == (100, 100)
     else:
         assert exp.shape == (301, 110)
+
+
+def test_archive_pointers_not_in_metadata(afw_dir):
+    md = read_lsst_calexp(afw_dir / "exposure-version-2.fits").metadata
+    assert not [k for k in md if k.startswith("ARCHIVE_ID_") or k.endswith("_ID") or k == "AR_HDU"]
+    assert (md["DETSER"], md["DARKTIME"], md["ROTTYPE"]) == ("xkcd722", 600.0, "UNKNOWN")

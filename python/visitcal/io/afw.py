@@ -277,8 +277,8 @@ class AfwDetector(Detector):
 def read_detector(archive: AfwArchive, object_id: int, **options) -> AfwDetector:
     """afw ``Detector`` -> `AfwDetector` (its TransformMap, the AST camera geometry, is not read).
 
-    Units as afw persists them: pixel size and focal-plane position in mm; yaw in radians, given here
-    in degrees as ``rotation`` (the fixture's yaw is 0, so the unit is not checked by data).
+    Units as afw persists them (its ``TUNIT`` cards): pixel size and focal-plane position in mm; yaw in
+    radians, given here in degrees as ``rotation``; gain in electron/adu, read noise in electrons.
     """
     tables = _parts(archive, object_id, "Detector")
     row = tables[0][0]

@@ -31,7 +31,7 @@ from astropy.time import Time, TimeDelta
 
 from ..core.image import Exposure, MaskedImage, VisitInfo
 from . import FitsReadError
-from .afw import COMPONENT_READERS, AfwVisitInfo, afw_component_ids, read_afw_components
+from .afw import COMPONENT_READERS, LEGACY_ID_CARDS, AfwVisitInfo, afw_component_ids, read_afw_components
 from .fits import RESERVED_PRIMARY_KEYS, check_shapes, copy_cards, find_hdu, float_plane, mask_from_hdu, open_fits, \
     read_xy0, wcs_from_header
 
@@ -83,7 +83,7 @@ def read_lsst_calexp(path, *, trust_pickle: bool = False) -> Exposure:
         file has an afw archive, or the archive's VisitInfo when it has one), the band and physical filter of
         the archive's FilterLabel in ``visit_info``, and the archive's components that have a reader:
         ``photo_calib``, ``ap_corr_map``, ``detector``, ``psf``, ``wcs``. The remaining primary cards are the
-        metadata.
+        metadata, less the archive's pointers (``ARCHIVE_ID_*``, ``<NAME>_ID``, ``AR_HDU``, ``EXPINFO_V``).
 
     Raises
     ------
@@ -109,7 +109,11 @@ def read_lsst_calexp(path, *, trust_pickle: bool = False) -> Exposure:
         if has_archive:
             components, _unsupported = read_afw_components(hdul, path, readers=COMPONENT_READERS,
                                                             trust_pickle=trust_pickle)
-        metadata = copy_cards(primary, fits.Header(), set(RESERVED_PRIMARY_KEYS) | set(LSST_VISIT_KEYS))
+        drop = set(RESERVED_PRIMARY_KEYS) | set(LSST_VISIT_KEYS)
+        if has_archive:  # the archive's pointers mean nothing outside this file
+            drop |= {k for k in primary if k.startswith("ARCHIVE_ID_") or k in ("AR_HDU", "EXPINFO_V")}
+            drop |= {f"{c}_ID" for c in afw_component_ids(primary)} | set(LEGACY_ID_CARDS)
+        metadata = copy_cards(primary, fits.Header(), drop)
     visit_info = components.pop("visit_info", visit_info)
     filter_label = components.pop("filter", None)
     if filter_label is not None:
