@@ -188,3 +188,24 @@ def test_legacy_id_cards():
     assert afw_component_ids(header) == {"PHOTOCALIB": 2, "SKYWCS": 3}
     header["HIERARCH ARCHIVE_ID_SKYWCS"] = 5  # the ARCHIVE_ID_ card wins
     assert afw_component_ids(header)["SKYWCS"] == 5
+
+
+def test_exposure_catalog_rows_objects_and_unsupported(tmp_path, caplog):
+    from visitcal.io import read_afw_exposure_catalog
+
+    src = write_afw_file(tmp_path / "exp.fits")
+    with fits.open(src) as hdul:
+        archive_hdus = [h.copy() for h in hdul[4:]]
+    main = fits.BinTableHDU.from_columns([
+        fits.Column(name="id", format="K", array=[10, 11]),
+        fits.Column(name="psf", format="J", array=[4, 0]),
+        fits.Column(name="photoCalib", format="J", array=[1, 1])])
+    main.header["TDOC2"] = "archive ID for Psf object"
+    main.header["TDOC3"] = "archive ID for PhotoCalib object"
+    fits.HDUList([fits.PrimaryHDU(), main, *archive_hdus]).writeto(tmp_path / "cat.fits")
+    with caplog.at_level(logging.WARNING, logger="visitcal.io.afw"):
+        table = read_afw_exposure_catalog(tmp_path / "cat.fits")
+    assert list(table["id"]) == [10, 11] and table.meta["afw_unsupported"] == ["GaussianPsf"]
+    assert "GaussianPsf" in caplog.text
+    assert table["psf"][0] is None and table["psf"][1] is None
+    assert [pc.calibration_mean for pc in table["photoCalib"]] == [7.5, 7.5]
