@@ -19,6 +19,8 @@ __all__ = [
     "read_mask",
     "write_exposure",
     "read_lsst_calexp",
+    "read_afw_components",
+    "read_afw_exposure_catalog",
     "read_decam_cp",
     "CatalogIOError",
     "read_catalog",
@@ -61,3 +63,4 @@ from .decam import read_decam_cp  # noqa: E402
 from .fits import read_exposure, read_mask, write_exposure  # noqa: E402
 from .footprints import read_footprints, write_footprints  # noqa: E402
 from .lsst import read_lsst_calexp  # noqa: E402
+from .afw import read_afw_components, read_afw_exposure_catalog  # noqa: E402

@@ -32,7 +32,7 @@ from astropy.units import UnitsWarning
 
 from . import FitsReadError
 
-__all__ = ["AfwArchive", "ArchiveEntry", "hdu_type"]
+__all__ = ["AfwArchive", "ArchiveEntry", "afw_string", "hdu_type"]
 
 
 def hdu_type(hdu) -> str:
@@ -141,3 +141,22 @@ class AfwArchive:
             if key.startswith("ARCHIVE_ID_") and int(value) > 0:
                 out[key[len("ARCHIVE_ID_"):]] = int(value)
         return out
+
+
+def afw_string(value) -> str:
+    """An afw string cell as a Python `str`.
+
+    afw writes strings either as fixed-width ``nA`` columns (astropy gives a `str`) or as variable-length
+    character arrays (``1QA(n)``), which astropy returns as an array of single characters whose blanks have
+    been stripped to ``""`` (a char array's elements lose trailing blanks). Each empty element is a blank
+    here, so ``"detector 1"`` survives; trailing NULs and blanks of the whole string are dropped.
+    """
+    if isinstance(value, (bytes, np.bytes_)):
+        return value.decode("ascii", "replace").rstrip("\x00 ")
+    if isinstance(value, (str, np.str_)):
+        return str(value).rstrip("\x00 ")
+    arr = np.asarray(value)
+    if arr.dtype.kind == "u":  # a byte column
+        return arr.astype(np.uint8).tobytes().decode("ascii", "replace").rstrip("\x00 ")
+    chars = [c.decode("ascii", "replace") if isinstance(c, bytes) else str(c) for c in arr.ravel()]
+    return "".join(c if c else " " for c in chars).rstrip("\x00 ")
