@@ -101,6 +101,18 @@ def test_every_detector_calibrates_and_matches_the_truth(sim_repo, calibrated):
         assert set(cat["visit"]) == {v} and set(cat["detector"]) == {d}
         assert cat["calib_psf_used"].sum() > 10 and cat["calib_astrometry_used"].sum() > 20
         assert cat["calib_photometry_used"].sum() > 10
+        # LSST's local calibration columns, after calibration: the PhotoCalib and the WCS's local CD matrix at
+        # each centroid (the CD matrix by finite differences of the WCS here, radians per pixel)
+        x, y = np.asarray(cat["base_SdssCentroid_x"], float), np.asarray(cat["base_SdssCentroid_y"], float)
+        ok = np.isfinite(x) & np.isfinite(y)
+        np.testing.assert_allclose(np.asarray(cat["base_LocalPhotoCalib"])[ok],
+                                   exp.photo_calib.local_calibration(x[ok], y[ok]), rtol=1e-12)
+        k = int(np.flatnonzero(ok)[0])
+        (r0, d0), (r1, _), (_, d2) = (pixel_to_sky(exp.wcs, np.array([x[k] + dx]), np.array([y[k] + dy]))
+                                      for dx, dy in ((0, 0), (0.5, 0), (0, 0.5)))
+        assert cat["base_LocalWcs_CDMatrix_1_1"][k] == pytest.approx(
+            math.radians((r1[0] - r0[0]) / 0.5 * math.cos(math.radians(d0[0]))), rel=1e-3)
+        assert cat["base_LocalWcs_CDMatrix_2_2"][k] == pytest.approx(math.radians((d2[0] - d0[0]) / 0.5), rel=1e-3)
         ids, fps = read_footprints(repo.dataset_path("single_visit_star_footprints", v, d, "fits"))
         assert list(ids) == list(cat["id"]) and len(fps) == len(cat)
 
