@@ -30,6 +30,7 @@ import math
 import numpy as np
 from astropy.wcs import WCS
 
+from .. import _core
 from ..core.geom import Box2I
 from ..core.wcs import make_tan_sip_wcs
 from . import FitsReadError
@@ -250,8 +251,8 @@ class AstSkyWcs:
     def to_tan_sip(self, bbox, *, order: int = 4, n_grid: int = 50) -> tuple[WCS, float]:
         """A TAN-SIP approximation over ``bbox`` and its largest on-sky error there.
 
-        The SIP model is fitted by `visitcal.calib.fit_tan_sip_wcs.FitTanSipWcsTask` (no rejection) to the
-        AST positions of an ``n_grid`` x ``n_grid`` grid of pixels spanning ``bbox``; the error is then measured
+        The SIP model is fitted by the C++ fitter of `visitcal.calib.fit_tan_sip_wcs.FitTanSipWcsTask` (no
+        rejection; a failed fit is a ValueError) to the AST positions of an ``n_grid`` x ``n_grid`` grid of pixels spanning ``bbox``; the error is then measured
         on the ``(n_grid - 1)`` x ``(n_grid - 1)`` grid of points halfway between those (and the fit points).
 
         Parameters
@@ -270,23 +271,33 @@ class AstSkyWcs:
         max_error_arcsec : float
             The largest distance between the approximation's and AST's sky positions over the test points, arcsec.
         """
-        from ..calib.fit_tan_sip_wcs import FitTanSipWcsConfig, FitTanSipWcsTask
-
         x0, x1, y0, y1 = _box_tuple(bbox)
-        n_grid = int(n_grid)
+        order, n_grid = int(order), int(n_grid)
+        if not 2 <= order <= 9:
+            raise ValueError(f"order must be 2 to 9, got {order}")
         if n_grid < order + 2:
             raise ValueError(f"n_grid = {n_grid} is too small for a SIP order {order} (need >= {order + 2})")
         gx, gy = np.meshgrid(np.linspace(x0, x1, n_grid), np.linspace(y0, y1, n_grid))
         ra, dec = self.pixel_to_sky(gx.ravel(), gy.ravel())
-        task = FitTanSipWcsTask(FitTanSipWcsConfig(order=order, num_rej_iter=0, max_scatter_arcsec=3600.0))
-        result = task.fit_wcs(gx.ravel(), gy.ravel(), ra, dec, bbox=(x0, x1, y0, y1))
+        # the C++ fitter of visitcal.calib.fit_tan_sip_wcs.FitTanSipWcsTask (called directly: io sits below
+        # calib), its defaults but no rejection: the grid points are exact
+        ctl = _core.FitTanSipControl()
+        ctl.order, ctl.num_iter, ctl.num_rej_iter = order, 3, 0
+        ctl.rej_sigma, ctl.max_scatter_arcsec, ctl.inverse_order = 3.0, 3600.0, -1
+        out = _core.fit_tan_sip_wcs(np.ascontiguousarray(gx.ravel()), np.ascontiguousarray(gy.ravel()),
+                                    np.ascontiguousarray(ra), np.ascontiguousarray(dec), None, (x0, x1, y0, y1), ctl)
+        if out["status"] != 0:
+            raise ValueError(f"the TAN-SIP fit over {bbox!r} failed (status {out['status']})")
+        core = out["wcs"]
+        approx = make_tan_sip_wcs(core.crpix, core.crval, np.reshape(core.cd, (2, 2)), sip_a=core.a, sip_b=core.b,
+                                  sip_ap=core.ap, sip_bp=core.bp)
         hx = 0.5 * (gx[1:, 1:] + gx[:-1, :-1])
         hy = 0.5 * (gy[1:, 1:] + gy[:-1, :-1])
         tx = np.concatenate([gx.ravel(), hx.ravel()])
         ty = np.concatenate([gy.ravel(), hy.ravel()])
         ra_t, dec_t = self.pixel_to_sky(tx, ty)
-        ra_f, dec_f = result.wcs.all_pix2world(tx, ty, 0)
-        return result.wcs, float(np.max(_separation_arcsec(ra_t, dec_t, ra_f, dec_f)))
+        ra_f, dec_f = approx.all_pix2world(tx, ty, 0)
+        return approx, float(np.max(_separation_arcsec(ra_t, dec_t, ra_f, dec_f)))
 
     def __repr__(self) -> str:
         return f"AstSkyWcs({self._system}, {self._frameset.Nframe} frames)"
