@@ -109,6 +109,20 @@ def test_read_sky_wcs_wrong_class_is_a_clear_error(realdata_dir, ast):
         read_sky_wcs(archive, 99)
 
 
+def test_bad_skywcs_text_and_missing_pyast_are_clear_errors(ast, monkeypatch):
+    from visitcal.io.afw_wcs import AstSkyWcs, import_ast
+
+    with pytest.raises(FitsReadError, match="AST cannot read the SkyWcs text"):
+        AstSkyWcs.from_string("1 SkyWcs 0  Begin FrameSet\n Nframe = 3\n")
+    with pytest.raises(FitsReadError, match="holds UnitMap, not a FrameSet"):
+        AstSkyWcs.from_string("1 SkyWcs 0 Begin UnitMap\n Nin = 2\n End UnitMap\n")
+    with pytest.raises(FitsReadError, match="no 'Begin'"):
+        AstSkyWcs.from_string("1 SkyWcs 0 nothing")
+    monkeypatch.setitem(__import__("sys").modules, "starlink.Ast", None)
+    with pytest.raises(ImportError, match="pip install starlink-pyast"):
+        import_ast()
+
+
 # ---- TanWcs ---------------------------------------------------------------------------------------------------
 
 def test_hsc_tanwcs_matches_the_header_wcs(realdata_dir):
