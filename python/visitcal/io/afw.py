@@ -62,6 +62,7 @@ from ..core.image import Detector, VisitInfo
 from ..core.photocalib import PhotoCalib
 from . import FitsReadError
 from .afw_archive import AfwArchive, afw_string, hdu_type
+from .afw_wcs import read_sky_wcs, read_tan_wcs
 
 __all__ = [
     "AfwDetector",
@@ -377,7 +378,11 @@ COMPONENT_READERS: dict[str, Callable] = {
     "FilterLabel": read_filter_label,
     "Detector": read_detector,
     "VisitInfo": read_visit_info,
+    "SkyWcs": read_sky_wcs,
+    "TanWcs": read_tan_wcs,
 }
+# LSST's PiffPsf is read by visitcal.psf.afw_piff (a PSF model: the layer above), which adds itself here when
+# visitcal.psf is imported.
 
 #: afw component (``ARCHIVE_ID_<NAME>``) -> the key `read_afw_components` uses (our `Exposure` attribute
 #: where there is one); others are lower-cased.
@@ -445,8 +450,9 @@ def read_afw_components(hdul, path, *, readers: Mapping[str, Callable] = COMPONE
     components : dict
         Key from `COMPONENT_ATTRIBUTES` (``"photo_calib"``, ``"detector"``, ``"filter"`` ...) -> object.
     unsupported : list of str
-        The afw class names met without a reader (also logged at WARNING): those components are absent
-        from ``components``.
+        The afw class names met without a reader, and those whose reader refused (a ``PiffPsf`` without
+        ``trust_pickle=True``), also logged at WARNING with the reason: those components are absent from
+        ``components``.
 
     Raises
     ------
@@ -457,7 +463,12 @@ def read_afw_components(hdul, path, *, readers: Mapping[str, Callable] = COMPONE
     out: dict[str, object] = {}
     unsupported: list[str] = []
     for comp, object_id in afw_component_ids(hdul[0].header).items():
-        obj = _read_object(archive, object_id, readers, unsupported, options)
+        try:
+            obj = _read_object(archive, object_id, readers, unsupported, options)
+        except PermissionError as err:  # a reader that will not run code it was not trusted to (a pickle)
+            log.warning("%s: %s not read: %s", path, comp, err)
+            unsupported.append(archive.name(object_id))
+            continue
         if obj is not None:
             out[COMPONENT_ATTRIBUTES.get(comp, comp.lower())] = obj
     if unsupported:

@@ -319,7 +319,7 @@ def _one_row(archive: AfwArchive, object_id: int, name: str, parts: int):
     return cats, where
 
 
-def read_sky_wcs(archive: AfwArchive, object_id: int) -> AstSkyWcs:
+def read_sky_wcs(archive: AfwArchive, object_id: int, **_options) -> AstSkyWcs:
     """Read an afw ``SkyWcs`` (its AST FrameSet) from the archive.
 
     Parameters
@@ -361,7 +361,7 @@ def _sip_matrix(flat, where: str, name: str) -> np.ndarray:
     return flat.reshape(n, n).T  # afw writes column-major: A_p_q at p + q * n; astropy wants [p, q]
 
 
-def read_tan_wcs(archive: AfwArchive, object_id: int) -> WCS:
+def read_tan_wcs(archive: AfwArchive, object_id: int, **_options) -> WCS:
     """Read afw's old-style ``TanWcs`` (TAN, or TAN-SIP with its A, B, AP, BP) as an astropy WCS.
 
     Parameters

@@ -82,8 +82,13 @@ def read_lsst_calexp(path, *, trust_pickle: bool = False) -> Exposure:
         header (`visit_info_from_lsst_header`; an `visitcal.io.afw.AfwVisitInfo` with the dark time when the
         file has an afw archive, or the archive's VisitInfo when it has one), the band and physical filter of
         the archive's FilterLabel in ``visit_info``, and the archive's components that have a reader:
-        ``photo_calib``, ``ap_corr_map``, ``detector``, ``psf``, ``wcs``. The remaining primary cards are the
-        metadata, less the archive's pointers (``ARCHIVE_ID_*``, ``<NAME>_ID``, ``AR_HDU``, ``EXPINFO_V``).
+        ``photo_calib``, ``ap_corr_map``, ``detector``, ``psf``, ``wcs``. An afw ``SkyWcs`` (AST, read with
+        starlink-pyast) is kept exact as ``exposure.sky_wcs`` (`visitcal.io.afw_wcs.AstSkyWcs`; None otherwise)
+        and ``exposure.wcs`` is its TAN-SIP approximation over the image, whose largest error (arcsec) is the
+        ``AFW_SKYWCS_TANSIP_ERR`` card. LSST's ``PiffPsf`` is read once `visitcal.psf` is imported (which
+        registers its reader) and only with ``trust_pickle``; otherwise it is logged and left out. The remaining
+        primary cards are the metadata, less the archive's pointers (``ARCHIVE_ID_*``, ``<NAME>_ID``,
+        ``AR_HDU``, ``EXPINFO_V``).
 
     Raises
     ------
@@ -119,10 +124,20 @@ def read_lsst_calexp(path, *, trust_pickle: bool = False) -> Exposure:
     if filter_label is not None:
         visit_info = dataclasses.replace(visit_info if visit_info is not None else VisitInfo(),
                                          band=filter_label.band, physical_filter=filter_label.physical)
-    wcs = components.pop("wcs", wcs)
+    sky_wcs = components.pop("wcs", None)
+    if sky_wcs is not None and hasattr(sky_wcs, "to_tan_sip"):
+        # an afw SkyWcs (AST): the exposure's astropy WCS is its TAN-SIP approximation over the image, with the
+        # approximation's largest error in the metadata; the exact one stays as exposure.sky_wcs
+        ny, nx = image.shape
+        wcs, err = sky_wcs.to_tan_sip((xy0[0] - 0.5, xy0[0] + nx - 0.5, xy0[1] - 0.5, xy0[1] + ny - 0.5))
+        metadata["HIERARCH AFW_SKYWCS_TANSIP_ERR"] = (float(err), "[arcsec] largest error of the TAN-SIP WCS")
+    elif sky_wcs is not None:
+        wcs = sky_wcs
     kept = {k: v for k, v in components.items() if k in ("psf", "photo_calib", "ap_corr_map", "detector")}
-    return Exposure(MaskedImage(image, mask, variance, xy0=xy0), wcs=wcs, visit_info=visit_info, metadata=metadata,
-                    **kept)
+    exposure = Exposure(MaskedImage(image, mask, variance, xy0=xy0), wcs=wcs, visit_info=visit_info,
+                        metadata=metadata, **kept)
+    exposure.sky_wcs = sky_wcs if sky_wcs is not None and hasattr(sky_wcs, "to_tan_sip") else None
+    return exposure
 
 
 def visit_info_from_lsst_header(header) -> VisitInfo | None:

@@ -16,6 +16,7 @@ from .models import FixedImagePsf, GaussianPsf, Moments, Psf
 from .pca import PcaPsf, PcaPsfDeterminer, PcaPsfDeterminerConfig
 from .pixel_grid import PixelGridPsf, PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
 from .vignets import candidates_from_vignets
+from . import afw_piff  # noqa: F401 - registers LSST's PiffPsf reader with visitcal.io.afw
 
 __all__ = [
     "CHECKS",

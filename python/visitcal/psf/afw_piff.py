@@ -255,3 +255,14 @@ def read_piff_psf(archive: AfwArchive, object_id: int, *, trust_pickle: bool = F
         return _unpickle(data, where)
     except FitsReadError as err:
         raise FitsReadError(str(err), path=archive.path, hdu="ARCHIVE_DATA") from None
+
+
+def _register() -> None:
+    """Add `read_piff_psf` to the afw component readers (`visitcal.io.afw.COMPONENT_READERS`), so that
+    `visitcal.io.read_lsst_calexp` reads a PiffPsf once `visitcal.psf` is imported."""
+    from ..io.afw import COMPONENT_READERS
+
+    COMPONENT_READERS.setdefault("PiffPsf", read_piff_psf)
+
+
+_register()
