@@ -57,22 +57,19 @@ log = logging.getLogger(__name__)
 
 
 class ObjectSizeStarSelectorConfig(BaseModel):
-    """Configuration of `ObjectSizeStarSelectorTask` (LSST ObjectSizeStarSelectorConfig in snake_case, with LSST's
-    defaults since September 2023: no flux cut, ``base_PsfFlux`` S/N > 50, width above 0.9 px; until issue 24
-    visitcal had the older ones, a ``base_GaussianFlux`` cut at 12500 counts and no width floor, which gave the
-    same accuracy on the simulator's fields, bench/README.md)."""
+    """Configuration of `ObjectSizeStarSelectorTask` (LSST ObjectSizeStarSelectorConfig in snake_case)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    do_flux_limit: bool = Field(False, description="Apply flux_min / flux_max to source_flux_field.")
+    do_flux_limit: bool = Field(True, description="Apply flux_min / flux_max to source_flux_field.")
     flux_min: float = Field(12500.0, ge=0, description="Exclusive minimum flux (instFlux units); 0: none.")
     flux_max: float = Field(0.0, ge=0, description="Exclusive maximum flux; 0: none.")
-    do_signal_to_noise_limit: bool = Field(True, description="Apply the S/N limits to source_flux_field.")
-    signal_to_noise_min: float = Field(50.0, ge=0, description="Exclusive minimum S/N; 0: none.")
+    do_signal_to_noise_limit: bool = Field(False, description="Apply the S/N limits to source_flux_field.")
+    signal_to_noise_min: float = Field(20.0, ge=0, description="Exclusive minimum S/N; 0: none.")
     signal_to_noise_max: float = Field(0.0, ge=0, description="Exclusive maximum S/N; 0: none.")
-    width_min: float = Field(0.9, ge=0, le=1000, description="Exclusive minimum width (px). At most 1000 px.")
+    width_min: float = Field(0.0, ge=0, le=1000, description="Exclusive minimum width (px). At most 1000 px.")
     width_max: float = Field(10.0, gt=0, le=1000, description="Exclusive maximum width (px). At most 1000 px.")
-    source_flux_field: str = Field("base_PsfFlux_instFlux", description="Flux column (its error is "
+    source_flux_field: str = Field("base_GaussianFlux_instFlux", description="Flux column (its error is "
                                    "<field>Err) for the flux and S/N limits.")
     shape_name: str = Field("slot_Shape", description="Moments prefix: <name>_xx, _yy, _flag.")
     bad_flags: tuple[str, ...] = Field(
