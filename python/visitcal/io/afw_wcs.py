@@ -34,7 +34,7 @@ from .. import _core
 from ..core.geom import Box2I
 from ..core.wcs import make_tan_sip_wcs
 from . import FitsReadError
-from .afw_archive import AfwArchive
+from .afw_archive import AfwArchive, afw_string
 
 __all__ = ["AstSkyWcs", "import_ast", "read_sky_wcs", "read_tan_wcs"]
 
@@ -49,18 +49,6 @@ def import_ast():
         raise ImportError("reading an afw SkyWcs needs starlink-pyast (AST's Python binding), an optional "
                           "dependency of visitcal: pip install starlink-pyast") from err
     return Ast
-
-
-def _column_text(value) -> str:
-    """A variable-length afw byte/char column value as text (bytes, an array of uint8 or of 1-char strings)."""
-    if isinstance(value, bytes):
-        return value.decode("ascii")
-    if isinstance(value, str):
-        return value
-    arr = np.asarray(value)
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.uint8).tobytes().decode("ascii")
-    return "".join(str(c) for c in arr.ravel())
 
 
 def _frameset_from_text(text: str, where: str):
@@ -345,7 +333,7 @@ def read_sky_wcs(archive: AfwArchive, object_id: int, **_options) -> AstSkyWcs:
     if "wcs" not in table.colnames:
         raise FitsReadError(f"{where}: no 'wcs' column (columns {table.colnames})", path=archive.path,
                             hdu="ARCHIVE_DATA")
-    text = _column_text(table["wcs"][0])
+    text = afw_string(table["wcs"][0])
     try:
         frameset = _frameset_from_text(text, where)
     except FitsReadError as err:

@@ -125,18 +125,18 @@ def read_lsst_calexp(path, *, trust_pickle: bool = False) -> Exposure:
         visit_info = dataclasses.replace(visit_info if visit_info is not None else VisitInfo(),
                                          band=filter_label.band, physical_filter=filter_label.physical)
     sky_wcs = components.pop("wcs", None)
-    if sky_wcs is not None and hasattr(sky_wcs, "to_tan_sip"):
+    if sky_wcs is not None and not hasattr(sky_wcs, "to_tan_sip"):  # an astropy WCS (an old TanWcs)
+        wcs, sky_wcs = sky_wcs, None
+    if sky_wcs is not None:
         # an afw SkyWcs (AST): the exposure's astropy WCS is its TAN-SIP approximation over the image, with the
         # approximation's largest error in the metadata; the exact one stays as exposure.sky_wcs
         ny, nx = image.shape
         wcs, err = sky_wcs.to_tan_sip((xy0[0] - 0.5, xy0[0] + nx - 0.5, xy0[1] - 0.5, xy0[1] + ny - 0.5))
         metadata["HIERARCH AFW_SKYWCS_TANSIP_ERR"] = (float(err), "[arcsec] largest error of the TAN-SIP WCS")
-    elif sky_wcs is not None:
-        wcs = sky_wcs
     kept = {k: v for k, v in components.items() if k in ("psf", "photo_calib", "ap_corr_map", "detector")}
     exposure = Exposure(MaskedImage(image, mask, variance, xy0=xy0), wcs=wcs, visit_info=visit_info,
                         metadata=metadata, **kept)
-    exposure.sky_wcs = sky_wcs if sky_wcs is not None and hasattr(sky_wcs, "to_tan_sip") else None
+    exposure.sky_wcs = sky_wcs
     return exposure
 
 

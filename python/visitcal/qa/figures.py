@@ -27,7 +27,8 @@ def require_matplotlib():
     except ImportError as err:
         raise ImportError("visitcal qa draws with matplotlib, which is not installed: "
                           "pip install 'visitcal[qa]'") from err
-    matplotlib.use("Agg", force=False) if matplotlib.get_backend().lower() != "agg" else None
+    if matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg")
     return matplotlib
 
 

@@ -192,9 +192,10 @@ def _mean(v) -> float:
     return float(np.mean(v)) if len(v) else math.nan
 
 
-def _star_metrics(stars) -> dict[str, float]:
-    """The per-detector metric values of the PSF stars ``stars`` (one detector's rows, or the visit's); the
-    reserved-star means' standard errors and star counts in ``_star_uncertainties``."""
+def _star_metrics(stars) -> tuple[dict[str, float], dict[str, tuple[float, int]]]:
+    """The per-detector metric values of the PSF stars ``stars`` (one detector's rows, or the visit's), and
+    ``{metric: (standard error, count)}`` of the reserved-star ones (the rms and the excess scatter have no
+    error: their count alone gates their grade)."""
     q = psf_star_quantities(stars)
     out = {"nPsfStar": float(np.sum(q["used"]))}
     lsst = psf_star_residual_stats(stars)
@@ -202,27 +203,19 @@ def _star_metrics(stars) -> dict[str, float]:
         out[s.name] = float(lsst.get(s.name, math.nan))
     res = q["reserved"] & q["valid"]
     out["nPsfStarReserved"] = float(np.sum(q["reserved"]))
-    dtt = q["dtt"][res]
+    dtt, de1, de2 = q["dtt"][res], q["de1"][res], q["de2"][res]
     out["psfReservedDeltaTOverTMean"] = _mean(dtt)
     out["psfReservedDeltaTOverTRms"] = float(np.sqrt(np.mean(dtt ** 2))) if dtt.size else math.nan
     out["psfReservedDeltaTOverTExcessScatter"] = excess_scatter(dtt, q["dtt_err"][res])
-    out["psfReservedDeltaE1Mean"] = _mean(q["de1"][res])
-    out["psfReservedDeltaE2Mean"] = _mean(q["de2"][res])
+    out["psfReservedDeltaE1Mean"] = _mean(de1)
+    out["psfReservedDeltaE2Mean"] = _mean(de2)
     out["psfModelE1Mean"] = _mean(q["pe1"][q["valid"]])
     out["psfModelE2Mean"] = _mean(q["pe2"][q["valid"]])
-    return out
-
-
-def _star_uncertainties(stars) -> dict[str, tuple[float, int]]:
-    """``{metric: (standard error, count)}`` of the reserved-star metrics of ``stars`` (the rms has no error:
-    its count alone gates its grade)."""
-    q = psf_star_quantities(stars)
-    res = q["reserved"] & q["valid"]
     n = int(res.sum())
-    return {"psfReservedDeltaTOverTMean": (mean_error(q["dtt"][res]), n),
-            "psfReservedDeltaTOverTRms": (math.nan, n), "psfReservedDeltaTOverTExcessScatter": (math.nan, n),
-            "psfReservedDeltaE1Mean": (mean_error(q["de1"][res]), n),
-            "psfReservedDeltaE2Mean": (mean_error(q["de2"][res]), n)}
+    extra = {"psfReservedDeltaTOverTMean": (mean_error(dtt), n), "psfReservedDeltaTOverTRms": (math.nan, n),
+             "psfReservedDeltaTOverTExcessScatter": (math.nan, n), "psfReservedDeltaE1Mean": (mean_error(de1), n),
+             "psfReservedDeltaE2Mean": (mean_error(de2), n)}
+    return out, extra
 
 
 def _metrics_of(names, values, extra, detector=None, suffix=""):
@@ -291,7 +284,7 @@ def build(products, config: QaConfig, figures) -> Section:
     present = [d for d in products.detectors if np.any(det_col == d)]
     for d in products.detectors:
         if d in present:
-            values, extra = _star_metrics(stars[det_col == d]), _star_uncertainties(stars[det_col == d])
+            values, extra = _star_metrics(stars[det_col == d])
         else:
             values, extra = nan_det, {}
             section.notes.append(f"Detector {d}: no PSF stars in refit_psf_star (finalize gave it no row"
@@ -299,8 +292,7 @@ def build(products, config: QaConfig, figures) -> Section:
         section.metrics += _metrics_of(DETECTOR_METRICS, values, extra, d)
     in_visit = np.isin(det_col, present)
     visit_stars = stars[in_visit]
-    values, extra = (_star_metrics(visit_stars), _star_uncertainties(visit_stars)) if len(visit_stars) \
-        else (nan_det, {})
+    values, extra = _star_metrics(visit_stars) if len(visit_stars) else (nan_det, {})
     section.metrics += _metrics_of(DETECTOR_METRICS, values, extra, suffix="Visit")
 
     q = psf_star_quantities(visit_stars)

@@ -32,7 +32,7 @@ from .. import __version__
 from ..core.atomic import atomic_write
 from ..pipeline.repository import Repository
 from .figures import FigureWriter, require_matplotlib
-from .metrics import GRADES, QaConfig, metric_spec, metrics_table, registered_metrics, write_metrics
+from .metrics import GRADES, QaConfig, metric_spec, metrics_table, registered_metrics, worst_grade, write_metrics
 from .products import VisitProducts, repository_visits
 from .processing import detector_state
 from .section import HtmlTable, Section
@@ -75,9 +75,8 @@ class QaReport:
 
 
 def _worst(grades) -> str:
-    """The worst grade among ok / warn / fail (``n/a``, not measurable, does not grade a detector)."""
-    rank = {"ok": 0, "warn": 1, "fail": 2}
-    return max((g for g in grades if g in rank), key=rank.__getitem__, default="ok")
+    """The worst grade, ``n/a`` left out (not measurable does not grade a detector or a visit)."""
+    return worst_grade([g for g in grades if g != "n/a"])
 
 
 def _section_builder(name: str) -> Callable:
@@ -314,11 +313,12 @@ def _metric_grid(section: Section, table: pa.Table, detectors) -> list[str]:
     names = list(dict.fromkeys(m.name for m in section.metrics))
     if not names:
         return []
-    cell = {}
-    for d, name, value, err, count, g in zip(table["detector"].to_pylist(), table["metric"].to_pylist(),
-                                             table["value"].to_pylist(), table["error"].to_pylist(),
-                                             table["count"].to_pylist(), table["grade"].to_pylist()):
+    cell, bounds = {}, {}
+    for d, name, value, err, count, g, warn, fail in zip(
+            *(table[c].to_pylist() for c in ("detector", "metric", "value", "error", "count", "grade", "warn",
+                                              "fail"))):
         cell[(name, d)] = (value, err, count, g)
+        bounds.setdefault(name, (warn, fail))
     pooled = {n: f"{n}Visit" for n in names if f"{n}Visit" in names}
     for n, v in pooled.items():
         if (v, -1) in cell:
@@ -331,7 +331,7 @@ def _metric_grid(section: Section, table: pa.Table, detectors) -> list[str]:
              + "<th>warn</th><th>fail</th></tr>"]
     for name in names:
         spec = metric_spec(name)
-        th_warn = th_fail = ""
+        th_warn, th_fail = bounds.get(name, ("", ""))
         row = [f'<td class="text" title="{_e(spec.description)}">{_e(name)}</td><td>{_e(spec.unit)}</td>']
         for d in cols:
             if (name, d) in cell:
@@ -341,11 +341,6 @@ def _metric_grid(section: Section, table: pa.Table, detectors) -> list[str]:
                 row.append(f'<td class="{_GRADE_CLASS[g]}"{title}>{_fmt(value)}{extra}</td>')
             else:
                 row.append("<td></td>")
-        for d, n, w, f in zip(table["detector"].to_pylist(), table["metric"].to_pylist(), table["warn"].to_pylist(),
-                              table["fail"].to_pylist()):
-            if n == name:
-                th_warn, th_fail = w, f
-                break
         row.append(f"<td>{_e(th_warn)}</td><td>{_e(th_fail)}</td>")
         lines.append("<tr>" + "".join(row) + "</tr>")
     lines.append("</table>")
