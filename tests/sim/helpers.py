@@ -282,9 +282,10 @@ def lsst_isolated_stars(ra, dec, band, *, tract, skymap, band_order=("i", "z", "
     counts = {b: np.zeros(sra.size, int) for b in band_order}
     if sra.size and len(ra):
         dist, star = cKDTree(_unit_vectors(sra, sdec)).query(_unit_vectors(ra, dec), k=1)
-        for s, b in zip(star[dist <= _chord(match_radius)], np.asarray(band).astype(str)[dist <= _chord(match_radius)]):
+        matched = dist <= _chord(match_radius)
+        for s, b in zip(star[matched], np.asarray(band).astype(str)[matched]):
             counts[b][s] += 1
-    used = sum(counts.values()) > 0 if sra.size else np.zeros(0, bool)
+    used = np.sum(list(counts.values()), axis=0) > 0
     out = {"ra": sra[used], "dec": sdec[used], "primary_band": sband[used]}
     out.update({f"nsource_{b}": c[used] for b, c in counts.items()})
     return out
