@@ -76,6 +76,7 @@ void bind_pca(py::module_& m);
 void bind_sip(py::module_& m);
 void bind_matcher(py::module_& m);
 void bind_fof(py::module_& m);
+void bind_healpix(py::module_& m);
 void bind_shear_correlation(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
@@ -113,5 +114,6 @@ PYBIND11_MODULE(_core, m) {
     bind_sip(m);
     bind_matcher(m);
     bind_fof(m);
+    bind_healpix(m);
     bind_shear_correlation(m);
 }

@@ -185,3 +185,205 @@ def clone(sim_repo, dest):
     (dest / "truth").symlink_to(sim_repo.path / "truth")
     (dest / "post_isr_image").symlink_to(sim_repo.path / "post_isr_image")
     return dest
+
+
+# --- LSST's isolated-star order and reserve, written out plainly (issue 24) ----------------------------------
+
+def _unit_vectors(ra, dec):
+    a, d = np.radians(np.asarray(ra, np.float64)), np.radians(np.asarray(dec, np.float64))
+    return np.column_stack([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)])
+
+
+def _chord(arcsec: float) -> float:
+    return 2.0 * np.sin(np.radians(arcsec / 3600.0) / 2.0)
+
+
+def scipy_fof(ra, dec, link_arcsec):
+    """Friends-of-friends labels as smatch's ``query_groups`` gives them: the pairs within ``link_arcsec``
+    (a k-d tree on unit vectors) as a graph, labelled by scipy's ``connected_components``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    n = len(ra)
+    pairs = cKDTree(_unit_vectors(ra, dec)).query_pairs(_chord(link_arcsec), output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def lsst_mean_position(ra, dec):
+    """A group's mean RA/Dec (deg) as LSST takes it: the mean Dec, and the mean RA about the first member's
+    RA (so a group across RA = 0/360 is averaged correctly), wrapped to [0, 360)."""
+    ra = np.asarray(ra, np.float64)
+    d_ra = np.mod(ra - ra[0] + 180.0, 360.0) - 180.0
+    return float(np.mod(ra[0] + d_ra.mean(), 360.0)), float(np.mean(dec))
+
+
+def lsst_primary_stars(ra, dec, band, *, band_order, match_radius, nside):
+    """LSST's primary stars, in LSST's order, from the selected sources (deg; in input order).
+
+    For each band of ``band_order``: the band's sources; their nested HEALPix pixels at ``nside`` (hpgeom);
+    for each pixel in increasing order, the band's sources in the pixel and its eight neighbours (wider
+    than LSST's border ring, so the groups are whole), friends-of-friends (`scipy_fof`), and, in label
+    order, the groups whose mean position lies in the pixel. Then the band's stars within ``match_radius``
+    of an earlier band's star are dropped. Returns (ra, dec, band) arrays.
+    """
+    import hpgeom
+    from scipy.spatial import cKDTree
+
+    ra, dec, band = np.asarray(ra, np.float64), np.asarray(dec, np.float64), np.asarray(band).astype(str)
+    out_ra, out_dec, out_band = [], [], []
+    for b in band_order:
+        idx = np.flatnonzero(band == b)
+        if idx.size == 0:
+            continue
+        pix = hpgeom.angle_to_pixel(nside, ra[idx], dec[idx])
+        band_ra, band_dec = [], []
+        for p in np.unique(pix):
+            near = np.append(hpgeom.neighbors(nside, p), p)
+            sub = idx[np.isin(pix, near)]
+            labels = scipy_fof(ra[sub], dec[sub], match_radius)
+            for g in range(labels.max() + 1):
+                members = sub[labels == g]
+                mra, mdec = lsst_mean_position(ra[members], dec[members])
+                if hpgeom.angle_to_pixel(nside, mra, mdec) == p:
+                    band_ra.append(mra)
+                    band_dec.append(mdec)
+        band_ra, band_dec = np.array(band_ra), np.array(band_dec)
+        if out_ra:
+            tree = cKDTree(_unit_vectors(out_ra, out_dec))
+            dist, _ = tree.query(_unit_vectors(band_ra, band_dec), k=1)
+            new = dist > _chord(match_radius)
+            band_ra, band_dec = band_ra[new], band_dec[new]
+        out_ra += band_ra.tolist()
+        out_dec += band_dec.tolist()
+        out_band += [b] * band_ra.size
+    return np.array(out_ra), np.array(out_dec), np.array(out_band, dtype=str)
+
+
+def lsst_isolated_stars(ra, dec, band, *, tract, skymap, band_order=("i", "z", "r", "g", "y", "u"),
+                        match_radius=1.0, isolation_radius=2.0, nside=32):
+    """LSST's isolated-star table rows from the selected sources (deg, input order): `lsst_primary_stars`,
+    then the stars with another star within ``isolation_radius`` removed, the crop to the tract's inner
+    region, and the stars no source matches (nearest star within ``match_radius``) dropped; the order kept.
+
+    Returns a dict: ``ra``, ``dec``, ``primary_band`` and ``nsource_<band>`` per row.
+    """
+    from scipy.spatial import cKDTree
+
+    sra, sdec, sband = lsst_primary_stars(ra, dec, band, band_order=band_order, match_radius=match_radius,
+                                          nside=nside)
+    if sra.size:
+        tree = cKDTree(_unit_vectors(sra, sdec))
+        crowded = np.array([len(n) > 1 for n in tree.query_ball_point(_unit_vectors(sra, sdec),
+                                                                      _chord(isolation_radius))])
+        keep = ~crowded & skymap.contains(tract, sra, sdec, inner=True)
+        sra, sdec, sband = sra[keep], sdec[keep], sband[keep]
+    counts = {b: np.zeros(sra.size, int) for b in band_order}
+    if sra.size and len(ra):
+        dist, star = cKDTree(_unit_vectors(sra, sdec)).query(_unit_vectors(ra, dec), k=1)
+        matched = dist <= _chord(match_radius)
+        for s, b in zip(star[matched], np.asarray(band).astype(str)[matched]):
+            counts[b][s] += 1
+    used = np.sum(list(counts.values()), axis=0) > 0
+    out = {"ra": sra[used], "dec": sdec[used], "primary_band": sband[used]}
+    out.update({f"nsource_{b}": c[used] for b, c in counts.items()})
+    return out
+
+
+def selected_sources(repo, tract: int, skymap):
+    """The association's input, re-selected: every single_visit_star in (visit, detector) order, the rows
+    passing the selector, finite, in ``band_order`` and in the tract's outer region; a deblended child only
+    without another childless detected source within the isolation radius. (ra, dec, band) in input order."""
+    from scipy.spatial import cKDTree
+    from visitcal.io import read_catalog
+    from visitcal.measurement.source_selector import ScienceSourceSelectorTask
+    from visitcal.tasks.isolated_star_association import IsolatedStarAssociationConfig
+
+    cfg = IsolatedStarAssociationConfig()
+    selector = ScienceSourceSelectorTask(cfg.source_selector)
+    chord = 2 * np.sin(np.radians(cfg.isolation_radius / 3600.0) / 2)
+    ra_all, dec_all, band_all = [], [], []
+    for _, path in sorted(repo.single_visit_star_paths().items()):
+        t = read_catalog(path)
+        keep = selector.run(t)
+        ra, dec = np.degrees(np.asarray(t["coord_ra"])), np.degrees(np.asarray(t["coord_dec"]))
+        keep &= np.isfinite(ra) & np.isfinite(dec) & np.isin(np.asarray(t["band"]).astype(str), cfg.band_order)
+        leaf = np.flatnonzero((np.asarray(t["deblend_nChild"]) == 0) & np.isfinite(ra) & np.isfinite(dec))
+        tree = cKDTree(_unit_vectors(ra[leaf], dec[leaf]))
+        for i in np.flatnonzero(keep & (np.asarray(t["parent"]) != 0)):
+            keep[i] = len(tree.query_ball_point(_unit_vectors(ra[i:i + 1], dec[i:i + 1])[0], chord)) <= 1  # itself only
+        keep[keep] &= skymap.contains(tract, ra[keep], dec[keep], inner=False)
+        ra_all.append(ra[keep])
+        dec_all.append(dec[keep])
+        band_all.append(np.asarray(t["band"]).astype(str)[keep])
+    return np.concatenate(ra_all), np.concatenate(dec_all), np.concatenate(band_all)
+
+
+def lsst_reserved(nstar: int, band: str, tract: int, *, fraction: float = 0.1) -> np.ndarray:
+    """LSST's ReserveIsolatedStarsTask draw (lsst-spec §4.4): name ``"reserved_<band>_<tract>"``, seed = the
+    SHA-256 digest's low 32 bits, the first floor(f N) of N flags True, shuffled by numpy's default_rng."""
+    import hashlib
+
+    seed = int(hashlib.sha256(f"reserved_{band}_{tract}".encode("utf-8")).hexdigest(), 16) & 0xFFFFFFFF
+    flags = np.zeros(nstar, dtype=bool)
+    flags[: int(nstar * fraction)] = True
+    np.random.default_rng(seed).shuffle(flags)
+    return flags
+
+
+def check_lsst_rows_and_reserve(root, band: str) -> dict:
+    """Assert, for every tract of the finalized repository ``root``, that the isolated-star table's rows are
+    `lsst_isolated_stars`' rows from `selected_sources` (same stars, same order, same primary band and
+    ``nsource_<band>``), and that every isolated source FinalizeCharacterization used as a PSF candidate
+    carries LSST's reserve flag (`lsst_reserved` over that order). Returns counts: the nested nside-32
+    pixels of the stars, the (source, flag) pairs checked and the reserved ones among them, and how many of
+    LSST's reserved stars a (band, first source) order would also reserve (nside 1: one pixel)."""
+    import hpgeom
+    from visitcal.core.skymap import load_skymap
+    from visitcal.io import read_catalog
+    from visitcal.pipeline.repository import Repository
+
+    def sep_arcsec(ra1, dec1, ra2, dec2):
+        chord = np.linalg.norm(_unit_vectors(ra1, dec1) - _unit_vectors(ra2, dec2), axis=1)
+        return np.degrees(2 * np.arcsin(chord / 2)) * 3600.0
+
+    def reserved_positions(ref, tract):
+        use = np.flatnonzero(ref[f"nsource_{band}"] > 0)
+        drawn = np.zeros(len(ref["ra"]), bool)
+        drawn[use] = lsst_reserved(len(use), band, tract)
+        return drawn, set(zip(np.round(ref["ra"][drawn], 7).tolist(), np.round(ref["dec"][drawn], 7).tolist()))
+
+    repo = Repository(root)
+    skymap = load_skymap(repo.root / "skymap.json")
+    out = {"pixels": set(), "checked": 0, "reserved_seen": 0, "reserved": 0, "reserved_by_old_order": 0}
+    for path in sorted((repo.root / "isolated_star_association").glob("*.parquet")):
+        tract = int(path.stem.rsplit("_", 1)[1])
+        stars = read_catalog(path)
+        ra, dec, bands = selected_sources(repo, tract, skymap)
+        ref = lsst_isolated_stars(ra, dec, bands, tract=tract, skymap=skymap)
+        # the rows: the same stars in the same order (LSST's arithmetic mean and our unit-vector mean differ
+        # by ~1e-9 arcsec for 1"-wide groups)
+        assert len(stars) == len(ref["ra"]), (tract, len(stars), len(ref["ra"]))
+        if len(stars) == 0:
+            continue
+        assert np.all(sep_arcsec(np.asarray(stars["ra"]), np.asarray(stars["dec"]), ref["ra"], ref["dec"]) < 1e-6)
+        assert list(stars["primary_band"]) == list(ref["primary_band"])
+        np.testing.assert_array_equal(stars[f"nsource_{band}"], ref[f"nsource_{band}"])
+        out["pixels"] |= set(hpgeom.angle_to_pixel(32, ref["ra"], ref["dec"]).tolist())
+        drawn, reserved = reserved_positions(ref, tract)
+        _, reserved_old = reserved_positions(lsst_isolated_stars(ra, dec, bands, tract=tract, skymap=skymap, nside=1),
+                                             tract)
+        out["reserved"] += len(reserved)
+        out["reserved_by_old_order"] += len(reserved & reserved_old)
+        # what finalize flagged, in every visit and detector
+        sources = read_catalog(repo.tract_dataset_path("isolated_star", tract, "parquet"))
+        star_of = dict(zip(np.asarray(sources["sourceId"]).tolist(), np.asarray(sources["obj_index"]).tolist()))
+        for visit in sorted({v for v, _ in repo.data_ids()}):
+            table = read_catalog(repo.root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet")
+            for sid, flag in zip(np.asarray(table["id"]).tolist(), np.asarray(table["calib_psf_reserved"])):
+                if sid in star_of:
+                    assert bool(flag) == bool(drawn[star_of[sid]]), (tract, visit, sid)
+                    out["checked"] += 1
+                    out["reserved_seen"] += bool(flag)
+    return out

@@ -2,12 +2,14 @@
 photometric calibration of ``pipe_tasks``: the reference-catalog loader, source matchers (nearest
 neighbour, LSST's pessimistic pattern matcher B and the offset search that backs it up), the WCS fits (an
 affine correction on top of the camera's distortion, LSST's current default, and a full TAN-SIP fit), the
-WCS check, the astrometry task that ties them together, and the photometric zero point.
+WCS check, the astrometry task that ties them together, the photometric zero point, and nested HEALPix
+pixel indices (the order of LSST's isolated-star table).
 """
 
 from .astrometry import AstrometryConfig, AstrometryError, AstrometryResult, AstrometryTask
 from .fit_affine_wcs import FitAffineWcsConfig, FitAffineWcsResult, FitAffineWcsTask
 from .fit_tan_sip_wcs import AstrometryFitError, FitTanSipWcsConfig, FitTanSipWcsResult, FitTanSipWcsTask
+from .healpix import healpix_nest_pixel
 from .match_nearest import match_nearest, match_nearest_sky
 from .match_offset import MatchOffsetConfig, MatchOffsetResult, MatchOffsetTask
 from .match_pessimistic_b import MatchPessimisticBConfig, MatchPessimisticBResult, MatchPessimisticBTask
@@ -40,6 +42,7 @@ __all__ = [
     "ReferenceCatalogError",
     "ReferenceObjectLoader",
     "check_wcs",
+    "healpix_nest_pixel",
     "match_nearest",
     "match_nearest_sky",
 ]

@@ -18,8 +18,10 @@ Algorithm (`IsolatedStarAssociationTask.run`):
 2. **Primary stars, band by band** in ``band_order``: friends-of-friends groups of that band's
    sources with linking length ``match_radius``; each group gives a star at its mean position (the
    normalised mean of the members' unit vectors, which handles RA = 0/360 and the poles; for groups an
-   arcsecond wide it equals the mean RA/Dec to < 1e-9 arcsec). A star of a later band is dropped when it
-   lies within ``match_radius`` of a star already found. ``primary_band`` records the band that made it.
+   arcsecond wide it equals the mean RA/Dec to < 1e-9 arcsec). The band's stars are ordered by the nested
+   HEALPix pixel (``nside_split``, 32) of their mean position, then by their group's lowest source index
+   (see *Star order* below). A star of a later band is dropped when it lies within ``match_radius`` of a
+   star already found. ``primary_band`` records the band that made it.
 3. **Neighbour removal**: every star with another star within ``isolation_radius`` is removed (both).
 4. **Crop** to the tract's inner region (each star belongs to exactly one tract).
 5. **Source association**: each selected source is given the nearest star within ``match_radius`` (the
@@ -30,12 +32,22 @@ Algorithm (`IsolatedStarAssociationTask.run`):
    ``isolated_star_id = (i + 1) * 10**(floor(log10(n_tracts)) + 1) + tract``, with ``n_tracts`` the sky
    map's number of tracts (`SimpleSkyMap.n_tracts`), so ids are unique across tracts.
 
-LSST splits the sources of a tract into HEALPix nside-32 pixels (plus a border) to bound its memory;
-here the spherical grid hash of `visitcal._core` (``calib/fof.hpp``: exact great-circle separations on unit
-vectors, union-find, deterministic order) handles a whole tract at once.
-
-Star order: the primary band's rank in ``band_order``, then, within a band, the group's lowest source
-index (sources in input order: the tables as given, rows in table order).
+Star order (LSST's). The reserved PSF stars and the ``isolated_star_id`` of a star depend on its row in
+the star table: FinalizeCharacterization's reserve draws a shuffled boolean array over the rows of the
+band-cut star table (`visitcal.tasks.reserve_isolated_stars`), so the same stars are reserved as in LSST
+only when the rows come in LSST's order. LSST's task bounds its memory by splitting the tract's sources
+of each band into nested HEALPix pixels at ``nside_split`` = 32 (about 1.8 deg across), matching each
+pixel with a border of neighbouring sources and keeping the groups whose mean position falls inside the
+pixel; it appends the groups pixel by pixel in increasing pixel index, each pixel's groups in order of
+their lowest source index (smatch's groups as scipy's connected components number them). Its order is
+therefore (primary band's rank in ``band_order``, nested nside-32 pixel of the star's mean position,
+lowest source index of the group in the band's sources), and neighbour removal, the crop and the
+association keep it. We find the groups of a whole tract at once with the spherical grid hash of
+`visitcal._core` (``calib/fof.hpp``: exact great-circle separations on unit vectors, union-find,
+deterministic order) and sort them into that order with `visitcal.calib.healpix_nest_pixel` (the pixel
+hpgeom gives, bit for bit). The groups equal LSST's except a group wider than LSST's border (about ten
+match radii), which LSST would split. Sources are in input order: the tables as given, rows in table
+order.
 
 Column map
 ----------
@@ -84,6 +96,7 @@ from astropy.table import Table
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import _core
+from ..calib.healpix import HEALPIX_MAX_NSIDE, healpix_nest_pixel
 from ..measurement.source_selector import (
     RequireFlags,
     RequireIsolated,
@@ -190,12 +203,23 @@ class IsolatedStarAssociationConfig(BaseModel):
                                                          "it.")
     isolation_radius: float = Field(2.0, gt=0.0, le=600, description="Stars with another star within this are removed "
                                                              "(both), arcsec. At most 600 arcsec.")
+    nside_split: int = Field(32, ge=1, le=HEALPIX_MAX_NSIDE,
+                             description="HEALPix nside (nested, a power of two) whose pixels order the stars "
+                                         "of a band (LSST's ``nside_split``; LSST also splits its matching by "
+                                         "them). Only the star order depends on it.")
     band_order: tuple[str, ...] = Field(("i", "z", "r", "g", "y", "u"),
                                         description="Bands in matching priority; sources of other bands are "
                                                     "ignored.")
     source_selector: ScienceSourceSelectorConfig = Field(
         default_factory=_default_selector, description="Source selection (LSST's defaults for this task; "
                                                         "afw column names).")
+
+    @field_validator("nside_split")
+    @classmethod
+    def _power_of_two(cls, v):
+        if v & (v - 1):
+            raise ValueError(f"nside_split must be a power of two, got {v}")
+        return v
 
     @field_validator("band_order")
     @classmethod
@@ -458,6 +482,10 @@ class IsolatedStarAssociationTask:
                 continue
             labels, n = fof_groups(ra_s[sel], dec_s[sel], cfg.match_radius)
             mra, mdec = _mean_positions(ra_s[sel], dec_s[sel], labels, n)
+            # LSST's order within the band: HEALPix pixel of the mean position, then group label (the
+            # lowest member index); a stable sort keeps the label order inside a pixel.
+            by_pixel = np.argsort(healpix_nest_pixel(cfg.nside_split, mra, mdec), kind="stable")
+            mra, mdec = mra[by_pixel], mdec[by_pixel]
             if star_ra:
                 old_ra, old_dec = np.concatenate(star_ra), np.concatenate(star_dec)
                 dup, _ = match_nearest_sphere(mra, mdec, old_ra, old_dec, cfg.match_radius)

@@ -416,3 +416,62 @@ def test_config_defaults_and_pickling():
     assert pickle.loads(pickle.dumps(task)).config == cfg
     assert copy.deepcopy(task).config == cfg
     assert "IsolatedStarAssociationTask" in repr(task)
+
+
+def test_star_order_is_lsst_order_across_healpix_pixels():
+    """Issue 24: the star table's rows come in LSST's order, (primary band's rank, nested nside-32 HEALPix
+    pixel of the star's mean position, the star's first source in the band's input order), on a tract
+    centred on a corner where four nside-32 pixels meet (149.0625, -30). Truth: that rule applied with
+    hpgeom's pixels to the known stars. Stars are 20" or more apart, their sources within 0.3" of them."""
+    hpgeom = pytest.importorskip("hpgeom", reason="hpgeom (a test-only dependency) gives the reference pixels")
+    ra0, dec0 = 149.0625, -30.0
+    sky = SimpleSkyMap(ra0=ra0, dec0=dec0, tract_size_deg=1.0, n_tracts_per_side=3)
+    rng = np.random.default_rng(11)
+    # a 22 x 22 grid of stars 20" apart around the corner, shuffled
+    east, north = np.meshgrid(np.arange(-11, 11) * 20.0 + 5.0, np.arange(-11, 11) * 20.0 + 5.0)
+    sra, sdec = offset(ra0, dec0, east.ravel(), north.ravel())
+    n = sra.size
+    assert len(np.unique(hpgeom.angle_to_pixel(32, sra, sdec))) == 4
+    bands = ("r", "i", "g")
+    tables, first_seen, seen_in = [], {}, np.zeros((n, len(bands)), bool)
+    order_in_band = {b: 0 for b in bands}  # index of a source among its band's sources, in input order
+    for visit in range(1, 7):
+        b = bands[visit % 3]
+        vis = np.flatnonzero(rng.random(n) < 0.6)
+        vis = rng.permutation(vis)
+        jr, jd = offset(sra[vis], sdec[vis], rng.uniform(-0.3, 0.3, vis.size), rng.uniform(-0.3, 0.3, vis.size))
+        tables.append(svs(jr, jd, band=b, visit=visit))
+        for k in vis:
+            first_seen.setdefault((b, k), order_in_band[b])
+            order_in_band[b] += 1
+        seen_in[vis, bands.index(b)] = True
+    res = run(tables, skymap=sky)
+    stars = res.star_cat
+    # the truth: each star's primary band is the first of band_order it was seen in; its pixel is hpgeom's
+    # pixel of its mean position (a grid point may lie within 0.3" of a pixel edge, so not the grid point's);
+    # the rows are sorted by (band rank, pixel, first source in the band)
+    idx, _ = match_nearest_sphere(stars["ra"], stars["dec"], sra, sdec, 0.5)
+    assert np.all(idx >= 0) and len(np.unique(idx)) == len(stars) == np.count_nonzero(seen_in.any(1))
+    primary = [next(b for b in BANDS if b in bands and seen_in[k, bands.index(b)]) for k in idx]
+    assert list(stars["primary_band"]) == primary
+    pix = hpgeom.angle_to_pixel(32, np.asarray(stars["ra"]), np.asarray(stars["dec"]))
+    key = [(BANDS.index(p), int(q), first_seen[(p, k)]) for p, q, k in zip(primary, pix, idx)]
+    assert key == sorted(key)
+    assert len(set(key)) == len(key)
+    # the old order (band, first source) differs here: the pixels matter
+    old = sorted(key, key=lambda t: (t[0], t[2]))
+    assert old != key
+    # nside_split = 1: one pixel holds the whole grid, so the order is (band, first source)
+    stars1 = run(tables, skymap=sky, nside_split=1).star_cat
+    assert len(np.unique(hpgeom.angle_to_pixel(1, sra, sdec))) == 1
+    idx1, _ = match_nearest_sphere(stars1["ra"], stars1["dec"], sra, sdec, 0.5)
+    key1 = [(BANDS.index(p), first_seen[(p, k)]) for p, k in zip(stars1["primary_band"], idx1)]
+    assert key1 == sorted(key1) and sorted(idx1.tolist()) == sorted(idx.tolist())
+
+
+def test_nside_split_config():
+    assert IsolatedStarAssociationConfig().nside_split == 32
+    for bad in (0, 48, 2**30):
+        with pytest.raises(ValidationError):
+            IsolatedStarAssociationConfig(nside_split=bad)
+    assert IsolatedStarAssociationConfig(nside_split=2**29).nside_split == 2**29
