@@ -18,6 +18,8 @@ from astropy.io import fits  # noqa: E402
 from visitcal.cli import main  # noqa: E402
 from visitcal.io import read_catalog  # noqa: E402
 from visitcal.sim import SimConfig, simulate  # noqa: E402
+from visitcal.tasks.lsst_compat import COLUMNS, column_rows  # noqa: E402
+from visitcal.tasks.update_visit_summary import read_visit_summary  # noqa: E402
 
 CONFIG = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024,
                    n_snaps=1, seed=11, star_density=120000.0)
@@ -176,3 +178,17 @@ def test_info_refuses_what_visitcal_does_not_write(repo, capsys, tmp_path):
         assert main(["info", str(path)]) == 2
         err = capsys.readouterr().err
         assert f"{path}: not a " in err and "visitcal knows" in err
+
+
+@pytest.mark.parametrize("table", COLUMNS, ids=lambda t: t.dataset)
+def test_lsst_compat_columns_exist_in_the_products(repo, table):
+    """The compatibility table's output columns (`visitcal.tasks.lsst_compat.COLUMNS`, issue 24): each of ours
+    is a column of the product, each one marked absent is not (so the table changes when the code does)."""
+    path = _one(repo, table.dataset)
+    cat = read_visit_summary(path) if table.dataset == "visit_summary" else read_catalog(path)
+    rows = column_rows(table)
+    missing = sorted({r.ours for r in rows if r.ours is not None} - set(cat.colnames))
+    assert not missing, f"{table.dataset}: the compat table names columns the product lacks: {missing}"
+    present = sorted(r.lsst for r in rows if r.ours is None and r.lsst in cat.colnames)
+    assert not present, f"{table.dataset}: marked absent but written: {present}"
+
