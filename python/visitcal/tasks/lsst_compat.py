@@ -226,7 +226,8 @@ TASKS: tuple[TaskCompat, ...] = (
         absent={"doMeasurePsf": "always on: characterisation always fits a PSF",
                 "catalogCalculation": "always on: extendedness is computed by the measurement "
                                       "(measurement.extendedness_flux_ratio)",
-                "requireCrForPsf": "always on: a failing cosmic-ray repair fails the detector",
+                "requireCrForPsf": "always on: a failing cosmic-ray repair (TooManyCosmicRaysError) fails the "
+                                   "detector",
                 "doNormalizedCalibration": "always on (normalized_calibration_flux)",
                 "refObjLoader": _NI + "characterisation uses no reference catalog",
                 "doWrite": _IO, "doWriteExposure": _IO,
@@ -457,10 +458,12 @@ TASKS: tuple[TaskCompat, ...] = (
                 "maxCandidates": "PsfCandidatesConfig.max_candidates (the candidates' config)"},
         note="lam is a fractional model-error floor, var + (lam * model)**2 (LSST: lam * data)."),
     TaskCompat(
-        "AstrometryTask", "meas_astrom", ("visitcal.calib.AstrometryTask",), "visitcal.calib.astrometry.AstrometryConfig",
+        "AstrometryTask", "meas_astrom", ("visitcal.calib.AstrometryTask",),
+        "visitcal.calib.astrometry.AstrometryConfig",
         ("matcher", "wcsFitter", "maxIter", "minMatchDistanceArcSec", "maxMeanDistanceArcsec",
          "doMagnitudeOutlierRejection", "magnitudeOutlierRejectionNSigma", "sourceFluxType", "sourceSelector",
-         "referenceSelector", "doFiducialZeroPointCull", "doFitSipApproximation", "referenceSelector.doCullFromMaskedRegion"),
+         "referenceSelector", "doFiducialZeroPointCull", "doFitSipApproximation",
+         "referenceSelector.doCullFromMaskedRegion"),
         renamed={"minMatchDistanceArcSec": "min_match_distance_arcsec", "sourceSelector": "min_snr"},
         absent={"referenceSelector": "fixed: finite RA/Dec, the references within reference_pixel_margin",
                 "referenceSelector.doCullFromMaskedRegion": _NI + "references on masked regions are kept",
@@ -486,12 +489,13 @@ TASKS: tuple[TaskCompat, ...] = (
     TaskCompat(
         "PhotoCalTask", "pipe_tasks", ("visitcal.calib.PhotoCalTask",), "visitcal.calib.photo_cal.PhotoCalConfig",
         ("match", "match.matchRadius", "fluxField", "applyColorTerms", "sigmaMax", "nSigma", "useMedian", "nIter",
-         "magErrFloor", "colorterms", "photoCatName", "reserve", "sourceSelection", "referenceSelection"),
+         "magErrFloor", "colorterms", "photoCatName", "reserve", "match.sourceSelection",
+         "match.referenceSelection"),
         renamed={"match": "match_radius", "match.matchRadius": "match_radius", "colorterms": "color_term",
-                 "sourceSelection": "source_selector"},
+                 "match.sourceSelection": "source_selector"},
         absent={"photoCatName": "fixed: the pipeline step's reference catalog",
                 "reserve": _NI + "no photometric reserve (LSST's default fraction is 0)",
-                "referenceSelection": "fixed: references with a finite flux in the band"},
+                "match.referenceSelection": "fixed: references with a finite position and a positive flux in the band"},
         note="The unresolved cut is extendedness < 0.5 (obs_lsst's old value; LSST's selector default 0.1)."),
     TaskCompat(
         "RepairTask", "pipe_tasks", ("visitcal.detection.RepairTask",), "visitcal.detection.cosmic_rays.RepairConfig",
