@@ -6,7 +6,9 @@
   description from ``model_fields``), nested models expanded once and linked;
 - ``generated/cli.rst``: the ``--help`` text of ``visitcal`` and each of its subcommands;
 - ``generated/qa_metrics.rst``: every metric of ``visitcal qa`` (name, section, unit, scope, default
-  thresholds, LSST name, description) from the metric registry.
+  thresholds, LSST name, description) from the metric registry;
+- ``generated/compat.rst``: the LSST compatibility table (each LSST task, its config fields and the output
+  columns, with visitcal's names) from the checked registry `visitcal.tasks.lsst_compat`.
 
 Files are rewritten only when their text changes, so incremental builds stay incremental.
 """
@@ -32,6 +34,7 @@ SUBPACKAGES = ["core", "io", "detection", "psf", "measurement", "measurement.plu
 #: Modules documented with ``:members:`` on their subpackage's page although the subpackage does not
 #: re-export them (the pipeline steps hold the CLI step configs).
 EXTRA_MODULES = {
+    "tasks": ["visitcal.tasks.lsst_compat"],
     "pipeline": ["visitcal.pipeline.calibrate_step", "visitcal.pipeline.associate_step",
                  "visitcal.pipeline.finalize_step", "visitcal.pipeline.visit_summary_step",
                  "visitcal.pipeline.reprocess_step", "visitcal.pipeline.chain", "visitcal.pipeline.status",
@@ -245,6 +248,57 @@ def _qa_metrics_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------------- LSST compat
+def _compat_anchor(name: str) -> str:
+    return "compat-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _compat_page() -> str:
+    """The LSST compatibility table: one section per task (fields), one per output catalog (columns)."""
+    from visitcal.tasks import lsst_compat as lc
+
+    lines = [_title("Tasks and configuration fields", "-"),
+             "Per LSST task: the visitcal class, then each of LSST's configuration fields with visitcal's path on "
+             "the config model (the snake_case of LSST's name unless it differs) or why visitcal has none, then "
+             "visitcal's fields that LSST lacks.", ""]
+    for task in lc.TASKS:
+        lines += [f".. _{_compat_anchor(task.lsst_task)}:", "", _title(f"{task.lsst_task} ({task.lsst_package})", "~")]
+        classes = ", ".join(f"`{c}`" for c in task.visitcal)
+        lines += [f"visitcal: {classes}" + (f"; config `{task.config}`" if task.config else "") + ".", ""]
+        if task.note:
+            lines += [_rst_text(_cell(task.note)), ""]
+        rows = lc.field_rows(task)
+        only = lc.visitcal_only(task)
+        if not rows and not only:
+            continue
+        lines += [".. list-table::", "   :header-rows: 1", "   :widths: 35 30 35", "",
+                  "   * - LSST field", "     - visitcal", "     - note"]
+        for row in rows:
+            renamed = row.ours is not None and row.ours != lc.snake_case(row.lsst)
+            lines += [f"   * - ``{row.lsst}``", f"     - ``{row.ours}``" if row.ours else "     - —",
+                      f"     - {_rst_text(_cell(row.note))}" if row.note else
+                      ("     - renamed" if renamed else "     -")]
+        for name, desc in only:
+            first = _cell(desc).split(". ")[0].rstrip(".")
+            lines += ["   * - —", f"     - ``{name}``", f"     - visitcal only: {_rst_text(first)}"]
+        lines.append("")
+    lines += [_title("Output columns", "-"),
+              "Per output catalog: LSST's column names, visitcal's (the same unless stated) or why visitcal lacks "
+              "it. Each name is checked against a processed simulated repository by the test suite.", ""]
+    for table in lc.COLUMNS:
+        lines += [f".. _{_compat_anchor('columns ' + table.dataset)}:", "",
+                  _title(f"``{table.dataset}`` (LSST: {table.lsst_dataset})", "~")]
+        if table.note:
+            lines += [_rst_text(_cell(table.note)), ""]
+        lines += [".. list-table::", "   :header-rows: 1", "   :widths: 40 25 35", "",
+                  "   * - LSST column", "     - visitcal", "     - note"]
+        for row in lc.column_rows(table):
+            lines += [f"   * - ``{row.lsst}``", f"     - ``{row.ours}``" if row.ours else "     - —",
+                      f"     - {_rst_text(_cell(row.note))}" if row.note else "     -"]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def generate(docs: Path) -> None:
     """Write every generated page under ``docs`` (called by ``conf.py`` on each build)."""
     for sub in SUBPACKAGES:
@@ -252,3 +306,4 @@ def generate(docs: Path) -> None:
     _write(docs / "generated" / "configuration.rst", _config_page())
     _write(docs / "generated" / "cli.rst", _cli_page())
     _write(docs / "generated" / "qa_metrics.rst", _qa_metrics_page())
+    _write(docs / "generated" / "compat.rst", _compat_page())

@@ -28,9 +28,10 @@ Subcommands available now:
 ``visitcal finalize REPO [--visits V ...] [--per-detector] [-j N] [--overwrite] [--config FILE]``
     FinalizeCharacterization per visit (associating first when needed): ``refit_psf_models`` and
     ``refit_psf_star`` per visit, a per-detector summary.
-``visitcal reprocess REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite] [--config FILE]``
+``visitcal reprocess REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite] [--config FILE] [--source-table]``
     The visit summaries (written when missing), then ReprocessVisitImage per detector: ``visit_image``
-    (nJy), ``source``, ``source_footprints``, ``visit_image_background``.
+    (nJy), ``source``, ``source_footprints``, ``visit_image_background``; with ``--source-table`` also
+    ``source_table``, the sources in LSST's standardized form (``write_source_table``).
 
 ``visitcal run REPO [--visits V ...] [--detectors D ...] [-j N] [--overwrite] [--preset lsst|sparse] [--config FILE]``
     The whole chain: calibrate, associate, finalize, the visit summaries and reprocess, skipping the units that
@@ -597,10 +598,12 @@ def _check_step_args(parser, args) -> None:
 
         base = RunConfig(calibrate=CalibrateStepConfig.preset(args.preset))
         args.config = _load_config(parser, args.config, RunConfig, base=base) if args.config is not None else base
-    elif args.command == "reprocess" and args.config is not None:
+    elif args.command == "reprocess" and (args.config is not None or args.source_table):
         from .pipeline.reprocess_step import ReprocessStepConfig
 
-        args.config = _load_config(parser, args.config, ReprocessStepConfig)
+        config = _load_config(parser, args.config, ReprocessStepConfig) if args.config is not None \
+            else ReprocessStepConfig()
+        args.config = config.model_copy(update={"write_source_table": True}) if args.source_table else config
 
 
 def _add_executor_arguments(parser) -> None:
@@ -755,6 +758,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--overwrite", action="store_true", help="redo detectors already reprocessed")
     rep.add_argument("--config", default=None, help="JSON file of a ReprocessStepConfig: only the fields it changes, "
                      "at any depth, e.g. {\"reprocess\": {\"do_use_sky_corr\": true}}")
+    rep.add_argument("--source-table", action="store_true",
+                     help="also write source_table: the sources in LSST's standardized form (psfFlux, calibFlux "
+                          "in nJy, ra/dec in degrees, pixelFlags_*); the config's write_source_table")
     _add_executor_arguments(rep)
     rep.set_defaults(func=_cmd_reprocess)
 

@@ -18,6 +18,8 @@ from astropy.io import fits  # noqa: E402
 from visitcal.cli import main  # noqa: E402
 from visitcal.io import read_catalog  # noqa: E402
 from visitcal.sim import SimConfig, simulate  # noqa: E402
+from visitcal.tasks.lsst_compat import COLUMNS, column_rows  # noqa: E402
+from visitcal.tasks.update_visit_summary import read_visit_summary  # noqa: E402
 
 CONFIG = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024,
                    n_snaps=1, seed=11, star_density=120000.0)
@@ -176,3 +178,53 @@ def test_info_refuses_what_visitcal_does_not_write(repo, capsys, tmp_path):
         assert main(["info", str(path)]) == 2
         err = capsys.readouterr().err
         assert f"{path}: not a " in err and "visitcal knows" in err
+
+
+@pytest.mark.parametrize("table", COLUMNS, ids=lambda t: t.dataset)
+def test_lsst_compat_columns_exist_in_the_products(repo, table):
+    """The compatibility table's output columns (`visitcal.tasks.lsst_compat.COLUMNS`, issue 24): each of ours
+    is a column of the product, each one marked absent is not (so the table changes when the code does)."""
+    path = _one(repo, table.dataset)
+    cat = read_visit_summary(path) if table.dataset == "visit_summary" else read_catalog(path)
+    rows = column_rows(table)
+    missing = sorted({r.ours for r in rows if r.ours is not None} - set(cat.colnames))
+    assert not missing, f"{table.dataset}: the compat table names columns the product lacks: {missing}"
+    present = sorted(r.lsst for r in rows if r.ours is None and r.lsst in cat.colnames)
+    assert not present, f"{table.dataset}: marked absent but written: {present}"
+
+
+def test_reprocess_writes_the_standardized_source_table_only_when_asked(repo, tmp_path, capsys):
+    """``visitcal reprocess --source-table`` (``write_source_table``, issue 24) writes ``source_table``: the
+    ``source`` rows in LSST's standardized form, psfFlux the calibrated base_PsfFlux_flux, ra/dec coord_ra/dec in
+    degrees; the default run wrote none. Turning the flag on redoes the detectors (their other products come out
+    byte-identical); turning it off again removes the tables."""
+    import shutil
+
+    import numpy as np
+
+    from visitcal.pipeline.repository import Repository
+
+    assert not (repo / "source_table").exists()
+    root = shutil.copytree(repo, tmp_path / "repo", symlinks=True)
+    r = Repository(root)
+    before = {d: r.dataset_path("source", 1000, d, "parquet").read_bytes() for d in DETECTORS}
+    assert main(["reprocess", str(root), "--visits", "1000", "--source-table"]) == 0
+    assert "redone (config changed)" in capsys.readouterr().out
+    for d in DETECTORS:
+        src = read_catalog(r.dataset_path("source", 1000, d, "parquet"))
+        assert r.dataset_path("source", 1000, d, "parquet").read_bytes() == before[d]
+        table = read_catalog(r.dataset_path("source_table", 1000, d, "parquet"))
+        assert len(table) == len(src) > 100
+        np.testing.assert_array_equal(table["sourceId"], src["id"])
+        flux, ref = np.asarray(table["psfFlux"], float), np.asarray(src["base_PsfFlux_flux"], float)
+        good = np.isfinite(ref)
+        assert good.sum() > 100 and np.array_equal(np.isfinite(flux), good)
+        np.testing.assert_allclose(flux[good], ref[good], rtol=2e-6, atol=0)  # float32 in the table
+        np.testing.assert_allclose(table["psfFluxErr"][good], src["base_PsfFlux_fluxErr"][good], rtol=2e-6)
+        np.testing.assert_allclose(table["ra"], np.degrees(src["coord_ra"]), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(table["dec"], np.degrees(src["coord_dec"]), rtol=0, atol=1e-12)
+        assert str(table["ra"].unit) == "deg"
+        np.testing.assert_array_equal(table["pixelFlags_edge"], src["base_PixelFlags_flag_edge"])
+    assert not r.dataset_path("source_table", 1001, 0, "parquet").exists()  # the visit not asked for
+    assert main(["reprocess", str(root), "--visits", "1000"]) == 0
+    assert not any((root / "source_table").rglob("*.parquet"))

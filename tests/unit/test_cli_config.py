@@ -51,3 +51,23 @@ def test_bad_files_are_usage_errors_naming_them(tmp_path):
     path.write_text(json.dumps({"finalize": {"no_such_field": 1}}))
     with pytest.raises(SystemExit, match="finalize.no_such_field"):
         _load_config(_Parser(), str(path), FinalizeStepConfig)
+
+
+@pytest.mark.parametrize("with_file", [False, True])
+def test_source_table_option_sets_the_step_flag(tmp_path, with_file):
+    """``visitcal reprocess --source-table`` is the step config's write_source_table, laid over a --config file."""
+    from visitcal.cli import _check_step_args, build_parser
+
+    argv = ["reprocess", str(tmp_path)]
+    if with_file:
+        path = tmp_path / "c.json"
+        path.write_text(json.dumps({"reprocess": {"do_use_sky_corr": True}}))
+        argv += ["--config", str(path)]
+    parser = build_parser()
+    for extra, expect in (([], False), (["--source-table"], True)):
+        args = parser.parse_args(argv + extra)
+        _check_step_args(parser, args)
+        config = args.config if args.config is not None else ReprocessStepConfig()
+        assert config.write_source_table is expect
+        assert config.reprocess.do_use_sky_corr is with_file
+    assert ReprocessStepConfig().write_source_table is False

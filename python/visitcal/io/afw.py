@@ -34,9 +34,11 @@ Classes read here (facts of the format, from the files; no LSST code):
     airmass, rotation type, observatory (radians/m), weather, instrument, id, focus z and the
     observation strings: an `AfwVisitInfo`, i.e. our `VisitInfo` plus those fields.
 
-Not read here: ``SkyWcs``/``TanWcs`` (`visitcal.io.afw_wcs`), ``PiffPsf`` (`visitcal.io.afw_piff`), which
-the registry is open for (``COMPONENT_READERS[name] = reader``); ``GaussianPsf`` and other PSFs,
-``TransmissionCurve``, ``ValidPolygon``, ``TransformMap`` — listed as unsupported when met.
+Read elsewhere: ``SkyWcs``/``TanWcs`` (`visitcal.io.afw_wcs`, registered below). The PSFs are PSF models, the
+layer above this one, so their readers register themselves (the registry is open:
+``COMPONENT_READERS[name] = reader``) when `visitcal.psf` is imported: ``PiffPsf`` (`visitcal.psf.afw_piff`)
+and ``GaussianPsf`` (`visitcal.psf.afw_gaussian`). Other PSFs (``DoubleGaussianPsf``, ``PsfexPsf``,
+``CoaddPsf``), ``TransmissionCurve``, ``ValidPolygon``, ``TransformMap`` are listed as unsupported when met.
 """
 
 from __future__ import annotations
@@ -381,8 +383,8 @@ COMPONENT_READERS: dict[str, Callable] = {
     "SkyWcs": read_sky_wcs,
     "TanWcs": read_tan_wcs,
 }
-# LSST's PiffPsf is read by visitcal.psf.afw_piff (a PSF model: the layer above), which adds itself here when
-# visitcal.psf is imported.
+# LSST's PiffPsf and afw's GaussianPsf are read by visitcal.psf.afw_piff and visitcal.psf.afw_gaussian (PSF models:
+# the layer above), which add themselves here when visitcal.psf is imported.
 
 #: afw component (``ARCHIVE_ID_<NAME>``) -> the key `read_afw_components` uses (our `Exposure` attribute
 #: where there is one); others are lower-cased.

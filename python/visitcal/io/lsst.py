@@ -85,8 +85,9 @@ def read_lsst_calexp(path, *, trust_pickle: bool = False) -> Exposure:
         ``photo_calib``, ``ap_corr_map``, ``detector``, ``psf``, ``wcs``. An afw ``SkyWcs`` (AST, read with
         starlink-pyast) is kept exact as ``exposure.sky_wcs`` (`visitcal.io.afw_wcs.AstSkyWcs`; None otherwise)
         and ``exposure.wcs`` is its TAN-SIP approximation over the image, whose largest error (arcsec) is the
-        ``AFW_SKYWCS_TANSIP_ERR`` card. LSST's ``PiffPsf`` is read once `visitcal.psf` is imported (which
-        registers its reader) and only with ``trust_pickle``; otherwise it is logged and left out. The remaining
+        ``AFW_SKYWCS_TANSIP_ERR`` card. afw's ``GaussianPsf`` and LSST's ``PiffPsf`` are read once `visitcal.psf` is
+        imported (which registers their readers), the ``PiffPsf`` only with ``trust_pickle``; otherwise it is
+        logged and left out. The remaining
         primary cards are the metadata, less the archive's pointers (``ARCHIVE_ID_*``, ``<NAME>_ID``,
         ``AR_HDU``, ``EXPINFO_V``).
 

@@ -7,7 +7,16 @@ Products per detector (LSST v2 names)::
     REPO/source/<visit>/source_<visit>_<detector>.parquet                 the catalog, no footprints
     REPO/source_footprints/<visit>/source_footprints_<visit>_<detector>.fits   heavy footprints by id
     REPO/visit_image_background/<visit>/visit_image_background_<visit>_<detector>.fits
+    REPO/source_table/<visit>/source_table_<visit>_<detector>.parquet     with write_source_table only
     REPO/provenance/reprocess/<visit>_<detector>.json                     status, counts, timings
+
+``source_table`` (not written by default) is ``source`` in LSST's standardized form
+(`visitcal.io.afw_catalog.to_source_table`: ``psfFlux``, ``calibFlux`` in nJy, ``ra`` / ``dec`` in degrees,
+``pixelFlags_*`` ...), what LSST's ``TransformSourceTableTask`` makes of its ``source_unstandardized``; the
+afw-named ``source`` is written either way. The flag is part of the step's config hash: turning it on redoes
+the detectors (their other products come out byte-identical and are left as they were), turning it off
+redoes them too and removes the ``source_table`` files a previous run wrote, so that the repository holds
+what its last configuration asked for.
 
 A detector whose visit-summary row is ``degraded`` (a fallback calibration: see `visitcal.tasks.update_visit_summary`)
 is reprocessed and recorded ``degraded``, the row's message in its provenance and in the ``source`` metadata
@@ -34,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import __version__
 from ..detection.background import BackgroundList
 from ..io import read_catalog, read_exposure, read_mask, write_catalog
+from ..io.afw_catalog import to_source_table
 from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
 from ..tasks.reprocess_visit_image import ReprocessVisitImageConfig, ReprocessVisitImageTask
@@ -44,10 +54,13 @@ from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashe
 from .runner import run_units
 from .visit_summary_step import run_visit_summary, visit_summary_path
 
-__all__ = ["OUTPUTS", "ReprocessStepConfig", "reprocess_detector", "run_reprocess", "summary_lines"]
+__all__ = ["OPTIONAL_OUTPUTS", "OUTPUTS", "ReprocessStepConfig", "reprocess_detector", "run_reprocess",
+           "summary_lines"]
 
 STEP = "reprocess"
 OUTPUTS = {"visit_image": "fits", "source": "parquet", "source_footprints": "fits", "visit_image_background": "fits"}
+#: Products written only when the step's config asks for them (its flag -> dataset, extension).
+OPTIONAL_OUTPUTS = {"write_source_table": ("source_table", "parquet")}
 
 
 class ReprocessStepConfig(BaseModel):
@@ -57,6 +70,19 @@ class ReprocessStepConfig(BaseModel):
 
     reprocess: ReprocessVisitImageConfig = Field(default_factory=ReprocessVisitImageConfig,
                                                  description="ReprocessVisitImageTask")
+    write_source_table: bool = Field(
+        False, description="Also write source_table: the source catalog in LSST's standardized (DPDD) form "
+        "(psfFlux, calibFlux in nJy, ra/dec in degrees, pixelFlags_*; visitcal.io.afw_catalog.to_source_table), "
+        "as LSST's TransformSourceTableTask makes it. Not part of LSST's ReprocessVisitImageTask.")
+
+
+def _output_paths(repo: Repository, config: "ReprocessStepConfig", visit: int, detector: int):
+    """The detector's products under ``config`` (``{dataset: path}``) and the optional ones it does not write."""
+    paths = {name: repo.dataset_path(name, visit, detector, ext) for name, ext in OUTPUTS.items()}
+    unwanted = {}
+    for flag, (name, ext) in OPTIONAL_OUTPUTS.items():
+        (paths if getattr(config, flag) else unwanted)[name] = repo.dataset_path(name, visit, detector, ext)
+    return paths, unwanted
 
 
 def _input_paths(repo: Repository, visit: int, detector: int):
@@ -85,7 +111,7 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
     repo = Repository(root)
     config = ReprocessStepConfig.model_validate_json(config_json)
     chash = config_hash(config)
-    paths = {name: repo.dataset_path(name, visit, detector, ext) for name, ext in OUTPUTS.items()}
+    paths, unwanted = _output_paths(repo, config, visit, detector)
     vs_path, snap_paths, bg_path, prelim, sky_path, stars_path = _input_paths(repo, visit, detector)
     inputs = _input_digests(repo, config, vs_path, snap_paths, bg_path, prelim, sky_path, stars_path)
     previous = repo.read_status(STEP, visit, detector)
@@ -133,6 +159,10 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
                                                             overwrite=True),
             "visit_image_background": lambda p: res.background.write_fits(p, overwrite=True),
         }
+        if "source_table" in paths:
+            writers["source_table"] = lambda p: write_catalog(to_source_table(res.sources), p, overwrite=True)
+        for path in unwanted.values():  # a previous configuration's optional product: no longer ours
+            path.unlink(missing_ok=True)
         status.outputs = {repo.relpath(paths[name]): write_product(paths[name], w, root=repo.root)
                           for name, w in writers.items()}
         timings["write"] = time.perf_counter() - t0

@@ -17,6 +17,7 @@ from .pca import PcaPsf, PcaPsfDeterminer, PcaPsfDeterminerConfig
 from .pixel_grid import PixelGridPsf, PixelGridPsfDeterminer, PixelGridPsfDeterminerConfig
 from .vignets import candidates_from_vignets
 from . import afw_piff  # noqa: F401 - registers LSST's PiffPsf reader with visitcal.io.afw
+from . import afw_gaussian  # noqa: F401 - registers afw's GaussianPsf reader with visitcal.io.afw
 
 __all__ = [
     "CHECKS",

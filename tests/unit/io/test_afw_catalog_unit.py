@@ -160,7 +160,7 @@ def _footprint_file(tmp_path, *, footprint=(1, 4, 0), extra=()):
                (4, 5, 0, 0, 2, "Footprint"), (4, 3, 1, 1, 1, "Footprint"), *extra]
     data = [ids, spans, peaks, pixels, old_spans]
     if extra:
-        data.append(_table("GaussianPsf", [fits.Column("sigma", "D", array=np.array([1.5]))]))
+        data.append(_table("DoubleGaussianPsf", [fits.Column("sigma", "D", array=np.array([1.5]))]))
     cat = _catalog_hdu(np.zeros((3, 10), bool), footprint=footprint)
     return _write(tmp_path, [cat, *_archive(entries, data)], "fp.fits")
 
@@ -188,20 +188,20 @@ def test_heavy_and_plain_footprints(tmp_path):
 
 
 def test_unknown_archive_class_listed_and_logged(tmp_path, caplog):
-    path = _footprint_file(tmp_path, extra=[(9, 6, 0, 0, 1, "GaussianPsf")])
+    path = _footprint_file(tmp_path, extra=[(9, 6, 0, 0, 1, "DoubleGaussianPsf")])
     with caplog.at_level(logging.WARNING, logger="visitcal.io.afw_catalog"):
         table, footprints = read_afw_source_catalog(path)
-    assert table.meta["afw_unread_classes"] == ["GaussianPsf"]
-    assert any("GaussianPsf" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert table.meta["afw_unread_classes"] == ["DoubleGaussianPsf"]
+    assert any("DoubleGaussianPsf" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert sorted(footprints) == [1, 2]
 
 
 def test_record_footprint_of_unknown_class_is_listed(tmp_path, caplog):
-    path = _footprint_file(tmp_path, footprint=(1, 9, 0), extra=[(9, 6, 0, 0, 1, "GaussianPsf")])
+    path = _footprint_file(tmp_path, footprint=(1, 9, 0), extra=[(9, 6, 0, 0, 1, "DoubleGaussianPsf")])
     with caplog.at_level(logging.WARNING, logger="visitcal.io.afw_catalog"):
         table, footprints = read_afw_source_catalog(path)
     assert sorted(footprints) == [1]
-    assert table.meta["afw_unread_classes"] == ["GaussianPsf"]
+    assert table.meta["afw_unread_classes"] == ["DoubleGaussianPsf"]
 
 
 def test_footprint_id_missing_from_archive(tmp_path):

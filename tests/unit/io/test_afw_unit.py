@@ -36,8 +36,10 @@ def _data_table(name, columns, flags=None):
 
 
 def write_afw_file(path, *, index_rows=None, with_index=True, extname=False, primary_cards=None,
-                   photo_calib_columns=None):
-    """A 6x8 afw-like exposure with a varying PhotoCalib (ids 1, 2), a FilterLabel (3) and a GaussianPsf (4)."""
+                   photo_calib_columns=None, psf_name="DoubleGaussianPsf", psf_columns=None):
+    """A 6x8 afw-like exposure with a varying PhotoCalib (ids 1, 2), a FilterLabel (3) and a PSF (4): by default
+    a class visitcal has no reader for (meas_algorithms' DoubleGaussianPsf), else ``psf_name`` with
+    ``psf_columns``."""
     primary = fits.PrimaryHDU()
     cards = {"ARCHIVE_ID_PHOTOCALIB": 1, "ARCHIVE_ID_FILTER": 3, "ARCHIVE_ID_PSF": 4, "EXPTIME": 15.0}
     cards.update(primary_cards or {})
@@ -69,10 +71,10 @@ def write_afw_file(path, *, index_rows=None, with_index=True, extname=False, pri
         _data_table("FilterLabel", [fits.Column(name="band", format="8A", array=["r"]),
                                     fits.Column(name="physical", format="8A", array=["r_03"])],
                     flags=[("band_exists", True), ("physical_exists", True)]),
-        _data_table("GaussianPsf", [fits.Column(name="sigma", format="D", array=[1.5])]),
+        _data_table(psf_name, psf_columns or [fits.Column(name="sigma", format="D", array=[1.5])]),
     ]
     rows = index_rows or [(1, 1, 0, 0, 1, "PhotoCalib"), (2, 2, 0, 0, 1, "ChebyshevBoundedField"),
-                          (3, 3, 0, 0, 1, "FilterLabel"), (4, 4, 0, 0, 1, "GaussianPsf")]
+                          (3, 3, 0, 0, 1, "FilterLabel"), (4, 4, 0, 0, 1, psf_name)]
     ids, cat, part, row0, nrows, names = zip(*rows)
     index = fits.BinTableHDU.from_columns([
         fits.Column(name="id", format="J", array=ids), fits.Column(name="cat.archive", format="J", array=cat),
@@ -89,7 +91,7 @@ def test_components_read_and_unknown_class_listed(tmp_path, caplog):
     path = write_afw_file(tmp_path / "exp.fits")
     with fits.open(path) as hdul, caplog.at_level(logging.WARNING, logger="visitcal.io.afw"):
         comps, unsupported = read_afw_components(hdul, path)
-    assert unsupported == ["GaussianPsf"] and "GaussianPsf" in caplog.text and "exp.fits" in caplog.text
+    assert unsupported == ["DoubleGaussianPsf"] and "DoubleGaussianPsf" in caplog.text and "exp.fits" in caplog.text
     assert set(comps) == {"photo_calib", "filter"}
     assert comps["filter"] == FilterLabel("r", "r_03")
     pc = comps["photo_calib"]
@@ -127,7 +129,7 @@ def test_missing_archive_index(tmp_path):
 
 def test_index_pointing_outside(tmp_path):
     rows = [(1, 1, 0, 0, 1, "PhotoCalib"), (2, 9, 0, 0, 1, "ChebyshevBoundedField"), (3, 3, 0, 0, 1, "FilterLabel"),
-            (4, 4, 0, 0, 1, "GaussianPsf")]
+            (4, 4, 0, 0, 1, "DoubleGaussianPsf")]
     path = write_afw_file(tmp_path / "outside.fits", index_rows=rows)
     with pytest.raises(FitsReadError, match=r"outside.fits: archive object 2 \(ChebyshevBoundedField\) points at "
                                             r"data table 9"):
@@ -167,7 +169,8 @@ def test_custom_registry_and_options(tmp_path):
         return float(archive.catalogs(object_id)[0]["sigma"][0])
 
     with fits.open(path) as hdul:
-        comps, unsupported = read_afw_components(hdul, path, readers={**COMPONENT_READERS, "GaussianPsf": gaussian},
+        comps, unsupported = read_afw_components(hdul, path, readers={**COMPONENT_READERS,
+                                                                               "DoubleGaussianPsf": gaussian},
                                                  trust_pickle=True)
     assert unsupported == [] and comps["psf"] == 1.5 and seen == [{"trust_pickle": True}]
 
@@ -205,7 +208,59 @@ def test_exposure_catalog_rows_objects_and_unsupported(tmp_path, caplog):
     fits.HDUList([fits.PrimaryHDU(), main, *archive_hdus]).writeto(tmp_path / "cat.fits")
     with caplog.at_level(logging.WARNING, logger="visitcal.io.afw"):
         table = read_afw_exposure_catalog(tmp_path / "cat.fits")
-    assert list(table["id"]) == [10, 11] and table.meta["afw_unsupported"] == ["GaussianPsf"]
-    assert "GaussianPsf" in caplog.text
+    assert list(table["id"]) == [10, 11] and table.meta["afw_unsupported"] == ["DoubleGaussianPsf"]
+    assert "DoubleGaussianPsf" in caplog.text
     assert table["psf"][0] is None and table["psf"][1] is None
     assert [pc.calibration_mean for pc in table["photoCalib"]] == [7.5, 7.5]
+
+
+def _gaussian_psf_columns(width, height, sigma):
+    return [fits.Column(name="width", format="J", array=[width]),
+            fits.Column(name="height", format="J", array=[height]), fits.Column(name="sigma", format="D", array=[sigma])]
+
+
+def test_gaussian_psf_read_and_attached(tmp_path):
+    """afw's GaussianPsf (one row: width, height, sigma in px) is read as our GaussianPsf once visitcal.psf is
+    imported, and read_lsst_calexp attaches it: its kernel image is width x width, sums to 1, and its second
+    moments about the centre are sigma^2 (sampled at pixel centres: exact to ~1e-9 for sigma 1.7 on 21 px)."""
+    from visitcal.psf import GaussianPsf  # registers the reader
+
+    assert COMPONENT_READERS["GaussianPsf"].__module__ == "visitcal.psf.afw_gaussian"
+    sigma = 1.7
+    path = write_afw_file(tmp_path / "g.fits", psf_name="GaussianPsf", psf_columns=_gaussian_psf_columns(21, 21, sigma))
+    with fits.open(path) as hdul:
+        comps, unsupported = read_afw_components(hdul, path)
+    assert unsupported == [] and isinstance(comps["psf"], GaussianPsf)
+    exp = read_lsst_calexp(path)
+    psf = exp.psf
+    assert isinstance(psf, GaussianPsf) and psf.sigma == sigma and psf.size == 21
+    assert psf.average_position == (0.0, 0.0)
+    kernel = psf.compute_kernel_image(3.0, 2.0)
+    assert kernel.shape == (21, 21)
+    assert kernel.sum() == pytest.approx(1.0, abs=1e-12)
+    y, x = np.mgrid[-10:11, -10:11]
+    assert (kernel * x).sum() == pytest.approx(0.0, abs=1e-12) and (kernel * y).sum() == pytest.approx(0.0, abs=1e-12)
+    for moment in ((kernel * x * x).sum(), (kernel * y * y).sum()):
+        assert moment == pytest.approx(sigma**2, abs=1e-6)
+    assert (kernel * x * y).sum() == pytest.approx(0.0, abs=1e-12)
+    # the Gaussian itself at the pixel centres, normalised over the stamp (afw's definition)
+    g = np.exp(-(x**2 + y**2) / (2 * sigma**2))
+    np.testing.assert_allclose(kernel, g / g.sum(), rtol=1e-12, atol=1e-15)
+
+
+def test_gaussian_psf_non_square_and_bad_rows(tmp_path):
+    """A width != height GaussianPsf is read on the larger square stamp; even dimensions, a bad sigma or a missing
+    field are read errors naming the object."""
+    import visitcal.psf  # noqa: F401 - registers the reader
+
+    path = write_afw_file(tmp_path / "rect.fits", psf_name="GaussianPsf",
+                          psf_columns=_gaussian_psf_columns(15, 19, 2.0))
+    psf = read_lsst_calexp(path).psf
+    assert psf.size == 19 and psf.compute_kernel_image(0.0, 0.0).shape == (19, 19)
+    for name, columns, match in (
+            ("even", _gaussian_psf_columns(20, 21, 1.5), r"dimensions 20 x 21 are not odd"),
+            ("sigma", _gaussian_psf_columns(21, 21, 0.0), r"sigma 0.0 is not positive"),
+            ("nosigma", _gaussian_psf_columns(21, 21, 1.5)[:2], r"expected one row with width, height and sigma")):
+        path = write_afw_file(tmp_path / f"{name}.fits", psf_name="GaussianPsf", psf_columns=columns)
+        with pytest.raises(FitsReadError, match=rf"{name}.fits: archive object 4 \(GaussianPsf\): {match}"):
+            read_lsst_calexp(path)
