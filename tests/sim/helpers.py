@@ -160,17 +160,34 @@ CHAIN_SIM = dict(preset="small", n_visits=2, n_detectors=2, detector_width=1024,
                  seed=5, star_density=120000.0)
 
 
-def product_digests(root, *, skip=("provenance/", "post_isr_image/", "truth/")) -> dict[str, str]:
+def product_digests(root, *, skip=("provenance/", "post_isr_image/", "truth/"),
+                    parquet_content: bool = False) -> dict[str, str]:
     """``{path relative to root: sha256}`` of every ``.fits`` and ``.parquet`` product under ``root``, leaving
-    out the folders in ``skip`` (provenance records timings; the inputs are not products)."""
+    out the folders in ``skip`` (provenance records timings; the inputs are not products).
+
+    With ``parquet_content`` a Parquet file is hashed by content (its schema with visitcal's metadata and its
+    columns, as one Arrow IPC stream) instead of by its bytes, which also record the writing pyarrow's version:
+    for digests stored in the repository. FITS files are always hashed whole (visitcal writes their bytes).
+    """
     import hashlib
     from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     root = Path(root)
     out = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and path.suffix in (".fits", ".parquet") and not rel.startswith(tuple(skip)):
+        if not (path.is_file() and path.suffix in (".fits", ".parquet")) or rel.startswith(tuple(skip)):
+            continue
+        if parquet_content and path.suffix == ".parquet":
+            table = pq.read_table(path).combine_chunks()
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            out[rel] = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+        else:
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -387,3 +404,4 @@ def check_lsst_rows_and_reserve(root, band: str) -> dict:
                     out["checked"] += 1
                     out["reserved_seen"] += bool(flag)
     return out
+

@@ -6,8 +6,10 @@ simulated, calibrated, finalized and reprocessed (~30 s on two cores)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,8 @@ from visitcal.io import read_catalog  # noqa: E402
 from visitcal.sim import SimConfig, simulate  # noqa: E402
 from visitcal.tasks.lsst_compat import COLUMNS, column_rows  # noqa: E402
 from visitcal.tasks.update_visit_summary import read_visit_summary  # noqa: E402
+
+from .helpers import product_digests  # noqa: E402
 
 CONFIG = SimConfig(preset="small", n_visits=2, n_detectors=2, detector_width=1024, detector_height=1024,
                    n_snaps=1, seed=11, star_density=120000.0)
@@ -228,3 +232,22 @@ def test_reprocess_writes_the_standardized_source_table_only_when_asked(repo, tm
     assert not r.dataset_path("source_table", 1001, 0, "parquet").exists()  # the visit not asked for
     assert main(["reprocess", str(root), "--visits", "1000"]) == 0
     assert not any((root / "source_table").rglob("*.parquet"))
+
+
+#: The digests of this module's repository as the code wrote it when they were last stored (issue 25). A change
+#: meant to be only faster must leave every one alone; a change meant to alter results updates the file
+#: (``VISITCAL_UPDATE_DIGESTS=1 python -m pytest tests/sim/test_products_sim.py -k digests``) and says why in
+#: its commit.
+DIGESTS = Path(__file__).parent / "data" / "product_digests.json"
+
+
+def test_products_equal_the_stored_digests(repo):
+    digests = product_digests(repo, parquet_content=True)
+    if os.environ.get("VISITCAL_UPDATE_DIGESTS") == "1":
+        DIGESTS.parent.mkdir(exist_ok=True)
+        DIGESTS.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    stored = json.loads(DIGESTS.read_text())
+    changed = sorted(k for k in stored.keys() & digests.keys() if stored[k] != digests[k])
+    assert not changed and stored.keys() == digests.keys(), (
+        f"{len(changed)} products changed ({changed[:6]}...), new {sorted(digests.keys() - stored.keys())}, "
+        f"gone {sorted(stored.keys() - digests.keys())}; if the change is meant, store the new digests (see DIGESTS)")
