@@ -24,12 +24,17 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // The interpolation matrix of one axis: L[c][g] is the weight of grid index g in the pixel c of a line
 // of `n_px` pixels whose first pixel sits at offset u0 (px) from the star's centre; dL its derivative
 // with respect to the star's centre (d/dxc = -(1/s) d/dt). `in` marks pixels inside the grid's support.
+// The fit uses the pixels inside the support only (Piff's PixelGrid fits "the pixels covered by the
+// model"); with `full_reach` a pixel outside it but within the kernel's reach of the grid also gets its
+// interpolated value, as GalSim's InterpolatedImage gives it when Piff draws the model (the Lanczos
+// kernel's side lobes reach `order` grid steps beyond the grid: up to ~2.5e-4 of the peak).
 struct AxisInterp {
     RMat L, dL;
     std::vector<char> in;
 };
 
-void axis_interp(double u0, int n_px, int G, double s, int order, bool with_derivative, AxisInterp& a) {
+void axis_interp(double u0, int n_px, int G, double s, int order, bool with_derivative, AxisInterp& a,
+                 bool full_reach = false) {
     a.L.setZero(n_px, G);
     if (with_derivative) a.dL.setZero(n_px, G);
     a.in.assign(static_cast<std::size_t>(n_px), 0);
@@ -39,8 +44,9 @@ void axis_interp(double u0, int n_px, int G, double s, int order, bool with_deri
     double last_frac = kNaN;
     for (int c = 0; c < n_px; ++c) {
         const double t = (u0 + c) / s + origin;
-        if (!(t >= -1e-9 && t <= G - 1 + 1e-9)) continue;
-        a.in[c] = 1;
+        const bool inside = t >= -1e-9 && t <= G - 1 + 1e-9;
+        if (!inside && !(full_reach && t > -order && t < G - 1 + order)) continue;
+        a.in[c] = inside ? 1 : 0;
         const double base = std::floor(t);
         const double frac = t - base;
         if (frac != last_frac) {
@@ -574,8 +580,8 @@ void PixelGridPsf::grid_at(double x, double y, double* out) const {
 
 void PixelGridPsf::render(const double* grid, double u0, double v0, int width, int height, double* out) const {
     AxisInterp ax, ay;
-    axis_interp(u0, width, model_size_, sampling_size_, interpolant_order_, false, ax);
-    axis_interp(v0, height, model_size_, sampling_size_, interpolant_order_, false, ay);
+    axis_interp(u0, width, model_size_, sampling_size_, interpolant_order_, false, ax, true);
+    axis_interp(v0, height, model_size_, sampling_size_, interpolant_order_, false, ay, true);
     Eigen::Map<const RMat> P(grid, model_size_, model_size_);
     Eigen::Map<RMat> o(out, height, width);
     o.noalias() = ay.L * P * ax.L.transpose();

@@ -37,8 +37,8 @@ def test_piff_file_draws_what_visitcal_draws(tmp_path):
         star = piff.Star.makeTarget(x=x, y=y, wcs=loaded.wcs[0], pointing=None)
         grid = loaded.interp.interpolate(star).fit.params.reshape(psf.model_size, psf.model_size)
         np.testing.assert_allclose(grid, psf.grid_at(x, y), rtol=0, atol=1e-12 * psf.grid_at(x, y).max())
-        # the images, both normalised by the model's flux (not by the stamp), agree to 1e-6 of the peak on the
-        # grid's support; beyond it visitcal's model is zero and GalSim's Lanczos(11) rings (measured <= 2.5e-4)
+        # the images, both normalised by the model's flux (not by the stamp), agree to 1e-6 of the peak, on the
+        # grid's support and beyond it, where both carry the Lanczos(11) kernel's side lobes (~2.5e-4 of the peak)
         ours = psf.compute_image(x, y)
         box = psf.compute_image_bbox(x, y)
         image = galsim.ImageD(galsim.BoundsI(box.min_x, box.max_x, box.min_y, box.max_y))
@@ -49,9 +49,8 @@ def test_piff_file_draws_what_visitcal_draws(tmp_path):
         py = np.arange(box.min_y, box.max_y + 1) - y
         support = (np.abs(py)[:, None] <= reach) & (np.abs(px)[None, :] <= reach)
         assert support.sum() >= 19 * 19  # the 25 x 0.8 px grid covers 19 x 19 of the 25 x 25 pixels
-        assert np.abs(theirs - ours)[support].max() < 1e-6 * ours.max()
-        assert np.all(ours[~support] == 0)
-        assert np.abs(theirs[~support]).max() < 5e-4 * ours.max()
+        assert np.abs(theirs - ours).max() < 1e-6 * ours.max()
+        assert 1e-5 * ours.max() < np.abs(ours[~support]).max() < 5e-4 * ours.max()  # the side lobes are there
 
 
 def test_piff_export_rejects_inconsistent_models():

@@ -34,13 +34,15 @@ S = 27
 # numpy reference
 
 
-def lanczos_matrix(u0, n_px, G, s, order):
-    """(n_px, G) interpolation matrix of one axis; u0 = offset of pixel 0 from the centre (px)."""
+def lanczos_matrix(u0, n_px, G, s, order, full_reach=False):
+    """(n_px, G) interpolation matrix of one axis; u0 = offset of pixel 0 from the centre (px). Pixels off the
+    grid's support are zero (the fit's model), or with ``full_reach`` get the kernel's side lobes within its
+    reach of the grid (the drawn model, as GalSim's InterpolatedImage draws Piff's grid)."""
     L = np.zeros((n_px, G))
     origin = 0.5 * (G - 1)
     for c in range(n_px):
         t = (u0 + c) / s + origin
-        if not (-1e-9 <= t <= G - 1 + 1e-9):
+        if not (-1e-9 <= t <= G - 1 + 1e-9) and not (full_reach and -order < t < G - 1 + order):
             continue
         base = np.floor(t)
         taps = np.arange(base - (order - 1), base + order + 1)
@@ -52,9 +54,10 @@ def lanczos_matrix(u0, n_px, G, s, order):
     return L
 
 
-def render(grid, u0, v0, n_px, s=1.0, order=11):
+def render(grid, u0, v0, n_px, s=1.0, order=11, full_reach=False):
     G = grid.shape[0]
-    return lanczos_matrix(v0, n_px, G, s, order) @ grid @ lanczos_matrix(u0, n_px, G, s, order).T
+    return (lanczos_matrix(v0, n_px, G, s, order, full_reach) @ grid
+            @ lanczos_matrix(u0, n_px, G, s, order, full_reach).T)
 
 
 def basis(x, y, order, box=(0.0, W - 1.0, 0.0, H - 1.0)):
@@ -119,7 +122,7 @@ def test_model_images_match_the_numpy_reference():
         grid = np.tensordot(basis(x, y, 2), coeffs, axes=1)
         np.testing.assert_allclose(psf.grid_at(x, y), grid, rtol=0, atol=1e-12)
         ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)
-        ref = render(grid, ix - 12 - x, iy - 12 - y, 25)
+        ref = render(grid, ix - 12 - x, iy - 12 - y, 25, full_reach=True)
         # normalised by the model's flux (the grid's sum), not the stamp's: the phase moves a row of the
         # support off the pixels, and that light must not go into the core
         np.testing.assert_allclose(psf.compute_image(x, y), ref / grid.sum(), rtol=1e-10, atol=1e-13)
@@ -139,7 +142,7 @@ def test_model_rendering_property(s, order, fx, fy, draw):
                        draw_size=draw)
     x, y = 50.0 + fx, 40.0 + fy
     ix, iy = np.floor(x + 0.5), np.floor(y + 0.5)
-    ref = render(coeffs[0], ix - draw // 2 - x, iy - draw // 2 - y, draw, s=s, order=order)
+    ref = render(coeffs[0], ix - draw // 2 - x, iy - draw // 2 - y, draw, s=s, order=order, full_reach=True)
     np.testing.assert_allclose(psf.compute_image(x, y), ref / (coeffs[0].sum() * s * s), rtol=1e-9, atol=1e-12)
 
 
