@@ -48,6 +48,13 @@ and worst detector (astrometry, zero point).
     PYTHONPATH=python python bench/bench_matrix.py --rows default,crowded --per-detector
     PYTHONPATH=python python bench/bench_matrix.py --reuse-processed     # analyse the kept work dirs again
     PYTHONPATH=python python bench/bench_matrix.py --list                # the rows and their SimConfigs
+    PYTHONPATH=python python bench/bench_matrix.py --rows default --seed 2 --config old_cuts.json
+                                                # another scene (SimConfig.seed 2), a RunConfig other than the default
+
+``--seed S`` simulates each row with ``SimConfig.seed = S`` instead of 1 (cached in ``<row>/sim_seed<S>``, worked in
+``<row>/work_seed<S>``): the spread between seeds is the noise a configuration change must beat. ``--config FILE``
+lays a JSON RunConfig over the defaults, as ``visitcal run --config`` does (only the fields it changes, at any
+depth); the default is ``RunConfig()``.
 
 -> ``bench/results/matrix.json`` (``--out``).
 """
@@ -95,20 +102,25 @@ TARGETS = {"astrometry_rms_mas": 5.0, "zero_point_mmag": 2.0, "psf_size_rms": 1e
            "phot_bias_mmag": 1.0, "pull_width_tolerance": 0.10}
 
 
-def sim_config(name: str):
+def sim_config(name: str, seed: int | None = None):
+    """The row's SimConfig; ``seed``: SimConfig.seed instead of its default (1)."""
     from visitcal.sim import SimConfig
 
-    return SimConfig(**ROWS[name][0])
+    return SimConfig(**ROWS[name][0], **({} if seed is None else {"seed": seed}))
+
+
+def _suffix(seed: int | None) -> str:
+    return "" if seed is None else f"_seed{seed}"
 
 
 # --- repositories -----------------------------------------------------------------------------------------------
 
-def cached_sim(name: str, *, resimulate: bool = False):
+def cached_sim(name: str, *, resimulate: bool = False, seed: int | None = None):
     """The row's simulated repository, simulated when absent or of another SimConfig. Returns (path, seconds)."""
     from visitcal.sim import SimRepository, simulate
 
-    cfg = sim_config(name)
-    path = MATRIX_DIR / name / "sim"
+    cfg = sim_config(name, seed)
+    path = MATRIX_DIR / name / ("sim" + _suffix(seed))
     if not resimulate and (path / "repo.json").is_file():
         try:
             if SimRepository(path).config == cfg:
@@ -261,18 +273,19 @@ def run_row(name: str, args) -> dict:
     from visitcal.pipeline.repository import Repository
     from visitcal.sim import SimRepository
 
-    row = {"row": name, "description": ROWS[name][1], "sim_config": sim_config(name).model_dump(mode="json")}
-    sim_path, row["simulate_s"] = cached_sim(name, resimulate=args.resimulate)
-    work = MATRIX_DIR / name / "work"
+    row = {"row": name, "description": ROWS[name][1],
+           "sim_config": sim_config(name, args.seed).model_dump(mode="json")}
+    sim_path, row["simulate_s"] = cached_sim(name, resimulate=args.resimulate, seed=args.seed)
+    work = MATRIX_DIR / name / ("work" + _suffix(args.seed))
     chain = None
     if args.reuse_processed and (work / "repo.json").is_file():
         print(f"[{name}] analysing the products already in {work}", flush=True)
     else:
         clone(sim_path, work)
-        print(f"[{name}] run_chain(jobs={args.jobs}) with RunConfig() ...", flush=True)
+        print(f"[{name}] run_chain(jobs={args.jobs}) with {args.config_name} ...", flush=True)
         t0 = time.perf_counter()
         try:
-            chain = run_chain(work, jobs=args.jobs)
+            chain = run_chain(work, jobs=args.jobs, config=args.run_config)
             row["chain_seconds"] = {k: round(s, 1) for k, s in chain.seconds.items()}
             row["associate"] = [_label(s) for s in chain.statuses.get("associate", [])]
         except Exception as err:  # noqa: BLE001 - the chain itself breaking is data too
@@ -445,21 +458,33 @@ def main(argv=None) -> int:
     ap.add_argument("--resimulate", action="store_true", help="simulate again even when the cached sim matches")
     ap.add_argument("--per-detector", action="store_true", help="also print the per-detector table")
     ap.add_argument("--list", action="store_true", help="print the rows and their SimConfig, and exit")
+    ap.add_argument("--seed", type=int, default=None, help="SimConfig.seed of every row (default: SimConfig's, 1); "
+                    "cached apart")
+    ap.add_argument("--config", default=None, help="a JSON RunConfig laid over the defaults (as visitcal run "
+                    "--config); default RunConfig()")
     args = ap.parse_args(argv)
+    if args.seed is not None and args.seed < 0:
+        ap.error("--seed must be >= 0")
     names = [n.strip() for n in args.rows.split(",") if n.strip()]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         ap.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
     if args.reuse_processed:
         args.keep_processed = True
+    from visitcal.cli import _load_config
+    from visitcal.pipeline.chain import RunConfig
+
+    args.run_config = _load_config(ap, args.config, RunConfig) if args.config is not None else RunConfig()
+    args.config_name = f"--config {args.config}" if args.config is not None else "RunConfig()"
     if args.list:
         for n in names:
             fields = ", ".join(f"{k}={v!r}" for k, v in ROWS[n][0].items())
             print(f"{n:11s} {ROWS[n][1]}\n            SimConfig({fields})")
         return 0
     _common.tune_allocator_as_the_cli()
-    _common.print_header(f"accuracy matrix (issue 21): run_chain(jobs={args.jobs}) with RunConfig(), rows "
-                         f"{','.join(names)}; code {_git_describe()}, {time.strftime('%Y-%m-%d %H:%M')}", None)
+    _common.print_header(f"accuracy matrix (issue 21): run_chain(jobs={args.jobs}) with {args.config_name}, rows "
+                         f"{','.join(names)}, sim seed {args.seed if args.seed is not None else 'default'}; code "
+                         f"{_git_describe()}, {time.strftime('%Y-%m-%d %H:%M')}", None)
     t0 = time.perf_counter()
     rows = []
     for n in names:
@@ -470,7 +495,8 @@ def main(argv=None) -> int:
     print(tables(rows, per_detector=args.per_detector))
     print(f"\nmatrix: {total:.0f} s ({total / 60:.1f} min) wall for {len(rows)} rows")
     path = _common.write_json("matrix", {"rows": rows, "total_s": total, "jobs": args.jobs, "targets": TARGETS,
-                                         "grid": GRID, "git": _git_describe()}, args.out)
+                                         "grid": GRID, "git": _git_describe(), "seed": args.seed,
+                                         "config": args.run_config.model_dump(mode="json")}, args.out)
     print(f"-> {path}")
     return 0
 

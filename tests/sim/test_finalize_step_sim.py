@@ -239,7 +239,14 @@ def test_reprocess_visit_image_on_the_ci_repository(finalized):
         # each and carry 1-3 mmag (a 2048^2 repository gave -0.2 and -3.9 mmag); pull widths above 1 hold the
         # calibrations' errors, which fluxErr does not.
         width = 1.4826 * np.median(np.abs(pull - np.median(pull)))  # robust: a few blends and CR-hit stars
-        assert good.sum() > 30 and abs(dm) < 5.0 and 0.8 < width < 1.5, (d, good.sum(), dm, width)
+        # The bound is the typical width plus 2.5 standard errors of a 1.4826-MAD width from n stars (1.166 w / sqrt n,
+        # the MAD's 37% efficiency): over this configuration with seeds 5-9 (30 detectors x 2 objectSize selector
+        # cuts, the old and LSST's current; issue 24) the median width was 1.35, so the bound is 1.97 for 40 stars.
+        # A fixed 1.5 was exceeded by 6 (old cuts) and 7 (LSST's) of the 18 detectors that passed the star-count
+        # and zero-point checks: at 40 stars it is only 0.6 standard error above the typical width. Seed 8's
+        # detector with a 34-mmag zero point gave 3.0: such a calibration failure still fails here.
+        bound = 1.35 * (1 + 2.5 * 1.166 / np.sqrt(good.sum()))
+        assert good.sum() > 30 and abs(dm) < 5.0 and 0.8 < width < bound, (d, good.sum(), dm, width, bound)
         ra = np.degrees(np.asarray(s["coord_ra"]))[i2][good]
         dec = np.degrees(np.asarray(s["coord_dec"]))[i2][good]
         tra, tdec = np.asarray(obj["ra"])[i1][good], np.asarray(obj["dec"])[i1][good]

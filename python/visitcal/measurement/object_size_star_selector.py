@@ -57,20 +57,33 @@ log = logging.getLogger(__name__)
 
 
 class ObjectSizeStarSelectorConfig(BaseModel):
-    """Configuration of `ObjectSizeStarSelectorTask` (LSST ObjectSizeStarSelectorConfig in snake_case)."""
+    """Configuration of `ObjectSizeStarSelectorTask` (LSST ObjectSizeStarSelectorConfig in snake_case).
+
+    The defaults are LSST's current ones (meas_algorithms since September 2023): no flux limit, PSF-flux S/N
+    above 50, widths above 0.9 px. Until issue 24 visitcal had the older ones (``base_GaussianFlux_instFlux``
+    above 12500 counts, no S/N limit, no width floor); set those fields to get them back. On the simulator's
+    fields the two gave the same statuses, zero points and PSFs to their seed-to-seed noise (bench/README.md).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    do_flux_limit: bool = Field(True, description="Apply flux_min / flux_max to source_flux_field.")
-    flux_min: float = Field(12500.0, ge=0, description="Exclusive minimum flux (instFlux units); 0: none.")
+    do_flux_limit: bool = Field(False, description="Apply flux_min / flux_max to source_flux_field (LSST's default "
+                                "since September 2023: False; True before).")
+    flux_min: float = Field(12500.0, ge=0, description="Exclusive minimum flux (instFlux units); 0: none. Used "
+                            "when do_flux_limit.")
     flux_max: float = Field(0.0, ge=0, description="Exclusive maximum flux; 0: none.")
-    do_signal_to_noise_limit: bool = Field(False, description="Apply the S/N limits to source_flux_field.")
-    signal_to_noise_min: float = Field(20.0, ge=0, description="Exclusive minimum S/N; 0: none.")
+    do_signal_to_noise_limit: bool = Field(True, description="Apply the S/N limits to source_flux_field (LSST's "
+                                           "default since September 2023: True; False before).")
+    signal_to_noise_min: float = Field(50.0, ge=0, description="Exclusive minimum S/N; 0: none (LSST's default "
+                                       "since September 2023: 50; 20 before, unused then).")
     signal_to_noise_max: float = Field(0.0, ge=0, description="Exclusive maximum S/N; 0: none.")
-    width_min: float = Field(0.0, ge=0, le=1000, description="Exclusive minimum width (px). At most 1000 px.")
+    width_min: float = Field(0.9, ge=0, le=1000, description="Exclusive minimum width (px), a floor against "
+                             "cosmic rays and hot pixels (LSST's default since September 2023: 0.9; 0 before). "
+                             "At most 1000 px.")
     width_max: float = Field(10.0, gt=0, le=1000, description="Exclusive maximum width (px). At most 1000 px.")
-    source_flux_field: str = Field("base_GaussianFlux_instFlux", description="Flux column (its error is "
-                                   "<field>Err) for the flux and S/N limits.")
+    source_flux_field: str = Field("base_PsfFlux_instFlux", description="Flux column (its error is <field>Err) for "
+                                   "the flux and S/N limits (LSST's default since September 2023: "
+                                   "base_PsfFlux_instFlux; base_GaussianFlux_instFlux before).")
     shape_name: str = Field("slot_Shape", description="Moments prefix: <name>_xx, _yy, _flag.")
     bad_flags: tuple[str, ...] = Field(
         ("base_PixelFlags_flag_edge", "base_PixelFlags_flag_interpolatedCenter",

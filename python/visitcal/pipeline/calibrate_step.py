@@ -76,7 +76,7 @@ class CalibrateStepConfig(BaseModel):
         """A named configuration: ``"lsst"`` (the defaults, LSST's, for 4k x 4k detectors with hundreds of
         bright stars) or ``"sparse"`` (for small or shallow detectors with a few dozen stars, such as
         ``visitcal sim``'s 2048 x 2048 ones: PSF-star detection peaks above 10 sigma instead of 50, the
-        objectSize selector on S/N > 20 instead of a 12500-count flux limit, the aperture corrections and
+        objectSize selector on PSF-flux S/N > 20 instead of 50, the aperture corrections and
         the calibration-flux normalisation on stars with S/N > 50 instead of 200). Astrometry is the same in
         both: an affine correction on top of the preliminary WCS's camera distortion, which a few dozen stars
         fix, with the offset search as the pattern matcher's fallback."""

@@ -33,12 +33,12 @@ calibration flux that pipe_tasks' ``CalibrateImageTask`` measures).
    candidates than a linear PSF needs (3 x the determiner's ``min_stars_per_parameter``; a constant's count for
    a configured order 0), or their PSF fails at every order, the iteration detects again on the same pixels
    keeping every peak above ``min_snr_fallback`` (10) sigma, selects stars by S/N > ``min_snr_fallback``
-   instead of the flux limit (the locus as the smallest tight width group: among faint sources the galaxies
-   outnumber the stars), and fits the PSF on them as a constant (spatial order 0; the PCA weighting its stars by
-   S/N). The catalog is then the fainter detection's; ``metadata["psf_min_snr"]`` and a ``psf_faint_stars: ...``
-   degraded reason say so. The next iteration starts from the fainter cuts. A u-band detector at the default
-   star density (2-4 stars above S/N 50, 8-14 above S/N 10) then gets a PSF within ~1% of the truth where the
-   configured cuts gave none.
+   instead of the configured limit (S/N > 50 by default; the locus as the smallest tight width group: among
+   faint sources the galaxies outnumber the stars), and fits the PSF on them as a constant (spatial order 0;
+   the PCA weighting its stars by S/N). The catalog is then the fainter detection's; ``metadata["psf_min_snr"]``
+   and a ``psf_faint_stars: ...`` degraded reason say so. The next iteration starts from the fainter cuts. A
+   u-band detector at the default star density (2-4 stars above S/N 50, 8-14 above S/N 10) then gets a PSF
+   within ~1% of the truth where the configured cuts gave none.
 4. **Final repair**: cosmic rays found with the final PSF are interpolated over.
 5. **Re-measure** the last iteration's sources with the final PSF.
 6. **Aperture corrections**: the normalisation of ``base_CompensatedTophatFlux_12`` onto the 12-px
@@ -242,8 +242,8 @@ class CharacterizeImageConfig(BaseModel):
         "configured cuts.")
     min_snr_fallback: float = Field(
         10.0, ge=5.0, le=1000.0, description="The fainter-star fallback's floor: detection peaks above this many "
-        "sigma and star-selector S/N (source_flux_field) above it, in place of the flux limit. Bounded below by the "
-        "5-sigma detection threshold: fainter stars add noise, not information, to a PSF model.")
+        "sigma and star-selector S/N (source_flux_field) above it, in place of the configured S/N or flux limit. "
+        "Bounded below by the 5-sigma detection threshold: fainter stars add noise, not information, to a PSF model.")
 
 
 @dataclasses.dataclass
@@ -302,7 +302,7 @@ class CharacterizeImageTask:
         self.psf_determiner = (PixelGridPsfDeterminer(c.pixel_grid_psf_determiner)
                                if c.psf_determiner_name == "pixelgrid" else PcaPsfDeterminer(c.psf_determiner))
         # The fainter-star fallback: footprints with a peak above min_snr_fallback sigma (never a stricter cut than
-        # the configured one), stars by S/N > min_snr_fallback instead of the flux limit.
+        # the configured one), stars by S/N > min_snr_fallback instead of the configured S/N or flux limit.
         faint_multiplier = min(c.detection.include_threshold_multiplier,
                                max(1.0, c.min_snr_fallback / c.detection.threshold_value))
         self.faint_detection = SourceDetectionTask(c.detection.model_copy(
@@ -463,8 +463,8 @@ class CharacterizeImageTask:
         if psf_result is None:
             # Too few bright stars: detect again, on the same background-subtracted pixels (no new background
             # layer), keeping every footprint with a peak above min_snr_fallback sigma, and select stars by S/N
-            # instead of the flux limit. The faint set contains the bright one; a field rich enough for the
-            # configured cuts never gets here.
+            # instead of the configured S/N or flux limit. The faint set contains the bright one; a field rich
+            # enough for the configured cuts never gets here.
             faint_detection = timed("detection", self.faint_detection.run, exposure)
             f_sources, f_footprints = self._deblend_and_measure(exposure, faint_detection, idg, timed)
             f_selected = self._select_psf_candidates(exposure, f_sources, f_footprints, idg, self.faint_star_selector)

@@ -18,6 +18,8 @@ def _catalog(seed=5):
     t = Table({"base_SdssShape_xx": w**2, "base_SdssShape_yy": w**2, "base_SdssShape_flag": np.zeros(n, bool),
                "base_GaussianFlux_instFlux": rng.uniform(2e4, 1e6, n),
                "base_GaussianFlux_instFluxErr": np.full(n, 100.0)})
+    t["base_PsfFlux_instFlux"] = t["base_GaussianFlux_instFlux"].copy()  # the default selection flux (LSST's)
+    t["base_PsfFlux_instFluxErr"] = t["base_GaussianFlux_instFluxErr"].copy()
     for f in ObjectSizeStarSelectorConfig().bad_flags:
         t[f] = np.zeros(n, bool)
     t.meta["slots"] = {"Shape": "base_SdssShape"}
@@ -27,7 +29,7 @@ def _catalog(seed=5):
 
 def test_selects_the_stellar_locus():
     t, is_star = _catalog()
-    t["base_GaussianFlux_instFlux"][0] = 1e4                            # below flux_min 12500
+    t["base_PsfFlux_instFlux"][0] = 4e3                                 # S/N 40: below LSST's default 50
     t["base_PixelFlags_flag_saturatedCenter"][1] = True
     t["base_SdssShape_flag"][2] = True
     r = ObjectSizeStarSelectorTask().run(t)
@@ -40,7 +42,7 @@ def test_selects_the_stellar_locus():
 def test_signal_to_noise_limit_and_empty():
     t, is_star = _catalog()
     cfg = ObjectSizeStarSelectorConfig(do_flux_limit=False, do_signal_to_noise_limit=True, signal_to_noise_min=1e3)
-    t["base_GaussianFlux_instFlux"][:10] = 5e4  # S/N 500
+    t["base_PsfFlux_instFlux"][:10] = 5e4  # S/N 500
     r = ObjectSizeStarSelectorTask(cfg).run(t)
     assert not r.selected[:10].any() and r.selected[10:120].sum() > 100
     t["base_PixelFlags_flag_edge"][:] = True
@@ -64,7 +66,7 @@ def _faint_catalog(seed=3):
     w = np.concatenate([w_star, np.maximum(w_gal, 2.2)])
     n = w.size
     t = Table({"base_SdssShape_xx": w**2, "base_SdssShape_yy": w**2, "base_SdssShape_flag": np.zeros(n, bool),
-               "base_GaussianFlux_instFlux": np.full(n, 2000.0), "base_GaussianFlux_instFluxErr": np.full(n, 100.0)})
+               "base_PsfFlux_instFlux": np.full(n, 2000.0), "base_PsfFlux_instFluxErr": np.full(n, 100.0)})
     for f in ObjectSizeStarSelectorConfig().bad_flags:
         t[f] = np.zeros(n, bool)
     t.meta["slots"] = {"Shape": "base_SdssShape"}
@@ -103,7 +105,7 @@ def test_smallest_group_is_sought_among_the_precise_widths():
     snr = np.concatenate([np.full(8, 50.0), np.full(30, 10.5), rng.uniform(10.5, 60.0, 60)])
     n = w.size
     t = Table({"base_SdssShape_xx": w**2, "base_SdssShape_yy": w**2, "base_SdssShape_flag": np.zeros(n, bool),
-               "base_GaussianFlux_instFlux": 100.0 * snr, "base_GaussianFlux_instFluxErr": np.full(n, 100.0)})
+               "base_PsfFlux_instFlux": 100.0 * snr, "base_PsfFlux_instFluxErr": np.full(n, 100.0)})
     for f in ObjectSizeStarSelectorConfig().bad_flags:
         t[f] = np.zeros(n, bool)
     t.meta["slots"] = {"Shape": "base_SdssShape"}
@@ -113,3 +115,24 @@ def test_smallest_group_is_sought_among_the_precise_widths():
     assert r.selected[:8].all() and not r.selected[38:].any() and r.selected[8:38].sum() >= 15
     tail = ObjectSizeStarSelectorTask(ObjectSizeStarSelectorConfig(**base, group_min_snr=None)).run(t)
     assert tail.locus_center < r.locus_center - 0.05  # without the anchor: the low tail
+
+
+def test_defaults_are_lsst_since_september_2023():
+    cfg = ObjectSizeStarSelectorConfig()
+    assert not cfg.do_flux_limit and cfg.do_signal_to_noise_limit and cfg.signal_to_noise_min == 50.0
+    assert cfg.width_min == 0.9 and cfg.source_flux_field == "base_PsfFlux_instFlux"
+    t, is_star = _catalog()
+    t["base_SdssShape_xx"][3] = t["base_SdssShape_yy"][3] = 0.8 ** 2   # a cosmic ray: narrower than 0.9 px
+    assert not ObjectSizeStarSelectorTask().run(t).selected[3]
+
+
+def test_flux_limit_the_defaults_before_september_2023():
+    """LSST's older cuts, set explicitly (visitcal's defaults until issue 24): a GaussianFlux limit, no S/N limit."""
+    t, is_star = _catalog()
+    t["base_GaussianFlux_instFlux"][0] = 1e4                            # below flux_min 12500
+    t["base_PsfFlux_instFlux"][1] = 4e3                                 # S/N 40: no S/N limit here
+    cfg = ObjectSizeStarSelectorConfig(do_flux_limit=True, flux_min=12500.0, do_signal_to_noise_limit=False,
+                                       width_min=0.0, source_flux_field="base_GaussianFlux_instFlux")
+    r = ObjectSizeStarSelectorTask(cfg).run(t)
+    assert not r.selected[0] and r.selected[1]
+    assert (r.selected & is_star).sum() >= 0.95 * 119 and not (r.selected & ~is_star).any()
