@@ -8,9 +8,12 @@ Timed (best and median of --repeat after a warm-up):
 1. Friends-of-friends of the 160000 r-band sources at 1" (`fof_groups`, the C++ spherical grid hash),
    beside scipy's cKDTree ``query_pairs`` on unit vectors + ``connected_components`` (the peer); the
    partitions are compared.
-2. `IsolatedStarAssociationTask.run` end to end on the 24 tables (selection, FoF per band, dedup,
+2. The nested HEALPix pixels (nside 32, LSST's ``nside_split``) of the 480000 sources that order the star
+   table (`healpix_nest_pixel`, C++), beside ``hpgeom.angle_to_pixel`` (the peer, when installed); the
+   pixels are compared.
+3. `IsolatedStarAssociationTask.run` end to end on the 24 tables (selection, FoF per band, dedup,
    isolation, crop, source association, sorting, tables).
-3. With ``--repo PATH``: the ``associate`` step on a calibrated repository (``run_associate(overwrite=True)``,
+4. With ``--repo PATH``: the ``associate`` step on a calibrated repository (``run_associate(overwrite=True)``,
    reading included).
 
 Run from the repository root: ``python bench/bench_associate.py`` [--repeat N] [--cpu C] [--repo PATH].
@@ -113,6 +116,20 @@ def main():
     n_peer, peer = peer_fof(ra, dec, 1.0)
     agree = bool(n_ours == n_peer and same_partition(ours, peer))
 
+    from visitcal.calib.healpix import healpix_nest_pixel
+
+    ra_all = np.degrees(np.concatenate([np.asarray(t["coord_ra"]) for t in tables]))
+    dec_all = np.degrees(np.concatenate([np.asarray(t["coord_dec"]) for t in tables]))
+    t_hp = _common.time_it(lambda: healpix_nest_pixel(32, ra_all, dec_all), args.repeat)
+    try:
+        import hpgeom
+    except ImportError:
+        hpgeom = None
+    if hpgeom is not None:
+        t_hpg = _common.time_it(lambda: hpgeom.angle_to_pixel(32, ra_all, dec_all), args.repeat)
+        hp_agree = bool(np.array_equal(healpix_nest_pixel(32, ra_all, dec_all),
+                                       hpgeom.angle_to_pixel(32, ra_all, dec_all)))
+
     sky = SimpleSkyMap(ra0=RA0, dec0=DEC0)
     task = IsolatedStarAssociationTask()
     res = task.run(tables, 60, sky)
@@ -120,10 +137,15 @@ def main():
     rows = [
         [f"fof_groups, {ra.size} r sources at 1\" (ours, C++)", t_fof.best, t_fof.median],
         ["  scipy cKDTree.query_pairs + connected_components (peer)", t_peer.best, t_peer.median],
+        [f"healpix_nest_pixel, {ra_all.size} sources at nside 32 (ours, C++)", t_hp.best, t_hp.median],
+    ]
+    if hpgeom is not None:
+        rows.append(["  hpgeom.angle_to_pixel (peer)", t_hpg.best, t_hpg.median])
+    rows += [
         [f"IsolatedStarAssociationTask.run, {sum(len(t) for t in tables)} sources in {len(tables)} tables",
          t_task.best, t_task.median],
     ]
-    payload = {"fof_agrees_with_scipy": agree, "n_groups": n_ours, "n_stars": len(res.star_cat),
+    payload = {"fof_agrees_with_scipy": agree, "healpix_equals_hpgeom": hp_agree if hpgeom is not None else None, "n_groups": n_ours, "n_stars": len(res.star_cat),
                "n_sources": len(res.source_cat)}
     if args.repo:
         from visitcal.pipeline.associate_step import run_associate
@@ -134,7 +156,8 @@ def main():
                      f"{sum(s.summary['n_stars'] for s in st)} stars)", t_step.best, t_step.median])
     print(_common.format_table(["what", "best s", "median s"], rows, ".3g"))
     print(f"FoF groups {n_ours} (scipy {n_peer}), same partition: {agree}; stars {len(res.star_cat)}, "
-          f"sources {len(res.source_cat)}")
+          f"sources {len(res.source_cat)}"
+          + (f"; HEALPix pixels equal hpgeom's: {hp_agree}" if hpgeom is not None else ""))
     payload["rows"] = [{"what": r[0].strip(), "best_s": r[1], "median_s": r[2]} for r in rows]
     print(f"-> {_common.write_json('bench_associate', payload)}")
 
