@@ -4,7 +4,13 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "cpu_features.hpp"
+#include "fits_checksum_loops.hpp"
+
 namespace visitcal {
+
+std::uint32_t fits_convert_avx2(int itemsize, const unsigned char* src, unsigned char* dst, std::size_t count,
+                                bool swap_in, bool swap_out, std::uint32_t initial);
 
 namespace {
 
@@ -16,65 +22,11 @@ inline bool host_little() {
     return b == 1;
 }
 
-template <typename U>
-inline U bswap(U v) {
-    if constexpr (sizeof(U) == 2) return static_cast<U>(__builtin_bswap16(v));
-    if constexpr (sizeof(U) == 4) return __builtin_bswap32(v);
-    if constexpr (sizeof(U) == 8) return __builtin_bswap64(v);
-    return v;
-}
-
-// Sums are folded every kBlock elements so the 64-bit accumulator cannot overflow (each element adds at most
-// 2 * (2^32 - 1)).
-constexpr std::size_t kBlock = std::size_t{1} << 28;
-
-// One element type: value bits U read from `src` in order `swap_in` (swap relative to the host), written to
-// `dst` in order `swap_out`; the sum of the element's FITS words accumulated. For 2-byte elements the first of
-// each pair is the word's high half (`phase` tracks it across the run; runs start on word boundaries).
-template <typename U>
-std::uint32_t convert(const unsigned char* src, unsigned char* dst, std::size_t count, bool swap_in,
+// Elements of 2, 4 or 8 bytes through the AVX2 build of the loops when the CPU has it.
+std::uint32_t convert(int itemsize, const unsigned char* src, unsigned char* dst, std::size_t count, bool swap_in,
                       bool swap_out, std::uint32_t initial) {
-    std::uint64_t total = initial;
-    for (std::size_t start = 0; start < count; start += kBlock) {
-        const std::size_t stop = count - start < kBlock ? count : start + kBlock;
-        std::uint64_t s = 0;
-        if constexpr (sizeof(U) == 4) {
-            for (std::size_t i = start; i < stop; ++i) {
-                U v;
-                std::memcpy(&v, src + 4 * i, 4);
-                if (swap_in) v = bswap(v);
-                s += v;
-                if (dst) {
-                    const U w = swap_out ? bswap(v) : v;
-                    std::memcpy(dst + 4 * i, &w, 4);
-                }
-            }
-        } else if constexpr (sizeof(U) == 8) {
-            for (std::size_t i = start; i < stop; ++i) {
-                U v;
-                std::memcpy(&v, src + 8 * i, 8);
-                if (swap_in) v = bswap(v);
-                s += (v >> 32) + (v & 0xFFFFFFFFu);
-                if (dst) {
-                    const U w = swap_out ? bswap(v) : v;
-                    std::memcpy(dst + 8 * i, &w, 8);
-                }
-            }
-        } else {  // 2 bytes: element 2k is the high half of word k (start is even: blocks are even-sized)
-            for (std::size_t i = start; i < stop; ++i) {
-                U v;
-                std::memcpy(&v, src + 2 * i, 2);
-                if (swap_in) v = bswap(v);
-                s += (i & 1) ? std::uint64_t{v} : (std::uint64_t{v} << 16);
-                if (dst) {
-                    const U w = swap_out ? bswap(v) : v;
-                    std::memcpy(dst + 2 * i, &w, 2);
-                }
-            }
-        }
-        total = fits_fold(total + fits_fold(s));
-    }
-    return fits_fold(total);
+    if (cpu_has_avx2()) return fits_convert_avx2(itemsize, src, dst, count, swap_in, swap_out, initial);
+    return fits_convert_any(itemsize, src, dst, count, swap_in, swap_out, initial);
 }
 
 void check_itemsize(int itemsize) {
@@ -91,7 +43,7 @@ std::uint32_t fits_checksum_bytes(const unsigned char* bytes, std::size_t n, std
     if (bytes == nullptr) throw std::invalid_argument("fits_checksum_bytes: no buffer for a non-empty byte count");
     const std::size_t words = n / 4;
     // Whole words: big-endian loads are value bits with swap_in on a little-endian host.
-    std::uint32_t s = convert<std::uint32_t>(bytes, nullptr, words, host_little(), false, initial);
+    std::uint32_t s = convert(4, bytes, nullptr, words, host_little(), false, initial);
     if (const std::size_t extra = n % 4) {  // the last partial word, zero-padded as FITS pads the unit
         std::uint32_t w = 0;
         for (std::size_t k = 0; k < extra; ++k) w |= std::uint32_t{bytes[4 * words + k]} << (24 - 8 * k);
@@ -112,15 +64,8 @@ std::uint32_t fits_encode_big_endian(const void* src, std::size_t count, int ite
     }
     const bool little = host_little();
     const bool swap_in = src_little != little, swap_out = little;  // FITS is big-endian
-    std::uint32_t s;
-    switch (itemsize) {
-        case 2: s = convert<std::uint16_t>(in, dst, count, swap_in, swap_out, initial); break;
-        case 4: s = convert<std::uint32_t>(in, dst, count, swap_in, swap_out, initial); break;
-        default: s = convert<std::uint64_t>(in, dst, count, swap_in, swap_out, initial); break;
-    }
-    // An odd count of 2-byte elements ends on the high half of a word: the sum above already gave it its
-    // place (<< 16) and the zero low half adds nothing.
-    return s;
+    // An odd count of 2-byte elements ends on the high half of a word, its zero low half adding nothing.
+    return convert(itemsize, in, dst, count, swap_in, swap_out, initial);
 }
 
 std::uint32_t fits_decode_big_endian(const unsigned char* src, std::size_t count, int itemsize, bool dst_little,
@@ -137,11 +82,7 @@ std::uint32_t fits_decode_big_endian(const unsigned char* src, std::size_t count
     }
     const bool little = host_little();
     const bool swap_in = little, swap_out = dst_little != little;
-    switch (itemsize) {
-        case 2: return convert<std::uint16_t>(src, out, count, swap_in, swap_out, initial);
-        case 4: return convert<std::uint32_t>(src, out, count, swap_in, swap_out, initial);
-        default: return convert<std::uint64_t>(src, out, count, swap_in, swap_out, initial);
-    }
+    return convert(itemsize, src, out, count, swap_in, swap_out, initial);
 }
 
 std::string fits_encode_checksum(std::uint32_t value) {

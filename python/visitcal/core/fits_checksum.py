@@ -35,8 +35,8 @@ BLOCK = 2880
 #: make the same HDUs give different bytes).
 CHECKSUM_COMMENT = "checksum of this HDU"
 #: Elements per kernel call when streaming an array (a multiple of 4 so every run starts on a 4-byte word):
-#: 1 MiB of float32, small enough to stay in cache between the conversion and the write.
-_CHUNK_BYTES = 1 << 20
+#: 256 KiB, small enough to stay in a core's L2 cache between the conversion and the write (or the read).
+_CHUNK_BYTES = 1 << 18
 #: Numpy dtype (kind, itemsize) -> BITPIX written without scaling; other dtypes go through astropy.
 _PLAIN = {("u", 1): 8, ("i", 2): 16, ("i", 4): 32, ("i", 8): 64, ("f", 4): -32, ("f", 8): -64}
 _BITPIX_DTYPE = {8: "u1", 16: "i2", 32: "i4", 64: "i8", -32: "f4", -64: "f8"}
@@ -70,7 +70,7 @@ def write_array(f, array: np.ndarray, initial: int = 0) -> int:
     """Write ``array``'s FITS (big-endian) bytes and the zero padding to the next 2880-byte block to the binary
     file ``f``; return ``initial`` plus their checksum (the DATASUM when ``initial`` is 0).
 
-    The conversion goes through one reusable 1 MiB buffer: the array is neither copied nor byte-swapped in
+    The conversion goes through one reusable 256 KiB buffer: the array is neither copied nor byte-swapped in
     place (astropy swaps the caller's array in place and back, which another thread could observe).
     """
     flat = _flat(array)
@@ -103,47 +103,58 @@ def write_hdulist(hdulist: fits.HDUList, f, *, when: str = CHECKSUM_COMMENT) -> 
     """Write ``hdulist`` to the seekable binary file ``f`` with CHECKSUM/DATASUM on every HDU.
 
     The bytes are those of ``hdu.add_checksum(when=when)`` on every HDU followed by
-    ``hdulist.writeto(f, checksum=False)`` (the same cards, in the same places, with the same values). Plain
-    image HDUs (`is_plain_image`) are streamed through the C++ kernel: their header is written with
-    placeholder sums, then the data (converted and summed in one pass), then the header again with the final
-    sums (its length does not depend on them). Other HDUs (headers without data, tables) are small and are
-    serialised by astropy; a table's character columns are put in their written form first, as astropy turns
-    trailing blanks into NULs only while writing.
+    ``hdulist.writeto(f, checksum=False)`` (the same cards, in the same places, with the same values), but
+    every sum is computed by the C++ kernel:
+
+    - plain image HDUs (`is_plain_image`) are streamed: their header is written with placeholder sums, then
+      the data (converted and summed in one pass), then the header again with the final sums (its length does
+      not depend on them);
+    - the other HDUs (headers without data, tables, scaled images: small) are serialised by astropy without
+      checksums, each run of consecutive ones in a single ``writeto``; their data units are summed as written
+      (a table's character columns included, whose trailing blanks astropy turns into NULs only while
+      writing), and their headers re-serialised with the cards.
 
     ``hdulist``'s headers are modified (the checksum cards), as ``add_checksum`` modifies them.
     """
     plain = [is_plain_image(hdu) for hdu in hdulist]
     for hdu, fast in zip(hdulist, plain):
         if fast:
-            # add_checksum's card order: DATASUM set (appended if absent), then CHECKSUM just before it
-            hdu.header["DATASUM"] = ("0", when)
-            hdu.header.set("CHECKSUM", "0" * 16, when, before="DATASUM")
-        else:
-            if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) and any("A" in str(fmt)
-                                                                           for fmt in hdu.columns.formats):
-                hdu.writeto(io.BytesIO())
-            hdu.add_checksum(when=when)
+            _add_checksum_cards(hdu.header, "0", when)
     hdulist.verify(option="exception")  # what HDUList.writeto does before writing
     hdulist.update_extend()
-    for k, (hdu, fast) in enumerate(zip(hdulist, plain)):
-        if fast:
-            _write_plain_image(hdu, f, when)
-        else:
-            f.write(_astropy_bytes(hdu, first=k == 0))
+    k = 0
+    while k < len(hdulist):
+        if plain[k]:
+            _write_plain_image(hdulist[k], f, when)
+            k += 1
+            continue
+        stop = k + 1 if k == 0 else next((j for j in range(k, len(hdulist)) if plain[j]), len(hdulist))
+        _write_small_hdus(hdulist[k:stop], f, when, primary=k == 0)
+        k = stop
+
+
+def _add_checksum_cards(header: fits.Header, datasum_value: str, when: str) -> None:
+    """The cards as ``add_checksum`` places them: DATASUM set (appended if absent), CHECKSUM zeros just before."""
+    header["DATASUM"] = (datasum_value, when)
+    header.set("CHECKSUM", "0" * 16, when, before="DATASUM")
+
+
+def _final_header(header: fits.Header, data_sum: int, when: str) -> bytes:
+    """``header`` with DATASUM = ``data_sum`` and CHECKSUM making the HDU sum to -0, serialised."""
+    header["DATASUM"] = (str(data_sum), when)
+    header["CHECKSUM"] = "0" * 16
+    header["CHECKSUM"] = encode_checksum(~checksum_bytes(header.tostring().encode("ascii"), data_sum))
+    return header.tostring().encode("ascii")
 
 
 def _write_plain_image(hdu, f, when: str) -> None:
     hdu.update_header()  # as ImageHDU._prewriteto (a no-op for an HDU built from its array)
-    header = hdu.header
     start = f.tell()
-    placeholder = header.tostring().encode("ascii")
+    placeholder = hdu.header.tostring().encode("ascii")
     f.write(placeholder)
     data_sum = write_array(f, hdu.data)
     end = f.tell()
-    header["DATASUM"] = (str(data_sum), when)
-    header["CHECKSUM"] = "0" * 16
-    header["CHECKSUM"] = encode_checksum(~checksum_bytes(header.tostring().encode("ascii"), data_sum))
-    final = header.tostring().encode("ascii")
+    final = _final_header(hdu.header, data_sum, when)
     if len(final) != len(placeholder):  # cannot happen: both sums fit their 80-character cards
         raise RuntimeError(f"HDU {hdu.name}: the header changed length ({len(placeholder)} -> {len(final)} bytes) "
                            "when its checksums were filled in")
@@ -152,17 +163,26 @@ def _write_plain_image(hdu, f, when: str) -> None:
     f.seek(end)
 
 
-def _astropy_bytes(hdu, *, first: bool) -> bytes:
-    """The bytes astropy writes for ``hdu`` (header and padded data) at its place in a file."""
+def _write_small_hdus(hdus, f, when: str, *, primary: bool) -> None:
+    """Serialise ``hdus`` with astropy (after a default one-block primary HDU unless ``primary``), then write
+    each with its checksum cards: the data unit as astropy wrote it, summed by the kernel."""
     buffer = io.BytesIO()
-    if first:
-        fits.HDUList([hdu]).writeto(buffer)
-        return buffer.getvalue()
-    hdu.writeto(buffer)  # an extension is written after a default primary HDU of one block
-    raw = buffer.getbuffer()
-    if bytes(raw[BLOCK:BLOCK + 8]) != b"XTENSION":
-        raise RuntimeError(f"HDU {hdu.name}: astropy wrote an unexpected primary HDU before the extension")
-    return bytes(raw[BLOCK:])
+    fits.HDUList(list(hdus) if primary else [fits.PrimaryHDU(), *hdus]).writeto(buffer)
+    raw = memoryview(buffer.getvalue())
+    pos = 0 if primary else BLOCK
+    for hdu in hdus:
+        header_bytes = hdu.header.tostring().encode("ascii")  # the header as just written
+        size = hdu.size  # data bytes (tables: rows x row width + heap), from the header
+        data_end = pos + len(header_bytes) + size + (-size % BLOCK)
+        if bytes(raw[pos:pos + len(header_bytes)]) != header_bytes or data_end > len(raw):
+            raise RuntimeError(f"HDU {hdu.name}: astropy's serialisation does not match its header")
+        data = raw[pos + len(header_bytes):data_end]
+        _add_checksum_cards(hdu.header, "0", when)
+        f.write(_final_header(hdu.header, checksum_bytes(data), when))
+        f.write(data)
+        pos = data_end
+    if pos != len(raw):
+        raise RuntimeError(f"astropy wrote {len(raw)} bytes for HDUs that account for {pos}")
 
 
 class HduChecksums:
@@ -193,7 +213,7 @@ def read_image_hdu(raw, header: fits.Header, header_offset: int, data_offset: in
     of ``HDUList.fileinfo``) and verify it.
 
     Returns the data as a native-order array (None when NAXIS = 0) and its `HduChecksums`. The data are read
-    straight into the array and converted in place, one 1 MiB chunk at a time, in the pass that sums them; the
+    straight into the array and converted in place, one 256 KiB chunk at a time, in the pass that sums them; the
     header is summed as the bytes stored in the file, so the CHECKSUM test is the standard's (the HDU sums
     to -0), and DATASUM covers the padding of the data unit.
 

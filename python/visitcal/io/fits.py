@@ -502,7 +502,11 @@ def mask_from_hdu(hdu, path, *, remap: bool, require_names: bool = True) -> Mask
         for bit, name in file_bits.items():
             out |= ((array >> np.uint32(bit)) & np.uint32(1)) << np.uint32(planes[name])
         array = out
-    return Mask(array.view(np.int32).copy(), planes)
+    # The array is the HDU's own (read by open_fits into a native array, or converted above): share it as the
+    # image and variance planes are shared (float_plane), instead of a fourth pass over 64 MB (issue 25).
+    if not array.flags.writeable:
+        array = array.copy()
+    return Mask(array.view(np.int32), planes)
 
 
 # ---------------------------------------------------------------------------------------------- testing
