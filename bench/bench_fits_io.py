@@ -4,7 +4,8 @@ Exposure: 4096 x 4096 (``--size``), image and variance float32, mask int32 (seed
 bits), a TAN WCS, VisitInfo and Detector cards, and three small tables (PhotoCalib, SUMMARY, and an
 aperture-correction map of two order-2 Chebyshev fields). About 192 MiB of pixels.
 
-Timed, best of ``--repeat`` after one warm-up, on one core, into ``--dir`` (default: a temporary folder
+Timed, best of ``--repeat`` rounds after a warm-up round (each round runs every variant once, so a shared
+machine's load falls on all alike), on one core, into ``--dir`` (default: a temporary folder
 beside the repository, i.e. the same file system as the data products). Every write goes to a new file
 (the previous one is deleted outside the timing, as a pipeline writes new products; replacing a 200 MB file
 costs its deletion, ~0.08 s here, in the rename):
@@ -12,7 +13,8 @@ costs its deletion, ~0.08 s here, in the rename):
 * write: visitcal before (``exposure_to_hdulist`` + astropy ``add_checksum`` on every HDU + ``writeto``
   into the atomic file: the code before issue 25, kept here as the reference), visitcal after
   (`visitcal.io.write_exposure`); the same two writers into a plain file (no fsync, no rename: the cost of
-  the checksummed write alone); astropy ``HDUList.writeto`` of the same HDUs without checksums (no fsync);
+  the checksummed write alone); astropy ``HDUList.writeto`` of the same HDUs without checksums, without and
+  with fsync (the peer of the atomic write, which fsyncs before its rename);
   raw numpy (``ndarray.tofile`` of the three planes' bytes), without and with fsync;
 * read: visitcal before and after, both `visitcal.io.read_exposure` (the Exposure built: WCS, mask planes,
   components) and the I/O layer alone (``open_fits``: every HDU loaded and verified), before being
@@ -146,8 +148,12 @@ def open_after(path: Path) -> None:
         pass
 
 
-def write_astropy(exposure: Exposure, path: Path) -> None:
-    vfits.exposure_to_hdulist(exposure, where=str(path)).writeto(path, overwrite=True, checksum=False)
+def write_astropy(exposure: Exposure, path: Path, fsync: bool = False) -> None:
+    with open(path, "wb") as f:
+        vfits.exposure_to_hdulist(exposure, where=str(path)).writeto(f, checksum=False)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_astropy(path: Path) -> list:
@@ -167,17 +173,6 @@ def write_raw(exposure: Exposure, path: Path, fsync: bool = False) -> None:
 def read_raw(path: Path, n: int) -> list:
     with open(path, "rb") as f:
         return [np.fromfile(f, dtype, count=n * n) for dtype in (np.float32, np.int32, np.float32)]
-
-
-def time_fresh(fn, path: Path, repeat: int) -> _common.Timing:
-    """Time ``fn(path)`` writing a new file each time: ``path`` is deleted before each call, untimed."""
-    def once():
-        path.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        fn(path)
-        return time.perf_counter() - t0
-    once()
-    return _common.Timing([once() for _ in range(repeat)], 1)
 
 
 def sha256(path: Path) -> str:
@@ -204,21 +199,37 @@ def main() -> None:
         identical = sha256(paths["before"]) == sha256(paths["after"])
         print(f"files written before/after byte-identical: {identical} ({paths['after'].stat().st_size} bytes)")
         rep = args.repeat
-        t = {
-            "write_before": time_fresh(lambda p: write_before(exp, p), paths["before"], rep),
-            "write_after": time_fresh(lambda p: write_exposure(exp, p), paths["after"], rep),
-            "write_before_plain_file": time_fresh(lambda p: write_before_plain(exp, p), paths["before"], rep),
-            "write_after_plain_file": time_fresh(lambda p: write_after_plain(exp, p), paths["after"], rep),
-            "write_astropy_nochecksum": time_fresh(lambda p: write_astropy(exp, p), paths["astropy"], rep),
-            "write_raw": time_fresh(lambda p: write_raw(exp, p), paths["raw"], rep),
-            "write_raw_fsync": time_fresh(lambda p: write_raw(exp, p, fsync=True), paths["raw"], rep),
-            "read_before": _common.time_it(lambda: read_before(paths["before"]), rep),
-            "read_after": _common.time_it(lambda: read_exposure(paths["after"]), rep),
-            "read_before_open_fits": _common.time_it(lambda: open_before(paths["before"]), rep),
-            "read_after_open_fits": _common.time_it(lambda: open_after(paths["after"]), rep),
-            "read_astropy_nochecksum": _common.time_it(lambda: read_astropy(paths["astropy"]), rep),
-            "read_raw": _common.time_it(lambda: read_raw(paths["raw"], n), rep),
-        }
+        # (name, callable, path deleted before each call or None): run round-robin, one call of each per round,
+        # so that the load of a shared machine falls on every variant alike
+        cases = [
+            ("write_before", lambda p: write_before(exp, p), paths["before"]),
+            ("write_after", lambda p: write_exposure(exp, p), paths["after"]),
+            ("write_before_plain_file", lambda p: write_before_plain(exp, p), paths["before"]),
+            ("write_after_plain_file", lambda p: write_after_plain(exp, p), paths["after"]),
+            ("write_astropy_nochecksum", lambda p: write_astropy(exp, p), paths["astropy"]),
+            ("write_astropy_nochecksum_fsync", lambda p: write_astropy(exp, p, fsync=True), paths["astropy"]),
+            ("write_raw", lambda p: write_raw(exp, p), paths["raw"]),
+            ("write_raw_fsync", lambda p: write_raw(exp, p, fsync=True), paths["raw"]),
+            ("read_before", lambda: read_before(paths["before"]), None),
+            ("read_after", lambda: read_exposure(paths["after"]), None),
+            ("read_before_open_fits", lambda: open_before(paths["before"]), None),
+            ("read_after_open_fits", lambda: open_after(paths["after"]), None),
+            ("read_astropy_nochecksum", lambda: read_astropy(paths["astropy"]), None),
+            ("read_raw", lambda: read_raw(paths["raw"], n), None),
+        ]
+        t = {name: _common.Timing([], 1) for name, _, _ in cases}
+        for round_ in range(rep + 1):  # round 0 is the warm-up
+            for name, fn, path in cases:
+                if path is not None:
+                    path.unlink(missing_ok=True)
+                    t0 = time.perf_counter()
+                    fn(path)
+                else:
+                    t0 = time.perf_counter()
+                    out = fn()
+                    del out  # freeing the arrays is part of a read's cost
+                if round_:
+                    t[name].times.append(time.perf_counter() - t0)
         assert sha256(paths["before"]) == sha256(paths["after"])  # the plain-file writers too
         results = {"size": n, "file_bytes": paths["after"].stat().st_size, "byte_identical": identical,
                    **{k: v.as_dict() for k, v in t.items()}}

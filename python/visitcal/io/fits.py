@@ -375,7 +375,7 @@ def _load_verified(hdul, path) -> None:
             where = f"{path}[{hdu.name or k}]"
             if type(hdu) in (fits.PrimaryHDU, fits.ImageHDU) and not any(
                     key in hdu.header for key in ("BSCALE", "BZERO", "BLANK")):
-                info = hdul.fileinfo(k)
+                info = hdu.fileinfo()  # the HDU's own (HDUList.fileinfo also checks every HDU for resizing)
                 try:
                     data, sums = read_image_hdu(raw, hdu.header, info["hdrLoc"], info["datLoc"], info["datSpan"])
                 except EOFError as err:
