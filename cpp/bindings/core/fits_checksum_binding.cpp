@@ -30,13 +30,14 @@ FitsRun fits_run(py::array& array, std::int64_t start, std::int64_t count, bool 
     const int itemsize = static_cast<int>(dtype.itemsize());
     if ((kind != 'i' && kind != 'u' && kind != 'f') ||
         (itemsize != 1 && itemsize != 2 && itemsize != 4 && itemsize != 8)) {
-        throw std::invalid_argument(where + ": FITS pixels are integers or floats of 1, 2, 4 or 8 bytes; got dtype kind '" +
-                                    std::string(1, kind) + "' of " + std::to_string(itemsize) + " bytes");
+        throw std::invalid_argument(where + ": FITS pixels are integers or floats of 1, 2, 4 or 8 bytes; got dtype "
+                                    "kind '" + std::string(1, kind) + "' of " + std::to_string(itemsize) + " bytes");
     }
     const auto size = static_cast<std::int64_t>(array.size());
     if (start < 0 || count < 0 || start > size || count > size - start) {
-        throw std::invalid_argument(where + ": elements [" + std::to_string(start) + ", " + std::to_string(start) + " + " +
-                                    std::to_string(count) + ") are outside an array of " + std::to_string(size));
+        throw std::invalid_argument(where + ": elements [" + std::to_string(start) + ", " + std::to_string(start) +
+                                    " + " + std::to_string(count) + ") are outside an array of " +
+                                    std::to_string(size));
     }
     if ((start * itemsize) % 4 != 0) {
         throw std::invalid_argument(where + ": a run must start on a 4-byte word of the data unit (element " +

@@ -85,7 +85,8 @@ std::uint32_t fits_convert_blocks(const unsigned char* src, unsigned char* dst, 
     std::uint32_t total = initial;
     for (std::size_t start = 0; start < count; start += kFitsBlock) {
         const std::size_t stop = count - start < kFitsBlock ? count : start + kFitsBlock;
-        total = fits_checksum_add(total, fits_fold(fits_convert_run<U, SwapIn, SwapOut, HasDst>(src, dst, start, stop)));
+        const std::uint64_t s = fits_convert_run<U, SwapIn, SwapOut, HasDst>(src, dst, start, stop);
+        total = fits_checksum_add(total, fits_fold(s));
     }
     return total;
 }

@@ -120,7 +120,9 @@ def test_primary_with_data_and_every_plain_dtype_byte_identical(tmp_path):
     assert new.getvalue() == old.getvalue()
     assert all(is_plain_image(h) for h in hdus())
     # a scaled image (uint16 -> BZERO) is not plain: astropy writes it, still byte-identical
-    scaled = lambda: fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.arange(12, dtype=np.uint16).reshape(3, 4))])  # noqa: E731
+    def scaled():
+        return fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.arange(12, dtype=np.uint16).reshape(3, 4))])
+
     assert not is_plain_image(scaled()[1])
     old, new = io.BytesIO(), io.BytesIO()
     old_write(scaled(), old)
