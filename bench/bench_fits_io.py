@@ -201,14 +201,14 @@ def main() -> None:
         rep = args.repeat
         # (name, callable, path deleted before each call or None): run round-robin, one call of each per round,
         # so that the load of a shared machine falls on every variant alike
-        cases = [
-            ("write_before", lambda p: write_before(exp, p), paths["before"]),
-            ("write_after", lambda p: write_exposure(exp, p), paths["after"]),
+        cases = [  # the fsync'ed writes last, so every file is clean in the page cache when it is read
             ("write_before_plain_file", lambda p: write_before_plain(exp, p), paths["before"]),
             ("write_after_plain_file", lambda p: write_after_plain(exp, p), paths["after"]),
             ("write_astropy_nochecksum", lambda p: write_astropy(exp, p), paths["astropy"]),
-            ("write_astropy_nochecksum_fsync", lambda p: write_astropy(exp, p, fsync=True), paths["astropy"]),
             ("write_raw", lambda p: write_raw(exp, p), paths["raw"]),
+            ("write_before", lambda p: write_before(exp, p), paths["before"]),
+            ("write_after", lambda p: write_exposure(exp, p), paths["after"]),
+            ("write_astropy_nochecksum_fsync", lambda p: write_astropy(exp, p, fsync=True), paths["astropy"]),
             ("write_raw_fsync", lambda p: write_raw(exp, p, fsync=True), paths["raw"]),
             ("read_before", lambda: read_before(paths["before"]), None),
             ("read_after", lambda: read_exposure(paths["after"]), None),
