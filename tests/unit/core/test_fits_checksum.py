@@ -227,3 +227,28 @@ def test_exposure_files_byte_identical_to_the_astropy_writer(tmp_path, ny, nx, s
     back = read_exposure(new)
     assert np.array_equal(back.image.view(np.uint32), exp.image.view(np.uint32))
     assert np.array_equal(back.mask.array, exp.mask.array) and np.array_equal(back.variance, exp.variance)
+
+
+@pytest.mark.parametrize("hdu", ["PRIMARY", "IMAGE", "MASK", "VARIANCE", "SUMMARY"])
+def test_read_exposure_names_the_corrupt_hdu(tmp_path, hdu):
+    """One flipped bit anywhere (a header comment of the data-less primary, the pixels of each plane, a table's
+    rows) is a FitsReadError naming the file and the HDU: image HDUs are verified by the kernel, tables by
+    astropy."""
+    from visitcal.core.image import Exposure
+    from visitcal.io import FitsReadError
+
+    exp = Exposure.from_arrays(np.linspace(0, 1, 35 * 41, dtype=np.float32).reshape(35, 41),
+                               summary_stats={"band": "r", "psfSigma": 1.7})
+    exp.mask.set("CR", exp.image > 0.5)
+    path = tmp_path / "exp.fits"
+    write_exposure(exp, path)
+    with fits.open(path) as hdul:
+        names = [h.name for h in hdul]
+        info = hdul[names.index(hdu)].fileinfo()
+    raw = bytearray(path.read_bytes())
+    offset = raw.index(b"file layout") if hdu == "PRIMARY" else info["datLoc"] + 7
+    raw[offset] ^= 0x20  # a letter's case in a comment, or one bit of a pixel / a row
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FitsReadError, match=rf"exp.fits\[{hdu}\]: corrupt file: .*verification failed") as info:
+        read_exposure(path)
+    assert info.value.hdu == hdu
