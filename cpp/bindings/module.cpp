@@ -78,6 +78,7 @@ void bind_matcher(py::module_& m);
 void bind_fof(py::module_& m);
 void bind_healpix(py::module_& m);
 void bind_shear_correlation(py::module_& m);
+void bind_fits_checksum(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
     py::register_local_exception_translator(&translate_std_exceptions);  // this module only
@@ -116,4 +117,5 @@ PYBIND11_MODULE(_core, m) {
     bind_fof(m);
     bind_healpix(m);
     bind_shear_correlation(m);
+    bind_fits_checksum(m);
 }

@@ -5,6 +5,8 @@ simulated, calibrated, finalized and reprocessed (~30 s on two cores)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -18,7 +20,9 @@ pytest.importorskip("galsim", reason="visitcal.sim needs GalSim (pip install 'vi
 from astropy.io import fits  # noqa: E402
 
 from visitcal.cli import main  # noqa: E402
-from visitcal.io import read_catalog  # noqa: E402
+from visitcal.core.fits_checksum import CHECKSUM_COMMENT, write_hdulist  # noqa: E402
+from visitcal.io import read_catalog, read_exposure  # noqa: E402
+from visitcal.io.fits import exposure_to_hdulist  # noqa: E402
 from visitcal.sim import SimConfig, simulate  # noqa: E402
 from visitcal.tasks.lsst_compat import COLUMNS, column_rows  # noqa: E402
 from visitcal.tasks.update_visit_summary import read_visit_summary  # noqa: E402
@@ -78,6 +82,43 @@ def test_every_fits_file_passes_its_checksums(repo):
             except Warning as w:
                 bad.append((path.name, str(w)))
     assert not bad, bad
+
+
+def _former_writer(hdulist, f) -> None:
+    """atomic_write_fits before issue 25: astropy's add_checksum on every HDU (tables with character columns
+    serialised once first), then HDUList.writeto."""
+    for hdu in hdulist:
+        if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) and any("A" in str(fmt) for fmt in hdu.columns.formats):
+            hdu.writeto(io.BytesIO())
+        hdu.add_checksum(when=CHECKSUM_COMMENT)
+    hdulist.writeto(f, checksum=False)
+
+
+def test_the_kernel_writer_gives_the_former_writers_bytes(repo):
+    """Issue 25: the C++ checksum writer and the former astropy one give the same bytes (sha256), on every
+    simulated exposure (read back, then written both ways from the same Exposure) and on the HDUs of every
+    other FITS product (read back, then written both ways); the chain's exposures also come back as the very
+    bytes it wrote (not the simulator's post_isr_image, whose SIP cards WCSLIB formatted: '-2.0350179156560E-08'
+    is rewritten '-2.035017915656E-08', the same value)."""
+    paths = sorted(repo.rglob("*.fits"))
+    exposures = [p for p in paths if fits.getheader(p, 0).get("VCFORMAT") == "visitcal-exposure"]
+    assert len(exposures) >= 12
+    differ = []
+    for path in paths:
+        old, new = io.BytesIO(), io.BytesIO()
+        if path in exposures:
+            exposure = read_exposure(path)
+            _former_writer(exposure_to_hdulist(exposure), old)
+            write_hdulist(exposure_to_hdulist(exposure), new)
+            if "post_isr_image" not in path.name and new.getvalue() != path.read_bytes():
+                differ.append((path.name, "not the file's bytes"))
+        else:
+            for out, write in ((old, _former_writer), (new, write_hdulist)):
+                with fits.open(path, memmap=False) as hdul:
+                    write(fits.HDUList([hdu.copy() for hdu in hdul]), out)
+        if hashlib.sha256(old.getvalue()).digest() != hashlib.sha256(new.getvalue()).digest():
+            differ.append((path.name, "former and kernel writers differ"))
+    assert not differ, differ
 
 
 @pytest.mark.parametrize("dataset", ["post_isr_image", "preliminary_visit_image", "visit_image"])

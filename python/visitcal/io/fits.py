@@ -46,6 +46,7 @@ from ..core.image import _same, Detector, Exposure, Mask, MaskedImage, MaskPlane
 from ..core.persistence import component_from_table, component_to_table, persistable
 from . import FitsReadError, FitsWriteError
 from ..core.atomic import atomic_write_fits
+from ..core.fits_checksum import read_image_hdu
 
 __all__ = ["write_exposure", "read_exposure", "exposure_to_hdulist", "assert_exposures_equal",
            "FORMAT_NAME", "FORMAT_VERSION", "COMPONENT_HDUS"]
@@ -311,11 +312,17 @@ def _read_component(hdu, where: str):
 
 @contextlib.contextmanager
 def open_fits(path):
-    """Open ``path`` with every HDU and its data loaded; corruption becomes `FitsReadError`.
+    """Open ``path`` with every HDU and its data loaded and its CHECKSUM/DATASUM verified; corruption becomes
+    `FitsReadError` naming the file (and the HDU).
 
-    Astropy drops an HDU whose header is cut short with only a ``VerifyWarning``; that warning,
-    "file may have been truncated" and checksum failures are turned into errors naming the file.
-    Other warnings are passed on unchanged.
+    Plain image HDUs (no BSCALE/BZERO/BLANK) are read by `visitcal.core.fits_checksum.read_image_hdu`: the
+    pixels go straight into a native-order array and are summed in the pass that converts them (C++), and the
+    checksums are tested on the bytes as stored (the HDU sums to -0; DATASUM covers the padded data unit).
+    Other HDUs (tables, scaled or compressed images) are verified by astropy before their data are read.
+
+    Astropy drops an HDU whose header is cut short with only a ``VerifyWarning``; that warning and
+    "file may have been truncated" are turned into errors naming the file. Other warnings are passed on
+    unchanged.
     """
     path = Path(path)
     if not path.exists():
@@ -324,9 +331,13 @@ def open_fits(path):
         warnings.simplefilter("always")
         hdul = None
         try:
-            hdul = fits.open(path, memmap=False, checksum=True, lazy_load_hdus=False)
-            for hdu in hdul:
-                hdu.data  # noqa: B018 - force reading (and decompressing) now
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
+            problem = _truncation_warning(caught)  # an HDU dropped or cut short: report that first
+            if problem is None:
+                _load_verified(hdul, path)
+        except FitsReadError:
+            hdul.close()
+            raise
         except _ASTROPY_READ_ERRORS as err:
             if hdul is not None:
                 hdul.close()
@@ -347,6 +358,43 @@ def open_fits(path):
         yield hdul
     finally:
         hdul.close()
+
+
+def _truncation_warning(caught) -> str | None:
+    for w in caught:
+        text = str(w.message)
+        if "Error validating header" in text or "truncated" in text:
+            return text
+    return None
+
+
+def _load_verified(hdul, path) -> None:
+    """Read every HDU's data, verifying CHECKSUM/DATASUM where present (see `open_fits`)."""
+    with open(path, "rb", buffering=0) as raw:
+        for k, hdu in enumerate(hdul):
+            where = f"{path}[{hdu.name or k}]"
+            if type(hdu) in (fits.PrimaryHDU, fits.ImageHDU) and not any(
+                    key in hdu.header for key in ("BSCALE", "BZERO", "BLANK")):
+                info = hdu.fileinfo()  # the HDU's own (HDUList.fileinfo also checks every HDU for resizing)
+                try:
+                    data, sums = read_image_hdu(raw, hdu.header, info["hdrLoc"], info["datLoc"], info["datSpan"])
+                except EOFError as err:
+                    raise FitsReadError(f"{where}: truncated file: {err}", path=path, hdu=hdu.name) from err
+                except ValueError as err:
+                    raise FitsReadError(f"{where}: {err}", path=path, hdu=hdu.name) from err
+                datasum_ok, checksum_ok = sums.datasum_ok, sums.checksum_ok
+                if data is not None:
+                    hdu.data = data
+            else:
+                # astropy's own test, on the bytes in the file (data not yet loaded), as fits.open(checksum=True)
+                # (an HDU astropy could not classify, a _CorruptedHDU, has no checksum methods, as before)
+                checkable = hasattr(hdu, "verify_checksum")
+                datasum_ok = None if not checkable or "DATASUM" not in hdu.header else hdu.verify_datasum() == 1
+                checksum_ok = None if not checkable or "CHECKSUM" not in hdu.header else hdu.verify_checksum() == 1
+                hdu.data  # noqa: B018 - force reading (and decompressing) now
+            if datasum_ok is False or checksum_ok is False:
+                which = " and ".join(n for n, ok in (("CHECKSUM", checksum_ok), ("DATASUM", datasum_ok)) if ok is False)
+                raise FitsReadError(f"{where}: corrupt file: {which} verification failed", path=path, hdu=hdu.name)
 
 
 def find_hdu(hdul, extname: str, path):
@@ -454,7 +502,11 @@ def mask_from_hdu(hdu, path, *, remap: bool, require_names: bool = True) -> Mask
         for bit, name in file_bits.items():
             out |= ((array >> np.uint32(bit)) & np.uint32(1)) << np.uint32(planes[name])
         array = out
-    return Mask(array.view(np.int32).copy(), planes)
+    # The array is the HDU's own (read by open_fits into a native array, or converted above): share it as the
+    # image and variance planes are shared (float_plane), instead of a fourth pass over 64 MB (issue 25).
+    if not array.flags.writeable:
+        array = array.copy()
+    return Mask(array.view(np.int32), planes)
 
 
 # ---------------------------------------------------------------------------------------------- testing
