@@ -106,6 +106,32 @@ inline double sum_run(const T* p, int n) {
     return (a0 + a1) + (a2 + a3);
 }
 
+// sum_run of the image run p[0, n) and of the variance run q[0, n) in one loop: each sum is the
+// same four-accumulator sum, in the same order (bit-identical to two sum_run calls), but the two
+// dependent chains of additions are in flight together instead of one after the other (the whole
+// pixels' sums were ~half the aperture time; issue 25).
+template <typename T>
+inline void sum_run2(const T* p, const float* q, int n, double& sp, double& sq) {
+    double a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += p[i];
+        a1 += p[i + 1];
+        a2 += p[i + 2];
+        a3 += p[i + 3];
+        b0 += q[i];
+        b1 += q[i + 1];
+        b2 += q[i + 2];
+        b3 += q[i + 3];
+    }
+    for (; i < n; ++i) {
+        a0 += p[i];
+        b0 += q[i];
+    }
+    sp = (a0 + a1) + (a2 + a3);
+    sq = (b0 + b1) + (b2 + b3);
+}
+
 // Pixel index range [lo, hi] touched by a circle of radius r centred at local coordinate c.
 // Saturated: a finite radius may still be ~1e300 (an int cast would be undefined); such an aperture
 // then fails the on-image test of sort_and_count_valid and is never tabulated.
@@ -190,12 +216,20 @@ void aperture_core(ImageView<const T> img, ImageView<const float> var, double xc
                 f_hi = saturate_to_int(std::floor(xc - 0.5 + tf));
             }
             if (f_lo <= f_hi) {
-                if (cur_lo > cur_hi) {
+                if (has_var) {
+                    if (cur_lo > cur_hi) {
+                        sum_run2(irow + f_lo, vrow + f_lo, f_hi - f_lo + 1, row_img, row_var);
+                    } else {
+                        double il, vl, ir, vr;
+                        sum_run2(irow + f_lo, vrow + f_lo, cur_lo - f_lo, il, vl);
+                        sum_run2(irow + cur_hi + 1, vrow + cur_hi + 1, f_hi - cur_hi, ir, vr);
+                        row_img += il + ir;
+                        row_var += vl + vr;
+                    }
+                } else if (cur_lo > cur_hi) {
                     row_img = sum_run(irow + f_lo, f_hi - f_lo + 1);
-                    if (has_var) row_var = sum_run(vrow + f_lo, f_hi - f_lo + 1);
                 } else {
                     row_img += sum_run(irow + f_lo, cur_lo - f_lo) + sum_run(irow + cur_hi + 1, f_hi - cur_hi);
-                    if (has_var) row_var += sum_run(vrow + f_lo, cur_lo - f_lo) + sum_run(vrow + cur_hi + 1, f_hi - cur_hi);
                 }
                 cur_lo = f_lo;
                 cur_hi = f_hi;
@@ -275,17 +309,28 @@ void measure_circular_apertures(const ExposureView& ev, double x, double y, cons
     }
     int order[kMaxRadii];
     const int n_valid = sort_and_count_valid(radii, n_radii, xc, yc, ev.width(), ev.height(), order);
+    // Equal radii (the compensated top hat's inner radius equals its aperture by default) are summed
+    // once. Leaving a repeated radius out changes no sum: its whole-pixel run adds empty runs (+0.0) to
+    // the running row sum, which can only turn a -0.0 row sum into +0.0, and the aperture sums, which
+    // start at +0.0, never hold -0.0, so x + (-0.0) == x + (+0.0) for them bit for bit.
+    int uorder[kMaxRadii], umap[kMaxRadii];
+    int n_unique = 0;
+    for (int k = 0; k < n_valid; ++k) {
+        if (k == 0 || radii[order[k]] != radii[order[k - 1]]) uorder[n_unique++] = order[k];
+        umap[k] = n_unique - 1;
+    }
     Sums sums[kMaxRadii];
-    aperture_core<float>(ev.image, ev.variance, xc, yc, radii, order, n_valid, sums);
+    aperture_core<float>(ev.image, ev.variance, xc, yc, radii, uorder, n_unique, sums);
     for (int k = 0; k < n_radii; ++k) {
         ApertureFluxResult& o = out[order[k]];
         if (k >= n_valid) {
             o.flags = FAILURE | APERTURE_TRUNCATED;
             continue;
         }
-        o.instFlux = sums[k].flux;
-        o.instFluxErr = sums[k].var >= 0.0 ? std::sqrt(sums[k].var) : kNaN;  // NaN stays NaN
-        o.area = sums[k].area;
+        const Sums& sk = sums[umap[k]];
+        o.instFlux = sk.flux;
+        o.instFluxErr = sk.var >= 0.0 ? std::sqrt(sk.var) : kNaN;  // NaN stays NaN
+        o.area = sk.area;
         if (!std::isfinite(o.instFlux) || !std::isfinite(o.instFluxErr)) o.flags |= FAILURE;
     }
 }
