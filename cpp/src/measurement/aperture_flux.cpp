@@ -53,28 +53,21 @@ inline RowEdge row_edge(double v, double r, double r2) {
 }
 
 // First-quadrant rectangle [a, b] x [c, d].
+// Written with selects instead of branches: which terms apply changes from pixel to pixel along the
+// arc, and the mispredicted branches cost more than computing both terms (issue 25). The result is
+// the branchy form's to the bit: a term that does not apply adds +0.0, and area (0.0 plus terms)
+// is never -0.0, so adding +0.0 leaves it unchanged.
 inline double quad_area(const ColEdge& a, const ColEdge& b, const RowEdge& c, const RowEdge& d) {
-    if (a.v >= c.s) return 0.0;
-    double area = 0.0;
     const double full_hi = std::min(b.v, d.s);
-    if (full_hi > a.v) area += (d.v - c.v) * (full_hi - a.v);
-    double lo, glo, hi, ghi;
-    if (a.v >= d.s) {
-        lo = a.v;
-        glo = a.g;
-    } else {
-        lo = d.s;
-        glo = d.gs;
-    }
-    if (b.v <= c.s) {
-        hi = b.v;
-        ghi = b.g;
-    } else {
-        hi = c.s;
-        ghi = c.gs;
-    }
-    if (hi > lo) area += (ghi - glo) - c.v * (hi - lo);
-    return area;
+    const double t_full = (d.v - c.v) * (full_hi - a.v);
+    const bool near_lo = a.v >= d.s, near_hi = b.v <= c.s;
+    const double lo = near_lo ? a.v : d.s, glo = near_lo ? a.g : d.gs;
+    const double hi = near_hi ? b.v : c.s, ghi = near_hi ? b.g : c.gs;
+    const double t_arc = (ghi - glo) - c.v * (hi - lo);
+    double area = 0.0;
+    area += full_hi > a.v ? t_full : 0.0;
+    area += hi > lo ? t_arc : 0.0;
+    return a.v >= c.s ? 0.0 : area;  // the near corner outside: nothing inside
 }
 
 // Rectangle with signed edges: ea < eb (columns), fc < fd (rows); the tabulated edges carry |.|.
@@ -251,11 +244,12 @@ void aperture_core(ImageView<const T> img, ImageView<const float> var, double xc
                 const ColEdge& A = ce[i - t.ilo];
                 double w = rect_area(ea, A, ea + 1.0, (&A)[1], fc, C, fd, D, zc, zr);
                 w = std::min(std::max(w, 0.0), 1.0);
-                if (w > 0.0) {
-                    s.flux += w * static_cast<double>(irow[i]);
-                    if (has_var) s.var += w * static_cast<double>(vrow[i]);
-                    s.area += w;
-                }
+                // w = 0 adds +0.0 (and not 0 x a NaN pixel): the sums, never -0.0, are unchanged, as
+                // when the pixel is skipped, without a data-dependent branch.
+                const bool in = w > 0.0;
+                s.flux += in ? w * static_cast<double>(irow[i]) : 0.0;
+                if (has_var) s.var += in ? w * static_cast<double>(vrow[i]) : 0.0;
+                s.area += w;
             };
             if (f_lo <= f_hi) {
                 for (int i = p_lo; i < f_lo; ++i) boundary(i);
