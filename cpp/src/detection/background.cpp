@@ -56,9 +56,9 @@ namespace {
 // A histogram of 4096 buckets over median +- 10 sigma of a ~512-value subsample finds the bucket
 // of each rank in one pass; a second pass gathers the few values of those buckets (about
 // n / 1000 each near the median), and nth_element finishes inside them. Two streaming passes
-// instead of nth_element's data-dependent partitioning: 4x faster on 128 x 128 bins. Small
-// samples (n < 4096: the histogram's setup dominates there) use successive nth_element, and
-// degenerate subsamples (zero spread) are sorted.
+// instead of nth_element's data-dependent partitioning: 4x faster on 128 x 128 bins. Samples of
+// 256 to 4096 values use 512 buckets over a 64-value subsample's range, smaller ones exact selection
+// (select_copy), and degenerate subsamples (zero spread) are sorted.
 struct OrderStats {
     std::vector<float> scratch;
     std::vector<std::uint32_t> hist;
@@ -71,31 +71,79 @@ struct OrderStats {
         std::sort(scratch.begin(), scratch.end());
     }
 
-    // Small samples: nth_element for each requested rank in increasing order, each one searching
-    // only behind the previous (its partition leaves the larger ranks there). Exact, like a sort.
+    // Small samples: exact selection by nth_element, each rank selected only inside the interval
+    // between the ranks already fixed (after nth_element at k, [lo, k) <= v[k] <= (k, hi)), middle
+    // rank first, so the quartiles' ranks partition n, then n / 2 twice, instead of shrinking from the
+    // left only (n + 3/4 n + 3/4 n + ...). A rank at an end of its interval (k + 1 after k, the
+    // interpolation neighbour of every quantile) is that interval's minimum or maximum: one linear
+    // scan. The values are the same order statistics as any exact selection (a -0.0 and a +0.0 of the
+    // same rank compare equal and may come back as either). ~2x faster on the local background's
+    // ~1300-value annuli (issue 25).
     void select_copy(const float* v, std::size_t n, const std::size_t* ks, int m, double* out) {
         scratch.assign(v, v + n);
-        std::vector<int> order(static_cast<std::size_t>(m));
-        for (int i = 0; i < m; ++i) order[static_cast<std::size_t>(i)] = i;
-        std::sort(order.begin(), order.end(), [ks](int a, int b) { return ks[a] < ks[b]; });
-        std::size_t from = 0;
-        for (const int i : order) {
-            const std::size_t k = ks[i];
-            if (k >= from) {
-                std::nth_element(scratch.begin() + static_cast<std::ptrdiff_t>(from),
-                                 scratch.begin() + static_cast<std::ptrdiff_t>(k), scratch.end());
-                from = k + 1;
-            }
-            out[i] = scratch[k];
+        // Ranks in increasing order, then visited in bisection order (middle, then each half's middle).
+        std::size_t sorted[16];
+        std::vector<std::size_t> big;
+        std::size_t* r = sorted;
+        if (m > 16) {
+            big.resize(static_cast<std::size_t>(m));
+            r = big.data();
         }
+        for (int i = 0; i < m; ++i) r[i] = ks[i];
+        std::sort(r, r + m);
+        const int nr = static_cast<int>(std::unique(r, r + m) - r);
+        std::vector<unsigned char> fixed_flag(static_cast<std::size_t>(nr), 0);  // rank r[i] in place
+        auto select = [&](int i) {
+            const std::size_t k = r[i];
+            std::size_t lo = 0, hi = n;  // the interval holding rank k between fixed ranks
+            for (int j = i - 1; j >= 0; --j)
+                if (fixed_flag[static_cast<std::size_t>(j)]) {
+                    lo = r[j] + 1;
+                    break;
+                }
+            for (int j = i + 1; j < nr; ++j)
+                if (fixed_flag[static_cast<std::size_t>(j)]) {
+                    hi = r[j];
+                    break;
+                }
+            auto b = scratch.begin();
+            const auto plo = static_cast<std::ptrdiff_t>(lo), phi = static_cast<std::ptrdiff_t>(hi);
+            const auto pk = static_cast<std::ptrdiff_t>(k);
+            if (k == lo) {
+                std::iter_swap(b + plo, std::min_element(b + plo, b + phi));
+            } else if (k + 1 == hi) {
+                std::iter_swap(b + pk, std::max_element(b + plo, b + phi));
+            } else {
+                std::nth_element(b + plo, b + pk, b + phi);
+            }
+            fixed_flag[static_cast<std::size_t>(i)] = 1;
+        };
+        // Bisection order: the middle rank, then each half's (depth log2 of the number of ranks).
+        struct Bisect {
+            const decltype(select)& sel;
+            void operator()(int a, int e) const {
+                if (a >= e) return;
+                const int mid = a + (e - a - 1) / 2;
+                sel(mid);
+                (*this)(a, mid);
+                (*this)(mid + 1, e);
+            }
+        };
+        Bisect{select}(0, nr);
+        for (int i = 0; i < m; ++i) out[i] = scratch[ks[i]];
     }
 
     void compute(const float* v, std::size_t n, const std::size_t* ks, int m, double* out) {
-        if (n < 4096) {
+        // Below ~256 values the bucket pass's setup costs more than selection. Between 256 and 4096
+        // (the local background's annuli, ~1300 values at a 1.5 px PSF) the same buckets, fewer of
+        // them (512) and a 64-value subsample for the range: ~3x faster than nth_element there
+        // (issue 25), and exact like it.
+        if (n < 256) {
             select_copy(v, n, ks, m, out);
             return;
         }
-        const std::size_t stride = n / 512;
+        const bool small = n < 4096;
+        const std::size_t stride = small ? n / 64 : n / 512;
         scratch.clear();
         for (std::size_t i = 0; i < n; i += stride) scratch.push_back(v[i]);
         std::sort(scratch.begin(), scratch.end());
@@ -107,7 +155,7 @@ struct OrderStats {
             for (int i = 0; i < m; ++i) out[i] = scratch[ks[i]];
             return;
         }
-        constexpr int nb = 4096;
+        const int nb = small ? 512 : 4096;
         // Bucket 0: below lo; 1..nb: the range; nb + 1: above. Monotone in v (float rounding is
         // monotone), so buckets keep the order. Indices are computed once, in a vectorisable loop.
         const float lo = static_cast<float>(smed - 10.0 * sig);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -61,11 +62,22 @@ LocalBackgroundResult measure_local_background(const ExposureView& ev, double x,
         const double dx = static_cast<double>(px) - x;
         return dx * dx + dy2;
     };
+    // Branch-free compaction (the same values in the same order as a push_back per usable pixel):
+    // every pixel is written and the end advances only past the usable ones; finiteness is tested on
+    // the exponent bits. No push_back's capacity check and branches per pixel (issue 25).
+    std::size_t used = 0;
     auto take = [&](const float* im, const std::int32_t* m, int from, int to) {
-        for (int px = from; px <= to; ++px) {
-            const int i = px - ev.x0;
-            if ((m[i] & ctrl.bad_mask) || !std::isfinite(im[i])) continue;
-            v.push_back(im[i]);
+        const std::size_t len = static_cast<std::size_t>(to - from + 1);
+        if (v.size() < used + len) v.resize(used + len);  // within the reservation in practice
+        float* out = v.data();
+        const float* ip = im + (from - ev.x0);
+        const std::int32_t* mp = m + (from - ev.x0);
+        constexpr std::uint32_t kExp = 0x7f800000u;
+        for (std::size_t i = 0; i < len; ++i) {
+            std::uint32_t bits;
+            std::memcpy(&bits, ip + i, 4);
+            out[used] = ip[i];
+            used += static_cast<std::size_t>(((mp[i] & ctrl.bad_mask) == 0) & ((bits & kExp) != kExp));
         }
     };
     // The first and last integer of {px : (px - x)^2 + dy2 <= r2}, an interval (empty: first > last),
@@ -103,6 +115,7 @@ LocalBackgroundResult measure_local_background(const ExposureView& ev, double x,
             if (right_start <= a1) take(im, m, static_cast<int>(right_start), a1);
         }
     }
+    v.resize(used);
     if (v.empty()) {
         res.flags = FAILURE | NO_GOOD_PIXELS;
         return res;

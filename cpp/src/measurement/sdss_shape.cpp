@@ -122,45 +122,105 @@ struct Sums {
 // sample, and the recurrence drifts by ~n ulp. Samples below 1e-250 of the row's peak are set to 0
 // (and are so small that denormal arithmetic would only slow the loop down).
 // q = exp(-a h^2), the same for every row of a box, is passed in.
-void gaussian_row(double a, double b, double c, double ey, double ex0, double h, double q, int n, double* g) {
-    const double m = -b * ey / a;
-    int p = static_cast<int>(std::lround((m - ex0) / h));
-    p = std::min(std::max(p, 0), n - 1);
-    const double dp = ex0 + p * h - m;
-    const double gp = std::exp(-0.5 * ((c - b * b / a) * ey * ey + a * dp * dp));
+//
+// gaussian_rows<R> evaluates R such rows (at ey[0..R), row r into g + r n) at once: each row does
+// exactly the operations above, so every value is the same to the bit, but the 2R outward walks
+// (chains of dependent multiplies, 4-cycle latency each) are stepped in one loop, keeping 2R in
+// flight instead of one (issue 25: the recurrence was ~25% of SdssShape's time).
+template <int R>
+void gaussian_rows(double a, double b, double c, const double* ey, double ex0, double h, double q, int n, double* g) {
     constexpr double kTiny = 1e-250;
-    const double floor = gp * kTiny;
-    g[p] = gp;
-    const double r_fwd = std::exp(-a * h * dp - 0.5 * a * h * h);  // g[p + 1] / g[p]
-    double gk = gp, r = r_fwd;
-    int k = p + 1;
-    for (; k < n && gk > floor; ++k) {
-        gk *= r;
-        r *= q;
-        g[k] = gk;
+    double gf[R], rf[R], gb[R], rb[R], fl[R];
+    int kf[R], kb[R];
+    for (int r = 0; r < R; ++r) {
+        double* gr = g + static_cast<std::ptrdiff_t>(r) * n;
+        const double m = -b * ey[r] / a;
+        int p = static_cast<int>(std::lround((m - ex0) / h));
+        p = std::min(std::max(p, 0), n - 1);
+        const double dp = ex0 + p * h - m;
+        const double gp = std::exp(-0.5 * ((c - b * b / a) * ey[r] * ey[r] + a * dp * dp));
+        fl[r] = gp * kTiny;  // samples below 1e-250 of the row's peak are 0
+        gr[p] = gp;
+        const double r_fwd = std::exp(-a * h * dp - 0.5 * a * h * h);  // g[p + 1] / g[p]
+        gf[r] = gp;
+        rf[r] = r_fwd;
+        gb[r] = gp;
+        rb[r] = q / r_fwd;  // g[p - 1] / g[p] = exp(a h dp - a h^2 / 2)
+        kf[r] = p + 1;
+        kb[r] = p - 1;
     }
-    for (; k < n; ++k) g[k] = 0.0;
-    gk = gp;
-    r = q / r_fwd;  // g[p - 1] / g[p] = exp(a h dp - a h^2 / 2)
-    k = p - 1;
-    for (; k >= 0 && gk > floor; --k) {
-        gk *= r;
-        r *= q;
-        g[k] = gk;
-    }
-    for (; k >= 0; --k) g[k] = 0.0;
-}
-
-// Scratch buffers reused across the iterations of one source.
-struct Workspace {
-    std::vector<double> g, w, wx, wy, wxx, wyy, wxy, v, var, use;
-    void resize(std::size_t nsub, std::size_t nx) {
-        if (g.size() < nsub) g.resize(nsub);
-        if (w.size() < nx) {
-            for (auto* b : {&w, &wx, &wy, &wxx, &wyy, &wxy, &v, &var, &use}) b->resize(nx);
+    for (bool more = true; more;) {
+        more = false;
+        for (int r = 0; r < R; ++r) {
+            double* gr = g + static_cast<std::ptrdiff_t>(r) * n;
+            if (kf[r] < n && gf[r] > fl[r]) {
+                gf[r] *= rf[r];
+                rf[r] *= q;
+                gr[kf[r]++] = gf[r];
+                more = true;
+            }
+            if (kb[r] >= 0 && gb[r] > fl[r]) {
+                gb[r] *= rb[r];
+                rb[r] *= q;
+                gr[kb[r]--] = gb[r];
+                more = true;
+            }
         }
     }
+    for (int r = 0; r < R; ++r) {
+        double* gr = g + static_cast<std::ptrdiff_t>(r) * n;
+        for (int k = kf[r]; k < n; ++k) gr[k] = 0.0;
+        for (int k = kb[r]; k >= 0; --k) gr[k] = 0.0;
+    }
+}
+
+void gaussian_row(double a, double b, double c, double ey, double ex0, double h, double q, int n, double* g) {
+    gaussian_rows<1>(a, b, c, &ey, ex0, h, q, n, g);
+}
+
+// Scratch buffers reused across the iterations of one source, and the source's pixels: values,
+// variances and use flags of a region loaded once and re-read by every iteration whose box lies
+// inside it (the box moves and grows by a pixel or two between iterations; loading converted and
+// tested every pixel of every row at each of the ~15 iterations: ~28% of the iteration loop's
+// profile samples on an lsst detector; issue 25). The
+// loaded values are what load_row returns, so the sums are unchanged to the bit.
+struct Workspace {
+    std::vector<double> g, w;
+    std::vector<double> v, var, use;  // the cached region, row-major, width cw
+    int cx0 = 0, cx1 = -1, cy0 = 0, cy1 = -1, cw = 0;
+    void resize(std::size_t nsub, std::size_t nx) {
+        if (g.size() < nsub) g.resize(nsub);
+        if (w.size() < nx) w.resize(nx);
+    }
+    // Make the cache cover box b: reload (b grown by a margin, clipped to the image) when it does not.
+    template <class Acc>
+    void cover(const Acc& a, const Box& b) {
+        if (b.x0 >= cx0 && b.x1 <= cx1 && b.y0 >= cy0 && b.y1 <= cy1) return;
+        constexpr int kMargin = 4;  // px: a few iterations' growth of the +-5 sigma box
+        cx0 = std::max(b.x0 - kMargin, a.xmin());
+        cx1 = std::min(b.x1 + kMargin, a.xmax());
+        cy0 = std::max(b.y0 - kMargin, a.ymin());
+        cy1 = std::min(b.y1 + kMargin, a.ymax());
+        cw = cx1 - cx0 + 1;
+        const std::size_t n = static_cast<std::size_t>(cw) * static_cast<std::size_t>(cy1 - cy0 + 1);
+        if (v.size() < n) {
+            v.resize(n);
+            var.resize(n);
+            use.resize(n);
+        }
+        for (int y = cy0; y <= cy1; ++y) {
+            const std::size_t o = static_cast<std::size_t>(y - cy0) * static_cast<std::size_t>(cw);
+            a.load_row(y, cx0, cw, v.data() + o, var.data() + o, use.data() + o);
+        }
+    }
+    // Offset of pixel (x, y) (inside the cached region) in v, var, use.
+    std::size_t at(int x, int y) const {
+        return static_cast<std::size_t>(y - cy0) * static_cast<std::size_t>(cw) + static_cast<std::size_t>(x - cx0);
+    }
 };
+
+// Sub-samples per pixel side for a narrow weight (see adaptive).
+constexpr int kSub = 4;
 
 // The weighted sums over the box, the weight averaged over ns x ns sub-pixels of each pixel.
 template <class Acc>
@@ -170,25 +230,37 @@ Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2&
     const double q = std::exp(-wi.xx * h * h);
     const int nx = b.x1 - b.x0 + 1;
     const int nsub = nx * ns;
-    ws.resize(static_cast<std::size_t>(nsub), static_cast<std::size_t>(nx));
+    // Room for ns sub-rows (ns = kSub), or for two rows at one sample per pixel.
+    ws.resize(static_cast<std::size_t>(std::max(ns, 2)) * static_cast<std::size_t>(nsub), static_cast<std::size_t>(nx));
+    ws.cover(a, b);
     double* g = ws.g.data();
     Sums s;
-    double* pv = ws.v.data();
-    double* pvar = ws.var.data();
-    double* puse = ws.use.data();
     const double ex0 = b.x0 - xc + o0;
     for (int y = b.y0; y <= b.y1; ++y) {
         const double dy = y - yc;
-        a.load_row(y, b.x0, nx, pv, pvar, puse);
+        const std::size_t o = ws.at(b.x0, y);
+        const double* pv = ws.v.data() + o;
+        const double* pvar = ws.var.data() + o;
+        const double* puse = ws.use.data() + o;
         if (ns == 1) {
-            // One sample per pixel: the weight row and the sums in one pass.
-            gaussian_row(wi.xx, wi.xy, wi.yy, dy, ex0, 1.0, q, nx, g);
+            // One sample per pixel. The weights of rows y and y + 1 are evaluated together at even
+            // offsets (gaussian_rows<2>, their recurrences interleaved); the sums stay row by row.
+            const int row = y - b.y0;
+            if (row % 2 == 0) {
+                if (y < b.y1) {
+                    const double eys[2] = {dy, (y + 1) - yc};
+                    gaussian_rows<2>(wi.xx, wi.xy, wi.yy, eys, ex0, 1.0, q, nx, g);
+                } else {
+                    gaussian_row(wi.xx, wi.xy, wi.yy, dy, ex0, 1.0, q, nx, g);
+                }
+            }
+            const double* gy = g + (row % 2 == 0 ? 0 : nx);
             // Two interleaved sets of partial sums (even and odd pixels): twice the additions in flight.
             double i0[2] = {0, 0}, ix[2] = {0, 0}, ixx[2] = {0, 0}, w2v[2] = {0, 0}, w2[2] = {0, 0};
             int i = 0;
             for (; i + 1 < nx; i += 2) {
                 for (int u = 0; u < 2; ++u) {
-                    const double wt = g[i + u] * puse[i + u], ex = ex0 + (i + u);
+                    const double wt = gy[i + u] * puse[i + u], ex = ex0 + (i + u);
                     const double wv = wt * pv[i + u], wvx = wv * ex;
                     i0[u] += wv;
                     ix[u] += wvx;
@@ -198,7 +270,7 @@ Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2&
                 }
             }
             if (i < nx) {
-                const double wt = g[i] * puse[i], ex = ex0 + i;
+                const double wt = gy[i] * puse[i], ex = ex0 + i;
                 const double wv = wt * pv[i], wvx = wv * ex;
                 i0[0] += wv;
                 ix[0] += wvx;
@@ -220,14 +292,18 @@ Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2&
         // ns x ns sub-samples per pixel. Per sub-row (ey fixed): each pixel's sums of e, e ex and
         // e ex^2 over its ns sub-columns, times the pixel value, give every moment (the ey factors
         // come out of the pixel sums); the pixel's total weight is kept for the variance terms.
+        // The ns (= kSub) sub-rows' weights first, their recurrences interleaved (gaussian_rows).
         double* wsum = ws.w.data();
         std::fill_n(wsum, nx, 0.0);
+        double eys[kSub];
+        for (int j = 0; j < ns; ++j) eys[j] = dy + o0 + j * h;
+        gaussian_rows<kSub>(wi.xx, wi.xy, wi.yy, eys, ex0, h, q, nsub, g);
         for (int j = 0; j < ns; ++j) {
-            const double ey = dy + o0 + j * h;
-            gaussian_row(wi.xx, wi.xy, wi.yy, ey, ex0, h, q, nsub, g);
+            const double ey = eys[j];
+            const double* gj = g + static_cast<std::ptrdiff_t>(j) * nsub;
             double a0 = 0.0, ax = 0.0, axx = 0.0;
             for (int i = 0; i < nx; ++i) {
-                const double* gi = g + static_cast<std::ptrdiff_t>(ns) * i;
+                const double* gi = gj + static_cast<std::ptrdiff_t>(ns) * i;
                 double ex = ex0 + ns * i * h, sw = 0.0, swx = 0.0, swxx = 0.0;
                 for (int u = 0; u < ns; ++u, ex += h) {
                     const double e = gi[u], ee = e * ex;
@@ -364,7 +440,7 @@ SdssShapeResult adaptive(const Acc& a, double x, double y, const SdssShapeContro
         r.n_iter = it;
         box = weight_box(a, xc, yc, w);
         if (box.empty()) return fail(0);
-        if (w.min_eigen() < 1.0) ns = 4;
+        if (w.min_eigen() < 1.0) ns = kSub;
         const Sums s = weighted_sums(a, box, xc, yc, w, ns, ws);
         if (!(s.i0 > 0.0) || !std::isfinite(s.i0)) return fail(0);
         const double mx = s.ix / s.i0, my = s.iy / s.i0;
