@@ -196,11 +196,17 @@ struct Workspace {
     template <class Acc>
     void cover(const Acc& a, const Box& b) {
         if (b.x0 >= cx0 && b.x1 <= cx1 && b.y0 >= cy0 && b.y1 <= cy1) return;
-        constexpr int kMargin = 4;  // px: a few iterations' growth of the +-5 sigma box
-        cx0 = std::max(b.x0 - kMargin, a.xmin());
-        cx1 = std::min(b.x1 + kMargin, a.xmax());
-        cy0 = std::max(b.y0 - kMargin, a.ymin());
-        cy1 = std::min(b.y1 + kMargin, a.ymax());
+        // px: a few iterations' growth of the +-5 sigma box. The margin is added in 64 bits and the result
+        // clipped to the image, so a box at the int32 limits (an image far from the origin) cannot overflow.
+        constexpr long long kMargin = 4;
+        const auto grow = [](int lo, long long by, int limit, bool up) {
+            const long long v = static_cast<long long>(lo) + (up ? by : -by);
+            return static_cast<int>(up ? std::min<long long>(v, limit) : std::max<long long>(v, limit));
+        };
+        cx0 = grow(b.x0, kMargin, a.xmin(), false);
+        cx1 = grow(b.x1, kMargin, a.xmax(), true);
+        cy0 = grow(b.y0, kMargin, a.ymin(), false);
+        cy1 = grow(b.y1, kMargin, a.ymax(), true);
         cw = cx1 - cx0 + 1;
         const std::size_t n = static_cast<std::size_t>(cw) * static_cast<std::size_t>(cy1 - cy0 + 1);
         if (v.size() < n) {
