@@ -109,11 +109,7 @@ def _fail(archive: AfwArchive, object_id: int, why: str) -> FitsReadError:
 
 def _parts(archive: AfwArchive, object_id: int, expect: str | None = None) -> list[Table]:
     """The object's catalogs, checked: it exists, is of class ``expect``, and its rows are in the tables."""
-    try:
-        name = archive.name(object_id)
-    except KeyError:
-        raise FitsReadError(f"{archive.path}: no archive object {object_id}", path=archive.path,
-                            hdu="ARCHIVE_INDEX") from None
+    name = archive.class_of(object_id)
     if expect is not None and name != expect:
         raise _fail(archive, object_id, f"expected a {expect}")
     tables = archive.catalogs(object_id)

@@ -118,6 +118,15 @@ class AfwArchive:
                 return e.name
         raise KeyError(f"{self.path}: no archive object {object_id}")
 
+    def class_of(self, object_id: int) -> str:
+        """The class name of object ``object_id``; a `FitsReadError` naming the file when absent (the readers'
+        check, where `name` raises `KeyError`)."""
+        try:
+            return self.name(object_id)
+        except KeyError:
+            raise FitsReadError(f"{self.path}: no archive object {object_id}", path=self.path,
+                                hdu="ARCHIVE_INDEX") from None
+
     def _table(self, catalog: int) -> Table:
         if catalog not in self._tables:
             hdu = self.hdul[self.data_hdus[catalog - 1]]

@@ -293,14 +293,11 @@ class AstSkyWcs:
 
 def _one_row(archive: AfwArchive, object_id: int, name: str, parts: int):
     where = f"{archive.path}: archive object {object_id} ({name})"
-    try:
-        cats = archive.catalogs(object_id)
-    except KeyError:
-        raise FitsReadError(f"{archive.path}: no archive object {object_id}", path=archive.path,
-                            hdu="ARCHIVE_INDEX") from None
-    if archive.name(object_id) != name:
-        raise FitsReadError(f"{where}: the object is a {archive.name(object_id)}, not a {name}", path=archive.path,
+    found = archive.class_of(object_id)
+    if found != name:
+        raise FitsReadError(f"{where}: the object is a {found}, not a {name}", path=archive.path,
                             hdu="ARCHIVE_INDEX")
+    cats = archive.catalogs(object_id)
     if len(cats) < parts or any(len(c) != 1 for c in cats[:parts]):
         raise FitsReadError(f"{where}: expected {parts} one-row catalog(s), got rows "
                             f"{[len(c) for c in cats]}", path=archive.path, hdu="ARCHIVE_DATA")

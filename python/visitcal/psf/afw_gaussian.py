@@ -54,11 +54,7 @@ def read_gaussian_psf(archive: AfwArchive, object_id: int, **_options) -> Gaussi
         and finite, or a dimension that is not odd and positive.
     """
     where = f"{archive.path}: archive object {object_id}"
-    try:
-        name = archive.name(object_id)
-    except KeyError:
-        raise FitsReadError(f"{archive.path}: no archive object {object_id}", path=archive.path,
-                            hdu="ARCHIVE_INDEX") from None
+    name = archive.class_of(object_id)
     if name != "GaussianPsf":
         raise FitsReadError(f"{where} is a {name}, not a GaussianPsf", path=archive.path, hdu="ARCHIVE_INDEX")
     table = archive.catalogs(object_id)[0]

@@ -235,11 +235,7 @@ def read_piff_psf(archive: AfwArchive, object_id: int, *, trust_pickle: bool = F
         No such object, not a PiffPsf, or a pickle that does not load into ``(width, height, piff.PSF)``.
     """
     where = f"{archive.path}: archive object {object_id}"
-    try:
-        name = archive.name(object_id)
-    except KeyError:
-        raise FitsReadError(f"{archive.path}: no archive object {object_id}", path=archive.path,
-                            hdu="ARCHIVE_INDEX") from None
+    name = archive.class_of(object_id)
     if name != "PiffPsf":
         raise FitsReadError(f"{where} is a {name}, not a PiffPsf", path=archive.path, hdu="ARCHIVE_INDEX")
     if trust_pickle is not True:
