@@ -79,14 +79,20 @@ def make_exposure(n: int) -> Exposure:
 
 # ------------------------------------------------------------------ the code before issue 25, as reference
 
-def write_before(exposure: Exposure, path: Path) -> None:
-    """write_exposure as it was: astropy add_checksum on every HDU, then HDUList.writeto into the atomic file."""
+def checksummed_before(exposure: Exposure, path: Path):
+    """The HDUs as write_exposure prepared them before: astropy add_checksum on every HDU."""
     hdulist = vfits.exposure_to_hdulist(exposure, where=str(path))
     for hdu in hdulist:
         is_table = isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))
         if is_table and any("A" in str(fmt) for fmt in hdu.columns.formats):
             hdu.writeto(io.BytesIO())
         hdu.add_checksum(when="checksum of this HDU")
+    return hdulist
+
+
+def write_before(exposure: Exposure, path: Path) -> None:
+    """write_exposure as it was: astropy add_checksum on every HDU, then HDUList.writeto into the atomic file."""
+    hdulist = checksummed_before(exposure, path)
     with atomic_write(path, "wb", overwrite=True) as f:
         hdulist.writeto(f, checksum=False)
 
@@ -122,12 +128,7 @@ def read_before(path: Path) -> Exposure:
 
 def write_before_plain(exposure: Exposure, path: Path) -> None:
     """The former checksummed writer into a plain file (no fsync, no rename)."""
-    hdulist = vfits.exposure_to_hdulist(exposure, where=str(path))
-    for hdu in hdulist:
-        is_table = isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))
-        if is_table and any("A" in str(fmt) for fmt in hdu.columns.formats):
-            hdu.writeto(io.BytesIO())
-        hdu.add_checksum(when="checksum of this HDU")
+    hdulist = checksummed_before(exposure, path)
     with open(path, "wb") as f:
         hdulist.writeto(f, checksum=False)
 
