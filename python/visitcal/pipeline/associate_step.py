@@ -213,10 +213,10 @@ def tracts_of_boundary(skymap: SimpleSkyMap, boundary, *, margin_deg: float = BO
     return sorted(found)
 
 
-def _digest(path) -> str:
+def _digest(path, cache=None) -> str:
     """`file_digest`, or ``"unreadable (<error>)"`` when the file cannot be opened (its tract then fails on it)."""
     try:
-        return file_digest(path)
+        return file_digest(path, cache)
     except OSError as err:
         return f"unreadable ({type(err).__name__})"
 
@@ -293,9 +293,9 @@ def run_associate(root, *, tracts=None, overwrite: bool = False, config: Associa
             coords[k] = _read_coords(path)
         except Exception as err:  # noqa: BLE001 - any failure to read: the tracts that read it fail on it
             unreadable[k] = f"{type(err).__name__}: {err}"
-    digests = [_digest(p) for *_, p, _summary in inputs]
+    digests = [_digest(p, repo.digest_cache) for *_, p, _summary in inputs]
     skymap = repository_skymap(repo, [coords[k] for k in sorted(coords)])
-    skymap_digest = file_digest(repo.root / SKYMAP_FILE)
+    skymap_digest = file_digest(repo.root / SKYMAP_FILE, repo.digest_cache)
     chash = expected_config_hash(config, skymap)
     overlaps: dict[int, set[int]] = {}
     unplaced = []

@@ -135,7 +135,8 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         if not snaps_paths:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector} under {repo.root}")
         t0 = time.perf_counter()
-        exposure = combine_snaps([read_exposure(p) for p in snaps_paths])
+        # summed into the first snap's planes; the second is freed as the call returns (issue 25's memory budget)
+        exposure = combine_snaps([read_exposure(p) for p in snaps_paths], in_place=True)
         loader = ReferenceObjectLoader(read_catalog(repo.refcat_path), name=str(repo.refcat_path))
         timings["read"] = time.perf_counter() - t0
         idg = DetectorVisitIdGenerator(visit, detector)

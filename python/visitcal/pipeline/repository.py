@@ -37,8 +37,12 @@ Digests are the SHA-256 of the file's bytes, of upstream products and raw inputs
 deterministic, and independent of mtimes, file systems and which process wrote a file. Cost: hashlib's
 SHA-256 runs at ~1.8 GB/s on the development machine (50 MB, a 2k x 2k three-plane FITS, in 28 ms, read from
 the page cache), so a no-op rerun of a 4k x 4k LSST detector (two 190 MB snaps, a 190 MB calexp read by
-three steps, and each unit's outputs) hashes ~1.5 GB, ~1 s, against ~10 s to process it; a producer-side
-digest cache keyed on size and mtime would save that at the price of trusting mtimes, and was not needed.
+three steps, and each unit's outputs) hashes ~1.5 GB, ~1 s. Since issue 25 (a detector's whole chain in a few
+seconds) each file is hashed once: the repository's digest cache (`visitcal.pipeline.digest_cache`,
+``REPO/.visitcal/digests``) keeps a file's digest with its device, inode, size, modification and status-change
+times, and gives it back only while all are unchanged; the status-change time moves on every write, rename,
+``touch`` or ``chmod`` and cannot be set back, so a file rewritten with its mtime restored is hashed again.
+``VISITCAL_DIGEST_CACHE=0`` turns it off.
 
 A unit is ``ok``, ``degraded`` (it completed and wrote its products, but they lack something: e.g. a visit
 summary without a calibrated detector's row; ``message`` says what) or ``failed``. A degraded unit counts as
@@ -69,6 +73,7 @@ from pathlib import Path
 
 from ..core.atomic import atomic_write, temporary_path
 from ..io import VisitcalIOError
+from .digest_cache import DigestCache, sha256_file
 
 __all__ = ["DEGRADED", "SKIPPED", "SKIPPED_CRASHED", "Repository",
            "UnitStatus", "UnreadableInputError", "config_hash", "crashed_unit_status",
@@ -159,6 +164,7 @@ class Repository:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.root}: not a directory")
+        self.digest_cache = DigestCache(self.root)
 
     # --- inputs ---------------------------------------------------------------------------------
     def post_isr_snaps(self) -> dict[tuple[int, int], list[Path]]:
@@ -235,7 +241,7 @@ class Repository:
 
     def digests(self, paths) -> dict[str, str]:
         """``{relpath: file_digest}`` of ``paths`` (a missing file's digest is ``"missing"``), sorted by path."""
-        return {self.relpath(p): file_digest(p) for p in sorted(set(Path(p) for p in paths))}
+        return {self.relpath(p): file_digest(p, self.digest_cache) for p in sorted(set(Path(p) for p in paths))}
 
     def single_visit_star_paths(self) -> dict[tuple[int, int], Path]:
         """``{(visit, detector): path}`` of every single_visit_star present, sorted."""
@@ -329,7 +335,8 @@ class Repository:
         if missing:
             return f"redone (output missing: {', '.join(missing)})"
         recorded_out = previous.outputs or {}
-        altered = [p.name for p in outs if file_digest(p) != recorded_out.get(self.relpath(p))]
+        altered = [p.name for p in outs
+                   if file_digest(p, self.digest_cache) != recorded_out.get(self.relpath(p))]
         if altered:
             return f"redone (output changed: {', '.join(altered)})"
         return SKIPPED
@@ -344,16 +351,13 @@ def degraded_meta(meta: dict, reasons) -> None:
     meta["DEGRADED_REASON"] = "; ".join(reasons)
 
 
-def file_digest(path) -> str:
-    """SHA-256 (64 hex digits) of a file's bytes, read in 8 MiB blocks; ``"missing"`` if it is not a file."""
+def file_digest(path, cache: DigestCache | None = None) -> str:
+    """SHA-256 (64 hex digits) of a file's bytes, read in 8 MiB blocks; ``"missing"`` if it is not a file.
+    With ``cache`` (a repository's `DigestCache`) a file hashed before in its present state is not read again."""
     path = Path(path)
     if not path.is_file():
         return "missing"
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 23):
-            h.update(block)
-    return h.hexdigest()
+    return cache.digest(path) if cache is not None else sha256_file(path)
 
 
 class UnreadableInputError(Exception):
@@ -445,13 +449,17 @@ def write_product(path, writer, *, root=None) -> str:
         check_output_path(root, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path, keep_suffix=True)  # removed by remove_stale_temporaries if we are killed
+    cache = DigestCache(root) if root is not None else None
     try:
         writer(tmp)
+        written = os.stat(tmp)
         digest = file_digest(tmp)  # read once: it decides whether to replace, and it is the returned digest
-        if file_digest(path) == digest:
+        if file_digest(path, cache) == digest:
             tmp.unlink()
         else:
             os.replace(tmp, path)
+            if cache is not None:  # its consumers need not hash it again
+                cache.record_written(path, digest, written)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

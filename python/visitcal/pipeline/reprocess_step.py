@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..detection.background import BackgroundList
+from ..detection.snap_combine import combine_snaps
 from ..io import read_catalog, read_exposure, read_mask, write_catalog
 from ..io.afw_catalog import to_source_table
 from ..io.fits import write_exposure
@@ -127,9 +128,13 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
         if not vs_path.is_file():
             raise FileNotFoundError(f"{vs_path}: no visit summary (run visitcal finalize first)")
         cal = calibrations_for(read_visit_summary(vs_path), detector)
-        snaps = [read_exposure(p) for p in snap_paths]
-        if not snaps:
+        if not snap_paths:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector}")
+        task = ReprocessVisitImageTask(config.reprocess)
+        # summed here, into the first snap's planes, so that no snap outlives the sum (the task gets the sum:
+        # one snap passes through it unchanged); the same bytes as the task's own combination
+        exposure = combine_snaps([read_exposure(p) for p in snap_paths],
+                                 config.reprocess.snap_combine_bad_mask_planes, in_place=True)
         background = BackgroundList.read_fits(bg_path)
         prelim_mask = read_mask(prelim) if config.reprocess.copy_mask_planes else None
         sky_corr = None
@@ -143,8 +148,8 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
             calib = stars[np.asarray(stars["detector"]) == detector]
         timings["read"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res = ReprocessVisitImageTask(config.reprocess).run(
-            exposures=snaps, psf=cal.psf, background=background, ap_corr=cal.ap_corr_map,
+        res = task.run(
+            exposures=exposure, psf=cal.psf, background=background, ap_corr=cal.ap_corr_map,
             photo_calib=cal.photo_calib, wcs=cal.wcs, calib_sources=calib,
             id_generator=DetectorVisitIdGenerator(visit, detector), preliminary_mask=prelim_mask, sky_corr=sky_corr)
         timings["reprocess"] = time.perf_counter() - t0

@@ -142,7 +142,7 @@ def repository_status(root, *, config=None, config_hashes: dict[str, str] | None
         out = []
         for rel, digest in (mapping or {}).items():
             if rel not in cache:
-                cache[rel] = file_digest(repo.root / rel)
+                cache[rel] = file_digest(repo.root / rel, repo.digest_cache)
             if cache[rel] != digest:
                 out.append(rel)
         return out
