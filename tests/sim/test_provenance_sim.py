@@ -51,9 +51,10 @@ def redone(statuses) -> set:
 
 
 def products(root) -> dict[str, tuple[str, int]]:
-    """``{relpath: (sha256, mtime_ns)}`` of every file but the provenance."""
+    """``{relpath: (sha256, mtime_ns)}`` of every file but the provenance and the digest cache (``.visitcal/``)."""
     return {p.relative_to(root).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file() and "provenance" not in p.parts}
+            for p in sorted(root.rglob("*")) if p.is_file() and "provenance" not in p.parts
+            and ".visitcal" not in p.parts}
 
 
 @pytest.fixture(scope="module")
