@@ -75,17 +75,33 @@ void shift_image_lanczos(const double* in, int width, int height, double dx, dou
     const double lx = static_cast<double>(width) + 2.0 * n, ly = static_cast<double>(height) + 2.0 * n;
     const int bx = static_cast<int>(std::min(std::max(sx, -lx), lx)) - (n - 1);
     const int by = static_cast<int>(std::min(std::max(sy, -ly), ly)) - (n - 1);
+    // Columns whose 2n taps all lie on the row need no bounds test: [i_lo, i_hi). They are summed in the
+    // same tap order as the edge columns, so the split changes no bit; without the test, tap by tap, the
+    // compiler runs several columns at once (a third of a PCA PSF fit's time went to this loop, issue 25).
+    const int i_lo = std::min(width, std::max(0, -bx));
+    const int i_hi = std::max(i_lo, std::min(width, width - bx - 2 * n + 1));
+    const double* w = wx.data();
     for (int r = 0; r < height; ++r) {
         const double* row = in + static_cast<std::ptrdiff_t>(r) * width;
         double* t = tmp.data() + static_cast<std::ptrdiff_t>(r) * width;
-        for (int i = 0; i < width; ++i) {
+        auto edge = [&](int i) {
             double acc = 0.0;
             for (int k = 0; k < 2 * n; ++k) {
                 const int j = i + bx + k;
-                if (j >= 0 && j < width) acc += wx[k] * row[j];
+                if (j >= 0 && j < width) acc += w[k] * row[j];
             }
             t[i] = acc;
+        };
+        for (int i = 0; i < i_lo; ++i) edge(i);
+        // tap by tap over the interior columns (each column's sum still in ascending tap order, from 0.0)
+        for (int i = i_lo; i < i_hi; ++i) t[i] = 0.0;
+        for (int k = 0; k < 2 * n && i_hi > i_lo; ++k) {
+            const double wk = w[k];
+            const double* src = row + (i_lo + bx + k);
+            double* dst = t + i_lo;
+            for (int i = 0, m = i_hi - i_lo; i < m; ++i) dst[i] += wk * src[i];
         }
+        for (int i = i_hi; i < width; ++i) edge(i);
     }
     for (int i = 0; i < height; ++i) {
         double* o = out + static_cast<std::ptrdiff_t>(i) * width;
