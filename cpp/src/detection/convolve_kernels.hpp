@@ -642,9 +642,15 @@ struct FftConv {
             fft_lanes<T, true>(twM, xr, xi, yr, yi);
             const int c0 = tx + x0 - hx;  // output column of lane 0
             const bool full = x0 >= xlo && x0 + L <= xhi;
+            // The same lines of the next tile's output (sx columns on), prefetched for writing: the
+            // partial line writes below otherwise wait for each line's read from memory.
+            const int cn = c0 + (N - knx + 1);
+            const bool pfw = (x0 * static_cast<int>(sizeof(T))) % 64 == 0 && cn >= 0 &&
+                             cn + 64 / static_cast<int>(sizeof(T)) <= out.nx;
             for (int y = ylo; y < yhi; ++y) {
                 const V v = (y & 1) ? xi[y >> 1] : xr[y >> 1];
                 T* o = out.row(ty + y - hy) + c0;
+                if (pfw) __builtin_prefetch(out.row(ty + y - hy) + cn, 1);
                 if (full) {
                     vstore(o, v);
                     chk += v * zero;
