@@ -7,7 +7,9 @@ stars, and a matching variance plane):
   the same 17-tap kernel);
 * ``gaussian_smooth(image, 2.0, variance=var)`` (image and variance), what detection calls;
 * ``convolve(image, k41)`` (method="auto" -> FFT) for a 41 x 41 kernel vs
-  ``scipy.signal.fftconvolve(image, k41, mode="same")``;
+  ``scipy.signal.fftconvolve(image, k41, mode="same")`` and ``scipy.signal.oaconvolve`` (overlap-add),
+  both fed float32 image *and* kernel (scipy then computes in float32; a float64 kernel would upcast it
+  to float64 and flatter us), the faster of the two taken as the reference;
 * the direct/FFT crossover: both methods for square kernels of a few sizes (``--crossover``).
 
 Each visitcal result is checked against its peer on the valid region (max |difference| relative
@@ -102,10 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     k41 = np.exp(-0.5 * (yy**2 + xx**2) / 6.0**2) * (1 + 0.1 * rng.normal(size=yy.shape))  # not separable
     k41 /= k41.sum()
     auto = convolve(image, k41)
-    peer = sig.fftconvolve(image, k41, mode="same")
-    record(f"convolve 41x41 (auto -> {auto.method}) vs signal.fftconvolve(same)",
-           lambda: convolve(image, k41), lambda: sig.fftconvolve(image, k41, mode="same"),
+    k41_32 = k41.astype(np.float32)  # the peer in float32 throughout
+    peer = sig.fftconvolve(image, k41_32, mode="same")
+    assert peer.dtype == np.float32
+    record(f"convolve 41x41 (auto -> {auto.method}) vs signal.fftconvolve(same, float32)",
+           lambda: convolve(image, k41), lambda: sig.fftconvolve(image, k41_32, mode="same"),
            rel_diff(auto.image, peer, 20, 20))
+    peer_oa = sig.oaconvolve(image, k41_32, mode="same")
+    record(f"convolve 41x41 (auto -> {auto.method}) vs signal.oaconvolve(same, float32)",
+           lambda: convolve(image, k41), lambda: sig.oaconvolve(image, k41_32, mode="same"),
+           rel_diff(auto.image, peer_oa, 20, 20))
+    # accuracy against float64 scipy (the documented tolerance: relative to the output's maximum)
+    exact = sig.fftconvolve(image.astype(np.float64), k41, mode="same")
+    payload["fft_41x41_max_rel_diff_vs_float64"] = rel_diff(auto.image, exact, 20, 20)
+    print(f"41x41 FFT against float64 scipy: max |diff| / max |out| = {payload['fft_41x41_max_rel_diff_vs_float64']:.2e}")
     record("convolve 41x41 + variance (fft)",
            lambda: convolve(image, k41, variance=variance), None, None)
 
@@ -124,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nbest of {args.repeat} (visitcal) / {args.peer_repeat} (peer), ms; speed-up = peer / visitcal")
     print(_common.format_table(["case", "visitcal ms", "peer ms", "speed-up", "max rel diff"], rows))
-    smooth, fft = rows[0][3], rows[2][3]
+    smooth = rows[0][3]
+    fft = min(rows[2][2], rows[3][2]) / min(rows[2][1], rows[3][1])  # the faster peer over ours (best of each)
+    payload["speedup_41x41_vs_faster_peer"] = fft
     print(f"\nsmoothing: {smooth:.2f}x ndimage (goal >= {GOAL_SMOOTH}x): {'met' if smooth >= GOAL_SMOOTH else 'MISSED'}")
-    print(f"41x41:     {fft:.2f}x fftconvolve (goal >= {GOAL_FFT}x): {'met' if fft >= GOAL_FFT else 'MISSED'}")
+    print(f"41x41:     {fft:.2f}x the faster of fftconvolve / oaconvolve in float32 (goal >= {GOAL_FFT}x): "
+          f"{'met' if fft >= GOAL_FFT else 'MISSED'}")
     print(f"smoothing image + variance: {rows[1][1]:.1f} ms")
     out = _common.write_json("bench_convolve", payload, args.json)
     print(f"results: {out}")

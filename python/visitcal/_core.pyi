@@ -66,6 +66,7 @@ class BackgroundControl:
     ignored_mask: int
     n_sigma_clip: float
     n_iter: int
+    baseline_only: bool  # portable loops even on an AVX2 CPU (the same results; for tests)
     def __init__(self) -> None: ...
     def validate(self) -> None: ...
 

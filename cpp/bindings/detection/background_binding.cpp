@@ -112,6 +112,8 @@ void bind_background(py::module_& m) {
         .def_readwrite("ignored_mask", &BackgroundControl::ignored_mask)
         .def_readwrite("n_sigma_clip", &BackgroundControl::n_sigma_clip)
         .def_readwrite("n_iter", &BackgroundControl::n_iter)
+        .def_readwrite("baseline_only", &BackgroundControl::baseline_only,
+                       "Use the portable loops even on an AVX2 CPU (the same results; for tests).")
         .def("validate", &BackgroundControl::validate);
 
     m.def("background_stats", &stats, py::arg("image").noconvert(), py::arg("mask"), py::arg("variance"),

@@ -23,6 +23,10 @@
 
 #include "visitcal/detection/convolve.hpp"
 
+#if defined(__SSE2__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"  // vectors by value in internal functions: all inlined
 #endif
@@ -310,6 +314,54 @@ bool direct(ImageView<const T> in, ImageView<T> out, const T* k, int kny, int kn
 // Cost ~ (number of tiles) x N^2 log2 N; the tile size minimising it is chosen by the caller.
 // ---------------------------------------------------------------------------------------------
 
+// out[l] = lane l of in[0..L) (an L x L transpose of lanes): pure data movement, so the values
+// are the same whichever way it is done; shuffles on x86 (8 x 8 floats with AVX2, 4 x 4 with SSE),
+// element by element elsewhere. Replaces the FFT's strided scalar stores and loads between the
+// lanes-as-columns buffers and the [x][k] spectrum (issue 25: ~15% of the 41 x 41 convolution).
+template <typename T>
+inline void transpose_lanes(const typename Simd<T>::V* in, typename Simd<T>::V* out) {
+    using V = typename Simd<T>::V;
+    constexpr int L = Simd<T>::L;
+    for (int l = 0; l < L; ++l) {
+        V t{};
+        for (int j = 0; j < L; ++j) t[j] = in[j][l];
+        out[l] = t;
+    }
+}
+#if defined(__AVX2__)
+template <>
+inline void transpose_lanes<float>(const Simd<float>::V* in, Simd<float>::V* out) {
+    __m256 r[8];
+    for (int j = 0; j < 8; ++j) r[j] = (__m256)in[j];
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    out[0] = (Simd<float>::V)_mm256_permute2f128_ps(u0, u4, 0x20);
+    out[1] = (Simd<float>::V)_mm256_permute2f128_ps(u1, u5, 0x20);
+    out[2] = (Simd<float>::V)_mm256_permute2f128_ps(u2, u6, 0x20);
+    out[3] = (Simd<float>::V)_mm256_permute2f128_ps(u3, u7, 0x20);
+    out[4] = (Simd<float>::V)_mm256_permute2f128_ps(u0, u4, 0x31);
+    out[5] = (Simd<float>::V)_mm256_permute2f128_ps(u1, u5, 0x31);
+    out[6] = (Simd<float>::V)_mm256_permute2f128_ps(u2, u6, 0x31);
+    out[7] = (Simd<float>::V)_mm256_permute2f128_ps(u3, u7, 0x31);
+}
+#elif defined(__SSE2__)
+template <>
+inline void transpose_lanes<float>(const Simd<float>::V* in, Simd<float>::V* out) {
+    __m128 r0 = (__m128)in[0], r1 = (__m128)in[1], r2 = (__m128)in[2], r3 = (__m128)in[3];
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    out[0] = (Simd<float>::V)r0;
+    out[1] = (Simd<float>::V)r1;
+    out[2] = (Simd<float>::V)r2;
+    out[3] = (Simd<float>::V)r3;
+}
+#endif
+
 template <typename T>
 struct FftTables {
     int n = 0;
@@ -335,7 +387,27 @@ inline void fft_lanes(const FftTables<T>& tw, typename Simd<T>::V*& xr, typename
     while (len > 1) {
         if (len % 4 == 0) {
             const int m = len / 4;
-            for (int p = 0; p < m; ++p) {
+            // p = 0: the twiddles are 1 (W^0), so the products are left out (a third of the stages'
+            // twiddle products for n = 256, all of the last stage's). x * 1 - y * 0 is x except for
+            // the sign of an exact zero, so the results differ from the full products at most there.
+            for (int q = 0; q < s; ++q) {
+                const int i0 = q, i1 = i0 + s * m, i2 = i1 + s * m, i3 = i2 + s * m;
+                const V ar = xr[i0], ai = xi[i0], br = xr[i1], bi = xi[i1];
+                const V cr = xr[i2], ci = xi[i2], dr = xr[i3], di = xi[i3];
+                const V apcr = ar + cr, apci = ai + ci, amcr = ar - cr, amci = ai - ci;
+                const V bpdr = br + dr, bpdi = bi + di, bmdr = br - dr, bmdi = bi - di;
+                const V jr = Inverse ? -bmdi : bmdi, ji = Inverse ? bmdr : -bmdr;
+                const int o0 = q, o1 = o0 + s, o2 = o1 + s, o3 = o2 + s;
+                yr[o0] = apcr + bpdr;
+                yi[o0] = apci + bpdi;
+                yr[o1] = amcr + jr;
+                yi[o1] = amci + ji;
+                yr[o2] = apcr - bpdr;
+                yi[o2] = apci - bpdi;
+                yr[o3] = amcr - jr;
+                yi[o3] = amci - ji;
+            }
+            for (int p = 1; p < m; ++p) {
                 const std::size_t t1 = static_cast<std::size_t>(p) * s, t2 = 2 * t1, t3 = 3 * t1;
                 const V c1 = vsplat<V>(tw.c[t1]), c2 = vsplat<V>(tw.c[t2]), c3 = vsplat<V>(tw.c[t3]);
                 // forward twiddle W^k = c - i s; inverse: c + i s
@@ -367,8 +439,15 @@ inline void fft_lanes(const FftTables<T>& tw, typename Simd<T>::V*& xr, typename
             len = m;
             s *= 4;
         } else {  // radix 2 (len == 2 here, since n is a power of two)
-            const int m = len / 2;
-            for (int p = 0; p < m; ++p) {
+            const int m = len / 2;  // 1
+            for (int q = 0; q < s; ++q) {  // p = 0: twiddle 1, as above
+                const V ar = xr[q], ai = xi[q], br = xr[q + s], bi = xi[q + s];
+                yr[q] = ar + br;
+                yi[q] = ai + bi;
+                yr[q + s] = ar - br;
+                yi[q + s] = ai - bi;
+            }
+            for (int p = 1; p < m; ++p) {
                 const std::size_t t1 = static_cast<std::size_t>(p) * s;
                 const V c1 = vsplat<V>(tw.c[t1]);
                 const V s1 = vsplat<V>(Inverse ? tw.s[t1] : -tw.s[t1]);
@@ -402,6 +481,7 @@ struct FftConv {
     std::vector<T> Kr, Ki;              // N x P kernel spectrum (scaled), [u][k]
     std::vector<T> tile;                // N x N zero-padded copy for tiles crossing the image edge
     std::vector<const T*> rows;         // N row pointers of the current tile
+    int prefetch_cols = 0;              // columns [N, N + this) of rows[] are the next tile's new ones
 
     explicit FftConv(int n)
         : N(n), M(n / 2), P(((n / 2 + 1) + L - 1) / L * L), twN(n), twM(n / 2),
@@ -413,24 +493,48 @@ struct FftConv {
     void forward_y() {
         for (int x0 = 0; x0 < N; x0 += L) {
             V *xr = b0r.data(), *xi = b0i.data(), *yr = b1r.data(), *yi = b1i.data();
+            // The strip's first touch of the image misses the caches (256 rows, 256 streams: too many
+            // for the hardware prefetcher), so the next tile's new columns are prefetched meanwhile,
+            // one cache line per row per 64 bytes of strips (issue 25: ~10% of the 41 x 41 time).
+            const bool pf = x0 < prefetch_cols && (x0 * static_cast<int>(sizeof(T))) % 64 == 0;
             for (int j = 0; j < M; ++j) {
-                xr[j] = vload<V>(rows[static_cast<std::size_t>(2 * j)] + x0);
-                xi[j] = vload<V>(rows[static_cast<std::size_t>(2 * j + 1)] + x0);
+                const T* r0 = rows[static_cast<std::size_t>(2 * j)];
+                const T* r1 = rows[static_cast<std::size_t>(2 * j + 1)];
+                if (pf) {
+                    __builtin_prefetch(r0 + N + x0);
+                    __builtin_prefetch(r1 + N + x0);
+                }
+                xr[j] = vload<V>(r0 + x0);
+                xi[j] = vload<V>(r1 + x0);
             }
             fft_lanes<T, false>(twM, xr, xi, yr, yi);
-            // F(k) = [Z(k) + conj Z(M-k)] + W_N^k [Z(k) - conj Z(M-k)] / i   (twice the true F)
-            for (int k = 0; k <= M; ++k) {
-                const int a = k % M, b = (M - k) % M;
-                const V er = xr[a] + xr[b], ei = xi[a] - xi[b];
-                const V or_ = xi[a] + xi[b], oi = xr[b] - xr[a];
-                const V c = vsplat<V>(twN.c[static_cast<std::size_t>(k)]);
-                const V s = vsplat<V>(-twN.s[static_cast<std::size_t>(k)]);
-                const V fr = er + (or_ * c - oi * s), fi = ei + (or_ * s + oi * c);
-                T* dr = Sr.data() + static_cast<std::ptrdiff_t>(x0) * P + k;
-                T* di = Si.data() + static_cast<std::ptrdiff_t>(x0) * P + k;
+            // F(k) = [Z(k) + conj Z(M-k)] + W_N^k [Z(k) - conj Z(M-k)] / i   (twice the true F),
+            // L frequencies at a time, transposed to S[x][k] by lane shuffles (the columns k in
+            // (M, P) are padding: zeros).
+            for (int k0 = 0; k0 <= M; k0 += L) {
+                V fr[L], fi[L], tr[L], ti[L];
+                for (int j = 0; j < L; ++j) {
+                    const int k = k0 + j;
+                    if (k > M) {
+                        fr[j] = V{};
+                        fi[j] = V{};
+                        continue;
+                    }
+                    const int a = k == M ? 0 : k, b = k == 0 ? 0 : M - k;  // k % M, (M - k) % M
+                    const V er = xr[a] + xr[b], ei = xi[a] - xi[b];
+                    const V or_ = xi[a] + xi[b], oi = xr[b] - xr[a];
+                    const V c = vsplat<V>(twN.c[static_cast<std::size_t>(k)]);
+                    const V s = vsplat<V>(-twN.s[static_cast<std::size_t>(k)]);
+                    fr[j] = er + (or_ * c - oi * s);
+                    fi[j] = ei + (or_ * s + oi * c);
+                }
+                transpose_lanes<T>(fr, tr);
+                transpose_lanes<T>(fi, ti);
+                T* dr = Sr.data() + static_cast<std::ptrdiff_t>(x0) * P + k0;
+                T* di = Si.data() + static_cast<std::ptrdiff_t>(x0) * P + k0;
                 for (int l = 0; l < L; ++l) {
-                    dr[l * P] = fr[l];
-                    di[l * P] = fi[l];
+                    vstore(dr + static_cast<std::ptrdiff_t>(l) * P, tr[l]);
+                    vstore(di + static_cast<std::ptrdiff_t>(l) * P, ti[l]);
                 }
             }
         }
@@ -489,7 +593,10 @@ struct FftConv {
         const int hy = kny / 2, hx = knx / 2;
         if (ty + N <= in.ny && tx + N <= in.nx) {
             for (int r = 0; r < N; ++r) rows[static_cast<std::size_t>(r)] = in.row(ty + r) + tx;
+            // the next tile along x reads columns up to tx + sx + N (sx = N - knx + 1)
+            prefetch_cols = std::max(0, std::min(N - knx + 1, in.nx - (tx + N)));
         } else {
+            prefetch_cols = 0;
             const int h = std::min(N, in.ny - ty), w = std::min(N, in.nx - tx);
             for (int r = 0; r < N; ++r) {
                 T* d = tile.data() + static_cast<std::ptrdiff_t>(r) * N;
@@ -511,16 +618,16 @@ struct FftConv {
         for (int x0 = 0; x0 < N; x0 += L) {
             if (x0 + L <= xlo || x0 >= xhi) continue;
             V *xr = b0r.data(), *xi = b0i.data(), *yr = b1r.data(), *yi = b1i.data();
-            // gather G(k), k = 0..M, lanes x0..x0+L-1, into y buffers (scratch, M+1 <= N vectors)
-            T* gr = reinterpret_cast<T*>(yr);
-            T* gi = reinterpret_cast<T*>(yi);
-            for (int l = 0; l < L; ++l) {
-                const T* sr = Sr.data() + static_cast<std::ptrdiff_t>(x0 + l) * P;
-                const T* si = Si.data() + static_cast<std::ptrdiff_t>(x0 + l) * P;
-                for (int k = 0; k <= M; ++k) {
-                    gr[k * L + l] = sr[k];
-                    gi[k * L + l] = si[k];
+            // gather G(k), k = 0..P, lanes x0..x0+L-1, into y buffers (scratch, P <= N vectors) by
+            // lane shuffles
+            for (int k0 = 0; k0 < P; k0 += L) {
+                V br[L], bi[L];
+                for (int l = 0; l < L; ++l) {
+                    br[l] = vload<V>(Sr.data() + static_cast<std::ptrdiff_t>(x0 + l) * P + k0);
+                    bi[l] = vload<V>(Si.data() + static_cast<std::ptrdiff_t>(x0 + l) * P + k0);
                 }
+                transpose_lanes<T>(br, yr + k0);
+                transpose_lanes<T>(bi, yi + k0);
             }
             // Z(k) = [G(k) + conj G(M-k)] + i W_N^-k [G(k) - conj G(M-k)], k < M
             for (int k = 0; k < M; ++k) {
@@ -535,9 +642,15 @@ struct FftConv {
             fft_lanes<T, true>(twM, xr, xi, yr, yi);
             const int c0 = tx + x0 - hx;  // output column of lane 0
             const bool full = x0 >= xlo && x0 + L <= xhi;
+            // The same lines of the next tile's output (sx columns on), prefetched for writing: the
+            // partial line writes below otherwise wait for each line's read from memory.
+            const int cn = c0 + (N - knx + 1);
+            const bool pfw = (x0 * static_cast<int>(sizeof(T))) % 64 == 0 && cn >= 0 &&
+                             cn + 64 / static_cast<int>(sizeof(T)) <= out.nx;
             for (int y = ylo; y < yhi; ++y) {
                 const V v = (y & 1) ? xi[y >> 1] : xr[y >> 1];
                 T* o = out.row(ty + y - hy) + c0;
+                if (pfw) __builtin_prefetch(out.row(ty + y - hy) + cn, 1);
                 if (full) {
                     vstore(o, v);
                     chk += v * zero;
