@@ -95,13 +95,19 @@ struct Row {
     std::vector<std::pair<std::string, double>> check;
 };
 
+// A check value in full (round-trip) precision; JsonObject::add keeps 9 digits, enough for timings.
+std::string exact(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return buf;
+}
+
 // Python's value of each check (python_checks.txt, written by make_inputs.py), when present.
 std::map<std::string, double> python_checks(const std::string& dir) {
     std::map<std::string, double> out;
     std::ifstream in(dir + "/python_checks.txt");
-    std::string key;
-    double value;
-    while (in >> key >> value) out[key] = value;
+    std::string key, value;
+    while (in >> key >> value) out[key] = std::stod(value);  // stod: also "nan" and "inf"
     return out;
 }
 
@@ -470,12 +476,12 @@ int main(int argc, char** argv) try {
             const std::string key = r.group + "." + c.first;
             const auto it = py.find(key);
             vb::JsonObject cj;
-            cj.add("harness", c.second);
+            cj.raw("harness", exact(c.second));
             if (it != py.end()) {
                 const double rel = std::abs(c.second - it->second) / std::max(std::abs(it->second), 1e-300);
                 const bool agree = rel <= 1e-9;
                 all_agree = all_agree && agree;
-                cj.add("python", it->second).add("rel_diff", rel).add("agree", agree);
+                cj.raw("python", exact(it->second)).add("rel_diff", rel).add("agree", agree);
                 std::printf("  %-28s harness %.10g python %.10g rel diff %.2e %s\n", key.c_str(), c.second, it->second,
                             rel, agree ? "ok" : "DIFFERS");
             } else {
