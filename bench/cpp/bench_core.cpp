@@ -42,6 +42,7 @@ struct Options {
     int repeat = 5;
     std::vector<std::string> cases = kAllCases;
     int cpu = 0;
+    bool huge_pages = true;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -70,9 +71,15 @@ Options parse(int argc, char** argv) {
         else if (a == "--repeat") o.repeat = std::stoi(next());
         else if (a == "--cpu") o.cpu = std::stoi(next());
         else if (a == "--cases") o.cases = split(next());
+        else if (a == "--hugepages") {
+            const std::string v = next();
+            if (v != "on" && v != "off") throw std::invalid_argument("--hugepages takes on or off");
+            o.huge_pages = v == "on";
+        }
         else if (a == "-h" || a == "--help") {
             std::printf("usage: %s [--inputs DIR (bench/results/cpp_inputs)] [--json PATH] [--repeat N (5)] "
-                        "[--cases pixel_grid,pca,conv,background,measure] [--cpu C (0; -1: no pinning)]\n", argv[0]);
+                        "[--cases pixel_grid,pca,conv,background,measure] [--cpu C (0; -1: no pinning)] "
+                        "[--hugepages on|off (on: 2 MiB pages advised for buffers >= 4 MiB, as numpy does)]\n", argv[0]);
             std::exit(0);
         } else {
             throw std::invalid_argument("unknown argument " + a);
@@ -230,7 +237,7 @@ void bench_pca(const Options& o, std::vector<Row>& rows) {
 }
 
 // --- convolutions -------------------------------------------------------------------------------
-double sum_of(const std::vector<float>& v) {
+double sum_of(const vb::Buffer<float>& v) {
     double s = 0.0;
     for (float x : v) s += x;
     return s;
@@ -247,7 +254,7 @@ void bench_conv(const Options& o, std::vector<Row>& rows) {
     const int ny = static_cast<int>(image.dim(0)), nx = static_cast<int>(image.dim(1));
     const std::string size = std::to_string(ny) + " x " + std::to_string(nx);
     // Pre-faulted outputs (the Python binding allocates a fresh one each call: see the README's table).
-    std::vector<float> out(image.data.size(), 0.0f), out_var(image.data.size(), 0.0f);
+    vb::Buffer<float> out(image.data.size(), 0.0f), out_var(image.data.size(), 0.0f);
     const vc::ImageView<const float> in{image.data.data(), ny, nx, nx}, vin{variance.data.data(), ny, nx, nx};
     const vc::ImageView<float> ov{out.data(), ny, nx, nx}, ovv{out_var.data(), ny, nx, nx};
 
@@ -319,7 +326,7 @@ void bench_background(const Options& o, std::vector<Row>& rows) {
     std::vector<double> xs(static_cast<std::size_t>(nx)), ys(static_cast<std::size_t>(ny));
     for (int i = 0; i < nx; ++i) xs[static_cast<std::size_t>(i)] = i;
     for (int j = 0; j < ny; ++j) ys[static_cast<std::size_t>(j)] = j;
-    std::vector<float> model(image.data.size(), 0.0f);
+    vb::Buffer<float> model(image.data.size(), 0.0f);
     t = vb::time_it([&] {
         vc::interpolate_background<float>(st.value.data(), st.y.count(), st.x.count(), st.x.center.data(),
                                           st.y.center.data(), style, undersample, extrapolation, xs.data(), xs.size(),
@@ -348,8 +355,8 @@ vc::FootprintList read_footprints(const std::string& dir, const std::string& pre
     f.spans.resize(spans.data.size() / 3);
     for (std::size_t i = 0; i < f.spans.size(); ++i)
         f.spans[i] = {spans.data[3 * i], spans.data[3 * i + 1], spans.data[3 * i + 2]};
-    f.span_offsets = so.data;
-    f.peak_offsets = po.data;
+    f.span_offsets.assign(so.data.begin(), so.data.end());
+    f.peak_offsets.assign(po.data.begin(), po.data.end());
     f.peaks.resize(m);
     for (std::size_t i = 0; i < m; ++i) f.peaks[i] = {xy.data[2 * i], xy.data[2 * i + 1], value.data[i], sig.data[i], id.data[i]};
     return f;
@@ -446,23 +453,25 @@ void bench_measure(const Options& o, std::vector<Row>& rows) {
 int main(int argc, char** argv) try {
     const Options opt = parse(argc, argv);
     const bool pinned = vb::pin_to_cpu(opt.cpu);
+    vb::huge_pages() = opt.huge_pages;
     std::printf("visitcal C++ harness: the core's per-detector kernels on stored inputs (%s)\n", opt.inputs.c_str());
     std::printf("cpu: %s; pinned to cpu %d: %s; compiler: %s\n", vb::cpu_model().c_str(), opt.cpu, pinned ? "yes" : "no",
                 vb::compiler_id().c_str());
-    std::printf("timings: best and median of %d after 1 warm-up\n\n", opt.repeat);
+    std::printf("timings: best and median of %d after 1 warm-up (cpu: the thread's best CPU time); buffers >= 4 MiB on huge pages (as numpy's): %s\n\n",
+                opt.repeat, opt.huge_pages ? "advised" : "no");
 
     const std::map<std::string, std::function<void(const Options&, std::vector<Row>&)>> cases{
         {"pixel_grid", bench_pixel_grid}, {"pca", bench_pca}, {"conv", bench_conv},
         {"background", bench_background}, {"measure", bench_measure}};
     const auto py = python_checks(opt.inputs);
     std::vector<Row> rows;
-    std::printf("%-11s %-78s %10s %10s\n", "case", "kernel", "best ms", "med ms");
+    std::printf("%-11s %-78s %10s %10s %10s\n", "case", "kernel", "best ms", "med ms", "cpu ms");
     for (const auto& name : opt.cases) {
         const std::size_t first = rows.size();
         cases.at(name)(opt, rows);
         for (std::size_t k = first; k < rows.size(); ++k)
-            std::printf("%-11s %-78s %10.2f %10.2f\n", rows[k].group.c_str(), rows[k].kernel.c_str(),
-                        rows[k].t.best() * 1e3, rows[k].t.median() * 1e3);
+            std::printf("%-11s %-78s %10.2f %10.2f %10.2f\n", rows[k].group.c_str(), rows[k].kernel.c_str(),
+                        rows[k].t.best() * 1e3, rows[k].t.median() * 1e3, rows[k].t.cpu_best() * 1e3);
         std::fflush(stdout);
     }
 
@@ -495,6 +504,8 @@ int main(int argc, char** argv) try {
                                .add("best_s", r.t.best())
                                .add("median_s", r.t.median())
                                .raw("times_s", vb::json_timing(r.t))
+                               .add("cpu_best_s", r.t.cpu_best())
+                               .raw("cpu_times_s", vb::json_timing(r.t, true))
                                .raw("check", checks.str(4))
                                .str(4));
     }
@@ -510,6 +521,7 @@ int main(int argc, char** argv) try {
                                                         .str(2))
                                     .add("inputs", opt.inputs)
                                     .add("repeat", opt.repeat)
+                                    .add("huge_pages_advised", opt.huge_pages)
                                     .add("checks_agree", all_agree)
                                     .raw("cases", vb::json_array(row_json, 2))
                                     .str();
