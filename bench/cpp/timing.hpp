@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -16,10 +17,14 @@
 
 namespace visitcal_bench {
 
-// Wall-clock seconds of each of `repeat` calls of fn, after `warmup` untimed calls.
+// Wall-clock seconds of each of `repeat` calls of fn, after `warmup` untimed calls, and the calling
+// thread's CPU seconds of each (CLOCK_THREAD_CPUTIME_ID: on a shared machine the wall clock also counts
+// the time the pinned thread waited for its core; the CPU time does not).
 struct Timing {
     std::vector<double> seconds;
+    std::vector<double> cpu_seconds;
     double best() const { return *std::min_element(seconds.begin(), seconds.end()); }
+    double cpu_best() const { return *std::min_element(cpu_seconds.begin(), cpu_seconds.end()); }
     double median() const {
         std::vector<double> s = seconds;
         std::sort(s.begin(), s.end());
@@ -28,17 +33,27 @@ struct Timing {
     }
 };
 
+inline double thread_cpu_seconds() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 template <typename Fn>
 Timing time_it(Fn&& fn, int repeat, int warmup = 1) {
     using clock = std::chrono::steady_clock;
     for (int k = 0; k < warmup; ++k) fn();
     Timing t;
     t.seconds.reserve(static_cast<std::size_t>(repeat));
+    t.cpu_seconds.reserve(static_cast<std::size_t>(repeat));
     for (int k = 0; k < repeat; ++k) {
+        const double c0 = thread_cpu_seconds();
         const auto t0 = clock::now();
         fn();
         const auto t1 = clock::now();
+        const double c1 = thread_cpu_seconds();
         t.seconds.push_back(std::chrono::duration<double>(t1 - t0).count());
+        t.cpu_seconds.push_back(c1 - c0);
     }
     return t;
 }
@@ -128,9 +143,9 @@ inline std::string json_array(const std::vector<std::string>& items, int indent 
     return os.str();
 }
 
-inline std::string json_timing(const Timing& t) {
+inline std::string json_timing(const Timing& t, bool cpu = false) {
     std::vector<std::string> s;
-    for (double v : t.seconds) {
+    for (double v : cpu ? t.cpu_seconds : t.seconds) {
         char buf[64];
         std::snprintf(buf, sizeof buf, "%.6g", v);
         s.emplace_back(buf);
