@@ -300,6 +300,7 @@ void bench_background(const Options& o, std::vector<Row>& rows) {
     kv.set("ignored_mask", c.ignored_mask);
     kv.set("n_iter", c.n_iter);
     kv.set("n_sigma_clip", c.n_sigma_clip);
+    kv.set("baseline_only", c.baseline_only);  // false: the runtime-dispatched (AVX2) loops, as the pipeline
     c.statistic = static_cast<vc::BackgroundStatistic>(kv.integer("statistic"));
     const vc::InterpStyle style = style_of(kv.str("algorithm"));
     const std::string under = kv.str("undersample_style"), extra = kv.str("extrapolation");
