@@ -65,8 +65,8 @@ from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashe
                          Repository, summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
 from .runner import run_units
 
-__all__ = ["DetectorUnitResult", "FinalizeStepConfig", "finalize_detector", "finalize_visit", "run_finalize",
-           "summary_lines"]
+__all__ = ["DetectorUnitResult", "FinalizeStepConfig", "PreparedVisit", "finalize_detector", "finalize_visit",
+           "prepare_visit", "run_finalize", "summary_lines"]
 
 STEP = "finalize"
 
@@ -357,14 +357,68 @@ def _iso_by_detector(iso, srcs: dict, visit: int, id_column: str, detectors) -> 
     return {d: iso[det_of == d] for d in detectors}
 
 
-def _prepare_split(plan: _VisitPlan) -> None:
-    """In the parent: the band, the tracts' tables, the visit's isolated sources (`NoWorkFound` when there are
-    none, as the visit task) and each detector's share of them."""
-    band, cats, srcs = _band_and_tracts(plan)
-    task = FinalizeCharacterizationTask(plan.config.finalize)
-    plan.band = band
-    plan.iso = task.isolated_sources(plan.visit, band, cats, srcs)
-    plan.iso_of = _iso_by_detector(plan.iso, srcs, plan.visit, plan.config.finalize.id_column, sorted(plan.active))
+@dataclasses.dataclass
+class PreparedVisit:
+    """What a visit's first unit on the per-detector path returns (`prepare_visit`; picklable): its band, its
+    isolated sources and each detector's share of them, the detectors dropped (an unreadable input:
+    ``{detector: (error_type, message)}``); or the visit's failure (``error_type`` and ``message``; ``crashed``
+    when its worker died)."""
+
+    visit: int
+    band: str | None = None
+    iso: object = None
+    iso_of: dict = dataclasses.field(default_factory=dict)
+    dropped: dict = dataclasses.field(default_factory=dict)
+    error_type: str | None = None
+    message: str | None = None
+    crashed: bool = False
+
+
+def prepare_visit(root, visit: int, config_json: str, active: dict) -> PreparedVisit:
+    """The first unit of a visit on the per-detector path (on a worker: it reads the repository's tables): the
+    band (from the first readable detector of ``active``, ``{detector: (single_visit_star,
+    preliminary_visit_image)}``), every tract's isolated-star tables, the visit's isolated sources
+    (`FinalizeCharacterizationTask.isolated_sources`) and each detector's share of them. Never raises."""
+    config = FinalizeStepConfig.model_validate_json(config_json)
+    out = PreparedVisit(visit=int(visit))
+    plan = _VisitPlan(repo=Repository(root), visit=int(visit), config=config,
+                      statuses={d: UnitStatus(step=STEP, visit=visit, detector=d, status="failed") for d in active},
+                      previous={}, active={d: (Path(a), Path(b)) for d, (a, b) in active.items()}, paths={},
+                      tract_paths=_isolated_star_paths(Repository(root)), t0=0.0)
+    try:
+        band, cats, srcs = _band_and_tracts(plan)
+        task = FinalizeCharacterizationTask(config.finalize)
+        out.band = band
+        out.iso = task.isolated_sources(visit, band, cats, srcs)
+        out.iso_of = _iso_by_detector(out.iso, srcs, visit, config.finalize.id_column, sorted(plan.active))
+    except Exception as err:  # noqa: BLE001 - recorded on every detector of the visit by the parent
+        out.error_type, out.message = type(err).__name__, str(err)
+    out.dropped = {d: (st.error_type, st.message) for d, st in plan.statuses.items() if d not in plan.active}
+    return out
+
+
+def _crashed_prepare(unit, message) -> PreparedVisit:
+    """A visit whose first unit's worker died (`run_units`' ``crashed`` callback): every detector crashed."""
+    return PreparedVisit(visit=int(unit[1]), error_type="WorkerCrashed", message=message, crashed=True)
+
+
+def _take_prepared(plan: _VisitPlan, prepared: PreparedVisit) -> None:
+    """Apply a visit's `PreparedVisit` to its plan (dropped detectors; the band and isolated sources; or the
+    visit's failure, a crash counted on every detector as `crashed_unit_status` does)."""
+    for d, (error_type, message) in prepared.dropped.items():
+        plan.drop(d, error_type, message)
+    if prepared.error_type is not None:
+        if prepared.crashed:
+            for d in plan.statuses:
+                _count_crash(plan, d)
+        plan.error = _remote_error(prepared.error_type, prepared.message)
+        return
+    plan.band, plan.iso, plan.iso_of = prepared.band, prepared.iso, prepared.iso_of
+
+
+def _remote_error(error_type: str | None, message: str | None) -> Exception:
+    """An exception raised in a worker, as its own type's name (recorded as the visit's failure)."""
+    return type(error_type or "RuntimeError", (RuntimeError,), {})(message)
 
 
 def _assemble_split(plan: _VisitPlan):
@@ -384,7 +438,7 @@ def _assemble_split(plan: _VisitPlan):
             if unit.error_type == "WorkerCrashed":
                 _count_crash(plan, d)
         else:
-            raise type(unit.error_type or "RuntimeError", (RuntimeError,), {})(unit.message)
+            raise _remote_error(unit.error_type, unit.message)
     if not parts:
         raise NoWorkFound(f"visit {visit}: no readable calibrated detector")
     if parts[min(parts)].template is None:  # cannot happen: every unit builds its schema
@@ -428,13 +482,13 @@ def _run_split(repo: Repository, todo, config: FinalizeStepConfig, overwrite: bo
         plan = _plan_visit(repo, visit, config, overwrite)
         if isinstance(plan, list):
             results[visit] = plan
-            continue
-        plans[visit] = plan
-        try:
-            _prepare_split(plan)
-        except Exception as err:  # noqa: BLE001 - recorded on every detector of the visit (`_conclude`)
-            plan.error = err
+        else:
+            plans[visit] = plan
     config_json = config.model_dump_json()
+    first = [(str(repo.root), v, config_json, {d: (str(a), str(b)) for d, (a, b) in p.active.items()})
+             for v, p in plans.items()]
+    for prepared in run_units(prepare_visit, first, jobs=jobs, executor=executor, crashed=_crashed_prepare):
+        _take_prepared(plans[prepared.visit], prepared)
     units = [(str(p.active[d][0]), str(p.active[d][1]), v, p.band, d, p.iso_of[d], config_json)
              for v, p in plans.items() if p.error is None for d in sorted(p.active)]
     total = len(results) + len(units) + len(plans)
@@ -523,9 +577,10 @@ def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1
     Notes
     -----
     One unit per visit (`finalize_visit`) keeps a worker per visit, so one or two visits use one or two cores
-    whatever ``jobs``. The per-detector path cuts each visit in three: in this process, the up-to-date check
-    (an up-to-date visit is skipped without reading an image), the band, the tracts' isolated-star tables and
-    the visit's isolated sources; one unit per detector on the workers (`finalize_detector`: the PSF star
+    whatever ``jobs``. The per-detector path cuts each visit in four: in this process, the up-to-date check
+    (an up-to-date visit is skipped without reading an image); a first unit per visit on the workers
+    (`prepare_visit`: the band, the tracts' isolated-star tables and the visit's isolated sources, split by
+    detector); one unit per detector on the workers (`finalize_detector`: the PSF star
     selection, the PSF fit, the measurement of the PSF stars and their aperture correction,
     `FinalizeCharacterizationTask.run_detector`), returning the detector's PSF, ap-corr map, measured star rows
     and status (no pixels); then, in this process, the visit-level part (`FinalizeCharacterizationTask.assemble`:
