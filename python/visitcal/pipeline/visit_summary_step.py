@@ -6,8 +6,11 @@
 Each visit is a unit with its provenance, ``REPO/provenance/visit_summary/<visit>.json``: the SHA-256 digests
 of those inputs and of the summary, and the config hash of the summary statistics. A rerun skips a visit only
 when it is up to date (`Repository.unit_action`); a summary that comes out byte-identical is left as it was.
-A detector whose ``preliminary_visit_image`` or background cannot be read gets no row (it is listed with its
-error in the unit's ``summary["failed_detectors"]``); the other detectors' rows are written.
+A detector whose ``preliminary_visit_image`` or background cannot be read, or whose worker dies while it computes
+the detector's row (``WorkerCrashed``), gets no row (it is listed with its error in the unit's
+``summary["failed_detectors"]``); the other detectors' rows are written. The rows are computed by per-detector
+units on the workers (``jobs`` or an executor), the visit-level part in the calling process
+(`run_visit_summary`'s Notes), with the bytes of the whole visit in one process (`summarize_visit`).
 
 A visit summary that lost a detector is ``degraded``, never ``ok``: when a detector whose ``calibrate``
 provenance is ok has no row (its ``preliminary_visit_image`` or background is missing or unreadable) or a row
