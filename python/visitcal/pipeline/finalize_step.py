@@ -65,7 +65,7 @@ from .associate_step import STEP as ASSOCIATE_STEP
 from .associate_step import run_associate
 from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read,
                          Repository, summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
-from .runner import run_units
+from .runner import digest_files, run_units
 
 __all__ = ["DetectorUnitResult", "FinalizeStepConfig", "PreparedVisit", "finalize_detector", "finalize_visit",
            "prepare_visit", "run_finalize", "summary_lines"]
@@ -117,10 +117,14 @@ def _isolated_star_dicts(tract_paths: dict[int, tuple[Path, Path]]) -> tuple[dic
 
 
 def _visit_digests(repo: Repository, inputs: dict[int, tuple[Path, Path]],
-                   tract_paths: dict[int, tuple[Path, Path]]) -> dict[str, str]:
-    """The digests of everything a visit reads: its detectors' inputs and every tract's isolated-star tables."""
-    return repo.digests([p for pair in inputs.values() for p in pair]
-                        + [p for pair in tract_paths.values() for p in pair])
+                   tract_paths: dict[int, tuple[Path, Path]], known: dict | None = None) -> dict[str, str]:
+    """The digests of everything a visit reads: its detectors' inputs and every tract's isolated-star tables
+    (``known``: those already computed, `digest_files`)."""
+    return repo.digests(_visit_files(inputs, tract_paths), known)
+
+
+def _visit_files(inputs: dict[int, tuple[Path, Path]], tract_paths: dict[int, tuple[Path, Path]]) -> list[Path]:
+    return [p for pair in inputs.values() for p in pair] + [p for pair in tract_paths.values() for p in pair]
 
 
 def _visit_paths(repo: Repository, visit: int) -> dict[str, Path]:
@@ -223,14 +227,14 @@ class _VisitPlan:
         del self.active[detector]
 
 
-def _plan_visit(repo: Repository, visit: int, config: FinalizeStepConfig, overwrite: bool):
+def _plan_visit(repo: Repository, visit: int, config: FinalizeStepConfig, overwrite: bool, known: dict | None = None):
     """The recorded statuses (``action`` `SKIPPED` or `SKIPPED_CRASHED`) when the visit is up to date, else a
-    `_VisitPlan` (the digests of every input are computed here; no image is read)."""
+    `_VisitPlan` (the digests of every input are computed here, or taken from ``known``; no image is read)."""
     chash = config_hash(config)
     inputs = _visit_inputs(repo, visit)
     paths = _visit_paths(repo, visit)
     tract_paths = _isolated_star_paths(repo)
-    digests = _visit_digests(repo, inputs, tract_paths)
+    digests = _visit_digests(repo, inputs, tract_paths, known)
     previous = {d: repo.read_status(STEP, visit, d) for d in sorted(inputs)}
     actions = {d: repo.unit_action(previous[d], chash, digests, paths.values(), overwrite) for d in previous}
     # up to date, or left failed after crashing twice (every detector of the visit then says so)
@@ -480,8 +484,11 @@ def _run_split(repo: Repository, todo, config: FinalizeStepConfig, overwrite: bo
     """The per-detector path of `run_finalize` (see its Notes); the statuses per visit, in ``todo``'s order."""
     results: dict[int, list[UnitStatus]] = {}
     plans: dict[int, _VisitPlan] = {}
+    tract_paths = _isolated_star_paths(repo)  # every input's digest, on the workers (the up-to-date checks)
+    known = digest_files([p for v in todo for p in _visit_files(_visit_inputs(repo, v), tract_paths)], jobs=jobs,
+                         executor=executor)
     for visit in todo:
-        plan = _plan_visit(repo, visit, config, overwrite)
+        plan = _plan_visit(repo, visit, config, overwrite, known)
         if isinstance(plan, list):
             results[visit] = plan
         else:
@@ -580,7 +587,8 @@ def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1
     -----
     One unit per visit (`finalize_visit`) keeps a worker per visit, so one or two visits use one or two cores
     whatever ``jobs``. The per-detector path cuts each visit in four: in this process, the up-to-date check
-    (an up-to-date visit is skipped without reading an image); a first unit per visit on the workers
+    (an up-to-date visit is skipped without reading an image; the inputs' digests are computed on the workers,
+    `digest_files`); a first unit per visit on the workers
     (`prepare_visit`: the band, the tracts' isolated-star tables and the visit's isolated sources, split by
     detector); one unit per detector on the workers (`finalize_detector`: the PSF star
     selection, the PSF fit, the measurement of the PSF stars and their aperture correction,

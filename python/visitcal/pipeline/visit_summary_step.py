@@ -45,7 +45,7 @@ from ..tasks.update_visit_summary import (UpdateVisitSummaryTask, detector_row, 
                                           write_visit_summary, zero_point_of)
 from .repository import (DEGRADED, SKIPPED, Repository, UnitStatus, UnreadableInputError, config_hash,
                          deferred_read, recorded, unit_line, write_product)
-from .runner import run_units
+from .runner import digest_files, run_units
 
 __all__ = ["CALIBRATIONS", "STEP", "DetectorRow", "expected_config_hash", "run_visit_summary", "summarize_detector",
            "summarize_visit", "summary_lines", "visit_summary_path"]
@@ -115,11 +115,15 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
     statuses: dict[int, UnitStatus] = {}
     plans: dict[int, _VisitPlan] = {}
     n_done = 0
+    todo = {}
     for path in sorted(models_dir.glob("refit_psf_models_*.fits")) if models_dir.is_dir() else []:
         visit = int(path.stem.rsplit("_", 1)[1])
-        if visits is not None and visit not in set(visits):
-            continue
-        plan = _plan_visit(repo, chash, visit, path, visit_summary_path(repo, visit), overwrite)
+        if visits is None or visit in set(visits):
+            todo[visit] = (path, _visit_inputs(repo, visit, path))
+    # every input's digest, on the workers: the up-to-date checks below read nothing else
+    known = digest_files([p for _, (paths, *_) in todo.values() for p in paths], jobs=jobs, executor=executor)
+    for visit, (path, found) in todo.items():
+        plan = _plan_visit(repo, chash, visit, path, visit_summary_path(repo, visit), overwrite, found, known)
         if isinstance(plan, UnitStatus):
             statuses[visit] = plan
         else:
@@ -336,9 +340,10 @@ def summarize_visit(root, visit: int, overwrite: bool, models_path=None) -> Unit
     return _summarize_visit(repo, task, chash, visit, models_path, visit_summary_path(repo, visit), overwrite)
 
 
-def _plan_visit(repo, chash, visit, models_path, target, overwrite):
-    """The visit's recorded status when it is up to date (nothing read but the digests), else a `_VisitPlan`
-    with its inputs and its new status (``failed`` until written)."""
+def _visit_inputs(repo, visit, models_path):
+    """``(paths, exposures, backgrounds, absent, stars_path)``: every file the visit's summary reads (``paths``),
+    ``{detector: path}`` of its calibrated detectors' images and backgrounds, ``{detector: why}`` of those
+    calibrated without an image, and the path of its ``refit_psf_star``."""
     exposures, backgrounds = {}, {}
     absent: dict[str, str] = {}  # calibrated ok, but no preliminary_visit_image to make a row from
     for v, d in repo.data_ids(visits=[visit]):
@@ -354,8 +359,17 @@ def _plan_visit(repo, chash, visit, models_path, target, overwrite):
         if bg.is_file():
             backgrounds[d] = bg
     stars_path = repo.root / "refit_psf_star" / f"refit_psf_star_{visit:06d}.parquet"
-    inputs = repo.digests([models_path, *exposures.values(), *backgrounds.values()]
-                          + ([stars_path] if stars_path.is_file() else []))
+    paths = [Path(models_path), *exposures.values(), *backgrounds.values()] + ([stars_path] if stars_path.is_file()
+                                                                              else [])
+    return paths, exposures, backgrounds, absent, stars_path
+
+
+def _plan_visit(repo, chash, visit, models_path, target, overwrite, found=None, known=None):
+    """The visit's recorded status when it is up to date (nothing read but the digests; ``known``: those already
+    computed, `digest_files`), else a `_VisitPlan` with its inputs (``found``: `_visit_inputs`) and its new status
+    (``failed`` until written)."""
+    paths, exposures, backgrounds, absent, stars_path = found or _visit_inputs(repo, visit, models_path)
+    inputs = repo.digests(paths, known)
     previous = repo.read_visit_status(STEP, visit)
     action = repo.unit_action(previous, chash, inputs, [target], overwrite)
     if action == SKIPPED:
