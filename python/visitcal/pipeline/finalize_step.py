@@ -65,7 +65,7 @@ from .associate_step import STEP as ASSOCIATE_STEP
 from .associate_step import run_associate
 from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read,
                          Repository, summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
-from .runner import digest_files, run_units
+from .runner import digest_files, run_units, visit_chunks, worker_count
 
 __all__ = ["DetectorUnitResult", "FinalizeStepConfig", "PreparedVisit", "finalize_detector", "finalize_visit",
            "prepare_visit", "run_finalize", "summary_lines"]
@@ -464,21 +464,6 @@ def _count_crash(plan: _VisitPlan, detector: int) -> None:
     st.crashes = (previous.crashes or 0) + 1 if same else 1
 
 
-def _workers(jobs: int, executor) -> int:
-    """How many units run at once: ``jobs`` without an executor; a process pool's ``max_workers``; a Dask
-    executor's worker threads; else 1."""
-    if executor is None:
-        return max(int(jobs), 1)
-    n = getattr(executor, "_max_workers", None)
-    if isinstance(n, int):
-        return n
-    client = getattr(executor, "_client", None)
-    try:
-        return max(sum(client.nthreads().values()), 1)
-    except Exception:  # noqa: BLE001 - an unknown executor: no per-detector split on its account
-        return 1
-
-
 def _run_split(repo: Repository, todo, config: FinalizeStepConfig, overwrite: bool, jobs: int, executor,
                progress) -> list[list[UnitStatus]]:
     """The per-detector path of `run_finalize` (see its Notes); the statuses per visit, in ``todo``'s order."""
@@ -494,13 +479,7 @@ def _run_split(repo: Repository, todo, config: FinalizeStepConfig, overwrite: bo
         else:
             plans[visit] = plan
     config_json = config.model_dump_json()
-    first = [(str(repo.root), v, config_json, {d: (str(a), str(b)) for d, (a, b) in p.active.items()})
-             for v, p in plans.items()]
-    for prepared in run_units(prepare_visit, first, jobs=jobs, executor=executor, crashed=_crashed_prepare):
-        _take_prepared(plans[prepared.visit], prepared)
-    units = [(str(p.active[d][0]), str(p.active[d][1]), v, p.band, d, p.iso_of[d], config_json)
-             for v, p in plans.items() if p.error is None for d in sorted(p.active)]
-    total = len(results) + len(units) + len(plans)
+    total = len(results) + sum(len(p.active) + 1 for p in plans.values())
     done = 0
 
     def report(label: str) -> None:
@@ -513,13 +492,25 @@ def _run_split(repo: Repository, todo, config: FinalizeStepConfig, overwrite: bo
         progress(0, total, "")
     for visit, statuses in results.items():
         report(f"visit {visit}: {sum(s.ok for s in statuses)} of {len(statuses)} detectors ok (skipped)")
-    forward = (lambda n, _total, label: report(label) if n else None) if units else None
-    for unit in run_units(finalize_detector, units, jobs=jobs, executor=executor, crashed=_crashed_detector,
-                          progress=forward):
-        plans[unit.visit].parts[unit.detector] = unit
-    for visit, plan in plans.items():
-        results[visit] = _conclude(plan, lambda plan=plan: _assemble_split(plan))
-        report(f"visit {visit}: {sum(s.ok for s in results[visit])} of {len(results[visit])} detectors ok")
+    # a few visits at a time, each concluded when its group is done: this process holds their parts only
+    for chunk in visit_chunks({v: len(p.active) for v, p in plans.items()}, 4 * worker_count(jobs, executor)):
+        first = [(str(repo.root), v, config_json, {d: (str(a), str(b)) for d, (a, b) in plans[v].active.items()})
+                 for v in chunk]
+        for prepared in run_units(prepare_visit, first, jobs=jobs, executor=executor, crashed=_crashed_prepare):
+            n_before = len(plans[prepared.visit].active)
+            _take_prepared(plans[prepared.visit], prepared)
+            plan = plans[prepared.visit]
+            total -= n_before - (len(plan.active) if plan.error is None else 0)
+        units = [(str(plans[v].active[d][0]), str(plans[v].active[d][1]), v, plans[v].band, d, plans[v].iso_of[d],
+                  config_json) for v in chunk if plans[v].error is None for d in sorted(plans[v].active)]
+        forward = (lambda n, _total, label: report(label) if n else None) if units else None
+        for unit in run_units(finalize_detector, units, jobs=jobs, executor=executor, crashed=_crashed_detector,
+                              progress=forward):
+            plans[unit.visit].parts[unit.detector] = unit
+        for visit in chunk:
+            plan = plans.pop(visit)
+            results[visit] = _conclude(plan, lambda plan=plan: _assemble_split(plan))
+            report(f"visit {visit}: {sum(s.ok for s in results[visit])} of {len(results[visit])} detectors ok")
     return [results[v] for v in todo]
 
 
@@ -607,7 +598,7 @@ def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1
     all_visits = sorted({v for v, _ in repo.data_ids()})
     todo = all_visits if visits is None else [v for v in all_visits if v in set(visits)]
     if split is None:
-        workers = _workers(jobs, executor)
+        workers = worker_count(jobs, executor)
         split = not per_detector and workers > 1 and len(todo) < workers
     if split and not per_detector:
         results = _run_split(repo, todo, config, overwrite, jobs, executor, progress)

@@ -45,7 +45,7 @@ from ..tasks.update_visit_summary import (UpdateVisitSummaryTask, detector_row, 
                                           write_visit_summary, zero_point_of)
 from .repository import (DEGRADED, SKIPPED, Repository, UnitStatus, UnreadableInputError, config_hash,
                          deferred_read, recorded, unit_line, write_product)
-from .runner import digest_files, run_units
+from .runner import digest_files, run_units, visit_chunks, worker_count
 
 __all__ = ["CALIBRATIONS", "STEP", "DetectorRow", "expected_config_hash", "run_visit_summary", "summarize_detector",
            "summarize_visit", "summary_lines", "visit_summary_path"]
@@ -140,11 +140,25 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
         progress(0, total, "")
     for visit, status in statuses.items():
         report(f"visit {visit}: {status.status} (skipped)")
-    for visit in list(plans):  # the models and stars tables, read once per visit in this process
-        try:
-            _read_visit_tables(plans[visit])
-        except Exception as err:  # noqa: BLE001 - recorded as the visit's failure, the others go on
-            statuses[visit] = _record_failure(repo, plans.pop(visit).status, err)
+    # a few visits at a time, each written as soon as its chunk is done: the parent holds their rows only
+    for chunk in visit_chunks({v: len(p.exposures) for v, p in plans.items()}, 4 * worker_count(jobs, executor)):
+        group = {}
+        for visit in chunk:  # the models and stars tables, read once per visit in this process
+            try:
+                _read_visit_tables(plans[visit])
+                group[visit] = plans[visit]
+            except Exception as err:  # noqa: BLE001 - recorded as the visit's failure, the others go on
+                statuses[visit] = _record_failure(repo, plans[visit].status, err)
+                total -= len(plans[visit].exposures)
+                report(f"visit {visit}: failed")
+        _summarize_group(repo, task, group, statuses, jobs, executor, report)
+    ordered = [statuses[v] for v in sorted(statuses)]
+    return ordered if return_status else [visit_summary_path(repo, s.visit) for s in ordered]
+
+
+def _summarize_group(repo, task, plans: dict, statuses: dict, jobs, executor, report) -> None:
+    """The detectors' units of the visits of ``plans`` (tables read), their visit zero points and second round,
+    then each visit's summary written and recorded in ``statuses``."""
     units = [(str(p.exposures[d]), str(p.backgrounds[d]) if d in p.backgrounds else None, v, d,
               p.psf_of(d), p.sources.get(d))
              for v, p in plans.items() for d in sorted(p.exposures)]
@@ -164,9 +178,8 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
         plans[piece.visit].finish(piece)
     for visit, plan in plans.items():
         statuses[visit] = _write_visit(repo, plan)
+        plan.models, plan.sources, plan.pieces, plan.rows = {}, {}, {}, {}  # its rows are written: let them go
         report(f"visit {visit}: {statuses[visit].status}")
-    ordered = [statuses[v] for v in sorted(statuses)]
-    return ordered if return_status else [visit_summary_path(repo, s.visit) for s in ordered]
 
 
 def _forward(report, n: int):
