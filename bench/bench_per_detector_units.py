@@ -103,8 +103,10 @@ def main() -> None:
     print(f"{'variant':<16} {'finalize (s)':>12} {'parent CPU':>10} {'visit summaries (s)':>20} {'parent CPU':>10}"
           f"   best of {args.rounds}")
     for name, runs in times.items():
-        print(f"{name:<16} {min(r['finalize'] for r in runs):>12.2f} {min(r['finalize_parent_cpu'] for r in runs):>10.2f}"
-              f" {min(r['visit_summary'] for r in runs):>20.2f} {min(r['visit_summary_parent_cpu'] for r in runs):>10.2f}")
+        best = {key: min(r[key] for r in runs)
+                for key in ("finalize", "finalize_parent_cpu", "visit_summary", "visit_summary_parent_cpu")}
+        print(f"{name:<16} {best['finalize']:>12.2f} {best['finalize_parent_cpu']:>10.2f} "
+              f"{best['visit_summary']:>20.2f} {best['visit_summary_parent_cpu']:>10.2f}")
     print(f"every run wrote the same bytes: {same} ({len(reference or {})} products)")
     shutil.rmtree(args.work / "repo", ignore_errors=True)
 

@@ -237,7 +237,8 @@ class Repository:
         """``{relpath: file_digest}`` of ``paths`` (a missing file's digest is ``"missing"``), sorted by path.
         ``known``: ``{Path: digest}`` already computed (e.g. on the workers, `digest_files`), used as they are."""
         known = known or {}
-        return {self.relpath(p): known[p] if p in known else file_digest(p) for p in sorted(set(Path(p) for p in paths))}
+        return {self.relpath(p): known[p] if p in known else file_digest(p)
+                for p in sorted(set(Path(p) for p in paths))}
 
     def single_visit_star_paths(self) -> dict[tuple[int, int], Path]:
         """``{(visit, detector): path}`` of every single_visit_star present, sorted."""

@@ -193,9 +193,10 @@ def _forward(report, n: int):
 @dataclasses.dataclass
 class DetectorRow:
     """What a detector's unit of `run_visit_summary` returns (`summarize_detector`; picklable, no pixels): the
-    calibrated exposure's WCS (`visitcal.core.wcs.wcs_to_header` text), PhotoCalib, bbox and own zero point, and the row's statistics (None when they
-    wait for the visit's zero point); or the failure (``status`` ``"failed"``; ``unreadable``: the detector
-    gets no row, the summary is degraded; else the visit fails with ``error_type`` and ``message``)."""
+    calibrated exposure's WCS (`visitcal.core.wcs.wcs_to_header` text), PhotoCalib, bbox and own zero point, and
+    the row's statistics (None when they wait for the visit's zero point); or the failure (``status``
+    ``"failed"``; ``unreadable``: the detector gets no row, the summary is degraded; else the visit fails with
+    ``error_type`` and ``message``)."""
 
     visit: int
     detector: int
