@@ -10,7 +10,7 @@ them alike; the best of ``--rounds`` is reported, with the load average. "Before
 part when ``jobs`` > 1). The bytes of the products of every run are compared with the first "before" run's.
 
     PYTHONPATH=python python bench/bench_per_detector_units.py --repo REPO --before OLD/python [--rounds 3]
-        [--cpus 0,1] [--work /tmp/bench_pdu]
+        [--cpus 0,1] [--jobs 1,2] [--work /tmp/bench_pdu]
 """
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cpus", default="0,1")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_per_detector_units"))
+    parser.add_argument("--jobs", default="1,2", help="the jobs values to measure (comma-separated, each <= 2)")
     args = parser.parse_args()
     cpus = args.cpus.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
-    variants = [(code, jobs) for jobs in (1, 2) for code in ("before", "after")]
+    variants = [(code, int(jobs)) for jobs in args.jobs.split(",") for code in ("before", "after")]
     times: dict[str, list[dict]] = {f"{c} jobs={j}": [] for c, j in variants}
     reference = None
     same = True

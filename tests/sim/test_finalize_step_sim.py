@@ -461,7 +461,8 @@ def test_visit_summary_per_detector_units_give_the_bytes_of_the_visit_in_one_pro
             got = [summarize_visit(dest, v, False) for v in sorted({s.visit for s in statuses})]
         else:
             got = run_visit_summary(dest, jobs=mode, return_status=True)
-        assert [s.status for s in got] == ["ok"] * 3 and all(s.summary["n_detectors"] == 2 for s in got)
+        # ok, or degraded by a detector's fallback calibration (visit 1002's, test_products_and_provenance)
+        assert all(s.ok and s.summary["n_detectors"] == 2 for s in got) and sum(s.status == "ok" for s in got) >= 2
         copies[mode] = (_bytes(dest, ["visit_summary"]), _records(dest, "visit_summary"))
     assert len(copies["whole"][0]) == 3
     assert copies[1] == copies["whole"] and copies[2] == copies["whole"]
