@@ -428,14 +428,21 @@ def _bytes(root, names):
 
 
 def test_finalize_per_detector_units_give_the_bytes_of_the_visit_unit(calibrated, finalized, tmp_path):
-    """One visit and two workers: each detector is a unit (the rule: fewer visits than workers), the visit-level
-    part in this process; then the other visits forced on that path too. Products and provenance (timings and
-    peak memory aside) equal the visit units' of ``finalized``, whose visits ran one per unit."""
+    """One visit and two workers, each detector a unit, the visit-level part in this process; then the other visits
+    on that path too. Products and provenance (timings and peak memory aside) equal the visit units' of
+    ``finalized``, whose visits ran one per unit. The default rule (`choose_split`) takes that path with fewer
+    visits than workers and at least 4 detectors per worker."""
+    from visitcal.pipeline.finalize_step import choose_split
+
+    assert choose_split(1, 189, 2) and choose_split(3, 600, 8) and choose_split(1, 8, 2)
+    assert not choose_split(1, 4, 2)  # measured slower (bench/README.md): too few detectors per worker
+    assert not choose_split(2, 378, 2) and not choose_split(1, 189, 1) and not choose_split(0, 0, 4)
     root, statuses = finalized
     other = copy_repo(calibrated, tmp_path / "repo")
     visits = sorted({s.visit for s in statuses})
     labels = []
-    first = run_finalize(other, visits=visits[:1], jobs=2, progress=lambda done, total, label: labels.append(label))
+    first = run_finalize(other, visits=visits[:1], jobs=2, split=True,
+                         progress=lambda done, total, label: labels.append(label))
     assert {f"visit {visits[0]} detector {d}: ok" for d in (0, 1)} <= set(labels), labels  # per detector
     rest = run_finalize(other, jobs=2, split=True)
     assert [s.action for s in rest[:2]] == [SKIPPED] * 2
@@ -490,13 +497,13 @@ def test_a_detector_whose_worker_dies_fails_alone(calibrated, tmp_path, monkeypa
     other = copy_repo(calibrated, tmp_path / "repo")
     visit = sorted({v for v, _ in Repository(other).data_ids()})[0]
     monkeypatch.setattr(finalize_step, "read_exposure", _dies_on_detector_1)
-    by = {s.detector: s for s in run_finalize(other, visits=[visit], jobs=2)}
+    by = {s.detector: s for s in run_finalize(other, visits=[visit], jobs=2, split=True)}
     assert by[1].error_type == "WorkerCrashed" and "signal 9" in by[1].message and by[1].crashes == 1
     assert by[0].ok and by[0].summary["n_used"] > 10
     models = read_psf_ap_corr_cat(other / "refit_psf_models" / f"refit_psf_models_{visit:06d}.fits")
     assert list(models["detector"]) == [0]
     monkeypatch.setattr(finalize_step, "read_exposure", read_exposure)
-    again = run_finalize(other, visits=[visit], jobs=2)
+    again = run_finalize(other, visits=[visit], jobs=2, split=True)
     assert [s.status for s in again] == ["ok", "ok"] and again[1].action.startswith("redone (previous run failed")
 
     monkeypatch.setattr(visit_summary_step, "read_exposure", _dies_on_detector_1)

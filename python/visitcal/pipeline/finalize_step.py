@@ -15,7 +15,7 @@ or, with ``per_detector``, the detector task per detector (``refit_psf_models_de
 The inputs of a visit are its detectors whose calibrate provenance is ok.
 
 The unit is the visit (its products are per visit) and its outcome is recorded per detector. With fewer visits
-than workers each visit's detectors run as separate units on the workers and the visit-level part in the calling
+than workers (and enough detectors, `choose_split`) each visit's detectors run as separate units on the workers and the visit-level part in the calling
 process, with the same products and provenance (`run_finalize`'s ``split`` and Notes). Every detector's
 provenance records the visit's inputs, ``{path: sha256}`` of each detector's ``single_visit_star`` and
 ``preliminary_visit_image`` and of every tract's ``isolated_star_association`` and ``isolated_star`` table
@@ -67,8 +67,8 @@ from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashe
                          Repository, summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
 from .runner import digest_files, run_units, visit_chunks, worker_count
 
-__all__ = ["DetectorUnitResult", "FinalizeStepConfig", "PreparedVisit", "finalize_detector", "finalize_visit",
-           "prepare_visit", "run_finalize", "summary_lines"]
+__all__ = ["SPLIT_MIN_DETECTORS_PER_WORKER", "DetectorUnitResult", "FinalizeStepConfig", "PreparedVisit",
+           "choose_split", "finalize_detector", "finalize_visit", "prepare_visit", "run_finalize", "summary_lines"]
 
 STEP = "finalize"
 
@@ -559,6 +559,20 @@ def _bbox_and_ap_corr(path, detector: int):
     return exposure.bbox, exposure.ap_corr_map
 
 
+#: `choose_split`'s minimum of calibrated detectors per worker for the per-detector path: below it the path's
+#: fixed costs (a fresh process per worker for each of its three rounds of units, each worker's first detector
+#: slower than the next) outweigh the parallel fits. Measured (bench/README.md, issue 25): 1 visit x 4 lsst
+#: detectors or x 8 small ones on 2 workers, the per-detector path took 1.1-1.3x the visit unit's time.
+SPLIT_MIN_DETECTORS_PER_WORKER = 4
+
+
+def choose_split(n_visits: int, n_detectors: int, workers: int) -> bool:
+    """Whether `run_finalize` takes the per-detector path by default: fewer visits than workers (one unit per
+    visit would leave workers idle) and at least `SPLIT_MIN_DETECTORS_PER_WORKER` detectors per worker over
+    those visits. The products are the same bytes either way."""
+    return workers > 1 and 0 < n_visits < workers and n_detectors >= SPLIT_MIN_DETECTORS_PER_WORKER * workers
+
+
 def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1,
                  config: FinalizeStepConfig | None = None, overwrite: bool = False, progress=None,
                  executor=None, split: bool | None = None) -> list[UnitStatus]:
@@ -571,8 +585,9 @@ def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1
     ----------
     split : bool, optional
         Run each visit's detectors as separate units (the per-detector path, Notes). By default (None) it is
-        chosen by a simple rule: per detector when fewer visits are to be finalized than there are workers
-        (``jobs``, or the executor's workers) and ``per_detector`` is False; else one unit per visit.
+        chosen by `choose_split`: per detector when fewer visits are to be finalized than there are workers
+        (``jobs``, or the executor's workers) and they have at least `SPLIT_MIN_DETECTORS_PER_WORKER`
+        detectors per worker (and ``per_detector`` is False); else one unit per visit.
 
     Notes
     -----
@@ -598,8 +613,8 @@ def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1
     all_visits = sorted({v for v, _ in repo.data_ids()})
     todo = all_visits if visits is None else [v for v in all_visits if v in set(visits)]
     if split is None:
-        workers = worker_count(jobs, executor)
-        split = not per_detector and workers > 1 and len(todo) < workers
+        split = not per_detector and choose_split(len(todo), sum(len(_visit_inputs(repo, v)) for v in todo),
+                                                  worker_count(jobs, executor))
     if split and not per_detector:
         results = _run_split(repo, todo, config, overwrite, jobs, executor, progress)
     else:

@@ -62,9 +62,9 @@ def _set_calibrate_ok(repo):
 STEPS = {
     # step: (module attribute the unit reads first, run function)
     "calibrate": (calibrate_step, "read_exposure", lambda root, **kw: run_calibrate(root, jobs=2, **kw)),
-    # one visit, two workers: the per-detector path (its first unit, on a worker, reads the band); and the visit unit
+    # the visit unit, and the per-detector path (its first unit, on a worker, reads the band)
     "finalize": (finalize_step, "_band", lambda root, **kw: run_finalize(root, jobs=2, **kw)),
-    "finalize-visit": (finalize_step, "_band", lambda root, **kw: run_finalize(root, jobs=2, split=False, **kw)),
+    "finalize-split": (finalize_step, "_band", lambda root, **kw: run_finalize(root, jobs=2, split=True, **kw)),
     "reprocess": (reprocess_step, "read_visit_summary",
                   lambda root, **kw: run_reprocess(root, jobs=2, visit_summaries=False, **kw)),
 }
