@@ -10,7 +10,7 @@ them alike; the best of ``--rounds`` is reported, with the load average. "Before
 part when ``jobs`` > 1). The bytes of the products of every run are compared with the first "before" run's.
 
     PYTHONPATH=python python bench/bench_per_detector_units.py --repo REPO --before OLD/python [--rounds 3]
-        [--cpus 0,1] [--jobs 1,2] [--work /tmp/bench_pdu]
+        [--cpus 0,1] [--jobs 1,2] [--split auto|on] [--work /tmp/bench_pdu]
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ def cpu():
 
 from visitcal.pipeline.finalize_step import run_finalize
 from visitcal.pipeline.visit_summary_step import run_visit_summary
-root, jobs, new = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "after"
+root, jobs, new, split = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "after", sys.argv[4] == "on"
 t0, c0 = time.perf_counter(), cpu()
-fin = run_finalize(root, jobs=jobs)
+fin = run_finalize(root, jobs=jobs, **({"split": True} if new and split else {}))
 t1, c1 = time.perf_counter(), cpu()
 vs = run_visit_summary(root, return_status=True, **({"jobs": jobs} if new else {}))
 t2, c2 = time.perf_counter(), cpu()
@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--cpus", default="0,1")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_per_detector_units"))
     parser.add_argument("--jobs", default="1,2", help="the jobs values to measure (comma-separated, each <= 2)")
+    parser.add_argument("--split", choices=("auto", "on"), default="auto",
+                        help="finalize after: the default rule (choose_split) or always the per-detector path")
     args = parser.parse_args()
     cpus = args.cpus.split(",")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,8 @@ def main() -> None:
             fresh_copy(args.repo, root)
             python = args.before if code == "before" else args.after
             env = {**os.environ, "PYTHONPATH": str(python)}
-            cmd = ["taskset", "-c", ",".join(cpus[:jobs]), sys.executable, "-c", CHILD, str(root), str(jobs), code]
+            cmd = ["taskset", "-c", ",".join(cpus[:jobs]), sys.executable, "-c", CHILD, str(root), str(jobs), code,
+                   args.split]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             times[f"{code} jobs={jobs}"].append(result)
