@@ -431,11 +431,11 @@ def test_finalize_per_detector_units_give_the_bytes_of_the_visit_unit(calibrated
     """One visit and two workers, each detector a unit, the visit-level part in this process; then the other visits
     on that path too. Products and provenance (timings and peak memory aside) equal the visit units' of
     ``finalized``, whose visits ran one per unit. The default rule (`choose_split`) takes that path with fewer
-    visits than workers and at least 4 detectors per worker."""
+    visits than workers and at least one detector per worker."""
     from visitcal.pipeline.finalize_step import choose_split
 
-    assert choose_split(1, 189, 2) and choose_split(3, 600, 8) and choose_split(1, 8, 2)
-    assert not choose_split(1, 4, 2)  # measured slower (bench/README.md): too few detectors per worker
+    assert choose_split(1, 189, 2) and choose_split(3, 600, 8) and choose_split(1, 2, 2)
+    assert not choose_split(1, 1, 2)  # one unit either way
     assert not choose_split(2, 378, 2) and not choose_split(1, 189, 1) and not choose_split(0, 0, 4)
     root, statuses = finalized
     other = copy_repo(calibrated, tmp_path / "repo")

@@ -559,11 +559,12 @@ def _bbox_and_ap_corr(path, detector: int):
     return exposure.bbox, exposure.ap_corr_map
 
 
-#: `choose_split`'s minimum of calibrated detectors per worker for the per-detector path: below it the path's
-#: fixed costs (a fresh process per worker for each of its three rounds of units, each worker's first detector
-#: slower than the next) outweigh the parallel fits. Measured (bench/README.md, issue 25): 1 visit x 4 lsst
-#: detectors or x 8 small ones on 2 workers, the per-detector path took 1.1-1.3x the visit unit's time.
-SPLIT_MIN_DETECTORS_PER_WORKER = 4
+#: `choose_split`'s minimum of calibrated detectors per worker for the per-detector path (fewer would leave
+#: workers idle anyway). Measured (bench/README.md, issue 25), 1 visit on 2 workers, best of 4 at low load: 4 lsst
+#: detectors 2.76 s on the per-detector path vs 3.78 s as one unit, 8 small ones 2.30 vs 2.85 s (noisier single runs at a higher
+#: load went the other way by up to 1.3x: the path's fixed costs, fresh workers for each of its three rounds of
+#: units, are about a second).
+SPLIT_MIN_DETECTORS_PER_WORKER = 1
 
 
 def choose_split(n_visits: int, n_detectors: int, workers: int) -> bool:
