@@ -560,10 +560,10 @@ def _bbox_and_ap_corr(path, detector: int):
 
 
 #: `choose_split`'s minimum of calibrated detectors per worker for the per-detector path (fewer would leave
-#: workers idle anyway). Measured (bench/README.md, issue 25), 1 visit on 2 workers, best of 4 at low load: 4 lsst
-#: detectors 2.76 s on the per-detector path vs 3.78 s as one unit, 8 small ones 2.30 vs 2.85 s (noisier single runs at a higher
-#: load went the other way by up to 1.3x: the path's fixed costs, fresh workers for each of its three rounds of
-#: units, are about a second).
+#: workers idle anyway). Measured (bench/README.md, issue 25), 1 visit on 2 workers, best of 4 at low load:
+#: 4 lsst detectors 2.76 s on the per-detector path vs 3.78 s as one unit, 8 small ones 2.30 vs 2.85 s (single
+#: runs at a higher load went the other way by up to 1.3x: the path's fixed costs, fresh workers for each of
+#: its three rounds of units, are about a second).
 SPLIT_MIN_DETECTORS_PER_WORKER = 1
 
 
