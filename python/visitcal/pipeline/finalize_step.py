@@ -15,8 +15,9 @@ or, with ``per_detector``, the detector task per detector (``refit_psf_models_de
 The inputs of a visit are its detectors whose calibrate provenance is ok.
 
 The unit is the visit (its products are per visit) and its outcome is recorded per detector. With fewer visits
-than workers (and enough detectors, `choose_split`) each visit's detectors run as separate units on the workers and the visit-level part in the calling
-process, with the same products and provenance (`run_finalize`'s ``split`` and Notes). Every detector's
+than workers (`choose_split`) each visit's detectors run as separate units on the workers and the visit-level
+part in the calling process, with the same products and provenance (`run_finalize`'s ``split`` and Notes).
+Every detector's
 provenance records the visit's inputs, ``{path: sha256}`` of each detector's ``single_visit_star`` and
 ``preliminary_visit_image`` and of every tract's ``isolated_star_association`` and ``isolated_star`` table
 (all of them are read, as LSST hands finalize the overlapping tracts; not a tract whose latest association
