@@ -391,7 +391,7 @@ def _cmd_reprocess(args) -> int:
               file=sys.stderr)
         return 1
     summaries = run_visit_summary(repo.root, visits=args.visits, overwrite=args.overwrite, return_status=True,
-                                  executor=args.pool)
+                                  jobs=args.jobs, executor=args.pool)
     _table(args, visit_summary_lines(summaries))
     statuses = run_reprocess(repo.root, visits=args.visits, detectors=args.detectors, jobs=args.jobs,
                              config=args.config, overwrite=args.overwrite, progress=_progress(args, "detectors"),

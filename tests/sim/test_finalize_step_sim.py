@@ -3,22 +3,28 @@ step when missing) -> FinalizeCharacterization per visit, against the simulator 
 the reserve flag of every isolated star is the same in every visit and detector and equals the LSST
 recipe's draw on the tract's star table; the visit task and the detector tasks + consolidation write the
 same bytes, with one or two processes; a rerun skips finished visits; the CLI prints the per-detector
-summary. (The tasks' accuracy against the truth and their failure semantics: tests/sim/test_finalize_sim.py.)
+summary; the per-detector units of finalize and of the visit summaries (issue 25) write the bytes of the visit
+units, and a worker that dies on one detector fails that detector alone. (The tasks' accuracy against the truth and
+their failure semantics: tests/sim/test_finalize_sim.py.)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from visitcal.cli import main
 from visitcal.tasks.finalize_characterization import read_psf_ap_corr_cat
-from visitcal.io import read_catalog
+from visitcal.io import read_catalog, read_exposure
 from visitcal.pipeline.calibrate_step import CalibrateStepConfig, run_calibrate
 from visitcal.pipeline.finalize_step import run_finalize
-from visitcal.pipeline.repository import Repository
+from visitcal.pipeline.repository import SKIPPED, Repository
 from visitcal.tasks.reserve_isolated_stars import ReserveIsolatedStarsTask
 from visitcal.sim import SimConfig, simulate
 
@@ -400,3 +406,112 @@ def test_two_snaps_match_one_snap_of_double_exposure(finalized, tmp_path):
     assert both.sum() > 30
     assert abs(np.median(pull)) < 3 * width / np.sqrt(both.sum()) + 0.1  # no offset beyond noise
     assert 0.6 < width < 1.4  # differences consistent with the two images' independent noise
+
+
+# --------------------------------------------------------------------------------------------------------
+# Issue 25: per-detector units in the workers (finalize's per-detector path, the visit summaries' rows)
+# --------------------------------------------------------------------------------------------------------
+
+def _records(root, step):
+    """Every provenance record of ``step``, without what depends on the run (timings, peak memory)."""
+    out = {}
+    for path in sorted((root / "provenance" / step).glob("*.json")):
+        record = json.loads(path.read_text())
+        record.pop("peak_rss_mb")
+        record["timings"] = sorted(record["timings"])  # the names, not the seconds
+        out[path.name] = record
+    return out
+
+
+def _bytes(root, names):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for name in names for p in sorted((root / name).glob("*"))}
+
+
+def test_finalize_per_detector_units_give_the_bytes_of_the_visit_unit(calibrated, finalized, tmp_path):
+    """One visit and two workers, each detector a unit, the visit-level part in this process; then the other visits
+    on that path too. Products and provenance (timings and peak memory aside) equal the visit units' of
+    ``finalized``, whose visits ran one per unit. The default rule (`choose_split`) takes that path with fewer
+    visits than workers and at least one detector per worker."""
+    from visitcal.pipeline.finalize_step import choose_split
+
+    assert choose_split(1, 189, 2) and choose_split(3, 600, 8) and choose_split(1, 2, 2)
+    assert not choose_split(1, 1, 2)  # one unit either way
+    assert not choose_split(2, 378, 2) and not choose_split(1, 189, 1) and not choose_split(0, 0, 4)
+    root, statuses = finalized
+    other = copy_repo(calibrated, tmp_path / "repo")
+    visits = sorted({s.visit for s in statuses})
+    labels = []
+    first = run_finalize(other, visits=visits[:1], jobs=2, split=True,
+                         progress=lambda done, total, label: labels.append(label))
+    assert {f"visit {visits[0]} detector {d}: ok" for d in (0, 1)} <= set(labels), labels  # per detector
+    rest = run_finalize(other, jobs=2, split=True)
+    assert [s.action for s in rest[:2]] == [SKIPPED] * 2
+    assert [(s.visit, s.detector, s.status, s.message, s.summary) for s in first + rest[2:]] == \
+        [(s.visit, s.detector, s.status, s.message, s.summary) for s in statuses]
+    assert _bytes(other, ["refit_psf_models", "refit_psf_star"]) == _bytes(root, ["refit_psf_models", "refit_psf_star"])
+    assert _records(other, "finalize") == _records(root, "finalize")
+
+
+def test_visit_summary_per_detector_units_give_the_bytes_of_the_visit_in_one_process(finalized, tmp_path):
+    """The visit summaries with their detectors' rows computed in this process (jobs=1) or on two workers equal
+    the summaries of `summarize_visit` (the whole visit in one process, `UpdateVisitSummaryTask.run`), FITS bytes
+    and provenance."""
+    from visitcal.pipeline.visit_summary_step import run_visit_summary, summarize_visit
+
+    root, statuses = finalized
+    copies = {}
+    for mode in ("whole", 1, 2):
+        dest = tmp_path / f"repo_{mode}"
+        shutil.copytree(root, dest, ignore=shutil.ignore_patterns("visit_summary", "visit_image*", "source*"),
+                        symlinks=True)
+        if mode == "whole":
+            got = [summarize_visit(dest, v, False) for v in sorted({s.visit for s in statuses})]
+        else:
+            got = run_visit_summary(dest, jobs=mode, return_status=True)
+        # ok, or degraded by a detector's fallback calibration (visit 1002's, test_products_and_provenance)
+        assert all(s.ok and s.summary["n_detectors"] == 2 for s in got) and sum(s.status == "ok" for s in got) >= 2
+        copies[mode] = (_bytes(dest, ["visit_summary"]), _records(dest, "visit_summary"))
+    assert len(copies["whole"][0]) == 3
+    assert copies[1] == copies["whole"] and copies[2] == copies["whole"]
+    # an up-to-date visit is skipped before any image is read
+    again = run_visit_summary(tmp_path / "repo_2", jobs=2, return_status=True)
+    assert [s.action for s in again] == [SKIPPED] * 3
+
+
+def _dies_on_detector_1(path):
+    """`read_exposure`, except that the process dies (SIGKILL) on a detector-1 ``preliminary_visit_image``."""
+    if Path(path).name.startswith("preliminary_visit_image_") and Path(path).stem.endswith("_001"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return read_exposure(path)
+
+
+@pytest.mark.slow
+def test_a_detector_whose_worker_dies_fails_alone(calibrated, tmp_path, monkeypatch):
+    """On the per-detector paths a worker that dies on one detector fails that detector only: finalize records it
+    ``WorkerCrashed`` (its crash counted) and finalizes the visit from the other; the visit summary is written
+    without its row, degraded, the detector listed with the reason (the workers are forked from this process, so
+    they see the patched reader)."""
+    from visitcal.pipeline import finalize_step, visit_summary_step
+    from visitcal.pipeline.visit_summary_step import run_visit_summary, visit_summary_path
+
+    other = copy_repo(calibrated, tmp_path / "repo")
+    visit = sorted({v for v, _ in Repository(other).data_ids()})[0]
+    monkeypatch.setattr(finalize_step, "read_exposure", _dies_on_detector_1)
+    by = {s.detector: s for s in run_finalize(other, visits=[visit], jobs=2, split=True)}
+    assert by[1].error_type == "WorkerCrashed" and "signal 9" in by[1].message and by[1].crashes == 1
+    assert by[0].ok and by[0].summary["n_used"] > 10
+    models = read_psf_ap_corr_cat(other / "refit_psf_models" / f"refit_psf_models_{visit:06d}.fits")
+    assert list(models["detector"]) == [0]
+    monkeypatch.setattr(finalize_step, "read_exposure", read_exposure)
+    again = run_finalize(other, visits=[visit], jobs=2, split=True)
+    assert [s.status for s in again] == ["ok", "ok"] and again[1].action.startswith("redone (previous run failed")
+
+    monkeypatch.setattr(visit_summary_step, "read_exposure", _dies_on_detector_1)
+    vs, = run_visit_summary(other, visits=[visit], jobs=2, return_status=True)
+    assert vs.status == "degraded" and vs.summary["n_detectors"] == 1
+    assert list(vs.summary["failed_detectors"]) == ["1"]
+    assert vs.summary["failed_detectors"]["1"].startswith("WorkerCrashed: worker died (signal 9")
+    assert "detector 1: no row: WorkerCrashed" in vs.message
+    with fits.open(visit_summary_path(Repository(other), visit)) as hdul:
+        assert hdul["INDEX"].header["VCSTATUS"] == "degraded" and hdul["INDEX"].header["VCMISSDT"] == "1"
+        assert list(hdul["INDEX"].data["detector"]) == [0]

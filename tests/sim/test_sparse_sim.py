@@ -148,3 +148,32 @@ def test_reprocess_runs_on_the_degraded_detectors(chain):
         assert (st.status == "degraded") is degraded and src.meta["DEGRADED"] is degraded
         if degraded:
             assert st.message.startswith("visit summary: ") and src.meta["DEGRADED_REASON"] == st.message
+
+
+def test_the_visit_zero_point_gives_the_same_bytes_on_the_workers(chain, tmp_path):
+    """Issue 25: the summary whose detector takes the visit's zero point (its statistics computed by a second round
+    of per-detector units, after the visit zero point) comes out the same, FITS bytes and provenance, on two
+    workers, in this process (the chain's, jobs=1) and with the whole visit in one process (`summarize_visit`,
+    `UpdateVisitSummaryTask.run`)."""
+    import json
+    import shutil
+
+    from visitcal.pipeline.visit_summary_step import summarize_visit
+
+    root, visit, zp_det = chain["root"], chain["visit"], chain["zp_det"]
+    original = visit_summary_path(chain["repo"], visit).read_bytes()
+    record = json.loads(chain["repo"].visit_status_path("visit_summary", visit).read_text())
+    for mode in ("whole", 2):
+        dest = tmp_path / f"repo_{mode}"
+        shutil.copytree(root, dest, symlinks=True,
+                        ignore=shutil.ignore_patterns("visit_summary", "visit_image*", "source*", "reprocess"))
+        if mode == "whole":
+            status = summarize_visit(dest, visit, False)
+        else:
+            status, = run_visit_summary(dest, visits=[visit], jobs=mode, return_status=True)
+        assert str(zp_det) in status.summary["degraded_detectors"]
+        assert "zero point: the visit's" in status.summary["degraded_detectors"][str(zp_det)]
+        assert visit_summary_path(Repository(dest), visit).read_bytes() == original
+        again = json.loads(Repository(dest).visit_status_path("visit_summary", visit).read_text())
+        assert {k: v for k, v in again.items() if k not in ("timings", "peak_rss_mb")} == \
+            {k: v for k, v in record.items() if k not in ("timings", "peak_rss_mb")}

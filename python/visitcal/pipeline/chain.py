@@ -109,7 +109,7 @@ def run_chain(root, *, visits=None, detectors=None, jobs: int = 1, config: RunCo
     step("finalize", lambda: run_finalize(repo.root, visits=visits, jobs=jobs, config=config.finalize,
                                           overwrite=overwrite, progress=bar("finalize"), executor=executor))
     step("visit_summary", lambda: run_visit_summary(repo.root, visits=visits, overwrite=overwrite,
-                                                    return_status=True, executor=executor,
+                                                    return_status=True, jobs=jobs, executor=executor,
                                                     progress=bar("visit_summary")))
     step("reprocess", lambda: run_reprocess(repo.root, visits=visits, detectors=detectors, jobs=jobs,
                                             config=config.reprocess, overwrite=overwrite,

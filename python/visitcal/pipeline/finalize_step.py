@@ -14,7 +14,10 @@ or, with ``per_detector``, the detector task per detector (``refit_psf_models_de
 ``refit_psf_star_detector/...``) followed by ``ConsolidateFinalizeCharacterizationDetectorTask`` per visit.
 The inputs of a visit are its detectors whose calibrate provenance is ok.
 
-The unit is the visit (its products are per visit) and its outcome is recorded per detector. Every detector's
+The unit is the visit (its products are per visit) and its outcome is recorded per detector. With fewer visits
+than workers (`choose_split`) each visit's detectors run as separate units on the workers and the visit-level
+part in the calling process, with the same products and provenance (`run_finalize`'s ``split`` and Notes).
+Every detector's
 provenance records the visit's inputs, ``{path: sha256}`` of each detector's ``single_visit_star`` and
 ``preliminary_visit_image`` and of every tract's ``isolated_star_association`` and ``isolated_star`` table
 (all of them are read, as LSST hands finalize the overlapping tracts; not a tract whose latest association
@@ -63,9 +66,10 @@ from .associate_step import STEP as ASSOCIATE_STEP
 from .associate_step import run_associate
 from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read,
                          Repository, summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
-from .runner import run_units
+from .runner import digest_files, run_units, visit_chunks, worker_count
 
-__all__ = ["FinalizeStepConfig", "run_finalize", "summary_lines"]
+__all__ = ["SPLIT_MIN_DETECTORS_PER_WORKER", "DetectorUnitResult", "FinalizeStepConfig", "PreparedVisit",
+           "choose_split", "finalize_detector", "finalize_visit", "prepare_visit", "run_finalize", "summary_lines"]
 
 STEP = "finalize"
 
@@ -114,10 +118,14 @@ def _isolated_star_dicts(tract_paths: dict[int, tuple[Path, Path]]) -> tuple[dic
 
 
 def _visit_digests(repo: Repository, inputs: dict[int, tuple[Path, Path]],
-                   tract_paths: dict[int, tuple[Path, Path]]) -> dict[str, str]:
-    """The digests of everything a visit reads: its detectors' inputs and every tract's isolated-star tables."""
-    return repo.digests([p for pair in inputs.values() for p in pair]
-                        + [p for pair in tract_paths.values() for p in pair])
+                   tract_paths: dict[int, tuple[Path, Path]], known: dict | None = None) -> dict[str, str]:
+    """The digests of everything a visit reads: its detectors' inputs and every tract's isolated-star tables
+    (``known``: those already computed, `digest_files`)."""
+    return repo.digests(_visit_files(inputs, tract_paths), known)
+
+
+def _visit_files(inputs: dict[int, tuple[Path, Path]], tract_paths: dict[int, tuple[Path, Path]]) -> list[Path]:
+    return [p for pair in inputs.values() for p in pair] + [p for pair in tract_paths.values() for p in pair]
 
 
 def _visit_paths(repo: Repository, visit: int) -> dict[str, Path]:
@@ -172,11 +180,62 @@ def finalize_visit(root, visit: int, config_json: str, per_detector: bool = Fals
     recorded statuses are returned with ``action`` `SKIPPED`."""
     repo = Repository(root)
     config = FinalizeStepConfig.model_validate_json(config_json)
+    plan = _plan_visit(repo, visit, config, overwrite)
+    if isinstance(plan, list):
+        return plan
+
+    def compute():
+        band, cats, srcs = _band_and_tracts(plan)
+        if per_detector:
+            return _finalize_per_detector(repo, config, visit, band, cats, srcs, plan.active, plan.statuses)
+        while True:  # a detector whose input cannot be read is dropped and the visit redone without it
+            src_dict = {d: deferred_read(read_catalog, p, d) for d, (p, _) in plan.active.items()}
+            exp_dict = {d: deferred_read(read_exposure, p, d) for d, (_, p) in plan.active.items()}
+            try:
+                return FinalizeCharacterizationTask(config.finalize).run(visit, band, cats, srcs, src_dict, exp_dict)
+            except UnreadableInputError as err:
+                plan.drop(err.detector, err.error_type, str(err))
+                if not plan.active:
+                    raise NoWorkFound(f"visit {visit}: no readable calibrated detector") from None
+
+    return _conclude(plan, compute)
+
+
+@dataclasses.dataclass
+class _VisitPlan:
+    """A visit to finalize (`_plan_visit`): its detectors' new statuses (``failed`` until written), the readable
+    ones (``active``: ``{detector: (single_visit_star, preliminary_visit_image)}``), its products' paths, and,
+    on the per-detector path, what the parent prepared and the detectors' parts."""
+
+    repo: Repository
+    visit: int
+    config: FinalizeStepConfig
+    statuses: dict
+    previous: dict
+    active: dict
+    paths: dict
+    tract_paths: dict
+    t0: float
+    band: str | None = None
+    iso: object = None
+    iso_of: dict = dataclasses.field(default_factory=dict)
+    parts: dict = dataclasses.field(default_factory=dict)
+    error: Exception | None = None
+
+    def drop(self, detector: int, error_type: str, message: str) -> None:
+        """A detector whose input cannot be read (or whose worker died) fails; the visit goes on without it."""
+        self.statuses[detector].error_type, self.statuses[detector].message = error_type, message
+        del self.active[detector]
+
+
+def _plan_visit(repo: Repository, visit: int, config: FinalizeStepConfig, overwrite: bool, known: dict | None = None):
+    """The recorded statuses (``action`` `SKIPPED` or `SKIPPED_CRASHED`) when the visit is up to date, else a
+    `_VisitPlan` (the digests of every input are computed here, or taken from ``known``; no image is read)."""
     chash = config_hash(config)
     inputs = _visit_inputs(repo, visit)
     paths = _visit_paths(repo, visit)
     tract_paths = _isolated_star_paths(repo)
-    digests = _visit_digests(repo, inputs, tract_paths)
+    digests = _visit_digests(repo, inputs, tract_paths, known)
     previous = {d: repo.read_status(STEP, visit, d) for d in sorted(inputs)}
     actions = {d: repo.unit_action(previous[d], chash, digests, paths.values(), overwrite) for d in previous}
     # up to date, or left failed after crashing twice (every detector of the visit then says so)
@@ -188,39 +247,32 @@ def finalize_visit(root, visit: int, config_json: str, per_detector: bool = Fals
     statuses = {d: UnitStatus(step=STEP, visit=visit, detector=d, status="failed", config_hash=chash, timings={},
                               versions=versions, inputs=digests,
                               action=reason if actions[d] == SKIPPED else actions[d]) for d in sorted(inputs)}
-    active = dict(inputs)
+    return _VisitPlan(repo=repo, visit=visit, config=config, statuses=statuses, previous=previous,
+                      active=dict(inputs), paths=paths, tract_paths=tract_paths, t0=time.perf_counter())
 
-    def drop(err: UnreadableInputError) -> None:
-        statuses[err.detector].error_type, statuses[err.detector].message = err.error_type, str(err)
-        del active[err.detector]
 
-    t_all = time.perf_counter()
+def _band_and_tracts(plan: _VisitPlan):
+    """The visit's band (from its first readable detector; an unreadable one is dropped) and every tract's
+    isolated-star tables."""
+    band = None
+    for d in sorted(plan.active):
+        try:
+            band = _band(plan.active[d][0])
+            break
+        except UnreadableInputError as err:
+            plan.drop(d, err.error_type, str(err))
+    if band is None:
+        raise NoWorkFound(f"visit {plan.visit}: no calibrated detector")
+    cats, srcs = _isolated_star_dicts(plan.tract_paths)
+    return band, cats, srcs
+
+
+def _conclude(plan: _VisitPlan, compute) -> list[UnitStatus]:
+    """Run ``compute()`` (the visit's `FinalizeCharacterizationResult`), write the products and record every
+    detector's status; a visit-level failure is recorded on every detector of the visit."""
+    repo, paths, statuses = plan.repo, plan.paths, plan.statuses
     try:
-        band = None
-        for d in sorted(active):
-            try:
-                band = _band(active[d][0])
-                break
-            except UnreadableInputError as err:
-                err.detector = d
-                drop(err)
-        if band is None:
-            raise NoWorkFound(f"visit {visit}: no calibrated detector")
-        cats, srcs = _isolated_star_dicts(tract_paths)
-        if per_detector:
-            result = _finalize_per_detector(repo, config, visit, band, cats, srcs, active, statuses)
-        else:
-            while True:  # a detector whose input cannot be read is dropped and the visit redone without it
-                src_dict = {d: deferred_read(read_catalog, p, d) for d, (p, _) in active.items()}
-                exp_dict = {d: deferred_read(read_exposure, p, d) for d, (_, p) in active.items()}
-                try:
-                    result = FinalizeCharacterizationTask(config.finalize).run(visit, band, cats, srcs, src_dict,
-                                                                               exp_dict)
-                    break
-                except UnreadableInputError as err:
-                    drop(err)
-                    if not active:
-                        raise NoWorkFound(f"visit {visit}: no readable calibrated detector") from None
+        result = compute()
         outputs = {
             repo.relpath(paths["refit_psf_models"]): write_product(
                 paths["refit_psf_models"], lambda p: write_psf_ap_corr_cat(result.psf_ap_corr_cat, p, overwrite=True),
@@ -239,10 +291,228 @@ def finalize_visit(root, visit: int, config_json: str, per_detector: bool = Fals
                 st.error_type, st.message = type(err).__name__, str(err)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     for st in statuses.values():
-        st.timings["visit_total"] = time.perf_counter() - t_all
+        st.timings["visit_total"] = time.perf_counter() - plan.t0
         st.peak_rss_mb = peak
         repo.write_status(st)
     return [statuses[d] for d in sorted(statuses)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The per-detector path: a visit's detectors on the workers, the visit-level part in the parent
+# --------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DetectorUnitResult:
+    """What a detector's unit of the per-detector path returns (`finalize_detector`; picklable, no pixels):
+    the task's `DetectorPart`, or the failure (``unreadable``: an input could not be read or the worker died,
+    the detector fails and the visit goes on without it; else the visit fails with ``error_type`` and
+    ``message``, as an exception in the visit task does)."""
+
+    visit: int
+    detector: int
+    status: str = "ok"
+    part: object = None
+    error_type: str | None = None
+    message: str | None = None
+    unreadable: bool = False
+
+
+def finalize_detector(src_path: str, exp_path: str, visit: int, band: str, detector: int, iso, config_json: str
+                      ) -> DetectorUnitResult:
+    """One detector's part of a visit's finalize (a unit of the per-detector path of `run_finalize`, on a
+    worker): `FinalizeCharacterizationTask.run_detector` on its ``single_visit_star`` and
+    ``preliminary_visit_image`` with the visit's isolated sources ``iso`` (those of this detector). Never
+    raises: a failure is the returned status."""
+    out = DetectorUnitResult(visit=int(visit), detector=int(detector))
+    config = FinalizeStepConfig.model_validate_json(config_json)
+    try:
+        task = FinalizeCharacterizationTask(config.finalize)
+        out.part = task.run_detector(visit, band, detector, deferred_read(read_catalog, src_path, detector),
+                                     deferred_read(read_exposure, exp_path, detector), iso)
+    except UnreadableInputError as err:
+        out.status, out.error_type, out.message, out.unreadable = "failed", err.error_type, str(err), True
+    except Exception as err:  # noqa: BLE001 - the visit's failure, recorded by the parent
+        out.status, out.error_type, out.message = "failed", type(err).__name__, str(err)
+    return out
+
+
+def _crashed_detector(unit, message) -> DetectorUnitResult:
+    """A detector whose worker died (`run_units`' ``crashed`` callback): it fails, the visit goes on."""
+    visit, _, detector = unit[2:5]
+    return DetectorUnitResult(visit=int(visit), detector=int(detector), status="failed",
+                              error_type="WorkerCrashed", message=message, unreadable=True)
+
+
+def _iso_by_detector(iso, srcs: dict, visit: int, id_column: str, detectors) -> dict:
+    """``{detector: rows of the visit's isolated sources on it}`` (by source id; what a detector's unit needs
+    of the visit's table: its own sources' matches are the same, source ids being unique). Every detector gets
+    the whole table when a tract's source table has no ``detector`` column."""
+    ids, dets = [], []
+    for tract in sorted(srcs):
+        sources = srcs[tract]
+        if "detector" not in sources.colnames:
+            return {d: iso for d in detectors}
+        keep = np.asarray(sources["visit"]) == visit
+        ids.append(np.asarray(sources[id_column], dtype=np.int64)[keep])
+        dets.append(np.asarray(sources["detector"], dtype=np.int64)[keep])
+    ids_all, dets_all = np.concatenate(ids), np.concatenate(dets)
+    order = np.argsort(ids_all, kind="stable")
+    iso_ids = np.asarray(iso[id_column], dtype=np.int64)
+    pos = np.clip(np.searchsorted(ids_all[order], iso_ids), 0, max(len(order) - 1, 0))
+    det_of = np.where(ids_all[order][pos] == iso_ids, dets_all[order][pos], -1) if len(order) else \
+        np.full(len(iso), -1)
+    return {d: iso[det_of == d] for d in detectors}
+
+
+@dataclasses.dataclass
+class PreparedVisit:
+    """What a visit's first unit on the per-detector path returns (`prepare_visit`; picklable): its band, its
+    isolated sources and each detector's share of them, the detectors dropped (an unreadable input:
+    ``{detector: (error_type, message)}``); or the visit's failure (``error_type`` and ``message``; ``crashed``
+    when its worker died)."""
+
+    visit: int
+    band: str | None = None
+    iso: object = None
+    iso_of: dict = dataclasses.field(default_factory=dict)
+    dropped: dict = dataclasses.field(default_factory=dict)
+    error_type: str | None = None
+    message: str | None = None
+    crashed: bool = False
+
+
+def prepare_visit(root, visit: int, config_json: str, active: dict) -> PreparedVisit:
+    """The first unit of a visit on the per-detector path (on a worker: it reads the repository's tables): the
+    band (from the first readable detector of ``active``, ``{detector: (single_visit_star,
+    preliminary_visit_image)}``), every tract's isolated-star tables, the visit's isolated sources
+    (`FinalizeCharacterizationTask.isolated_sources`) and each detector's share of them. Never raises."""
+    config = FinalizeStepConfig.model_validate_json(config_json)
+    out = PreparedVisit(visit=int(visit))
+    plan = _VisitPlan(repo=Repository(root), visit=int(visit), config=config,
+                      statuses={d: UnitStatus(step=STEP, visit=visit, detector=d, status="failed") for d in active},
+                      previous={}, active={d: (Path(a), Path(b)) for d, (a, b) in active.items()}, paths={},
+                      tract_paths=_isolated_star_paths(Repository(root)), t0=0.0)
+    try:
+        band, cats, srcs = _band_and_tracts(plan)
+        task = FinalizeCharacterizationTask(config.finalize)
+        out.band = band
+        out.iso = task.isolated_sources(visit, band, cats, srcs)
+        out.iso_of = _iso_by_detector(out.iso, srcs, visit, config.finalize.id_column, sorted(plan.active))
+    except Exception as err:  # noqa: BLE001 - recorded on every detector of the visit by the parent
+        out.error_type, out.message = type(err).__name__, str(err)
+    out.dropped = {d: (st.error_type, st.message) for d, st in plan.statuses.items() if d not in plan.active}
+    return out
+
+
+def _crashed_prepare(unit, message) -> PreparedVisit:
+    """A visit whose first unit's worker died (`run_units`' ``crashed`` callback): every detector crashed."""
+    return PreparedVisit(visit=int(unit[1]), error_type="WorkerCrashed", message=message, crashed=True)
+
+
+def _take_prepared(plan: _VisitPlan, prepared: PreparedVisit) -> None:
+    """Apply a visit's `PreparedVisit` to its plan (dropped detectors; the band and isolated sources; or the
+    visit's failure, a crash counted on every detector as `crashed_unit_status` does)."""
+    for d, (error_type, message) in prepared.dropped.items():
+        plan.drop(d, error_type, message)
+    if prepared.error_type is not None:
+        if prepared.crashed:
+            for d in plan.statuses:
+                _count_crash(plan, d)
+        plan.error = _remote_error(prepared.error_type, prepared.message)
+        return
+    plan.band, plan.iso, plan.iso_of = prepared.band, prepared.iso, prepared.iso_of
+
+
+def _remote_error(error_type: str | None, message: str | None) -> Exception:
+    """An exception raised in a worker, as its own type's name (recorded as the visit's failure)."""
+    return type(error_type or "RuntimeError", (RuntimeError,), {})(message)
+
+
+def _assemble_split(plan: _VisitPlan):
+    """The visit-level part of the per-detector path, in the parent: the detectors' parts in detector order (an
+    unreadable or crashed detector dropped, any other error the visit's), then `FinalizeCharacterizationTask.
+    assemble` (the visit-level PSF and ap-corr fallbacks): the visit task's result."""
+    if plan.error is not None:
+        raise plan.error
+    visit = plan.visit
+    parts = {}
+    for d in sorted(plan.active):
+        unit = plan.parts[d]
+        if unit.status == "ok":
+            parts[d] = unit.part
+        elif unit.unreadable:
+            plan.drop(d, unit.error_type, unit.message)
+            if unit.error_type == "WorkerCrashed":
+                _count_crash(plan, d)
+        else:
+            raise _remote_error(unit.error_type, unit.message)
+    if not parts:
+        raise NoWorkFound(f"visit {visit}: no readable calibrated detector")
+    if parts[min(parts)].template is None:  # cannot happen: every unit builds its schema
+        raise RuntimeError(f"visit {visit}: detector {min(parts)} gave no output schema")
+    src_dict = {d: deferred_read(read_catalog, p, d) for d, (p, _) in plan.active.items()}
+    exp_dict = {d: deferred_read(read_exposure, p, d) for d, (_, p) in plan.active.items()}
+    task = FinalizeCharacterizationTask(plan.config.finalize)
+    return task.assemble(visit, plan.band, parts, plan.iso, src_dict, exp_dict)
+
+
+def _count_crash(plan: _VisitPlan, detector: int) -> None:
+    """A crashed detector's ``crashes``: the previous record's plus one when it crashed with the same config and
+    inputs (`crashed_unit_status`), else 1."""
+    st, previous = plan.statuses[detector], plan.previous.get(detector)
+    same = (previous is not None and previous.error_type == "WorkerCrashed"
+            and previous.config_hash == st.config_hash and (previous.inputs or {}) == st.inputs)
+    st.crashes = (previous.crashes or 0) + 1 if same else 1
+
+
+def _run_split(repo: Repository, todo, config: FinalizeStepConfig, overwrite: bool, jobs: int, executor,
+               progress) -> list[list[UnitStatus]]:
+    """The per-detector path of `run_finalize` (see its Notes); the statuses per visit, in ``todo``'s order."""
+    results: dict[int, list[UnitStatus]] = {}
+    plans: dict[int, _VisitPlan] = {}
+    tract_paths = _isolated_star_paths(repo)  # every input's digest, on the workers (the up-to-date checks)
+    known = digest_files([p for v in todo for p in _visit_files(_visit_inputs(repo, v), tract_paths)], jobs=jobs,
+                         executor=executor, cache=repo.digest_cache)
+    for visit in todo:
+        plan = _plan_visit(repo, visit, config, overwrite, known)
+        if isinstance(plan, list):
+            results[visit] = plan
+        else:
+            plans[visit] = plan
+    config_json = config.model_dump_json()
+    total = len(results) + sum(len(p.active) + 1 for p in plans.values())
+    done = 0
+
+    def report(label: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, label)
+
+    if progress is not None:
+        progress(0, total, "")
+    for visit, statuses in results.items():
+        report(f"visit {visit}: {sum(s.ok for s in statuses)} of {len(statuses)} detectors ok (skipped)")
+    # a few visits at a time, each concluded when its group is done: this process holds their parts only
+    for chunk in visit_chunks({v: len(p.active) for v, p in plans.items()}, 4 * worker_count(jobs, executor)):
+        first = [(str(repo.root), v, config_json, {d: (str(a), str(b)) for d, (a, b) in plans[v].active.items()})
+                 for v in chunk]
+        for prepared in run_units(prepare_visit, first, jobs=jobs, executor=executor, crashed=_crashed_prepare):
+            n_before = len(plans[prepared.visit].active)
+            _take_prepared(plans[prepared.visit], prepared)
+            plan = plans[prepared.visit]
+            total -= n_before - (len(plan.active) if plan.error is None else 0)
+        units = [(str(plans[v].active[d][0]), str(plans[v].active[d][1]), v, plans[v].band, d, plans[v].iso_of[d],
+                  config_json) for v in chunk if plans[v].error is None for d in sorted(plans[v].active)]
+        forward = (lambda n, _total, label: report(label) if n else None) if units else None
+        for unit in run_units(finalize_detector, units, jobs=jobs, executor=executor, crashed=_crashed_detector,
+                              progress=forward):
+            plans[unit.visit].parts[unit.detector] = unit
+        for visit in chunk:
+            plan = plans.pop(visit)
+            results[visit] = _conclude(plan, lambda plan=plan: _assemble_split(plan))
+            report(f"visit {visit}: {sum(s.ok for s in results[visit])} of {len(results[visit])} detectors ok")
+    return [results[v] for v in todo]
 
 
 def _finalize_per_detector(repo, config, visit, band, cats, srcs, active, statuses):
@@ -290,13 +560,53 @@ def _bbox_and_ap_corr(path, detector: int):
     return exposure.bbox, exposure.ap_corr_map
 
 
+#: `choose_split`'s minimum of calibrated detectors per worker for the per-detector path (fewer would leave
+#: workers idle anyway). Measured (bench/README.md, issue 25), 1 visit on 2 workers, best of 4 at low load:
+#: 4 lsst detectors 2.76 s on the per-detector path vs 3.78 s as one unit, 8 small ones 2.30 vs 2.85 s (single
+#: runs at a higher load went the other way by up to 1.3x: the path's fixed costs, fresh workers for each of
+#: its three rounds of units, are about a second).
+SPLIT_MIN_DETECTORS_PER_WORKER = 1
+
+
+def choose_split(n_visits: int, n_detectors: int, workers: int) -> bool:
+    """Whether `run_finalize` takes the per-detector path by default: fewer visits than workers (one unit per
+    visit would leave workers idle) and at least `SPLIT_MIN_DETECTORS_PER_WORKER` detectors per worker over
+    those visits. The products are the same bytes either way."""
+    return workers > 1 and 0 < n_visits < workers and n_detectors >= SPLIT_MIN_DETECTORS_PER_WORKER * workers
+
+
 def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1,
                  config: FinalizeStepConfig | None = None, overwrite: bool = False, progress=None,
-                 executor=None) -> list[UnitStatus]:
+                 executor=None, split: bool | None = None) -> list[UnitStatus]:
     """Associate (when the isolated-star tables are missing) and finalize every calibrated visit.
 
-    Returns the per-detector `UnitStatus` list in (visit, detector) order; visits run in parallel processes
-    with ``jobs > 1``, with the same bytes whatever ``jobs`` and ``per_detector``.
+    Returns the per-detector `UnitStatus` list in (visit, detector) order, with the same bytes whatever
+    ``jobs``, ``executor``, ``per_detector`` and ``split``.
+
+    Parameters
+    ----------
+    split : bool, optional
+        Run each visit's detectors as separate units (the per-detector path, Notes). By default (None) it is
+        chosen by `choose_split`: per detector when fewer visits are to be finalized than there are workers
+        (``jobs``, or the executor's workers) and they have at least `SPLIT_MIN_DETECTORS_PER_WORKER`
+        detectors per worker (and ``per_detector`` is False); else one unit per visit.
+
+    Notes
+    -----
+    One unit per visit (`finalize_visit`) keeps a worker per visit, so one or two visits use one or two cores
+    whatever ``jobs``. The per-detector path cuts each visit in four: in this process, the up-to-date check
+    (an up-to-date visit is skipped without reading an image; the inputs' digests are computed on the workers,
+    `digest_files`); a first unit per visit on the workers
+    (`prepare_visit`: the band, the tracts' isolated-star tables and the visit's isolated sources, split by
+    detector); one unit per detector on the workers (`finalize_detector`: the PSF star
+    selection, the PSF fit, the measurement of the PSF stars and their aperture correction,
+    `FinalizeCharacterizationTask.run_detector`), returning the detector's PSF, ap-corr map, measured star rows
+    and status (no pixels); then, in this process, the visit-level part (`FinalizeCharacterizationTask.assemble`:
+    rows in detector order, the visit-level PSF fallback, which reads the inputs again, and the ap-corr
+    fallback), the products written and the provenance recorded. The products and provenance are those of the
+    visit unit (timings and peak memory aside: ``peak_rss_mb`` is then this process's). A detector whose
+    worker dies (``WorkerCrashed``) fails alone on this path, its visit finalized from the others, where the
+    visit unit fails the whole visit.
     """
     repo = Repository(root)
     config = config or FinalizeStepConfig()
@@ -304,8 +614,15 @@ def run_finalize(root, *, visits=None, per_detector: bool = False, jobs: int = 1
         run_associate(repo.root, executor=executor)
     all_visits = sorted({v for v, _ in repo.data_ids()})
     todo = all_visits if visits is None else [v for v in all_visits if v in set(visits)]
-    units = [(str(repo.root), v, config.model_dump_json(), per_detector, overwrite) for v in todo]
-    results = run_units(finalize_visit, units, jobs=jobs, executor=executor, progress=progress, crashed=_crashed)
+    if split is None:
+        split = not per_detector and choose_split(len(todo), sum(len(_visit_inputs(repo, v)) for v in todo),
+                                                  worker_count(jobs, executor))
+    if split and not per_detector:
+        results = _run_split(repo, todo, config, overwrite, jobs, executor, progress)
+    else:
+        units = [(str(repo.root), v, config.model_dump_json(), per_detector, overwrite) for v in todo]
+        results = run_units(finalize_visit, units, jobs=jobs, executor=executor, progress=progress,
+                            crashed=_crashed)
     return [s for per_visit in results for s in per_visit]
 
 

@@ -239,9 +239,13 @@ class Repository:
         """``path`` relative to the repository root, with POSIX separators (the key of a digest mapping)."""
         return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))).as_posix()
 
-    def digests(self, paths) -> dict[str, str]:
-        """``{relpath: file_digest}`` of ``paths`` (a missing file's digest is ``"missing"``), sorted by path."""
-        return {self.relpath(p): file_digest(p, self.digest_cache) for p in sorted(set(Path(p) for p in paths))}
+    def digests(self, paths, known: dict | None = None) -> dict[str, str]:
+        """``{relpath: file_digest}`` of ``paths`` (a missing file's digest is ``"missing"``), sorted by path,
+        through the repository's digest cache. ``known``: ``{Path: digest}`` already computed (e.g. on the
+        workers, `digest_files`), used as they are."""
+        known = known or {}
+        return {self.relpath(p): known[p] if p in known else file_digest(p, self.digest_cache)
+                for p in sorted(set(Path(p) for p in paths))}
 
     def single_visit_star_paths(self) -> dict[tuple[int, int], Path]:
         """``{(visit, detector): path}`` of every single_visit_star present, sorted."""

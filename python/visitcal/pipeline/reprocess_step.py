@@ -189,7 +189,7 @@ def run_reprocess(root, *, visits=None, detectors=None, jobs: int = 1, config: R
     repo = Repository(root)
     config = config or ReprocessStepConfig()
     if visit_summaries:
-        run_visit_summary(repo.root, visits=visits, executor=executor)
+        run_visit_summary(repo.root, visits=visits, jobs=jobs, executor=executor)
     finalized = {int(p.stem.rsplit("_", 1)[1]) for p in (repo.root / "visit_summary").glob("visit_summary_*.fits")}
     ids = [(v, d) for v, d in repo.data_ids(visits, detectors) if v in finalized]
     units = [(str(repo.root), v, d, config.model_dump_json(), overwrite) for v, d in ids]

@@ -129,6 +129,7 @@ __all__ = [
     "ConsolidateFinalizeCharacterizationDetectorConfig",
     "ConsolidateFinalizeCharacterizationDetectorTask",
     "DEGRADED_STATUSES",
+    "DetectorPart",
     "DetectorStatus",
     "FinalizeCharacterizationConfig",
     "FinalizeCharacterizationDetectorTask",
@@ -1073,32 +1074,95 @@ class FinalizeCharacterizationTask(FinalizeCharacterizationTaskBase):
         if set(src_dict) != set(calexp_dict):
             log.warning("visit %d: detectors with src %s and with calexp %s differ; using %s", visit,
                         sorted(src_dict), sorted(calexp_dict), detectors)
+        iso = self.isolated_sources(visit, band, isolated_star_cat_dict, isolated_star_source_dict)
+        parts = {}
+        for det in detectors:
+            parts[det] = self.run_detector(visit, band, det, src_dict[det], calexp_dict[det], iso,
+                                           template=not parts)
+        return self.assemble(visit, band, parts, iso, src_dict, calexp_dict)
+
+    def isolated_sources(self, visit: int, band: str, isolated_star_cat_dict: Mapping,
+                         isolated_star_source_dict: Mapping) -> Table:
+        """The visit's isolated-star sources with their reserve flags (`concat_isolated_star_cats`).
+
+        Raises
+        ------
+        NoWorkFound
+            No isolated source in this visit.
+        """
         iso = concat_isolated_star_cats(band, isolated_star_cat_dict, isolated_star_source_dict, visit=visit,
                                         reserve_selection=self.reserve_selection, id_column=self.config.id_column)
         if len(iso) == 0:
             raise NoWorkFound(f"visit {visit}: no isolated-star source in this visit")
+        return iso
+
+    def run_detector(self, visit: int, band: str, detector: int, src, exposure, isolated_source_table: Table, *,
+                     template: bool = True) -> "DetectorPart":
+        """One detector's part of `run` (the PSF star selection, the PSF fit, the measurement of the PSF stars
+        and its aperture correction; `compute_psf_and_ap_corr_map`), for `assemble`; what a per-detector
+        worker computes. ``src`` and ``exposure`` as `run`'s (or callables); ``isolated_source_table``: the
+        visit's isolated sources (`isolated_sources`), or those of this detector (the same matches: source ids
+        are unique). ``template``: also build the output schema from this detector (`assemble` uses the
+        first detector's)."""
+        src = _load(src)
+        exposure = _load(exposure)
+        schema = self._output_template(src, exposure) if template else None
+        out = self.compute_psf_and_ap_corr_map(visit, detector, exposure, src, isolated_source_table, band=band)
+        return DetectorPart(detector=int(detector), status=out.status, psf=out.psf, ap_corr_map=out.ap_corr_map,
+                            measured=out.measured, template=schema, bbox=exposure.bbox,
+                            input_ap_corr_map=exposure.ap_corr_map)
+
+    def assemble(self, visit: int, band: str, parts: Mapping, isolated_source_table: Table, src_dict: Mapping,
+                 calexp_dict: Mapping) -> FinalizeCharacterizationResult:
+        """The visit's result from its detectors' parts (`run_detector`, ``{detector: part}``; the output schema
+        the first detector's): the rows and star tables in detector order, then the visit-level fallbacks
+        (`apply_visit_level_psf`, which reads the inputs again from ``src_dict`` / ``calexp_dict`` when a
+        detector's own PSF failed, and `apply_visit_level_ap_corr`).
+
+        Raises
+        ------
+        NoWorkFound
+            No detector gave a star table.
+        """
+        detectors = sorted(parts)
         rows, tables, statuses = [], [], {}
         inputs = {}  # detector -> (bbox, input ap-corr map), for the visit-level fallback
-        template = None
+        template = parts[detectors[0]].template if detectors else None
         for det in detectors:
-            src = _load(src_dict[det])
-            exposure = _load(calexp_dict[det])
-            if template is None:
-                template = self._output_template(src, exposure)
-            out = self.compute_psf_and_ap_corr_map(visit, det, exposure, src, iso, band=band)
-            statuses[det] = out.status
-            if out.measured is None:
+            part = parts[det]
+            statuses[det] = part.status
+            if part.measured is None:
                 continue
-            rows.append((det, out.psf, out.ap_corr_map, out.status))
+            out = _DetectorOutput(part.psf, part.ap_corr_map, part.measured, part.status)
+            rows.append((det, part.psf, part.ap_corr_map, part.status))
             tables.append(self._finish_detector(out, visit, det, template))
-            inputs[det] = (exposure.bbox, exposure.ap_corr_map)
+            inputs[det] = (part.bbox, part.input_ap_corr_map)
         result = self._assemble(visit, rows, tables, template, statuses)
         if self.config.do_visit_level_psf:
             pairs = {det: (lambda d=det: (_load(src_dict[d]), _load(calexp_dict[d]))) for det in detectors}
-            apply_visit_level_psf(result, pairs, self.config, visit=visit, band=band, isolated_source_table=iso)
+            apply_visit_level_psf(result, pairs, self.config, visit=visit, band=band,
+                                  isolated_source_table=isolated_source_table)
         if self.config.do_visit_level_ap_corr:
             apply_visit_level_ap_corr(result, inputs, self.config)
         return result
+
+
+@dataclasses.dataclass
+class DetectorPart:
+    """One detector's part of `FinalizeCharacterizationTask.run` (`FinalizeCharacterizationTask.run_detector`):
+    its `DetectorStatus`, refit PSF and ap-corr map (None when they failed), its measured PSF-star table (None
+    exactly when the detector gets no row), the output schema built from it (a zero-row table, or None), its
+    bbox and its input ap-corr map (for the visit-level fallback). Picklable and without pixels: what crosses
+    from a per-detector worker."""
+
+    detector: int
+    status: DetectorStatus
+    psf: object
+    ap_corr_map: ApCorrMap | None
+    measured: Table | None
+    template: Table | None
+    bbox: object
+    input_ap_corr_map: ApCorrMap | None
 
 
 class FinalizeCharacterizationDetectorTask(FinalizeCharacterizationTaskBase):

@@ -44,7 +44,8 @@ from ..core.photocalib import PhotoCalib
 from ..core.wcs import read_wcs, wcs_to_header
 
 __all__ = ["UpdateVisitSummaryTask", "UpstreamFailureNoWorkFound", "VisitCalibrations", "calibrations_for",
-           "read_visit_summary", "write_visit_summary"]
+           "detector_row", "make_visit_summary_table", "read_visit_summary", "write_visit_summary",
+           "zero_point_of"]
 
 #: The object columns of a visit_summary (None where missing).
 COMPONENTS = ("psf", "ap_corr_map", "photo_calib")
@@ -136,38 +137,49 @@ class UpdateVisitSummaryTask:
         waiting = {}  # detector -> (row, exposure): a zero point from too few stars, finished below
         for det in sorted(int(d) for d in calexp_dict):
             exposure = _load(calexp_dict[det])
-            model = models.get(det)
-            psf = model["psf"] if model is not None else None
-            apc = model["ap_corr_map"] if model is not None else None
-            status = str(model["status"]) if model is not None else "no_finalize_row"
-            message = str(model["message"]) if model is not None else "finalize gave this detector no row"
-            row = {"detector": det, "visit": int(visit), "psf": psf, "ap_corr_map": apc, "wcs": exposure.wcs,
-                   "photo_calib": exposure.photo_calib,
-                   "bbox": (exposure.bbox.min_x, exposure.bbox.min_y, exposure.bbox.max_x, exposure.bbox.max_y),
-                   "status": status, "message": message, "stats": {}}
+            row = detector_row(visit, det, models.get(det), exposure.wcs, exposure.photo_calib, exposure.bbox)
             rows.append(row)
             zps[det] = _ZeroPoint.of(exposure)
-            if zps[det] is not None and (not zps[det].enough or zps[det].error > self.detector_zero_point_scatter):
+            if self.waits_for_visit_zero_point(zps[det]):
                 waiting[det] = (row, exposure)  # its stats wait for the visit's zero point
                 continue
             self._stats(row, exposure, det, background_dict, source_dict)
-        if waiting:
-            self._visit_zero_points(waiting, zps, background_dict, source_dict)
+        for det, (row, exposure) in waiting.items():
+            self.apply_visit_zero_point(row, det, zps)
+            self._stats(row, exposure, det, background_dict, source_dict)
         return _make_table(rows)
+
+    def waits_for_visit_zero_point(self, zero_point: "_ZeroPoint | None") -> bool:
+        """Whether a detector whose own zero point is ``zero_point`` (`zero_point_of`) takes the visit's (fewer
+        than its ``MAGZERO_MIN_NOBJ`` stars, or an error over ``detector_zero_point_scatter``): its statistics
+        are then computed after `apply_visit_zero_point`."""
+        return zero_point is not None and (not zero_point.enough
+                                           or zero_point.error > self.detector_zero_point_scatter)
+
+    def detector_stats(self, row: dict, exposure, background=None, sources=None) -> None:
+        """Set ``row["stats"]`` (the summary statistics of the detector's ``exposure`` with the row's PSF and
+        PhotoCalib, its ``background`` and finalize's ``sources`` rows); nothing for a row without a PSF.
+        ``exposure``'s PSF and PhotoCalib are replaced by the row's."""
+        if row["psf"] is None:
+            return
+        exposure.psf = row["psf"]
+        exposure.photo_calib = row["photo_calib"]
+        row["stats"] = self.compute_summary_stats.run(exposure, sources, background)
 
     def _stats(self, row, exposure, det, background_dict, source_dict) -> None:
         if row["psf"] is None:
             return
         background = _load(background_dict[det]) if background_dict and det in background_dict else None
         sources = _load(source_dict[det]) if source_dict and det in source_dict else None
-        exposure.psf = row["psf"]
-        exposure.photo_calib = row["photo_calib"]
-        row["stats"] = self.compute_summary_stats.run(exposure, sources, background)
+        self.detector_stats(row, exposure, background, sources)
 
-    def _visit_zero_points(self, waiting, zps, background_dict, source_dict) -> None:
-        """Give each detector of ``waiting`` (a zero point from fewer than its ``MAGZERO_MIN_NOBJ`` stars, or with
-        an error over ``detector_zero_point_scatter``) the visit's zero point (module docstring) and mark its row degraded; with no other calibrated detector it
-        keeps its own, marked too."""
+    def apply_visit_zero_point(self, row: dict, det: int, zps: Mapping) -> None:
+        """Give a waiting detector's row (`waits_for_visit_zero_point`: a zero point from fewer than its
+        ``MAGZERO_MIN_NOBJ`` stars, or with an error over ``detector_zero_point_scatter``) the visit's zero point
+        (module docstring) and mark it degraded; with no other calibrated detector it keeps its own, marked too.
+
+        ``zps`` is ``{detector: zero point}`` (`zero_point_of`, None where there is none) of every detector
+        with a row, in detector order. The row's statistics are computed after this (`detector_stats`)."""
         have = {d: z for d, z in zps.items() if z is not None and math.isfinite(z.zero_point)}
         use_gain = all(math.isfinite(z.gain) and z.gain > 0 for z in have.values())
 
@@ -175,32 +187,54 @@ class UpdateVisitSummaryTask:
             return z.zero_point + (2.5 * math.log10(z.gain) if use_gain else 0.0)
 
         tau2 = self.detector_zero_point_scatter ** 2
-        for det, (row, exposure) in waiting.items():
-            own = zps[det]
-            others = {d: z for d, z in have.items() if d != det}
-            if others:
-                values = [per_e(own)] + [per_e(z) for z in others.values()]
-                variances = [own.error ** 2] + [z.error ** 2 + tau2 for z in others.values()]
-                w = 1.0 / np.array(variances)
-                value = float(np.sum(w * np.array(values)) / np.sum(w))
-                err = float(math.sqrt(1.0 / np.sum(w)))
-                zp = value - (2.5 * math.log10(own.gain) if use_gain else 0.0)
-                row["photo_calib"] = PhotoCalib.from_zero_point(zp, err)
-                why = (f"zero point: the visit's {zp:.4f} +- {err:.4f} (inverse-variance mean of its own and "
-                       f"{len(others)} other detector(s)' [{', '.join(str(d) for d in sorted(others))}], "
-                       f"{'per electron, with each GAIN' if use_gain else 'per count, no GAIN'}, detector scatter "
-                       f"{self.detector_zero_point_scatter:.4f} mag; its own weight {w[0] / np.sum(w):.2f}) instead "
-                       f"of its own {own.zero_point:.4f} +- {own.error:.4f} from {own.n_stars} star(s), "
-                       + (f"fewer than {own.min_n_stars}" if not own.enough else
-                          f"its error over the detector scatter {self.detector_zero_point_scatter:.4f}"))
-            else:
-                why = (f"zero point: its own {own.zero_point:.4f} +- {own.error:.4f} from {own.n_stars} star(s), "
-                       + (f"fewer than {own.min_n_stars}" if not own.enough else "an error over the detector scatter")
-                       + ", kept: no other detector of the visit is calibrated")
-            if row["status"] == "ok":
-                row["status"] = "degraded"
-            row["message"] = f"{row['message']}; {why}" if row["message"] else why
-            self._stats(row, exposure, det, background_dict, source_dict)
+        own = zps[det]
+        others = {d: z for d, z in have.items() if d != det}
+        if others:
+            values = [per_e(own)] + [per_e(z) for z in others.values()]
+            variances = [own.error ** 2] + [z.error ** 2 + tau2 for z in others.values()]
+            w = 1.0 / np.array(variances)
+            value = float(np.sum(w * np.array(values)) / np.sum(w))
+            err = float(math.sqrt(1.0 / np.sum(w)))
+            zp = value - (2.5 * math.log10(own.gain) if use_gain else 0.0)
+            row["photo_calib"] = PhotoCalib.from_zero_point(zp, err)
+            why = (f"zero point: the visit's {zp:.4f} +- {err:.4f} (inverse-variance mean of its own and "
+                   f"{len(others)} other detector(s)' [{', '.join(str(d) for d in sorted(others))}], "
+                   f"{'per electron, with each GAIN' if use_gain else 'per count, no GAIN'}, detector scatter "
+                   f"{self.detector_zero_point_scatter:.4f} mag; its own weight {w[0] / np.sum(w):.2f}) instead "
+                   f"of its own {own.zero_point:.4f} +- {own.error:.4f} from {own.n_stars} star(s), "
+                   + (f"fewer than {own.min_n_stars}" if not own.enough else
+                      f"its error over the detector scatter {self.detector_zero_point_scatter:.4f}"))
+        else:
+            why = (f"zero point: its own {own.zero_point:.4f} +- {own.error:.4f} from {own.n_stars} star(s), "
+                   + (f"fewer than {own.min_n_stars}" if not own.enough else "an error over the detector scatter")
+                   + ", kept: no other detector of the visit is calibrated")
+        if row["status"] == "ok":
+            row["status"] = "degraded"
+        row["message"] = f"{row['message']}; {why}" if row["message"] else why
+
+
+def detector_row(visit: int, det: int, model, wcs, photo_calib, bbox) -> dict:
+    """A detector's visit-summary row before its statistics: finalize's ``model`` (its ``refit_psf_models`` row:
+    ``psf``, ``ap_corr_map``, ``status``, ``message``; None when finalize gave it none) and the calibrated
+    exposure's ``wcs``, ``photo_calib`` and ``bbox`` (`visitcal.core.geom.Box2I`)."""
+    return {"detector": det, "visit": int(visit), "psf": model["psf"] if model is not None else None,
+            "ap_corr_map": model["ap_corr_map"] if model is not None else None, "wcs": wcs,
+            "photo_calib": photo_calib, "bbox": (bbox.min_x, bbox.min_y, bbox.max_x, bbox.max_y),
+            "status": str(model["status"]) if model is not None else "no_finalize_row",
+            "message": str(model["message"]) if model is not None else "finalize gave this detector no row",
+            "stats": {}}
+
+
+def zero_point_of(exposure) -> "_ZeroPoint | None":
+    """A calibrated exposure's zero point from its own stars as calibration recorded it (its PhotoCalib and the
+    ``MAGZERO_*`` / ``GAIN`` cards; picklable), None without them; for `UpdateVisitSummaryTask`'s visit zero
+    point."""
+    return _ZeroPoint.of(exposure)
+
+
+def make_visit_summary_table(rows: list) -> Table:
+    """The visit-summary table of rows (`detector_row` with their ``stats``), in the given order."""
+    return _make_table(rows)
 
 
 def _header_value(metadata, key):

@@ -62,7 +62,9 @@ def _set_calibrate_ok(repo):
 STEPS = {
     # step: (module attribute the unit reads first, run function)
     "calibrate": (calibrate_step, "read_exposure", lambda root, **kw: run_calibrate(root, jobs=2, **kw)),
+    # the visit unit, and the per-detector path (its first unit, on a worker, reads the band)
     "finalize": (finalize_step, "_band", lambda root, **kw: run_finalize(root, jobs=2, **kw)),
+    "finalize-split": (finalize_step, "_band", lambda root, **kw: run_finalize(root, jobs=2, split=True, **kw)),
     "reprocess": (reprocess_step, "read_visit_summary",
                   lambda root, **kw: run_reprocess(root, jobs=2, visit_summaries=False, **kw)),
 }
@@ -71,6 +73,7 @@ STEPS = {
 @pytest.mark.parametrize("step", list(STEPS))
 def test_a_unit_that_crashed_twice_is_not_retried_until_its_inputs_change(step, tmp_path, monkeypatch):
     module, attribute, run = STEPS[step]
+    step = step.split("-")[0]
     repo = _fake_repo(tmp_path / "repo")
     _set_calibrate_ok(repo)
     monkeypatch.setattr(module, attribute, _die)

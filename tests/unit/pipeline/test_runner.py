@@ -141,3 +141,30 @@ def test_a_broken_caller_executor_is_replaced():
         results = run_units(square_or_die, [(k, 2, "kill") for k in range(5)], executor=executor, jobs=2)
     assert isinstance(results[2], WorkerCrashed) and results[2].signal == signal.SIGKILL
     assert [r for k, r in enumerate(results) if k != 2] == [0, 1, 9, 16]
+
+
+def test_worker_count_visit_chunks_and_digest_files(tmp_path):
+    """Issue 25's helpers of the per-detector paths: how many units run at once (jobs, a process pool's workers),
+    the groups of visits handed out together (closed at ``target`` units), and the inputs' SHA-256 computed on
+    two workers equal hashlib's of the bytes (a missing file: ``"missing"``)."""
+    import concurrent.futures as cf
+    import hashlib
+
+    from visitcal.pipeline.runner import digest_files, visit_chunks, worker_count
+
+    assert worker_count(1) == 1 and worker_count(3) == 3 and worker_count(0) == 1
+    with cf.ThreadPoolExecutor(max_workers=5) as pool:
+        assert worker_count(1, pool) == 5
+    assert worker_count(4, object()) == 1  # an executor it cannot ask
+    assert visit_chunks({10: 3, 11: 3, 12: 3, 13: 1}, 4) == [[10, 11], [12, 13]]
+    assert visit_chunks({10: 189, 11: 189}, 8) == [[10], [11]]
+    assert visit_chunks({10: 2}, 8) == [[10]] and visit_chunks({}, 8) == []
+    files = []
+    for k in range(5):
+        path = tmp_path / f"f{k}.bin"
+        path.write_bytes(os.urandom(1000 + k))
+        files.append(path)
+    expected = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    expected[tmp_path / "absent"] = "missing"
+    for jobs in (1, 2):
+        assert digest_files([*files, files[0], tmp_path / "absent"], jobs=jobs) == expected
