@@ -58,6 +58,7 @@ void translate_std_exceptions(std::exception_ptr p) {
 
 void bind_chebyshev(py::module_& m);
 void bind_mask(py::module_& m);
+void bind_mask_bits(py::module_& m);
 void bind_convolve(py::module_& m);
 void bind_background(py::module_& m);
 void bind_footprint(py::module_& m);
@@ -97,6 +98,7 @@ PYBIND11_MODULE(_core, m) {
         py::arg("kind"), py::arg("what"));
     bind_chebyshev(m);
     bind_mask(m);
+    bind_mask_bits(m);
     bind_convolve(m);
     bind_background(m);
     bind_footprint(m);

@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from ..core.image import Exposure
+from ..core.mask_bits import planes_restored
 from .detection import SourceDetectionConfig, SourceDetectionTask
 
 __all__ = ["CROWDING_KEYS", "CrowdedFieldMode", "detected_fraction", "is_crowded", "measure_crowding",
@@ -44,6 +45,8 @@ CROWDING_KEYS = ("CROWDED_FIELD", "CROWDING", "CROWDING_THRESHOLD")
 
 #: The measure's detection: LSST's 5 sigma, every footprint kept (no peak multiplier).
 _DETECTION = SourceDetectionConfig(threshold_value=5.0)
+#: The planes the measure's detection sets (`SourceDetectionTask.run`), restored after it.
+_DETECTION_PLANES = ("DETECTED", "DETECTED_NEGATIVE", "EDGE")
 
 
 def detected_fraction(detected: np.ndarray, usable: np.ndarray | None = None) -> float:
@@ -57,15 +60,25 @@ def detected_fraction(detected: np.ndarray, usable: np.ndarray | None = None) ->
 
 def measure_crowding(exposure: Exposure) -> float:
     """The detected fraction of a background-subtracted ``exposure`` with a PSF (module docstring). The exposure is
-    left as it was: its mask is restored after the detection."""
-    saved = exposure.mask.array.copy()
+    left as it was: the planes the detection sets (DETECTED, DETECTED_NEGATIVE, EDGE) are restored after it, kept
+    one byte per pixel (`visitcal.core.mask_bits.planes_restored`) rather than as a copy of the mask; a mask
+    lacking one of them is copied whole, as before."""
+    mask = exposure.mask
+    if all(p in mask.planes for p in _DETECTION_PLANES):
+        with planes_restored(mask, _DETECTION_PLANES):
+            return _detected_fraction_of(exposure)
+    saved = mask.array.copy()
     try:
-        SourceDetectionTask(_DETECTION).run(exposure)
-        mask = exposure.mask
-        usable = ~mask.test("NO_DATA") if "NO_DATA" in mask.planes else None
-        return detected_fraction(mask.test("DETECTED"), usable)
+        return _detected_fraction_of(exposure)
     finally:
         exposure.mask.array[...] = saved
+
+
+def _detected_fraction_of(exposure: Exposure) -> float:
+    SourceDetectionTask(_DETECTION).run(exposure)
+    mask = exposure.mask
+    usable = ~mask.test("NO_DATA") if "NO_DATA" in mask.planes else None
+    return detected_fraction(mask.test("DETECTED"), usable)
 
 
 def _forced(mode: CrowdedFieldMode) -> bool | None:

@@ -156,3 +156,18 @@ def test_characterize_auto_switches_on_a_crowded_field_only():
         assert res.metadata["crowded_field"] is False
         assert [layer.config.source_mask_threshold for layer in res.background] == [None] * len(res.background)
     pickle.loads(pickle.dumps(task))
+
+
+def test_measure_crowding_restores_a_mask_with_every_plane_already_set():
+    """The detection's planes are restored from one byte per pixel: bits set on entry (DETECTED from an earlier
+    detection, EDGE from ISR, any other plane) come back exactly, and no other bit is touched."""
+    exp = _star_field(60)
+    rng = np.random.default_rng(11)
+    exp.mask.array[...] = rng.integers(0, 1 << 12, exp.mask.array.shape, dtype=np.int32)
+    bad = exp.mask.get_plane_bitmask("NO_DATA", "BAD", "SAT")  # usable pixels stay usable for the detection
+    exp.mask.array[...] &= np.int32(~bad)
+    before = exp.mask.array.copy()
+    array = exp.mask.array
+    measure_crowding(exp)
+    assert exp.mask.array is array
+    np.testing.assert_array_equal(exp.mask.array, before)
