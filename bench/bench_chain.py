@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 import _common  # first: sets the BLAS/OpenMP thread counts before numpy loads
+from bench_scale import fresh_copy  # a fresh hard-linked copy of a repository's inputs
 
-INPUTS = ("repo.json", "camera.json", "refcat.parquet", "truth", "post_isr_image")
 STEPS = ("calibrate", "associate", "finalize", "visit_summary", "reprocess")
 
 
@@ -84,18 +84,6 @@ def simulated_repo(args) -> Path:
         subprocess.run([sys.executable, "-c", code], check=True)
         print(f"simulated {path} in {time.perf_counter() - t0:.0f} s", flush=True)
     return path
-
-
-def fresh_copy(src: Path, dst: Path) -> Path:
-    """``dst`` with only the inputs of ``src`` (hard links: the pipeline never writes its inputs)."""
-    shutil.rmtree(dst, ignore_errors=True)
-    dst.mkdir(parents=True)
-    for name in INPUTS:
-        if (src / name).is_dir():
-            shutil.copytree(src / name, dst / name, copy_function=os.link)
-        elif (src / name).is_file():
-            os.link(src / name, dst / name)
-    return dst
 
 
 def io_rates(work: Path) -> dict:
@@ -149,22 +137,19 @@ def child(args) -> dict:
     steps = {}
     for name in STEPS:
         statuses = [s for s in result.statuses[name] if not s.skipped]
-        units = {}
-        for s in statuses:  # finalize writes one record per detector with the visit's timings
-            key = (s.visit, s.detector) if name in ("calibrate", "reprocess") else (s.visit, None)
-            if name == "associate":
-                key = (s.visit, s.detector, len(units))
-            units.setdefault(key, s)
+        units = statuses
+        if name == "finalize":  # one record per detector, each with its visit's timings: one unit per visit
+            units = list({s.visit: s for s in reversed(statuses)}.values())
         timings: dict[str, float] = {}
-        for s in units.values():
+        for s in units:
             for k, v in s.timings.items():
                 if "." not in k and isinstance(v, (int, float)):
                     timings[k] = timings.get(k, 0.0) + float(v)
         if "visit_total" in timings:  # finalize: per-visit units
             timings["total"] = timings.pop("visit_total")
-        bytes_in = sum(_bytes(root, s.inputs or {}) for s in units.values())
-        bytes_out = sum(_bytes(root, s.outputs or {}) for s in units.values())
-        peaks = [s.peak_rss_mb for s in units.values() if s.peak_rss_mb]
+        bytes_in = sum(_bytes(root, s.inputs or {}) for s in units)
+        bytes_out = sum(_bytes(root, s.outputs or {}) for s in units)
+        peaks = [s.peak_rss_mb for s in units if s.peak_rss_mb]
         steps[name] = {
             "wall_s": result.seconds[name], "units": len(units), "failed": sum(not s.ok for s in statuses),
             "timings_sum_s": timings, "bytes_in": bytes_in, "bytes_out": bytes_out,

@@ -81,6 +81,10 @@ class DigestCache:
         self.enabled = os.environ.get("VISITCAL_DIGEST_CACHE", "1") != "0" if enabled is None else bool(enabled)
 
     def _entry_path(self, path) -> tuple[str, Path] | None:
+        """``(path relative to the root, its entry's path)``; None when the cache is off or ``path`` lies outside
+        the repository."""
+        if not self.enabled:
+            return None
         rel = os.path.relpath(os.path.abspath(path), self.root)
         if rel.startswith(os.pardir) or os.path.isabs(rel):
             return None
@@ -89,7 +93,7 @@ class DigestCache:
 
     def lookup(self, path) -> str | None:
         """The cached digest of ``path`` in its present state, or None (a miss)."""
-        where = self._entry_path(path) if self.enabled else None
+        where = self._entry_path(path)
         if where is None:
             return None
         rel, entry_path = where
@@ -108,7 +112,7 @@ class DigestCache:
     def store(self, path, digest: str, before: os.stat_result) -> bool:
         """Record ``digest`` for ``path`` if the file is still in the state ``before`` (its `os.stat` taken before
         it was hashed) and the guard has passed since that state began. Returns whether it was recorded."""
-        where = self._entry_path(path) if self.enabled else None
+        where = self._entry_path(path)
         if where is None:
             return False
         rel, entry_path = where

@@ -66,7 +66,7 @@ from .associate_step import STEP as ASSOCIATE_STEP
 from .associate_step import run_associate
 from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, deferred_read,
                          Repository, summary_field, unit_line, UnitStatus, UnreadableInputError, write_product)
-from .runner import digest_files, run_units, visit_chunks, worker_count
+from .runner import StepProgress, digest_files, run_units, visit_chunks, worker_count
 
 __all__ = ["SPLIT_MIN_DETECTORS_PER_WORKER", "DetectorUnitResult", "FinalizeStepConfig", "PreparedVisit",
            "choose_split", "finalize_detector", "finalize_visit", "prepare_visit", "run_finalize", "summary_lines"]
@@ -480,17 +480,8 @@ def _run_split(repo: Repository, todo, config: FinalizeStepConfig, overwrite: bo
         else:
             plans[visit] = plan
     config_json = config.model_dump_json()
-    total = len(results) + sum(len(p.active) + 1 for p in plans.values())
-    done = 0
-
-    def report(label: str) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total, label)
-
-    if progress is not None:
-        progress(0, total, "")
+    steps = StepProgress(progress, len(results) + sum(len(p.active) + 1 for p in plans.values()))
+    report = steps.report
     for visit, statuses in results.items():
         report(f"visit {visit}: {sum(s.ok for s in statuses)} of {len(statuses)} detectors ok (skipped)")
     # a few visits at a time, each concluded when its group is done: this process holds their parts only
@@ -501,12 +492,11 @@ def _run_split(repo: Repository, todo, config: FinalizeStepConfig, overwrite: bo
             n_before = len(plans[prepared.visit].active)
             _take_prepared(plans[prepared.visit], prepared)
             plan = plans[prepared.visit]
-            total -= n_before - (len(plan.active) if plan.error is None else 0)
+            steps.total -= n_before - (len(plan.active) if plan.error is None else 0)
         units = [(str(plans[v].active[d][0]), str(plans[v].active[d][1]), v, plans[v].band, d, plans[v].iso_of[d],
                   config_json) for v in chunk if plans[v].error is None for d in sorted(plans[v].active)]
-        forward = (lambda n, _total, label: report(label) if n else None) if units else None
         for unit in run_units(finalize_detector, units, jobs=jobs, executor=executor, crashed=_crashed_detector,
-                              progress=forward):
+                              progress=steps.forward(len(units))):
             plans[unit.visit].parts[unit.detector] = unit
         for visit in chunk:
             plan = plans.pop(visit)

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["WorkerCrashed", "digest_files", "run_units", "tune_allocator", "visit_chunks", "worker_count"]
+__all__ = ["StepProgress", "WorkerCrashed", "digest_files", "run_units", "tune_allocator", "visit_chunks",
+           "worker_count"]
 
 _PR_SET_PDEATHSIG = 1  # prctl option number (linux/prctl.h)
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -163,11 +164,41 @@ def digest_files(paths, *, jobs: int = 1, executor: cf.Executor | None = None, c
     from .repository import file_digest
 
     paths = sorted(set(Path(p) for p in paths))
+    known = {p: d for p in paths if (d := cache.lookup(p)) is not None} if cache is not None else {}
+    todo = [p for p in paths if p not in known]  # only the files the cache cannot answer go to the workers
     if executor is None and jobs <= 1:
-        return {p: file_digest(p, cache) for p in paths}
-    out = run_units(file_digest, [(p, cache) for p in paths], jobs=jobs, executor=executor,
-                    crashed=lambda unit, message: f"unreadable ({message})")
-    return dict(zip(paths, out))
+        known.update((p, file_digest(p, cache)) for p in todo)
+    elif todo:
+        out = run_units(file_digest, [(p, cache) for p in todo], jobs=jobs, executor=executor,
+                        crashed=lambda unit, message: f"unreadable ({message})")
+        known.update(zip(todo, out))
+    return {p: known[p] for p in paths}
+
+
+class StepProgress:
+    """A step's ``progress(done, total, label)`` callback (or None) fed one finished item at a time: `report`
+    counts an item and passes its label on; `forward` is the `run_units` callback that reports each of its units.
+    ``total`` may be corrected while the step runs (items that turn out not to be needed). Created, it reports
+    ``progress(0, total, "")``."""
+
+    def __init__(self, progress: Callable[[int, int, str], None] | None, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+        if progress is not None:
+            progress(0, total, "")
+
+    def report(self, label: str) -> None:
+        """One more item done."""
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, label)
+
+    def forward(self, n_units: int) -> Callable[[int, int, str], None] | None:
+        """A `run_units` progress callback reporting each of its ``n_units`` units as it ends (None without
+        units)."""
+        def each(done: int, _total: int, label: str) -> None:
+            if done:
+                self.report(label)
+        return each if n_units else None
 
 
 def worker_count(jobs: int = 1, executor: cf.Executor | None = None) -> int:

@@ -45,7 +45,7 @@ from ..tasks.update_visit_summary import (UpdateVisitSummaryTask, detector_row, 
                                           write_visit_summary, zero_point_of)
 from .repository import (DEGRADED, SKIPPED, Repository, UnitStatus, UnreadableInputError, config_hash,
                          deferred_read, recorded, unit_line, write_product)
-from .runner import digest_files, run_units, visit_chunks, worker_count
+from .runner import StepProgress, digest_files, run_units, visit_chunks, worker_count
 
 __all__ = ["CALIBRATIONS", "STEP", "DetectorRow", "expected_config_hash", "run_visit_summary", "summarize_detector",
            "summarize_visit", "summary_lines", "visit_summary_path"]
@@ -114,7 +114,6 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
     models_dir = repo.root / "refit_psf_models"
     statuses: dict[int, UnitStatus] = {}
     plans: dict[int, _VisitPlan] = {}
-    n_done = 0
     todo = {}
     for path in sorted(models_dir.glob("refit_psf_models_*.fits")) if models_dir.is_dir() else []:
         visit = int(path.stem.rsplit("_", 1)[1])
@@ -129,16 +128,8 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
             statuses[visit] = plan
         else:
             plans[visit] = plan
-    total = len(statuses) + sum(len(p.exposures) for p in plans.values()) + len(plans)
-
-    def report(label: str) -> None:
-        nonlocal n_done
-        n_done += 1
-        if progress is not None:
-            progress(n_done, total, label)
-
-    if progress is not None:
-        progress(0, total, "")
+    steps = StepProgress(progress, len(statuses) + sum(len(p.exposures) for p in plans.values()) + len(plans))
+    report = steps.report
     for visit, status in statuses.items():
         report(f"visit {visit}: {status.status} (skipped)")
     # a few visits at a time, each written as soon as its chunk is done: the parent holds their rows only
@@ -150,21 +141,21 @@ def run_visit_summary(root, *, visits=None, overwrite: bool = False, return_stat
                 group[visit] = plans[visit]
             except Exception as err:  # noqa: BLE001 - recorded as the visit's failure, the others go on
                 statuses[visit] = _record_failure(repo, plans[visit].status, err)
-                total -= len(plans[visit].exposures)
+                steps.total -= len(plans[visit].exposures)
                 report(f"visit {visit}: failed")
-        _summarize_group(repo, task, group, statuses, jobs, executor, report)
+        _summarize_group(repo, task, group, statuses, jobs, executor, steps)
     ordered = [statuses[v] for v in sorted(statuses)]
     return ordered if return_status else [visit_summary_path(repo, s.visit) for s in ordered]
 
 
-def _summarize_group(repo, task, plans: dict, statuses: dict, jobs, executor, report) -> None:
+def _summarize_group(repo, task, plans: dict, statuses: dict, jobs, executor, steps: StepProgress) -> None:
     """The detectors' units of the visits of ``plans`` (tables read), their visit zero points and second round,
     then each visit's summary written and recorded in ``statuses``."""
     units = [(str(p.exposures[d]), str(p.backgrounds[d]) if d in p.backgrounds else None, v, d,
               p.psf_of(d), p.sources.get(d))
              for v, p in plans.items() for d in sorted(p.exposures)]
     pieces = run_units(summarize_detector, units, jobs=jobs, executor=executor, crashed=_crashed_detector,
-                       progress=_forward(report, len(units)))
+                       progress=steps.forward(len(units)))
     for piece in pieces:
         plans[piece.visit].pieces[piece.detector] = piece
     second = []  # the detectors with a visit zero point: their statistics after it
@@ -180,15 +171,7 @@ def _summarize_group(repo, task, plans: dict, statuses: dict, jobs, executor, re
     for visit, plan in plans.items():
         statuses[visit] = _write_visit(repo, plan)
         plan.models, plan.sources, plan.pieces, plan.rows = {}, {}, {}, {}  # its rows are written: let them go
-        report(f"visit {visit}: {statuses[visit].status}")
-
-
-def _forward(report, n: int):
-    """A `run_units` progress callback that reports each finished unit through ``report(label)``."""
-    def progress(done: int, total: int, label: str) -> None:
-        if done:
-            report(label)
-    return progress if n else None
+        steps.report(f"visit {visit}: {statuses[visit].status}")
 
 
 @dataclasses.dataclass
