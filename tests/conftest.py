@@ -3,9 +3,32 @@
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import pytest
+
+
+def _pin_openblas_kernels() -> None:
+    """Make numpy's OpenBLAS use its Haswell (AVX2 + FMA) kernels on every x86-64 machine that has them.
+
+    OpenBLAS picks its kernels by CPU at load time (Haswell on a Zen, SkylakeX on a Xeon with AVX-512), and
+    their sums round differently in the last bit, which reaches the products through numpy's linear algebra
+    (the astrometric and photometric fits): the stored product digests (tests/sim/test_products_sim.py)
+    were written with the Haswell kernels. Runs before numpy is imported (no pytest plugin imports it) and
+    is inherited by the xdist workers and every subprocess; an OPENBLAS_CORETYPE already set is kept.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return
+    if "avx2" in flags and "fma" in flags:
+        os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+
+
+_pin_openblas_kernels()
 
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"

@@ -282,7 +282,23 @@ def test_reprocess_writes_the_standardized_source_table_only_when_asked(repo, tm
 DIGESTS = Path(__file__).parent / "data" / "product_digests.json"
 
 
+def _blas_reproduces_the_digests() -> str | None:
+    """Why this machine cannot reproduce the stored digests' last bits, or None when it can: they were
+    written with numpy's OpenBLAS on its Haswell kernels (tests/conftest.py pins them on x86-64 with AVX2)."""
+    import numpy as np
+
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    if "openblas" not in blas.lower():
+        return f"numpy's BLAS is {blas or 'unknown'}, not OpenBLAS"
+    if os.environ.get("OPENBLAS_CORETYPE", "").lower() != "haswell":
+        return "OpenBLAS's Haswell kernels are not pinned (OPENBLAS_CORETYPE; needs x86-64 with AVX2 and FMA)"
+    return None
+
+
 def test_products_equal_the_stored_digests(repo):
+    reason = _blas_reproduces_the_digests()
+    if reason and os.environ.get("VISITCAL_UPDATE_DIGESTS") != "1":
+        pytest.skip(f"the stored digests were written with OpenBLAS's Haswell kernels: {reason}")
     digests = product_digests(repo, parquet_content=True)
     if os.environ.get("VISITCAL_UPDATE_DIGESTS") == "1":
         DIGESTS.parent.mkdir(exist_ok=True)
