@@ -101,6 +101,11 @@ def find_footprints(image: npt.NDArray[np.float32] | npt.NDArray[np.float64],
                     noise_variance: npt.NDArray[np.float32] | npt.NDArray[np.float64] | None,
                     border_x: int, border_y: int, value: float, polarity: int, include_multiplier: float,
                     min_pixels: int, constant_sigma: float) -> _FootprintArrays: ...
+def find_footprints_smoothed(image: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+                             variance: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+                             kernel: Sequence[float], noise: str, value: float, polarities: Sequence[int],
+                             include_multiplier: float, min_pixels: int, constant_sigma: float,
+                             band_rows: int = 64) -> list[_FootprintArrays]: ...
 def count_invalid_pixels(image: npt.NDArray[np.float32] | npt.NDArray[np.float64],
                          variance: npt.NDArray[np.float32] | npt.NDArray[np.float64]) -> tuple[int, int]: ...
 

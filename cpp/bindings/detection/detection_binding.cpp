@@ -5,6 +5,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../footprint_list.hpp"
 #include "../image_view.hpp"
@@ -36,6 +37,44 @@ py::tuple find(const py::array_t<T, 0>& image, const std::optional<py::array_t<T
     return visitcal_bind::list_to(out);
 }
 
+// Returns one footprint tuple per polarity, in the order given.
+template <typename T>
+py::list find_smoothed(const py::array_t<T, 0>& image, const py::array_t<T, 0>& variance,
+                       const std::vector<double>& kernel, const std::string& noise, double value,
+                       const std::vector<int>& polarities, double include_multiplier, int min_pixels,
+                       double constant_sigma, int band_rows) {
+    auto in = visitcal_bind::image_view<const T>(image, "image");
+    auto var = visitcal_bind::image_view<const T>(variance, "variance");
+    visitcal::NoiseModel model;
+    if (noise == "smoothed_variance") {
+        model = visitcal::NoiseModel::SmoothedVariance;
+    } else if (noise == "variance") {
+        model = visitcal::NoiseModel::Variance;
+    } else if (noise == "constant") {
+        model = visitcal::NoiseModel::Constant;
+    } else {
+        throw std::invalid_argument("noise must be 'smoothed_variance', 'variance' or 'constant', got '" + noise + "'");
+    }
+    std::vector<visitcal::ThresholdControl> controls;
+    for (int pol : polarities) {
+        visitcal::ThresholdControl ctrl;
+        ctrl.value = value;
+        ctrl.polarity = pol;
+        ctrl.include_multiplier = include_multiplier;
+        ctrl.min_pixels = min_pixels;
+        ctrl.constant_sigma = constant_sigma;
+        controls.push_back(ctrl);
+    }
+    std::vector<visitcal::FootprintList> out;
+    {
+        py::gil_scoped_release release;
+        out = visitcal::find_footprints_smoothed<T>(in, var, kernel, model, controls, band_rows);
+    }
+    py::list result;
+    for (const auto& fl : out) result.append(visitcal_bind::list_to(fl));
+    return result;
+}
+
 template <typename T>
 py::tuple count_invalid(const py::array_t<T, 0>& image, const py::array_t<T, 0>& variance) {
     auto a = visitcal_bind::image_view<const T>(image, "image");
@@ -54,6 +93,10 @@ void bind_find(py::module_& m) {
     m.def("find_footprints", &find<T>, py::arg("image").noconvert(), py::arg("noise_variance").noconvert(),
           py::arg("border_x"), py::arg("border_y"), py::arg("value"), py::arg("polarity"),
           py::arg("include_multiplier"), py::arg("min_pixels"), py::arg("constant_sigma"));
+    m.def("find_footprints_smoothed", &find_smoothed<T>, py::arg("image").noconvert(),
+          py::arg("variance").noconvert(), py::arg("kernel"), py::arg("noise"), py::arg("value"),
+          py::arg("polarities"), py::arg("include_multiplier"), py::arg("min_pixels"), py::arg("constant_sigma"),
+          py::arg("band_rows") = 64);
 }
 
 }  // namespace

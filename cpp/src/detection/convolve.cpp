@@ -1,5 +1,6 @@
 #include "visitcal/detection/convolve.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -37,12 +38,11 @@ const ConvKernels& kernels(bool baseline_only) {
 }
 
 template <typename T>
-void check_shapes(const ImageView<const T>& in, const ImageView<T>& out, int kny, int knx) {
+void check_kernel(const ImageView<const T>& in, int kny, int knx) {
     if (kny % 2 == 0 || knx % 2 == 0 || kny < 1 || knx < 1) {
         throw std::invalid_argument("kernel sizes must be odd, got (" + std::to_string(kny) + ", " +
                                     std::to_string(knx) + ")");
     }
-    if (in.ny != out.ny || in.nx != out.nx) throw std::invalid_argument("output shape differs from the input's");
     if (kny > in.ny || knx > in.nx) {
         throw std::invalid_argument("kernel (" + std::to_string(kny) + ", " + std::to_string(knx) +
                                     ") is larger than the image (" + std::to_string(in.ny) + ", " +
@@ -50,13 +50,21 @@ void check_shapes(const ImageView<const T>& in, const ImageView<T>& out, int kny
     }
 }
 
+template <typename T>
+void check_shapes(const ImageView<const T>& in, const ImageView<T>& out, int kny, int knx) {
+    if (in.ny != out.ny || in.nx != out.nx) throw std::invalid_argument("output shape differs from the input's");
+    check_kernel(in, kny, knx);
+}
+
 // Called only when a kernel saw a non-finite output: names the first non-finite input pixel, or
 // returns quietly when the input is finite (a genuine overflow, left in the output as inf/NaN).
+// Rows [y0, y1) only when given (a band's input rows).
 template <typename T>
-void check_finite(const ImageView<const T>& in) {
+void check_finite(const ImageView<const T>& in, int y0 = 0, int y1 = -1) {
     long long bad = 0;
     int fy = -1, fx = -1;
-    for (int y = 0; y < in.ny; ++y) {
+    if (y1 < 0) y1 = in.ny;
+    for (int y = y0; y < y1; ++y) {
         const T* r = in.row(y);
         for (int x = 0; x < in.nx; ++x) {
             if (!std::isfinite(r[x])) {
@@ -83,13 +91,13 @@ void zero_border(ImageView<T> out, int hy, int hx) {
     }
 }
 
-bool run_separable(const ConvKernels& k, ImageView<const float> in, ImageView<float> out, const float* kx, int knx,
-                   const float* ky, int kny) {
-    return k.separable_f(in, out, kx, knx, ky, kny);
+bool run_separable(const ConvKernels& k, ImageView<const float> in, ImageView<float> out, int y_begin, const float* kx,
+                   int knx, const float* ky, int kny) {
+    return k.separable_f(in, out, y_begin, kx, knx, ky, kny);
 }
-bool run_separable(const ConvKernels& k, ImageView<const double> in, ImageView<double> out, const double* kx,
-                   int knx, const double* ky, int kny) {
-    return k.separable_d(in, out, kx, knx, ky, kny);
+bool run_separable(const ConvKernels& k, ImageView<const double> in, ImageView<double> out, int y_begin,
+                   const double* kx, int knx, const double* ky, int kny) {
+    return k.separable_d(in, out, y_begin, kx, knx, ky, kny);
 }
 bool run_direct(const ConvKernels& k, ImageView<const float> in, ImageView<float> out, const float* w, int kny,
                 int knx) {
@@ -117,7 +125,40 @@ void convolve_separable(ImageView<const T> in, ImageView<T> out, const std::vect
     check_shapes(in, out, kny, knx);
     const std::vector<T> kxt(kx.begin(), kx.end()), kyt(ky.begin(), ky.end());
     zero_border(out, kny / 2, knx / 2);
-    if (!run_separable(kernels(baseline_only), in, out, kxt.data(), knx, kyt.data(), kny)) check_finite(in);
+    const int hy = kny / 2;
+    const ImageView<T> valid{out.row(hy), out.ny - 2 * hy, out.nx, out.stride};
+    if (!run_separable(kernels(baseline_only), in, valid, hy, kxt.data(), knx, kyt.data(), kny)) check_finite(in);
+}
+
+template <typename T>
+void convolve_separable_rows(ImageView<const T> in, ImageView<T> out, int y_begin, const std::vector<double>& kx,
+                             const std::vector<double>& ky, bool baseline_only) {
+    const int knx = static_cast<int>(kx.size()), kny = static_cast<int>(ky.size());
+    if (out.nx != in.nx) throw std::invalid_argument("output width differs from the input's");
+    check_kernel(in, kny, knx);
+    if (y_begin < 0 || out.ny < 0 || y_begin > in.ny - out.ny) {
+        throw std::invalid_argument("rows [" + std::to_string(y_begin) + ", " + std::to_string(y_begin + out.ny) +
+                                    ") are outside the image's " + std::to_string(in.ny) + " rows");
+    }
+    const int hy = kny / 2, hx = knx / 2;
+    // The valid rows of the band; the rest of it (the image's top and bottom border) and its border
+    // columns are zero, as in convolve_separable's output.
+    const int v0 = std::max(y_begin, hy), v1 = std::min(y_begin + out.ny, in.ny - hy);
+    for (int y = y_begin; y < y_begin + out.ny; ++y) {
+        T* r = out.row(y - y_begin);
+        if (y < v0 || y >= v1) {
+            std::fill(r, r + out.nx, T(0));
+        } else {
+            std::fill(r, r + hx, T(0));
+            std::fill(r + out.nx - hx, r + out.nx, T(0));
+        }
+    }
+    if (v1 <= v0) return;
+    const std::vector<T> kxt(kx.begin(), kx.end()), kyt(ky.begin(), ky.end());
+    const ImageView<T> valid{out.row(v0 - y_begin), v1 - v0, out.nx, out.stride};
+    if (!run_separable(kernels(baseline_only), in, valid, v0, kxt.data(), knx, kyt.data(), kny)) {
+        check_finite(in, v0 - hy, v1 + hy);  // the input rows these outputs read
+    }
 }
 
 template <typename T>
@@ -161,6 +202,10 @@ void convolve_fft(ImageView<const T> in, ImageView<T> out, const double* kernel,
     if (!run_fft(kernels(baseline_only), in, out, kernel, kny, knx, tile)) check_finite(in);
 }
 
+template void convolve_separable_rows<float>(ImageView<const float>, ImageView<float>, int,
+                                              const std::vector<double>&, const std::vector<double>&, bool);
+template void convolve_separable_rows<double>(ImageView<const double>, ImageView<double>, int,
+                                               const std::vector<double>&, const std::vector<double>&, bool);
 template void convolve_separable<float>(ImageView<const float>, ImageView<float>, const std::vector<double>&,
                                         const std::vector<double>&, bool);
 template void convolve_separable<double>(ImageView<const double>, ImageView<double>, const std::vector<double>&,

@@ -35,8 +35,9 @@ namespace visitcal {
 
 // Entry points of one instruction-set build (see convolve.cpp / convolve_avx2.cpp).
 struct ConvKernels {
-    bool (*separable_f)(ImageView<const float>, ImageView<float>, const float*, int, const float*, int);
-    bool (*separable_d)(ImageView<const double>, ImageView<double>, const double*, int, const double*, int);
+    // separable: (in, out rows, first output row, kx, knx, ky, kny); see separable() below.
+    bool (*separable_f)(ImageView<const float>, ImageView<float>, int, const float*, int, const float*, int);
+    bool (*separable_d)(ImageView<const double>, ImageView<double>, int, const double*, int, const double*, int);
     bool (*direct_f)(ImageView<const float>, ImageView<float>, const float*, int, int);
     bool (*direct_d)(ImageView<const double>, ImageView<double>, const double*, int, int);
     bool (*fft_f)(ImageView<const float>, ImageView<float>, const double*, int, int, int);
@@ -201,8 +202,11 @@ inline void xpass(const T* a, const T* k, int kn, int nv, T* out, typename Simd<
     chk[0] += chk_s;
 }
 
+// Output rows [y_begin, y_begin + out.ny) of the valid region (hy <= y_begin, y_begin + out.ny <= ny - hy),
+// image row y written to out.row(y - y_begin): each row is computed from its own kny input rows only, so
+// a band of rows is bit-identical to the same rows of the whole image (detection smooths in bands).
 template <typename T>
-bool separable(ImageView<const T> in, ImageView<T> out, const T* kx, int knx, const T* ky, int kny) {
+bool separable(ImageView<const T> in, ImageView<T> out, int y_begin, const T* kx, int knx, const T* ky, int kny) {
     using V = typename Simd<T>::V;
     const int hx = knx / 2, hy = kny / 2;
     const int nvx = in.nx - 2 * hx;
@@ -210,14 +214,14 @@ bool separable(ImageView<const T> in, ImageView<T> out, const T* kx, int knx, co
     std::vector<T> acc(static_cast<std::size_t>(in.nx));
     std::vector<const T*> rows(static_cast<std::size_t>(kny));
     V chk{};
-    for (int y = hy; y < in.ny - hy; ++y) {
+    for (int y = y_begin; y < y_begin + out.ny; ++y) {
         for (int j = 0; j < kny; ++j) rows[static_cast<std::size_t>(j)] = in.row(y + hy - j);
         if (symy) {
             ypass<T, true>(rows.data(), ky, kny, in.nx, acc.data());
         } else {
             ypass<T, false>(rows.data(), ky, kny, in.nx, acc.data());
         }
-        T* o = out.row(y) + hx;
+        T* o = out.row(y - y_begin) + hx;
         if (symx) {
             xpass<T, true>(acc.data(), kx, knx, nvx, o, chk);
         } else {

@@ -32,6 +32,13 @@ template <typename T>
 void convolve_separable(ImageView<const T> in, ImageView<T> out, const std::vector<double>& kx,
                         const std::vector<double>& ky, bool baseline_only = false);
 
+/// Rows [y_begin, y_begin + out.ny) of convolve_separable's output (border rows and columns zero),
+/// written to `out` (its row 0 is image row y_begin, out.nx == in.nx): bit-identical to the same rows of
+/// the whole image's output, for smoothing in bands without holding the whole smoothed image.
+template <typename T>
+void convolve_separable_rows(ImageView<const T> in, ImageView<T> out, int y_begin, const std::vector<double>& kx,
+                             const std::vector<double>& ky, bool baseline_only = false);
+
 /// Direct 2-D convolution with an odd (kny, knx) kernel stored row-major.
 template <typename T>
 void convolve_direct(ImageView<const T> in, ImageView<T> out, const double* kernel, int kny, int knx,

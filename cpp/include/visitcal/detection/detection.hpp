@@ -1,10 +1,12 @@
 // Thresholding into footprints with peaks, as meas_algorithms' SourceDetectionTask does after smoothing:
 // the EDGE border the kernel cannot reach, connected pixels above threshold with their local-maximum
 // peaks (dropped when the highest misses the includeThresholdMultiplier), and each peak's significance.
-// The caller smooths the image (convolve.hpp) and grows the result (footprint.hpp).
+// The caller smooths the image (convolve.hpp), or find_footprints_smoothed does both in bands, and grows the
+// result (footprint.hpp).
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "visitcal/detection/convolve.hpp"
 #include "visitcal/core/footprint.hpp"
@@ -31,6 +33,25 @@ struct ThresholdControl {
 template <typename T>
 FootprintList find_footprints(ImageView<const T> image, ImageView<const T> noise_variance, int border_x, int border_y,
                               const ThresholdControl& ctrl);
+
+/// What find_footprints_smoothed compares the smoothed image with (SourceDetectionConfig.threshold_type):
+/// the smoothed image's own variance ("pixel_stdev"), the unsmoothed variance ("pixel_rms"), or
+/// ThresholdControl::constant_sigma ("value").
+enum class NoiseModel { SmoothedVariance, Variance, Constant };
+
+/// Smoothing and thresholding in one pass over bands of `band_rows` rows, for detection on a large
+/// image without its smoothed planes: the same footprints and peaks, to the last bit, as
+/// convolve_separable(image, kernel, kernel) (and, for SmoothedVariance, of the variance with the squared
+/// kernel) followed by find_footprints with border (h, h) (h = kernel.size() / 2), one list per control
+/// (e.g. both polarities from one smoothing). Holds (band_rows + 2) rows of the smoothed image and
+/// band_rows of its variance instead of two whole planes (130 MB for a 4k x 4k float detector).
+/// `variance` is read only for the noise models that use it. Image and variance must be finite (the
+/// caller replaces masked invalid pixels first); std::domain_error otherwise.
+template <typename T>
+std::vector<FootprintList> find_footprints_smoothed(ImageView<const T> image, ImageView<const T> variance,
+                                                    const std::vector<double>& kernel, NoiseModel noise,
+                                                    const std::vector<ThresholdControl>& controls,
+                                                    int band_rows = 64);
 
 /// Count the pixels whose value is not finite or whose variance is not finite and > 0 (one pass, for
 /// the input check before smoothing); `first` receives the row-major index of the first (or -1).
