@@ -43,8 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import __version__
 from ..tasks.calibrate import CalibrateConfig, CalibrateTask
 from ..tasks.characterize_image import CharacterizeImageConfig, CharacterizeImageTask
-from ..detection.snap_combine import combine_snaps
-from ..io import read_catalog, read_exposure, write_catalog
+from ..io import read_catalog, write_catalog
 from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
 from ..calib.ref_loader import ReferenceObjectLoader
@@ -53,6 +52,7 @@ from ..core.wcs import pixel_to_sky
 from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, degraded_meta,
                          recorded, Repository, summary_field, unit_line, UnitStatus, write_product)
 from .runner import run_units
+from .snaps import read_summed_snaps
 
 __all__ = ["CalibrateStepConfig", "OUTPUTS", "calibrate_detector", "run_calibrate", "sky_boundary"]
 
@@ -135,8 +135,8 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         if not snaps_paths:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector} under {repo.root}")
         t0 = time.perf_counter()
-        # summed into the first snap's planes; the second is freed as the call returns (issue 25's memory budget)
-        exposure = combine_snaps([read_exposure(p) for p in snaps_paths], in_place=True)
+        # summed into the first snap's planes, the second read a plane at a time (issue 25's memory budget)
+        exposure = read_summed_snaps(snaps_paths)
         loader = ReferenceObjectLoader(read_catalog(repo.refcat_path), name=str(repo.refcat_path))
         timings["read"] = time.perf_counter() - t0
         idg = DetectorVisitIdGenerator(visit, detector)

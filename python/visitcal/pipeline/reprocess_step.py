@@ -42,8 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from ..detection.background import BackgroundList
-from ..detection.snap_combine import combine_snaps
-from ..io import read_catalog, read_exposure, read_mask, write_catalog
+from ..io import read_catalog, read_mask, write_catalog
 from ..io.afw_catalog import to_source_table
 from ..io.fits import write_exposure
 from ..io.footprints import write_footprints
@@ -53,6 +52,7 @@ from ..tasks.update_visit_summary import calibrations_for, read_visit_summary
 from .repository import (DEGRADED, SKIPPED, SKIPPED_CRASHED, config_hash, crashed_unit_status, degraded_meta,
                          recorded, Repository, summary_field, unit_line, UnitStatus, write_product)
 from .runner import run_units
+from .snaps import read_summed_snaps
 from .visit_summary_step import run_visit_summary, visit_summary_path
 
 __all__ = ["OPTIONAL_OUTPUTS", "OUTPUTS", "ReprocessStepConfig", "reprocess_detector", "run_reprocess",
@@ -131,10 +131,9 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
         if not snap_paths:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector}")
         task = ReprocessVisitImageTask(config.reprocess)
-        # summed here, into the first snap's planes, so that no snap outlives the sum (the task gets the sum:
+        # summed here, into the first snap's planes, the second read a plane at a time (the task gets the sum:
         # one snap passes through it unchanged); the same bytes as the task's own combination
-        exposure = combine_snaps([read_exposure(p) for p in snap_paths],
-                                 config.reprocess.snap_combine_bad_mask_planes, in_place=True)
+        exposure = read_summed_snaps(snap_paths, config.reprocess.snap_combine_bad_mask_planes)
         background = BackgroundList.read_fits(bg_path)
         prelim_mask = read_mask(prelim) if config.reprocess.copy_mask_planes else None
         sky_corr = None

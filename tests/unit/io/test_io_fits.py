@@ -350,3 +350,51 @@ def test_read_mask_reads_the_mask_alone(tmp_path):
     with pytest.raises(FitsReadError, match="no MASK HDU"):
         read_mask(tmp_path / "nomask.fits")
 
+
+
+def test_exposure_fits_reader_reads_each_part_as_read_exposure(tmp_path):
+    """ExposureFitsReader (afw's ExposureFitsReader): each part equals read_exposure's, to the bit, and is
+    read anew (not kept by the reader)."""
+    from visitcal.io.fits import ExposureFitsReader
+
+    exp = full_exposure(tpv_wcs())
+    path = tmp_path / "exp.fits"
+    write_exposure(exp, path)
+    whole = read_exposure(path)
+    with ExposureFitsReader(path) as reader:
+        image, variance, mask = reader.read_image(), reader.read_variance(), reader.read_mask()
+        assert reader.read_shape() == whole.shape == (23, 31) and reader.read_xy0() == (17, -8)
+        assert reader.read_visit_info() == whole.visit_info
+        assert dict(reader.read_metadata()) == dict(whole.metadata)
+        again = reader.read_image()
+    np.testing.assert_array_equal(image.view(np.uint32), whole.image.view(np.uint32))
+    np.testing.assert_array_equal(variance.view(np.uint32), whole.variance.view(np.uint32))
+    np.testing.assert_array_equal(mask.array, whole.mask.array)
+    assert dict(mask.planes.items()) == dict(whole.mask.planes.items())
+    assert again is not image and np.array_equal(again.view(np.uint32), image.view(np.uint32))
+    assert image.dtype == np.float32 and image.flags.writeable and image.flags.c_contiguous
+    with pytest.raises(ValueError, match="context manager"):
+        ExposureFitsReader(path).read_image()
+
+
+def test_exposure_fits_reader_verifies_what_it_reads(tmp_path):
+    from visitcal.io.fits import ExposureFitsReader
+
+    path = tmp_path / "exp.fits"
+    write_exposure(make_exposure(), path)
+    with fits.open(path) as hdul:
+        offset = hdul.fileinfo(3)["datLoc"]  # VARIANCE
+    data = bytearray(path.read_bytes())
+    data[offset + 100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with ExposureFitsReader(path) as reader:
+        reader.read_image()  # intact
+        with pytest.raises(FitsReadError, match=r"exp.fits\[VARIANCE\]: corrupt file: CHECKSUM and DATASUM"):
+            reader.read_variance()
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(FitsReadError, match="exp.fits.*truncated"):
+        with ExposureFitsReader(path):
+            pass
+    with pytest.raises(FileNotFoundError):
+        with ExposureFitsReader(tmp_path / "absent.fits"):
+            pass
