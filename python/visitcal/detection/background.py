@@ -403,6 +403,11 @@ class Background:
             raise BackgroundError(str(err), reason=reason) from err
         return out
 
+    def subtract_from(self, image: np.ndarray, dtype=np.float32, *, rows: int = 256) -> None:
+        """``image -= get_image(dtype)`` over this model's bbox, in place, a band of ``rows`` rows at a time: the
+        same values to the bit without the model's image (65 MB for a 4k float32 detector)."""
+        _subtract_in_bands(self, image, dtype, self.bbox, rows)
+
     # --- persistence, pickling, comparison ----------------------------------------------------
     def __reduce__(self):
         return (Background, (self._stats, self._variance, self._npix, self._xcen, self._ycen, self.bbox, self.config))
@@ -620,6 +625,17 @@ class BackgroundList:
             total += layer.get_image(dtype, bbox=box, out=scratch)
         return total
 
+    def subtract_from(self, image: np.ndarray, dtype=np.float32, *, bbox: Box2I | None = None,
+                      rows: int = 256) -> None:
+        """``image -= get_image(dtype, bbox=bbox)``, in place, a band of ``rows`` rows at a time: the same
+        values to the bit without the summed model's image and its scratch (130 MB for a 4k float32 detector).
+
+        ``image`` covers ``bbox`` (default: the first layer's).
+        """
+        if not self._layers:
+            raise ValueError("the BackgroundList is empty")
+        _subtract_in_bands(self, image, dtype, bbox or self._layers[0].bbox, rows)
+
     # --- persistence ----------------------------------------------------------------------------
     def to_table(self) -> Table:
         """The stack as a table with one row per layer, bottom layer first.
@@ -777,14 +793,29 @@ class SubtractBackgroundTask:
             raise TypeError(f"exposure must be an Exposure, got {type(exposure).__name__}")
         background = BackgroundList() if background is None else background
         layer = self.fit_background(exposure.masked_image)
-        model = layer.get_image(np.float32)
-        exposure.image[...] -= model
+        layer.subtract_from(exposure.image)
         background.append(layer)
         if stats:
             mean, var = _mean_var_by_rows(background)
             exposure.metadata[stats_keys[0]] = mean
             exposure.metadata[stats_keys[1]] = var
         return SubtractBackgroundResult(background=background)
+
+
+def _subtract_in_bands(model, image: np.ndarray, dtype, box: Box2I, rows: int) -> None:
+    """``image -= model.get_image(dtype, bbox=box)`` a band of ``rows`` rows at a time. Each pixel's model
+    value depends on its position only (the interpolation and the Chebyshev approximation are evaluated per
+    pixel), so the bands give the whole image's values, and the subtraction is the same float operation."""
+    if image.shape != box.shape:
+        raise ValueError(f"image has shape {image.shape}, the background's box {box.shape}")
+    if image.dtype not in (np.float32, np.float64):
+        raise ValueError(f"image must be float32 or float64, got {image.dtype}")
+    if not 1 <= rows <= 1 << 16:
+        raise ValueError(f"rows must be in [1, 65536], got {rows}")
+    for y0 in range(box.min_y, box.max_y + 1, rows):
+        band = Box2I(box.min_x, y0, box.max_x, min(y0 + rows - 1, box.max_y))
+        i0 = y0 - box.min_y
+        image[i0:i0 + band.shape[0]] -= model.get_image(dtype, bbox=band)
 
 
 def _mean_var_by_rows(background: "BackgroundList", rows: int = 256) -> tuple[float, float]:

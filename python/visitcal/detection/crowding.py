@@ -74,11 +74,23 @@ def measure_crowding(exposure: Exposure) -> float:
         exposure.mask.array[...] = saved
 
 
-def _detected_fraction_of(exposure: Exposure) -> float:
+def _detected_fraction_of(exposure: Exposure, rows: int = 256) -> float:
+    """`detected_fraction` of the DETECTED plane over the pixels without NO_DATA, counted a band of ``rows`` rows
+    at a time (no whole-detector boolean and bit-test planes: 97 MB for a 4k detector)."""
     SourceDetectionTask(_DETECTION).run(exposure)
     mask = exposure.mask
-    usable = ~mask.test("NO_DATA") if "NO_DATA" in mask.planes else None
-    return detected_fraction(mask.test("DETECTED"), usable)
+    n_usable = n_detected = 0
+    for y0 in range(0, mask.shape[0], rows):
+        band = mask[y0:y0 + rows]
+        detected = band.test("DETECTED")
+        if "NO_DATA" in mask.planes:
+            usable = ~band.test("NO_DATA")
+            n_usable += int(np.count_nonzero(usable))
+            n_detected += int(np.count_nonzero(detected & usable))
+        else:
+            n_usable += detected.size
+            n_detected += int(np.count_nonzero(detected))
+    return n_detected / n_usable if n_usable else float("nan")
 
 
 def _forced(mode: CrowdedFieldMode) -> bool | None:

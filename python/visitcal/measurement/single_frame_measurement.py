@@ -216,14 +216,21 @@ def mask_suspect_pixels(masked_image, level: float) -> int:
     added to the mask's planes when it lacks it.
     """
     image = np.asarray(masked_image.image)
-    with np.errstate(invalid="ignore"):
-        absurd = np.abs(image) > float(level)  # NaN compares False
-    n = int(np.count_nonzero(absurd))
+    level = float(level)
+    rows = 256  # a band at a time: no |image| and boolean planes of the whole detector (81 MB for a 4k one)
+    hits = []
+    for y0 in range(0, image.shape[0], rows):
+        with np.errstate(invalid="ignore"):
+            absurd = np.abs(image[y0:y0 + rows]) > level  # NaN compares False
+        if absurd.any():
+            hits.append((y0, absurd))
+    n = sum(int(np.count_nonzero(absurd)) for _, absurd in hits)
     if n:
         mask = masked_image.mask
         if "SUSPECT" not in mask.planes:
             mask.add_plane("SUSPECT", "pixel value beyond the suspect level")
-        mask.set("SUSPECT", absurd)
+        for y0, absurd in hits:
+            mask[y0:y0 + absurd.shape[0]].set("SUSPECT", absurd)
     return n
 
 

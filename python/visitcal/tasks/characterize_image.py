@@ -621,4 +621,4 @@ class _PsfSelection:
 
 
 def _subtract_layer(exposure: Exposure, layer) -> None:
-    exposure.image[...] -= layer.get_image(np.float32)
+    layer.subtract_from(exposure.image)

@@ -206,7 +206,7 @@ class ReprocessVisitImageTask:
         if self.config.remove_initial_photo_calib:
             initial_photo_calib.calibrate_image_in_place(exposure.masked_image)
         if background is not None:
-            exposure.image[...] -= background.get_image(np.float32, bbox=exposure.bbox)
+            background.subtract_from(exposure.image, bbox=exposure.bbox)
         if self.config.remove_initial_photo_calib:
             mean = float(initial_photo_calib.calibration_mean)
             exposure.image[...] /= np.float32(mean)
@@ -248,12 +248,15 @@ class ReprocessVisitImageTask:
         if preliminary_mask.shape != exposure.mask.shape:
             raise ValueError(f"preliminary_mask has shape {preliminary_mask.shape}, the exposure "
                              f"{exposure.mask.shape}")
-        for name in self.config.copy_mask_planes:
-            if name not in preliminary_mask.planes:
-                continue
+        names = [name for name in self.config.copy_mask_planes if name in preliminary_mask.planes]
+        for name in names:
             if name not in exposure.mask.planes:
                 exposure.mask.add_plane(name, preliminary_mask.planes.description(name))
-            exposure.mask.set(name, preliminary_mask.test(name))
+        rows = 256  # a band at a time: no whole-detector temporaries (81 MB per plane for a 4k detector)
+        for y0 in range(0, exposure.mask.shape[0], rows):
+            band, prelim = exposure.mask[y0:y0 + rows], preliminary_mask[y0:y0 + rows]
+            for name in names:
+                band.set(name, prelim.test(name))
 
     def _match_calib_sources(self, cat: Table, calib: Table | None) -> None:
         """As LSST's ``_match_calib_sources``: each calib star's nearest new source within

@@ -587,3 +587,40 @@ def test_source_masking_on_empty_sky_and_without_variance():
     assert BackgroundConfig().source_mask_threshold is None
     small = make_background(mi.image[:10, :10], BackgroundConfig(source_mask_threshold=3.0, bin_size=4))
     assert np.isfinite(small.get_image(np.float64)).all()  # an image too small to smooth: nothing masked
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), approx=st.booleans(),
+       algorithm=st.sampled_from(["AKIMA_SPLINE", "NATURAL_SPLINE", "CUBIC_SPLINE", "CONSTANT", "LINEAR"]),
+       rows=st.sampled_from([1, 7, 64, 256, 10_000]), n_layers=st.integers(1, 3))
+def test_subtract_from_equals_subtracting_the_whole_model_bit_for_bit(seed, approx, algorithm, rows, n_layers):
+    """subtract_from (a band of rows at a time, no model image) leaves exactly image - get_image(float32), for
+    a layer and for a list of layers, interpolated or approximated, at any band height."""
+    rng = np.random.default_rng(seed)
+    shape, xy0 = (157, 203), (11, -5)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    layers = BackgroundList()
+    for k in range(n_layers):
+        img = (100.0 + 3.0 * np.sin(x / 37.0 + k) + 0.02 * y + rng.normal(0, 1, shape)).astype(np.float32)
+        cfg = BackgroundConfig(bin_size=32 + 8 * k, use_approximate=approx, algorithm=algorithm,
+                               undersample_style="REDUCE_INTERP_ORDER")
+        layers.append(make_background(img, cfg, xy0=xy0))
+    image = rng.normal(500.0, 20.0, shape).astype(np.float32)
+    want = image - layers.get_image(np.float32)
+    got = image.copy()
+    layers.subtract_from(got, rows=rows)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    got1 = image.copy()
+    layers[0].subtract_from(got1, rows=rows)
+    want1 = image - layers[0].get_image(np.float32)
+    np.testing.assert_array_equal(got1.view(np.uint32), want1.view(np.uint32))
+
+
+def test_subtract_from_rejects_a_wrong_image():
+    layer = make_background(np.ones((64, 80), np.float32), BackgroundConfig(bin_size=32))
+    with pytest.raises(ValueError, match=r"image has shape \(64, 79\), the background's box \(64, 80\)"):
+        layer.subtract_from(np.ones((64, 79), np.float32))
+    with pytest.raises(ValueError, match="rows must be"):
+        layer.subtract_from(np.ones((64, 80), np.float32), rows=0)
+    with pytest.raises(ValueError, match="empty"):
+        BackgroundList().subtract_from(np.ones((64, 80), np.float32))

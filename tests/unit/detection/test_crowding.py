@@ -171,3 +171,21 @@ def test_measure_crowding_restores_a_mask_with_every_plane_already_set():
     measure_crowding(exp)
     assert exp.mask.array is array
     np.testing.assert_array_equal(exp.mask.array, before)
+
+
+@pytest.mark.parametrize("no_data", [False, True])
+def test_measure_crowding_counts_as_the_whole_plane_fraction(no_data):
+    """The band-by-band count equals detected_fraction of the whole DETECTED and NO_DATA planes (a NO_DATA
+    block across band edges), and the exposure's mask is left as it was."""
+    from visitcal.detection.detection import SourceDetectionTask
+    from visitcal.detection.crowding import _DETECTION
+
+    exp = _star_field(150, size=600)
+    if no_data:
+        exp.mask.set("NO_DATA", np.pad(np.ones((300, 200), bool), ((200, 100), (250, 150))))
+    before = exp.mask.array.copy()
+    value = measure_crowding(exp)
+    np.testing.assert_array_equal(exp.mask.array, before)
+    SourceDetectionTask(_DETECTION).run(exp)
+    usable = ~exp.mask.test("NO_DATA") if no_data else None
+    assert value == detected_fraction(exp.mask.test("DETECTED"), usable) > 0.05

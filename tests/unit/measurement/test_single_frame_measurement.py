@@ -176,3 +176,23 @@ def test_the_suspect_level_is_configurable_and_bounded():
     assert list(cat["base_PixelFlags_flag_suspectCenter"]) == [False, True]
     with pytest.raises(ValueError, match="suspect_level"):
         SingleFrameMeasurementConfig(suspect_level=1e39)
+
+
+def test_mask_suspect_pixels_equals_the_whole_image_test_across_bands():
+    """The band-by-band test marks exactly the pixels of |image| > level (NaN never), across band edges."""
+    from visitcal.core.image import MaskedImage
+    from visitcal.measurement.single_frame_measurement import mask_suspect_pixels
+
+    rng = np.random.default_rng(4)
+    image = rng.normal(0.0, 10.0, (700, 90)).astype(np.float32)
+    image[rng.random(image.shape) < 0.002] = np.float32(3e30)
+    image[250:262, 10:20] = np.float32(-2e31)  # a block across the first band edge (256)
+    image[rng.random(image.shape) < 0.001] = np.nan
+    mi = MaskedImage(image)
+    n = mask_suspect_pixels(mi, 1e30)
+    with np.errstate(invalid="ignore"):
+        want = np.abs(image) > 1e30
+    assert n == want.sum() > 120
+    np.testing.assert_array_equal(mi.mask.test("SUSPECT"), want)
+    clean = MaskedImage(rng.normal(0.0, 1.0, (300, 40)).astype(np.float32))
+    assert mask_suspect_pixels(clean, 1e30) == 0 and not clean.mask.array.any()
