@@ -74,6 +74,7 @@ void bind_single_frame_measurement(py::module_& m);
 void bind_psf_candidates(py::module_& m);
 void bind_pixel_grid(py::module_& m);
 void bind_pca(py::module_& m);
+void bind_lanczos(py::module_& m);
 void bind_sip(py::module_& m);
 void bind_matcher(py::module_& m);
 void bind_fof(py::module_& m);
@@ -114,6 +115,7 @@ PYBIND11_MODULE(_core, m) {
     bind_psf_candidates(m);
     bind_pixel_grid(m);
     bind_pca(m);
+    bind_lanczos(m);
     bind_sip(m);
     bind_matcher(m);
     bind_fof(m);

@@ -536,3 +536,7 @@ def shear_correlation(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], a1
                       a2: npt.NDArray[np.float64], b1: npt.NDArray[np.float64], b2: npt.NDArray[np.float64],
                       w: npt.NDArray[np.float64], min_sep: float, max_sep: float, nbins: int,
                       cross: bool) -> dict[str, npt.NDArray[np.float64]]: ...
+
+# psf/lanczos.hpp
+def shift_image_lanczos(image: npt.ArrayLike, dx: float, dy: float, order: int,
+                        baseline_only: bool = False) -> npt.NDArray[np.float64]: ...

@@ -21,6 +21,12 @@ void lanczos_weights_derivative(double frac, int n, double* w, double* dw);
 
 /// Shift a (height, width) row-major image by (dx, dy) pixels (the light moves by +dx, +dy):
 /// out(x, y) = sum_k in(x - dx + k, y - dy + l) L L, separably, with zero outside the image.
+/// On x86-64 CPUs with AVX2 it runs an AVX2 build of its loops, bit-identical to the baseline's.
 void shift_image_lanczos(const double* in, int width, int height, double dx, double dy, int n, double* out);
+
+/// The baseline-ISA and AVX2 builds of shift_image_lanczos (tests compare them; call the one above).
+void shift_image_lanczos_baseline(const double* in, int width, int height, double dx, double dy, int n,
+                                  double* out);
+void shift_image_lanczos_avx2(const double* in, int width, int height, double dx, double dy, int n, double* out);
 
 }  // namespace visitcal
