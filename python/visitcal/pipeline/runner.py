@@ -62,8 +62,10 @@ def tune_allocator() -> bool:
     Each detector allocates and frees dozens of 16-Mpx planes. By default glibc serves every array above
     32 MiB with a fresh ``mmap`` and returns it on ``free``, so each new plane costs its page faults again:
     on the benchmark machine that was 0.3-0.6 s per 4k detector, moving from stage to stage (detection 0.74 s
-    instead of 0.19 s; calibrate 2.9 -> 2.4 s, bench/README.md). Peak memory is unchanged; a worker keeps its
-    peak until it exits. Called by the command line and by the step runner's worker processes, never on import
+    instead of 0.19 s; calibrate 2.9 -> 2.4 s, bench/README.md). Peak memory stays about the same, but not to
+    the byte: freed planes are reused only where they fit, so the order of large frees and allocations moves a
+    unit's peak by up to ~80 MB either way (measured on reprocessing, with and without this); a worker keeps
+    its peak until it exits. Called by the command line and by the step runner's worker processes, never on import
     (a library does not reconfigure its host's allocator). No effect off glibc, or with
     ``VISITCAL_NO_MALLOPT=1`` in the environment.
     """
