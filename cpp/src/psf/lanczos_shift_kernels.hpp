@@ -41,27 +41,48 @@ inline void shift_image_lanczos_impl(const double* in, int width, int height, do
     const int i_lo = std::min(width, std::max(0, -bx));
     const int i_hi = std::max(i_lo, std::min(width, width - bx - 2 * n + 1));
     const double* w = wx.data();
-    for (int r = 0; r < height; ++r) {
-        const double* row = in + static_cast<std::ptrdiff_t>(r) * width;
-        double* t = tmp.data() + static_cast<std::ptrdiff_t>(r) * width;
-        auto edge = [&](int i) {
-            double acc = 0.0;
+    // When every tap of every column lies within 2n pixels of the row (any shift of up to ~n pixels), each
+    // row is copied into zeros padded by 2n on both sides and all its columns summed tap by tap, vectorised:
+    // a tap off the row then adds w * 0 = +-0 to a sum that started from +0.0 and so is never -0.0, which
+    // leaves the sum unchanged to the bit, as skipping the tap did. With a 25-px stamp and Lanczos 11 (the
+    // PCA PSF's), 21 of 25 columns were edge columns summed one by one with a bounds test per tap.
+    const int pad = 2 * n;
+    if (bx >= -pad && bx + 2 * n - 1 <= pad) {
+        std::vector<double> padded(static_cast<std::size_t>(width) + 2 * static_cast<std::size_t>(pad), 0.0);
+        for (int r = 0; r < height; ++r) {
+            const double* row = in + static_cast<std::ptrdiff_t>(r) * width;
+            double* t = tmp.data() + static_cast<std::ptrdiff_t>(r) * width;
+            std::copy(row, row + width, padded.begin() + pad);
+            for (int i = 0; i < width; ++i) t[i] = 0.0;
             for (int k = 0; k < 2 * n; ++k) {
-                const int j = i + bx + k;
-                if (j >= 0 && j < width) acc += w[k] * row[j];
+                const double wk = w[k];
+                const double* src = padded.data() + (pad + bx + k);
+                for (int i = 0; i < width; ++i) t[i] += wk * src[i];
             }
-            t[i] = acc;
-        };
-        for (int i = 0; i < i_lo; ++i) edge(i);
-        // tap by tap over the interior columns (each column's sum still in ascending tap order, from 0.0)
-        for (int i = i_lo; i < i_hi; ++i) t[i] = 0.0;
-        for (int k = 0; k < 2 * n && i_hi > i_lo; ++k) {
-            const double wk = w[k];
-            const double* src = row + (i_lo + bx + k);
-            double* dst = t + i_lo;
-            for (int i = 0, m = i_hi - i_lo; i < m; ++i) dst[i] += wk * src[i];
         }
-        for (int i = i_hi; i < width; ++i) edge(i);
+    } else {
+        for (int r = 0; r < height; ++r) {
+            const double* row = in + static_cast<std::ptrdiff_t>(r) * width;
+            double* t = tmp.data() + static_cast<std::ptrdiff_t>(r) * width;
+            auto edge = [&](int i) {
+                double acc = 0.0;
+                for (int k = 0; k < 2 * n; ++k) {
+                    const int j = i + bx + k;
+                    if (j >= 0 && j < width) acc += w[k] * row[j];
+                }
+                t[i] = acc;
+            };
+            for (int i = 0; i < i_lo; ++i) edge(i);
+            // tap by tap over the interior columns (each column's sum still in ascending tap order, from 0.0)
+            for (int i = i_lo; i < i_hi; ++i) t[i] = 0.0;
+            for (int k = 0; k < 2 * n && i_hi > i_lo; ++k) {
+                const double wk = w[k];
+                const double* src = row + (i_lo + bx + k);
+                double* dst = t + i_lo;
+                for (int i = 0, m = i_hi - i_lo; i < m; ++i) dst[i] += wk * src[i];
+            }
+            for (int i = i_hi; i < width; ++i) edge(i);
+        }
     }
     for (int i = 0; i < height; ++i) {
         double* o = out + static_cast<std::ptrdiff_t>(i) * width;
