@@ -61,7 +61,7 @@ def _set_calibrate_ok(repo):
 
 STEPS = {
     # step: (module attribute the unit reads first, run function)
-    "calibrate": (calibrate_step, "read_exposure", lambda root, **kw: run_calibrate(root, jobs=2, **kw)),
+    "calibrate": (calibrate_step, "read_summed_snaps", lambda root, **kw: run_calibrate(root, jobs=2, **kw)),
     # the visit unit, and the per-detector path (its first unit, on a worker, reads the band)
     "finalize": (finalize_step, "_band", lambda root, **kw: run_finalize(root, jobs=2, **kw)),
     "finalize-split": (finalize_step, "_band", lambda root, **kw: run_finalize(root, jobs=2, split=True, **kw)),
@@ -120,7 +120,7 @@ def test_a_unit_that_crashed_twice_is_not_retried_until_its_inputs_change(step, 
 
 def test_a_config_change_runs_it_again(tmp_path, monkeypatch):
     repo = _fake_repo(tmp_path / "repo")
-    monkeypatch.setattr(calibrate_step, "read_exposure", _die)
+    monkeypatch.setattr(calibrate_step, "read_summed_snaps", _die)
     for _ in range(2):
         run_calibrate(repo.root, jobs=2)
     assert [s.action for s in run_calibrate(repo.root, jobs=2)] == [SKIPPED_CRASHED] * 2
