@@ -16,6 +16,17 @@ using visitcal::ImageView;
 
 namespace {
 
+visitcal::ThresholdControl threshold_control(double value, int polarity, double include_multiplier, int min_pixels,
+                                             double constant_sigma) {
+    visitcal::ThresholdControl ctrl;
+    ctrl.value = value;
+    ctrl.polarity = polarity;
+    ctrl.include_multiplier = include_multiplier;
+    ctrl.min_pixels = min_pixels;
+    ctrl.constant_sigma = constant_sigma;
+    return ctrl;
+}
+
 template <typename T>
 py::tuple find(const py::array_t<T, 0>& image, const std::optional<py::array_t<T, 0>>& noise_variance, int border_x,
                int border_y, double value, int polarity, double include_multiplier, int min_pixels,
@@ -23,12 +34,8 @@ py::tuple find(const py::array_t<T, 0>& image, const std::optional<py::array_t<T
     auto in = visitcal_bind::image_view<const T>(image, "image");
     ImageView<const T> var{nullptr, 0, 0, 0};
     if (noise_variance) var = visitcal_bind::image_view<const T>(*noise_variance, "noise_variance");
-    visitcal::ThresholdControl ctrl;
-    ctrl.value = value;
-    ctrl.polarity = polarity;
-    ctrl.include_multiplier = include_multiplier;
-    ctrl.min_pixels = min_pixels;
-    ctrl.constant_sigma = constant_sigma;
+    const visitcal::ThresholdControl ctrl =
+        threshold_control(value, polarity, include_multiplier, min_pixels, constant_sigma);
     visitcal::FootprintList out;
     {
         py::gil_scoped_release release;
@@ -57,13 +64,7 @@ py::list find_smoothed(const py::array_t<T, 0>& image, const py::array_t<T, 0>& 
     }
     std::vector<visitcal::ThresholdControl> controls;
     for (int pol : polarities) {
-        visitcal::ThresholdControl ctrl;
-        ctrl.value = value;
-        ctrl.polarity = pol;
-        ctrl.include_multiplier = include_multiplier;
-        ctrl.min_pixels = min_pixels;
-        ctrl.constant_sigma = constant_sigma;
-        controls.push_back(ctrl);
+        controls.push_back(threshold_control(value, pol, include_multiplier, min_pixels, constant_sigma));
     }
     std::vector<visitcal::FootprintList> out;
     {
