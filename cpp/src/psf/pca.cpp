@@ -474,6 +474,37 @@ void PcaFitter::refine_basis(const std::vector<Star*>& used, const std::vector<d
 }
 
 // The K basis images moved to the star's sub-pixel position on its crop grid.
+// fit_star_coefficients' sums for a fixed number K of components (the loops of the general case with
+// constant trip counts). Sets v[p] = var on good pixels.
+template <int K>
+void accumulate_normal_equations(const Star& s, const std::vector<double>& pk, int n2, std::vector<double>& v,
+                                 MatrixXd& A, MatrixXd& B, VectorXd& b) {
+    double a[K][K] = {}, bb[K][K] = {}, r[K] = {};
+    const double* pkk[K];
+    for (int k = 0; k < K; ++k) pkk[k] = pk.data() + static_cast<std::size_t>(k) * n2;
+    for (int p = 0; p < n2; ++p) {
+        if (!s.crop_good[p]) continue;
+        v[p] = s.crop_var[p];
+        const double w = 1.0 / v[p];
+        for (int k = 0; k < K; ++k) {
+            const double pkp = pkk[k][p];
+            r[k] += w * pkp * s.crop_d[p];
+            for (int l = 0; l <= k; ++l) {
+                const double pl = pkk[l][p];
+                a[k][l] += w * pkp * pl;
+                bb[k][l] += w * w * v[p] * pkp * pl;
+            }
+        }
+    }
+    for (int k = 0; k < K; ++k) {
+        b[k] = r[k];
+        for (int l = 0; l <= k; ++l) {
+            A(k, l) = a[k][l];
+            B(k, l) = bb[k][l];
+        }
+    }
+}
+
 std::vector<double> PcaFitter::shifted_basis(const Star& s) const {
     const std::size_t n2 = static_cast<std::size_t>(n_) * n_;
     std::vector<double> pk(K_ * n2);
@@ -493,17 +524,23 @@ void PcaFitter::fit_star_coefficients(Star& s, const std::vector<double>& pk) co
     MatrixXd A = MatrixXd::Zero(K_, K_), B = MatrixXd::Zero(K_, K_);
     VectorXd b = VectorXd::Zero(K_);
     std::vector<double> v(n2, 0.0);
-    for (int p = 0; p < n2; ++p) {
-        if (!s.crop_good[p]) continue;
-        v[p] = s.crop_var[p];
-        const double w = 1.0 / v[p];
-        for (int k = 0; k < K_; ++k) {
-            const double pkp = pk[static_cast<std::size_t>(k) * n2 + p];
-            b[k] += w * pkp * s.crop_d[p];
-            for (int l = 0; l <= k; ++l) {
-                const double pl = pk[static_cast<std::size_t>(l) * n2 + p];
-                A(k, l) += w * pkp * pl;
-                B(k, l) += w * w * v[p] * pkp * pl;
+    if (K_ == 4) {
+        // LSST's default of four components, with the sums in registers (fixed trip counts): each sum still
+        // takes the same terms in the same pixel order, so A, B and b are the same to the bit.
+        accumulate_normal_equations<4>(s, pk, n2, v, A, B, b);
+    } else {
+        for (int p = 0; p < n2; ++p) {
+            if (!s.crop_good[p]) continue;
+            v[p] = s.crop_var[p];
+            const double w = 1.0 / v[p];
+            for (int k = 0; k < K_; ++k) {
+                const double pkp = pk[static_cast<std::size_t>(k) * n2 + p];
+                b[k] += w * pkp * s.crop_d[p];
+                for (int l = 0; l <= k; ++l) {
+                    const double pl = pk[static_cast<std::size_t>(l) * n2 + p];
+                    A(k, l) += w * pkp * pl;
+                    B(k, l) += w * w * v[p] * pkp * pl;
+                }
             }
         }
     }
