@@ -208,7 +208,7 @@ class HduChecksums:
 
 
 def read_image_hdu(raw, header: fits.Header, header_offset: int, data_offset: int,
-                   data_span: int) -> tuple[np.ndarray | None, HduChecksums]:
+                   data_span: int, *, add_into: np.ndarray | None = None) -> tuple[np.ndarray | None, HduChecksums]:
     """Read a plain image HDU (no BSCALE/BZERO/BLANK) from the binary file ``raw`` at the given offsets (those
     of ``HDUList.fileinfo``) and verify it.
 
@@ -216,6 +216,11 @@ def read_image_hdu(raw, header: fits.Header, header_offset: int, data_offset: in
     straight into the array and converted in place, one 256 KiB chunk at a time, in the pass that sums them; the
     header is summed as the bytes stored in the file, so the CHECKSUM test is the standard's (the HDU sums
     to -0), and DATASUM covers the padding of the data unit.
+
+    With ``add_into`` (a C-contiguous native array of the HDU's shape and dtype) each converted chunk is added
+    into it instead (``add_into += data``, element by element: the same values as adding the returned array)
+    and None is returned for the data: no array of the HDU's size is allocated. The checksums are only known
+    at the end, so on an error ``add_into`` may hold part of the sum.
 
     Raises
     ------
@@ -239,23 +244,36 @@ def read_image_hdu(raw, header: fits.Header, header_offset: int, data_offset: in
         raise ValueError(f"bad BITPIX/NAXISn card: {err}") from None
     data = None
     data_sum = 0
+    if add_into is not None and (add_into.shape != shape or add_into.dtype != dtype.newbyteorder("=")
+                                 or not add_into.flags.c_contiguous or not add_into.flags.writeable):
+        raise ValueError(f"add_into must be a writeable C-contiguous {dtype.newbyteorder('=')} array of shape "
+                         f"{shape}, got {add_into.dtype} {add_into.shape}")
     if naxis and min(shape) > 0:
-        data = np.empty(shape, dtype=dtype.newbyteorder("="))
-        flat = data.reshape(-1)
-        target = memoryview(flat.view(np.uint8))
         itemsize = dtype.itemsize
         step = max(4, _CHUNK_BYTES // itemsize // 4 * 4)
+        size = int(np.prod(shape))
+        if add_into is None:
+            data = np.empty(shape, dtype=dtype.newbyteorder("="))
+            flat = data.reshape(-1)
+        else:
+            flat = np.empty(min(step, size), dtype=dtype.newbyteorder("="))  # one chunk, reused
+            dest = add_into.reshape(-1)
+        target = memoryview(flat.view(np.uint8))
         raw.seek(data_offset)
-        for start in range(0, flat.size, step):
-            count = min(step, flat.size - start)
-            got = raw.readinto(target[start * itemsize:(start + count) * itemsize])
+        for start in range(0, size, step):
+            count = min(step, size - start)
+            at = start if add_into is None else 0
+            got = raw.readinto(target[at * itemsize:(at + count) * itemsize])
             if got != count * itemsize:
-                raise EOFError(f"the data unit needs {flat.nbytes} bytes, the file ends after "
+                raise EOFError(f"the data unit needs {size * itemsize} bytes, the file ends after "
                                f"{start * itemsize + (got or 0)}")
-            data_sum = _core.fits_decode_big_endian_inplace(flat, start, count, data_sum)
-        padding = raw.read(max(0, data_span - flat.nbytes))
-        if len(padding) != max(0, data_span - flat.nbytes):
-            raise EOFError(f"the data unit's padding needs {data_span - flat.nbytes} bytes, the file holds "
+            data_sum = _core.fits_decode_big_endian_inplace(flat, at, count, data_sum)
+            if add_into is not None:
+                np.add(dest[start:start + count], flat[:count], out=dest[start:start + count])
+        nbytes = size * itemsize
+        padding = raw.read(max(0, data_span - nbytes))
+        if len(padding) != max(0, data_span - nbytes):
+            raise EOFError(f"the data unit's padding needs {data_span - nbytes} bytes, the file holds "
                            f"{len(padding)}")
         data_sum = checksum_bytes(padding, data_sum)
     datasum_ok = checksum_ok = None

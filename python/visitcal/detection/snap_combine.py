@@ -22,9 +22,10 @@ def combine_snaps(snaps: list, bad_mask_planes: tuple[str, ...] = (), *, in_plac
     With ``in_place`` the sum is written into the first snap's image, mask and variance arrays instead of
     new ones (the same values to the bit: float32 sums either way), so that summing two 4k snaps costs no
     third exposure (195 MB); the first snap's planes then hold the sum. The second snap may then also be
-    a reader of its file (`visitcal.io.fits.ExposureFitsReader`, open): its planes are read one at a time
-    and each is dropped once added, so the sum holds one exposure and one plane (260 MB for a 4k
-    detector) instead of two exposures (390 MB). The pipeline steps do this.
+    a reader of its file (`visitcal.io.fits.ExposureFitsReader`, open): its mask is read alone and dropped
+    once OR-ed, and its image and variance are added a chunk at a time as they are read, so the sum holds
+    one exposure and at most the second snap's mask (260 MB for a 4k detector) instead of two exposures
+    (390 MB). The pipeline steps do this.
 
     Each pixel of the sum is the mean of the snaps whose mask has none of ``bad_mask_planes`` there, times the
     number of snaps (LSST's weighted mean x 2), its variance the matching sum scaled by the same factor squared;
@@ -65,9 +66,9 @@ def combine_snaps(snaps: list, bad_mask_planes: tuple[str, ...] = (), *, in_plac
     del second_mask  # read from a file, its plane is freed here
     if good is None:
         if in_place:
-            image = np.add(first.image, second.image(), out=first.image)
-            variance = np.add(first.variance, second.variance(), out=first.variance)
-            mi = MaskedImage(image, mask, variance, xy0=first.xy0)
+            second.add_image_into(first.image)
+            second.add_variance_into(first.variance)
+            mi = MaskedImage(first.image, mask, first.variance, xy0=first.xy0)
         else:
             mi = MaskedImage(first.image + second.image(), mask, first.variance + second.variance(), xy0=first.xy0)
     else:
@@ -106,6 +107,8 @@ class _SecondSnap:
             self.shape, self.xy0 = snap.shape, tuple(snap.xy0)
             self.visit_info, self.metadata = snap.visit_info, snap.metadata
             self.mask, self.image, self.variance = (lambda: snap.mask), (lambda: snap.image), (lambda: snap.variance)
+            self.add_image_into = lambda out: np.add(out, snap.image, out=out)
+            self.add_variance_into = lambda out: np.add(out, snap.variance, out=out)
             return
         if not hasattr(snap, "read_image"):
             raise ValueError(f"a snap must be an Exposure or an exposure file reader, got {type(snap).__name__}")
@@ -114,3 +117,7 @@ class _SecondSnap:
         self.shape, self.xy0 = tuple(snap.read_shape()), tuple(snap.read_xy0())
         self.visit_info, self.metadata = snap.read_visit_info(), snap.read_metadata()
         self.mask, self.image, self.variance = snap.read_mask, snap.read_image, snap.read_variance
+        # added as each chunk is read where the reader can (no plane of the second snap at all)
+        self.add_image_into = getattr(snap, "add_image_into", lambda out: np.add(out, snap.read_image(), out=out))
+        self.add_variance_into = getattr(snap, "add_variance_into",
+                                         lambda out: np.add(out, snap.read_variance(), out=out))

@@ -395,13 +395,7 @@ def load_verified_hdu(raw, hdu, where: str, path) -> None:
     """
     if type(hdu) in (fits.PrimaryHDU, fits.ImageHDU) and not any(
             key in hdu.header for key in ("BSCALE", "BZERO", "BLANK")):
-        info = hdu.fileinfo()  # the HDU's own (HDUList.fileinfo also checks every HDU for resizing)
-        try:
-            data, sums = read_image_hdu(raw, hdu.header, info["hdrLoc"], info["datLoc"], info["datSpan"])
-        except EOFError as err:
-            raise FitsReadError(f"{where}: truncated file: {err}", path=path, hdu=hdu.name) from err
-        except ValueError as err:
-            raise FitsReadError(f"{where}: {err}", path=path, hdu=hdu.name) from err
+        data, sums = _read_image_hdu_checked(raw, hdu, where, path)
         datasum_ok, checksum_ok = sums.datasum_ok, sums.checksum_ok
         if data is not None:
             hdu.data = data
@@ -412,9 +406,25 @@ def load_verified_hdu(raw, hdu, where: str, path) -> None:
         datasum_ok = None if not checkable or "DATASUM" not in hdu.header else hdu.verify_datasum() == 1
         checksum_ok = None if not checkable or "CHECKSUM" not in hdu.header else hdu.verify_checksum() == 1
         hdu.data  # noqa: B018 - force reading (and decompressing) now
+    _check_sums(datasum_ok, checksum_ok, where, path, hdu.name)
+
+
+def _check_sums(datasum_ok, checksum_ok, where: str, path, hdu_name) -> None:
+    """`FitsReadError` when a CHECKSUM or DATASUM card present disagrees with the bytes."""
     if datasum_ok is False or checksum_ok is False:
         which = " and ".join(n for n, ok in (("CHECKSUM", checksum_ok), ("DATASUM", datasum_ok)) if ok is False)
-        raise FitsReadError(f"{where}: corrupt file: {which} verification failed", path=path, hdu=hdu.name)
+        raise FitsReadError(f"{where}: corrupt file: {which} verification failed", path=path, hdu=hdu_name)
+
+
+def _read_image_hdu_checked(raw, hdu, where: str, path, **kwargs):
+    """`read_image_hdu` of a plain image HDU with its errors in our words (naming the file and the HDU)."""
+    info = hdu.fileinfo()  # the HDU's own (HDUList.fileinfo also checks every HDU for resizing)
+    try:
+        return read_image_hdu(raw, hdu.header, info["hdrLoc"], info["datLoc"], info["datSpan"], **kwargs)
+    except EOFError as err:
+        raise FitsReadError(f"{where}: truncated file: {err}", path=path, hdu=hdu.name) from err
+    except ValueError as err:
+        raise FitsReadError(f"{where}: {err}", path=path, hdu=hdu.name) from err
 
 
 class ExposureFitsReader:
@@ -501,6 +511,31 @@ class ExposureFitsReader:
     def read_variance(self) -> np.ndarray:
         """The VARIANCE plane, float32 (y, x)."""
         return self._read_plane("VARIANCE", lambda hdu: float_plane(hdu, self.path))
+
+    def add_image_into(self, out: np.ndarray) -> None:
+        """``out += IMAGE`` (float32, the planes' shape), the same values as ``out + read_image()``; a float32
+        plane is added a chunk at a time as it is read and verified, without an array of its own (on a
+        checksum error ``out`` may hold part of the sum)."""
+        self._add_plane_into("IMAGE", out)
+
+    def add_variance_into(self, out: np.ndarray) -> None:
+        """``out += VARIANCE``, as `add_image_into`."""
+        self._add_plane_into("VARIANCE", out)
+
+    def _add_plane_into(self, name: str, out: np.ndarray) -> None:
+        self._open()
+        hdu = self._planes[name]
+        if (type(hdu) is fits.ImageHDU and hdu.header.get("BITPIX") == -32 and out.dtype == np.float32
+                and out.flags.c_contiguous and out.flags.writeable and out.shape == self.read_shape()
+                and not any(key in hdu.header for key in ("BSCALE", "BZERO", "BLANK"))):
+            where = f"{self.path}[{name}]"
+            _, sums = _read_image_hdu_checked(self._raw, hdu, where, self.path, add_into=out)
+            _check_sums(sums.datasum_ok, sums.checksum_ok, where, self.path, name)
+            return
+        plane = self.read_image() if name == "IMAGE" else self.read_variance()
+        if plane.shape != out.shape:
+            raise ValueError(f"{self.path}[{name}]: shape {plane.shape}, the plane added into is {out.shape}")
+        np.add(out, plane, out=out)
 
     def read_mask(self) -> Mask:
         """The MASK plane with its planes (``MP_`` cards)."""

@@ -391,6 +391,9 @@ def test_exposure_fits_reader_verifies_what_it_reads(tmp_path):
         reader.read_image()  # intact
         with pytest.raises(FitsReadError, match=r"exp.fits\[VARIANCE\]: corrupt file: CHECKSUM and DATASUM"):
             reader.read_variance()
+        out = np.zeros(reader.read_shape(), np.float32)
+        with pytest.raises(FitsReadError, match=r"exp.fits\[VARIANCE\]: corrupt file: CHECKSUM and DATASUM"):
+            reader.add_variance_into(out)
     path.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(FitsReadError, match="exp.fits.*truncated"):
         with ExposureFitsReader(path):
@@ -398,3 +401,37 @@ def test_exposure_fits_reader_verifies_what_it_reads(tmp_path):
     with pytest.raises(FileNotFoundError):
         with ExposureFitsReader(tmp_path / "absent.fits"):
             pass
+
+
+def test_exposure_fits_reader_adds_a_plane_as_it_reads_it(tmp_path):
+    """add_image_into / add_variance_into: out + the plane to the bit (NaN and inf included), chunk by chunk with
+    no array of the plane's size (tracemalloc); a float64 plane or a non-float32 target falls back to read + add."""
+    import tracemalloc
+
+    from visitcal.io.fits import ExposureFitsReader
+
+    rng = np.random.default_rng(11)
+    shape = (300, 500)
+    exp = Exposure.from_arrays(rng.normal(100, 5, shape).astype(np.float32),
+                               variance=rng.uniform(1, 2, shape).astype(np.float32))
+    exp.image[5, 7], exp.variance[9, 9] = np.inf, np.nan
+    path = tmp_path / "exp.fits"
+    write_exposure(exp, path)
+    base_i = rng.normal(0, 50, shape).astype(np.float32)
+    base_v = rng.uniform(0, 3, shape).astype(np.float32)
+    with ExposureFitsReader(path) as reader:
+        out_i, out_v = base_i.copy(), base_v.copy()
+        tracemalloc.start()
+        reader.add_image_into(out_i)
+        reader.add_variance_into(out_v)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out64 = base_i.astype(np.float64)
+        reader.add_image_into(out64)  # not float32: read, then added
+    np.testing.assert_array_equal(out_i.view(np.uint32), (base_i + exp.image).view(np.uint32))
+    np.testing.assert_array_equal(out_v.view(np.uint32), (base_v + exp.variance).view(np.uint32))
+    np.testing.assert_array_equal(out64, base_i.astype(np.float64) + exp.image)
+    assert peak < 0.5 * base_i.nbytes  # a chunk (256 KiB), not the 600 kB plane
+    with ExposureFitsReader(path) as reader:
+        with pytest.raises(ValueError, match=r"shape \(300, 500\), the plane added into is \(300, 499\)"):
+            reader.add_image_into(np.zeros((300, 499), np.float64))

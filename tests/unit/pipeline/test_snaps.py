@@ -44,8 +44,9 @@ def test_summed_snaps_equal_the_sum_of_the_read_exposures(tmp_path, bad):
 
 
 def test_summing_holds_one_plane_of_the_second_snap(tmp_path):
-    """The second snap costs one plane at a time (tracemalloc sees numpy's buffers): the peak while summing
-    stays within ~1.5 planes above the first snap, where two read exposures cost three more planes."""
+    """The second snap costs its mask alone (tracemalloc sees numpy's buffers; image and variance are added a
+    chunk at a time as they are read): the peak while summing stays within ~1.2 planes above the first snap,
+    where two read exposures cost three more planes."""
     paths = _write_snaps(tmp_path)
     plane = SHAPE[0] * SHAPE[1] * 4
     first = read_exposure(paths[0])
@@ -62,7 +63,7 @@ def test_summing_holds_one_plane_of_the_second_snap(tmp_path):
         _, peak_whole = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak_reader < 1.5 * plane
+    assert peak_reader < 1.2 * plane
     assert peak_whole - base > 2.9 * plane
 
 
