@@ -102,7 +102,19 @@ void bind_find(py::module_& m) {
 
 }  // namespace
 
+py::tuple find_in_mask(const py::array_t<std::int32_t, 0>& mask, std::int32_t bits) {
+    auto in = visitcal_bind::image_view<const std::int32_t>(mask, "mask");
+    visitcal::FootprintList out;
+    {
+        py::gil_scoped_release release;
+        out = visitcal::find_mask_footprints(in, bits);
+    }
+    return visitcal_bind::list_to(out);
+}
+
 void bind_detection(py::module_& m) {
+    m.def("find_mask_footprints", &find_in_mask, py::arg("mask").noconvert(), py::arg("bits"),
+          "The 8-connected regions of the pixels with any of `bits` set, as find_footprints orders them, no peaks.");
     bind_find<float>(m);
     bind_find<double>(m);
 }

@@ -106,6 +106,22 @@ void scan_row(const T* s_prev, const T* s, const T* s_next, const T* v, int y, i
     }
 }
 
+// The runs' indices grouped by 8-connected component: component c owns grouped[start[c] .. start[c + 1]).
+// Labels follow first-run order and the fill is stable, so components are in raster order of their first
+// pixel and each group is in raster order.
+std::vector<std::int64_t> group_runs(const std::vector<Span>& runs, int& n_comp, std::vector<std::int64_t>& start) {
+    const std::vector<int> label = label_span_components(runs, n_comp);
+    start.assign(static_cast<std::size_t>(n_comp) + 1, 0);
+    for (int l : label) ++start[static_cast<std::size_t>(l) + 1];
+    std::partial_sum(start.begin(), start.end(), start.begin());
+    std::vector<std::int64_t> grouped(runs.size());
+    std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        grouped[static_cast<std::size_t>(fill[static_cast<std::size_t>(label[i])]++)] = static_cast<std::int64_t>(i);
+    }
+    return grouped;
+}
+
 // The footprints of a finished scan: connected runs, the min_pixels cut, each footprint's peaks (its
 // candidates, or its highest pixel when it has none and that passes the include threshold; otherwise
 // it is dropped, as SourceDetectionTask does with includeThresholdMultiplier), sorted by |value|.
@@ -114,20 +130,8 @@ FootprintList assemble(const RowScan<T>& scan, const ThresholdControl& ctrl) {
     FootprintList out;
     const std::vector<Span>& runs = scan.runs;
     int n_comp = 0;
-    const std::vector<int> label = label_span_components(runs, n_comp);
-
-    // Run indices grouped by component (labels follow first-run order and the fill is stable, so each
-    // group is in raster order).
-    std::vector<std::int64_t> start(static_cast<std::size_t>(n_comp) + 1, 0);
-    for (int l : label) ++start[static_cast<std::size_t>(l) + 1];
-    std::partial_sum(start.begin(), start.end(), start.begin());
-    std::vector<std::int64_t> grouped(runs.size());
-    {
-        std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
-        for (std::size_t i = 0; i < runs.size(); ++i) {
-            grouped[static_cast<std::size_t>(fill[static_cast<std::size_t>(label[i])]++)] = static_cast<std::int64_t>(i);
-        }
-    }
+    std::vector<std::int64_t> start;
+    const std::vector<std::int64_t> grouped = group_runs(runs, n_comp, start);
     const double include = ctrl.value * ctrl.include_multiplier;
     const T pol = static_cast<T>(ctrl.polarity);
     std::vector<Peak> peaks;
@@ -250,6 +254,34 @@ std::vector<FootprintList> find_footprints_smoothed(ImageView<const T> image, Im
     std::vector<FootprintList> out;
     out.reserve(controls.size());
     for (std::size_t c = 0; c < controls.size(); ++c) out.push_back(assemble(scans[c], controls[c]));
+    return out;
+}
+
+FootprintList find_mask_footprints(ImageView<const std::int32_t> mask, std::int32_t bits) {
+    std::vector<Span> runs;
+    for (int y = 0; y < mask.ny; ++y) {
+        const std::int32_t* m = mask.row(y);
+        int x = 0;
+        while (x < mask.nx) {
+            while (x < mask.nx && !(m[x] & bits)) ++x;
+            if (x >= mask.nx) break;
+            const int x0 = x;
+            while (x < mask.nx && (m[x] & bits)) ++x;
+            runs.push_back({y, x0, x - 1});
+        }
+    }
+    int n_comp = 0;
+    std::vector<std::int64_t> start;
+    const std::vector<std::int64_t> grouped = group_runs(runs, n_comp, start);
+    FootprintList out;
+    out.spans.reserve(runs.size());
+    for (int c = 0; c < n_comp; ++c) {
+        for (std::int64_t k = start[static_cast<std::size_t>(c)]; k < start[static_cast<std::size_t>(c) + 1]; ++k) {
+            out.spans.push_back(runs[static_cast<std::size_t>(grouped[static_cast<std::size_t>(k)])]);
+        }
+        out.span_offsets.push_back(static_cast<std::int64_t>(out.spans.size()));
+        out.peak_offsets.push_back(0);
+    }
     return out;
 }
 

@@ -332,3 +332,21 @@ def test_band_pass_finds_the_sources_and_rejects_bad_arguments():
     bad[40, 30] = np.nan
     with pytest.raises(ValueError, match=r"non-finite pixel.*\(y, x\) = \(40, 30\)"):
         _core.find_footprints_smoothed(bad, var, k, "smoothed_variance", 5.0, [1], 1.0, 1, 1.0, band_rows=8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), ny=st.integers(1, 60), nx=st.integers(1, 60), density=st.floats(0.05, 0.7))
+def test_mask_footprints_equal_thresholding_the_plane(seed, ny, nx, density):
+    """find_mask_footprints (the regions of a mask plane, straight from its bits) has the spans and offsets of
+    find_footprints on the plane as a 0/1 float image (what finalize did), and ignores the other bits."""
+    from visitcal import _core
+
+    rng = np.random.default_rng(seed)
+    plane = rng.random((ny, nx)) < density
+    mask = (plane.astype(np.int32) << 5) | (rng.integers(0, 2, (ny, nx), dtype=np.int32) << 3)
+    got = _core.find_mask_footprints(mask, 1 << 5)
+    want = _core.find_footprints(plane.astype(np.float32), None, 0, 0, 0.5, 1, 1.0, 1, 1.0)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert len(got[2]) == 0 and np.array_equal(got[5], np.zeros(len(want[1]), np.int64))
+    assert len(got[1]) - 1 == ndimage.label(plane, structure=EIGHT)[1]

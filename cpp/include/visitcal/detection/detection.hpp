@@ -53,6 +53,11 @@ std::vector<FootprintList> find_footprints_smoothed(ImageView<const T> image, Im
                                                     const std::vector<ThresholdControl>& controls,
                                                     int band_rows = 64);
 
+/// The 8-connected regions of the pixels with any of `bits` set in `mask`, as find_footprints orders them
+/// (raster order of their first pixel; spans in the array frame), without peaks: the footprints a
+/// calexp's DETECTED plane holds, rebuilt without a float copy of the plane (finalize).
+FootprintList find_mask_footprints(ImageView<const std::int32_t> mask, std::int32_t bits);
+
 /// Count the pixels whose value is not finite or whose variance is not finite and > 0 (one pass, for
 /// the input check before smoothing); `first` receives the row-major index of the first (or -1).
 template <typename T>
