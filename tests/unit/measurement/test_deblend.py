@@ -515,3 +515,20 @@ def test_reference_agrees(sep, dy, ratio, seed):
         y, x = hf.indices()
         assert set(zip(y.tolist(), x.tolist())) == set(r)
         np.testing.assert_allclose(hf.image, [r[(a, b)] for a, b in zip(y, x)], rtol=1e-4, atol=1e-3)
+
+
+def test_sigma1_of_a_footprint_off_the_image_uses_the_pixels_on_it():
+    """Spans reaching past the image (and an image with an origin) count only their pixels on it, NaN variances
+    and SAT pixels left out: the exact median (the sqrt of float32 values, as numpy's median of them)."""
+    rng = np.random.default_rng(3)
+    var = rng.uniform(1, 5, (40, 30)).astype(np.float32)
+    var[10, 5] = np.nan
+    exp = Exposure.from_arrays(np.zeros((40, 30), np.float32), None, var, xy0=(100, 200))
+    exp.mask.set("SAT", var > 4.5)
+    fp = Footprint([[199, 90, 140], [205, 95, 110], [210, 120, 150], [239, 129, 129], [240, 100, 120]])
+    y, x = fp.indices()
+    on = (y >= 200) & (y < 240) & (x >= 100) & (x < 130)
+    vals = var[y[on] - 200, x[on] - 100]
+    vals = vals[np.isfinite(vals) & (vals <= 4.5)]
+    assert vals.size > 10
+    assert deblend_sigma1(exp, footprint=fp) == pytest.approx(float(np.sqrt(np.median(vals))), rel=1e-7)
