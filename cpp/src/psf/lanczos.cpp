@@ -60,19 +60,39 @@ void lanczos_weights_derivative(double frac, int n, double* w, double* dw) {
     }
 }
 
-void shift_image_lanczos(const double* in, int width, int height, double dx, double dy, int n, double* out) {
+LanczosShiftWeights lanczos_shift_weights(double dx, double dy, int n) {
+    if (n < 1) throw std::invalid_argument("Lanczos order must be >= 1");
+    LanczosShiftWeights w;
+    w.dx = dx;
+    w.dy = dy;
+    w.n = n;
+    if (!std::isfinite(dx) || !std::isfinite(dy)) return w;  // the shift fills its output with NaN
+    w.sx = std::floor(-dx);
+    w.sy = std::floor(-dy);
+    w.wx.resize(2 * static_cast<std::size_t>(n));
+    w.wy.resize(w.wx.size());
+    lanczos_weights(-dx - w.sx, n, w.wx.data());
+    lanczos_weights(-dy - w.sy, n, w.wy.data());
+    return w;
+}
+
+void shift_image_lanczos(const double* in, int width, int height, const LanczosShiftWeights& weights, double* out) {
     // The AVX2 build of the same loops where the CPU has it (bit-identical; see lanczos_shift_kernels.hpp):
     // the shifts are most of a PCA PSF fit (every basis image to every star, every iteration).
     if (cpu_has_avx2()) {
-        shift_image_lanczos_avx2(in, width, height, dx, dy, n, out);
+        shift_image_lanczos_avx2(in, width, height, weights, out);
         return;
     }
-    shift_image_lanczos_impl(in, width, height, dx, dy, n, out);
+    shift_image_lanczos_impl(in, width, height, weights, out);
+}
+
+void shift_image_lanczos(const double* in, int width, int height, double dx, double dy, int n, double* out) {
+    shift_image_lanczos(in, width, height, lanczos_shift_weights(dx, dy, n), out);
 }
 
 void shift_image_lanczos_baseline(const double* in, int width, int height, double dx, double dy, int n,
                                   double* out) {
-    shift_image_lanczos_impl(in, width, height, dx, dy, n, out);
+    shift_image_lanczos_impl(in, width, height, lanczos_shift_weights(dx, dy, n), out);
 }
 
 }  // namespace visitcal

@@ -5,8 +5,9 @@
 
 namespace visitcal {
 
-void shift_image_lanczos_avx2(const double* in, int width, int height, double dx, double dy, int n, double* out) {
-    shift_image_lanczos_impl(in, width, height, dx, dy, n, out);
+void shift_image_lanczos_avx2(const double* in, int width, int height, const LanczosShiftWeights& weights,
+                              double* out) {
+    shift_image_lanczos_impl(in, width, height, weights, out);
 }
 
 }  // namespace visitcal

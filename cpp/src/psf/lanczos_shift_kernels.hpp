@@ -17,19 +17,21 @@
 namespace visitcal {
 namespace {
 
-inline void shift_image_lanczos_impl(const double* in, int width, int height, double dx, double dy, int n, double* out) {
+inline void shift_image_lanczos_impl(const double* in, int width, int height, const LanczosShiftWeights& sw,
+                                     double* out) {
     // Output pixel i samples the input at i - shift = floor(-shift) + i + frac: every pixel of an axis has
-    // the same fractional position, so each axis's 2n weights are computed once (the sines dominate).
-    // Taps are summed in ascending order and taps off the image are skipped.
-    std::vector<double> wx(2 * static_cast<std::size_t>(n)), wy(wx.size());
-    std::vector<double> tmp(static_cast<std::size_t>(width) * height);
-    if (!std::isfinite(dx) || !std::isfinite(dy)) {  // no defined shift (and floor(NaN) has no int)
+    // the same fractional position, so each axis's 2n weights are computed once (the sines dominate; the
+    // caller may reuse them for several images). Taps are summed in ascending order and taps off the image
+    // are skipped.
+    const int n = sw.n;
+    if (!std::isfinite(sw.dx) || !std::isfinite(sw.dy)) {  // no defined shift (and floor(NaN) has no int)
         std::fill(out, out + static_cast<std::ptrdiff_t>(width) * height, std::numeric_limits<double>::quiet_NaN());
         return;
     }
-    const double sx = std::floor(-dx), sy = std::floor(-dy);
-    lanczos_weights(-dx - sx, n, wx.data());
-    lanczos_weights(-dy - sy, n, wy.data());
+    std::vector<double> tmp(static_cast<std::size_t>(width) * height);
+    const std::vector<double>& wx = sw.wx;
+    const std::vector<double>& wy = sw.wy;
+    const double sx = sw.sx, sy = sw.sy;
     // A shift beyond the stamp (plus the taps) leaves every tap off it, whatever its size: clamped
     // there before the int conversion, which is undefined beyond INT_MAX.
     const double lx = static_cast<double>(width) + 2.0 * n, ly = static_cast<double>(height) + 2.0 * n;

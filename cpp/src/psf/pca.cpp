@@ -508,8 +508,9 @@ void accumulate_normal_equations(const Star& s, const std::vector<double>& pk, i
 std::vector<double> PcaFitter::shifted_basis(const Star& s) const {
     const std::size_t n2 = static_cast<std::size_t>(n_) * n_;
     std::vector<double> pk(K_ * n2);
-    for (int k = 0; k < K_; ++k)
-        shift_image_lanczos(basis_.data() + k * n2, n_, n_, s.dx, s.dy, ctl_.interpolant_order, pk.data() + k * n2);
+    // one star's shift for every basis image: its weights (their sines) computed once
+    const LanczosShiftWeights weights = lanczos_shift_weights(s.dx, s.dy, ctl_.interpolant_order);
+    for (int k = 0; k < K_; ++k) shift_image_lanczos(basis_.data() + k * n2, n_, n_, weights, pk.data() + k * n2);
     return pk;
 }
 

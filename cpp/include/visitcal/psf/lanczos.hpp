@@ -24,9 +24,24 @@ void lanczos_weights_derivative(double frac, int n, double* w, double* dw);
 /// On x86-64 CPUs with AVX2 it runs an AVX2 build of its loops, bit-identical to the baseline's.
 void shift_image_lanczos(const double* in, int width, int height, double dx, double dy, int n, double* out);
 
-/// The baseline-ISA and AVX2 builds of shift_image_lanczos (tests compare them; call the one above).
+/// The weights of one shift (dx, dy) of order n (for each axis the floor of -shift and the 2n weights of its
+/// fraction; none when the shift is not finite), for shifting several images by the same amount (the basis
+/// images of a PCA PSF to one star) without recomputing their sines.
+struct LanczosShiftWeights {
+    double dx = 0.0, dy = 0.0;
+    int n = 1;
+    double sx = 0.0, sy = 0.0;  // floor(-dx), floor(-dy)
+    std::vector<double> wx, wy;
+};
+LanczosShiftWeights lanczos_shift_weights(double dx, double dy, int n);
+
+/// shift_image_lanczos with precomputed weights: the same output to the bit.
+void shift_image_lanczos(const double* in, int width, int height, const LanczosShiftWeights& weights, double* out);
+
+/// The baseline-ISA and AVX2 builds of shift_image_lanczos (tests compare them; call the ones above).
 void shift_image_lanczos_baseline(const double* in, int width, int height, double dx, double dy, int n,
                                   double* out);
-void shift_image_lanczos_avx2(const double* in, int width, int height, double dx, double dy, int n, double* out);
+void shift_image_lanczos_avx2(const double* in, int width, int height, const LanczosShiftWeights& weights,
+                              double* out);
 
 }  // namespace visitcal
