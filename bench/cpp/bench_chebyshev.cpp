@@ -236,12 +236,7 @@ int main(int argc, char** argv) try {
         const std::string doc =
             vb::JsonObject()
                 .add("benchmark", "bench_chebyshev (C++)")
-                .raw("machine", vb::JsonObject()
-                                    .add("cpu_model", vb::cpu_model())
-                                    .add("pinned_cpu", pinned ? opt.cpu : -1)
-                                    .add("compiler", vb::compiler_id())
-                                    .add("cxx_flags", VISITCAL_BENCH_CXX_FLAGS)
-                                    .str(2))
+                .raw("machine", vb::machine_json(pinned ? opt.cpu : -1, VISITCAL_BENCH_CXX_FLAGS))
                 .add("nx", opt.nx)
                 .add("ny", opt.ny)
                 .add("repeat", opt.repeat)

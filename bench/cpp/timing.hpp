@@ -155,4 +155,15 @@ inline std::string json_timing(const Timing& t, bool cpu = false) {
     return arr + "]";
 }
 
+/// The "machine" object both harnesses write: CPU model, the pinned CPU (-1: none), the compiler and the
+/// flags the harness was built with (VISITCAL_BENCH_CXX_FLAGS, passed by the caller).
+inline std::string machine_json(int pinned_cpu, const char* cxx_flags, int indent = 2) {
+    return JsonObject()
+        .add("cpu_model", cpu_model())
+        .add("pinned_cpu", pinned_cpu)
+        .add("compiler", compiler_id())
+        .add("cxx_flags", cxx_flags)
+        .str(indent);
+}
+
 }  // namespace visitcal_bench
