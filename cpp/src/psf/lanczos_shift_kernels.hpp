@@ -37,11 +37,6 @@ inline void shift_image_lanczos_impl(const double* in, int width, int height, co
     const double lx = static_cast<double>(width) + 2.0 * n, ly = static_cast<double>(height) + 2.0 * n;
     const int bx = static_cast<int>(std::min(std::max(sx, -lx), lx)) - (n - 1);
     const int by = static_cast<int>(std::min(std::max(sy, -ly), ly)) - (n - 1);
-    // Columns whose 2n taps all lie on the row need no bounds test: [i_lo, i_hi). They are summed in the
-    // same tap order as the edge columns, so the split changes no bit; without the test, tap by tap, the
-    // compiler runs several columns at once (a third of a PCA PSF fit's time went to this loop, issue 25).
-    const int i_lo = std::min(width, std::max(0, -bx));
-    const int i_hi = std::max(i_lo, std::min(width, width - bx - 2 * n + 1));
     const double* w = wx.data();
     // When every tap of every column lies within 2n pixels of the row (any shift of up to ~n pixels), each
     // row is copied into zeros padded by 2n on both sides and all its columns summed tap by tap, vectorised:
@@ -63,6 +58,10 @@ inline void shift_image_lanczos_impl(const double* in, int width, int height, co
             }
         }
     } else {
+        // A larger shift: columns whose 2n taps all lie on the row need no bounds test, [i_lo, i_hi), and are
+        // summed tap by tap in the same order as the bounds-tested edge columns (the split changes no bit).
+        const int i_lo = std::min(width, std::max(0, -bx));
+        const int i_hi = std::max(i_lo, std::min(width, width - bx - 2 * n + 1));
         for (int r = 0; r < height; ++r) {
             const double* row = in + static_cast<std::ptrdiff_t>(r) * width;
             double* t = tmp.data() + static_cast<std::ptrdiff_t>(r) * width;

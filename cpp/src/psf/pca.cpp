@@ -473,14 +473,24 @@ void PcaFitter::refine_basis(const std::vector<Star*>& used, const std::vector<d
     K_ = kept;
 }
 
-// The K basis images moved to the star's sub-pixel position on its crop grid.
-// fit_star_coefficients' sums for a fixed number K of components (the loops of the general case with
-// constant trip counts). Sets v[p] = var on good pixels.
-template <int K>
-void accumulate_normal_equations(const Star& s, const std::vector<double>& pk, int n2, std::vector<double>& v,
+// fit_star_coefficients' sums over the star's good pixels (in pixel order), into the lower triangles of A and B
+// and into b; v[p] = var on good pixels. KF > 0 fixes the number of components at compile time (the sums then
+// live in registers: LSST's default of four); KF = 0 takes it at run time. The same terms in the same order
+// either way, so the same bits.
+template <int KF>
+void accumulate_normal_equations(const Star& s, const std::vector<double>& pk, int n2, int k_run, std::vector<double>& v,
                                  MatrixXd& A, MatrixXd& B, VectorXd& b) {
-    double a[K][K] = {}, bb[K][K] = {}, r[K] = {};
-    const double* pkk[K];
+    const int K = KF > 0 ? KF : k_run;
+    constexpr int kFixed = KF > 0 ? KF : 1;
+    double a_fixed[kFixed * kFixed] = {}, bb_fixed[kFixed * kFixed] = {}, r_fixed[kFixed] = {};
+    std::vector<double> a_run(KF > 0 ? 0 : static_cast<std::size_t>(K) * K), bb_run(a_run.size()),
+        r_run(KF > 0 ? 0 : static_cast<std::size_t>(K));
+    double* a = KF > 0 ? a_fixed : a_run.data();
+    double* bb = KF > 0 ? bb_fixed : bb_run.data();
+    double* r = KF > 0 ? r_fixed : r_run.data();
+    const double* pk_fixed[kFixed];
+    std::vector<const double*> pk_run(KF > 0 ? 0 : static_cast<std::size_t>(K));
+    const double** pkk = KF > 0 ? pk_fixed : pk_run.data();
     for (int k = 0; k < K; ++k) pkk[k] = pk.data() + static_cast<std::size_t>(k) * n2;
     for (int p = 0; p < n2; ++p) {
         if (!s.crop_good[p]) continue;
@@ -491,20 +501,21 @@ void accumulate_normal_equations(const Star& s, const std::vector<double>& pk, i
             r[k] += w * pkp * s.crop_d[p];
             for (int l = 0; l <= k; ++l) {
                 const double pl = pkk[l][p];
-                a[k][l] += w * pkp * pl;
-                bb[k][l] += w * w * v[p] * pkp * pl;
+                a[k * K + l] += w * pkp * pl;
+                bb[k * K + l] += w * w * v[p] * pkp * pl;
             }
         }
     }
     for (int k = 0; k < K; ++k) {
         b[k] = r[k];
         for (int l = 0; l <= k; ++l) {
-            A(k, l) = a[k][l];
-            B(k, l) = bb[k][l];
+            A(k, l) = a[k * K + l];
+            B(k, l) = bb[k * K + l];
         }
     }
 }
 
+// The K basis images moved to the star's sub-pixel position on its crop grid.
 std::vector<double> PcaFitter::shifted_basis(const Star& s) const {
     const std::size_t n2 = static_cast<std::size_t>(n_) * n_;
     std::vector<double> pk(K_ * n2);
@@ -526,24 +537,9 @@ void PcaFitter::fit_star_coefficients(Star& s, const std::vector<double>& pk) co
     VectorXd b = VectorXd::Zero(K_);
     std::vector<double> v(n2, 0.0);
     if (K_ == 4) {
-        // LSST's default of four components, with the sums in registers (fixed trip counts): each sum still
-        // takes the same terms in the same pixel order, so A, B and b are the same to the bit.
-        accumulate_normal_equations<4>(s, pk, n2, v, A, B, b);
+        accumulate_normal_equations<4>(s, pk, n2, K_, v, A, B, b);
     } else {
-        for (int p = 0; p < n2; ++p) {
-            if (!s.crop_good[p]) continue;
-            v[p] = s.crop_var[p];
-            const double w = 1.0 / v[p];
-            for (int k = 0; k < K_; ++k) {
-                const double pkp = pk[static_cast<std::size_t>(k) * n2 + p];
-                b[k] += w * pkp * s.crop_d[p];
-                for (int l = 0; l <= k; ++l) {
-                    const double pl = pk[static_cast<std::size_t>(l) * n2 + p];
-                    A(k, l) += w * pkp * pl;
-                    B(k, l) += w * w * v[p] * pkp * pl;
-                }
-            }
-        }
+        accumulate_normal_equations<0>(s, pk, n2, K_, v, A, B, b);
     }
     for (int k = 0; k < K_; ++k)
         for (int l = k + 1; l < K_; ++l) {

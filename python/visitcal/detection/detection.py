@@ -227,14 +227,16 @@ def detect_footprints(masked_image: MaskedImage, sigma: float, config: SourceDet
         mask.clear(["DETECTED", "DETECTED_NEGATIVE"])
     image, variance = _sanitize(masked_image)
     polarities = {"positive": (1,), "negative": (-1,), "both": (1, -1)}[config.threshold_polarity]
-    if do_smooth and smoothing_kernel is None and config.threshold_type != "stdev" and not config.exclude_mask_planes:
-        # The usual case in one C++ pass over bands of rows, without the two smoothed planes (130 MB for
-        # a 4k detector in float32); the same footprints, to the last bit, as the general path below.
-        ny, nx = image.shape
+    ny, nx = image.shape
+    gaussian = do_smooth and smoothing_kernel is None
+    if gaussian:
         h = detection_kernel_half_width(sigma, config.n_sigma_for_kernel)
         if 2 * h + 1 > min(nx, ny):
             raise ValueError(f"the detection kernel ({2 * h + 1} px for sigma={sigma:.3g}) is larger than the "
                              f"image ({nx} x {ny})")
+    if gaussian and config.threshold_type != "stdev" and not config.exclude_mask_planes:
+        # The usual case in one C++ pass over bands of rows, without the two smoothed planes (130 MB for
+        # a 4k detector in float32); the same footprints, to the last bit, as the general path below.
         img = _as_image(image, "image")
         var = _as_image(variance, "variance").astype(img.dtype, copy=False)
         noise = {"pixel_stdev": "smoothed_variance", "pixel_rms": "variance", "value": "constant"}[config.threshold_type]
@@ -244,12 +246,7 @@ def detect_footprints(masked_image: MaskedImage, sigma: float, config: SourceDet
         _mask_edge(mask, h, h)
         return _footprint_sets(masked_image, dict(zip(polarities, raws)), sigma, config)
     if do_smooth:
-        ny, nx = image.shape
-        if smoothing_kernel is None:
-            h = detection_kernel_half_width(sigma, config.n_sigma_for_kernel)
-            if 2 * h + 1 > min(nx, ny):
-                raise ValueError(f"the detection kernel ({2 * h + 1} px for sigma={sigma:.3g}) is larger than the "
-                                 f"image ({nx} x {ny})")
+        if gaussian:
             conv = gaussian_smooth(image, sigma, variance=variance, half_width=h)
         else:
             k = np.asarray(smoothing_kernel, dtype=np.float64)

@@ -99,8 +99,8 @@ def combine_snaps(snaps: list, bad_mask_planes: tuple[str, ...] = (), *, in_plac
 
 class _SecondSnap:
     """The second snap's parts, from an `Exposure` or (in place only) from an open reader of its file whose
-    ``read_*`` methods return each plane anew (``visitcal.io.fits.ExposureFitsReader``; duck-typed, since
-    detection sits below io): the planes are fetched when added, not held."""
+    ``read_*`` methods return each plane anew and whose ``add_*_into`` add a plane as it is read
+    (``visitcal.io.fits.ExposureFitsReader``; duck-typed, since detection sits below io): nothing is held."""
 
     def __init__(self, snap, in_place: bool):
         if isinstance(snap, Exposure):
@@ -110,14 +110,11 @@ class _SecondSnap:
             self.add_image_into = lambda out: np.add(out, snap.image, out=out)
             self.add_variance_into = lambda out: np.add(out, snap.variance, out=out)
             return
-        if not hasattr(snap, "read_image"):
+        if not hasattr(snap, "add_image_into"):
             raise ValueError(f"a snap must be an Exposure or an exposure file reader, got {type(snap).__name__}")
         if not in_place:
             raise ValueError("a snap given as a file reader is summed in place only (in_place=True)")
         self.shape, self.xy0 = tuple(snap.read_shape()), tuple(snap.read_xy0())
         self.visit_info, self.metadata = snap.read_visit_info(), snap.read_metadata()
         self.mask, self.image, self.variance = snap.read_mask, snap.read_image, snap.read_variance
-        # added as each chunk is read where the reader can (no plane of the second snap at all)
-        self.add_image_into = getattr(snap, "add_image_into", lambda out: np.add(out, snap.read_image(), out=out))
-        self.add_variance_into = getattr(snap, "add_variance_into",
-                                         lambda out: np.add(out, snap.read_variance(), out=out))
+        self.add_image_into, self.add_variance_into = snap.add_image_into, snap.add_variance_into  # as read

@@ -393,8 +393,7 @@ def load_verified_hdu(raw, hdu, where: str, path) -> None:
 
     ``raw`` is the file opened unbuffered for reading; ``where`` names the HDU in errors.
     """
-    if type(hdu) in (fits.PrimaryHDU, fits.ImageHDU) and not any(
-            key in hdu.header for key in ("BSCALE", "BZERO", "BLANK")):
+    if _plain_image_on_disk(hdu):
         data, sums = _read_image_hdu_checked(raw, hdu, where, path)
         datasum_ok, checksum_ok = sums.datasum_ok, sums.checksum_ok
         if data is not None:
@@ -407,6 +406,13 @@ def load_verified_hdu(raw, hdu, where: str, path) -> None:
         checksum_ok = None if not checkable or "CHECKSUM" not in hdu.header else hdu.verify_checksum() == 1
         hdu.data  # noqa: B018 - force reading (and decompressing) now
     _check_sums(datasum_ok, checksum_ok, where, path, hdu.name)
+
+
+def _plain_image_on_disk(hdu) -> bool:
+    """An image HDU without scaling cards (BSCALE/BZERO/BLANK), which `read_image_hdu` reads (told from the
+    header alone: `visitcal.core.fits_checksum.is_plain_image` looks at loaded data, for writing)."""
+    return type(hdu) in (fits.PrimaryHDU, fits.ImageHDU) and not any(
+        key in hdu.header for key in ("BSCALE", "BZERO", "BLANK"))
 
 
 def _check_sums(datasum_ok, checksum_ok, where: str, path, hdu_name) -> None:
@@ -431,11 +437,11 @@ class ExposureFitsReader:
     """An exposure file read one part at a time (afw's ``ExposureFitsReader``), each part verified
     (CHECKSUM/DATASUM) as `read_exposure` verifies it.
 
-    Each ``read_*`` call reads its HDU again and keeps no reference to the result, so a caller that adds a
-    plane into another image and drops it holds one plane at a time: summing two snaps this way needs one
-    exposure and one plane (260 MB for a 4k detector) instead of two exposures (390 MB). Use it as a
-    context manager (the file stays open, its headers read once); the headers and extension count are
-    checked on entering.
+    Each ``read_*`` call reads its HDU again and keeps no reference to the result; ``add_image_into`` and
+    ``add_variance_into`` add a plane into another as it is read, without an array of its own. Summing two
+    snaps this way holds one exposure and the second snap's mask (260 MB for a 4k detector) instead of two
+    exposures (390 MB). Use it as a context manager (the file stays open, its headers read once); the
+    headers and extension count are checked on entering.
 
     Parameters
     ----------
@@ -496,7 +502,8 @@ class ExposureFitsReader:
 
     def read_shape(self) -> tuple[int, int]:
         """The planes' shape, (ny, nx)."""
-        header = self._open() and self._planes["IMAGE"].header
+        self._open()
+        header = self._planes["IMAGE"].header
         return int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0))
 
     def read_xy0(self) -> tuple[int, int]:
@@ -525,14 +532,13 @@ class ExposureFitsReader:
     def _add_plane_into(self, name: str, out: np.ndarray) -> None:
         self._open()
         hdu = self._planes[name]
-        if (type(hdu) is fits.ImageHDU and hdu.header.get("BITPIX") == -32 and out.dtype == np.float32
-                and out.flags.c_contiguous and out.flags.writeable and out.shape == self.read_shape()
-                and not any(key in hdu.header for key in ("BSCALE", "BZERO", "BLANK"))):
+        if (_plain_image_on_disk(hdu) and hdu.header.get("BITPIX") == -32 and out.dtype == np.float32
+                and out.flags.c_contiguous and out.flags.writeable and out.shape == self.read_shape()):
             where = f"{self.path}[{name}]"
             _, sums = _read_image_hdu_checked(self._raw, hdu, where, self.path, add_into=out)
             _check_sums(sums.datasum_ok, sums.checksum_ok, where, self.path, name)
             return
-        plane = self.read_image() if name == "IMAGE" else self.read_variance()
+        plane = self._read_plane(name, lambda h: float_plane(h, self.path))
         if plane.shape != out.shape:
             raise ValueError(f"{self.path}[{name}]: shape {plane.shape}, the plane added into is {out.shape}")
         np.add(out, plane, out=out)

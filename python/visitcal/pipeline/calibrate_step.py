@@ -135,7 +135,7 @@ def calibrate_detector(root, visit: int, detector: int, config_json: str, overwr
         if not snaps_paths:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector} under {repo.root}")
         t0 = time.perf_counter()
-        # summed into the first snap's planes, the second read a plane at a time (issue 25's memory budget)
+        # summed into the first snap's planes, the second added as it is read (issue 25's memory budget)
         exposure = read_summed_snaps(snaps_paths)
         loader = ReferenceObjectLoader(read_catalog(repo.refcat_path), name=str(repo.refcat_path))
         timings["read"] = time.perf_counter() - t0

@@ -131,7 +131,7 @@ def reprocess_detector(root, visit: int, detector: int, config_json: str, overwr
         if not snap_paths:
             raise FileNotFoundError(f"no post_isr_image for visit {visit} detector {detector}")
         task = ReprocessVisitImageTask(config.reprocess)
-        # summed here, into the first snap's planes, the second read a plane at a time (the task gets the sum:
+        # summed here, into the first snap's planes, the second added as it is read (the task gets the sum:
         # one snap passes through it unchanged); the same bytes as the task's own combination
         exposure = read_summed_snaps(snap_paths, config.reprocess.snap_combine_bad_mask_planes)
         background = BackgroundList.read_fits(bg_path)

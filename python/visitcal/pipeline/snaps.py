@@ -1,4 +1,4 @@
-"""A detector's snaps read and summed with one exposure and one plane in memory (the steps' input)."""
+"""A detector's snaps read and summed with one exposure and one mask in memory (the steps' input)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ __all__ = ["read_summed_snaps"]
 def read_summed_snaps(paths, bad_mask_planes: tuple[str, ...] = ()) -> Exposure:
     """The snaps at ``paths`` (one or two ``post_isr_image`` files) summed as `combine_snaps` sums them.
 
-    The first snap is read whole and holds the sum; the second is read a plane at a time
-    (`ExposureFitsReader`) and each plane is dropped once added: the same bytes as summing two read
-    exposures, for 260 MB instead of 390 MB on a 4k detector (issue 25's memory budget). Every plane
-    read is checksum-verified.
+    The first snap is read whole and holds the sum; of the second (`ExposureFitsReader`) the mask is read
+    alone and dropped once OR-ed, and the image and variance are added as they are read: the same bytes as
+    summing two read exposures, for 260 MB instead of 390 MB on a 4k detector (issue 25's memory budget).
+    Every plane read is checksum-verified.
     """
     paths = list(paths)
     if len(paths) != 2:

@@ -104,7 +104,7 @@ from ..core.apcorr import ApCorrMap
 from ..measurement.apply_ap_corr import ApplyApCorrConfig, ApplyApCorrTask
 from ..core.chebyshev import ChebyshevBoundedField
 from ..core.footprint import Footprint, FootprintSet, make_peaks
-from ..core.image import Exposure
+from ..core.image import Exposure, _to_int32
 from ..core.atomic import atomic_write_fits
 from ..measurement.measure_ap_corr import PIXEL_BAD_FLAGS
 from ..measurement.measure_ap_corr import MeasureApCorrConfig, MeasureApCorrTask
@@ -480,7 +480,7 @@ def footprints_from_detected(exposure: Exposure, src: Table) -> tuple[FootprintS
     """
     mi = exposure.masked_image
     # the regions straight from the mask's bits (C++), without boolean and float copies of the plane (146 MB)
-    bit = np.uint32(exposure.mask.get_plane_bitmask("DETECTED")).astype(np.int32)
+    bit = _to_int32(exposure.mask.get_plane_bitmask("DETECTED"))
     raw = _core.find_mask_footprints(np.ascontiguousarray(exposure.mask.array), int(bit))
     regions = FootprintSet._from_core(raw, exposure.bbox, shift=tuple(mi.xy0))
     x = np.asarray(src[resolve_column(src, "slot_Centroid_x")], dtype=np.float64)
