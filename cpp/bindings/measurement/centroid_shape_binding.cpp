@@ -124,7 +124,7 @@ void bind_measure_centroid_shape(py::module_& m) {
     m.def("sdss_shape_batch",
           [shape_values](const py::array_t<float, 0>& image, const py::array_t<std::int32_t, 0>& mask,
                          const py::array_t<float, 0>& variance, int x0, int y0, const Vec& x, const Vec& y,
-                         const visitcal::SdssShapeControl& ctrl) {
+                         const visitcal::SdssShapeControl& ctrl, bool baseline_only) {
               const ExposureView ev = exposure_view(image, mask, variance, x0, y0);
               const py::ssize_t n = same_length({{&x, "x"}, {&y, "y"}});
               std::vector<py::array_t<double>> cols;
@@ -139,7 +139,7 @@ void bind_measure_centroid_shape(py::module_& m) {
               {
                   py::gil_scoped_release release;
                   for (py::ssize_t k = 0; k < n; ++k) {
-                      const auto r = visitcal::measure_sdss_shape(ev, px[k], py_[k], ctrl);
+                      const auto r = visitcal::measure_sdss_shape(ev, px[k], py_[k], ctrl, baseline_only);
                       const auto v = shape_values(r);
                       for (int c = 0; c < 13; ++c) p[static_cast<std::size_t>(c)][k] = v[static_cast<std::size_t>(c)];
                       pf[k] = r.flags;
@@ -153,15 +153,16 @@ void bind_measure_centroid_shape(py::module_& m) {
               return out;
           },
           py::arg("image").noconvert(), py::arg("mask").noconvert(), py::arg("variance").noconvert(), py::arg("x0"),
-          py::arg("y0"), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("ctrl"));
+          py::arg("y0"), py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("ctrl"),
+          py::arg("baseline_only") = false);
     m.def("adaptive_moments",
           [shape_values](const py::array_t<double, 0>& image, int x0, int y0, double x, double y,
-                         const visitcal::SdssShapeControl& ctrl) {
+                         const visitcal::SdssShapeControl& ctrl, bool baseline_only) {
               const auto view = visitcal_bind::image_view<const double>(image, "image");
               visitcal::SdssShapeResult r;
               {
                   py::gil_scoped_release release;
-                  r = visitcal::adaptive_moments(view, x0, y0, x, y, ctrl);
+                  r = visitcal::adaptive_moments(view, x0, y0, x, y, ctrl, baseline_only);
               }
               const auto v = shape_values(r);
               py::dict out;
@@ -170,7 +171,8 @@ void bind_measure_centroid_shape(py::module_& m) {
               out["n_iter"] = r.n_iter;
               return out;
           },
-          py::arg("image").noconvert(), py::arg("x0"), py::arg("y0"), py::arg("x"), py::arg("y"), py::arg("ctrl"));
+          py::arg("image").noconvert(), py::arg("x0"), py::arg("y0"), py::arg("x"), py::arg("y"), py::arg("ctrl"),
+          py::arg("baseline_only") = false);
 
     // ---- windowed centroid
     py::class_<visitcal::WindowedCentroidControl>(m, "WindowedCentroidControl")

@@ -10,6 +10,8 @@
 #include <cstring>
 
 #include "visitcal/core/mask.hpp"
+#include "../core/cpu_features.hpp"
+#include "sdss_shape_kernels.hpp"
 
 namespace visitcal {
 namespace {
@@ -228,9 +230,31 @@ struct Workspace {
 // Sub-samples per pixel side for a narrow weight (see adaptive).
 constexpr int kSub = 4;
 
+// The per-iteration pixel sums: the AVX2 build where the CPU has it, else this file's baseline build;
+// the same bits either way (sdss_shape_kernels.hpp). baseline_only forces the baseline (tests).
+struct SumKernels {
+    sdss_kernels::RowPairFn row_pair;
+    sdss_kernels::SubRowsFn sub_rows;
+};
+
+void row_pair_baseline(const double* g0, const double* g1, const double* v, const double* var, const double* use,
+                       std::ptrdiff_t cw, int nx, double ex0, bool two_rows, SdssRowSums* out) {
+    sdss_row_pair_impl(g0, g1, v, var, use, cw, nx, ex0, two_rows, out);
+}
+void sub_rows_baseline(const double* g, const double* v, int nx, double ex0, double h, double* wsum,
+                       SdssSubRowSums* out) {
+    sdss_sub_rows_impl(g, v, nx, ex0, h, wsum, out);
+}
+
+SumKernels sum_kernels(bool baseline_only) {
+    if (!baseline_only && cpu_has_avx2()) return {sdss_kernels::row_pair_avx2, sdss_kernels::sub_rows_avx2};
+    return {row_pair_baseline, sub_rows_baseline};
+}
+
 // The weighted sums over the box, the weight averaged over ns x ns sub-pixels of each pixel.
 template <class Acc>
-Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2& w, int ns, Workspace& ws) {
+Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2& w, int ns, Workspace& ws,
+                   const SumKernels& k) {
     const Sym2 wi = w.inv();
     const double h = 1.0 / ns, o0 = -0.5 + 0.5 * h, norm = h * h;
     const double q = std::exp(-wi.xx * h * h);
@@ -242,94 +266,60 @@ Sums weighted_sums(const Acc& a, const Box& b, double xc, double yc, const Sym2&
     double* g = ws.g.data();
     Sums s;
     const double ex0 = b.x0 - xc + o0;
+    const std::ptrdiff_t cw = ws.cw;
+    if (ns == 1) {
+        // One sample per pixel. The weights of rows y and y + 1 are evaluated together
+        // (gaussian_rows<2>, their recurrences interleaved) and summed together (the kernel's lanes);
+        // the moments still accumulate row by row, in order.
+        for (int y = b.y0; y <= b.y1; y += 2) {
+            const std::size_t o = ws.at(b.x0, y);
+            const bool two = y < b.y1;
+            if (two) {
+                const double eys[2] = {y - yc, (y + 1) - yc};
+                gaussian_rows<2>(wi.xx, wi.xy, wi.yy, eys, ex0, 1.0, q, nx, g);
+            } else {
+                gaussian_row(wi.xx, wi.xy, wi.yy, y - yc, ex0, 1.0, q, nx, g);
+            }
+            SdssRowSums r[2];
+            k.row_pair(g, g + nx, ws.v.data() + o, ws.var.data() + o, ws.use.data() + o, cw, nx, ex0, two, r);
+            for (int t = 0; t < (two ? 2 : 1); ++t) {
+                const double dy = (y + t) - yc;
+                s.i0 += r[t].i0;
+                s.ix += r[t].ix;
+                s.iy += r[t].i0 * dy;
+                s.ixx += r[t].ixx;
+                s.iyy += r[t].i0 * dy * dy;
+                s.ixy += r[t].ix * dy;
+                s.vw2 += r[t].w2v;
+                s.w2 += r[t].w2;
+            }
+        }
+        return s;
+    }
+    // ns x ns (= kSub x kSub) sub-samples per pixel. Per sub-row (ey fixed): each pixel's sums of e,
+    // e ex and e ex^2 over its ns sub-columns, times the pixel value, give every moment (the ey factors
+    // come out of the pixel sums); the pixel's total weight is kept for the variance terms. The ns
+    // sub-rows' weights first, their recurrences interleaved (gaussian_rows), then their sums at once.
+    double* wsum = ws.w.data();
     for (int y = b.y0; y <= b.y1; ++y) {
         const double dy = y - yc;
         const std::size_t o = ws.at(b.x0, y);
-        const double* pv = ws.v.data() + o;
-        const double* pvar = ws.var.data() + o;
-        const double* puse = ws.use.data() + o;
-        if (ns == 1) {
-            // One sample per pixel. The weights of rows y and y + 1 are evaluated together at even
-            // offsets (gaussian_rows<2>, their recurrences interleaved); the sums stay row by row.
-            const int row = y - b.y0;
-            if (row % 2 == 0) {
-                if (y < b.y1) {
-                    const double eys[2] = {dy, (y + 1) - yc};
-                    gaussian_rows<2>(wi.xx, wi.xy, wi.yy, eys, ex0, 1.0, q, nx, g);
-                } else {
-                    gaussian_row(wi.xx, wi.xy, wi.yy, dy, ex0, 1.0, q, nx, g);
-                }
-            }
-            const double* gy = g + (row % 2 == 0 ? 0 : nx);
-            // Two interleaved sets of partial sums (even and odd pixels): twice the additions in flight.
-            double i0[2] = {0, 0}, ix[2] = {0, 0}, ixx[2] = {0, 0}, w2v[2] = {0, 0}, w2[2] = {0, 0};
-            int i = 0;
-            for (; i + 1 < nx; i += 2) {
-                for (int u = 0; u < 2; ++u) {
-                    const double wt = gy[i + u] * puse[i + u], ex = ex0 + (i + u);
-                    const double wv = wt * pv[i + u], wvx = wv * ex;
-                    i0[u] += wv;
-                    ix[u] += wvx;
-                    ixx[u] += wvx * ex;
-                    w2v[u] += wt * wt * pvar[i + u];
-                    w2[u] += wt * wt;
-                }
-            }
-            if (i < nx) {
-                const double wt = gy[i] * puse[i], ex = ex0 + i;
-                const double wv = wt * pv[i], wvx = wv * ex;
-                i0[0] += wv;
-                ix[0] += wvx;
-                ixx[0] += wvx * ex;
-                w2v[0] += wt * wt * pvar[i];
-                w2[0] += wt * wt;
-            }
-            const double r0 = i0[0] + i0[1], rx = ix[0] + ix[1];
-            s.i0 += r0;
-            s.ix += rx;
-            s.iy += r0 * dy;
-            s.ixx += ixx[0] + ixx[1];
-            s.iyy += r0 * dy * dy;
-            s.ixy += rx * dy;
-            s.vw2 += w2v[0] + w2v[1];
-            s.w2 += w2[0] + w2[1];
-            continue;
-        }
-        // ns x ns sub-samples per pixel. Per sub-row (ey fixed): each pixel's sums of e, e ex and
-        // e ex^2 over its ns sub-columns, times the pixel value, give every moment (the ey factors
-        // come out of the pixel sums); the pixel's total weight is kept for the variance terms.
-        // The ns (= kSub) sub-rows' weights first, their recurrences interleaved (gaussian_rows).
-        double* wsum = ws.w.data();
-        std::fill_n(wsum, nx, 0.0);
         double eys[kSub];
-        for (int j = 0; j < ns; ++j) eys[j] = dy + o0 + j * h;
+        for (int j = 0; j < kSub; ++j) eys[j] = dy + o0 + j * h;
         gaussian_rows<kSub>(wi.xx, wi.xy, wi.yy, eys, ex0, h, q, nsub, g);
-        for (int j = 0; j < ns; ++j) {
+        SdssSubRowSums r;
+        k.sub_rows(g, ws.v.data() + o, nx, ex0, h, wsum, &r);
+        for (int j = 0; j < kSub; ++j) {
             const double ey = eys[j];
-            const double* gj = g + static_cast<std::ptrdiff_t>(j) * nsub;
-            double a0 = 0.0, ax = 0.0, axx = 0.0;
-            for (int i = 0; i < nx; ++i) {
-                const double* gi = gj + static_cast<std::ptrdiff_t>(ns) * i;
-                double ex = ex0 + ns * i * h, sw = 0.0, swx = 0.0, swxx = 0.0;
-                for (int u = 0; u < ns; ++u, ex += h) {
-                    const double e = gi[u], ee = e * ex;
-                    sw += e;
-                    swx += ee;
-                    swxx += ee * ex;
-                }
-                wsum[i] += sw;
-                const double v = pv[i];  // 0 for unusable pixels
-                a0 += v * sw;
-                ax += v * swx;
-                axx += v * swxx;
-            }
-            s.i0 += norm * a0;
-            s.ix += norm * ax;
-            s.iy += norm * ey * a0;
-            s.ixx += norm * axx;
-            s.iyy += norm * ey * ey * a0;
-            s.ixy += norm * ey * ax;
+            s.i0 += norm * r.a0[j];
+            s.ix += norm * r.ax[j];
+            s.iy += norm * ey * r.a0[j];
+            s.ixx += norm * r.axx[j];
+            s.iyy += norm * ey * ey * r.a0[j];
+            s.ixy += norm * ey * r.ax[j];
         }
+        const double* puse = ws.use.data() + o;
+        const double* pvar = ws.var.data() + o;
         for (int i = 0; i < nx; ++i) {
             const double wt = norm * wsum[i] * puse[i];
             s.vw2 += wt * wt * pvar[i];
@@ -416,7 +406,7 @@ void fisher_errors(const Box& b, double xc, double yc, const Sym2& c, double flu
 }
 
 template <class Acc>
-SdssShapeResult adaptive(const Acc& a, double x, double y, const SdssShapeControl& ctrl) {
+SdssShapeResult adaptive(const Acc& a, double x, double y, const SdssShapeControl& ctrl, bool baseline_only = false) {
     SdssShapeResult r;
     if (!std::isfinite(x) || !std::isfinite(y)) {
         r.flags = F::FAILURE | F::UNWEIGHTED_BAD;
@@ -437,6 +427,7 @@ SdssShapeResult adaptive(const Acc& a, double x, double y, const SdssShapeContro
     if (box.empty()) return fail(0);
     const int max_iter = std::max(1, ctrl.max_iter);
     Workspace ws;
+    const SumKernels kernels = sum_kernels(baseline_only);
     // A narrow weight (smallest eigenvalue of W below 1 px^2) is averaged over 4 x 4 sub-pixels. The
     // choice latches: once on, it stays on for this source. Otherwise a source whose moments sit near
     // the threshold flips between the two samplings, whose answers differ by ~pixel^2/12, and
@@ -447,7 +438,7 @@ SdssShapeResult adaptive(const Acc& a, double x, double y, const SdssShapeContro
         box = weight_box(a, xc, yc, w);
         if (box.empty()) return fail(0);
         if (w.min_eigen() < 1.0) ns = kSub;
-        const Sums s = weighted_sums(a, box, xc, yc, w, ns, ws);
+        const Sums s = weighted_sums(a, box, xc, yc, w, ns, ws, kernels);
         if (!(s.i0 > 0.0) || !std::isfinite(s.i0)) return fail(0);
         const double mx = s.ix / s.i0, my = s.iy / s.i0;
         const Sym2 m{s.ixx / s.i0 - mx * mx, s.iyy / s.i0 - my * my, s.ixy / s.i0 - mx * my};
@@ -492,13 +483,14 @@ SdssShapeResult adaptive(const Acc& a, double x, double y, const SdssShapeContro
 
 }  // namespace
 
-SdssShapeResult measure_sdss_shape(const ExposureView& ev, double x, double y, const SdssShapeControl& ctrl) {
-    return adaptive(ExposureAccess{ev}, x, y, ctrl);
+SdssShapeResult measure_sdss_shape(const ExposureView& ev, double x, double y, const SdssShapeControl& ctrl,
+                                   bool baseline_only) {
+    return adaptive(ExposureAccess{ev}, x, y, ctrl, baseline_only);
 }
 
 SdssShapeResult adaptive_moments(ImageView<const double> image, int x0, int y0, double x, double y,
-                                 const SdssShapeControl& ctrl) {
-    return adaptive(ImageAccess{image, x0, y0}, x, y, ctrl);
+                                 const SdssShapeControl& ctrl, bool baseline_only) {
+    return adaptive(ImageAccess{image, x0, y0}, x, y, ctrl, baseline_only);
 }
 
 }  // namespace visitcal

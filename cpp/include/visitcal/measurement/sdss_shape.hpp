@@ -71,12 +71,15 @@ struct SdssShapeResult {
     std::uint32_t flags = 0;
 };
 
-/// Adaptive moments of the source at (x, y) (parent frame, e.g. slot_Centroid).
-SdssShapeResult measure_sdss_shape(const ExposureView& ev, double x, double y, const SdssShapeControl& ctrl);
+/// Adaptive moments of the source at (x, y) (parent frame, e.g. slot_Centroid). The pixel sums have an
+/// AVX2 build chosen at run time with the same results to the bit; baseline_only forces the portable
+/// one (for the tests that compare them).
+SdssShapeResult measure_sdss_shape(const ExposureView& ev, double x, double y, const SdssShapeControl& ctrl,
+                                   bool baseline_only = false);
 
 /// The same on a bare image (a PSF image: no variance, so the errors are NaN). (x0, y0) is the parent
 /// position of image[0][0]; (x, y) the starting centre in that frame. Used by Psf::compute_shape.
 SdssShapeResult adaptive_moments(ImageView<const double> image, int x0, int y0, double x, double y,
-                                 const SdssShapeControl& ctrl);
+                                 const SdssShapeControl& ctrl, bool baseline_only = false);
 
 }  // namespace visitcal
