@@ -42,7 +42,8 @@ seconds) each file is hashed once: the repository's digest cache (`visitcal.pipe
 ``REPO/.visitcal/digests``) keeps a file's digest with its device, inode, size, modification and status-change
 times, and gives it back only while all are unchanged; the status-change time moves on every write, rename,
 ``touch`` or ``chmod`` and cannot be set back, so a file rewritten with its mtime restored is hashed again.
-``VISITCAL_DIGEST_CACHE=0`` turns it off.
+``VISITCAL_DIGEST_CACHE=0`` turns it off. A product is hashed by a second thread while its atomic write waits
+for ``fsync`` (`visitcal.core.atomic.digest_while_syncing`), which hides the hash behind the disk.
 
 A unit is ``ok``, ``degraded`` (it completed and wrote its products, but they lack something: e.g. a visit
 summary without a calibrated detector's row; ``message`` says what) or ``failed``. A degraded unit counts as
@@ -71,7 +72,7 @@ import resource
 import time
 from pathlib import Path
 
-from ..core.atomic import atomic_write, temporary_path
+from ..core.atomic import atomic_write, digest_while_syncing, temporary_path
 from ..io import VisitcalIOError
 from .digest_cache import DigestCache, sha256_file
 
@@ -455,9 +456,12 @@ def write_product(path, writer, *, root=None) -> str:
     tmp = temporary_path(path, keep_suffix=True)  # removed by remove_stale_temporaries if we are killed
     cache = DigestCache(root) if root is not None else None
     try:
-        writer(tmp)
+        # Hashed while the writer's fsync waits for the disk, when the writer writes through atomic_write;
+        # else read once here. Either way it decides whether to replace, and it is the returned digest.
+        with digest_while_syncing(tmp) as synced:
+            writer(tmp)
         written = os.stat(tmp)
-        digest = file_digest(tmp)  # read once: it decides whether to replace, and it is the returned digest
+        digest = synced.get("sha256") or file_digest(tmp)
         if file_digest(path, cache) == digest:
             tmp.unlink()
         else:

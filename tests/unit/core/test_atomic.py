@@ -3,18 +3,22 @@ and a live one's are kept."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from visitcal.core.atomic import atomic_write, atomic_write_fits, host_tag, process_alive, remove_stale_temporaries
+from visitcal.core.atomic import (atomic_write, atomic_write_fits, digest_while_syncing, host_tag, process_alive,
+                                  remove_stale_temporaries)
 
 
 def _dead_pid() -> int:
@@ -75,3 +79,43 @@ def test_fits_checksums_match_tables_with_blank_padded_strings(tmp_path):
         assert [(h.verify_checksum(), h.verify_datasum()) for h in hdul] == [(1, 1), (1, 1)]
         assert hdul[1].data["status"].tolist() == ["ok", "failed", "two words"]
     assert (tmp_path / "a.fits").read_bytes() == (tmp_path / "b.fits").read_bytes()
+
+
+@settings(max_examples=25, deadline=None)
+@given(payload=st.binary(min_size=0, max_size=3 << 20), text=st.booleans())
+def test_digest_while_syncing_is_the_sha256_of_the_written_bytes(tmp_path_factory, payload, text):
+    """The hash taken by a second thread during fsync (issue 25) is hashlib's SHA-256 of the file put in
+    place, for binary and text writes; a write to another path inside the block is not hashed."""
+    folder = tmp_path_factory.mktemp("sync")
+    path, other = folder / "product.bin", folder / "other.bin"
+    with digest_while_syncing(path) as synced:
+        with atomic_write(other) as f:
+            f.write(b"not this one")
+        if text:
+            with atomic_write(path, "w") as f:
+                f.write(payload.hex())
+        else:
+            with atomic_write(path) as f:
+                f.write(payload)
+    assert synced["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_digest_while_syncing_without_a_write_leaves_no_digest(tmp_path):
+    path = tmp_path / "product.bin"
+    with digest_while_syncing(path) as synced:
+        path.write_bytes(b"written without atomic_write")
+    assert "sha256" not in synced
+    with atomic_write(path) as f:  # outside any block: no hashing, no error
+        f.write(b"x")
+    assert path.read_bytes() == b"x"
+
+
+def test_write_product_digest_matches_a_fresh_hash_for_a_fits_product(tmp_path):
+    """A FITS product written through `atomic_write_fits` inside `write_product` returns (and records) the
+    digest of its bytes, hashed during its fsync."""
+    from visitcal.pipeline.repository import write_product
+
+    hdus = fits.HDUList([fits.PrimaryHDU(np.arange(30000, dtype=np.float32).reshape(100, 300))])
+    path = tmp_path / "p.fits"
+    digest = write_product(path, lambda p: atomic_write_fits(hdus, p, overwrite=True), root=tmp_path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
