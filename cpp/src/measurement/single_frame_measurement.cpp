@@ -1,8 +1,10 @@
 #include "visitcal/measurement/single_frame_measurement.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <stdexcept>
+#include <vector>
 
 #include "visitcal/detection/noise_replacer.hpp"
 
@@ -14,6 +16,49 @@ const Span* spans_of(const FootprintList& f, std::size_t i, std::size_t& n) {
     const auto a = f.span_offsets[i], b = f.span_offsets[i + 1];
     n = static_cast<std::size_t>(b - a);
     return f.spans.data() + a;
+}
+
+constexpr int kBandRows = 256;
+
+// The records' indices by band (floor(y / kBandRows) of the record's peak, or of its first span), then by
+// x, increasing in even bands and decreasing in odd ones, then by index; records without a position last,
+// by index.
+std::vector<std::size_t> measurement_order(const FootprintList& fps) {
+    const std::size_t n = fps.size();
+    struct Key {
+        long long band;
+        double x;
+        std::size_t i;
+    };
+    std::vector<Key> keys;
+    keys.reserve(n);
+    std::vector<std::size_t> order, last;
+    order.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        double x, y;
+        if (fps.peak_offsets[i + 1] > fps.peak_offsets[i]) {
+            const Peak& p = fps.peaks[fps.peak_offsets[i]];
+            x = p.x;
+            y = p.y;
+        } else if (fps.span_offsets[i + 1] > fps.span_offsets[i]) {
+            const Span& s = fps.spans[fps.span_offsets[i]];
+            x = s.x0;
+            y = s.y;
+        } else {
+            last.push_back(i);
+            continue;
+        }
+        const long long band = static_cast<long long>(std::floor(y / kBandRows));
+        keys.push_back({band, (band % 2 == 0) ? x : -x, i});
+    }
+    std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) {
+        if (a.band != b.band) return a.band < b.band;
+        if (a.x != b.x) return a.x < b.x;
+        return a.i < b.i;
+    });
+    for (const Key& k : keys) order.push_back(k.i);
+    order.insert(order.end(), last.begin(), last.end());
+    return order;
 }
 
 }  // namespace
@@ -56,7 +101,14 @@ MeasurementOutput measure_sources(ImageView<float> image, ImageView<const std::i
                                                 x0, y0);
     }
 
-    for (std::size_t i = 0; i < n; ++i) {
+    // Records are measured in a cache-friendly order: bands of kBandRows rows, left to right and right to
+    // left in turn, so consecutive records share most of the pixels their apertures and weights read
+    // (a 70 px aperture reads 141 rows; in catalogue order, sorted by row only, every record read them
+    // from memory again). The order changes no result: every record sees the same image (its own
+    // pixels, noise elsewhere; NoiseReplacer's inserts and removals are exact inverses), and the
+    // outputs are stored at the record's own index.
+    const std::vector<std::size_t> order = measurement_order(fps);
+    for (const std::size_t i : order) {
         std::size_t n_spans = 0;
         const Span* spans = spans_of(fps, i, n_spans);
         const bool heavy = rec.heavy_offsets[i] >= 0;
