@@ -32,24 +32,32 @@ VarianceResult measure_variance(const ExposureView& ev, double x, double y, cons
     int px0, px1, py0, py1;
     clip_run(std::ceil(x - hx), std::floor(x + hx), ev.x0, ev.x0 + ev.width() - 1, px0, px1);
     clip_run(std::ceil(y - hy), std::floor(y + hy), ev.y0, ev.y0 + ev.height() - 1, py0, py1);
-    std::vector<float> v;
+    // The pixels inside the ellipse, unmasked and finite, in row-major order. Each pixel is written and
+    // the count advanced by whether it qualifies (no branch per pixel: the ellipse's edge made the
+    // branches mispredict on every row; issue 25); the kept values and their order are those of a
+    // filtered append, so the median is unchanged.
+    std::vector<float> v(static_cast<std::size_t>(std::max(px1 - px0 + 1, 0)) *
+                         static_cast<std::size_t>(std::max(py1 - py0 + 1, 0)));
+    std::size_t n = 0;
     for (int py = py0; py <= py1; ++py) {
         const float* va = ev.variance.row(py - ev.y0);
         const std::int32_t* m = ev.mask.row(py - ev.y0);
         const double dy = py - y;
         for (int px = px0; px <= px1; ++px) {
             const double dx = px - x;
-            if (ixx * dx * dx + 2.0 * ixy * dx * dy + iyy * dy * dy > 1.0) continue;
             const int i = px - ev.x0;
-            if ((m[i] & ctrl.mask) || !std::isfinite(va[i])) continue;
-            v.push_back(va[i]);
+            const bool inside = !(ixx * dx * dx + 2.0 * ixy * dx * dy + iyy * dy * dy > 1.0);
+            const bool usable = !(m[i] & ctrl.mask) && std::isfinite(va[i]);
+            v[n] = va[i];
+            n += static_cast<std::size_t>(inside & usable);
         }
     }
-    if (v.empty()) {
+    if (n == 0) {
         res.flags = FAILURE | EMPTY_FOOTPRINT;
         return res;
     }
-    const std::size_t n = v.size(), h = n / 2;
+    v.resize(n);
+    const std::size_t h = n / 2;
     std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h), v.end());
     double med = v[h];
     if (n % 2 == 0) med = 0.5 * (med + *std::max_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(h)));
