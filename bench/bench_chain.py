@@ -7,9 +7,14 @@ its inputs, in a child process pinned to one core, once per variant and round, v
 is a ``PYTHONPATH`` (``--variant LABEL=PATH``, repeatable; by default this tree's ``python/``), so the code
 before and after a change is timed in one run on one machine.
 
-Every unit runs in a fresh process forked from the child (one at a time, on the pinned core), so the peak
-resident memory in its provenance (``ru_maxrss``) is the unit's own peak as a worker process would see it
-(the forked process starts with the child's ~0.15 GB of imported modules, as a pool worker does).
+With ``--executor fork`` (the default) every unit runs in a fresh process forked from the child (one at a
+time, on the pinned core), so the peak resident memory in its provenance (``ru_maxrss``) is the unit's own peak
+as a worker process would see it (the forked process starts with the child's ~0.15 GB of imported modules, as a
+pool worker does). Each unit then touches only fresh memory, whose pages the kernel zeroes on first use. With
+``--executor inprocess`` the units run one after another in the child itself, as ``visitcal run`` does with one
+job (and as a long-lived pool worker runs its units): memory a unit freed is reused by the next (the command
+line keeps it, `visitcal.pipeline.runner.tune_allocator`), so only the first unit pays for fresh pages. Peaks
+are then the process's, not the unit's, and are not reported.
 
 After the chain, the same command again on the finished repository (every unit up to date): the cost of the
 up-to-date checks. Per step: wall time (fork and the step's own bookkeeping included), the units' times from their provenance
@@ -19,7 +24,7 @@ provenance's inputs and outputs) and the **I/O floor**: those bytes at the raw p
 ``tofile`` write rate of this machine, measured in the same child (200 MB, best of 3).
 
     PYTHONPATH=python python bench/bench_chain.py [--rounds 2] [--cpu 0]
-        [--variant before=/path/to/old/python --variant after=python] [--json FILE]
+        [--variant before=/path/to/old/python --variant after=python] [--json FILE] [--executor fork|inprocess]
 """
 
 from __future__ import annotations
@@ -124,12 +129,13 @@ def child(args) -> dict:
     root = fresh_copy(Path(args.repo), Path(args.work))
     config = RunConfig(calibrate=CalibrateStepConfig.preset("sparse" if args.preset == "small" else "lsst"))
     t0 = time.perf_counter()
+    executor = (lambda: ForkPerUnitExecutor()) if args.executor == "fork" else (lambda: None)
     with repository_lock(root):
-        result = run_chain(root, config=config, executor=ForkPerUnitExecutor())
+        result = run_chain(root, config=config, executor=executor())
     total = time.perf_counter() - t0
     t0 = time.perf_counter()
     with repository_lock(root):  # every unit up to date: the cost of deciding so (hashing, or the digest cache)
-        rerun = run_chain(root, config=config, executor=ForkPerUnitExecutor())
+        rerun = run_chain(root, config=config, executor=executor())
     rerun_s = time.perf_counter() - t0
     n_skipped = sum(s.skipped for sts in rerun.statuses.values() for s in sts)
     rates = io_rates(Path(args.work))  # after the chain: its 200 MB would otherwise be in every forked unit
@@ -149,7 +155,7 @@ def child(args) -> dict:
             timings["total"] = timings.pop("visit_total")
         bytes_in = sum(_bytes(root, s.inputs or {}) for s in units)
         bytes_out = sum(_bytes(root, s.outputs or {}) for s in units)
-        peaks = [s.peak_rss_mb for s in units if s.peak_rss_mb]
+        peaks = [s.peak_rss_mb for s in units if s.peak_rss_mb] if args.executor == "fork" else []
         steps[name] = {
             "wall_s": result.seconds[name], "units": len(units), "failed": sum(not s.ok for s in statuses),
             "timings_sum_s": timings, "bytes_in": bytes_in, "bytes_out": bytes_out,
@@ -205,6 +211,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=None, help="LABEL=PYTHONPATH (repeatable)")
     parser.add_argument("--work", default=str(_common.RESULTS_DIR / "chain_runs"))
     parser.add_argument("--json", default=None)
+    parser.add_argument("--executor", choices=("fork", "inprocess"), default="fork",
+                        help="fork: each unit in a fresh forked process (its own peak memory); inprocess: the units "
+                             "one after another in one process, as `visitcal run` with one job")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repo", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -222,7 +231,7 @@ def main() -> None:
             out = work / f"{label}_{rnd}.json"
             env = {**os.environ, "PYTHONPATH": f"{Path(path).resolve()}{os.pathsep}{_common.BENCH_DIR}"}
             cmd = [sys.executable, __file__, "--child", "--repo", str(repo), "--work", str(work / "repo"),
-                   "--out", str(out), "--cpu", str(args.cpu), "--preset", args.preset]
+                   "--out", str(out), "--cpu", str(args.cpu), "--preset", args.preset, "--executor", args.executor]
             subprocess.run(cmd, env=env, check=True)
             run = json.loads(out.read_text())
             runs[label].append(run)
@@ -230,7 +239,7 @@ def main() -> None:
                   "(" + ", ".join(f"{k} {v['wall_s']:.1f}" for k, v in run["steps"].items()) + ")", flush=True)
     print(table(runs))
     payload = {"machine": _common.machine_info(), "repository": str(repo), "load_before": os.getloadavg(),
-               "variants": variants, "runs": runs}
+               "executor": args.executor, "variants": variants, "runs": runs}
     print("written", _common.write_json("bench_chain", payload, args.json))
 
 

@@ -158,10 +158,14 @@ def digest_while_syncing(path):
 
 def _sha256_of(name: str, out: dict) -> None:
     try:
+        # 1 MiB at a time into one buffer: the hash runs beside the writer's peak (its planes and their
+        # write buffers), which a larger block would raise.
         h = hashlib.sha256()
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
         with open(name, "rb") as f:
-            while block := f.read(1 << 23):
-                h.update(block)
+            while n := f.readinto(buf):
+                h.update(view[:n])
         out["sha256"] = h.hexdigest()
     except BaseException as exc:  # reported to the writer, which then leaves the digest to its caller
         out["error"] = exc
