@@ -177,10 +177,10 @@ def table(runs: dict) -> str:
             best = min(rs, key=lambda r: r["total_s"])
             n = best["detectors"]
             if name == "total":
-                peak = max(s["peak_rss_mb_max"] or 0 for s in best["steps"].values())
+                peaks = [s["peak_rss_mb_max"] for s in best["steps"].values() if s["peak_rss_mb_max"]]
                 floor = sum(s["floor_s"] for s in best["steps"].values())
                 lines.append(f"| **whole chain** | {label} | **{min(r['per_detector_s'] for r in rs):.2f}** | | | | "
-                             f"{floor / n:.2f} | {peak:.0f} |")
+                             f"{floor / n:.2f} | {f'{max(peaks):.0f}' if peaks else 'n/a'} |")
                 if "rerun_per_detector_s" in best:
                     lines.append(f"| rerun, all up to date | {label} | "
                                  f"{min(r['rerun_per_detector_s'] for r in rs):.2f} | | | | | |")
@@ -193,8 +193,9 @@ def table(runs: dict) -> str:
 
             def cell(v):
                 return f"{v / n:.2f}" if v is not None else ""
+            peak = st["peak_rss_mb_max"]
             lines.append(f"| {name} | {label} | {st['wall_s'] / n:.2f} | {cell(read)} | {cell(task)} | "
-                         f"{cell(write)} | {st['floor_s'] / n:.2f} | {st['peak_rss_mb_max'] or 0:.0f} |")
+                         f"{cell(write)} | {st['floor_s'] / n:.2f} | {f'{peak:.0f}' if peak else 'n/a'} |")
     return "\n".join(lines)
 
 
