@@ -349,6 +349,14 @@ def test_read_mask_reads_the_mask_alone(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((3, 3)), name="IMAGE")]).writeto(tmp_path / "nomask.fits")
     with pytest.raises(FitsReadError, match="no MASK HDU"):
         read_mask(tmp_path / "nomask.fits")
+    # verified as read_exposure verifies it: one flipped byte of the MASK data is a corrupt file
+    with fits.open(path) as hdul:
+        offset = hdul.fileinfo(hdul.index_of("MASK"))["datLoc"]
+    data = bytearray(path.read_bytes())
+    data[offset + 7] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(FitsReadError, match=r"e.fits\[MASK\]: corrupt file: CHECKSUM and DATASUM"):
+        read_mask(path)
 
 
 
