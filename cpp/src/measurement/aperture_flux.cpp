@@ -16,8 +16,6 @@
 // the 1e-10 relative agreement with photutils asserted by the tests.
 #include "visitcal/measurement/aperture_flux.hpp"
 #include "visitcal/core/checked.hpp"
-#include "../core/cpu_features.hpp"
-#include "aperture_kernels.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -32,10 +30,16 @@ namespace {
 constexpr double kPi = 3.14159265358979323846;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr int kMaxRadii = 64;
-constexpr int kBoundaryChunk = 64;  // boundary pixels whose weights are computed per kernel call
 
-using aperture_geometry::ColEdge;
-using aperture_geometry::RowEdge;
+struct ColEdge {
+    double v;  // |x| of the edge relative to the centre
+    double g;  // G(min(v, r))
+};
+struct RowEdge {
+    double v;   // |y| of the edge relative to the centre
+    double s;   // s(v) = sqrt(r^2 - v^2), 0 for v >= r
+    double gs;  // G(s)
+};
 
 inline double g_of(double x, double r, double r2) {
     const double xc = std::min(x, r);
@@ -48,14 +52,35 @@ inline RowEdge row_edge(double v, double r, double r2) {
     return {v, s, g_of(s, r, r2)};
 }
 
-// The boundary weights' vector loop: the AVX2 build where the CPU has it (the same bits either way,
-// aperture_kernels.hpp).
-void boundary_weights_baseline(const double* cv, const double* cg, std::ptrdiff_t e0, int i0, int count, double xc,
-                               int rcase, const RowEdge& C, const RowEdge& D, const RowEdge& zr, double* w) {
-    boundary_weights_impl(cv, cg, e0, i0, count, xc, rcase, C, D, zr, w);
+// First-quadrant rectangle [a, b] x [c, d].
+// Written with selects instead of branches: which terms apply changes from pixel to pixel along the
+// arc, and the mispredicted branches cost more than computing both terms (issue 25). The result is
+// the branchy form's to the bit: a term that does not apply adds +0.0, and area (0.0 plus terms)
+// is never -0.0, so adding +0.0 leaves it unchanged.
+inline double quad_area(const ColEdge& a, const ColEdge& b, const RowEdge& c, const RowEdge& d) {
+    const double full_hi = std::min(b.v, d.s);
+    const double t_full = (d.v - c.v) * (full_hi - a.v);
+    const bool near_lo = a.v >= d.s, near_hi = b.v <= c.s;
+    const double lo = near_lo ? a.v : d.s, glo = near_lo ? a.g : d.gs;
+    const double hi = near_hi ? b.v : c.s, ghi = near_hi ? b.g : c.gs;
+    const double t_arc = (ghi - glo) - c.v * (hi - lo);
+    double area = 0.0;
+    area += full_hi > a.v ? t_full : 0.0;
+    area += hi > lo ? t_arc : 0.0;
+    return a.v >= c.s ? 0.0 : area;  // the near corner outside: nothing inside
 }
-aperture_kernels::BoundaryWeightsFn boundary_weights_kernel() {
-    return cpu_has_avx2() ? aperture_kernels::boundary_weights_avx2 : boundary_weights_baseline;
+
+// Rectangle with signed edges: ea < eb (columns), fc < fd (rows); the tabulated edges carry |.|.
+inline double rect_area(double ea, const ColEdge& A, double eb, const ColEdge& B, double fc, const RowEdge& C,
+                        double fd, const RowEdge& D, const ColEdge& zc, const RowEdge& zr) {
+    auto rows = [&](const ColEdge& lo, const ColEdge& hi) {
+        if (fc >= 0.0) return quad_area(lo, hi, C, D);
+        if (fd <= 0.0) return quad_area(lo, hi, D, C);
+        return quad_area(lo, hi, zr, C) + quad_area(lo, hi, zr, D);
+    };
+    if (ea >= 0.0) return rows(A, B);
+    if (eb <= 0.0) return rows(B, A);
+    return rows(zc, A) + rows(zc, B);
 }
 
 // Sum of n floats (and of their variances) in double with four interleaved accumulators (a fixed
@@ -122,20 +147,13 @@ void aperture_core(ImageView<const T> img, ImageView<const float> var, double xc
         ncol += static_cast<std::size_t>(t.ihi - t.ilo + 2);
         nrow += static_cast<std::size_t>(t.jhi - t.jlo + 2);
     }
-    // Column edges as two arrays (|x| and G), which the vector loop loads four at a time.
-    std::vector<double> col_v(ncol), col_g(ncol);
+    std::vector<ColEdge> cols(ncol);
     std::vector<RowEdge> rows(nrow);
     for (int k = 0; k < n_valid; ++k) {
         const Tab& t = tabs[k];
-        for (int i = t.ilo; i <= t.ihi + 1; ++i) {
-            const ColEdge e = col_edge(std::fabs(i - 0.5 - xc), t.r, t.r2);
-            col_v[t.col0 + (i - t.ilo)] = e.v;
-            col_g[t.col0 + (i - t.ilo)] = e.g;
-        }
+        for (int i = t.ilo; i <= t.ihi + 1; ++i) cols[t.col0 + (i - t.ilo)] = col_edge(std::fabs(i - 0.5 - xc), t.r, t.r2);
         for (int j = t.jlo; j <= t.jhi + 1; ++j) rows[t.row0 + (j - t.jlo)] = row_edge(std::fabs(j - 0.5 - yc), t.r, t.r2);
     }
-    const aperture_kernels::BoundaryWeightsFn boundary_weights = boundary_weights_kernel();
-    double wbuf[kBoundaryChunk];
 
     const Tab& big = tabs[n_valid - 1];
     // The aperture's rows are 4 * nx bytes apart, so every row is a fresh cache miss that the
@@ -200,30 +218,26 @@ void aperture_core(ImageView<const T> img, ImageView<const float> var, double xc
             const int p_hi = std::min(saturate_to_int(std::ceil(xc + 0.5 + tp) - 1.0), t.ihi);
             const RowEdge& C = rows[t.row0 + (j - t.jlo)];
             const RowEdge& D = rows[t.row0 + (j + 1 - t.jlo)];
+            const ColEdge zc{0.0, 0.0};
             const RowEdge zr{0.0, t.r, 0.25 * kPi * t.r2};
-            const int rcase = aperture_geometry::row_case(fc, fd);
-            // The weights of the pixels lo..hi (vectorised), then their sums pixel by pixel in order.
-            auto boundary = [&](int lo, int hi) {
-                for (int a = lo; a <= hi; a += kBoundaryChunk) {
-                    const int b = std::min(hi, a + kBoundaryChunk - 1);
-                    boundary_weights(col_v.data() + t.col0, col_g.data() + t.col0, a - t.ilo, a, b - a + 1, xc, rcase,
-                                     C, D, zr, wbuf);
-                    for (int i = a; i <= b; ++i) {
-                        const double w = wbuf[i - a];
-                        // w = 0 adds +0.0 (and not 0 x a NaN pixel): the sums, never -0.0, are unchanged, as
-                        // when the pixel is skipped, without a data-dependent branch.
-                        const bool in = w > 0.0;
-                        s.flux += in ? w * static_cast<double>(irow[i]) : 0.0;
-                        if (has_var) s.var += in ? w * static_cast<double>(vrow[i]) : 0.0;
-                        s.area += w;
-                    }
-                }
+            const ColEdge* ce = cols.data() + t.col0;  // ce[i - ilo] = left edge of column i
+            auto boundary = [&](int i) {
+                const double ea = i - 0.5 - xc;
+                const ColEdge& A = ce[i - t.ilo];
+                double w = rect_area(ea, A, ea + 1.0, (&A)[1], fc, C, fd, D, zc, zr);
+                w = std::min(std::max(w, 0.0), 1.0);
+                // w = 0 adds +0.0 (and not 0 x a NaN pixel): the sums, never -0.0, are unchanged, as
+                // when the pixel is skipped, without a data-dependent branch.
+                const bool in = w > 0.0;
+                s.flux += in ? w * static_cast<double>(irow[i]) : 0.0;
+                if (has_var) s.var += in ? w * static_cast<double>(vrow[i]) : 0.0;
+                s.area += w;
             };
             if (f_lo <= f_hi) {
-                boundary(p_lo, f_lo - 1);
-                boundary(f_hi + 1, p_hi);
+                for (int i = p_lo; i < f_lo; ++i) boundary(i);
+                for (int i = f_hi + 1; i <= p_hi; ++i) boundary(i);
             } else {
-                boundary(p_lo, p_hi);
+                for (int i = p_lo; i <= p_hi; ++i) boundary(i);
             }
         }
     }
@@ -321,8 +335,9 @@ double circle_rectangle_overlap(double radius, double xa, double xb, double ya, 
     const double r = radius, r2 = r * r;
     const ColEdge A = col_edge(std::fabs(xa), r, r2), B = col_edge(std::fabs(xb), r, r2);
     const RowEdge C = row_edge(std::fabs(ya), r, r2), D = row_edge(std::fabs(yb), r, r2);
+    const ColEdge zc{0.0, 0.0};
     const RowEdge zr{0.0, r, 0.25 * kPi * r2};
-    return aperture_geometry::rect_area(xa, A, xb, B, aperture_geometry::row_case(ya, yb), C, D, zr);
+    return rect_area(xa, A, xb, B, ya, C, yb, D, zc, zr);
 }
 
 }  // namespace visitcal

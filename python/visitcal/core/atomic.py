@@ -157,6 +157,7 @@ def digest_while_syncing(path):
 
 
 def _sha256_of(name: str, out: dict) -> None:
+    """``out["sha256"]`` = the SHA-256 of file ``name``; nothing on an OSError (the caller then hashes it)."""
     try:
         # 1 MiB at a time into one buffer: the hash runs beside the writer's peak (its planes and their
         # write buffers), which a larger block would raise.
@@ -167,19 +168,19 @@ def _sha256_of(name: str, out: dict) -> None:
             while n := f.readinto(buf):
                 h.update(view[:n])
         out["sha256"] = h.hexdigest()
-    except BaseException as exc:  # reported to the writer, which then leaves the digest to its caller
-        out["error"] = exc
+    except OSError:
+        pass
 
 
-def _sync(tmp, path: Path) -> str | None:
+def _sync(tmp, path: Path) -> None:
     """flush + fsync ``tmp``; when a `digest_while_syncing` block asked for ``path``, hash the written
-    bytes meanwhile and return the digest (None if the hash failed or nobody asked)."""
+    bytes meanwhile and give it the digest (None if the hash failed)."""
     tmp.flush()
     requests = _DIGEST_REQUESTS.get()
     key = path.absolute()
     if not requests or key not in requests:
         os.fsync(tmp.fileno())
-        return None
+        return
     out: dict = {}
     worker = threading.Thread(target=_sha256_of, args=(tmp.name, out), name="visitcal-digest", daemon=True)
     worker.start()
@@ -188,7 +189,6 @@ def _sync(tmp, path: Path) -> str | None:
     finally:
         worker.join()
     requests[key] = out.get("sha256")
-    return requests[key]
 
 
 @contextlib.contextmanager
